@@ -1,0 +1,23 @@
+"""Assignment's consumer of `proposalflow.proposals`: thin, the rules are in domain.py."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.assignment import service
+from services.assignment.domain import RoutingTable
+from shared.envelope import Envelope
+from shared.events import ProposalFiled, ProposalSubmitted, parse_message
+from shared.messaging import Handler, Record
+from shared.policy import Policy, WorkingCalendar
+
+
+def proposals_handler(table: RoutingTable, policy: Policy, calendar: WorkingCalendar) -> Handler:
+    async def on_proposal_event(conn: AsyncConnection, envelope: Envelope, _record: Record) -> None:
+        event = parse_message(envelope.type, envelope.data)
+        if isinstance(event, ProposalSubmitted):
+            await service.on_submitted(conn, event)
+        elif isinstance(event, ProposalFiled):
+            await service.on_filed(conn, event, table, policy, calendar)
+
+    return on_proposal_event

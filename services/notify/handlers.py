@@ -1,0 +1,16 @@
+"""Notify's consumer of every lifecycle topic: thin, see service.py."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.notify import service
+from shared.envelope import Envelope
+from shared.events import Event, parse_message
+from shared.messaging import Record
+
+
+async def on_event(conn: AsyncConnection, envelope: Envelope, _record: Record) -> None:
+    event = parse_message(envelope.type, envelope.data)
+    if isinstance(event, Event):
+        await service.handle(conn, envelope, event)

@@ -1,0 +1,121 @@
+"""Bearer JWT authentication and role checks.
+
+Development: HS256 with a shared secret (`PROPOSALFLOW_JWT_SECRET`; `proposalflow token` issues one).
+Production: RS256 keys from an OIDC provider's JWKS (`PROPOSALFLOW_JWT_JWKS_URL`).
+Claims: `sub` (principal id), `role` (a :class:`~shared.events.Role`), `unit` (for unit users),
+`name` (display name, optional).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from typing import Annotated, Any
+
+import jwt
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ValidationError
+
+from shared.events import Actor, Role
+from shared.http import Problem
+from shared.settings import CommonSettings
+
+
+class Principal(BaseModel):
+    """Who is calling: from a verified token."""
+
+    id: str
+    role: Role
+    unit: str | None = None
+    name: str | None = None
+
+    def as_actor(self) -> Actor:
+        return Actor(id=self.id, role=self.role, unit=self.unit)
+
+
+def issue_token(
+    settings: CommonSettings,
+    *,
+    subject: str,
+    role: Role,
+    unit: str | None = None,
+    name: str | None = None,
+    ttl: timedelta = timedelta(hours=12),
+) -> str:
+    """A development token signed with the HS256 secret."""
+    now = datetime.now(UTC)
+    claims: dict[str, Any] = {"sub": subject, "role": role.value, "iat": now, "exp": now + ttl}
+    if unit:
+        claims["unit"] = unit
+    if name:
+        claims["name"] = name
+    if settings.jwt_issuer:
+        claims["iss"] = settings.jwt_issuer
+    if settings.jwt_audience:
+        claims["aud"] = settings.jwt_audience
+    return jwt.encode(claims, settings.jwt_secret, algorithm="HS256")
+
+
+@lru_cache(maxsize=4)
+def _jwks_client(url: str) -> jwt.PyJWKClient:
+    return jwt.PyJWKClient(url, cache_keys=True)
+
+
+def decode_token(settings: CommonSettings, token: str) -> Principal:
+    """Verify a token and return its principal; raises :class:`Problem` (401) saying why not."""
+    options = {"require": ["exp", "sub", "role"]}
+    try:
+        if settings.jwt_algorithm == "RS256":
+            if not settings.jwt_jwks_url:
+                raise Problem(500, "Authentication misconfigured", "RS256 needs PROPOSALFLOW_JWT_JWKS_URL")
+            key: Any = _jwks_client(settings.jwt_jwks_url).get_signing_key_from_jwt(token).key
+        else:
+            key = settings.jwt_secret
+        claims = jwt.decode(
+            token,
+            key,
+            algorithms=[settings.jwt_algorithm],
+            audience=settings.jwt_audience,
+            issuer=settings.jwt_issuer,
+            options=options,  # type: ignore[arg-type]
+        )
+    except jwt.ExpiredSignatureError as exc:
+        raise Problem(401, "Token expired", "The bearer token has expired; get a new one.") from exc
+    except jwt.PyJWTError as exc:
+        raise Problem(401, "Invalid token", f"The bearer token was refused: {exc}.") from exc
+    try:
+        return Principal(id=claims["sub"], role=claims["role"], unit=claims.get("unit"), name=claims.get("name"))
+    except ValidationError as exc:
+        raise Problem(401, "Invalid token", f"The token's claims are not usable: {exc.errors()[0]['msg']}") from exc
+
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+async def authenticate(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    """The FastAPI dependency that authenticates the caller, with the app's `common_settings`."""
+    settings: CommonSettings = request.app.state.common_settings
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Problem(401, "Not authenticated", "Send `Authorization: Bearer <token>`.")
+    if settings.jwt_algorithm == "RS256":
+        principal = await asyncio.to_thread(decode_token, settings, credentials.credentials)
+    else:
+        principal = decode_token(settings, credentials.credentials)
+    request.state.principal = principal
+    return principal
+
+
+Caller = Annotated[Principal, Depends(authenticate)]
+"""A route parameter of this type is the authenticated caller."""
+
+
+def require_role(principal: Principal, *roles: Role) -> None:
+    """Refuse (403) a caller whose role may not do this, naming the roles that may."""
+    if principal.role not in roles:
+        allowed = ", ".join(role.value for role in roles)
+        raise Problem(403, "Forbidden", f"This action is for {allowed}; your role is {principal.role.value}.")

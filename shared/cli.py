@@ -1,0 +1,146 @@
+"""The `proposalflow` command: run a service, create topics, migrate, issue a development token,
+export the event schemas and AsyncAPI documents."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import sys
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from shared import events
+from shared.settings import SERVICES, CommonSettings, service_settings
+
+app = typer.Typer(help="ProposalFlow: CPPCC proposal handling (政协提案办理) on Kafka.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+topics_app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
+schemas_app = typer.Typer(help="Event schemas and AsyncAPI documents.", no_args_is_help=True)
+app.add_typer(topics_app, name="topics")
+app.add_typer(schemas_app, name="schemas")
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def _check_service(service: str) -> str:
+    if service not in SERVICES:
+        raise typer.BadParameter(f"unknown service {service!r}; one of: {', '.join(SERVICES)}")
+    return service
+
+
+@app.command()
+def run(
+    service: Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVICES)}")],
+    host: Annotated[str | None, typer.Option(help="Listen address (default from settings)")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port (default from settings)")] = None,
+    migrate_first: Annotated[bool, typer.Option("--migrate/--no-migrate", help="Migrate before start")] = True,
+) -> None:
+    """Run one service: its HTTP API and its Kafka consumers, in this process."""
+    import uvicorn
+
+    from shared.observability import configure_logging
+
+    _check_service(service)
+    common = CommonSettings()
+    settings = service_settings(service)
+    configure_logging(service, common.log_level, json_lines=common.log_json)
+    if migrate_first:
+        from shared.migrate import upgrade
+
+        upgrade(service)
+    uvicorn.run(f"services.{service}.app:app", host=host or settings.http_host, port=port or settings.http_port,
+                log_config=None, access_log=False, lifespan="on")
+
+
+@app.command()
+def migrate(
+    service: Annotated[str, typer.Argument(help="A service, or 'all'")] = "all",
+) -> None:
+    """Bring the service databases up to the latest migration."""
+    from shared.migrate import upgrade
+
+    targets = SERVICES if service == "all" else (_check_service(service),)
+    for name in targets:
+        upgrade(name)
+        typer.echo(f"{name}: migrated ({service_settings(name).database_url})")
+
+
+@topics_app.command("create")
+def topics_create(
+    partitions: Annotated[int | None, typer.Option(help="Partitions per topic (default from settings: 12)")] = None,
+    replication_factor: Annotated[int | None, typer.Option(help="Replication factor")] = None,
+) -> None:
+    """Create every ProposalFlow topic, dead-letter topics included; existing ones are left alone."""
+    from shared.topics import create_topics
+
+    common = CommonSettings()
+    created = asyncio.run(create_topics(common, partitions or common.topic_partitions,
+                                        replication_factor or common.topic_replication_factor))
+    for name, state in created.items():
+        typer.echo(f"{name}: {state}")
+
+
+@app.command()
+def token(
+    role: Annotated[events.Role, typer.Option(help="Role of the principal")],
+    sub: Annotated[str, typer.Option(help="Principal id")],
+    unit: Annotated[str | None, typer.Option(help="Unit id, for the unit role")] = None,
+    name: Annotated[str | None, typer.Option(help="Display name")] = None,
+    hours: Annotated[float, typer.Option(help="Validity in hours")] = 12.0,
+) -> None:
+    """Print a development JWT (HS256, signed with PROPOSALFLOW_JWT_SECRET)."""
+    from shared.auth import issue_token
+
+    if role == events.Role.UNIT and not unit:
+        raise typer.BadParameter("a unit token needs --unit")
+    typer.echo(issue_token(CommonSettings(), subject=sub, role=role, unit=unit, name=name,
+                           ttl=timedelta(hours=hours)))
+
+
+def schema_documents() -> dict[Path, Any]:
+    """Every generated document, by path under docs/: JSON Schema per event type, AsyncAPI per service."""
+    documents: dict[Path, Any] = {}
+    for ce_type, model in events.Message.registry().items():
+        schema = model.model_json_schema()
+        schema["$id"] = f"https://proposalflow.example/schemas/{ce_type}.json"
+        schema["x-cloudevents-type"] = ce_type
+        schema["x-kafka-topic"] = model.TOPIC
+        documents[Path("schemas") / f"{ce_type}.json"] = schema
+    for service in SERVICES:
+        module = importlib.import_module(f"services.{service}.app")
+        documents[Path("asyncapi") / f"{service}.json"] = module.runtime.asyncapi()
+    return documents
+
+
+def _render(document: Any) -> str:
+    return json.dumps(document, ensure_ascii=False, indent=2, sort_keys=True) + "\n"
+
+
+@schemas_app.command("export")
+def schemas_export(
+    out: Annotated[Path, typer.Option(help="Folder to write into")] = DOCS,
+    check: Annotated[bool, typer.Option(help="Only compare; exit 1 if a committed file is stale")] = False,
+) -> None:
+    """Write the JSON Schema of every event type and the AsyncAPI 3.0 document of every service."""
+    stale: list[str] = []
+    for relative, document in schema_documents().items():
+        path = out / relative
+        text = _render(document)
+        if check:
+            if not path.exists() or path.read_text(encoding="utf-8") != text:
+                stale.append(str(relative))
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    if check and stale:
+        typer.echo("stale: " + ", ".join(stale) + " — run `proposalflow schemas export`", err=True)
+        raise typer.Exit(1)
+    typer.echo("schemas are up to date" if check else f"schemas written under {out}")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    sys.exit(app())

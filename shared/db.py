@@ -1,0 +1,159 @@
+"""The async database of one service: SQLite (aiosqlite) by default, PostgreSQL (asyncpg) in production.
+
+Tables are SQLAlchemy Core tables on a per-service `MetaData`; :func:`add_plumbing_tables` adds the
+tables every service needs for its delivery guarantees (outbox, inbox, parked events, idempotency
+keys), so a service's state and its messaging bookkeeping commit in one transaction.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    event,
+    text,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+# SQLite only autoincrements an INTEGER PRIMARY KEY; PostgreSQL wants a BIGINT for a long-lived log.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def new_metadata() -> MetaData:
+    """A service's metadata, with constraint names that migrations can rely on."""
+    return MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def add_plumbing_tables(metadata: MetaData) -> None:
+    """Outbox, inbox, parked events and idempotency keys, on a service's own metadata."""
+    Table(
+        "outbox",
+        metadata,
+        Column("id", BigId, primary_key=True, autoincrement=True),
+        Column("event_id", String(100), nullable=False, unique=True),
+        Column("topic", String(200), nullable=False),
+        Column("key", String(200), nullable=True),
+        Column("type", String(200), nullable=False),
+        Column("headers", Text, nullable=False),
+        Column("payload", LargeBinary, nullable=False),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+        Column("sent_at", DateTime(timezone=True), nullable=True),
+        Index("ix_outbox_unsent", "id", sqlite_where=text("sent_at IS NULL"),
+              postgresql_where=text("sent_at IS NULL")),
+    )
+    Table(
+        "inbox",
+        metadata,
+        Column("consumer", String(100), primary_key=True),
+        Column("event_id", String(200), primary_key=True),
+        Column("received_at", DateTime(timezone=True), nullable=False),
+    )
+    Table(
+        "parked_events",
+        metadata,
+        Column("id", BigId, primary_key=True, autoincrement=True),
+        Column("consumer", String(100), nullable=False),
+        Column("subject", String(200), nullable=False),
+        Column("topic", String(200), nullable=False),
+        Column("partition", Integer, nullable=False),
+        Column("offset", BigInteger, nullable=False),
+        Column("key", LargeBinary, nullable=True),
+        Column("value", LargeBinary, nullable=True),
+        Column("headers", Text, nullable=False),
+        Column("reason", Text, nullable=False),
+        Column("parked_at", DateTime(timezone=True), nullable=False),
+        Index("ix_parked_events_subject", "consumer", "subject", "topic"),
+    )
+    Table(
+        "idempotency_keys",
+        metadata,
+        Column("principal", String(200), primary_key=True),
+        Column("key", String(200), primary_key=True),
+        Column("request_hash", String(64), nullable=False),
+        Column("status_code", Integer, nullable=False),
+        Column("response", LargeBinary, nullable=False),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+    )
+
+
+def is_sqlite(url: str) -> bool:
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
+    """An async engine; for SQLite, WAL mode and a busy timeout so readers never block the writer."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        @event.listens_for(engine.sync_engine, "begin")
+        def _sqlite_begin_immediate(conn: Any) -> None:
+            # Take the write lock at BEGIN: two writers then queue instead of failing to upgrade.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        # Let SQLAlchemy's BEGIN above be the only one pysqlite sees.
+        @event.listens_for(engine.sync_engine, "connect", insert=True)
+        def _sqlite_no_implicit_begin(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.isolation_level = None
+
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    kwargs.setdefault("pool_size", 10)
+    return create_async_engine(url, **kwargs)
+
+
+async def ping(engine: AsyncEngine) -> None:
+    """Raises if the database cannot answer a trivial query."""
+    async with engine.connect() as conn:
+        await conn.execute(text("SELECT 1"))
+
+
+async def create_all(engine: AsyncEngine, metadata: MetaData) -> None:
+    """Create tables directly (tests); services use their Alembic migrations."""
+    async with engine.begin() as conn:
+        await conn.run_sync(metadata.create_all)
+
+
+__all__ = [
+    "AsyncConnection",
+    "AsyncEngine",
+    "BigId",
+    "add_plumbing_tables",
+    "create_all",
+    "create_engine",
+    "is_sqlite",
+    "new_metadata",
+    "ping",
+]

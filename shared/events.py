@@ -1,0 +1,557 @@
+"""The event contract of ProposalFlow: the single source of truth for every event and command.
+
+Each class is the `data` of one CloudEvents type, named `proposalflow.<thing>.<what-happened>.v<N>`.
+A breaking change is a new class with a new `vN`, published beside the old one until consumers move;
+an optional field may be added within a version, so consumers ignore fields they do not know.
+Commands arriving from outside systems (the inbound topics) are strict instead: an unknown field is
+an error the sender is told about.
+
+JSON Schema for every type and the AsyncAPI documents are generated from these models
+(`proposalflow schemas export`).
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from enum import StrEnum
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# Topics -------------------------------------------------------------------------------------------
+
+SUBMISSIONS = "proposalflow.submissions"
+UNIT_REPORTS = "proposalflow.unit-reports"
+PROPOSALS = "proposalflow.proposals"
+ASSIGNMENTS = "proposalflow.assignments"
+HANDLING = "proposalflow.handling"
+NOTIFICATIONS = "proposalflow.notifications"
+
+INBOUND_TOPICS = (SUBMISSIONS, UNIT_REPORTS)
+EVENT_TOPICS = (PROPOSALS, ASSIGNMENTS, HANDLING, NOTIFICATIONS)
+ALL_TOPICS = INBOUND_TOPICS + EVENT_TOPICS
+
+
+def dlq_topic(service: str) -> str:
+    """The dead-letter topic of one service: `proposalflow.dlq.<service>`."""
+    return f"proposalflow.dlq.{service}"
+
+
+def source_of(service: str) -> str:
+    """The CloudEvents `source` of a ProposalFlow service."""
+    return f"/proposalflow/{service}"
+
+
+# Shared value types -------------------------------------------------------------------------------
+
+
+class Role(StrEnum):
+    """Who acts; see DESIGN.md §1."""
+
+    MEMBER = "member"  # 委员 / 提案者
+    COMMITTEE = "committee"  # 提案委员会
+    DISPATCHER = "dispatcher"  # 交办机关
+    UNIT = "unit"  # 承办单位
+    LEADER = "leader"  # 督办领导
+    PUBLIC = "public"  # 公众
+    SYSTEM = "system"  # 外部系统
+    ADMIN = "admin"  # 管理员
+
+
+class Actor(BaseModel):
+    """The principal that caused an event: its id, role and, for a unit, which unit."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str = Field(min_length=1, max_length=200)
+    role: Role
+    unit: str | None = Field(default=None, max_length=200)
+
+
+class ProposerKind(StrEnum):
+    """提案者: an individual member, or a collective."""
+
+    MEMBER = "member"  # 委员
+    PARTY = "party"  # 党派
+    PEOPLES_ORGANISATION = "peoples_organisation"  # 人民团体
+    SECTOR = "sector"  # 界别
+    SPECIAL_COMMITTEE = "special_committee"  # 专门委员会
+    MEMBER_GROUP = "member_group"  # 委员小组
+
+
+class Proposer(BaseModel):
+    """One signer of a proposal."""
+
+    id: str = Field(min_length=1, max_length=200)
+    name: str = Field(min_length=1, max_length=200)
+    kind: ProposerKind = ProposerKind.MEMBER
+
+
+class Suggestion(BaseModel):
+    """建议: one numbered concrete suggestion of a proposal; adoption is tracked per suggestion."""
+
+    number: int = Field(ge=1)
+    text: str = Field(min_length=1, max_length=5000)
+
+
+class SessionKind(StrEnum):
+    """大会提案 (during the plenary) or 平时提案 (between sessions)."""
+
+    PLENARY = "plenary"
+    INTERIM = "interim"
+
+
+class AssignmentForm(StrEnum):
+    """交办形式."""
+
+    SINGLE = "single"  # 单办
+    LEAD_CO = "lead_co"  # 主办 + 会办
+    SPLIT = "split"  # 分办
+
+
+class UnitRef(BaseModel):
+    """A handling unit (承办单位) as events name it."""
+
+    id: str = Field(min_length=1, max_length=200)
+    name: str = Field(min_length=1, max_length=200)
+
+
+class Measure(BaseModel):
+    """举措: a measure a reply commits to, tracked until implemented."""
+
+    id: str
+    text: str = Field(min_length=1, max_length=5000)
+    owner_unit: str
+    due: date
+
+
+class SuggestionAdoption(BaseModel):
+    """Whether one suggestion of the proposal was adopted, and how."""
+
+    number: int = Field(ge=1)
+    adopted: bool
+    how: str = ""
+
+
+# Base classes -------------------------------------------------------------------------------------
+
+
+class Message(BaseModel):
+    """Anything that travels as a CloudEvent. `TYPE` and `TOPIC` name as what and where."""
+
+    TYPE: ClassVar[str] = ""
+    TOPIC: ClassVar[str] = ""
+
+    @classmethod
+    def registry(cls) -> dict[str, type[Message]]:
+        """Every concrete event and command type, by CloudEvents type."""
+        found: dict[str, type[Message]] = {}
+        stack: list[type[Message]] = list(cls.__subclasses__())
+        while stack:
+            sub = stack.pop()
+            stack.extend(sub.__subclasses__())
+            if sub.TYPE:
+                if sub.TYPE in found and found[sub.TYPE] is not sub:
+                    raise RuntimeError(f"event type {sub.TYPE} is defined twice")
+                found[sub.TYPE] = sub
+        return dict(sorted(found.items()))
+
+
+class Event(Message):
+    """The data of a ProposalFlow event: always about one proposal, with who caused it and why."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    proposal_id: str = Field(min_length=1, max_length=100)
+    actor: Actor
+    correlation_id: str | None = None
+
+
+class Command(Message):
+    """A command written by an outside system to an inbound topic; unknown fields are refused.
+
+    The sending system is the CloudEvents `source` (checked against the allow-list); `actor` is the
+    person on whose behalf it sends.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    actor: Actor
+
+
+class Rejection(Event):
+    """What became of a command that failed validation or authorisation (…rejected events).
+
+    `proposal_id` is the proposal the command named, or the command id when it named none.
+    """
+
+    command_id: str
+    command_source: str
+    command_type: str
+    reason: str
+    errors: list[dict[str, Any]] = Field(default_factory=list)
+
+
+# Inbound commands ---------------------------------------------------------------------------------
+
+
+class ProposalContent(BaseModel):
+    """What a proposer writes: the same over HTTP and over Kafka."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    title: str = Field(min_length=4, max_length=200)
+    body: str = Field(min_length=10, max_length=50_000)
+    category: str = Field(min_length=1, max_length=50)
+    session_kind: SessionKind = SessionKind.INTERIM
+    first_proposer: Proposer
+    cosigners: list[Proposer] = Field(default_factory=list, max_length=200)
+    suggestions: list[str] = Field(min_length=1, max_length=100, description="建议, in order; numbered from 1.")
+    series_id: str | None = Field(default=None, max_length=100)
+
+
+class SubmitProposal(Command, ProposalContent):
+    """提交提案 from a member portal or the CPPCC's own platform (topic proposalflow.submissions)."""
+
+    TYPE = "proposalflow.submission.requested.v1"
+    TOPIC = SUBMISSIONS
+
+    proposal_id: str | None = Field(default=None, max_length=100, description="Optional id chosen by the sender.")
+
+
+class ReportProgress(Command):
+    """办理进展 reported by a unit's own system (topic proposalflow.unit-reports)."""
+
+    TYPE = "proposalflow.unit-report.progress-submitted.v1"
+    TOPIC = UNIT_REPORTS
+
+    proposal_id: str = Field(min_length=1, max_length=100)
+    unit: str
+    kind: Literal["face_to_face", "phone", "written", "meeting", "research", "other"]
+    on: date
+    text: str = Field(min_length=1, max_length=20_000)
+
+
+# proposalflow.proposals (intake) ------------------------------------------------------------------
+
+
+class ProposalSubmitted(Event):
+    """提案已提交: a proposal entered the system."""
+
+    TYPE = "proposalflow.proposal.submitted.v1"
+    TOPIC = PROPOSALS
+
+    title: str
+    body: str
+    category: str
+    session_kind: SessionKind
+    first_proposer: Proposer
+    cosigners: list[Proposer] = Field(default_factory=list)
+    suggestions: list[Suggestion]
+    series_id: str | None = None
+    submitted_at: datetime
+
+
+class ProposalFiled(Event):
+    """立案: the committee accepted the proposal for handling and gave it a number."""
+
+    TYPE = "proposalflow.proposal.filed.v1"
+    TOPIC = PROPOSALS
+
+    filing_number: str
+    title: str
+    category: str
+    first_proposer: Proposer
+    cosigners: list[Proposer] = Field(default_factory=list)
+    suggestion_count: int = Field(ge=1)
+    filed_at: datetime
+
+
+class ProposalNotFiled(Event):
+    """不予立案: refused, with the reason; optionally converted to an opinion (转为意见建议)."""
+
+    TYPE = "proposalflow.proposal.not-filed.v1"
+    TOPIC = PROPOSALS
+
+    reason: str
+    converted_to_opinion: bool = False
+
+
+class ProposalMerged(Event):
+    """并案: merged into another proposal."""
+
+    TYPE = "proposalflow.proposal.merged.v1"
+    TOPIC = PROPOSALS
+
+    into_proposal_id: str
+    reason: str = ""
+
+
+class ProposalWithdrawn(Event):
+    """撤案: withdrawn by its first proposer before filing."""
+
+    TYPE = "proposalflow.proposal.withdrawn.v1"
+    TOPIC = PROPOSALS
+
+    reason: str = ""
+
+
+class SubmissionRejected(Rejection):
+    """A submission command that could not be accepted, and why."""
+
+    TYPE = "proposalflow.submission.rejected.v1"
+    TOPIC = PROPOSALS
+
+
+# proposalflow.assignments (assignment) ------------------------------------------------------------
+
+
+class AssignmentSuggested(Event):
+    """交办建议: the routing the dispatcher is asked to confirm, with its reasons."""
+
+    TYPE = "proposalflow.assignment.suggested.v1"
+    TOPIC = ASSIGNMENTS
+
+    form: AssignmentForm
+    lead_unit: UnitRef
+    co_units: list[UnitRef] = Field(default_factory=list)
+    reasons: list[str] = Field(default_factory=list)
+
+
+class ProposalAssigned(Event):
+    """交办: the proposal was assigned to its units, with its deadlines."""
+
+    TYPE = "proposalflow.assignment.assigned.v1"
+    TOPIC = ASSIGNMENTS
+
+    assignment_id: str
+    form: AssignmentForm
+    lead_unit: UnitRef
+    co_units: list[UnitRef] = Field(default_factory=list)
+    reply_due: date
+    co_opinion_due: date | None = None
+    dispute_until: date
+    assigned_at: datetime
+
+
+class AssignmentAccepted(Event):
+    """签收: a unit accepted its assignment."""
+
+    TYPE = "proposalflow.assignment.accepted.v1"
+    TOPIC = ASSIGNMENTS
+
+    assignment_id: str
+    unit: UnitRef
+
+
+class AssignmentDisputed(Event):
+    """异议: a unit disputes its assignment, with a reason, within the dispute window."""
+
+    TYPE = "proposalflow.assignment.disputed.v1"
+    TOPIC = ASSIGNMENTS
+
+    assignment_id: str
+    unit: UnitRef
+    reason: str
+
+
+class KeyProposalDesignated(Event):
+    """重点提案: designated key, with its supervising (督办) and optional leading (领办) leader."""
+
+    TYPE = "proposalflow.key-proposal.designated.v1"
+    TOPIC = ASSIGNMENTS
+
+    supervising_leader: str
+    leading_leader: str | None = None
+
+
+# proposalflow.handling (progress) -----------------------------------------------------------------
+
+
+class ProgressReported(Event):
+    """办理进展: contact with the proposer, a meeting, research…"""
+
+    TYPE = "proposalflow.handling.progress-reported.v1"
+    TOPIC = HANDLING
+
+    unit: str
+    kind: str
+    on: date
+    text: str
+
+
+class CoOpinionSubmitted(Event):
+    """会办意见: a co-handling unit's opinion to the lead unit."""
+
+    TYPE = "proposalflow.handling.co-opinion-submitted.v1"
+    TOPIC = HANDLING
+
+    unit: str
+    text: str
+
+
+class ReplyDrafted(Event):
+    """答复: the lead unit's reply, with its class, adoption per suggestion and measures."""
+
+    TYPE = "proposalflow.reply.drafted.v1"
+    TOPIC = HANDLING
+
+    reply_id: str
+    unit: str
+    classification: str
+    text: str
+    adoptions: list[SuggestionAdoption] = Field(default_factory=list)
+    measures: list[Measure] = Field(default_factory=list)
+
+
+class ReplyApproved(Event):
+    """办复审查通过: the committee approved the reply; it goes to the proposers."""
+
+    TYPE = "proposalflow.reply.approved.v1"
+    TOPIC = HANDLING
+
+    reply_id: str
+
+
+class ReplyReturned(Event):
+    """办复审查退回: the committee returned the reply, with the reason."""
+
+    TYPE = "proposalflow.reply.returned.v1"
+    TOPIC = HANDLING
+
+    reply_id: str
+    reason: str
+
+
+class EvaluationSubmitted(Event):
+    """评价: one signer's evaluation of the handling (办理态度) and the result (办理结果)."""
+
+    TYPE = "proposalflow.evaluation.submitted.v1"
+    TOPIC = HANDLING
+
+    signer_id: str
+    handling_grade: str
+    result_grade: str
+    comment: str = ""
+
+
+class RehandlingStarted(Event):
+    """重新办理: an unsatisfied first proposer sent the proposal back, with a new deadline."""
+
+    TYPE = "proposalflow.handling.rehandling-started.v1"
+    TOPIC = HANDLING
+
+    reply_due: date
+
+
+class ProposalClosed(Event):
+    """办结: all evaluations in, or the evaluation window closed."""
+
+    TYPE = "proposalflow.proposal.closed.v1"
+    TOPIC = HANDLING
+
+    closed_at: datetime
+
+
+class MeasureUpdated(Event):
+    """举措落实: a measure's status changed (planned / in progress / done / dropped)."""
+
+    TYPE = "proposalflow.measure.updated.v1"
+    TOPIC = HANDLING
+
+    measure_id: str
+    status: Literal["planned", "in_progress", "done", "dropped"]
+    note: str = ""
+
+
+class SupervisionRecorded(Event):
+    """督办: a leader's supervision action on a key proposal."""
+
+    TYPE = "proposalflow.supervision.recorded.v1"
+    TOPIC = HANDLING
+
+    leader_id: str
+    kind: Literal["meeting", "visit", "instruction", "other"]
+    on: date
+    text: str
+
+
+class DeadlineApproaching(Event):
+    """到期预警: a deadline is near (deterministic id per proposal, unit, kind and due date)."""
+
+    TYPE = "proposalflow.deadline.approaching.v1"
+    TOPIC = HANDLING
+
+    unit: str
+    kind: str
+    due: date
+
+
+class DeadlineOverdue(Event):
+    """逾期: a deadline passed without the step being done."""
+
+    TYPE = "proposalflow.deadline.overdue.v1"
+    TOPIC = HANDLING
+
+    unit: str
+    kind: str
+    due: date
+
+
+class UnitReportRejected(Rejection):
+    """A unit report command that could not be accepted, and why."""
+
+    TYPE = "proposalflow.unit-report.rejected.v1"
+    TOPIC = HANDLING
+
+
+# proposalflow.notifications (notify) --------------------------------------------------------------
+
+
+class NotificationDelivered(Event):
+    """A notification reached its recipient on a channel."""
+
+    TYPE = "proposalflow.notification.delivered.v1"
+    TOPIC = NOTIFICATIONS
+
+    notification_id: str
+    recipient: str
+    channel: Literal["inbox", "webhook", "email", "sms"]
+    cause_event_id: str
+    cause_event_type: str
+
+
+class NotificationFailed(Event):
+    """A notification could not be delivered after its last retry."""
+
+    TYPE = "proposalflow.notification.failed.v1"
+    TOPIC = NOTIFICATIONS
+
+    notification_id: str
+    recipient: str
+    channel: Literal["inbox", "webhook", "email", "sms"]
+    cause_event_id: str
+    cause_event_type: str
+    error: str
+
+
+def messages_on(topic: str) -> list[type[Message]]:
+    """The event and command types that travel on one topic."""
+    return [cls for cls in Message.registry().values() if cls.TOPIC == topic]
+
+
+_REGISTRY: dict[str, type[Message]] | None = None
+
+
+def message_class(ce_type: str) -> type[Message] | None:
+    """The model of a CloudEvents type, or None for a type this version does not know."""
+    global _REGISTRY
+    if _REGISTRY is None:
+        _REGISTRY = Message.registry()
+    return _REGISTRY.get(ce_type)
+
+
+def parse_message(ce_type: str, data: dict[str, Any]) -> Message | None:
+    """Validate the data of a known type (raises pydantic's ValidationError); None if unknown."""
+    cls = message_class(ce_type)
+    return None if cls is None else cls.model_validate(data)

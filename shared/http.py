@@ -1,0 +1,167 @@
+"""HTTP plumbing shared by the services: RFC 9457 problem+json errors, health and metrics routes,
+request size limits and `Idempotency-Key` handling."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import MetaData, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from shared.observability import METRICS, bind_context
+
+PROBLEM_JSON = "application/problem+json"
+MAX_BODY_BYTES = 1_000_000
+
+
+class Problem(Exception):
+    """An error a person can act on, sent as `application/problem+json` (RFC 9457)."""
+
+    def __init__(self, status: int, title: str, detail: str, *, errors: list[dict[str, Any]] | None = None,
+                 type_: str = "about:blank") -> None:
+        super().__init__(detail)
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.errors = errors or []
+        self.type = type_
+
+    def response(self, instance: str | None = None) -> JSONResponse:
+        body: dict[str, Any] = {"type": self.type, "title": self.title, "status": self.status, "detail": self.detail}
+        if instance:
+            body["instance"] = instance
+        if self.errors:
+            body["errors"] = self.errors
+        return JSONResponse(body, status_code=self.status, media_type=PROBLEM_JSON)
+
+
+def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    errors = []
+    for error in exc.errors():
+        location = [str(part) for part in error.get("loc", ()) if part != "body"]
+        errors.append({"field": ".".join(location) or "body", "message": error.get("msg", "invalid")})
+    return errors
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(Problem)
+    async def _problem(request: Request, exc: Problem) -> Response:
+        return exc.response(request.url.path)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        errors = _field_errors(exc)
+        if any(error["message"].startswith("JSON decode error") for error in errors):
+            problem = Problem(400, "Malformed JSON", "The request body is not valid JSON.", errors=errors)
+        else:
+            summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
+            problem = Problem(422, "Invalid request", summary, errors=errors)
+        return problem.response(request.url.path)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        titles = {404: "Not found", 405: "Method not allowed", 415: "Unsupported media type"}
+        detail = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
+        return Problem(exc.status_code, titles.get(exc.status_code, "Error"), detail).response(request.url.path)
+
+
+def install_middleware(app: FastAPI, *, max_body_bytes: int = MAX_BODY_BYTES) -> None:
+    """Correlation ids, request metrics, and an early refusal of oversized or non-JSON bodies."""
+
+    @app.middleware("http")
+    async def _guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        correlation_id = request.headers.get("x-correlation-id") or str(uuid.uuid4())
+        request.state.correlation_id = correlation_id
+        if request.method in ("POST", "PUT", "PATCH"):
+            length = request.headers.get("content-length")
+            if length is not None and length.isdigit() and int(length) > max_body_bytes:
+                return Problem(413, "Request too large",
+                               f"The body is {length} bytes; the limit is {max_body_bytes}.").response(request.url.path)
+            content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            if length not in (None, "0") and content_type and content_type != "application/json":
+                return Problem(415, "Unsupported media type",
+                               f"Send application/json, not {content_type}.").response(request.url.path)
+        started = time.perf_counter()
+        with bind_context(correlation_id=correlation_id):
+            response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        METRICS.http_requests.labels(request.method, path, str(response.status_code)).inc()
+        response.headers["x-correlation-id"] = correlation_id
+        response.headers["server-timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.1f}"
+        return response
+
+
+def install_health_routes(app: FastAPI, readiness: Callable[[], Awaitable[dict[str, str]]]) -> None:
+    """`/healthz` (alive), `/readyz` (database and broker reachable), `/metrics` (Prometheus)."""
+
+    @app.get("/healthz", tags=["operations"], summary="The process is alive")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"], summary="Database and broker are reachable")
+    async def readyz() -> Response:
+        checks = await readiness()
+        ready = all(value == "ok" for value in checks.values())
+        return JSONResponse({"status": "ok" if ready else "unavailable", "checks": checks},
+                            status_code=200 if ready else 503)
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+# Idempotency-Key ----------------------------------------------------------------------------------
+
+
+def request_fingerprint(payload: Any) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+async def replay_idempotent(conn: AsyncConnection, metadata: MetaData, principal: str, key: str | None,
+                            fingerprint: str) -> JSONResponse | None:
+    """The stored response of an earlier request with the same key, if any.
+
+    A key reused for a different request is refused (422): the client made a mistake.
+    """
+    if not key:
+        return None
+    table = metadata.tables["idempotency_keys"]
+    row = (await conn.execute(
+        select(table).where(table.c.principal == principal).where(table.c.key == key)
+    )).first()
+    if row is None:
+        return None
+    if row.request_hash != fingerprint:
+        raise Problem(422, "Idempotency-Key reused",
+                      f"Idempotency-Key {key!r} was already used for a different request; use a new key.")
+    return JSONResponse(json.loads(row.response), status_code=row.status_code,
+                        headers={"idempotent-replayed": "true"})
+
+
+async def remember_idempotent(conn: AsyncConnection, metadata: MetaData, principal: str, key: str | None,
+                              fingerprint: str, status_code: int, body: Any) -> None:
+    """Store the response in the same transaction as the effect it reports."""
+    if not key:
+        return
+    table = metadata.tables["idempotency_keys"]
+    values = {"principal": principal, "key": key, "request_hash": fingerprint, "status_code": status_code,
+              "response": json.dumps(body, ensure_ascii=False, default=str).encode(),
+              "created_at": datetime.now(UTC)}
+    if conn.dialect.name == "postgresql":
+        stmt: Any = postgresql.insert(table).values(**values).on_conflict_do_nothing()
+    else:
+        stmt = sqlite.insert(table).values(**values).on_conflict_do_nothing()
+    await conn.execute(stmt)

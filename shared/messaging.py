@@ -1,0 +1,591 @@
+"""Delivery guarantees (DESIGN.md §4): transactional outbox, inbox, retries, parking and dead letters.
+
+Writing: a service calls :func:`add_to_outbox` inside the transaction that changes its state; the
+:class:`OutboxRelay` publishes committed rows with an idempotent producer (`acks=all`) and marks
+them sent. A broker outage delays events; it never loses them.
+
+Reading: :class:`EventProcessor` takes one Kafka record at a time and never raises:
+decode → inbox (skip a duplicate) → handler, all in one database transaction → then the caller
+commits the offset. A transient failure (database or broker down) is retried with capped backoff
+for as long as it takes; any other failure is retried a few times and then dead-lettered, and the
+partition moves on. A handler that needs an event it has not seen yet raises :class:`NotReady`:
+the record is parked and re-run after the next event of the same subject.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import socket
+import ssl
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaConnectionError, KafkaError
+from faststream.kafka import KafkaBroker, KafkaMessage
+from faststream.middlewares import AckPolicy
+from pydantic import ValidationError
+from sqlalchemy import MetaData, Table, delete, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from shared.envelope import Envelope, EnvelopeError, encode_data, from_kafka, to_kafka_headers
+from shared.events import Event, dlq_topic, source_of
+from shared.observability import METRICS, bind_context
+
+if TYPE_CHECKING:
+    from shared.settings import CommonSettings
+
+log = logging.getLogger("proposalflow.messaging")
+
+
+class NotReady(Exception):
+    """The handler needs an event it has not seen yet (no order across topics): park and re-run."""
+
+
+class PermanentError(Exception):
+    """This record can never succeed as it is (bad schema, a rule it breaks): dead-letter it."""
+
+
+class Record(Protocol):
+    """What the processor needs of a Kafka record (aiokafka's ConsumerRecord fits)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes]]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRecord:
+    """A record read back from the parked-events table."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]]
+
+
+Handler = Callable[[AsyncConnection, Envelope, "Record"], Awaitable[None]]
+
+
+# Writing ------------------------------------------------------------------------------------------
+
+
+def envelope_for(
+    event: Event,
+    service: str,
+    *,
+    event_id: str | None = None,
+    time: datetime | None = None,
+    traceparent: str | None = None,
+) -> Envelope:
+    """The CloudEvent that carries one event of this service."""
+    extensions: dict[str, str] = {}
+    if event.correlation_id:
+        extensions["correlationid"] = event.correlation_id
+    if traceparent:
+        extensions["traceparent"] = traceparent
+    kwargs: dict[str, Any] = {}
+    if event_id is not None:
+        kwargs["id"] = event_id
+    if time is not None:
+        kwargs["time"] = time
+    return Envelope(
+        type=event.TYPE,
+        source=source_of(service),
+        subject=event.proposal_id,
+        data=event.model_dump(mode="json"),
+        extensions=extensions,
+        **kwargs,
+    )
+
+
+def _outbox(metadata: MetaData) -> Table:
+    return metadata.tables["outbox"]
+
+
+async def add_to_outbox(
+    conn: AsyncConnection,
+    metadata: MetaData,
+    service: str,
+    events: Iterable[Event | tuple[Event, str]],
+    *,
+    traceparent: str | None = None,
+    topic: str | None = None,
+) -> list[Envelope]:
+    """Stage events in the outbox, in the caller's transaction. A `(event, id)` pair fixes the id
+    (scheduled events use deterministic ids, so two replicas that both fire make one event).
+    `topic` overrides the events' own topic (tests on isolated topics)."""
+    envelopes: list[Envelope] = []
+    rows: list[dict[str, Any]] = []
+    now = datetime.now(UTC)
+    for item in events:
+        event, event_id = item if isinstance(item, tuple) else (item, None)
+        envelope = envelope_for(event, service, event_id=event_id, time=now, traceparent=traceparent)
+        envelopes.append(envelope)
+        rows.append(
+            {
+                "event_id": envelope.id,
+                "topic": topic or event.TOPIC,
+                "key": envelope.subject,
+                "type": envelope.type,
+                "headers": json.dumps([(k, v.decode()) for k, v in to_kafka_headers(envelope)]),
+                "payload": encode_data(envelope.data),
+                "created_at": now,
+            }
+        )
+    if rows:
+        table = _outbox(metadata)
+        dialect = conn.dialect.name
+        if dialect == "postgresql":
+            stmt: Any = postgresql.insert(table).on_conflict_do_nothing(index_elements=["event_id"])
+        elif dialect == "sqlite":
+            stmt = sqlite.insert(table).on_conflict_do_nothing(index_elements=["event_id"])
+        else:
+            stmt = insert(table)
+        await conn.execute(stmt, rows)
+    return envelopes
+
+
+def kafka_client_options(settings: CommonSettings) -> dict[str, Any]:
+    """Security settings (TLS, SASL/SCRAM) passed through to aiokafka clients."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap_servers,
+        "security_protocol": settings.kafka_security_protocol,
+    }
+    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
+        options["ssl_context"] = ssl.create_default_context(cafile=settings.kafka_ssl_cafile)
+    if settings.kafka_sasl_mechanism:
+        options["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        options["sasl_plain_username"] = settings.kafka_sasl_username
+        options["sasl_plain_password"] = settings.kafka_sasl_password
+    return options
+
+
+class KafkaPublisher:
+    """An idempotent producer with `acks=all` (a retried send is never written twice), created when
+    started, since aiokafka clients belong to a running event loop."""
+
+    def __init__(self, settings: CommonSettings, *, client_id: str) -> None:
+        self._options = {"client_id": client_id, **kafka_client_options(settings)}
+        self._producer: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:
+        producer = AIOKafkaProducer(acks="all", enable_idempotence=True, linger_ms=5,
+                                    request_timeout_ms=15000, **self._options)
+        try:
+            await producer.start()
+        except BaseException:
+            await producer.stop()
+            raise
+        self._producer = producer
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            producer, self._producer = self._producer, None
+            await producer.stop()
+
+    def _started(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            raise KafkaConnectionError("the Kafka producer is not connected yet")
+        return self._producer
+
+    async def send(self, topic: str, *, value: bytes | None, key: bytes | None,
+                   headers: list[tuple[str, bytes]]) -> asyncio.Future[Any]:
+        """Queue a record; the returned future resolves when the broker acknowledged it."""
+        future: asyncio.Future[Any] = await self._started().send(topic, value=value, key=key, headers=headers)
+        return future
+
+    async def send_and_wait(self, topic: str, *, value: bytes | None, key: bytes | None,
+                            headers: list[tuple[str, bytes]]) -> None:
+        await self._started().send_and_wait(topic, value=value, key=key, headers=headers)
+
+
+class OutboxRelay:
+    """Publishes committed outbox rows in order and marks them sent.
+
+    Several replicas may run: on PostgreSQL each claims its rows with `FOR UPDATE SKIP LOCKED`.
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        metadata: MetaData,
+        producer: KafkaPublisher,
+        *,
+        batch_size: int = 200,
+        poll_interval: float = 0.5,
+        max_backoff: float = 30.0,
+    ) -> None:
+        self._engine = engine
+        self._table = _outbox(metadata)
+        self._producer = producer
+        self._batch_size = batch_size
+        self._poll_interval = poll_interval
+        self._max_backoff = max_backoff
+        self._wake = asyncio.Event()
+        self._stopping = False
+
+    def wake(self) -> None:
+        """Called after a commit that staged events, so they go out without waiting for a poll."""
+        self._wake.set()
+
+    async def publish_once(self) -> int:
+        """Publish one batch of unsent rows; returns how many were sent."""
+        table = self._table
+        async with self._engine.begin() as conn:
+            query = (
+                select(table.c.id, table.c.topic, table.c.key, table.c.headers, table.c.payload)
+                .where(table.c.sent_at.is_(None))
+                .order_by(table.c.id)
+                .limit(self._batch_size)
+            )
+            if conn.dialect.name == "postgresql":
+                query = query.with_for_update(skip_locked=True)
+            rows = (await conn.execute(query)).all()
+            if not rows:
+                return 0
+            futures = []
+            for row in rows:
+                headers = [(name, value.encode()) for name, value in json.loads(row.headers)]
+                futures.append(
+                    await self._producer.send(
+                        row.topic,
+                        value=row.payload,
+                        key=row.key.encode() if row.key is not None else None,
+                        headers=headers,
+                    )
+                )
+            await asyncio.gather(*futures)
+            await conn.execute(
+                update(table)
+                .where(table.c.id.in_([row.id for row in rows]))
+                .values(sent_at=datetime.now(UTC))
+            )
+        METRICS.outbox_published.inc(len(rows))
+        return len(rows)
+
+    async def backlog(self) -> int:
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(select(self._table.c.id).where(self._table.c.sent_at.is_(None)))
+            return len(rows.all())
+
+    async def run(self) -> None:
+        """Publish until stopped; on a broker or database error, back off and try again."""
+        failures = 0
+        while not self._stopping:
+            try:
+                sent = await self.publish_once()
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any failure here is retried, never dropped
+                failures += 1
+                delay = backoff_delay(failures, 0.2, self._max_backoff)
+                log.warning("outbox relay failed (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                continue
+            if sent == self._batch_size:
+                continue
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self._poll_interval)
+            except TimeoutError:
+                pass
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+
+def backoff_delay(attempt: int, base: float, cap: float) -> float:
+    """Exponential backoff with full jitter: never a tight loop, never a thundering herd."""
+    ceiling = min(cap, base * 2.0 ** min(max(0, attempt - 1), 32))
+    return ceiling / 2 + random.random() * ceiling / 2  # noqa: S311 - jitter, not security
+
+
+# Reading ------------------------------------------------------------------------------------------
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Errors that say 'not now' rather than 'never': the database or the broker is unreachable."""
+    if isinstance(exc, OperationalError | ConnectionError | TimeoutError | KafkaError | socket.gaierror):
+        return True
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return False
+
+
+class EventProcessor:
+    """Runs one consumer's handler for every record, exactly once in effect."""
+
+    def __init__(
+        self,
+        *,
+        service: str,
+        consumer: str,
+        engine: AsyncEngine,
+        metadata: MetaData,
+        handler: Handler,
+        producer: KafkaPublisher,
+        after_commit: Callable[[], None] = lambda: None,
+        dedupe_key: Callable[[Envelope, Record], str] | None = None,
+        retry_attempts: int = 5,
+        base_delay: float = 0.2,
+        max_delay: float = 30.0,
+    ) -> None:
+        self.service = service
+        self.consumer = consumer
+        self._engine = engine
+        self._inbox = metadata.tables["inbox"]
+        self._parked = metadata.tables["parked_events"]
+        self._handler = handler
+        self._producer = producer
+        self._after_commit = after_commit
+        self._dedupe_key = dedupe_key or (lambda envelope, _record: f"{envelope.source}|{envelope.id}")
+        self._retry_attempts = retry_attempts
+        self._base_delay = base_delay
+        self._max_delay = max_delay
+
+    async def process(self, record: Record) -> str:
+        """Handle one record; returns what happened: handled, duplicate, parked or dead-lettered.
+
+        Returns only once the outcome is stored: the caller may then commit the offset.
+        """
+        try:
+            envelope = from_kafka(record.value, record.headers)
+        except EnvelopeError as exc:
+            await self._dead_letter(record, exc, attempts=1)
+            return "dead-lettered"
+        with bind_context(proposal_id=envelope.subject, correlation_id=envelope.correlation_id):
+            outcome = await self._with_retries(record, envelope)
+            if outcome == "handled" and envelope.subject:
+                await self._rerun_parked(envelope.subject)
+            return outcome
+
+    async def _with_retries(self, record: Record, envelope: Envelope) -> str:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                outcome = await self._attempt(record, envelope)
+            except NotReady as exc:
+                await self._park_until_stored(record, envelope, str(exc))
+                log.info("parked %s %s: %s", envelope.type, envelope.id, exc)
+                METRICS.events_processed.labels(self.consumer, "parked").inc()
+                return "parked"
+            except (PermanentError, ValidationError) as exc:
+                await self._dead_letter(record, exc, attempts=attempt)
+                return "dead-lettered"
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if is_transient(exc):
+                    delay = backoff_delay(attempt, self._base_delay, self._max_delay)
+                    log.warning("transient failure on %s (%s); retrying in %.1fs", envelope.id, exc, delay)
+                    METRICS.retries.labels(self.consumer).inc()
+                    await asyncio.sleep(delay)
+                    continue
+                if attempt >= self._retry_attempts:
+                    log.exception("giving up on %s after %d attempts", envelope.id, attempt)
+                    await self._dead_letter(record, exc, attempts=attempt)
+                    return "dead-lettered"
+                delay = backoff_delay(attempt, self._base_delay, self._max_delay)
+                log.warning("failure on %s (%r); attempt %d, retrying in %.1fs", envelope.id, exc, attempt, delay)
+                METRICS.retries.labels(self.consumer).inc()
+                await asyncio.sleep(delay)
+                continue
+            METRICS.events_processed.labels(self.consumer, outcome).inc()
+            return outcome
+
+    async def _attempt(self, record: Record, envelope: Envelope, parked_id: int | None = None) -> str:
+        async with self._engine.begin() as conn:
+            if parked_id is None and envelope.subject and await self._has_parked(conn, envelope.subject, record.topic):
+                # Keep order within a topic: behind a parked event of the same subject, wait too.
+                raise NotReady("an earlier event of this proposal on this topic is still pending")
+            if not await self._first_time(conn, self._dedupe_key(envelope, record)[:200]):
+                outcome = "duplicate"
+            else:
+                with METRICS.handler_seconds.labels(self.consumer).time():
+                    await self._handler(conn, envelope, record)
+                outcome = "handled"
+            if parked_id is not None:
+                await conn.execute(delete(self._parked).where(self._parked.c.id == parked_id))
+        self._after_commit()
+        return outcome
+
+    async def _first_time(self, conn: AsyncConnection, event_key: str) -> bool:
+        """Record (consumer, key); by default the key is source|id, as a CloudEvent is unique by both."""
+        values = {"consumer": self.consumer, "event_id": event_key, "received_at": datetime.now(UTC)}
+        if conn.dialect.name == "postgresql":
+            stmt: Any = postgresql.insert(self._inbox).values(**values).on_conflict_do_nothing()
+        else:
+            stmt = sqlite.insert(self._inbox).values(**values).on_conflict_do_nothing()
+        result = await conn.execute(stmt)
+        return bool(result.rowcount)
+
+    async def _has_parked(self, conn: AsyncConnection, subject: str, topic: str) -> bool:
+        query = (
+            select(self._parked.c.id)
+            .where(self._parked.c.consumer == self.consumer)
+            .where(self._parked.c.subject == subject)
+            .where(self._parked.c.topic == topic)
+            .limit(1)
+        )
+        return (await conn.execute(query)).first() is not None
+
+    async def _park_until_stored(self, record: Record, envelope: Envelope, reason: str) -> None:
+        await self._retry_transient(lambda: self._park(record, envelope, reason))
+
+    async def _park(self, record: Record, envelope: Envelope, reason: str) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                insert(self._parked).values(
+                    consumer=self.consumer,
+                    subject=envelope.subject or "",
+                    topic=record.topic,
+                    partition=record.partition,
+                    offset=record.offset,
+                    key=record.key,
+                    value=record.value,
+                    headers=json.dumps([(k, v.decode(errors="replace")) for k, v in record.headers]),
+                    reason=reason,
+                    parked_at=datetime.now(UTC),
+                )
+            )
+
+    async def _rerun_parked(self, subject: str) -> None:
+        """Re-run parked records of this subject, oldest first, while any makes progress."""
+        progressed = True
+        while progressed:
+            progressed = False
+            async with self._engine.connect() as conn:
+                rows = (
+                    await conn.execute(
+                        select(self._parked)
+                        .where(self._parked.c.consumer == self.consumer)
+                        .where(self._parked.c.subject == subject)
+                        .order_by(self._parked.c.id)
+                    )
+                ).all()
+            blocked_topics: set[str] = set()
+            for row in rows:
+                if row.topic in blocked_topics:
+                    continue
+                stored = StoredRecord(
+                    topic=row.topic,
+                    partition=row.partition,
+                    offset=row.offset,
+                    key=row.key,
+                    value=row.value,
+                    headers=[(k, v.encode()) for k, v in json.loads(row.headers)],
+                )
+                envelope = from_kafka(stored.value, stored.headers)
+                try:
+                    await self._attempt(stored, envelope, parked_id=row.id)
+                except NotReady:
+                    blocked_topics.add(row.topic)
+                    continue
+                except Exception as exc:  # noqa: BLE001 - a parked record that now fails for good
+                    if is_transient(exc):
+                        return
+                    await self._dead_letter(stored, exc, attempts=1)
+                    async with self._engine.begin() as conn:
+                        await conn.execute(delete(self._parked).where(self._parked.c.id == row.id))
+                progressed = True
+
+    async def rerun_all_parked(self) -> None:
+        """A sweep over every parked subject (after a restart, or as a periodic safety net)."""
+        async with self._engine.connect() as conn:
+            subjects = (
+                await conn.execute(
+                    select(self._parked.c.subject).where(self._parked.c.consumer == self.consumer).distinct()
+                )
+            ).scalars().all()
+        for subject in subjects:
+            await self._rerun_parked(subject)
+
+    async def _retry_transient(self, action: Callable[[], Awaitable[None]]) -> None:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                await action()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - storing the outcome must eventually succeed
+                delay = backoff_delay(attempt, self._base_delay, self._max_delay)
+                log.warning("could not store outcome (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+
+    async def _dead_letter(self, record: Record, exc: BaseException, *, attempts: int) -> None:
+        """Send the record as it came to `proposalflow.dlq.<service>`, the error in its headers."""
+        headers = [
+            *record.headers,
+            ("x-dlq-error", f"{type(exc).__name__}: {exc}"[:4000].encode()),
+            ("x-dlq-consumer", self.consumer.encode()),
+            ("x-dlq-original-topic", record.topic.encode()),
+            ("x-dlq-original-partition", str(record.partition).encode()),
+            ("x-dlq-original-offset", str(record.offset).encode()),
+            ("x-dlq-attempts", str(attempts).encode()),
+            ("x-dlq-failed-at", datetime.now(UTC).isoformat().encode()),
+        ]
+
+        async def send() -> None:
+            await self._producer.send_and_wait(
+                dlq_topic(self.service), value=record.value, key=record.key, headers=headers
+            )
+
+        log.error("dead-lettering %s[%d]@%d: %s", record.topic, record.partition, record.offset, exc)
+        await self._retry_transient(send)
+        METRICS.dead_letters.labels(self.consumer).inc()
+        METRICS.events_processed.labels(self.consumer, "dead-lettered").inc()
+
+
+def subscribe(
+    broker: KafkaBroker,
+    processor: EventProcessor,
+    topics: Sequence[str],
+    *,
+    group_id: str,
+    description: str,
+) -> None:
+    """Wire a processor to a FastStream subscriber with manual acknowledgement after commit."""
+
+    def raw(message: Any) -> Any:
+        return message.body
+
+    @broker.subscriber(
+        *topics,
+        group_id=group_id,
+        ack_policy=AckPolicy.MANUAL,
+        auto_offset_reset="earliest",
+        decoder=raw,
+        title=f"{processor.consumer}:subscribe",
+        description=description,
+    )
+    async def on_message(msg: KafkaMessage) -> None:
+        await processor.process(msg.raw_message)  # type: ignore[arg-type]
+        try:
+            await msg.ack()
+        except KafkaError as exc:
+            # A rebalance took the partition: the next owner re-reads it and the inbox skips it.
+            log.warning("offset commit failed (%s); the record will be re-read and skipped", exc)

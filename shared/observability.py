@@ -1,0 +1,97 @@
+"""JSON logs that carry the proposal and correlation ids, and the Prometheus metrics that matter."""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from prometheus_client import Counter, Histogram
+
+_proposal_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("proposal_id", default=None)
+_correlation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("correlation_id", default=None)
+
+
+@contextlib.contextmanager
+def bind_context(*, proposal_id: str | None = None, correlation_id: str | None = None) -> Iterator[None]:
+    """Every log line written inside carries these ids."""
+    tokens = []
+    if proposal_id is not None:
+        tokens.append((_proposal_id, _proposal_id.set(proposal_id)))
+    if correlation_id is not None:
+        tokens.append((_correlation_id, _correlation_id.set(correlation_id)))
+    try:
+        yield
+    finally:
+        for var, token in reversed(tokens):
+            var.reset(token)
+
+
+def current_correlation_id() -> str | None:
+    return _correlation_id.get()
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, service, proposal and correlation id."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__()
+        self.service = service
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname,
+            "logger": record.name,
+            "service": self.service,
+            "message": record.getMessage(),
+        }
+        if (proposal_id := _proposal_id.get()) is not None:
+            entry["proposal_id"] = proposal_id
+        if (correlation_id := _correlation_id.get()) is not None:
+            entry["correlation_id"] = correlation_id
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def configure_logging(service: str, level: str = "INFO", *, json_lines: bool = True) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if json_lines:
+        handler.setFormatter(JsonFormatter(service))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    logging.getLogger("aiokafka").setLevel(max(logging.WARNING, root.level))
+
+
+class Metrics:
+    """The process's Prometheus metrics; `/metrics` exposes the default registry."""
+
+    def __init__(self) -> None:
+        self.events_processed = Counter(
+            "proposalflow_events_processed_total",
+            "Consumed records by consumer and outcome (handled, duplicate, parked, dead-lettered).",
+            ["consumer", "outcome"],
+        )
+        self.retries = Counter("proposalflow_retries_total", "Handler retries.", ["consumer"])
+        self.dead_letters = Counter(
+            "proposalflow_dead_letters_total", "Records sent to the dead-letter topic.", ["consumer"]
+        )
+        self.handler_seconds = Histogram(
+            "proposalflow_handler_seconds", "Time in a handler's transaction.", ["consumer"]
+        )
+        self.outbox_published = Counter("proposalflow_outbox_published_total", "Outbox rows published.")
+        self.http_requests = Counter(
+            "proposalflow_http_requests_total", "HTTP requests by route and status.", ["method", "route", "status"]
+        )
+
+
+METRICS = Metrics()

@@ -1,0 +1,728 @@
+"""办理规则 (policy): the rules that differ from city to city, as data, and the one deadline function.
+
+Policy is data. The periods (办复期限, 会办意见期限, 异议期, 评价期, 联名确认期, 到期预警提前量,
+重新办理期限), the reply classes (答复分类 A/B/C), the evaluation grades (满意/基本满意/不满意), the
+proposal categories (提案分类), the assignment mode and the working-day calendar overrides live
+in one YAML file validated by :class:`Policy`. The default for 东莞市 ships with the package as
+``shared/policies/dongguan.yaml``; ``PROPOSALFLOW_POLICY_FILE`` points at another city's file.
+
+A period is a :class:`Duration` of exactly one kind: ``months``, ``days`` (calendar days) or
+``working_days``. In YAML it is written ``"3 months"``, ``"1 month"``, ``"30 days"``,
+``"5 working days"``, or as a mapping such as ``{working_days: 5}``.
+
+Working days (工作日) are the days of :class:`WorkingCalendar`: Monday to Friday, minus mainland
+China's public holidays (法定节假日 and the days off moved by 调休), plus the weekend days made
+working days by 调休, all from the ``holidays`` package (``holidays.country_holidays("CN")``:
+its days and its ``weekend_workdays``), then the policy's ``calendar.extra_holidays`` and
+``calendar.extra_workdays`` on top (they win), for an announcement the installed package does not
+know yet.
+
+Every due date is computed by :func:`due_date`, with these rules:
+
+* The start is a date. An aware datetime is first converted to the policy's time zone
+  (``Asia/Shanghai`` by default) and its local date taken; a naive datetime is rejected
+  (``ValueError``), because its date is ambiguous.
+* ``N working days``: the N-th working day after the start date. The start date itself is never
+  counted, whether or not it is a working day (交办 on Friday + 5 working days = the next Friday,
+  when there is no holiday in between).
+* ``N months``: the same day of the month N months later, clamped to the end of a shorter month
+  (Jan 31 + 1 month = Feb 28, or Feb 29 in a leap year); if that day is not a working day, the
+  due date rolls forward to the next working day.
+* ``N days``: the start date + N calendar days; if that is not a working day, it rolls forward
+  to the next working day.
+
+A due date is the last day on which the step is on time: it is overdue (逾期) from the next day.
+
+:func:`warning_date` is the day a 到期预警 is due, ``lead`` before a due date: for working days,
+the N-th working day before the due date; for months and days, the same count back, then rolled
+BACK to the nearest working day on or before it (so a warning never lands on a holiday and never
+later than it would have).
+
+Everything here is pure (no I/O, no clock) except :func:`load_policy`, which reads the file.
+"""
+
+from __future__ import annotations
+
+import calendar as _calendar
+import difflib
+import io
+import os
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import date, datetime, timedelta
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal, NamedTuple, get_args, get_origin
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import holidays
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
+
+__all__ = [
+    "DEADLINE_NAMES",
+    "DEFAULT_TIMEZONE",
+    "POLICY_ENV_VAR",
+    "CalendarOverrides",
+    "ChinaYear",
+    "DeadlineName",
+    "Duration",
+    "DurationKind",
+    "EvaluationGrade",
+    "Policy",
+    "PolicyError",
+    "ReplyClass",
+    "WorkingCalendar",
+    "add_months",
+    "china_public_calendar",
+    "deadline_for",
+    "default_policy",
+    "due_date",
+    "load_policy",
+    "local_date",
+    "parse_policy",
+    "warning_date",
+]
+
+POLICY_ENV_VAR = "PROPOSALFLOW_POLICY_FILE"
+"""Environment variable naming the policy file to use instead of the packaged default."""
+
+DEFAULT_TIMEZONE = "Asia/Shanghai"
+
+_PACKAGED_POLICY = ("shared.policies", "dongguan.yaml")
+
+DurationKind = Literal["months", "days", "working_days"]
+
+DeadlineName = Literal[
+    "reply_deadline",
+    "co_opinion_deadline",
+    "dispute_window",
+    "evaluation_window",
+    "cosign_window",
+    "rehandling_deadline",
+]
+"""The policy periods that yield a due date (``warning_lead_time`` is a lead, not a deadline)."""
+
+DEADLINE_NAMES: tuple[DeadlineName, ...] = get_args(DeadlineName)
+
+NonEmptyStr = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+PositiveCount = Annotated[int, Field(strict=True, gt=0)]
+
+
+class PolicyError(ValueError):
+    """The policy file is missing, is not YAML, or has an invalid field; the message says which.
+
+    ``source`` names the file; ``problems`` lists one line per problem, each starting with the
+    field path (``reply_classes[1].code: ...``).
+    """
+
+    def __init__(
+        self, source: str, problems: Sequence[str], headline: str = "invalid policy"
+    ) -> None:
+        self.source = source
+        self.problems = tuple(problems)
+        lines = [f"{headline} in {source}:"]
+        lines += ["  " + problem.replace("\n", "\n    ") for problem in self.problems]
+        super().__init__("\n".join(lines) if self.problems else f"{headline}: {source}")
+
+
+# Duration ---------------------------------------------------------------------------------------
+
+_DURATION_RE = re.compile(
+    r"^\s*(?P<n>[+-]?\d+)\s*(?P<unit>months?|working[\s_-]+days?|days?)\s*$",
+    re.IGNORECASE,
+)
+_ACCEPTED_FORMS = (
+    "write 'N months', 'N days' (calendar days) or 'N working days' with N a positive whole "
+    "number (e.g. '3 months', '1 month', '30 days', '5 working days'), or a mapping with exactly "
+    "one of months, days, working_days (e.g. {working_days: 5})"
+)
+
+
+class Duration(BaseModel):
+    """期限: a period of exactly one kind: calendar ``months``, calendar ``days`` or ``working_days``.
+
+    Built from a mapping (``{"working_days": 5}``) or a string (``"5 working days"``); it
+    serialises back to the string form, so a dumped policy loads again.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    months: PositiveCount | None = None
+    days: PositiveCount | None = None
+    working_days: PositiveCount | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parse_string(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            match = _DURATION_RE.match(data)
+            if match is None:
+                raise ValueError(f"cannot parse duration {data!r}: {_ACCEPTED_FORMS}")
+            unit = match["unit"].lower()
+            if unit.startswith("working"):
+                return {"working_days": int(match["n"])}
+            if unit.startswith("month"):
+                return {"months": int(match["n"])}
+            return {"days": int(match["n"])}
+        if isinstance(data, (dict, Duration)):
+            return data
+        raise ValueError(f"a duration cannot be {data!r}: {_ACCEPTED_FORMS}")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Duration:
+        given = [
+            name
+            for name in ("months", "days", "working_days")
+            if getattr(self, name) is not None
+        ]
+        if len(given) != 1:
+            got = ", ".join(given) if given else "none"
+            raise ValueError(
+                f"a duration needs exactly one of months, days, working_days (got {got})"
+            )
+        return self
+
+    @property
+    def kind(self) -> DurationKind:
+        """Which of ``months``, ``days``, ``working_days`` this period counts."""
+        if self.months is not None:
+            return "months"
+        if self.days is not None:
+            return "days"
+        return "working_days"
+
+    @property
+    def amount(self) -> int:
+        """How many of :attr:`kind`."""
+        for value in (self.months, self.days, self.working_days):
+            if value is not None:
+                return value
+        raise AssertionError("unreachable: a Duration has exactly one field")
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        return ((k, v) for k, v in super().__repr_args__() if v is not None)
+
+    def __str__(self) -> str:
+        unit = {"months": "month", "days": "day", "working_days": "working day"}[
+            self.kind
+        ]
+        return f"{self.amount} {unit}{'' if self.amount == 1 else 's'}"
+
+    @model_serializer(mode="plain")
+    def _serialise(self) -> str:
+        return str(self)
+
+
+# Policy -----------------------------------------------------------------------------------------
+
+
+class ReplyClass(BaseModel):
+    """答复分类: a class of the lead unit's reply (A 已解决或采纳, B 正在解决或列入计划, C 留作参考)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    code: NonEmptyStr
+    label: NonEmptyStr
+    counts_as_adopted: bool
+    """Whether a reply of this class counts as adopted (采纳) in statistics."""
+
+
+class EvaluationGrade(BaseModel):
+    """评价等级: a proposer's grade of the handling (满意, 基本满意, 不满意)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    code: NonEmptyStr
+    label: NonEmptyStr
+    counts_as_satisfied: bool
+    """Whether this grade counts as satisfied (满意率 counts 满意 and 基本满意 in Dongguan)."""
+    triggers_rehandling: bool
+    """Whether this grade from the first proposer sends the proposal back (重新办理)."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> EvaluationGrade:
+        if self.counts_as_satisfied and self.triggers_rehandling:
+            raise ValueError(
+                "a grade that counts as satisfied cannot trigger rehandling"
+            )
+        return self
+
+
+class CalendarOverrides(BaseModel):
+    """工作日历调整: days off and working days the ``holidays`` package does not know (yet)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    extra_holidays: list[date] = Field(default_factory=list)
+    """Extra days off (放假), e.g. from a State Council announcement newer than the package."""
+    extra_workdays: list[date] = Field(default_factory=list)
+    """Extra working days (调休上班), e.g. a Saturday made a working day."""
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> CalendarOverrides:
+        both = sorted(set(self.extra_holidays) & set(self.extra_workdays))
+        if both:
+            days = ", ".join(d.isoformat() for d in both)
+            raise ValueError(f"dates in both extra_holidays and extra_workdays: {days}")
+        return self
+
+
+def _check_unique(values: Iterable[str], what: str) -> None:
+    seen: set[str] = set()
+    dupes: set[str] = set()
+    for value in values:
+        (dupes if value in seen else seen).add(value)
+    if dupes:
+        raise ValueError(f"duplicate {what}: {', '.join(sorted(dupes))}")
+
+
+class Policy(BaseModel):
+    """办理规则: one city's rules for handling proposals (see the module docstring)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    city: NonEmptyStr
+    timezone: str = DEFAULT_TIMEZONE
+    reply_deadline: Duration
+    """办复期限: from 交办 to the lead unit's reply (Dongguan: 3 months)."""
+    co_opinion_deadline: Duration
+    """会办意见期限: co-handling units send their opinion to the lead unit (1 month)."""
+    dispute_window: Duration
+    """异议期: a unit may dispute its assignment (5 working days)."""
+    evaluation_window: Duration
+    """评价期: the proposers evaluate the reply (15 working days)."""
+    cosign_window: Duration
+    """联名确认期: co-signers confirm a joint proposal (5 working days)."""
+    warning_lead_time: Duration
+    """到期预警提前量: a 到期预警 is raised this long before a due date (10 working days)."""
+    rehandling_deadline: Duration
+    """重新办理期限: the new reply deadline after an unsatisfied evaluation (1 month)."""
+    reply_classes: list[ReplyClass] = Field(min_length=1)
+    """答复分类, codes unique."""
+    evaluation_grades: list[EvaluationGrade] = Field(min_length=1)
+    """评价等级, codes unique."""
+    categories: list[NonEmptyStr] = Field(min_length=1)
+    """提案分类, unique."""
+    assignment_mode: Literal["confirm", "auto"] = "confirm"
+    """交办方式: ``confirm`` (a person confirms the suggested units) or ``auto``."""
+    calendar: CalendarOverrides = Field(default_factory=CalendarOverrides)
+    """工作日历调整 on top of the ``holidays`` package."""
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {value!r} (use an IANA name such as 'Asia/Shanghai')"
+            ) from None
+        return value
+
+    @field_validator("reply_classes")
+    @classmethod
+    def _unique_reply_classes(cls, value: list[ReplyClass]) -> list[ReplyClass]:
+        _check_unique((c.code for c in value), "reply class codes")
+        return value
+
+    @field_validator("evaluation_grades")
+    @classmethod
+    def _unique_grades(cls, value: list[EvaluationGrade]) -> list[EvaluationGrade]:
+        _check_unique((g.code for g in value), "evaluation grade codes")
+        return value
+
+    @field_validator("categories")
+    @classmethod
+    def _unique_categories(cls, value: list[str]) -> list[str]:
+        _check_unique(value, "categories")
+        return value
+
+    def reply_class(self, code: str) -> ReplyClass:
+        """答复分类 by code; ``KeyError`` if the policy has no such class."""
+        for reply_class in self.reply_classes:
+            if reply_class.code == code:
+                return reply_class
+        raise KeyError(code)
+
+    def evaluation_grade(self, code: str) -> EvaluationGrade:
+        """评价等级 by code; ``KeyError`` if the policy has no such grade."""
+        for grade in self.evaluation_grades:
+            if grade.code == code:
+                return grade
+        raise KeyError(code)
+
+
+# Working-day calendar ---------------------------------------------------------------------------
+
+
+class ChinaYear(NamedTuple):
+    """One year of mainland China's official calendar, as the ``holidays`` package gives it."""
+
+    days_off: frozenset[date]
+    """Public holidays and the weekdays given off by 调休 (weekend days may be listed too)."""
+    shifted_workdays: frozenset[date]
+    """调休上班: weekend days that are working days."""
+
+
+@lru_cache(maxsize=512)
+def china_public_calendar(year: int) -> ChinaYear:
+    """法定节假日与调休: mainland China's days off and shifted workdays for ``year``.
+
+    From ``holidays.country_holidays("CN")``: its dates are the days off, its
+    ``weekend_workdays`` the Saturdays and Sundays worked instead. The package derives those from
+    its table of State Council announcements (国务院办公厅关于…部分节假日安排的通知), including
+    cross-year ones (a 31 December worked for 2 January). For a year after the newest
+    announcement it knows, the package only has the statutory days moved off weekends, without
+    调休 workdays: add the announcement to the policy's calendar overrides. Cached per year.
+    """
+    cn = holidays.country_holidays("CN", years=year)
+    days_off = frozenset(d for d in cn if d.year == year)
+    shifted = frozenset(d for d in cn.weekend_workdays if d.year == year)
+    return ChinaYear(days_off=days_off, shifted_workdays=shifted)
+
+
+def _require_date(value: date, what: str = "day") -> date:
+    if isinstance(value, datetime):
+        raise TypeError(
+            f"{what} must be a date, not a datetime (use local_date() first)"
+        )
+    return value
+
+
+class WorkingCalendar:
+    """工作日历: mainland China's working days with a policy's overrides.
+
+    A day is a working day if it is in ``extra_workdays``; else not if it is in
+    ``extra_holidays``; else, on a Saturday or Sunday, if it is a 调休 workday; else, on a
+    weekday, if it is not a public holiday or 调休 day off. Immutable; the China tables are cached
+    per year for the whole process.
+    """
+
+    __slots__ = ("_extra_holidays", "_extra_workdays")
+
+    def __init__(
+        self, extra_holidays: Iterable[date] = (), extra_workdays: Iterable[date] = ()
+    ) -> None:
+        self._extra_holidays = frozenset(
+            _require_date(d, "an extra holiday") for d in extra_holidays
+        )
+        self._extra_workdays = frozenset(
+            _require_date(d, "an extra workday") for d in extra_workdays
+        )
+        both = self._extra_holidays & self._extra_workdays
+        if both:
+            days = ", ".join(d.isoformat() for d in sorted(both))
+            raise ValueError(f"dates in both extra_holidays and extra_workdays: {days}")
+
+    @classmethod
+    def from_overrides(cls, overrides: CalendarOverrides) -> WorkingCalendar:
+        """The calendar with a policy's ``calendar`` overrides."""
+        return cls(overrides.extra_holidays, overrides.extra_workdays)
+
+    @classmethod
+    def from_policy(cls, policy: Policy) -> WorkingCalendar:
+        """The calendar of ``policy``."""
+        return cls.from_overrides(policy.calendar)
+
+    def __repr__(self) -> str:
+        return (
+            f"WorkingCalendar(extra_holidays={sorted(self._extra_holidays)!r}, "
+            f"extra_workdays={sorted(self._extra_workdays)!r})"
+        )
+
+    def is_working_day(self, d: date) -> bool:
+        """Whether ``d`` is a working day (工作日)."""
+        _require_date(d)
+        if d in self._extra_workdays:
+            return True
+        if d in self._extra_holidays:
+            return False
+        year = china_public_calendar(d.year)
+        if d.weekday() >= 5:
+            return d in year.shifted_workdays
+        return d not in year.days_off
+
+    def add_working_days(self, d: date, n: int) -> date:
+        """The ``n``-th working day after ``d`` (``d`` itself not counted).
+
+        A negative ``n`` counts back: the ``|n|``-th working day before ``d``. ``n == 0``
+        returns ``d`` unchanged, working day or not.
+        """
+        _require_date(d)
+        step = timedelta(days=1 if n >= 0 else -1)
+        remaining = abs(n)
+        while remaining:
+            d += step
+            if self.is_working_day(d):
+                remaining -= 1
+        return d
+
+    def next_working_day_on_or_after(self, d: date) -> date:
+        """``d`` if it is a working day, else the first working day after it."""
+        _require_date(d)
+        while not self.is_working_day(d):
+            d += timedelta(days=1)
+        return d
+
+    def previous_working_day_on_or_before(self, d: date) -> date:
+        """``d`` if it is a working day, else the last working day before it."""
+        _require_date(d)
+        while not self.is_working_day(d):
+            d -= timedelta(days=1)
+        return d
+
+
+# Due dates --------------------------------------------------------------------------------------
+
+
+def _zone(tz: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {tz!r}") from None
+
+
+def local_date(moment: date | datetime, tz: str = DEFAULT_TIMEZONE) -> date:
+    """The calendar date of ``moment`` in ``tz``: a date as is, an aware datetime converted.
+
+    A naive datetime raises ``ValueError``: its local date cannot be known.
+    """
+    if isinstance(moment, datetime):
+        if moment.tzinfo is None or moment.utcoffset() is None:
+            raise ValueError(
+                f"naive datetime {moment.isoformat()} has no time zone; pass an aware datetime "
+                "or a date"
+            )
+        return moment.astimezone(_zone(tz)).date()
+    return moment
+
+
+def add_months(d: date, months: int) -> date:
+    """The same day of the month ``months`` later (or earlier if negative), clamped to month end."""
+    _require_date(d)
+    index = d.year * 12 + (d.month - 1) + months
+    year, month0 = divmod(index, 12)
+    month = month0 + 1
+    return date(year, month, min(d.day, _calendar.monthrange(year, month)[1]))
+
+
+def due_date(
+    start: date | datetime,
+    duration: Duration,
+    calendar: WorkingCalendar,
+    tz: str = DEFAULT_TIMEZONE,
+) -> date:
+    """到期日: the last on-time day of a period of ``duration`` from ``start``.
+
+    The rules are in the module docstring: working days count from the day after the start;
+    months and calendar days land on a date that rolls forward to a working day.
+    """
+    day = local_date(start, tz)
+    kind, amount = duration.kind, duration.amount
+    if kind == "working_days":
+        return calendar.add_working_days(day, amount)
+    target = (
+        add_months(day, amount) if kind == "months" else day + timedelta(days=amount)
+    )
+    return calendar.next_working_day_on_or_after(target)
+
+
+def warning_date(due: date, lead: Duration, calendar: WorkingCalendar) -> date:
+    """到期预警日: ``lead`` before ``due``.
+
+    Working days: the N-th working day before ``due``. Months and days: that many back, then
+    rolled back to the nearest working day on or before it.
+    """
+    _require_date(due, "due")
+    kind, amount = lead.kind, lead.amount
+    if kind == "working_days":
+        return calendar.add_working_days(due, -amount)
+    target = (
+        add_months(due, -amount) if kind == "months" else due - timedelta(days=amount)
+    )
+    return calendar.previous_working_day_on_or_before(target)
+
+
+def deadline_for(
+    policy: Policy,
+    name: DeadlineName,
+    start: date | datetime,
+    calendar: WorkingCalendar | None = None,
+) -> date:
+    """The due date of the policy period ``name`` (e.g. ``"reply_deadline"``) from ``start``.
+
+    Uses the policy's time zone, and its calendar unless ``calendar`` is given.
+    """
+    if name not in DEADLINE_NAMES:
+        raise ValueError(
+            f"unknown deadline {name!r}; one of {', '.join(DEADLINE_NAMES)}"
+        )
+    duration: Duration = getattr(policy, name)
+    cal = calendar if calendar is not None else WorkingCalendar.from_policy(policy)
+    return due_date(start, duration, cal, policy.timezone)
+
+
+# Loading ----------------------------------------------------------------------------------------
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that rejects a key repeated in one mapping (else the last one wins)."""
+
+
+def _construct_mapping_no_duplicates(
+    loader: _StrictLoader, node: yaml.MappingNode
+) -> dict[Any, Any]:
+    loader.flatten_mapping(node)
+    seen: list[Any] = []
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                "while constructing a mapping",
+                node.start_mark,
+                f"found duplicate key {key!r}",
+                key_node.start_mark,
+            )
+        seen.append(key)
+    return loader.construct_mapping(node, deep=True)
+
+
+_StrictLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping_no_duplicates
+)
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside ``annotation`` (``Duration``, ``list[ReplyClass]``…), if any."""
+    candidates = (
+        [annotation, *get_args(annotation)] if get_origin(annotation) else [annotation]
+    )
+    for candidate in candidates:
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def _allowed_fields(loc: Sequence[int | str]) -> list[str]:
+    """The field names allowed where the last element of ``loc`` is."""
+    model: type[BaseModel] | None = Policy
+    for part in loc[:-1]:
+        if isinstance(part, int) or model is None:
+            continue
+        field = model.model_fields.get(part)
+        model = _model_of(field.annotation) if field is not None else None
+    return list(model.model_fields) if model is not None else []
+
+
+def _format_loc(loc: Sequence[int | str]) -> str:
+    text = ""
+    for part in loc:
+        text += (
+            f"[{part}]"
+            if isinstance(part, int)
+            else (f".{part}" if text else str(part))
+        )
+    return text or "(top level)"
+
+
+def _describe(error: Any) -> str:
+    loc: tuple[int | str, ...] = tuple(error["loc"])
+    kind: str = error["type"]
+    message: str = error["msg"]
+    if kind == "extra_forbidden":
+        name = str(loc[-1]) if loc else ""
+        allowed = _allowed_fields(loc)
+        close = difflib.get_close_matches(name, allowed, n=1)
+        hint = (
+            f"did you mean {close[0]!r}?" if close else f"allowed: {', '.join(allowed)}"
+        )
+        return f"{_format_loc(loc)}: unknown field ({hint})"
+    message = message.removeprefix("Value error, ")
+    value = error.get("input")
+    # Our own checks (value_error) already say what they got.
+    if kind not in ("missing", "value_error") and isinstance(
+        value, (str, int, float, bool, date)
+    ):
+        message += f" (got {value!r})"
+    return f"{_format_loc(loc)}: {message}"
+
+
+def parse_policy(text: str, source: str = "<string>") -> Policy:
+    """The :class:`Policy` in YAML ``text``; ``source`` names it in a :class:`PolicyError`."""
+    try:
+        stream = io.StringIO(text)
+        stream.name = source  # named in the marks of a YAML error
+        data = yaml.load(stream, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise PolicyError(source, [str(exc)], "not valid YAML") from None
+    if not isinstance(data, dict):
+        got = "an empty file" if data is None else f"a {type(data).__name__}"
+        raise PolicyError(
+            source, [f"(top level): expected a mapping of fields, got {got}"]
+        )
+    try:
+        return Policy.model_validate(data)
+    except ValidationError as exc:
+        raise PolicyError(
+            source, [_describe(e) for e in exc.errors(include_url=False)]
+        ) from None
+
+
+def load_policy(path: str | Path | None = None) -> Policy:
+    """The policy in ``path``, else in ``$PROPOSALFLOW_POLICY_FILE``, else the packaged Dongguan one.
+
+    Raises :class:`PolicyError` (a ``ValueError``) naming the file, the field path and the
+    problem if the file is missing or unreadable, is not YAML, or does not validate.
+    """
+    env_value = os.environ.get(POLICY_ENV_VAR, "").strip()
+    if path is not None:
+        file, origin = Path(path).expanduser(), ""
+    elif env_value:
+        file, origin = Path(env_value).expanduser(), f" (from ${POLICY_ENV_VAR})"
+    else:
+        package, name = _PACKAGED_POLICY
+        resource = resources.files(package).joinpath(name)
+        source = f"{resource} (packaged default)"
+        try:
+            text = resource.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise PolicyError(
+                source, [], f"cannot read packaged policy ({exc})"
+            ) from None
+        return parse_policy(text, source)
+
+    source = f"{file}{origin}"
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PolicyError(source, [], "policy file not found") from None
+    except UnicodeDecodeError as exc:
+        raise PolicyError(
+            source, [], f"policy file is not UTF-8 ({exc.reason})"
+        ) from None
+    except OSError as exc:
+        raise PolicyError(
+            source, [], f"cannot read policy file ({exc.strerror or exc})"
+        ) from None
+    return parse_policy(text, source)
+
+
+@lru_cache(maxsize=1)
+def default_policy() -> Policy:
+    """The process's policy: :func:`load_policy` with no argument, loaded once and cached.
+
+    It honours ``$PROPOSALFLOW_POLICY_FILE`` as it was at the first call; tests that change the
+    variable call ``default_policy.cache_clear()``.
+    """
+    return load_policy()

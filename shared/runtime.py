@@ -1,0 +1,241 @@
+"""The running parts of one service: database, outbox relay, Kafka subscribers and the HTTP app.
+
+A service's `app.py` builds a :class:`ServiceRuntime`, registers its consumers and routers, and
+hands the FastAPI app to uvicorn. The broker connects in the background: if Kafka is down at start,
+the HTTP API still accepts work into the outbox and `/readyz` says the broker is unavailable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+from faststream import FastStream
+from faststream.kafka import KafkaBroker
+from faststream.specification import AsyncAPI
+from sqlalchemy import MetaData
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from shared.asyncapi import complete as complete_asyncapi
+from shared.db import create_engine, ping
+from shared.envelope import Envelope
+from shared.events import Event
+from shared.http import install_error_handlers, install_health_routes, install_middleware
+from shared.messaging import (
+    EventProcessor,
+    Handler,
+    KafkaPublisher,
+    OutboxRelay,
+    Record,
+    backoff_delay,
+    subscribe,
+)
+from shared.settings import CommonSettings, ServiceSettings, service_settings
+
+log = logging.getLogger("proposalflow.runtime")
+
+
+def make_broker(common: CommonSettings, *, service: str) -> KafkaBroker:
+    """The FastStream broker: subscribers and the AsyncAPI document; security passes through."""
+    from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
+
+    security: BaseSecurity | None = None
+    ssl_context = None
+    if common.kafka_security_protocol in ("SSL", "SASL_SSL"):
+        import ssl
+
+        ssl_context = ssl.create_default_context(cafile=common.kafka_ssl_cafile)
+    if common.kafka_sasl_mechanism:
+        user, password = common.kafka_sasl_username or "", common.kafka_sasl_password or ""
+        mechanism = {"PLAIN": SASLPlaintext, "SCRAM-SHA-256": SASLScram256, "SCRAM-SHA-512": SASLScram512}
+        security = mechanism[common.kafka_sasl_mechanism](user, password, ssl_context=ssl_context)
+    elif ssl_context is not None:
+        security = BaseSecurity(ssl_context=ssl_context)
+    return KafkaBroker(
+        common.kafka_bootstrap_servers,
+        client_id=f"proposalflow-{service}",
+        security=security,
+        description=f"ProposalFlow {service} service",
+        logger=logging.getLogger(f"proposalflow.{service}.broker"),
+        log_level=logging.DEBUG,
+    )
+
+
+@dataclass
+class ServiceRuntime:
+    """Everything one service process runs."""
+
+    name: str
+    metadata: MetaData
+    common: CommonSettings = field(default_factory=CommonSettings)
+    settings: ServiceSettings | None = None
+    publishes: Sequence[type[Event]] = ()
+
+    def __post_init__(self) -> None:
+        self.settings = self.settings or service_settings(self.name)
+        self.engine = create_engine(self.settings.database_url)
+        self.producer = KafkaPublisher(self.common, client_id=f"proposalflow-{self.name}")
+        self.relay = OutboxRelay(
+            self.engine,
+            self.metadata,
+            self.producer,
+            batch_size=self.common.outbox_batch_size,
+            poll_interval=self.common.outbox_poll_interval_s,
+        )
+        self.broker = make_broker(self.common, service=self.name)
+        self.processors: list[EventProcessor] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._startup: list[Callable[[AsyncConnection], Awaitable[None]]] = []
+        self._broker_ready = False
+        self._declare_publishers()
+
+    @property
+    def service_settings(self) -> ServiceSettings:
+        assert self.settings is not None
+        return self.settings
+
+    def _declare_publishers(self) -> None:
+        """Declare what this service publishes, per topic, so the AsyncAPI document shows it."""
+        by_topic: dict[str, list[type[Event]]] = {}
+        for event in self.publishes:
+            by_topic.setdefault(event.TOPIC, []).append(event)
+        for topic, events in by_topic.items():
+            schema: Any = events[0]
+            for other in events[1:]:
+                schema = schema | other
+            names = ", ".join(event.TYPE for event in events)
+            self.broker.publisher(topic, title=f"{topic}:publish", description=f"CloudEvents types: {names}",
+                                  schema=schema)
+
+    def consume(self, topics: Sequence[str], handler: Handler, *, consumer: str | None = None,
+                description: str = "", dedupe_key: Callable[[Envelope, Record], str] | None = None,
+                ) -> EventProcessor:
+        """Run `handler` for every event on `topics`, in this service's consumer group."""
+        processor = EventProcessor(
+            service=self.name,
+            consumer=consumer or self.name,
+            engine=self.engine,
+            metadata=self.metadata,
+            handler=handler,
+            producer=self.producer,
+            after_commit=self.relay.wake,
+            dedupe_key=dedupe_key,
+            retry_attempts=self.common.retry_attempts,
+            base_delay=self.common.retry_base_delay_s,
+            max_delay=self.common.retry_max_delay_s,
+        )
+        self.processors.append(processor)
+        subscribe(self.broker, processor, topics, group_id=self.service_settings.consumer_group,
+                  description=description or f"{self.name} consumes {', '.join(topics)}")
+        return processor
+
+    def asyncapi(self) -> dict[str, Any]:
+        """The AsyncAPI 3.0 document of this service, generated by FastStream."""
+        app = FastStream(self.broker, specification=AsyncAPI(
+            title=f"ProposalFlow {self.name}", version="1.0.0", schema_version="3.0.0",
+            description=f"Events the {self.name} service consumes and publishes (CloudEvents 1.0, binary mode).",
+        ))
+        document: dict[str, Any] = app.schema.to_specification().to_jsonable()
+        return complete_asyncapi(document)
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncConnection]:
+        """One database transaction; events staged in it go out as soon as it commits."""
+        async with self.engine.begin() as conn:
+            yield conn
+        self.relay.wake()
+
+    async def _connect_kafka(self) -> None:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                await self.producer.start()
+                break
+            except Exception as exc:  # noqa: BLE001 - the broker may come later; keep trying
+                delay = backoff_delay(attempt, 0.5, 10.0)
+                log.warning("Kafka producer not connected (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+        self._tasks.append(asyncio.create_task(self.relay.run(), name=f"{self.name}-relay"))
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                await self.broker.start()
+                break
+            except Exception as exc:  # noqa: BLE001
+                delay = backoff_delay(attempt, 0.5, 10.0)
+                log.warning("Kafka consumers not started (%s); retrying in %.1fs", exc, delay)
+                with contextlib.suppress(Exception):
+                    await self.broker.stop()
+                await asyncio.sleep(delay)
+        self._broker_ready = True
+        for processor in self.processors:
+            await processor.rerun_all_parked()
+        log.info("%s connected to Kafka at %s", self.name, self.common.kafka_bootstrap_servers)
+
+    def on_startup(self, action: Callable[[AsyncConnection], Awaitable[None]]) -> None:
+        """Run `action` in a transaction when the service starts (e.g. seeding a catalog)."""
+        self._startup.append(action)
+
+    async def start(self) -> None:
+        for action in self._startup:
+            async with self.transaction() as conn:
+                await action(conn)
+        self._tasks.append(asyncio.create_task(self._connect_kafka(), name=f"{self.name}-kafka"))
+
+    async def stop(self) -> None:
+        self.relay.stop()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        with contextlib.suppress(Exception):
+            await self.broker.stop()
+        with contextlib.suppress(Exception):
+            await self.producer.stop()
+        await self.engine.dispose()
+
+    async def readiness(self) -> dict[str, str]:
+        checks: dict[str, str] = {}
+        try:
+            await asyncio.wait_for(ping(self.engine), timeout=3)
+            checks["database"] = "ok"
+        except Exception as exc:  # noqa: BLE001 - reported, not raised
+            checks["database"] = f"unavailable: {type(exc).__name__}"
+        if not self._broker_ready:
+            checks["broker"] = "unavailable: not connected yet"
+        else:
+            try:
+                alive = await self.broker.ping(timeout=3)
+                checks["broker"] = "ok" if alive else "unavailable: no answer"
+            except Exception as exc:  # noqa: BLE001
+                checks["broker"] = f"unavailable: {type(exc).__name__}"
+        return checks
+
+    def http_app(self, routers: Sequence[APIRouter], *, title: str, description: str) -> FastAPI:
+        """The service's FastAPI app; the broker starts and stops in its lifespan."""
+
+        @contextlib.asynccontextmanager
+        async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+            await self.start()
+            try:
+                yield
+            finally:
+                await self.stop()
+
+        app = FastAPI(title=title, description=description, version="1.0.0", lifespan=lifespan)
+        install_error_handlers(app)
+        install_middleware(app)
+        install_health_routes(app, self.readiness)
+        for router in routers:
+            app.include_router(router)
+        app.state.runtime = self
+        app.state.common_settings = self.common
+        return app

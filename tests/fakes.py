@@ -1,0 +1,55 @@
+"""Stand-ins for the broker in storage tests (the real broker is used in integration tests)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka.errors import KafkaConnectionError
+
+from shared.envelope import Envelope, to_kafka
+
+
+@dataclass
+class Sent:
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+
+
+@dataclass
+class RecordingPublisher:
+    """Records what would have been published; `down = True` simulates a broker outage."""
+
+    sent: list[Sent] = field(default_factory=list)
+    down: bool = False
+
+    async def send(self, topic: str, *, value: bytes | None, key: bytes | None,
+                   headers: list[tuple[str, bytes]]) -> asyncio.Future[Any]:
+        if self.down:
+            raise KafkaConnectionError("broker down (simulated)")
+        self.sent.append(Sent(topic, key, value, headers))
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future.set_result(None)
+        return future
+
+    async def send_and_wait(self, topic: str, *, value: bytes | None, key: bytes | None,
+                            headers: list[tuple[str, bytes]]) -> None:
+        await self.send(topic, value=value, key=key, headers=headers)
+
+
+@dataclass(frozen=True)
+class FakeRecord:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+
+
+def record_of(envelope: Envelope, topic: str = "t", offset: int = 0) -> FakeRecord:
+    key, value, headers = to_kafka(envelope)
+    return FakeRecord(topic, 0, offset, key, value, headers)
