@@ -48,7 +48,8 @@ def complete(document: dict[str, Any]) -> dict[str, Any]:
             if not models:
                 continue
             _, definitions = models_json_schema(
-                [(model, "validation") for model in models], ref_template="#/components/schemas/{model}")
+                [(model, "validation") for model in models], ref_template="#/components/schemas/{model}"
+            )
             schemas.update(definitions.get("$defs", {}))
             message["payload"] = {"oneOf": [{"$ref": f"#/components/schemas/{model.__name__}"} for model in models]}
     if not any(m.get("payload", {}).get("$ref") == "#/components/schemas/EmptyPayload" for m in messages.values()):

@@ -16,8 +16,11 @@ import typer
 from shared import events
 from shared.settings import SERVICES, CommonSettings, service_settings
 
-app = typer.Typer(help="ProposalFlow: CPPCC proposal handling (政协提案办理) on Kafka.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="ProposalFlow: CPPCC proposal handling (政协提案办理) on Kafka.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 topics_app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
 schemas_app = typer.Typer(help="Event schemas and AsyncAPI documents.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
@@ -52,8 +55,14 @@ def run(
         from shared.migrate import upgrade
 
         upgrade(service)
-    uvicorn.run(f"services.{service}.app:app", host=host or settings.http_host, port=port or settings.http_port,
-                log_config=None, access_log=False, lifespan="on")
+    uvicorn.run(
+        f"services.{service}.app:app",
+        host=host or settings.http_host,
+        port=port or settings.http_port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+    )
 
 
 @app.command()
@@ -78,8 +87,11 @@ def topics_create(
     from shared.topics import create_topics
 
     common = CommonSettings()
-    created = asyncio.run(create_topics(common, partitions or common.topic_partitions,
-                                        replication_factor or common.topic_replication_factor))
+    created = asyncio.run(
+        create_topics(
+            common, partitions or common.topic_partitions, replication_factor or common.topic_replication_factor
+        )
+    )
     for name, state in created.items():
         typer.echo(f"{name}: {state}")
 
@@ -97,8 +109,7 @@ def token(
 
     if role == events.Role.UNIT and not unit:
         raise typer.BadParameter("a unit token needs --unit")
-    typer.echo(issue_token(CommonSettings(), subject=sub, role=role, unit=unit, name=name,
-                           ttl=timedelta(hours=hours)))
+    typer.echo(issue_token(CommonSettings(), subject=sub, role=role, unit=unit, name=name, ttl=timedelta(hours=hours)))
 
 
 def schema_documents() -> dict[Path, Any]:
@@ -113,10 +124,39 @@ def schema_documents() -> dict[Path, Any]:
     for service in SERVICES:
         module = importlib.import_module(f"services.{service}.app")
         documents[Path("asyncapi") / f"{service}.json"] = module.runtime.asyncapi()
+    documents[Path("event-catalog.md")] = event_catalog()
     return documents
 
 
+def event_catalog() -> str:
+    """docs/event-catalog.md: every topic, who writes it, and every type on it with its fields."""
+    lines = [
+        "# Event catalog",
+        "",
+        "Generated from `shared/events.py` by `proposalflow schemas export`; do not edit by hand.",
+        "Envelope: CloudEvents 1.0, binary mode (`ce_*` headers, JSON data), Kafka key = proposal id.",
+        "JSON Schema of each type: `docs/schemas/<type>.json`; AsyncAPI per service: `docs/asyncapi/`.",
+        "",
+    ]
+    for topic in [*events.INBOUND_TOPICS, *events.EVENT_TOPICS]:
+        lines += [f"## `{topic}`", "", f"Written by: {events.TOPIC_WRITERS[topic]}.", "",
+                  "| type | meaning | fields |", "|---|---|---|"]
+        for model in events.messages_on(topic):
+            doc = (model.__doc__ or "").strip().splitlines()[0]
+            fields = ", ".join(f"`{name}`" + ("" if info.is_required() else "?")
+                               for name, info in model.model_fields.items())
+            lines.append(f"| `{model.TYPE}` | {doc} | {fields} |")
+        lines.append("")
+    lines += ["## Dead letters", "",
+              "`proposalflow.dlq.<service>`: a record that can never be processed, as it came, with the headers",
+              "`x-dlq-error`, `x-dlq-consumer`, `x-dlq-original-topic`, `x-dlq-original-partition`,",
+              "`x-dlq-original-offset`, `x-dlq-attempts`, `x-dlq-failed-at`.", ""]
+    return "\n".join(lines)
+
+
 def _render(document: Any) -> str:
+    if isinstance(document, str):
+        return document
     return json.dumps(document, ensure_ascii=False, indent=2, sort_keys=True) + "\n"
 
 
@@ -144,3 +184,7 @@ def schemas_export(
 
 def main() -> None:  # pragma: no cover - console entry point
     sys.exit(app())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -149,8 +149,9 @@ def from_kafka(value: bytes | None, headers: Iterable[tuple[str, bytes | None]])
     """
     header = _header_dict(headers)
     content_type = header.get("content-type", "").split(";")[0].strip().lower()
-    if content_type == CLOUDEVENTS_JSON or (not header.get("ce_id") and content_type in ("", JSON)
-                                             and value is not None and b'"specversion"' in value):
+    if content_type == CLOUDEVENTS_JSON or (
+        not header.get("ce_id") and content_type in ("", JSON) and value is not None and b'"specversion"' in value
+    ):
         event = _load_json_object(value, "structured CloudEvent")
         data = event.get("data")
         if data is None:

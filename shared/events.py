@@ -27,6 +27,16 @@ ASSIGNMENTS = "proposalflow.assignments"
 HANDLING = "proposalflow.handling"
 NOTIFICATIONS = "proposalflow.notifications"
 
+TOPIC_WRITERS = {
+    SUBMISSIONS: "outside systems (allow-listed sources)",
+    UNIT_REPORTS: "outside systems (allow-listed unit systems)",
+    PROPOSALS: "intake",
+    ASSIGNMENTS: "assignment",
+    HANDLING: "progress",
+    NOTIFICATIONS: "notify",
+}
+"""Who writes each topic: one writer per topic."""
+
 INBOUND_TOPICS = (SUBMISSIONS, UNIT_REPORTS)
 EVENT_TOPICS = (PROPOSALS, ASSIGNMENTS, HANDLING, NOTIFICATIONS)
 ALL_TOPICS = INBOUND_TOPICS + EVENT_TOPICS

@@ -29,8 +29,15 @@ MAX_BODY_BYTES = 1_000_000
 class Problem(Exception):
     """An error a person can act on, sent as `application/problem+json` (RFC 9457)."""
 
-    def __init__(self, status: int, title: str, detail: str, *, errors: list[dict[str, Any]] | None = None,
-                 type_: str = "about:blank") -> None:
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str,
+        *,
+        errors: list[dict[str, Any]] | None = None,
+        type_: str = "about:blank",
+    ) -> None:
         super().__init__(detail)
         self.status = status
         self.title = title
@@ -87,12 +94,14 @@ def install_middleware(app: FastAPI, *, max_body_bytes: int = MAX_BODY_BYTES) ->
         if request.method in ("POST", "PUT", "PATCH"):
             length = request.headers.get("content-length")
             if length is not None and length.isdigit() and int(length) > max_body_bytes:
-                return Problem(413, "Request too large",
-                               f"The body is {length} bytes; the limit is {max_body_bytes}.").response(request.url.path)
+                return Problem(
+                    413, "Request too large", f"The body is {length} bytes; the limit is {max_body_bytes}."
+                ).response(request.url.path)
             content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
             if length not in (None, "0") and content_type and content_type != "application/json":
-                return Problem(415, "Unsupported media type",
-                               f"Send application/json, not {content_type}.").response(request.url.path)
+                return Problem(415, "Unsupported media type", f"Send application/json, not {content_type}.").response(
+                    request.url.path
+                )
         started = time.perf_counter()
         with bind_context(correlation_id=correlation_id):
             response = await call_next(request)
@@ -115,8 +124,9 @@ def install_health_routes(app: FastAPI, readiness: Callable[[], Awaitable[dict[s
     async def readyz() -> Response:
         checks = await readiness()
         ready = all(value == "ok" for value in checks.values())
-        return JSONResponse({"status": "ok" if ready else "unavailable", "checks": checks},
-                            status_code=200 if ready else 503)
+        return JSONResponse(
+            {"status": "ok" if ready else "unavailable", "checks": checks}, status_code=200 if ready else 503
+        )
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics", include_in_schema=False)
     async def metrics() -> Response:
@@ -130,8 +140,9 @@ def request_fingerprint(payload: Any) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
-async def replay_idempotent(conn: AsyncConnection, metadata: MetaData, principal: str, key: str | None,
-                            fingerprint: str) -> JSONResponse | None:
+async def replay_idempotent(
+    conn: AsyncConnection, metadata: MetaData, principal: str, key: str | None, fingerprint: str
+) -> JSONResponse | None:
     """The stored response of an earlier request with the same key, if any.
 
     A key reused for a different request is refused (422): the client made a mistake.
@@ -139,27 +150,39 @@ async def replay_idempotent(conn: AsyncConnection, metadata: MetaData, principal
     if not key:
         return None
     table = metadata.tables["idempotency_keys"]
-    row = (await conn.execute(
-        select(table).where(table.c.principal == principal).where(table.c.key == key)
-    )).first()
+    row = (await conn.execute(select(table).where(table.c.principal == principal).where(table.c.key == key))).first()
     if row is None:
         return None
     if row.request_hash != fingerprint:
-        raise Problem(422, "Idempotency-Key reused",
-                      f"Idempotency-Key {key!r} was already used for a different request; use a new key.")
-    return JSONResponse(json.loads(row.response), status_code=row.status_code,
-                        headers={"idempotent-replayed": "true"})
+        raise Problem(
+            422,
+            "Idempotency-Key reused",
+            f"Idempotency-Key {key!r} was already used for a different request; use a new key.",
+        )
+    return JSONResponse(json.loads(row.response), status_code=row.status_code, headers={"idempotent-replayed": "true"})
 
 
-async def remember_idempotent(conn: AsyncConnection, metadata: MetaData, principal: str, key: str | None,
-                              fingerprint: str, status_code: int, body: Any) -> None:
+async def remember_idempotent(
+    conn: AsyncConnection,
+    metadata: MetaData,
+    principal: str,
+    key: str | None,
+    fingerprint: str,
+    status_code: int,
+    body: Any,
+) -> None:
     """Store the response in the same transaction as the effect it reports."""
     if not key:
         return
     table = metadata.tables["idempotency_keys"]
-    values = {"principal": principal, "key": key, "request_hash": fingerprint, "status_code": status_code,
-              "response": json.dumps(body, ensure_ascii=False, default=str).encode(),
-              "created_at": datetime.now(UTC)}
+    values = {
+        "principal": principal,
+        "key": key,
+        "request_hash": fingerprint,
+        "status_code": status_code,
+        "response": json.dumps(body, ensure_ascii=False, default=str).encode(),
+        "created_at": datetime.now(UTC),
+    }
     if conn.dialect.name == "postgresql":
         stmt: Any = postgresql.insert(table).values(**values).on_conflict_do_nothing()
     else:

@@ -188,8 +188,9 @@ class KafkaPublisher:
         self._producer: AIOKafkaProducer | None = None
 
     async def start(self) -> None:
-        producer = AIOKafkaProducer(acks="all", enable_idempotence=True, linger_ms=5,
-                                    request_timeout_ms=15000, **self._options)
+        producer = AIOKafkaProducer(
+            acks="all", enable_idempotence=True, linger_ms=5, request_timeout_ms=15000, **self._options
+        )
         try:
             await producer.start()
         except BaseException:
@@ -207,14 +208,16 @@ class KafkaPublisher:
             raise KafkaConnectionError("the Kafka producer is not connected yet")
         return self._producer
 
-    async def send(self, topic: str, *, value: bytes | None, key: bytes | None,
-                   headers: list[tuple[str, bytes]]) -> asyncio.Future[Any]:
+    async def send(
+        self, topic: str, *, value: bytes | None, key: bytes | None, headers: list[tuple[str, bytes]]
+    ) -> asyncio.Future[Any]:
         """Queue a record; the returned future resolves when the broker acknowledged it."""
         future: asyncio.Future[Any] = await self._started().send(topic, value=value, key=key, headers=headers)
         return future
 
-    async def send_and_wait(self, topic: str, *, value: bytes | None, key: bytes | None,
-                            headers: list[tuple[str, bytes]]) -> None:
+    async def send_and_wait(
+        self, topic: str, *, value: bytes | None, key: bytes | None, headers: list[tuple[str, bytes]]
+    ) -> None:
         await self._started().send_and_wait(topic, value=value, key=key, headers=headers)
 
 
@@ -275,9 +278,7 @@ class OutboxRelay:
                 )
             await asyncio.gather(*futures)
             await conn.execute(
-                update(table)
-                .where(table.c.id.in_([row.id for row in rows]))
-                .values(sent_at=datetime.now(UTC))
+                update(table).where(table.c.id.in_([row.id for row in rows])).values(sent_at=datetime.now(UTC))
             )
         METRICS.outbox_published.inc(len(rows))
         return len(rows)
@@ -515,10 +516,14 @@ class EventProcessor:
         """A sweep over every parked subject (after a restart, or as a periodic safety net)."""
         async with self._engine.connect() as conn:
             subjects = (
-                await conn.execute(
-                    select(self._parked.c.subject).where(self._parked.c.consumer == self.consumer).distinct()
+                (
+                    await conn.execute(
+                        select(self._parked.c.subject).where(self._parked.c.consumer == self.consumer).distinct()
+                    )
                 )
-            ).scalars().all()
+                .scalars()
+                .all()
+            )
         for subject in subjects:
             await self._rerun_parked(subject)
 

@@ -126,9 +126,7 @@ class PolicyError(ValueError):
     field path (``reply_classes[1].code: ...``).
     """
 
-    def __init__(
-        self, source: str, problems: Sequence[str], headline: str = "invalid policy"
-    ) -> None:
+    def __init__(self, source: str, problems: Sequence[str], headline: str = "invalid policy") -> None:
         self.source = source
         self.problems = tuple(problems)
         lines = [f"{headline} in {source}:"]
@@ -181,16 +179,10 @@ class Duration(BaseModel):
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Duration:
-        given = [
-            name
-            for name in ("months", "days", "working_days")
-            if getattr(self, name) is not None
-        ]
+        given = [name for name in ("months", "days", "working_days") if getattr(self, name) is not None]
         if len(given) != 1:
             got = ", ".join(given) if given else "none"
-            raise ValueError(
-                f"a duration needs exactly one of months, days, working_days (got {got})"
-            )
+            raise ValueError(f"a duration needs exactly one of months, days, working_days (got {got})")
         return self
 
     @property
@@ -214,9 +206,7 @@ class Duration(BaseModel):
         return ((k, v) for k, v in super().__repr_args__() if v is not None)
 
     def __str__(self) -> str:
-        unit = {"months": "month", "days": "day", "working_days": "working day"}[
-            self.kind
-        ]
+        unit = {"months": "month", "days": "day", "working_days": "working day"}[self.kind]
         return f"{self.amount} {unit}{'' if self.amount == 1 else 's'}"
 
     @model_serializer(mode="plain")
@@ -253,9 +243,7 @@ class EvaluationGrade(BaseModel):
     @model_validator(mode="after")
     def _consistent(self) -> EvaluationGrade:
         if self.counts_as_satisfied and self.triggers_rehandling:
-            raise ValueError(
-                "a grade that counts as satisfied cannot trigger rehandling"
-            )
+            raise ValueError("a grade that counts as satisfied cannot trigger rehandling")
         return self
 
 
@@ -325,9 +313,7 @@ class Policy(BaseModel):
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(
-                f"unknown time zone {value!r} (use an IANA name such as 'Asia/Shanghai')"
-            ) from None
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name such as 'Asia/Shanghai')") from None
         return value
 
     @field_validator("reply_classes")
@@ -394,9 +380,7 @@ def china_public_calendar(year: int) -> ChinaYear:
 
 def _require_date(value: date, what: str = "day") -> date:
     if isinstance(value, datetime):
-        raise TypeError(
-            f"{what} must be a date, not a datetime (use local_date() first)"
-        )
+        raise TypeError(f"{what} must be a date, not a datetime (use local_date() first)")
     return value
 
 
@@ -411,15 +395,9 @@ class WorkingCalendar:
 
     __slots__ = ("_extra_holidays", "_extra_workdays")
 
-    def __init__(
-        self, extra_holidays: Iterable[date] = (), extra_workdays: Iterable[date] = ()
-    ) -> None:
-        self._extra_holidays = frozenset(
-            _require_date(d, "an extra holiday") for d in extra_holidays
-        )
-        self._extra_workdays = frozenset(
-            _require_date(d, "an extra workday") for d in extra_workdays
-        )
+    def __init__(self, extra_holidays: Iterable[date] = (), extra_workdays: Iterable[date] = ()) -> None:
+        self._extra_holidays = frozenset(_require_date(d, "an extra holiday") for d in extra_holidays)
+        self._extra_workdays = frozenset(_require_date(d, "an extra workday") for d in extra_workdays)
         both = self._extra_holidays & self._extra_workdays
         if both:
             days = ", ".join(d.isoformat() for d in sorted(both))
@@ -500,10 +478,7 @@ def local_date(moment: date | datetime, tz: str = DEFAULT_TIMEZONE) -> date:
     """
     if isinstance(moment, datetime):
         if moment.tzinfo is None or moment.utcoffset() is None:
-            raise ValueError(
-                f"naive datetime {moment.isoformat()} has no time zone; pass an aware datetime "
-                "or a date"
-            )
+            raise ValueError(f"naive datetime {moment.isoformat()} has no time zone; pass an aware datetime or a date")
         return moment.astimezone(_zone(tz)).date()
     return moment
 
@@ -532,9 +507,7 @@ def due_date(
     kind, amount = duration.kind, duration.amount
     if kind == "working_days":
         return calendar.add_working_days(day, amount)
-    target = (
-        add_months(day, amount) if kind == "months" else day + timedelta(days=amount)
-    )
+    target = add_months(day, amount) if kind == "months" else day + timedelta(days=amount)
     return calendar.next_working_day_on_or_after(target)
 
 
@@ -548,9 +521,7 @@ def warning_date(due: date, lead: Duration, calendar: WorkingCalendar) -> date:
     kind, amount = lead.kind, lead.amount
     if kind == "working_days":
         return calendar.add_working_days(due, -amount)
-    target = (
-        add_months(due, -amount) if kind == "months" else due - timedelta(days=amount)
-    )
+    target = add_months(due, -amount) if kind == "months" else due - timedelta(days=amount)
     return calendar.previous_working_day_on_or_before(target)
 
 
@@ -565,9 +536,7 @@ def deadline_for(
     Uses the policy's time zone, and its calendar unless ``calendar`` is given.
     """
     if name not in DEADLINE_NAMES:
-        raise ValueError(
-            f"unknown deadline {name!r}; one of {', '.join(DEADLINE_NAMES)}"
-        )
+        raise ValueError(f"unknown deadline {name!r}; one of {', '.join(DEADLINE_NAMES)}")
     duration: Duration = getattr(policy, name)
     cal = calendar if calendar is not None else WorkingCalendar.from_policy(policy)
     return due_date(start, duration, cal, policy.timezone)
@@ -580,9 +549,7 @@ class _StrictLoader(yaml.SafeLoader):
     """``yaml.SafeLoader`` that rejects a key repeated in one mapping (else the last one wins)."""
 
 
-def _construct_mapping_no_duplicates(
-    loader: _StrictLoader, node: yaml.MappingNode
-) -> dict[Any, Any]:
+def _construct_mapping_no_duplicates(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
     loader.flatten_mapping(node)
     seen: list[Any] = []
     for key_node, _ in node.value:
@@ -598,16 +565,12 @@ def _construct_mapping_no_duplicates(
     return loader.construct_mapping(node, deep=True)
 
 
-_StrictLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping_no_duplicates
-)
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping_no_duplicates)
 
 
 def _model_of(annotation: Any) -> type[BaseModel] | None:
     """The pydantic model inside ``annotation`` (``Duration``, ``list[ReplyClass]``…), if any."""
-    candidates = (
-        [annotation, *get_args(annotation)] if get_origin(annotation) else [annotation]
-    )
+    candidates = [annotation, *get_args(annotation)] if get_origin(annotation) else [annotation]
     for candidate in candidates:
         if isinstance(candidate, type) and issubclass(candidate, BaseModel):
             return candidate
@@ -628,11 +591,7 @@ def _allowed_fields(loc: Sequence[int | str]) -> list[str]:
 def _format_loc(loc: Sequence[int | str]) -> str:
     text = ""
     for part in loc:
-        text += (
-            f"[{part}]"
-            if isinstance(part, int)
-            else (f".{part}" if text else str(part))
-        )
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
     return text or "(top level)"
 
 
@@ -644,16 +603,12 @@ def _describe(error: Any) -> str:
         name = str(loc[-1]) if loc else ""
         allowed = _allowed_fields(loc)
         close = difflib.get_close_matches(name, allowed, n=1)
-        hint = (
-            f"did you mean {close[0]!r}?" if close else f"allowed: {', '.join(allowed)}"
-        )
+        hint = f"did you mean {close[0]!r}?" if close else f"allowed: {', '.join(allowed)}"
         return f"{_format_loc(loc)}: unknown field ({hint})"
     message = message.removeprefix("Value error, ")
     value = error.get("input")
     # Our own checks (value_error) already say what they got.
-    if kind not in ("missing", "value_error") and isinstance(
-        value, (str, int, float, bool, date)
-    ):
+    if kind not in ("missing", "value_error") and isinstance(value, (str, int, float, bool, date)):
         message += f" (got {value!r})"
     return f"{_format_loc(loc)}: {message}"
 
@@ -668,15 +623,11 @@ def parse_policy(text: str, source: str = "<string>") -> Policy:
         raise PolicyError(source, [str(exc)], "not valid YAML") from None
     if not isinstance(data, dict):
         got = "an empty file" if data is None else f"a {type(data).__name__}"
-        raise PolicyError(
-            source, [f"(top level): expected a mapping of fields, got {got}"]
-        )
+        raise PolicyError(source, [f"(top level): expected a mapping of fields, got {got}"])
     try:
         return Policy.model_validate(data)
     except ValidationError as exc:
-        raise PolicyError(
-            source, [_describe(e) for e in exc.errors(include_url=False)]
-        ) from None
+        raise PolicyError(source, [_describe(e) for e in exc.errors(include_url=False)]) from None
 
 
 def load_policy(path: str | Path | None = None) -> Policy:
@@ -697,9 +648,7 @@ def load_policy(path: str | Path | None = None) -> Policy:
         try:
             text = resource.read_text(encoding="utf-8")
         except OSError as exc:
-            raise PolicyError(
-                source, [], f"cannot read packaged policy ({exc})"
-            ) from None
+            raise PolicyError(source, [], f"cannot read packaged policy ({exc})") from None
         return parse_policy(text, source)
 
     source = f"{file}{origin}"
@@ -708,13 +657,9 @@ def load_policy(path: str | Path | None = None) -> Policy:
     except FileNotFoundError:
         raise PolicyError(source, [], "policy file not found") from None
     except UnicodeDecodeError as exc:
-        raise PolicyError(
-            source, [], f"policy file is not UTF-8 ({exc.reason})"
-        ) from None
+        raise PolicyError(source, [], f"policy file is not UTF-8 ({exc.reason})") from None
     except OSError as exc:
-        raise PolicyError(
-            source, [], f"cannot read policy file ({exc.strerror or exc})"
-        ) from None
+        raise PolicyError(source, [], f"cannot read policy file ({exc.strerror or exc})") from None
     return parse_policy(text, source)
 
 

@@ -9,10 +9,10 @@ read from `PROPOSALFLOW_<FIELD>`; each service adds its own model, read from
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 SERVICES = ("intake", "assignment", "progress", "notify", "audit")
 
@@ -47,9 +47,9 @@ class CommonSettings(BaseSettings):
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
 
-    allowed_sources: list[str] = Field(
+    allowed_sources: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="CloudEvents `source` values allowed to write the inbound command topics.",
+        description="CloudEvents `source` values allowed to write the inbound command topics (comma-separated).",
     )
     log_level: str = "INFO"
     log_json: bool = True

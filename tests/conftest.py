@@ -33,8 +33,10 @@ async def fresh_postgres_database() -> AsyncIterator[str]:
     try:
         admin = await asyncpg.connect(_dsn(POSTGRES_URL), timeout=10)
     except (OSError, asyncpg.PostgresError) as exc:
-        pytest.fail(f"PostgreSQL at {POSTGRES_URL} is unreachable ({exc}); start it with "
-                    "`bash deploy/postgres/pg-local.sh start` or run `make test`")
+        pytest.fail(
+            f"PostgreSQL at {POSTGRES_URL} is unreachable ({exc}); start it with "
+            "`bash deploy/postgres/pg-local.sh start` or run `make test`"
+        )
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
         yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)

@@ -26,8 +26,9 @@ class RecordingPublisher:
     sent: list[Sent] = field(default_factory=list)
     down: bool = False
 
-    async def send(self, topic: str, *, value: bytes | None, key: bytes | None,
-                   headers: list[tuple[str, bytes]]) -> asyncio.Future[Any]:
+    async def send(
+        self, topic: str, *, value: bytes | None, key: bytes | None, headers: list[tuple[str, bytes]]
+    ) -> asyncio.Future[Any]:
         if self.down:
             raise KafkaConnectionError("broker down (simulated)")
         self.sent.append(Sent(topic, key, value, headers))
@@ -35,8 +36,9 @@ class RecordingPublisher:
         future.set_result(None)
         return future
 
-    async def send_and_wait(self, topic: str, *, value: bytes | None, key: bytes | None,
-                            headers: list[tuple[str, bytes]]) -> None:
+    async def send_and_wait(
+        self, topic: str, *, value: bytes | None, key: bytes | None, headers: list[tuple[str, bytes]]
+    ) -> None:
         await self.send(topic, value=value, key=key, headers=headers)
 
 

@@ -40,7 +40,8 @@ def router(runtime: ServiceRuntime, policy: Policy, calendar: WorkingCalendar) -
         async with runtime.engine.connect() as conn:
             row = await store.current_assignment(conn, proposal_id)
         visible = row is not None and (
-            principal.role != Role.UNIT or principal.unit in [row["lead_unit"], *row["co_units"]])
+            principal.role != Role.UNIT or principal.unit in [row["lead_unit"], *row["co_units"]]
+        )
         if row is None or not visible:
             raise Problem(404, "Not found", f"No assignment of proposal {proposal_id} that you may see.")
         return service.assignment_view(row)
@@ -63,8 +64,9 @@ def router(runtime: ServiceRuntime, policy: Policy, calendar: WorkingCalendar) -
             if body.lead_unit is not None:
                 override = Route(body.lead_unit, tuple(body.co_units or ()), ("交办机关调整",))
             try:
-                view = await service.assign(conn, proposal_id, override, principal.as_actor(),
-                                            request.state.correlation_id, policy, calendar)
+                view = await service.assign(
+                    conn, proposal_id, override, principal.as_actor(), request.state.correlation_id, policy, calendar
+                )
             except service.NotFound as exc:
                 raise Problem(404, "Not found", f"No routing suggestion for proposal {proposal_id} yet.") from exc
             except service.Conflict as exc:

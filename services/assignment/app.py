@@ -14,14 +14,22 @@ def build() -> tuple[ServiceRuntime, FastAPI]:
     runtime = ServiceRuntime(
         name="assignment",
         metadata=store.metadata,
-        publishes=[events.AssignmentSuggested, events.ProposalAssigned, events.AssignmentAccepted,
-                   events.AssignmentDisputed, events.KeyProposalDesignated],
+        publishes=[
+            events.AssignmentSuggested,
+            events.ProposalAssigned,
+            events.AssignmentAccepted,
+            events.AssignmentDisputed,
+            events.KeyProposalDesignated,
+        ],
     )
     policy = load_policy(runtime.common.policy_file)
     calendar = WorkingCalendar.from_policy(policy)
     table = service.load_routing()
-    runtime.consume([events.PROPOSALS], handlers.proposals_handler(table, policy, calendar),
-                    description="Filed proposals to route to their units.")
+    runtime.consume(
+        [events.PROPOSALS],
+        handlers.proposals_handler(table, policy, calendar),
+        description="Filed proposals to route to their units.",
+    )
     runtime.on_startup(lambda conn: service.seed_units(conn, table))
     app = runtime.http_app(
         [api.router(runtime, policy, calendar)],

@@ -76,12 +76,12 @@ class Deadlines:
     dispute_until: date
 
 
-def deadlines(assigned_at: datetime, route_has_co_units: bool, policy: Policy,
-              calendar: WorkingCalendar) -> Deadlines:
+def deadlines(assigned_at: datetime, route_has_co_units: bool, policy: Policy, calendar: WorkingCalendar) -> Deadlines:
     return Deadlines(
         reply_due=deadline_for(policy, "reply_deadline", assigned_at, calendar),
         co_opinion_due=deadline_for(policy, "co_opinion_deadline", assigned_at, calendar)
-        if route_has_co_units else None,
+        if route_has_co_units
+        else None,
         dispute_until=deadline_for(policy, "dispute_window", assigned_at, calendar),
     )
 

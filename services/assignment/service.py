@@ -56,41 +56,77 @@ def _unit_ref(catalog: dict[str, dict[str, Any]], unit_id: str) -> UnitRef:
 
 async def on_submitted(conn: AsyncConnection, event: ProposalSubmitted) -> None:
     if await store.get_proposal(conn, event.proposal_id) is None:
-        await conn.execute(insert(store.proposals).values(
-            id=event.proposal_id, title=event.title, body=event.body, category=event.category, status="submitted"))
+        await conn.execute(
+            insert(store.proposals).values(
+                id=event.proposal_id, title=event.title, body=event.body, category=event.category, status="submitted"
+            )
+        )
 
 
-async def on_filed(conn: AsyncConnection, event: ProposalFiled, table: RoutingTable, policy: Policy,
-                   calendar: WorkingCalendar) -> None:
+async def on_filed(
+    conn: AsyncConnection, event: ProposalFiled, table: RoutingTable, policy: Policy, calendar: WorkingCalendar
+) -> None:
     """立案 → a routing suggestion; in `auto` mode it is assigned at once."""
     proposal = await store.get_proposal(conn, event.proposal_id)
     body = proposal["body"] if proposal else ""
     if proposal is None:
-        await conn.execute(insert(store.proposals).values(
-            id=event.proposal_id, title=event.title, body="", category=event.category, status="filed"))
+        await conn.execute(
+            insert(store.proposals).values(
+                id=event.proposal_id, title=event.title, body="", category=event.category, status="filed"
+            )
+        )
     else:
-        await conn.execute(update(store.proposals).where(store.proposals.c.id == event.proposal_id)
-                           .values(status="filed"))
+        await conn.execute(
+            update(store.proposals).where(store.proposals.c.id == event.proposal_id).values(status="filed")
+        )
     if await store.current_assignment(conn, event.proposal_id) is not None:
         return
     route = domain.suggest_route(event.title, body, event.category, table)
     now = datetime.now(UTC)
     assignment_id = str(uuid.uuid4())
-    await conn.execute(insert(store.assignments).values(
-        id=assignment_id, proposal_id=event.proposal_id, status="suggested", form=route.form.value,
-        lead_unit=route.lead, co_units=list(route.co), reasons=list(route.reasons), suggested_at=now))
+    await conn.execute(
+        insert(store.assignments).values(
+            id=assignment_id,
+            proposal_id=event.proposal_id,
+            status="suggested",
+            form=route.form.value,
+            lead_unit=route.lead,
+            co_units=list(route.co),
+            reasons=list(route.reasons),
+            suggested_at=now,
+        )
+    )
     catalog = await store.unit_catalog(conn)
     system = Actor(id="assignment-engine", role=Role.SYSTEM)
-    await add_to_outbox(conn, store.metadata, SERVICE, [AssignmentSuggested(
-        proposal_id=event.proposal_id, actor=system, correlation_id=event.correlation_id, form=route.form,
-        lead_unit=_unit_ref(catalog, route.lead), co_units=[_unit_ref(catalog, u) for u in route.co],
-        reasons=list(route.reasons))])
+    await add_to_outbox(
+        conn,
+        store.metadata,
+        SERVICE,
+        [
+            AssignmentSuggested(
+                proposal_id=event.proposal_id,
+                actor=system,
+                correlation_id=event.correlation_id,
+                form=route.form,
+                lead_unit=_unit_ref(catalog, route.lead),
+                co_units=[_unit_ref(catalog, u) for u in route.co],
+                reasons=list(route.reasons),
+            )
+        ],
+    )
     if policy.assignment_mode == "auto":
         await assign(conn, event.proposal_id, None, system, event.correlation_id, policy, calendar)
 
 
-async def assign(conn: AsyncConnection, proposal_id: str, override: Route | None, actor: Actor,
-                 correlation_id: str | None, policy: Policy, calendar: WorkingCalendar) -> dict[str, Any]:
+async def assign(
+    conn: AsyncConnection,
+    proposal_id: str,
+    override: Route | None,
+    actor: Actor,
+    correlation_id: str | None,
+    policy: Policy,
+    calendar: WorkingCalendar,
+) -> dict[str, Any]:
     """交办: confirm the suggestion (or the dispatcher's edit of it) and compute the deadlines."""
     current = await store.current_assignment(conn, proposal_id)
     if current is None:
@@ -105,15 +141,40 @@ async def assign(conn: AsyncConnection, proposal_id: str, override: Route | None
         raise Conflict(str(exc)) from exc
     now = datetime.now(UTC)
     due = domain.deadlines(now, bool(route.co), policy, calendar)
-    await conn.execute(update(store.assignments).where(store.assignments.c.id == current["id"]).values(
-        status="assigned", form=route.form.value, lead_unit=route.lead, co_units=list(route.co),
-        reply_due=due.reply_due, co_opinion_due=due.co_opinion_due, dispute_until=due.dispute_until,
-        assigned_at=now))
-    await add_to_outbox(conn, store.metadata, SERVICE, [ProposalAssigned(
-        proposal_id=proposal_id, actor=actor, correlation_id=correlation_id, assignment_id=current["id"],
-        form=route.form, lead_unit=_unit_ref(catalog, route.lead),
-        co_units=[_unit_ref(catalog, unit) for unit in route.co], reply_due=due.reply_due,
-        co_opinion_due=due.co_opinion_due, dispute_until=due.dispute_until, assigned_at=now)])
+    await conn.execute(
+        update(store.assignments)
+        .where(store.assignments.c.id == current["id"])
+        .values(
+            status="assigned",
+            form=route.form.value,
+            lead_unit=route.lead,
+            co_units=list(route.co),
+            reply_due=due.reply_due,
+            co_opinion_due=due.co_opinion_due,
+            dispute_until=due.dispute_until,
+            assigned_at=now,
+        )
+    )
+    await add_to_outbox(
+        conn,
+        store.metadata,
+        SERVICE,
+        [
+            ProposalAssigned(
+                proposal_id=proposal_id,
+                actor=actor,
+                correlation_id=correlation_id,
+                assignment_id=current["id"],
+                form=route.form,
+                lead_unit=_unit_ref(catalog, route.lead),
+                co_units=[_unit_ref(catalog, unit) for unit in route.co],
+                reply_due=due.reply_due,
+                co_opinion_due=due.co_opinion_due,
+                dispute_until=due.dispute_until,
+                assigned_at=now,
+            )
+        ],
+    )
     updated = await store.current_assignment(conn, proposal_id)
     assert updated is not None
     return assignment_view(updated)

@@ -55,10 +55,18 @@ async def unit_catalog(conn: AsyncConnection) -> dict[str, dict[str, Any]]:
 
 
 async def current_assignment(conn: AsyncConnection, proposal_id: str) -> dict[str, Any] | None:
-    row = (await conn.execute(
-        select(assignments).where(assignments.c.proposal_id == proposal_id)
-        .order_by(assignments.c.suggested_at.desc()).limit(1)
-    )).mappings().first()
+    row = (
+        (
+            await conn.execute(
+                select(assignments)
+                .where(assignments.c.proposal_id == proposal_id)
+                .order_by(assignments.c.suggested_at.desc())
+                .limit(1)
+            )
+        )
+        .mappings()
+        .first()
+    )
     return dict(row) if row else None
 
 

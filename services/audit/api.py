@@ -14,11 +14,17 @@ from shared.runtime import ServiceRuntime
 
 def _view(row: dict[str, Any]) -> dict[str, Any]:
     return {
-        "id": row["id"], "event_id": row["event_id"], "source": row["source"], "type": row["type"],
-        "time": row["time"].isoformat(), "actor": {"id": row["actor_id"], "role": row["actor_role"],
-                                                   "unit": row["actor_unit"]},
-        "correlation_id": row["correlation_id"], "topic": row["topic"], "partition": row["partition"],
-        "offset": row["offset"], "payload": row["payload"],
+        "id": row["id"],
+        "event_id": row["event_id"],
+        "source": row["source"],
+        "type": row["type"],
+        "time": row["time"].isoformat(),
+        "actor": {"id": row["actor_id"], "role": row["actor_role"], "unit": row["actor_unit"]},
+        "correlation_id": row["correlation_id"],
+        "topic": row["topic"],
+        "partition": row["partition"],
+        "offset": row["offset"],
+        "payload": row["payload"],
     }
 
 

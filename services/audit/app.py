@@ -13,8 +13,12 @@ AUDITED_TOPICS = [*events.ALL_TOPICS, *(events.dlq_topic(s) for s in ("intake", 
 
 def build() -> tuple[ServiceRuntime, FastAPI]:
     runtime = ServiceRuntime(name="audit", metadata=store.metadata)
-    runtime.consume(AUDITED_TOPICS, handlers.on_any_event, dedupe_key=handlers.occurrence_key,
-                    description="Every topic, inbound commands and dead letters included, into the audit log.")
+    runtime.consume(
+        AUDITED_TOPICS,
+        handlers.on_any_event,
+        dedupe_key=handlers.occurrence_key,
+        description="Every topic, inbound commands and dead letters included, into the audit log.",
+    )
     app = runtime.http_app(
         [api.router(runtime)],
         title="ProposalFlow audit",

@@ -39,6 +39,9 @@ async def append(conn: AsyncConnection, entry: dict[str, Any]) -> None:
 
 
 async def history(conn: AsyncConnection, subject: str) -> list[dict[str, Any]]:
-    rows = (await conn.execute(
-        select(entries).where(entries.c.subject == subject).order_by(entries.c.id))).mappings().all()
+    rows = (
+        (await conn.execute(select(entries).where(entries.c.subject == subject).order_by(entries.c.id)))
+        .mappings()
+        .all()
+    )
     return [dict(row) for row in rows]

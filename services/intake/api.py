@@ -29,8 +29,12 @@ class ReviewDecision(BaseModel):
 
 def _problem(exc: RuleViolation) -> Problem:
     status = 409 if isinstance(exc, StateConflict) else 422
-    return Problem(status, "Request refused" if status == 422 else "Conflict", exc.message,
-                   errors=[{"rule": exc.rule, "message": exc.message}])
+    return Problem(
+        status,
+        "Request refused" if status == 422 else "Conflict",
+        exc.message,
+        errors=[{"rule": exc.rule, "message": exc.message}],
+    )
 
 
 def router(runtime: ServiceRuntime, policy: Policy) -> APIRouter:
@@ -50,8 +54,9 @@ def router(runtime: ServiceRuntime, policy: Policy) -> APIRouter:
             if replay is not None:
                 return replay
             try:
-                view = await service.submit(conn, content, principal.as_actor(), policy, via="http",
-                                            correlation_id=request.state.correlation_id)
+                view = await service.submit(
+                    conn, content, principal.as_actor(), policy, via="http", correlation_id=request.state.correlation_id
+                )
             except RuleViolation as exc:
                 raise _problem(exc) from exc
             await remember_idempotent(conn, store.metadata, principal.id, idempotency_key, fingerprint, 201, view)
@@ -96,9 +101,14 @@ def router(runtime: ServiceRuntime, policy: Policy) -> APIRouter:
                 return replay
             try:
                 view = await service.review(
-                    conn, proposal_id, file=decision.decision == "file", reason=decision.reason,
-                    converted_to_opinion=decision.converted_to_opinion, actor=principal.as_actor(),
-                    correlation_id=request.state.correlation_id)
+                    conn,
+                    proposal_id,
+                    file=decision.decision == "file",
+                    reason=decision.reason,
+                    converted_to_opinion=decision.converted_to_opinion,
+                    actor=principal.as_actor(),
+                    correlation_id=request.state.correlation_id,
+                )
             except service.NotFound as exc:
                 raise Problem(404, "Not found", f"No proposal {proposal_id}.") from exc
             except RuleViolation as exc:

@@ -14,12 +14,21 @@ def build() -> tuple[ServiceRuntime, FastAPI]:
     runtime = ServiceRuntime(
         name="intake",
         metadata=store.metadata,
-        publishes=[events.ProposalSubmitted, events.ProposalFiled, events.ProposalNotFiled, events.ProposalMerged,
-                   events.ProposalWithdrawn, events.SubmissionRejected],
+        publishes=[
+            events.ProposalSubmitted,
+            events.ProposalFiled,
+            events.ProposalNotFiled,
+            events.ProposalMerged,
+            events.ProposalWithdrawn,
+            events.SubmissionRejected,
+        ],
     )
     policy = load_policy(runtime.common.policy_file)
-    runtime.consume([events.SUBMISSIONS], handlers.submission_handler(policy, runtime.common.allowed_sources),
-                    description="Submission commands (提交提案) from member portals and the CPPCC platform.")
+    runtime.consume(
+        [events.SUBMISSIONS],
+        handlers.submission_handler(policy, runtime.common.allowed_sources),
+        description="Submission commands (提交提案) from member portals and the CPPCC platform.",
+    )
     app = runtime.http_app(
         [api.router(runtime, policy)],
         title="ProposalFlow intake",

@@ -48,8 +48,10 @@ def category_must_be_known(category: str, categories: Sequence[str]) -> None:
 def submitter_must_sign(actor: Actor, first_proposer: Proposer, cosigners: Sequence[Proposer]) -> None:
     """A member submits their own proposal; outside systems and the committee may submit for a member."""
     if actor.role == Role.MEMBER and actor.id != first_proposer.id:
-        raise RuleViolation("submitter_is_first_proposer",
-                            "a member submits as the first proposer: first_proposer.id must be your own id")
+        raise RuleViolation(
+            "submitter_is_first_proposer",
+            "a member submits as the first proposer: first_proposer.id must be your own id",
+        )
     ids = [first_proposer.id, *(cosigner.id for cosigner in cosigners)]
     duplicates = sorted({signer for signer in ids if ids.count(signer) > 1})
     if duplicates:
@@ -59,8 +61,9 @@ def submitter_must_sign(actor: Actor, first_proposer: Proposer, cosigners: Seque
 def review_may_decide(status: ProposalStatus) -> None:
     """审查: only a submitted proposal is reviewed; a decision is final."""
     if status != ProposalStatus.SUBMITTED:
-        raise StateConflict("review_only_submitted",
-                            f"the proposal is {status.value}; only a submitted proposal can be reviewed")
+        raise StateConflict(
+            "review_only_submitted", f"the proposal is {status.value}; only a submitted proposal can be reviewed"
+        )
 
 
 def filing_number(year: int, sequence: int) -> str:

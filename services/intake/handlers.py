@@ -33,26 +33,40 @@ def submission_handler(policy: Policy, allowed_sources: Sequence[str]) -> Handle
     async def on_submission(conn: AsyncConnection, envelope: Envelope, _record: Record) -> None:
         correlation_id = envelope.correlation_id or envelope.id
 
-        async def reject(reason: str, errors: Sequence[dict[str, Any]] | None = None,
-                         actor: Actor | None = None, proposal_id: str | None = None) -> None:
-            await add_to_outbox(conn, store.metadata, service.SERVICE, [SubmissionRejected(
-                proposal_id=proposal_id or envelope.subject or envelope.id,
-                actor=actor or Actor(id=envelope.source, role=Role.SYSTEM),
-                correlation_id=correlation_id,
-                command_id=envelope.id,
-                command_source=envelope.source,
-                command_type=envelope.type,
-                reason=reason,
-                errors=list(errors or []),
-            )])
+        async def reject(
+            reason: str,
+            errors: Sequence[dict[str, Any]] | None = None,
+            actor: Actor | None = None,
+            proposal_id: str | None = None,
+        ) -> None:
+            await add_to_outbox(
+                conn,
+                store.metadata,
+                service.SERVICE,
+                [
+                    SubmissionRejected(
+                        proposal_id=proposal_id or envelope.subject or envelope.id,
+                        actor=actor or Actor(id=envelope.source, role=Role.SYSTEM),
+                        correlation_id=correlation_id,
+                        command_id=envelope.id,
+                        command_source=envelope.source,
+                        command_type=envelope.type,
+                        reason=reason,
+                        errors=list(errors or []),
+                    )
+                ],
+            )
 
         if envelope.type != SubmitProposal.TYPE:
-            await reject(f"unknown command type {envelope.type!r} on proposalflow.submissions; "
-                         f"send {SubmitProposal.TYPE}")
+            await reject(
+                f"unknown command type {envelope.type!r} on proposalflow.submissions; send {SubmitProposal.TYPE}"
+            )
             return
         if envelope.source not in allowed_sources:
-            await reject(f"source {envelope.source!r} is not allowed to submit proposals; "
-                         "ask the proposal office to add it to PROPOSALFLOW_ALLOWED_SOURCES")
+            await reject(
+                f"source {envelope.source!r} is not allowed to submit proposals; "
+                "ask the proposal office to add it to PROPOSALFLOW_ALLOWED_SOURCES"
+            )
             return
         try:
             command = SubmitProposal.model_validate(envelope.data)
@@ -66,8 +80,15 @@ def submission_handler(policy: Policy, allowed_sources: Sequence[str]) -> Handle
             return
         proposal_id = command.proposal_id or proposal_id_for(envelope)
         try:
-            await service.submit(conn, command, command.actor, policy, via=envelope.source,
-                                 correlation_id=correlation_id, proposal_id=proposal_id)
+            await service.submit(
+                conn,
+                command,
+                command.actor,
+                policy,
+                via=envelope.source,
+                correlation_id=correlation_id,
+                proposal_id=proposal_id,
+            )
         except RuleViolation as exc:
             await reject(exc.message, [{"rule": exc.rule, "message": exc.message}], command.actor, proposal_id)
 

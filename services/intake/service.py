@@ -94,20 +94,25 @@ async def submit(
         "reviewed_at": None,
     }
     await store.insert_proposal(conn, row)
-    await _emit(conn, [ProposalSubmitted(
-        proposal_id=proposal_id,
-        actor=actor,
-        correlation_id=correlation_id,
-        title=row["title"],
-        body=content.body,
-        category=content.category,
-        session_kind=content.session_kind,
-        first_proposer=content.first_proposer,
-        cosigners=content.cosigners,
-        suggestions=suggestions,
-        series_id=content.series_id,
-        submitted_at=now,
-    )])
+    await _emit(
+        conn,
+        [
+            ProposalSubmitted(
+                proposal_id=proposal_id,
+                actor=actor,
+                correlation_id=correlation_id,
+                title=row["title"],
+                body=content.body,
+                category=content.category,
+                session_kind=content.session_kind,
+                first_proposer=content.first_proposer,
+                cosigners=content.cosigners,
+                suggestions=suggestions,
+                series_id=content.series_id,
+                submitted_at=now,
+            )
+        ],
+    )
     return proposal_view(row)
 
 
@@ -130,8 +135,9 @@ async def review(
     event: Event
     if file:
         number = domain.filing_number(now.year, await store.next_filing_sequence(conn, now.year))
-        await store.record_review(conn, proposal_id, status=ProposalStatus.FILED.value, filing_number=number,
-                                  reason=reason, at=now)
+        await store.record_review(
+            conn, proposal_id, status=ProposalStatus.FILED.value, filing_number=number, reason=reason, at=now
+        )
         event = ProposalFiled(
             proposal_id=proposal_id,
             actor=actor,
@@ -147,10 +153,16 @@ async def review(
     else:
         if not reason:
             raise RuleViolation("not_filed_needs_reason", "a proposal not filed needs a reason for its proposers")
-        await store.record_review(conn, proposal_id, status=ProposalStatus.NOT_FILED.value, filing_number=None,
-                                  reason=reason, at=now)
-        event = ProposalNotFiled(proposal_id=proposal_id, actor=actor, correlation_id=correlation_id,
-                                 reason=reason, converted_to_opinion=converted_to_opinion)
+        await store.record_review(
+            conn, proposal_id, status=ProposalStatus.NOT_FILED.value, filing_number=None, reason=reason, at=now
+        )
+        event = ProposalNotFiled(
+            proposal_id=proposal_id,
+            actor=actor,
+            correlation_id=correlation_id,
+            reason=reason,
+            converted_to_opinion=converted_to_opinion,
+        )
     await _emit(conn, [event])
     updated = await store.get_proposal(conn, proposal_id)
     assert updated is not None

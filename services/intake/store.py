@@ -53,8 +53,9 @@ async def get_proposal(conn: AsyncConnection, proposal_id: str) -> dict[str, Any
     return dict(row) if row else None
 
 
-async def list_proposals(conn: AsyncConnection, *, proposer_id: str | None, status: str | None,
-                         limit: int, offset: int) -> list[dict[str, Any]]:
+async def list_proposals(
+    conn: AsyncConnection, *, proposer_id: str | None, status: str | None, limit: int, offset: int
+) -> list[dict[str, Any]]:
     query = select(proposals).order_by(proposals.c.submitted_at.desc(), proposals.c.id)
     if proposer_id is not None:
         query = query.where(proposals.c.first_proposer_id == proposer_id)
@@ -67,15 +68,19 @@ async def list_proposals(conn: AsyncConnection, *, proposer_id: str | None, stat
 async def next_filing_sequence(conn: AsyncConnection, year: int) -> int:
     """The next 案号 sequence of a year, taken atomically inside the caller's transaction."""
     insert_stmt = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(filing_counters)
-    stmt = insert_stmt.values(year=year, last=1).on_conflict_do_update(
-        index_elements=["year"], set_={"last": filing_counters.c.last + 1}
-    ).returning(filing_counters.c.last)
+    stmt = (
+        insert_stmt.values(year=year, last=1)
+        .on_conflict_do_update(index_elements=["year"], set_={"last": filing_counters.c.last + 1})
+        .returning(filing_counters.c.last)
+    )
     return int((await conn.execute(stmt)).scalar_one())
 
 
-async def record_review(conn: AsyncConnection, proposal_id: str, *, status: str, filing_number: str | None,
-                        reason: str | None, at: datetime) -> None:
+async def record_review(
+    conn: AsyncConnection, proposal_id: str, *, status: str, filing_number: str | None, reason: str | None, at: datetime
+) -> None:
     await conn.execute(
-        update(proposals).where(proposals.c.id == proposal_id).values(
-            status=status, filing_number=filing_number, review_reason=reason, reviewed_at=at)
+        update(proposals)
+        .where(proposals.c.id == proposal_id)
+        .values(status=status, filing_number=filing_number, review_reason=reason, reviewed_at=at)
     )

@@ -25,8 +25,12 @@ def recipient_of(principal: Principal) -> str:
 
 def _view(row: dict[str, Any]) -> dict[str, Any]:
     return {
-        "id": row["id"], "title": row["title"], "body": row["body"], "proposal_id": row["proposal_id"],
-        "cause_event_type": row["cause_event_type"], "created_at": row["created_at"].isoformat(),
+        "id": row["id"],
+        "title": row["title"],
+        "body": row["body"],
+        "proposal_id": row["proposal_id"],
+        "cause_event_type": row["cause_event_type"],
+        "created_at": row["created_at"].isoformat(),
         "read": row["read_at"] is not None,
     }
 
@@ -42,8 +46,9 @@ def router(runtime: ServiceRuntime) -> APIRouter:
         offset: Annotated[int, Query(ge=0)] = 0,
     ) -> dict[str, Any]:
         async with runtime.engine.connect() as conn:
-            rows, unread_count = await store.inbox(conn, recipient_of(principal), unread_only=unread,
-                                                   limit=limit, offset=offset)
+            rows, unread_count = await store.inbox(
+                conn, recipient_of(principal), unread_only=unread, limit=limit, offset=offset
+            )
         return {"items": [_view(row) for row in rows], "unread": unread_count, "limit": limit, "offset": offset}
 
     @routes.post("/{notification_id}/read", summary="Mark one notification read", status_code=204)

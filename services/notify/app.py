@@ -15,8 +15,11 @@ def build() -> tuple[ServiceRuntime, FastAPI]:
         metadata=store.metadata,
         publishes=[events.NotificationDelivered, events.NotificationFailed],
     )
-    runtime.consume([events.PROPOSALS, events.ASSIGNMENTS, events.HANDLING], handlers.on_event,
-                    description="Every lifecycle event, to tell the right people.")
+    runtime.consume(
+        [events.PROPOSALS, events.ASSIGNMENTS, events.HANDLING],
+        handlers.on_event,
+        description="Every lifecycle event, to tell the right people.",
+    )
     app = runtime.http_app(
         [api.router(runtime)],
         title="ProposalFlow notify",

@@ -25,13 +25,18 @@ def notification_id(cause: Envelope, recipient: str, channel: str) -> str:
 async def handle(conn: AsyncConnection, envelope: Envelope, event: Event) -> None:
     if isinstance(event, ProposalSubmitted):
         if await store.get_proposal(conn, event.proposal_id) is None:
-            await conn.execute(insert(store.proposals).values(
-                id=event.proposal_id, title=event.title,
-                signers=[event.first_proposer.id, *(cosigner.id for cosigner in event.cosigners)]))
+            await conn.execute(
+                insert(store.proposals).values(
+                    id=event.proposal_id,
+                    title=event.title,
+                    signers=[event.first_proposer.id, *(cosigner.id for cosigner in event.cosigners)],
+                )
+            )
         return
     proposal = await store.get_proposal(conn, event.proposal_id)
-    notices = domain.notices_for(event, title=proposal["title"] if proposal else "",
-                                 signers=proposal["signers"] if proposal else [])
+    notices = domain.notices_for(
+        event, title=proposal["title"] if proposal else "", signers=proposal["signers"] if proposal else []
+    )
     if not notices:
         return
     if proposal is None:
@@ -43,12 +48,30 @@ async def handle(conn: AsyncConnection, envelope: Envelope, event: Event) -> Non
         exists = (await conn.execute(select(store.notifications.c.id).where(store.notifications.c.id == nid))).first()
         if exists:
             continue
-        await conn.execute(insert(store.notifications).values(
-            id=nid, recipient=notice.recipient, channel="inbox", proposal_id=event.proposal_id,
-            cause_event_id=envelope.id, cause_event_type=envelope.type, title=notice.title, body=notice.body,
-            created_at=now, read_at=None))
-        delivered.append(NotificationDelivered(
-            proposal_id=event.proposal_id, actor=SYSTEM, correlation_id=event.correlation_id,
-            notification_id=nid, recipient=notice.recipient, channel="inbox", cause_event_id=envelope.id,
-            cause_event_type=envelope.type))
+        await conn.execute(
+            insert(store.notifications).values(
+                id=nid,
+                recipient=notice.recipient,
+                channel="inbox",
+                proposal_id=event.proposal_id,
+                cause_event_id=envelope.id,
+                cause_event_type=envelope.type,
+                title=notice.title,
+                body=notice.body,
+                created_at=now,
+                read_at=None,
+            )
+        )
+        delivered.append(
+            NotificationDelivered(
+                proposal_id=event.proposal_id,
+                actor=SYSTEM,
+                correlation_id=event.correlation_id,
+                notification_id=nid,
+                recipient=notice.recipient,
+                channel="inbox",
+                cause_event_id=envelope.id,
+                cause_event_type=envelope.type,
+            )
+        )
     await add_to_outbox(conn, store.metadata, SERVICE, delivered)

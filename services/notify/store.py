@@ -42,21 +42,34 @@ async def get_proposal(conn: AsyncConnection, proposal_id: str) -> dict[str, Any
     return dict(row) if row else None
 
 
-async def inbox(conn: AsyncConnection, recipient: str, *, unread_only: bool, limit: int,
-                offset: int) -> tuple[list[dict[str, Any]], int]:
+async def inbox(
+    conn: AsyncConnection, recipient: str, *, unread_only: bool, limit: int, offset: int
+) -> tuple[list[dict[str, Any]], int]:
     query = select(notifications).where(notifications.c.recipient == recipient)
     if unread_only:
         query = query.where(notifications.c.read_at.is_(None))
-    rows = (await conn.execute(
-        query.order_by(notifications.c.created_at.desc()).limit(limit).offset(offset))).mappings().all()
-    unread = (await conn.execute(
-        select(func.count()).select_from(notifications)
-        .where(notifications.c.recipient == recipient).where(notifications.c.read_at.is_(None)))).scalar_one()
+    rows = (
+        (await conn.execute(query.order_by(notifications.c.created_at.desc()).limit(limit).offset(offset)))
+        .mappings()
+        .all()
+    )
+    unread = (
+        await conn.execute(
+            select(func.count())
+            .select_from(notifications)
+            .where(notifications.c.recipient == recipient)
+            .where(notifications.c.read_at.is_(None))
+        )
+    ).scalar_one()
     return [dict(row) for row in rows], int(unread)
 
 
 async def mark_read(conn: AsyncConnection, recipient: str, notification_id: str, at: Any) -> bool:
     result = await conn.execute(
-        update(notifications).where(notifications.c.id == notification_id)
-        .where(notifications.c.recipient == recipient).where(notifications.c.read_at.is_(None)).values(read_at=at))
+        update(notifications)
+        .where(notifications.c.id == notification_id)
+        .where(notifications.c.recipient == recipient)
+        .where(notifications.c.read_at.is_(None))
+        .values(read_at=at)
+    )
     return bool(result.rowcount)

@@ -13,13 +13,27 @@ def build() -> tuple[ServiceRuntime, FastAPI]:
     runtime = ServiceRuntime(
         name="progress",
         metadata=store.metadata,
-        publishes=[events.ProgressReported, events.CoOpinionSubmitted, events.ReplyDrafted, events.ReplyApproved,
-                   events.ReplyReturned, events.EvaluationSubmitted, events.RehandlingStarted, events.ProposalClosed,
-                   events.MeasureUpdated, events.SupervisionRecorded, events.DeadlineApproaching,
-                   events.DeadlineOverdue, events.UnitReportRejected],
+        publishes=[
+            events.ProgressReported,
+            events.CoOpinionSubmitted,
+            events.ReplyDrafted,
+            events.ReplyApproved,
+            events.ReplyReturned,
+            events.EvaluationSubmitted,
+            events.RehandlingStarted,
+            events.ProposalClosed,
+            events.MeasureUpdated,
+            events.SupervisionRecorded,
+            events.DeadlineApproaching,
+            events.DeadlineOverdue,
+            events.UnitReportRejected,
+        ],
     )
-    runtime.consume([events.PROPOSALS, events.ASSIGNMENTS], handlers.on_lifecycle_event,
-                    description="The lifecycle of every proposal, for the read model and timeline.")
+    runtime.consume(
+        [events.PROPOSALS, events.ASSIGNMENTS],
+        handlers.on_lifecycle_event,
+        description="The lifecycle of every proposal, for the read model and timeline.",
+    )
     app = runtime.http_app(
         [api.router(runtime)],
         title="ProposalFlow progress",

@@ -55,8 +55,15 @@ _STAGE_AFTER: dict[type[Event], Stage] = {
 }
 
 # A later stage never goes back to an earlier one because an older event arrives late.
-_ORDER = [Stage.SUBMITTED, Stage.FILED, Stage.ASSIGNED, Stage.HANDLING, Stage.REPLY_REVIEW, Stage.ANSWERED,
-          Stage.CLOSED]
+_ORDER = [
+    Stage.SUBMITTED,
+    Stage.FILED,
+    Stage.ASSIGNED,
+    Stage.HANDLING,
+    Stage.REPLY_REVIEW,
+    Stage.ANSWERED,
+    Stage.CLOSED,
+]
 _BACKWARD_ALLOWED = {(Stage.REPLY_REVIEW, Stage.HANDLING), (Stage.ANSWERED, Stage.HANDLING)}
 _FINAL = {Stage.NOT_FILED, Stage.MERGED, Stage.WITHDRAWN}
 
@@ -94,8 +101,11 @@ def summary(event: Event) -> str:
             return f"交办建议: 主办 {event.lead_unit.name}"
         case ProposalAssigned():
             co = "、".join(unit.name for unit in event.co_units)
-            return f"已交办: 主办 {event.lead_unit.name}" + (f", 会办 {co}" if co else "") + \
-                f", 办复期限 {event.reply_due.isoformat()}"
+            return (
+                f"已交办: 主办 {event.lead_unit.name}"
+                + (f", 会办 {co}" if co else "")
+                + f", 办复期限 {event.reply_due.isoformat()}"
+            )
         case AssignmentAccepted():
             return f"{event.unit.name} 已签收"
         case AssignmentDisputed():

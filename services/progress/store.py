@@ -49,7 +49,13 @@ async def get_proposal(conn: AsyncConnection, proposal_id: str) -> dict[str, Any
 
 
 async def get_timeline(conn: AsyncConnection, proposal_id: str) -> list[dict[str, Any]]:
-    rows = (await conn.execute(
-        select(timeline).where(timeline.c.proposal_id == proposal_id).order_by(timeline.c.at, timeline.c.id)
-    )).mappings().all()
+    rows = (
+        (
+            await conn.execute(
+                select(timeline).where(timeline.c.proposal_id == proposal_id).order_by(timeline.c.at, timeline.c.id)
+            )
+        )
+        .mappings()
+        .all()
+    )
     return [dict(row) for row in rows]

@@ -25,8 +25,9 @@ pytestmark = pytest.mark.kafka
 
 metadata = new_metadata()
 add_plumbing_tables(metadata)
-effects = Table("effects", metadata, Column("event_id", String(100), primary_key=True),
-                Column("data", JSON, nullable=False))
+effects = Table(
+    "effects", metadata, Column("event_id", String(100), primary_key=True), Column("data", JSON, nullable=False)
+)
 
 
 @dataclass
@@ -70,8 +71,17 @@ async def pipeline(db_url: str, kafka_bootstrap: str) -> AsyncIterator[Pipeline]
     publisher = KafkaPublisher(settings, client_id="itest")
     await publisher.start()
     relay = OutboxRelay(engine, metadata, publisher, poll_interval=0.05)
-    worker = EventProcessor(service=service, consumer=service, engine=engine, metadata=metadata, handler=handler,
-                            producer=publisher, after_commit=relay.wake, retry_attempts=2, base_delay=0.01)
+    worker = EventProcessor(
+        service=service,
+        consumer=service,
+        engine=engine,
+        metadata=metadata,
+        handler=handler,
+        producer=publisher,
+        after_commit=relay.wake,
+        retry_attempts=2,
+        base_delay=0.01,
+    )
     broker = make_broker(settings, service=service)
     subscribe(broker, worker, [topic], group_id=service, description="test")
     await broker.start()
@@ -92,8 +102,9 @@ def withdrawn(proposal_id: str) -> ProposalWithdrawn:
 
 async def test_staged_events_reach_the_consumer_once_each(pipeline: Pipeline) -> None:
     async with pipeline.engine.begin() as conn:
-        staged = await add_to_outbox(conn, metadata, "intake", [withdrawn(f"p-{n}") for n in range(20)],
-                                     topic=pipeline.topic)
+        staged = await add_to_outbox(
+            conn, metadata, "intake", [withdrawn(f"p-{n}") for n in range(20)], topic=pipeline.topic
+        )
     pipeline.relay.wake()
     found = await pipeline.wait_for_effects(20)
     assert sorted(found) == sorted(envelope.id for envelope in staged)
@@ -101,8 +112,12 @@ async def test_staged_events_reach_the_consumer_once_each(pipeline: Pipeline) ->
 
 
 async def test_a_redelivered_event_has_one_effect(pipeline: Pipeline, kafka_bootstrap: str) -> None:
-    event = Envelope(type=ProposalWithdrawn.TYPE, source="/proposalflow/intake", subject="p-dup",
-                     data=withdrawn("p-dup").model_dump(mode="json"))
+    event = Envelope(
+        type=ProposalWithdrawn.TYPE,
+        source="/proposalflow/intake",
+        subject="p-dup",
+        data=withdrawn("p-dup").model_dump(mode="json"),
+    )
     key, value, headers = to_kafka(event)
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
     await producer.start()
@@ -110,8 +125,12 @@ async def test_a_redelivered_event_has_one_effect(pipeline: Pipeline, kafka_boot
         for _ in range(3):
             await producer.send_and_wait(pipeline.topic, value=value, key=key, headers=headers)
         # A different event behind the copies: once it is in, every copy before it has been consumed.
-        marker = Envelope(type=ProposalWithdrawn.TYPE, source="/proposalflow/intake", subject="p-dup",
-                          data=withdrawn("p-dup").model_dump(mode="json"))
+        marker = Envelope(
+            type=ProposalWithdrawn.TYPE,
+            source="/proposalflow/intake",
+            subject="p-dup",
+            data=withdrawn("p-dup").model_dump(mode="json"),
+        )
         marker_key, marker_value, marker_headers = to_kafka(marker)
         await producer.send_and_wait(pipeline.topic, value=marker_value, key=marker_key, headers=marker_headers)
     finally:
@@ -120,23 +139,42 @@ async def test_a_redelivered_event_has_one_effect(pipeline: Pipeline, kafka_boot
     assert sorted(await pipeline.effects()) == sorted([event.id, marker.id])
 
 
-async def test_a_poison_message_is_dead_lettered_and_the_next_one_processed(pipeline: Pipeline,
-                                                                            kafka_bootstrap: str) -> None:
-    good = Envelope(type=ProposalWithdrawn.TYPE, source="/proposalflow/intake", subject="p-poison",
-                    data=withdrawn("p-poison").model_dump(mode="json"))
+async def test_a_poison_message_is_dead_lettered_and_the_next_one_processed(
+    pipeline: Pipeline, kafka_bootstrap: str
+) -> None:
+    good = Envelope(
+        type=ProposalWithdrawn.TYPE,
+        source="/proposalflow/intake",
+        subject="p-poison",
+        data=withdrawn("p-poison").model_dump(mode="json"),
+    )
     key, value, headers = to_kafka(good)
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
     await producer.start()
     try:
-        await producer.send_and_wait(pipeline.topic, value=b"{not json", key=key, headers=headers[:1] + [
-            ("ce_id", b"poison-1"), ("ce_source", b"/somewhere"), ("ce_type", b"x"), ("content-type", b"application/json")])
+        await producer.send_and_wait(
+            pipeline.topic,
+            value=b"{not json",
+            key=key,
+            headers=[
+                *headers[:1],
+                ("ce_id", b"poison-1"),
+                ("ce_source", b"/somewhere"),
+                ("ce_type", b"x"),
+                ("content-type", b"application/json"),
+            ],
+        )
         await producer.send_and_wait(pipeline.topic, value=value, key=key, headers=headers)
     finally:
         await producer.stop()
     assert await pipeline.wait_for_effects(1) == [good.id]
 
-    consumer = AIOKafkaConsumer(dlq_topic(pipeline.service), bootstrap_servers=kafka_bootstrap,
-                                auto_offset_reset="earliest", group_id=f"check-{uuid.uuid4().hex[:6]}")
+    consumer = AIOKafkaConsumer(
+        dlq_topic(pipeline.service),
+        bootstrap_servers=kafka_bootstrap,
+        auto_offset_reset="earliest",
+        group_id=f"check-{uuid.uuid4().hex[:6]}",
+    )
     await consumer.start()
     try:
         record = await asyncio.wait_for(consumer.getone(), timeout=20)

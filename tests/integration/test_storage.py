@@ -91,13 +91,23 @@ async def test_two_relays_publish_each_row_once(engine) -> None:
 
 
 def processor(engine, handler, publisher: RecordingPublisher, **kwargs) -> EventProcessor:
-    return EventProcessor(service="intake", consumer="test", engine=engine, metadata=intake_store.metadata,
-                          handler=handler, producer=publisher, base_delay=0.001, max_delay=0.01, **kwargs)  # type: ignore[arg-type]
+    return EventProcessor(
+        service="intake",
+        consumer="test",
+        engine=engine,
+        metadata=intake_store.metadata,
+        handler=handler,
+        producer=publisher,
+        base_delay=0.001,
+        max_delay=0.01,
+        **kwargs,
+    )  # type: ignore[arg-type]
 
 
 def envelope(subject: str, type_: str = ProposalWithdrawn.TYPE) -> Envelope:
-    return Envelope(type=type_, source="/proposalflow/intake", subject=subject,
-                    data=withdrawn(subject).model_dump(mode="json"))
+    return Envelope(
+        type=type_, source="/proposalflow/intake", subject=subject, data=withdrawn(subject).model_dump(mode="json")
+    )
 
 
 async def test_a_duplicate_delivery_has_one_effect(engine) -> None:
@@ -173,10 +183,23 @@ async def test_inbox_record_and_effect_commit_together(engine) -> None:
     table = intake_store.proposals
 
     async def handler(conn, env, record) -> None:
-        await conn.execute(table.insert().values(
-            id=env.subject, title="t", body="b", category="c", session_kind="interim", first_proposer_id="m",
-            first_proposer={}, cosigners=[], suggestions=[], status="submitted", submitted_by={},
-            submitted_via="test", submitted_at=datetime.now(UTC)))
+        await conn.execute(
+            table.insert().values(
+                id=env.subject,
+                title="t",
+                body="b",
+                category="c",
+                session_kind="interim",
+                first_proposer_id="m",
+                first_proposer={},
+                cosigners=[],
+                suggestions=[],
+                status="submitted",
+                submitted_by={},
+                submitted_via="test",
+                submitted_at=datetime.now(UTC),
+            )
+        )
         raise RuntimeError("crash after the effect")
 
     worker = processor(engine, handler, RecordingPublisher(), retry_attempts=1)

@@ -32,8 +32,12 @@ COMMITTEE = Actor(id="c-1", role=Role.COMMITTEE)
 
 # intake ------------------------------------------------------------------------------------------
 
+
 def test_suggestions_are_numbered_in_order_and_empty_ones_named() -> None:
-    assert intake.number_suggestions(["甲", " 乙 "]) == [Suggestion(number=1, text="甲"), Suggestion(number=2, text="乙")]
+    assert intake.number_suggestions(["甲", " 乙 "]) == [
+        Suggestion(number=1, text="甲"),
+        Suggestion(number=2, text="乙"),
+    ]
     with pytest.raises(intake.RuleViolation, match=r"\[2\]"):
         intake.number_suggestions(["甲", "  "])
 
@@ -66,6 +70,7 @@ def test_filing_numbers_are_per_year_and_zero_padded() -> None:
 
 
 # assignment --------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def routing() -> RoutingTable:
@@ -105,27 +110,45 @@ def test_assignment_deadlines_follow_the_policy_across_national_day() -> None:
 
 # progress ----------------------------------------------------------------------------------------
 
+
 def _assigned() -> ProposalAssigned:
-    return ProposalAssigned(proposal_id="p", actor=COMMITTEE, assignment_id="a", form=AssignmentForm.SINGLE,
-                            lead_unit=UnitRef(id="u", name="单位"), reply_due=date(2026, 6, 1),
-                            dispute_until=date(2026, 3, 10), assigned_at=datetime(2026, 3, 1, tzinfo=UTC))
+    return ProposalAssigned(
+        proposal_id="p",
+        actor=COMMITTEE,
+        assignment_id="a",
+        form=AssignmentForm.SINGLE,
+        lead_unit=UnitRef(id="u", name="单位"),
+        reply_due=date(2026, 6, 1),
+        dispute_until=date(2026, 3, 10),
+        assigned_at=datetime(2026, 3, 1, tzinfo=UTC),
+    )
 
 
 def _filed() -> ProposalFiled:
-    return ProposalFiled(proposal_id="p", actor=COMMITTEE, filing_number="2026-0001", title="t", category="经济建设",
-                         first_proposer=Proposer(id="m-1", name="张三"), suggestion_count=1,
-                         filed_at=datetime(2026, 3, 1, tzinfo=UTC))
+    return ProposalFiled(
+        proposal_id="p",
+        actor=COMMITTEE,
+        filing_number="2026-0001",
+        title="t",
+        category="经济建设",
+        first_proposer=Proposer(id="m-1", name="张三"),
+        suggestion_count=1,
+        filed_at=datetime(2026, 3, 1, tzinfo=UTC),
+    )
 
 
 def test_the_lifecycle_moves_forward_and_a_late_event_does_not_move_it_back() -> None:
     assert next_stage(Stage.SUBMITTED, _filed()) == Stage.FILED
     assert next_stage(Stage.FILED, _assigned()) == Stage.ASSIGNED
     assert next_stage(Stage.ASSIGNED, _filed()) == Stage.ASSIGNED
-    assert next_stage(Stage.REPLY_REVIEW, ReplyReturned(proposal_id="p", actor=COMMITTEE, reply_id="r",
-                                                        reason="补充")) == Stage.HANDLING
+    assert (
+        next_stage(Stage.REPLY_REVIEW, ReplyReturned(proposal_id="p", actor=COMMITTEE, reply_id="r", reason="补充"))
+        == Stage.HANDLING
+    )
 
 
 # notify ------------------------------------------------------------------------------------------
+
 
 def test_assignment_tells_every_signer_and_the_lead_unit_with_the_deadline() -> None:
     notices = notices_for(_assigned(), title="关于X的建议", signers=["m-1", "m-2"])
@@ -137,7 +160,14 @@ def test_assignment_tells_every_signer_and_the_lead_unit_with_the_deadline() -> 
 
 def test_submission_alone_notifies_nobody() -> None:
     submitted = ProposalSubmitted(
-        proposal_id="p", actor=MEMBER, title="t", body="b", category="经济建设", session_kind=SessionKind.INTERIM,
-        first_proposer=Proposer(id="m-1", name="张三"), suggestions=[Suggestion(number=1, text="s")],
-        submitted_at=datetime(2026, 3, 1, tzinfo=UTC))
+        proposal_id="p",
+        actor=MEMBER,
+        title="t",
+        body="b",
+        category="经济建设",
+        session_kind=SessionKind.INTERIM,
+        first_proposer=Proposer(id="m-1", name="张三"),
+        suggestions=[Suggestion(number=1, text="s")],
+        submitted_at=datetime(2026, 3, 1, tzinfo=UTC),
+    )
     assert notices_for(submitted, title="t", signers=["m-1"]) == []

@@ -31,9 +31,15 @@ def test_binary_mode_round_trip_keeps_every_attribute_and_chinese_text() -> None
 
 def test_structured_mode_is_accepted_on_input() -> None:
     event = {
-        "specversion": "1.0", "id": "cmd-1", "source": "/portal/members", "type": "proposalflow.submission.requested.v1",
-        "subject": "p-9", "time": "2026-03-05T09:30:00Z", "datacontenttype": "application/json",
-        "correlationid": "abc", "data": {"title": "x"},
+        "specversion": "1.0",
+        "id": "cmd-1",
+        "source": "/portal/members",
+        "type": "proposalflow.submission.requested.v1",
+        "subject": "p-9",
+        "time": "2026-03-05T09:30:00Z",
+        "datacontenttype": "application/json",
+        "correlationid": "abc",
+        "data": {"title": "x"},
     }
     envelope = from_kafka(json.dumps(event).encode(), [("content-type", CLOUDEVENTS_JSON.encode())])
     assert envelope.id == "cmd-1"
@@ -47,20 +53,39 @@ def test_structured_mode_is_accepted_on_input() -> None:
 @pytest.mark.parametrize(
     ("value", "headers", "message"),
     [
-        (b"{}", [("ce_id", b"1"), ("ce_source", b"/s"), ("ce_specversion", b"1.0")], r"missing required CloudEvents attribute\(s\): type"),
-        (b"not json", [("ce_id", b"1"), ("ce_source", b"/s"), ("ce_type", b"t"), ("ce_specversion", b"1.0")],
-         "not valid JSON"),
-        (b"[1]", [("ce_id", b"1"), ("ce_source", b"/s"), ("ce_type", b"t"), ("ce_specversion", b"1.0")],
-         "must be a JSON object"),
-        (b"{}", [("ce_id", b"1"), ("ce_source", b"/s"), ("ce_type", b"t"), ("ce_specversion", b"0.3")],
-         "specversion"),
+        (
+            b"{}",
+            [("ce_id", b"1"), ("ce_source", b"/s"), ("ce_specversion", b"1.0")],
+            r"missing required CloudEvents attribute\(s\): type",
+        ),
+        (
+            b"not json",
+            [("ce_id", b"1"), ("ce_source", b"/s"), ("ce_type", b"t"), ("ce_specversion", b"1.0")],
+            "not valid JSON",
+        ),
+        (
+            b"[1]",
+            [("ce_id", b"1"), ("ce_source", b"/s"), ("ce_type", b"t"), ("ce_specversion", b"1.0")],
+            "must be a JSON object",
+        ),
+        (b"{}", [("ce_id", b"1"), ("ce_source", b"/s"), ("ce_type", b"t"), ("ce_specversion", b"0.3")], "specversion"),
         (b"{}", [("content-type", b"text/xml"), ("ce_id", b"1")], "unsupported content-type"),
         (b"{}", [], "no CloudEvents headers"),
-        (b"{}", [("ce_id", b"1"), ("ce_source", b"/s"), ("ce_type", b"t"), ("ce_specversion", b"1.0"),
-                 ("ce_time", b"yesterday")], "RFC 3339"),
+        (
+            b"{}",
+            [
+                ("ce_id", b"1"),
+                ("ce_source", b"/s"),
+                ("ce_type", b"t"),
+                ("ce_specversion", b"1.0"),
+                ("ce_time", b"yesterday"),
+            ],
+            "RFC 3339",
+        ),
     ],
 )
-def test_invalid_records_are_refused_with_a_reason(value: bytes, headers: list[tuple[str, bytes]],
-                                                   message: str) -> None:
+def test_invalid_records_are_refused_with_a_reason(
+    value: bytes, headers: list[tuple[str, bytes]], message: str
+) -> None:
     with pytest.raises(EnvelopeError, match=message):
         from_kafka(value, headers)

@@ -54,5 +54,6 @@ def test_events_ignore_fields_added_later_within_a_version() -> None:
     from shared.events import ProposalWithdrawn
 
     event = ProposalWithdrawn.model_validate(
-        {"proposal_id": "p", "actor": Actor(id="m", role=Role.MEMBER).model_dump(), "added_in_v1_1": True})
+        {"proposal_id": "p", "actor": Actor(id="m", role=Role.MEMBER).model_dump(), "added_in_v1_1": True}
+    )
     assert event.proposal_id == "p"

@@ -79,8 +79,7 @@ async def test_member_submits_and_committee_files_with_a_number(client: httpx.As
 
 async def test_refusing_to_file_needs_a_reason(client: httpx.AsyncClient) -> None:
     proposal = (await client.post("/proposals", json=PROPOSAL, headers=MEMBER)).json()
-    refused = await client.post(f"/proposals/{proposal['id']}/review", json={"decision": "not_file"},
-                                headers=COMMITTEE)
+    refused = await client.post(f"/proposals/{proposal['id']}/review", json={"decision": "not_file"}, headers=COMMITTEE)
     assert refused.status_code == 422
     assert refused.json()["errors"][0]["rule"] == "not_filed_needs_reason"
 
@@ -108,8 +107,9 @@ async def test_same_idempotency_key_gives_one_proposal_and_the_same_answer(clien
         ({"unexpected": 1}, 422, "unexpected"),
     ],
 )
-async def test_bad_proposals_are_refused_saying_what_is_wrong(client: httpx.AsyncClient, change: dict[str, object],
-                                                              status: int, fragment: str) -> None:
+async def test_bad_proposals_are_refused_saying_what_is_wrong(
+    client: httpx.AsyncClient, change: dict[str, object], status: int, fragment: str
+) -> None:
     response = await client.post("/proposals", json={**PROPOSAL, **change}, headers=MEMBER)
     assert response.status_code == status
     assert response.headers["content-type"] == "application/problem+json"
@@ -118,7 +118,9 @@ async def test_bad_proposals_are_refused_saying_what_is_wrong(client: httpx.Asyn
 
 
 async def test_malformed_json_wrong_type_and_oversized_bodies_are_refused(client: httpx.AsyncClient) -> None:
-    malformed = await client.post("/proposals", content=b"{not json", headers={**MEMBER, "content-type": "application/json"})
+    malformed = await client.post(
+        "/proposals", content=b"{not json", headers={**MEMBER, "content-type": "application/json"}
+    )
     assert malformed.status_code == 400
     assert malformed.json()["title"] == "Malformed JSON"
     wrong_type = await client.post("/proposals", content=b"title=x", headers={**MEMBER, "content-type": "text/plain"})
@@ -136,8 +138,9 @@ async def test_authentication_and_roles_are_checked(client: httpx.AsyncClient) -
     assert refused.status_code == 403
     assert "member" in refused.json()["detail"]
     proposal = (await client.post("/proposals", json=PROPOSAL, headers=MEMBER)).json()
-    assert (await client.post(f"/proposals/{proposal['id']}/review", json={"decision": "file"},
-                              headers=MEMBER)).status_code == 403
+    assert (
+        await client.post(f"/proposals/{proposal['id']}/review", json={"decision": "file"}, headers=MEMBER)
+    ).status_code == 403
     stranger = token(Role.MEMBER, "m-7")
     assert (await client.get(f"/proposals/{proposal['id']}", headers=stranger)).status_code == 404
     cosigner = token(Role.MEMBER, "m-2")

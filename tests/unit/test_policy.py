@@ -45,9 +45,7 @@ def _dongguan_data() -> dict[str, object]:
     return data
 
 
-def _write_policy(
-    tmp_path: Path, data: dict[str, object], name: str = "policy.yaml"
-) -> Path:
+def _write_policy(tmp_path: Path, data: dict[str, object], name: str = "policy.yaml") -> Path:
     path = tmp_path / name
     path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
     return path
@@ -73,10 +71,7 @@ def test_default_policy_loads_with_the_documented_values() -> None:
         ("B", "正在解决或列入计划", True),
         ("C", "留作参考", False),
     ]
-    assert [
-        (g.code, g.label, g.counts_as_satisfied, g.triggers_rehandling)
-        for g in policy.evaluation_grades
-    ] == [
+    assert [(g.code, g.label, g.counts_as_satisfied, g.triggers_rehandling) for g in policy.evaluation_grades] == [
         ("satisfied", "满意", True, False),
         ("basically_satisfied", "基本满意", True, False),
         ("unsatisfied", "不满意", False, True),
@@ -144,9 +139,7 @@ def test_duration_mapping_form_parses_and_prints() -> None:
 def test_bad_duration_string_names_the_accepted_forms(text: str) -> None:
     with pytest.raises(ValueError, match="cannot parse duration") as excinfo:
         Duration.model_validate(text)
-    assert "'N months', 'N days' (calendar days) or 'N working days'" in str(
-        excinfo.value
-    )
+    assert "'N months', 'N days' (calendar days) or 'N working days'" in str(excinfo.value)
 
 
 @pytest.mark.parametrize(
@@ -200,9 +193,7 @@ def test_national_day_2025_and_spring_festival_2026_are_off() -> None:
         date(2025, 10, 12),  # Sun
     ]
     # 2026 春节: 2月15日至23日放假调休, 共9天; 2月14日、2月28日 (Sat) 上班.
-    assert _days_off(date(2026, 2, 14), date(2026, 2, 28)) == [
-        date(2026, 2, d) for d in range(15, 24)
-    ]
+    assert _days_off(date(2026, 2, 14), date(2026, 2, 28)) == [date(2026, 2, d) for d in range(15, 24)]
     # 2026 国庆节: 10月1日至7日放假调休, 共7天; 9月20日 (Sun)、10月10日 (Sat) 上班.
     assert _days_off(date(2026, 10, 1), date(2026, 10, 10)) == [
         *(date(2026, 10, d) for d in range(1, 8)),
@@ -215,9 +206,7 @@ def test_a_shifted_workday_counts_as_a_working_day() -> None:
     assert sunday.weekday() == 6 and saturday.weekday() == 5
     assert CAL.is_working_day(sunday)
     assert CAL.is_working_day(saturday)
-    assert not CAL.is_working_day(
-        date(2025, 10, 4)
-    )  # an ordinary Saturday inside the holiday
+    assert not CAL.is_working_day(date(2025, 10, 4))  # an ordinary Saturday inside the holiday
     # Friday 2025-10-10 + 1 working day is Saturday 10-11, a 调休 workday.
     assert CAL.add_working_days(date(2025, 10, 10), 1) == saturday
     # Saturday 2025-09-27 + 1 working day is Sunday 09-28.
@@ -241,17 +230,13 @@ def test_extra_holidays_and_workdays_override_the_package() -> None:
             date(2025, 9, 29),
             date(2025, 9, 28),
         ],  # a Monday, a 调休 Sunday
-        extra_workdays=[
-            date(2025, 10, 4)
-        ],  # a Saturday inside the National Day holiday
+        extra_workdays=[date(2025, 10, 4)],  # a Saturday inside the National Day holiday
     )
     assert not calendar.is_working_day(date(2025, 9, 29))
     assert not calendar.is_working_day(date(2025, 9, 28))
     assert calendar.is_working_day(date(2025, 10, 4))
     # From Fri 09-26: 09-30 (1), 10-04 (2), 10-09 (3), 10-10 (4), 10-11 Sat 调休 (5).
-    assert due_date(date(2025, 9, 26), FIVE_WORKING_DAYS, calendar) == date(
-        2025, 10, 11
-    )
+    assert due_date(date(2025, 9, 26), FIVE_WORKING_DAYS, calendar) == date(2025, 10, 11)
 
 
 def test_policy_calendar_overrides_take_effect(tmp_path: Path) -> None:
@@ -263,9 +248,7 @@ def test_policy_calendar_overrides_take_effect(tmp_path: Path) -> None:
     policy = load_policy(_write_policy(tmp_path, data))
     assert policy.calendar.extra_workdays == [date(2025, 10, 4)]
     calendar = WorkingCalendar.from_policy(policy)
-    assert calendar.is_working_day(
-        date(2025, 10, 4)
-    )  # Sat inside the holiday, made a workday
+    assert calendar.is_working_day(date(2025, 10, 4))  # Sat inside the holiday, made a workday
     assert not calendar.is_working_day(date(2025, 9, 29))
     wednesday = date(2025, 9, 24)
     # From Wed 09-24: 09-25 (1), 09-26 (2), 09-28 Sun 调休 (3), 09-30 (4), 10-04 Sat (5).
@@ -275,12 +258,8 @@ def test_policy_calendar_overrides_take_effect(tmp_path: Path) -> None:
 
 
 def test_a_date_in_both_override_lists_is_rejected() -> None:
-    with pytest.raises(
-        ValueError, match="both extra_holidays and extra_workdays: 2025-10-04"
-    ):
-        WorkingCalendar(
-            extra_holidays=[date(2025, 10, 4)], extra_workdays=[date(2025, 10, 4)]
-        )
+    with pytest.raises(ValueError, match="both extra_holidays and extra_workdays: 2025-10-04"):
+        WorkingCalendar(extra_holidays=[date(2025, 10, 4)], extra_workdays=[date(2025, 10, 4)])
     data = _dongguan_data()
     data["calendar"] = {
         "extra_holidays": ["2025-10-04"],
@@ -342,9 +321,7 @@ def test_aware_datetime_uses_the_shanghai_date() -> None:
     assert due_date(late_utc, one, CAL) == date(2025, 3, 5)
     assert due_date(late_utc, one, CAL, tz="UTC") == date(2025, 3, 4)
     beijing = timezone(timedelta(hours=8))
-    assert due_date(datetime(2025, 3, 4, 2, 30, tzinfo=beijing), one, CAL) == date(
-        2025, 3, 5
-    )
+    assert due_date(datetime(2025, 3, 4, 2, 30, tzinfo=beijing), one, CAL) == date(2025, 3, 5)
     # 2025-09-27 17:00 UTC is Sun 09-28 01:00 in Shanghai. 5 working days after 09-28:
     # 09-29, 09-30, 10-09, 10-10, 10-11 (Sat, 调休) -> 10-11; from the UTC date 09-27 it would
     # be 10-10 (09-28 itself would count).
@@ -360,9 +337,7 @@ def test_naive_datetime_is_rejected() -> None:
 def test_warning_date_goes_back_from_the_due_date() -> None:
     # 10 working days before Thu 2025-10-09: 09-30, 09-29, 09-28 (调休 Sun), 09-26, 09-25,
     # 09-24, 09-23, 09-22, 09-19, 09-18.
-    assert warning_date(date(2025, 10, 9), Duration(working_days=10), CAL) == date(
-        2025, 9, 18
-    )
+    assert warning_date(date(2025, 10, 9), Duration(working_days=10), CAL) == date(2025, 9, 18)
     # 1 month before 2025-11-05 is Sun 10-05 (holiday) -> back to Tue 09-30.
     assert warning_date(date(2025, 11, 5), Duration(months=1), CAL) == date(2025, 9, 30)
     # 3 days before Mon 2025-03-10 is Fri 03-07, a working day.
@@ -388,9 +363,7 @@ def test_deadline_for_every_policy_period() -> None:
 # Loading and errors ---------------------------------------------------------------------------
 
 
-def test_env_var_loads_another_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_env_var_loads_another_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     data = _dongguan_data()
     data.update(city="深圳市", reply_deadline={"days": 60}, assignment_mode="auto")
     path = _write_policy(tmp_path, data, "shenzhen.yaml")
@@ -406,9 +379,7 @@ def test_env_var_loads_another_file(
     assert load_policy(PACKAGED).city == "东莞市"
 
 
-def test_missing_file_names_the_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_missing_file_names_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     missing = tmp_path / "nowhere.yaml"
     with pytest.raises(PolicyError, match="policy file not found") as excinfo:
         load_policy(missing)
@@ -440,10 +411,7 @@ def test_unknown_field_is_named_with_a_suggestion(tmp_path: Path) -> None:
     problems = excinfo.value.problems
     assert "reply_deadline: Field required" in problems
     assert "reply_deadlin: unknown field (did you mean 'reply_deadline'?)" in problems
-    assert (
-        "calendar.extra_holiday: unknown field (did you mean 'extra_holidays'?)"
-        in problems
-    )
+    assert "calendar.extra_holiday: unknown field (did you mean 'extra_holidays'?)" in problems
 
 
 @pytest.mark.parametrize(
@@ -456,12 +424,7 @@ def test_unknown_field_is_named_with_a_suggestion(tmp_path: Path) -> None:
         ),
         ({"reply_classes": []}, "reply_classes: List should have at least 1 item"),
         (
-            {
-                "reply_classes": [
-                    {"code": "A", "label": "x", "counts_as_adopted": True}
-                ]
-                * 2
-            },
+            {"reply_classes": [{"code": "A", "label": "x", "counts_as_adopted": True}] * 2},
             "reply_classes: duplicate reply class codes: A",
         ),
         (
@@ -491,16 +454,12 @@ def test_unknown_field_is_named_with_a_suggestion(tmp_path: Path) -> None:
         ),
     ],
 )
-def test_invalid_fields_are_reported_with_their_path(
-    change: dict[str, object], problem: str
-) -> None:
+def test_invalid_fields_are_reported_with_their_path(change: dict[str, object], problem: str) -> None:
     data = _dongguan_data()
     data.update(change)
     with pytest.raises(PolicyError) as excinfo:
         parse_policy(yaml.safe_dump(data, allow_unicode=True), "test.yaml")
-    assert any(p.startswith(problem) for p in excinfo.value.problems), (
-        excinfo.value.problems
-    )
+    assert any(p.startswith(problem) for p in excinfo.value.problems), excinfo.value.problems
     assert str(excinfo.value).startswith("invalid policy in test.yaml:")
 
 
@@ -513,7 +472,5 @@ def test_invalid_yaml_and_duplicate_keys_are_reported(tmp_path: Path) -> None:
 
     with pytest.raises(PolicyError, match="found duplicate key 'city'"):
         parse_policy("city: 东莞市\ncity: 深圳市\n")
-    with pytest.raises(
-        PolicyError, match="expected a mapping of fields, got an empty file"
-    ):
+    with pytest.raises(PolicyError, match="expected a mapping of fields, got an empty file"):
         parse_policy("")

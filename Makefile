@@ -1,0 +1,61 @@
+# ProposalFlow — the commands a developer and CI use. See README.md.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+# The test suite gets its own broker (fresh every run) so it never meets a developer's data.
+TEST_KAFKA_PORT ?= 19192
+TEST_KAFKA_ENV := KAFKA_LOCAL_PORT=$(TEST_KAFKA_PORT) KAFKA_LOCAL_CONTROLLER_PORT=$(shell echo $$(($(TEST_KAFKA_PORT)+1))) KAFKA_LOCAL_DATA_DIR=$(CURDIR)/.data/kafka-test
+PG_URL = $(shell bash deploy/postgres/pg-local.sh url)
+
+.PHONY: help run test lint typecheck unit pytest schemas stop clean venv bench
+
+help:
+	@echo "make run    - start Kafka and all five services locally (SQLite), print the API addresses"
+	@echo "make test   - lint, type check and the whole test suite (real Kafka, SQLite and PostgreSQL)"
+	@echo "make stop   - stop the local Kafka brokers and PostgreSQL"
+	@echo "make schemas - regenerate docs/schemas and docs/asyncapi from the event models"
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	bash deploy/run-local.sh
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy shared services
+
+pytest: $(STAMP)
+	bash deploy/postgres/pg-local.sh start >/dev/null
+	$(TEST_KAFKA_ENV) bash deploy/kafka-local/kafka-local.sh reset
+	$(TEST_KAFKA_ENV) bash deploy/kafka-local/kafka-local.sh start
+	PROPOSALFLOW_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$(TEST_KAFKA_PORT) \
+	PROPOSALFLOW_TEST_POSTGRES_URL=$(PG_URL) \
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test: lint typecheck pytest
+
+schemas: $(STAMP)
+	$(BIN)/proposalflow schemas export
+
+stop:
+	-bash deploy/kafka-local/kafka-local.sh stop
+	-$(TEST_KAFKA_ENV) bash deploy/kafka-local/kafka-local.sh stop
+	-bash deploy/postgres/pg-local.sh stop
+
+clean: stop
+	rm -rf .data .cache $(VENV)
