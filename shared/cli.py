@@ -139,18 +139,29 @@ def event_catalog() -> str:
         "",
     ]
     for topic in [*events.INBOUND_TOPICS, *events.EVENT_TOPICS]:
-        lines += [f"## `{topic}`", "", f"Written by: {events.TOPIC_WRITERS[topic]}.", "",
-                  "| type | meaning | fields |", "|---|---|---|"]
+        lines += [
+            f"## `{topic}`",
+            "",
+            f"Written by: {events.TOPIC_WRITERS[topic]}.",
+            "",
+            "| type | meaning | fields |",
+            "|---|---|---|",
+        ]
         for model in events.messages_on(topic):
             doc = (model.__doc__ or "").strip().splitlines()[0]
-            fields = ", ".join(f"`{name}`" + ("" if info.is_required() else "?")
-                               for name, info in model.model_fields.items())
+            fields = ", ".join(
+                f"`{name}`" + ("" if info.is_required() else "?") for name, info in model.model_fields.items()
+            )
             lines.append(f"| `{model.TYPE}` | {doc} | {fields} |")
         lines.append("")
-    lines += ["## Dead letters", "",
-              "`proposalflow.dlq.<service>`: a record that can never be processed, as it came, with the headers",
-              "`x-dlq-error`, `x-dlq-consumer`, `x-dlq-original-topic`, `x-dlq-original-partition`,",
-              "`x-dlq-original-offset`, `x-dlq-attempts`, `x-dlq-failed-at`.", ""]
+    lines += [
+        "## Dead letters",
+        "",
+        "`proposalflow.dlq.<service>`: a record that can never be processed, as it came, with the headers",
+        "`x-dlq-error`, `x-dlq-consumer`, `x-dlq-original-topic`, `x-dlq-original-partition`,",
+        "`x-dlq-original-offset`, `x-dlq-attempts`, `x-dlq-failed-at`.",
+        "",
+    ]
     return "\n".join(lines)
 
 

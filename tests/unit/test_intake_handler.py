@@ -49,10 +49,16 @@ async def staged(runtime: ServiceRuntime) -> list[tuple[str, dict[str, object]]]
 async def send(runtime: ServiceRuntime, envelope: Envelope, *, structured: bool = False) -> None:
     async with TestKafkaBroker(runtime.broker) as broker:
         if structured:
-            body = {"specversion": "1.0", "id": envelope.id, "source": envelope.source, "type": envelope.type,
-                    "data": envelope.data}
-            await broker.publish(json.dumps(body).encode(), topic=SUBMISSIONS,
-                                 headers={"content-type": CLOUDEVENTS_JSON})
+            body = {
+                "specversion": "1.0",
+                "id": envelope.id,
+                "source": envelope.source,
+                "type": envelope.type,
+                "data": envelope.data,
+            }
+            await broker.publish(
+                json.dumps(body).encode(), topic=SUBMISSIONS, headers={"content-type": CLOUDEVENTS_JSON}
+            )
         else:
             _key, value, headers = to_kafka(envelope)
             await broker.publish(value, topic=SUBMISSIONS, headers={k: v.decode() for k, v in headers})
