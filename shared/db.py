@@ -7,6 +7,7 @@ keys), so a service's state and its messaging bookkeeping commit in one transact
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +22,11 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    TypeDecorator,
     event,
     text,
 )
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 # SQLite only autoincrements an INTEGER PRIMARY KEY; PostgreSQL wants a BIGINT for a long-lived log.
@@ -37,6 +39,25 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp stored in UTC and always read back timezone-aware (SQLite drops the offset)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: store timezone-aware timestamps")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def new_metadata() -> MetaData:
@@ -56,8 +77,8 @@ def add_plumbing_tables(metadata: MetaData) -> None:
         Column("type", String(200), nullable=False),
         Column("headers", Text, nullable=False),
         Column("payload", LargeBinary, nullable=False),
-        Column("created_at", DateTime(timezone=True), nullable=False),
-        Column("sent_at", DateTime(timezone=True), nullable=True),
+        Column("created_at", UTCDateTime(), nullable=False),
+        Column("sent_at", UTCDateTime(), nullable=True),
         Index("ix_outbox_unsent", "id", sqlite_where=text("sent_at IS NULL"), postgresql_where=text("sent_at IS NULL")),
     )
     Table(
@@ -65,7 +86,7 @@ def add_plumbing_tables(metadata: MetaData) -> None:
         metadata,
         Column("consumer", String(100), primary_key=True),
         Column("event_id", String(200), primary_key=True),
-        Column("received_at", DateTime(timezone=True), nullable=False),
+        Column("received_at", UTCDateTime(), nullable=False),
     )
     Table(
         "parked_events",
@@ -80,7 +101,7 @@ def add_plumbing_tables(metadata: MetaData) -> None:
         Column("value", LargeBinary, nullable=True),
         Column("headers", Text, nullable=False),
         Column("reason", Text, nullable=False),
-        Column("parked_at", DateTime(timezone=True), nullable=False),
+        Column("parked_at", UTCDateTime(), nullable=False),
         Index("ix_parked_events_subject", "consumer", "subject", "topic"),
     )
     Table(
@@ -91,7 +112,7 @@ def add_plumbing_tables(metadata: MetaData) -> None:
         Column("request_hash", String(64), nullable=False),
         Column("status_code", Integer, nullable=False),
         Column("response", LargeBinary, nullable=False),
-        Column("created_at", DateTime(timezone=True), nullable=False),
+        Column("created_at", UTCDateTime(), nullable=False),
     )
 
 

@@ -20,7 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from shared.observability import METRICS, bind_context
+from shared.observability import METRICS, bind_context, child_traceparent
 
 PROBLEM_JSON = "application/problem+json"
 MAX_BODY_BYTES = 1_000_000
@@ -103,7 +103,8 @@ def install_middleware(app: FastAPI, *, max_body_bytes: int = MAX_BODY_BYTES) ->
                     request.url.path
                 )
         started = time.perf_counter()
-        with bind_context(correlation_id=correlation_id):
+        traceparent = child_traceparent(request.headers.get("traceparent"))
+        with bind_context(correlation_id=correlation_id, traceparent=traceparent):
             response = await call_next(request)
         route = request.scope.get("route")
         path = getattr(route, "path", "unmatched")

@@ -37,7 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared.envelope import Envelope, EnvelopeError, encode_data, from_kafka, to_kafka_headers
 from shared.events import Event, dlq_topic, source_of
-from shared.observability import METRICS, bind_context
+from shared.observability import METRICS, bind_context, child_traceparent, current_traceparent
 
 if TYPE_CHECKING:
     from shared.settings import CommonSettings
@@ -136,6 +136,7 @@ async def add_to_outbox(
     envelopes: list[Envelope] = []
     rows: list[dict[str, Any]] = []
     now = datetime.now(UTC)
+    traceparent = traceparent or current_traceparent()
     for item in events:
         event, event_id = item if isinstance(item, tuple) else (item, None)
         envelope = envelope_for(event, service, event_id=event_id, time=now, traceparent=traceparent)
@@ -375,7 +376,11 @@ class EventProcessor:
         except EnvelopeError as exc:
             await self._dead_letter(record, exc, attempts=1)
             return "dead-lettered"
-        with bind_context(proposal_id=envelope.subject, correlation_id=envelope.correlation_id):
+        with bind_context(
+            proposal_id=envelope.subject,
+            correlation_id=envelope.correlation_id,
+            traceparent=child_traceparent(envelope.traceparent),
+        ):
             outcome = await self._with_retries(record, envelope)
             if outcome == "handled" and envelope.subject:
                 await self._rerun_parked(envelope.subject)

@@ -6,6 +6,8 @@ import contextlib
 import contextvars
 import json
 import logging
+import re
+import secrets
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -15,12 +17,31 @@ from prometheus_client import Counter, Histogram
 
 _proposal_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("proposal_id", default=None)
 _correlation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("correlation_id", default=None)
+_traceparent: contextvars.ContextVar[str | None] = contextvars.ContextVar("traceparent", default=None)
+
+_TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+
+
+def child_traceparent(parent: str | None) -> str:
+    """W3C trace context for the next hop: the caller's trace id (or a new one), a new span id."""
+    match = _TRACEPARENT.match(parent or "")
+    trace_id = match.group(1) if match else secrets.token_hex(16)
+    flags = match.group(3) if match else "01"
+    return f"00-{trace_id}-{secrets.token_hex(8)}-{flags}"
+
+
+def current_traceparent() -> str | None:
+    return _traceparent.get()
 
 
 @contextlib.contextmanager
-def bind_context(*, proposal_id: str | None = None, correlation_id: str | None = None) -> Iterator[None]:
-    """Every log line written inside carries these ids."""
+def bind_context(
+    *, proposal_id: str | None = None, correlation_id: str | None = None, traceparent: str | None = None
+) -> Iterator[None]:
+    """Every log line written inside carries these ids; events staged inside carry the trace."""
     tokens = []
+    if traceparent is not None:
+        tokens.append((_traceparent, _traceparent.set(traceparent)))
     if proposal_id is not None:
         tokens.append((_proposal_id, _proposal_id.set(proposal_id)))
     if correlation_id is not None:
@@ -55,6 +76,8 @@ class JsonFormatter(logging.Formatter):
             entry["proposal_id"] = proposal_id
         if (correlation_id := _correlation_id.get()) is not None:
             entry["correlation_id"] = correlation_id
+        if (traceparent := _traceparent.get()) is not None:
+            entry["trace_id"] = traceparent.split("-")[1]
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)

@@ -61,6 +61,8 @@ def make_broker(common: CommonSettings, *, service: str) -> KafkaBroker:
         client_id=f"proposalflow-{service}",
         security=security,
         description=f"ProposalFlow {service} service",
+        # The published document names the broker by role, not by this machine's address.
+        specification_url="kafka-bootstrap:9092",
         logger=logging.getLogger(f"proposalflow.{service}.broker"),
         log_level=logging.DEBUG,
     )

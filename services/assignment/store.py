@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Column, Date, DateTime, String, Table, Text, select
+from sqlalchemy import JSON, Column, Date, String, Table, Text, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from shared.db import add_plumbing_tables, new_metadata
+from shared.db import UTCDateTime, add_plumbing_tables, new_metadata
 
 metadata = new_metadata()
 add_plumbing_tables(metadata)
@@ -44,8 +44,8 @@ assignments = Table(
     Column("reply_due", Date, nullable=True),
     Column("co_opinion_due", Date, nullable=True),
     Column("dispute_until", Date, nullable=True),
-    Column("suggested_at", DateTime(timezone=True), nullable=False),
-    Column("assigned_at", DateTime(timezone=True), nullable=True),
+    Column("suggested_at", UTCDateTime(), nullable=False),
+    Column("assigned_at", UTCDateTime(), nullable=True),
 )
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, DateTime, Integer, String, Table, UniqueConstraint, select
+from sqlalchemy import JSON, BigInteger, Column, Integer, String, Table, UniqueConstraint, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from shared.db import BigId, add_plumbing_tables, new_metadata
+from shared.db import BigId, UTCDateTime, add_plumbing_tables, new_metadata
 
 metadata = new_metadata()
 add_plumbing_tables(metadata)
@@ -20,7 +20,7 @@ entries = Table(
     Column("source", String(200), nullable=False),
     Column("type", String(200), nullable=False),
     Column("subject", String(200), nullable=True, index=True),
-    Column("time", DateTime(timezone=True), nullable=False),
+    Column("time", UTCDateTime(), nullable=False),
     Column("actor_id", String(200), nullable=True, index=True),
     Column("actor_role", String(30), nullable=True),
     Column("actor_unit", String(200), nullable=True),
@@ -29,7 +29,7 @@ entries = Table(
     Column("partition", Integer, nullable=False),
     Column("offset", BigInteger, nullable=False),
     Column("payload", JSON, nullable=False),
-    Column("recorded_at", DateTime(timezone=True), nullable=False),
+    Column("recorded_at", UTCDateTime(), nullable=False),
     UniqueConstraint("topic", "source", "event_id", name="uq_audit_entries_event"),
 )
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Integer, String, Table, Text, select, update
+from sqlalchemy import JSON, Column, Integer, String, Table, Text, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from shared.db import add_plumbing_tables, new_metadata
+from shared.db import UTCDateTime, add_plumbing_tables, new_metadata
 
 metadata = new_metadata()
 add_plumbing_tables(metadata)
@@ -32,8 +32,8 @@ proposals = Table(
     Column("review_reason", Text, nullable=True),
     Column("submitted_by", JSON, nullable=False),
     Column("submitted_via", String(200), nullable=False),
-    Column("submitted_at", DateTime(timezone=True), nullable=False),
-    Column("reviewed_at", DateTime(timezone=True), nullable=True),
+    Column("submitted_at", UTCDateTime(), nullable=False),
+    Column("reviewed_at", UTCDateTime(), nullable=True),
 )
 
 filing_counters = Table(

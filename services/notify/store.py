@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, String, Table, Text, UniqueConstraint, func, select, update
+from sqlalchemy import JSON, Column, String, Table, Text, UniqueConstraint, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from shared.db import add_plumbing_tables, new_metadata
+from shared.db import UTCDateTime, add_plumbing_tables, new_metadata
 
 metadata = new_metadata()
 add_plumbing_tables(metadata)
@@ -31,8 +31,8 @@ notifications = Table(
     Column("cause_event_type", String(200), nullable=False),
     Column("title", String(200), nullable=False),
     Column("body", Text, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("read_at", DateTime(timezone=True), nullable=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("read_at", UTCDateTime(), nullable=True),
     UniqueConstraint("cause_event_id", "recipient", "channel", name="uq_notifications_once"),
 )
 

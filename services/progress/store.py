@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, Date, DateTime, String, Table, Text, select
+from sqlalchemy import JSON, BigInteger, Column, Date, String, Table, Text, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from shared.db import BigId, add_plumbing_tables, new_metadata
+from shared.db import BigId, UTCDateTime, add_plumbing_tables, new_metadata
 
 metadata = new_metadata()
 add_plumbing_tables(metadata)
@@ -24,8 +24,8 @@ proposals = Table(
     Column("lead_unit", String(100), nullable=True, index=True),
     Column("co_units", JSON, nullable=False),
     Column("reply_due", Date, nullable=True),
-    Column("submitted_at", DateTime(timezone=True), nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("submitted_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
 )
 
 timeline = Table(
@@ -35,7 +35,7 @@ timeline = Table(
     Column("proposal_id", String(100), nullable=False, index=True),
     Column("event_id", String(100), nullable=False),
     Column("type", String(200), nullable=False),
-    Column("at", DateTime(timezone=True), nullable=False),
+    Column("at", UTCDateTime(), nullable=False),
     Column("actor", JSON, nullable=False),
     Column("summary", Text, nullable=False),
     Column("data", JSON, nullable=False),
