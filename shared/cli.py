@@ -23,8 +23,10 @@ app = typer.Typer(
 )
 topics_app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
 schemas_app = typer.Typer(help="Event schemas and AsyncAPI documents.", no_args_is_help=True)
+dlq_app = typer.Typer(help="Dead letters: list them, replay them once the cause is fixed.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
 app.add_typer(schemas_app, name="schemas")
+app.add_typer(dlq_app, name="dlq")
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
@@ -94,6 +96,32 @@ def topics_create(
     )
     for name, state in created.items():
         typer.echo(f"{name}: {state}")
+
+
+@dlq_app.command("list")
+def dlq_list(
+    service: Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVICES)}")],
+    limit: Annotated[int, typer.Option(help="At most this many")] = 100,
+) -> None:
+    """Show a service's dead letters: where each came from and why it failed."""
+    from shared.dlq import list_dead_letters
+
+    letters = asyncio.run(list_dead_letters(CommonSettings(), _check_service(service), limit))
+    for letter in letters:
+        typer.echo(f"{letter.partition}@{letter.offset}\t{letter.original_topic}\t{letter.failed_at}\t{letter.error}")
+    typer.echo(f"{len(letters)} dead letter(s)")
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    service: Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVICES)}")],
+    limit: Annotated[int | None, typer.Option(help="At most this many (default: all)")] = None,
+) -> None:
+    """Send a service's dead letters back to their original topics (once the cause is fixed)."""
+    from shared.dlq import replay
+
+    sent = asyncio.run(replay(CommonSettings(), _check_service(service), limit=limit))
+    typer.echo(f"replayed {sent} dead letter(s) of {service}")
 
 
 @app.command()
