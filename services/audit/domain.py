@@ -258,7 +258,14 @@ class ChainWalk:
     def close(self, head: ChainTip | None) -> None:
         """Compare the end of the walk with the recorded chain head: a cut-off tail shows here.
         (The walk stops at the head read when it began; later appends wait for the next run.)"""
-        if self.broken is not None or head is None:
+        if self.broken is not None:
+            return
+        if head is None:
+            if self.tip.seq:
+                self.broken = BrokenEntry(
+                    seq=self.tip.seq,
+                    reason=f"the chain head is missing, yet the log holds {self.tip.seq} entries: it was deleted",
+                )
             return
         if head.seq > self.tip.seq:
             self.broken = BrokenEntry(

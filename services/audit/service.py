@@ -37,14 +37,15 @@ async def record_invalid(conn: AsyncConnection, record: Record, error: str, key:
 
 async def verify(engine: AsyncEngine, key: bytes | None, *, page_size: int = 1000) -> dict[str, Any]:
     """Walk the whole chain up to its head as it was when the walk began (entries appended meanwhile
-    are left for the next run) and report the first broken entry, or that all N entries hold."""
+    are left for the next run; without a head, to the end) and report the first broken entry, or
+    that all N entries hold."""
     async with engine.connect() as conn:
         head = await store.head(conn)
     walk = domain.ChainWalk(key=key)
-    if head is not None:
-        async for page in store.pages(engine, store.EntryFilter(), page_size=page_size, until_seq=head.seq):
-            if not walk.feed(page):
-                break
+    until_seq = head.seq if head is not None else None
+    async for page in store.pages(engine, store.EntryFilter(), page_size=page_size, until_seq=until_seq):
+        if not walk.feed(page):
+            break
     walk.close(head)
     return walk.report()
 

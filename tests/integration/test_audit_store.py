@@ -142,8 +142,9 @@ REORDER = (
         (("DELETE FROM audit_entries WHERE seq = 2",), 2, None, "entry 2 is missing"),
         (("DELETE FROM audit_entries WHERE seq = 5",), 5, None, "chain head records 5 entries"),
         (REORDER, 3, 4, "does not match its hash"),
+        (("DELETE FROM audit_chain_head",), 5, None, "chain head is missing"),
     ],
-    ids=["altered", "rewritten-unchanged", "deleted", "tail-cut", "reordered"],
+    ids=["altered", "rewritten-unchanged", "deleted", "tail-cut", "reordered", "head-deleted"],
 )
 async def test_verify_names_exactly_the_entry_changed_in_the_database(
     engine: AsyncEngine, statements: tuple[str, ...], broken_seq: int | None, named_entry: int | None, why: str

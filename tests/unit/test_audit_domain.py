@@ -146,6 +146,16 @@ def test_a_cut_off_tail_is_caught_by_the_chain_head() -> None:
     assert "chain head records 3 entries" in report["broken"]["reason"]
 
 
+def test_a_deleted_chain_head_does_not_make_the_log_look_empty() -> None:
+    entries = log_of(["p-1", "p-2"])
+    walk = ChainWalk(key=None)
+    walk.feed(entries)
+    walk.close(None)
+    report = walk.report()
+    assert report["ok"] is False
+    assert "chain head is missing" in report["broken"]["reason"]
+
+
 def test_swapped_positions_break_at_the_first_moved_entry() -> None:
     entries = log_of(["p-1", "p-2", "p-1", "p-2"])
     second, third = entries[1], entries[2]
