@@ -31,7 +31,10 @@ SQLITE_TRIGGERS = {
 
 
 def _chain_existing_entries() -> None:
-    """Entries recorded before the chain existed are linked in the order they were recorded."""
+    """Entries recorded before the chain existed are linked in the order they were recorded.
+
+    Importing the service's chain rules is safe here only because the canonical form can never
+    change: every entry ever written must keep verifying."""
     bind = op.get_bind()
     entries = sa.table(
         "audit_entries",
