@@ -1,15 +1,16 @@
 """The `proposalflow` command: run a service, create topics, migrate, issue a development token,
-export the event schemas and AsyncAPI documents."""
+export the event schemas and AsyncAPI documents, verify and export the audit log."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import json
 import sys
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -27,6 +28,8 @@ dlq_app = typer.Typer(help="Dead letters: list them, replay them once the cause 
 app.add_typer(topics_app, name="topics")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(dlq_app, name="dlq")
+audit_app = typer.Typer(help="The audit log (审计日志): verify the hash chain, export entries.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
@@ -219,6 +222,59 @@ def schemas_export(
         typer.echo("stale: " + ", ".join(stale) + " — run `proposalflow schemas export`", err=True)
         raise typer.Exit(1)
     typer.echo("schemas are up to date" if check else f"schemas written under {out}")
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Walk the audit hash chain: the first broken entry and why (exit 1), or that all N entries hold."""
+    from services.audit import cli as audit_cli
+
+    report = asyncio.run(audit_cli.verify())
+    typer.echo(json.dumps(report, ensure_ascii=False, indent=2))
+    if not report["ok"]:
+        raise typer.Exit(1)
+
+
+def _aware(value: str | None, name: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise typer.BadParameter(f"{value!r} is not an RFC 3339 time", param_hint=name) from exc
+    if parsed.tzinfo is None:
+        raise typer.BadParameter("give a timezone, e.g. 2026-01-01T00:00:00+08:00", param_hint=name)
+    return parsed
+
+
+@audit_app.command("export")
+def audit_export(
+    fmt: Annotated[Literal["jsonl", "csv"], typer.Option("--format", help="jsonl or csv")] = "jsonl",
+    out: Annotated[Path | None, typer.Option(help="File to write (default: standard output)")] = None,
+    actor: Annotated[str | None, typer.Option(help="Actor id")] = None,
+    unit: Annotated[str | None, typer.Option(help="Acting unit")] = None,
+    type_: Annotated[str | None, typer.Option("--type", help="CloudEvents type, or invalid-record")] = None,
+    subject: Annotated[str | None, typer.Option(help="Proposal id")] = None,
+    topic: Annotated[str | None, typer.Option(help="Kafka topic")] = None,
+    since: Annotated[str | None, typer.Option("--from", help="Event time from (RFC 3339, inclusive)")] = None,
+    until: Annotated[str | None, typer.Option("--to", help="Event time to (RFC 3339, exclusive)")] = None,
+) -> None:
+    """Export audit entries, every field, as JSON Lines or CSV, read a page at a time."""
+    from services.audit import cli as audit_cli
+    from services.audit.store import EntryFilter
+
+    selection = EntryFilter(
+        actor=actor,
+        unit=unit,
+        type=type_,
+        subject=subject,
+        topic=topic,
+        since=_aware(since, "--from"),
+        until=_aware(until, "--to"),
+    )
+    with open(out, "w", encoding="utf-8", newline="") if out else contextlib.nullcontext(sys.stdout) as stream:
+        written = asyncio.run(audit_cli.export(stream.write, fmt, selection))
+    typer.echo(f"{written} entries exported", err=True)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -5,22 +5,42 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from services.audit import api, handlers, store
+from services.audit.settings import AuditSettings
 from shared import events
+from shared.messaging import subscribe
 from shared.runtime import ServiceRuntime
 
+# Every topic and the other services' dead letters; never audit's own, which would loop.
 AUDITED_TOPICS = [*events.ALL_TOPICS, *(events.dlq_topic(s) for s in ("intake", "assignment", "progress", "notify"))]
 
 
 def build() -> tuple[ServiceRuntime, FastAPI]:
     runtime = ServiceRuntime(name="audit", metadata=store.metadata)
-    runtime.consume(
-        AUDITED_TOPICS,
-        handlers.on_any_event,
+    key = AuditSettings().key
+    # Wired by hand rather than with `runtime.consume`, for the processor that records invalid records.
+    processor = handlers.AuditProcessor(
+        key=key,
+        service=runtime.name,
+        consumer=runtime.name,
+        engine=runtime.engine,
+        metadata=runtime.metadata,
+        handler=handlers.recorder(key),
+        producer=runtime.producer,
         dedupe_key=handlers.occurrence_key,
+        retry_attempts=runtime.common.retry_attempts,
+        base_delay=runtime.common.retry_base_delay_s,
+        max_delay=runtime.common.retry_max_delay_s,
+    )
+    runtime.processors.append(processor)
+    subscribe(
+        runtime.broker,
+        processor,
+        AUDITED_TOPICS,
+        group_id=runtime.service_settings.consumer_group,
         description="Every topic, inbound commands and dead letters included, into the audit log.",
     )
     app = runtime.http_app(
-        [api.router(runtime)],
+        [api.router(runtime, key)],
         title="ProposalFlow audit",
         description="Append-only, tamper-evident record of everything that happened (审计).",
     )

@@ -1,12 +1,33 @@
-"""Audit's table: the append-only log (审计日志). No code path updates or deletes an entry."""
+"""Audit's tables: the append-only, hash-chained log (审计日志) and its chain head.
+
+No code path updates or deletes an entry; on PostgreSQL and SQLite a trigger refuses it (migration
+0002). The one row of `audit_chain_head` is the lock every append takes, so the chain stays linear
+with several replicas, and the record of how long the chain is, so a cut-off tail is detected.
+"""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, Integer, String, Table, UniqueConstraint, select
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    Integer,
+    Select,
+    String,
+    Table,
+    UniqueConstraint,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from services.audit.domain import GENESIS_HASH, ChainTip, chain
 from shared.db import BigId, UTCDateTime, add_plumbing_tables, new_metadata
 
 metadata = new_metadata()
@@ -16,14 +37,19 @@ entries = Table(
     "audit_entries",
     metadata,
     Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("seq", BigInteger, nullable=False, unique=True),
+    Column("prev_hash", String(64), nullable=False),
+    Column("subject_seq", Integer, nullable=True),
+    Column("subject_prev_hash", String(64), nullable=True),
+    Column("hash", String(64), nullable=False),
     Column("event_id", String(200), nullable=False),
     Column("source", String(200), nullable=False),
-    Column("type", String(200), nullable=False),
+    Column("type", String(200), nullable=False, index=True),
     Column("subject", String(200), nullable=True, index=True),
-    Column("time", UTCDateTime(), nullable=False),
+    Column("time", UTCDateTime(), nullable=False, index=True),
     Column("actor_id", String(200), nullable=True, index=True),
     Column("actor_role", String(30), nullable=True),
-    Column("actor_unit", String(200), nullable=True),
+    Column("actor_unit", String(200), nullable=True, index=True),
     Column("correlation_id", String(200), nullable=True),
     Column("topic", String(200), nullable=False),
     Column("partition", Integer, nullable=False),
@@ -31,17 +57,129 @@ entries = Table(
     Column("payload", JSON, nullable=False),
     Column("recorded_at", UTCDateTime(), nullable=False),
     UniqueConstraint("topic", "source", "event_id", name="uq_audit_entries_event"),
+    UniqueConstraint("subject", "subject_seq", name="uq_audit_entries_subject_seq"),
 )
 
+chain_head = Table(
+    "audit_chain_head",
+    metadata,
+    Column("chain", String(20), primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", String(64), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)
 
-async def append(conn: AsyncConnection, entry: dict[str, Any]) -> None:
-    await conn.execute(entries.insert().values(**entry))
+LOG_CHAIN = "log"
+
+
+async def _lock_head(conn: AsyncConnection) -> ChainTip:
+    """The log's tip, locked until the transaction ends (`FOR UPDATE` on PostgreSQL; on SQLite the
+    transaction's `BEGIN IMMEDIATE` already holds the only write lock)."""
+    values = {"chain": LOG_CHAIN, "seq": 0, "hash": GENESIS_HASH, "updated_at": datetime.now(UTC)}
+    if conn.dialect.name == "postgresql":
+        create: Any = postgresql.insert(chain_head).values(**values).on_conflict_do_nothing()
+    else:
+        create = sqlite.insert(chain_head).values(**values).on_conflict_do_nothing()
+    await conn.execute(create)
+    row = (
+        await conn.execute(
+            select(chain_head.c.seq, chain_head.c.hash).where(chain_head.c.chain == LOG_CHAIN).with_for_update()
+        )
+    ).one()
+    return ChainTip(row.seq, row.hash)
+
+
+async def _subject_tip(conn: AsyncConnection, subject: str) -> ChainTip | None:
+    row = (
+        await conn.execute(
+            select(entries.c.subject_seq, entries.c.hash)
+            .where(entries.c.subject == subject)
+            .order_by(entries.c.subject_seq.desc())
+            .limit(1)
+        )
+    ).first()
+    return ChainTip(row.subject_seq, row.hash) if row is not None else None
+
+
+async def append(conn: AsyncConnection, entry: Mapping[str, Any], key: bytes | None) -> dict[str, Any]:
+    """Link the entry after the log's tip (and its proposal's tip) and store it; returns it linked."""
+    log_tip = await _lock_head(conn)
+    subject = entry.get("subject")
+    subject_tip = await _subject_tip(conn, subject) if subject is not None else None
+    linked = chain(entry, log_tip=log_tip, subject_tip=subject_tip, key=key)
+    await conn.execute(entries.insert().values(**linked))
+    await conn.execute(
+        update(chain_head)
+        .where(chain_head.c.chain == LOG_CHAIN)
+        .values(seq=linked["seq"], hash=linked["hash"], updated_at=datetime.now(UTC))
+    )
+    return linked
+
+
+async def head(conn: AsyncConnection) -> ChainTip | None:
+    """The recorded end of the log, or None before the first entry."""
+    row = (
+        await conn.execute(select(chain_head.c.seq, chain_head.c.hash).where(chain_head.c.chain == LOG_CHAIN))
+    ).first()
+    return ChainTip(row.seq, row.hash) if row is not None else None
 
 
 async def history(conn: AsyncConnection, subject: str) -> list[dict[str, Any]]:
-    rows = (
-        (await conn.execute(select(entries).where(entries.c.subject == subject).order_by(entries.c.id)))
-        .mappings()
-        .all()
-    )
+    rows = (await conn.execute(select(entries).where(entries.c.subject == subject).order_by(entries.c.seq))).mappings()
     return [dict(row) for row in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class EntryFilter:
+    """What a search or an export selects; every field narrows, None means any."""
+
+    actor: str | None = None
+    unit: str | None = None
+    type: str | None = None
+    subject: str | None = None
+    topic: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def apply(self, query: Select[Any]) -> Select[Any]:
+        if self.actor is not None:
+            query = query.where(entries.c.actor_id == self.actor)
+        if self.unit is not None:
+            query = query.where(entries.c.actor_unit == self.unit)
+        if self.type is not None:
+            query = query.where(entries.c.type == self.type)
+        if self.subject is not None:
+            query = query.where(entries.c.subject == self.subject)
+        if self.topic is not None:
+            query = query.where(entries.c.topic == self.topic)
+        if self.since is not None:
+            query = query.where(entries.c.time >= self.since)
+        if self.until is not None:
+            query = query.where(entries.c.time < self.until)
+        return query
+
+
+async def search(
+    conn: AsyncConnection, selection: EntryFilter, *, after_seq: int = 0, limit: int, until_seq: int | None = None
+) -> list[dict[str, Any]]:
+    """One page of matching entries in log order, after `after_seq` (keyset pagination)."""
+    query = selection.apply(select(entries)).where(entries.c.seq > after_seq)
+    if until_seq is not None:
+        query = query.where(entries.c.seq <= until_seq)
+    rows = (await conn.execute(query.order_by(entries.c.seq).limit(limit))).mappings()
+    return [dict(row) for row in rows]
+
+
+async def pages(
+    engine: AsyncEngine, selection: EntryFilter, *, page_size: int = 500, until_seq: int | None = None
+) -> AsyncIterator[list[dict[str, Any]]]:
+    """Every matching entry, a page at a time, each page read in its own short transaction, so a
+    year of entries is never held in memory nor behind one long-lived lock."""
+    after = 0
+    while True:
+        async with engine.connect() as conn:
+            page = await search(conn, selection, after_seq=after, limit=page_size, until_seq=until_seq)
+        if not page:
+            return
+        yield page
+        after = page[-1]["seq"]

@@ -1,0 +1,36 @@
+"""What `proposalflow audit verify|export` run, against the audit database in the settings."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+from services.audit import export as formats
+from services.audit import service, store
+from services.audit.settings import AuditSettings
+from shared.db import create_engine
+from shared.settings import service_settings
+
+
+async def verify() -> dict[str, Any]:
+    """The verify report of the configured audit database, with the configured HMAC key."""
+    engine = create_engine(service_settings("audit").database_url)
+    try:
+        return await service.verify(engine, AuditSettings().key)
+    finally:
+        await engine.dispose()
+
+
+async def export(write: Callable[[str], object], fmt: Literal["jsonl", "csv"], selection: store.EntryFilter) -> int:
+    """Write the matching entries, a page at a time; returns how many."""
+    engine = create_engine(service_settings("audit").database_url)
+    written = 0
+    try:
+        if fmt == "csv":
+            write(formats.csv_header())
+        async for entry in service.entries(engine, selection):
+            write(formats.csv_line(entry) if fmt == "csv" else formats.jsonl_line(entry))
+            written += 1
+    finally:
+        await engine.dispose()
+    return written

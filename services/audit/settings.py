@@ -1,0 +1,21 @@
+"""Audit's own settings, `PROPOSALFLOW_AUDIT_*`, beside the service settings every service has."""
+
+from __future__ import annotations
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class AuditSettings(BaseSettings):
+    """The HMAC key of the hash chain: without it, a rewrite of the whole chain cannot be made to
+    verify. Set it before the first entry and keep it: entries hashed with another key (or none)
+    no longer verify."""
+
+    model_config = SettingsConfigDict(env_prefix="PROPOSALFLOW_AUDIT_", extra="ignore")
+
+    hmac_key: SecretStr | None = None
+
+    @property
+    def key(self) -> bytes | None:
+        secret = self.hmac_key.get_secret_value() if self.hmac_key is not None else ""
+        return secret.encode() if secret else None
