@@ -58,6 +58,9 @@ async def test_a_proposal_goes_from_submission_to_assignment_through_all_five_se
         )
         assert created.status_code == 201, created.text
         proposal_id = created.json()["id"]
+        # A joint proposal (联名提案) goes to review once its cosigner confirms.
+        cosigned = await http.post(f"{url['intake']}/proposals/{proposal_id}/cosign", headers=cosigner)
+        assert cosigned.status_code == 200, cosigned.text
 
         filed = await http.post(
             f"{url['intake']}/proposals/{proposal_id}/review", json={"decision": "file"}, headers=committee
@@ -158,7 +161,7 @@ async def test_the_kafka_door_accepts_allow_listed_portals_and_answers_everyone_
             mine = [
                 item
                 for item in response.json()["items"]
-                if item["status"] == "submitted" and item["title"] == PROPOSAL["title"]
+                if item["status"] == "awaiting_cosigners" and item["title"] == PROPOSAL["title"]
             ]
             return mine[0] if mine else None
 
