@@ -94,6 +94,9 @@ async def test_a_proposal_goes_from_submission_to_assignment_through_all_five_se
         types = [entry["type"] for entry in progress["timeline"]]
         assert types == [
             "proposalflow.proposal.submitted.v1",
+            "proposalflow.proposal.cosign-requested.v1",
+            "proposalflow.proposal.cosigned.v1",
+            "proposalflow.proposal.review-started.v1",
             "proposalflow.proposal.filed.v1",
             "proposalflow.assignment.suggested.v1",
             "proposalflow.assignment.assigned.v1",
