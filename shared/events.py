@@ -275,6 +275,7 @@ class ProposalFiled(Event):
     cosigners: list[Proposer] = Field(default_factory=list)
     suggestion_count: int = Field(ge=1)
     filed_at: datetime
+    merged_proposal_ids: list[str] = Field(default_factory=list, description="Proposals merged into this one (并案).")
 
 
 class ProposalNotFiled(Event):
@@ -285,16 +286,84 @@ class ProposalNotFiled(Event):
 
     reason: str
     converted_to_opinion: bool = False
+    ground: str | None = Field(default=None, description="不予立案理由: one of the policy's not_filed_grounds.")
 
 
 class ProposalMerged(Event):
-    """并案: merged into another proposal."""
+    """并案: merged into another proposal.
+
+    The merged proposal's own signers (from its `submitted` event) keep being told about it;
+    `into_proposal_id` is where its handling continues.
+    """
 
     TYPE = "proposalflow.proposal.merged.v1"
     TOPIC = PROPOSALS
 
     into_proposal_id: str
     reason: str = ""
+    into_filing_number: str | None = Field(default=None, description="案号 of the proposal merged into, if filed.")
+    first_proposer: Proposer | None = None
+    cosigners: list[Proposer] = Field(default_factory=list)
+
+
+class ProposalCosignRequested(Event):
+    """联名确认: the cosigners of a joint proposal are asked to confirm by `due` (联名确认期)."""
+
+    TYPE = "proposalflow.proposal.cosign-requested.v1"
+    TOPIC = PROPOSALS
+
+    cosigners: list[Proposer]
+    due: date
+
+
+class ProposalCosigned(Event):
+    """附议确认: one cosigner confirmed their signature on a joint proposal."""
+
+    TYPE = "proposalflow.proposal.cosigned.v1"
+    TOPIC = PROPOSALS
+
+    cosigner: Proposer
+    cosigned_at: datetime
+
+
+class ProposalReviewStarted(Event):
+    """进入审查: a joint proposal's cosign stage ended, or a returned proposal was resubmitted; it
+    awaits the committee's review (审查立案). A proposal without cosigners is in review from `submitted`.
+
+    `confirmed_cosigners` are the cosigners who confirmed; the others had not when the window
+    closed and are no longer signers.
+    """
+
+    TYPE = "proposalflow.proposal.review-started.v1"
+    TOPIC = PROPOSALS
+
+    trigger: Literal["all_cosigned", "cosign_window_closed", "resubmitted"]
+    confirmed_cosigners: list[Proposer] = Field(default_factory=list)
+    unconfirmed_cosigners: list[Proposer] = Field(default_factory=list)
+
+
+class ProposalReturned(Event):
+    """退回修改: returned to its first proposer for revision, with what to change."""
+
+    TYPE = "proposalflow.proposal.returned.v1"
+    TOPIC = PROPOSALS
+
+    reason: str
+
+
+class ProposalResubmitted(Event):
+    """修改后重新提交: the revised content of a returned proposal, back in review."""
+
+    TYPE = "proposalflow.proposal.resubmitted.v1"
+    TOPIC = PROPOSALS
+
+    title: str
+    body: str
+    category: str
+    session_kind: SessionKind
+    suggestions: list[Suggestion]
+    series_id: str | None = None
+    resubmitted_at: datetime
 
 
 class ProposalWithdrawn(Event):

@@ -99,6 +99,15 @@ POLICY_ENV_VAR = "PROPOSALFLOW_POLICY_FILE"
 
 DEFAULT_TIMEZONE = "Asia/Shanghai"
 
+DEFAULT_NOT_FILED_GROUNDS = (
+    "不属于政协职能范围",
+    "涉及党和国家秘密",
+    "内容不实或无具体建议",
+    "属于个人或少数人利益诉求",
+    "已有结论或正在处理",
+)
+"""不予立案的理由, used when a policy file does not list its own ``not_filed_grounds``."""
+
 _PACKAGED_POLICY = ("shared.policies", "dongguan.yaml")
 
 DurationKind = Literal["months", "days", "working_days"]
@@ -302,6 +311,8 @@ class Policy(BaseModel):
     """评价等级, codes unique."""
     categories: list[NonEmptyStr] = Field(min_length=1)
     """提案分类, unique."""
+    not_filed_grounds: list[NonEmptyStr] = Field(default_factory=lambda: list(DEFAULT_NOT_FILED_GROUNDS), min_length=1)
+    """不予立案理由: the grounds on which the committee may decline to file a proposal."""
     assignment_mode: Literal["confirm", "auto"] = "confirm"
     """交办方式: ``confirm`` (a person confirms the suggested units) or ``auto``."""
     calendar: CalendarOverrides = Field(default_factory=CalendarOverrides)

@@ -93,6 +93,7 @@ class ServiceRuntime:
         self.processors: list[EventProcessor] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._startup: list[Callable[[AsyncConnection], Awaitable[None]]] = []
+        self._periodic: list[tuple[str, float, Callable[[AsyncConnection], Awaitable[object]]]] = []
         self._broker_ready = False
         self._declare_publishers()
 
@@ -202,10 +203,27 @@ class ServiceRuntime:
         """Run `action` in a transaction when the service starts (e.g. seeding a catalog)."""
         self._startup.append(action)
 
+    def every(self, seconds: float, job: Callable[[AsyncConnection], Awaitable[object]], *, name: str) -> None:
+        """Run `job` in its own transaction every `seconds` while the service runs (e.g. closing a
+        window when its time is up). A failing run is logged and the next one tries again; with
+        several replicas every replica runs it, so a job must be safe to run concurrently."""
+        self._periodic.append((name, seconds, job))
+
+    async def _run_every(self, name: str, seconds: float, job: Callable[[AsyncConnection], Awaitable[object]]) -> None:
+        while True:
+            try:
+                async with self.transaction() as conn:
+                    await job(conn)
+            except Exception:  # a periodic job must survive a bad run
+                log.exception("periodic job %s failed; next run in %.0fs", name, seconds)
+            await asyncio.sleep(seconds)
+
     async def start(self) -> None:
         for action in self._startup:
             async with self.transaction() as conn:
                 await action(conn)
+        for name, seconds, job in self._periodic:
+            self._tasks.append(asyncio.create_task(self._run_every(name, seconds, job), name=f"{self.name}-{name}"))
         self._tasks.append(asyncio.create_task(self._connect_kafka(), name=f"{self.name}-kafka"))
 
     async def stop(self) -> None:

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.intake import service, store
 from services.intake.domain import RuleViolation, StateConflict
-from shared.auth import Caller, require_role
-from shared.events import ProposalContent, Role
+from services.intake.service import Clock
+from shared.auth import Caller, Principal, require_role
+from shared.events import ProposalContent, Proposer, Role, SessionKind
 from shared.http import Problem, remember_idempotent, replay_idempotent, request_fingerprint
 from shared.policy import Policy
 from shared.runtime import ServiceRuntime
+
+IdempotencyKey = Annotated[str | None, Header(max_length=200)]
 
 
 class ReviewDecision(BaseModel):
@@ -22,9 +27,37 @@ class ReviewDecision(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    decision: Literal["file", "not_file"]
-    reason: str | None = Field(default=None, max_length=2000)
-    converted_to_opinion: bool = Field(default=False, description="不予立案, 转为意见建议")
+    decision: Literal["file", "not_file", "merge", "return"] = Field(
+        description="file 立案 / not_file 不予立案 / merge 并案 / return 退回修改"
+    )
+    reason: str | None = Field(default=None, max_length=2000, description="The note the proposers read.")
+    ground: str | None = Field(default=None, max_length=200, description="不予立案: one of the policy's grounds.")
+    converted_to_opinion: bool = Field(default=False, description="不予立案, 转为意见建议 (社情民意)")
+    into_proposal_id: str | None = Field(default=None, max_length=100, description="并案: the proposal to merge into.")
+
+
+class DraftContent(BaseModel):
+    """A draft (草稿) or a revision: any subset of the content, with the same limits; completeness is
+    checked on submission."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    title: str | None = Field(default=None, max_length=200)
+    body: str | None = Field(default=None, max_length=50_000)
+    category: str | None = Field(default=None, max_length=50)
+    session_kind: SessionKind | None = None
+    first_proposer: Proposer | None = None
+    cosigners: list[Proposer] | None = Field(default=None, max_length=200)
+    suggestions: list[Annotated[str, Field(max_length=5000)]] | None = Field(default=None, max_length=100)
+    series_id: str | None = Field(default=None, max_length=100)
+
+
+class Withdrawal(BaseModel):
+    """撤案: why the first proposer withdraws."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(default="", max_length=2000)
 
 
 def _problem(exc: RuleViolation) -> Problem:
@@ -37,30 +70,142 @@ def _problem(exc: RuleViolation) -> Problem:
     )
 
 
-def router(runtime: ServiceRuntime, policy: Policy) -> APIRouter:
+def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
     routes = APIRouter(prefix="/proposals", tags=["proposals"])
 
-    @routes.post("", status_code=201, summary="Submit a proposal (提交提案)")
-    async def submit_proposal(
-        content: ProposalContent,
-        request: Request,
-        principal: Caller,
-        idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
-    ) -> Any:
-        require_role(principal, Role.MEMBER, Role.COMMITTEE)
-        fingerprint = request_fingerprint(["submit", content.model_dump(mode="json")])
+    async def once(
+        principal: Principal,
+        key: str | None,
+        fingerprint: list[Any],
+        status_code: int,
+        action: Callable[[AsyncConnection], Awaitable[dict[str, Any]]],
+    ) -> JSONResponse:
+        """Run a use case in one transaction, answering a repeated Idempotency-Key with the first answer."""
+        digest = request_fingerprint(fingerprint)
         async with runtime.transaction() as conn:
-            replay = await replay_idempotent(conn, store.metadata, principal.id, idempotency_key, fingerprint)
+            replay = await replay_idempotent(conn, store.metadata, principal.id, key, digest)
             if replay is not None:
                 return replay
             try:
-                view = await service.submit(
-                    conn, content, principal.as_actor(), policy, via="http", correlation_id=request.state.correlation_id
-                )
+                view = await action(conn)
+            except service.NotFound as exc:
+                raise Problem(404, "Not found", f"No proposal {exc} that you may see.") from exc
             except RuleViolation as exc:
                 raise _problem(exc) from exc
-            await remember_idempotent(conn, store.metadata, principal.id, idempotency_key, fingerprint, 201, view)
-        return JSONResponse(view, status_code=201, headers={"location": f"/proposals/{view['id']}"})
+            await remember_idempotent(conn, store.metadata, principal.id, key, digest, status_code, view)
+        headers = {"location": f"/proposals/{view['id']}"} if status_code == 201 else None
+        return JSONResponse(view, status_code=status_code, headers=headers)
+
+    @routes.post("", status_code=201, summary="Submit a proposal (提交提案)")
+    async def submit_proposal(
+        content: ProposalContent, request: Request, principal: Caller, idempotency_key: IdempotencyKey = None
+    ) -> Any:
+        require_role(principal, Role.MEMBER, Role.COMMITTEE)
+        return await once(
+            principal,
+            idempotency_key,
+            ["submit", content.model_dump(mode="json")],
+            201,
+            lambda conn: service.submit(
+                conn,
+                content,
+                principal.as_actor(),
+                policy,
+                via="http",
+                correlation_id=request.state.correlation_id,
+                now=clock(),
+            ),
+        )
+
+    @routes.post("/drafts", status_code=201, summary="Save a draft (保存草稿)")
+    async def create_draft(draft: DraftContent, principal: Caller, idempotency_key: IdempotencyKey = None) -> Any:
+        require_role(principal, Role.MEMBER)
+        changes = draft.model_dump(mode="json", exclude_unset=True)
+        if "first_proposer" not in changes:
+            changes["first_proposer"] = {"id": principal.id, "name": principal.name or principal.id}
+        return await once(
+            principal,
+            idempotency_key,
+            ["draft", changes],
+            201,
+            lambda conn: service.create_draft(conn, changes, principal.as_actor(), now=clock()),
+        )
+
+    @routes.patch("/{proposal_id}", summary="Edit a draft or a returned proposal (修改)")
+    async def edit_proposal(proposal_id: str, draft: DraftContent, principal: Caller) -> Any:
+        require_role(principal, Role.MEMBER)
+        changes = draft.model_dump(mode="json", exclude_unset=True)
+        return await once(
+            principal,
+            None,
+            [],
+            200,
+            lambda conn: service.edit(conn, proposal_id, changes, principal.as_actor(), now=clock()),
+        )
+
+    @routes.post("/{proposal_id}/submit", summary="Submit a draft, or resubmit a returned proposal")
+    async def submit_draft(
+        proposal_id: str, request: Request, principal: Caller, idempotency_key: IdempotencyKey = None
+    ) -> Any:
+        require_role(principal, Role.MEMBER)
+        return await once(
+            principal,
+            idempotency_key,
+            ["submit-existing", proposal_id],
+            200,
+            lambda conn: service.submit_existing(
+                conn,
+                proposal_id,
+                principal.as_actor(),
+                policy,
+                correlation_id=request.state.correlation_id,
+                now=clock(),
+            ),
+        )
+
+    @routes.post("/{proposal_id}/cosign", summary="Confirm as a cosigner (联名确认)")
+    async def cosign_proposal(
+        proposal_id: str, request: Request, principal: Caller, idempotency_key: IdempotencyKey = None
+    ) -> Any:
+        require_role(principal, Role.MEMBER)
+        return await once(
+            principal,
+            idempotency_key,
+            ["cosign", proposal_id],
+            200,
+            lambda conn: service.cosign(
+                conn,
+                proposal_id,
+                principal.as_actor(),
+                policy,
+                correlation_id=request.state.correlation_id,
+                now=clock(),
+            ),
+        )
+
+    @routes.post("/{proposal_id}/withdraw", summary="Withdraw before filing (撤案)")
+    async def withdraw_proposal(
+        proposal_id: str,
+        withdrawal: Withdrawal,
+        request: Request,
+        principal: Caller,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Any:
+        require_role(principal, Role.MEMBER)
+        return await once(
+            principal,
+            idempotency_key,
+            ["withdraw", proposal_id, withdrawal.reason],
+            200,
+            lambda conn: service.withdraw(
+                conn,
+                proposal_id,
+                principal.as_actor(),
+                reason=withdrawal.reason,
+                correlation_id=request.state.correlation_id,
+                now=clock(),
+            ),
+        )
 
     @routes.get("", summary="List proposals: a member's own, or all for the committee")
     async def list_proposals(
@@ -70,50 +215,62 @@ def router(runtime: ServiceRuntime, policy: Policy) -> APIRouter:
         offset: Annotated[int, Query(ge=0)] = 0,
     ) -> dict[str, Any]:
         require_role(principal, Role.MEMBER, Role.COMMITTEE)
-        proposer = principal.id if principal.role == Role.MEMBER else None
+        signer = principal.id if principal.role == Role.MEMBER else None
         async with runtime.engine.connect() as conn:
-            rows = await store.list_proposals(conn, proposer_id=proposer, status=status, limit=limit, offset=offset)
-        return {"items": [service.proposal_view(row) for row in rows], "limit": limit, "offset": offset}
+            rows = await store.list_proposals(conn, signer_id=signer, status=status, limit=limit, offset=offset)
+            signers = await store.signers_of(conn, [row["id"] for row in rows])
+        items = [service.proposal_view(row, signers[row["id"]]) for row in rows]
+        return {"items": items, "limit": limit, "offset": offset}
 
     @routes.get("/{proposal_id}", summary="One proposal")
     async def get_proposal(proposal_id: str, principal: Caller) -> dict[str, Any]:
         require_role(principal, Role.MEMBER, Role.COMMITTEE)
         async with runtime.engine.connect() as conn:
-            row = await store.get_proposal(conn, proposal_id)
-        signers = [] if row is None else [row["first_proposer_id"], *(c["id"] for c in row["cosigners"])]
-        if row is None or (principal.role == Role.MEMBER and principal.id not in signers):
-            raise Problem(404, "Not found", f"No proposal {proposal_id} that you may see.")
-        return service.proposal_view(row)
+            try:
+                await service.visible_to(conn, proposal_id, principal.as_actor())
+            except service.NotFound as exc:
+                raise Problem(404, "Not found", f"No proposal {proposal_id} that you may see.") from exc
+            return await service.view(conn, proposal_id)
 
-    @routes.post("/{proposal_id}/review", summary="Review: file or refuse (审查立案)")
+    @routes.get("/{proposal_id}/similar", summary="Similar filed proposals of the same year (相似提案, for 并案)")
+    async def similar_proposals(
+        proposal_id: str, principal: Caller, limit: Annotated[int, Query(ge=1, le=50)] = 5
+    ) -> dict[str, Any]:
+        require_role(principal, Role.COMMITTEE)
+        async with runtime.engine.connect() as conn:
+            try:
+                items = await service.similar(conn, proposal_id, policy, limit=limit)
+            except service.NotFound as exc:
+                raise Problem(404, "Not found", f"No proposal {proposal_id}.") from exc
+        return {"items": items, "limit": limit}
+
+    @routes.post("/{proposal_id}/review", summary="Review: file, refuse, merge or return (审查立案)")
     async def review_proposal(
         proposal_id: str,
         decision: ReviewDecision,
         request: Request,
         principal: Caller,
-        idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+        idempotency_key: IdempotencyKey = None,
     ) -> Any:
         require_role(principal, Role.COMMITTEE)
-        fingerprint = request_fingerprint(["review", proposal_id, decision.model_dump(mode="json")])
-        async with runtime.transaction() as conn:
-            replay = await replay_idempotent(conn, store.metadata, principal.id, idempotency_key, fingerprint)
-            if replay is not None:
-                return replay
-            try:
-                view = await service.review(
-                    conn,
-                    proposal_id,
-                    file=decision.decision == "file",
-                    reason=decision.reason,
-                    converted_to_opinion=decision.converted_to_opinion,
-                    actor=principal.as_actor(),
-                    correlation_id=request.state.correlation_id,
-                )
-            except service.NotFound as exc:
-                raise Problem(404, "Not found", f"No proposal {proposal_id}.") from exc
-            except RuleViolation as exc:
-                raise _problem(exc) from exc
-            await remember_idempotent(conn, store.metadata, principal.id, idempotency_key, fingerprint, 200, view)
-        return view
+        return await once(
+            principal,
+            idempotency_key,
+            ["review", proposal_id, decision.model_dump(mode="json")],
+            200,
+            lambda conn: service.review(
+                conn,
+                proposal_id,
+                decision=decision.decision,
+                reason=decision.reason,
+                ground=decision.ground,
+                converted_to_opinion=decision.converted_to_opinion,
+                into_proposal_id=decision.into_proposal_id,
+                actor=principal.as_actor(),
+                policy=policy,
+                correlation_id=request.state.correlation_id,
+                now=clock(),
+            ),
+        )
 
     return routes

@@ -3,22 +3,33 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.intake import api, handlers, store
+from services.intake import api, handlers, service, store
+from services.intake.service import Clock
 from shared import events
 from shared.policy import load_policy
 from shared.runtime import ServiceRuntime
 
+COSIGN_SWEEP_INTERVAL_S = 60.0
+"""How often closed cosign windows (联名确认期) are looked for; the window is counted in days, so a
+minute late is on time."""
 
-def build() -> tuple[ServiceRuntime, FastAPI]:
+
+def build(clock: Clock = service.system_clock) -> tuple[ServiceRuntime, FastAPI]:
     runtime = ServiceRuntime(
         name="intake",
         metadata=store.metadata,
         publishes=[
             events.ProposalSubmitted,
+            events.ProposalCosignRequested,
+            events.ProposalCosigned,
+            events.ProposalReviewStarted,
             events.ProposalFiled,
             events.ProposalNotFiled,
             events.ProposalMerged,
+            events.ProposalReturned,
+            events.ProposalResubmitted,
             events.ProposalWithdrawn,
             events.SubmissionRejected,
         ],
@@ -26,11 +37,16 @@ def build() -> tuple[ServiceRuntime, FastAPI]:
     policy = load_policy(runtime.common.policy_file)
     runtime.consume(
         [events.SUBMISSIONS],
-        handlers.submission_handler(policy, runtime.common.allowed_sources),
+        handlers.submission_handler(policy, runtime.common.allowed_sources, clock),
         description="Submission commands (提交提案) from member portals and the CPPCC platform.",
     )
+
+    async def close_cosign_windows(conn: AsyncConnection) -> None:
+        await service.close_cosign_windows(conn, policy, now=clock())
+
+    runtime.every(COSIGN_SWEEP_INTERVAL_S, close_cosign_windows, name="cosign-sweep")
     app = runtime.http_app(
-        [api.router(runtime, policy)],
+        [api.router(runtime, policy, clock)],
         title="ProposalFlow intake",
         description="Submission and review of CPPCC proposals (提案提交与审查立案).",
     )

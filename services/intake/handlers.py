@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.intake import service, store
 from services.intake.domain import RuleViolation
+from services.intake.service import Clock
 from shared.envelope import Envelope
 from shared.events import Actor, Role, SubmissionRejected, SubmitProposal
 from shared.messaging import Handler, Record, add_to_outbox
@@ -29,7 +30,7 @@ def proposal_id_for(envelope: Envelope) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"{envelope.source}#{envelope.id}"))
 
 
-def submission_handler(policy: Policy, allowed_sources: Sequence[str]) -> Handler:
+def submission_handler(policy: Policy, allowed_sources: Sequence[str], clock: Clock) -> Handler:
     async def on_submission(conn: AsyncConnection, envelope: Envelope, _record: Record) -> None:
         correlation_id = envelope.correlation_id or envelope.id
 
@@ -88,6 +89,7 @@ def submission_handler(policy: Policy, allowed_sources: Sequence[str]) -> Handle
                 via=envelope.source,
                 correlation_id=correlation_id,
                 proposal_id=proposal_id,
+                now=clock(),
             )
         except RuleViolation as exc:
             await reject(exc.message, [{"rule": exc.rule, "message": exc.message}], command.actor, proposal_id)

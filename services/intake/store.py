@@ -1,11 +1,12 @@
-"""Intake's tables: proposals and the filing-number counter, plus the messaging plumbing."""
+"""Intake's tables: proposals, their signers and the filing-number counter, plus the messaging plumbing."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
+from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, Integer, String, Table, Text, select, update
+from sqlalchemy import JSON, Boolean, Column, Date, Integer, String, Table, Text, delete, false, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -32,9 +33,28 @@ proposals = Table(
     Column("review_reason", Text, nullable=True),
     Column("submitted_by", JSON, nullable=False),
     Column("submitted_via", String(200), nullable=False),
-    Column("submitted_at", UTCDateTime(), nullable=False),
+    Column("submitted_at", UTCDateTime(), nullable=True),
     Column("reviewed_at", UTCDateTime(), nullable=True),
+    Column("created_at", UTCDateTime(), nullable=True),
+    Column("updated_at", UTCDateTime(), nullable=True),
+    Column("cosign_due", Date, nullable=True),
+    Column("review_started_at", UTCDateTime(), nullable=True),
+    Column("not_filed_ground", String(200), nullable=True),
+    Column("converted_to_opinion", Boolean, nullable=False, server_default=false()),
+    Column("merged_into", String(100), nullable=True, index=True),
+    Column("return_reason", Text, nullable=True),
+    Column("withdraw_reason", Text, nullable=True),
 )
+
+signers = Table(
+    "signers",
+    metadata,
+    Column("proposal_id", String(100), primary_key=True),
+    Column("signer_id", String(200), primary_key=True, index=True),
+    Column("is_first", Boolean, nullable=False),
+    Column("confirmed_at", UTCDateTime(), nullable=True),
+)
+"""提案者: the first proposer and the cosigners of each proposal; `confirmed_at` is the 联名确认."""
 
 filing_counters = Table(
     "filing_counters",
@@ -53,16 +73,99 @@ async def get_proposal(conn: AsyncConnection, proposal_id: str) -> dict[str, Any
     return dict(row) if row else None
 
 
+async def update_proposal(conn: AsyncConnection, proposal_id: str, **values: Any) -> None:
+    await conn.execute(update(proposals).where(proposals.c.id == proposal_id).values(**values))
+
+
 async def list_proposals(
-    conn: AsyncConnection, *, proposer_id: str | None, status: str | None, limit: int, offset: int
+    conn: AsyncConnection, *, signer_id: str | None, status: str | None, limit: int, offset: int
 ) -> list[dict[str, Any]]:
-    query = select(proposals).order_by(proposals.c.submitted_at.desc(), proposals.c.id)
-    if proposer_id is not None:
-        query = query.where(proposals.c.first_proposer_id == proposer_id)
+    """A member's own proposals (as any signer; drafts only to their first proposer), or, with no
+    `signer_id`, every proposal that has left its draft."""
+    query = select(proposals).order_by(proposals.c.created_at.desc(), proposals.c.id)
+    if signer_id is not None:
+        query = query.where(proposals.c.id.in_(select(signers.c.proposal_id).where(signers.c.signer_id == signer_id)))
+    else:
+        query = query.where(proposals.c.status != "draft")
     if status is not None:
         query = query.where(proposals.c.status == status)
     rows = (await conn.execute(query.limit(limit).offset(offset))).mappings().all()
     return [dict(row) for row in rows]
+
+
+async def filed_in_year(conn: AsyncConnection, year: int) -> list[dict[str, Any]]:
+    """The proposals filed under a year's 案号 (YYYY-NNNN)."""
+    query = (
+        select(proposals)
+        .where(proposals.c.status == "filed")
+        .where(proposals.c.filing_number.like(f"{year}-%"))
+        .order_by(proposals.c.filing_number)
+    )
+    return [dict(row) for row in (await conn.execute(query)).mappings().all()]
+
+
+async def merged_into(conn: AsyncConnection, proposal_id: str) -> list[str]:
+    query = select(proposals.c.id).where(proposals.c.merged_into == proposal_id).order_by(proposals.c.id)
+    return list((await conn.execute(query)).scalars())
+
+
+async def transition(
+    conn: AsyncConnection, proposal_id: str, from_status: StrEnum, to_status: StrEnum, **values: Any
+) -> bool:
+    """Move a proposal from one status to another; False if it was no longer in `from_status`
+    (a concurrent request or sweep got there first)."""
+    result = await conn.execute(
+        update(proposals)
+        .where(proposals.c.id == proposal_id)
+        .where(proposals.c.status == from_status.value)
+        .values(status=to_status.value, **values)
+    )
+    return bool(result.rowcount == 1)
+
+
+async def awaiting_cosigners(conn: AsyncConnection, *, due_before: date) -> list[dict[str, Any]]:
+    """Joint proposals still awaiting cosigners whose window ended before `due_before`."""
+    query = (
+        select(proposals)
+        .where(proposals.c.status == "awaiting_cosigners")
+        .where(proposals.c.cosign_due < due_before)
+        .order_by(proposals.c.cosign_due, proposals.c.id)
+    )
+    return [dict(row) for row in (await conn.execute(query)).mappings().all()]
+
+
+async def signers_of(conn: AsyncConnection, proposal_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+    found: dict[str, list[dict[str, Any]]] = {proposal_id: [] for proposal_id in proposal_ids}
+    query = select(signers).where(signers.c.proposal_id.in_(proposal_ids))
+    for row in (await conn.execute(query)).mappings().all():
+        found[row["proposal_id"]].append(dict(row))
+    return found
+
+
+async def get_signers(conn: AsyncConnection, proposal_id: str) -> list[dict[str, Any]]:
+    query = select(signers).where(signers.c.proposal_id == proposal_id)
+    return [dict(row) for row in (await conn.execute(query)).mappings().all()]
+
+
+async def replace_signers(
+    conn: AsyncConnection, proposal_id: str, first_id: str, cosigner_ids: list[str], at: Any
+) -> None:
+    """The signers as the proposal names them; the first proposer signs by submitting."""
+    await conn.execute(delete(signers).where(signers.c.proposal_id == proposal_id))
+    rows = [{"proposal_id": proposal_id, "signer_id": first_id, "is_first": True, "confirmed_at": at}]
+    rows += [
+        {"proposal_id": proposal_id, "signer_id": c, "is_first": False, "confirmed_at": None} for c in cosigner_ids
+    ]
+    await conn.execute(signers.insert(), rows)
+
+
+async def confirm_signer(conn: AsyncConnection, proposal_id: str, signer_id: str, at: datetime) -> None:
+    await conn.execute(
+        update(signers)
+        .where(signers.c.proposal_id == proposal_id)
+        .where(signers.c.signer_id == signer_id)
+        .values(confirmed_at=at)
+    )
 
 
 async def next_filing_sequence(conn: AsyncConnection, year: int) -> int:
@@ -74,13 +177,3 @@ async def next_filing_sequence(conn: AsyncConnection, year: int) -> int:
         .returning(filing_counters.c.last)
     )
     return int((await conn.execute(stmt)).scalar_one())
-
-
-async def record_review(
-    conn: AsyncConnection, proposal_id: str, *, status: str, filing_number: str | None, reason: str | None, at: datetime
-) -> None:
-    await conn.execute(
-        update(proposals)
-        .where(proposals.c.id == proposal_id)
-        .values(status=status, filing_number=filing_number, review_reason=reason, reviewed_at=at)
-    )

@@ -58,6 +58,9 @@ async def test_a_proposal_goes_from_submission_to_assignment_through_all_five_se
         )
         assert created.status_code == 201, created.text
         proposal_id = created.json()["id"]
+        # A joint proposal (联名提案) goes to review once its cosigner confirms.
+        cosigned = await http.post(f"{url['intake']}/proposals/{proposal_id}/cosign", headers=cosigner)
+        assert cosigned.status_code == 200, cosigned.text
 
         filed = await http.post(
             f"{url['intake']}/proposals/{proposal_id}/review", json={"decision": "file"}, headers=committee
@@ -91,6 +94,9 @@ async def test_a_proposal_goes_from_submission_to_assignment_through_all_five_se
         types = [entry["type"] for entry in progress["timeline"]]
         assert types == [
             "proposalflow.proposal.submitted.v1",
+            "proposalflow.proposal.cosign-requested.v1",
+            "proposalflow.proposal.cosigned.v1",
+            "proposalflow.proposal.review-started.v1",
             "proposalflow.proposal.filed.v1",
             "proposalflow.assignment.suggested.v1",
             "proposalflow.assignment.assigned.v1",
@@ -158,7 +164,7 @@ async def test_the_kafka_door_accepts_allow_listed_portals_and_answers_everyone_
             mine = [
                 item
                 for item in response.json()["items"]
-                if item["status"] == "submitted" and item["title"] == PROPOSAL["title"]
+                if item["status"] == "awaiting_cosigners" and item["title"] == PROPOSAL["title"]
             ]
             return mine[0] if mine else None
 

@@ -94,3 +94,14 @@ async def test_unknown_command_types_are_answered_too(runtime: ServiceRuntime) -
     [(ce_type, data)] = await staged(runtime)
     assert ce_type == "proposalflow.submission.rejected.v1"
     assert SubmitProposal.TYPE in str(data["reason"])
+
+
+async def test_a_joint_proposal_over_kafka_asks_its_cosigners_to_confirm(runtime: ServiceRuntime) -> None:
+    joint = {**COMMAND, "cosigners": [{"id": "m-2", "name": "李四"}]}
+    await send(runtime, Envelope(type=SubmitProposal.TYPE, source=PORTAL, data=joint))
+    (submitted, _), (requested, data) = await staged(runtime)
+    assert (submitted, requested) == (
+        "proposalflow.proposal.submitted.v1",
+        "proposalflow.proposal.cosign-requested.v1",
+    )
+    assert data["cosigners"] == [{"id": "m-2", "name": "李四", "kind": "member"}]
