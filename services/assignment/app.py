@@ -67,6 +67,8 @@ def build(clock: Clock = system_clock) -> tuple[ServiceRuntime, FastAPI]:
         title="ProposalFlow assignment",
         description="Routing of filed proposals to lead and co-handling units (交办), disputes, key proposals.",
     )
+    app.state.sweep = sweep
+    app.state.seed_and_learn = seed_and_learn
     return runtime, app
 
 
