@@ -398,7 +398,19 @@ class AssignmentSuggested(Event):
 
 
 class ProposalAssigned(Event):
-    """交办: the proposal was assigned to its units, with its deadlines."""
+    """交办: the proposal was assigned to its units, with its deadlines.
+
+    Which unit replies, by form:
+    - 单办 (`single`): `lead_unit` replies; `co_units` and `split_units` are empty.
+    - 主办+会办 (`lead_co`): `lead_unit` replies once for all; each of `co_units` sends its
+      会办意见 to the lead unit by `co_opinion_due`.
+    - 分办 (`split`): `lead_unit` and each of `split_units` reply on their own, each by `reply_due`;
+      `co_units` is empty and there is no `co_opinion_due`. A consumer that does not know
+      `split_units` still sees a correct single assignment of `lead_unit`, never phantom co-units.
+
+    The deadlines are computed once here (policy's `deadline_for` on the working-day calendar);
+    consumers read them instead of recomputing.
+    """
 
     TYPE = "proposalflow.assignment.assigned.v1"
     TOPIC = ASSIGNMENTS
@@ -407,20 +419,46 @@ class ProposalAssigned(Event):
     form: AssignmentForm
     lead_unit: UnitRef
     co_units: list[UnitRef] = Field(default_factory=list)
+    split_units: list[UnitRef] = Field(default_factory=list, description="分办: the other units that each reply.")
     reply_due: date
     co_opinion_due: date | None = None
     dispute_until: date
     assigned_at: datetime
 
 
+class AssignmentReassigned(Event):
+    """改办 (重新交办): the dispatcher assigned the proposal to other units, with recomputed deadlines.
+
+    A new `assignment_id` replaces `previous_assignment_id`; units, forms and deadlines read as in
+    `proposalflow.assignment.assigned.v1`, and the deadlines run afresh from `assigned_at`.
+    """
+
+    TYPE = "proposalflow.assignment.reassigned.v1"
+    TOPIC = ASSIGNMENTS
+
+    assignment_id: str
+    previous_assignment_id: str
+    form: AssignmentForm
+    lead_unit: UnitRef
+    co_units: list[UnitRef] = Field(default_factory=list)
+    split_units: list[UnitRef] = Field(default_factory=list)
+    reply_due: date
+    co_opinion_due: date | None = None
+    dispute_until: date
+    assigned_at: datetime
+    reason: str = ""
+
+
 class AssignmentAccepted(Event):
-    """签收: a unit accepted its assignment."""
+    """签收: a unit accepted its assignment, or was deemed to (`deemed`, actor `system`) when the
+    dispute window (异议期) closed without a word from it."""
 
     TYPE = "proposalflow.assignment.accepted.v1"
     TOPIC = ASSIGNMENTS
 
     assignment_id: str
     unit: UnitRef
+    deemed: bool = False
 
 
 class AssignmentDisputed(Event):
@@ -434,6 +472,17 @@ class AssignmentDisputed(Event):
     reason: str
 
 
+class AssignmentDisputeUpheld(Event):
+    """维持交办: the dispatcher kept the assignment despite the dispute; the disputing units handle it."""
+
+    TYPE = "proposalflow.assignment.dispute-upheld.v1"
+    TOPIC = ASSIGNMENTS
+
+    assignment_id: str
+    units: list[UnitRef]
+    note: str = ""
+
+
 class KeyProposalDesignated(Event):
     """重点提案: designated key, with its supervising (督办) and optional leading (领办) leader."""
 
@@ -442,6 +491,7 @@ class KeyProposalDesignated(Event):
 
     supervising_leader: str
     leading_leader: str | None = None
+    series_id: str | None = Field(default=None, description="系列提案: set when designated as a series.")
 
 
 # proposalflow.handling (progress) -----------------------------------------------------------------

@@ -93,7 +93,7 @@ class ServiceRuntime:
         self.processors: list[EventProcessor] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._startup: list[Callable[[AsyncConnection], Awaitable[None]]] = []
-        self._periodic: list[tuple[str, float, Callable[[AsyncConnection], Awaitable[object]]]] = []
+        self._periodic: list[tuple[str, float, Callable[[], Awaitable[None]]]] = []
         self._broker_ready = False
         self._declare_publishers()
 
@@ -203,18 +203,17 @@ class ServiceRuntime:
         """Run `action` in a transaction when the service starts (e.g. seeding a catalog)."""
         self._startup.append(action)
 
-    def every(self, seconds: float, job: Callable[[AsyncConnection], Awaitable[object]], *, name: str) -> None:
-        """Run `job` in its own transaction every `seconds` while the service runs (e.g. closing a
-        window when its time is up). A failing run is logged and the next one tries again; with
-        several replicas every replica runs it, so a job must be safe to run concurrently."""
-        self._periodic.append((name, seconds, job))
+    def every(self, seconds: float, job: Callable[[], Awaitable[None]], *, name: str | None = None) -> None:
+        """Run `job` every `seconds` while the service runs, the first time at start. A failing run is
+        logged and the next one tries again; with several replicas every replica runs it, so a job must be
+        safe to run concurrently (conditional updates, deterministic event ids)."""
+        self._periodic.append((name or getattr(job, "__name__", "job"), seconds, job))
 
-    async def _run_every(self, name: str, seconds: float, job: Callable[[AsyncConnection], Awaitable[object]]) -> None:
+    async def _repeat(self, name: str, seconds: float, job: Callable[[], Awaitable[None]]) -> None:
         while True:
             try:
-                async with self.transaction() as conn:
-                    await job(conn)
-            except Exception:  # a periodic job must survive a bad run
+                await job()
+            except Exception:  # a periodic job must outlive one bad run
                 log.exception("periodic job %s failed; next run in %.0fs", name, seconds)
             await asyncio.sleep(seconds)
 
@@ -223,7 +222,7 @@ class ServiceRuntime:
             async with self.transaction() as conn:
                 await action(conn)
         for name, seconds, job in self._periodic:
-            self._tasks.append(asyncio.create_task(self._run_every(name, seconds, job), name=f"{self.name}-{name}"))
+            self._tasks.append(asyncio.create_task(self._repeat(name, seconds, job), name=f"{self.name}-{name}"))
         self._tasks.append(asyncio.create_task(self._connect_kafka(), name=f"{self.name}-kafka"))
 
     async def stop(self) -> None:

@@ -1,50 +1,242 @@
-"""Assignment's HTTP routes: the units catalog, an assignment, the dispatcher's confirmation (交办)."""
+"""Assignment's HTTP routes: thin. Catalogs (units, leaders), routing rules, assignments and the
+answers to them (交办, 签收, 异议, 改办, 维持), key proposals (重点提案)."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.assignment import service, store
-from services.assignment.domain import Route
-from shared.auth import Caller, require_role
-from shared.events import Role
+from services.assignment import domain, service, store
+from services.assignment.domain import Leader, NotYours, RoutingRules, RuleViolation, StateConflict, Unit, UnitKind
+from services.assignment.service import Clock, Context
+from shared.auth import Caller, Principal, require_role
+from shared.events import AssignmentForm, Role
 from shared.http import Problem, remember_idempotent, replay_idempotent, request_fingerprint
-from shared.policy import Policy, WorkingCalendar
 from shared.runtime import ServiceRuntime
+
+Limit = Annotated[int, Query(ge=1, le=200)]
+Offset = Annotated[int, Query(ge=0)]
+IdempotencyKey = Annotated[str | None, Header(max_length=200)]
 
 
 class Confirmation(BaseModel):
-    """交办确认: confirm the suggestion as it is, or with other units."""
+    """交办确认: confirm the suggestion as it is, or with other units and form."""
 
     model_config = ConfigDict(extra="forbid")
 
-    lead_unit: str | None = Field(default=None, description="Leave empty to keep the suggested lead unit.")
-    co_units: list[str] | None = None
+    lead_unit: str | None = Field(default=None, description="Leave empty to keep the suggested routing.")
+    co_units: list[str] | None = Field(default=None, description="主办+会办: units that send 会办意见 to the lead.")
+    split_units: list[str] | None = Field(default=None, description="分办: other units that each reply.")
+    form: AssignmentForm | None = Field(
+        default=None, description="单办/主办+会办/分办; follows from the units if left out."
+    )
 
 
-def router(runtime: ServiceRuntime, policy: Policy, calendar: WorkingCalendar) -> APIRouter:
+class Reassignment(BaseModel):
+    """改办: the new units, and why."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lead_unit: str
+    co_units: list[str] = Field(default_factory=list)
+    split_units: list[str] = Field(default_factory=list)
+    form: AssignmentForm | None = None
+    reason: str = Field(default="", max_length=2000)
+
+
+class Dispute(BaseModel):
+    """异议: why the unit should not handle this proposal, and who should."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=5, max_length=2000)
+
+
+class Upholding(BaseModel):
+    """维持交办: the dispatcher's note to the disputing unit."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    note: str = Field(default="", max_length=2000)
+
+
+class UnitChanges(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=2, max_length=200)
+    short_name: str | None = Field(default=None, max_length=100)
+    kind: UnitKind | None = None
+    active: bool | None = None
+
+
+class LeaderChanges(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    title: str | None = Field(default=None, min_length=2, max_length=200)
+    active: bool | None = None
+
+
+class KeyDesignation(BaseModel):
+    """重点提案: proposals (or a whole series, 系列提案) with their supervising and leading leaders."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    proposal_ids: list[str] = Field(default_factory=list, max_length=100)
+    series_id: str | None = Field(default=None, max_length=100)
+    supervising_leader: str = Field(description="督办领导 (leader id)")
+    leading_leader: str | None = Field(default=None, description="领办领导 (leader id), optional")
+
+
+def _problem(exc: RuleViolation) -> Problem:
+    status = 403 if isinstance(exc, NotYours) else 409 if isinstance(exc, StateConflict) else 422
+    title = {403: "Forbidden", 409: "Conflict", 422: "Request refused"}[status]
+    return Problem(status, title, exc.message, errors=[{"rule": exc.rule, "message": exc.message}])
+
+
+def router(runtime: ServiceRuntime, ctx: Context, clock: Clock) -> APIRouter:
     routes = APIRouter(tags=["assignment"])
 
-    @routes.get("/units", summary="The units catalog (承办单位)")
-    async def list_units(_principal: Caller) -> dict[str, Any]:
+    async def write(
+        principal: Principal,
+        key: str | None,
+        fingerprint: list[Any],
+        missing: str,
+        action: Callable[[AsyncConnection], Awaitable[Any]],
+        status: int = 200,
+    ) -> Any:
+        """One transaction: replay a repeated Idempotency-Key, else act and remember the answer."""
+        digest = request_fingerprint(fingerprint)
+        async with runtime.transaction() as conn:
+            replay = await replay_idempotent(conn, store.metadata, principal.id, key, digest)
+            if replay is not None:
+                return replay
+            try:
+                body = await action(conn)
+            except service.NotFound as exc:
+                raise Problem(404, "Not found", missing) from exc
+            except RuleViolation as exc:
+                raise _problem(exc) from exc
+            await remember_idempotent(conn, store.metadata, principal.id, key, digest, status, body)
+        return JSONResponse(body, status_code=status)
+
+    async def edit(missing: str, action: Callable[[AsyncConnection], Awaitable[Any]]) -> Any:
+        async with runtime.transaction() as conn:
+            try:
+                return await action(conn)
+            except service.NotFound as exc:
+                raise Problem(404, "Not found", missing) from exc
+            except RuleViolation as exc:
+                raise _problem(exc) from exc
+
+    # Units catalog (承办单位) ----------------------------------------------------------------------
+
+    @routes.get("/units", summary="The units catalog (承办单位)", tags=["catalogs"])
+    async def list_units(
+        principal: Caller, active: bool | None = None, limit: Limit = 100, offset: Offset = 0
+    ) -> dict[str, Any]:
+        require_role(principal, Role.DISPATCHER, Role.COMMITTEE, Role.ADMIN, Role.UNIT, Role.LEADER)
         async with runtime.engine.connect() as conn:
             catalog = await store.unit_catalog(conn)
-        return {"items": list(catalog.values())}
+        items = [unit for unit in catalog.values() if active is None or unit["active"] == active]
+        return {"items": items[offset : offset + limit], "limit": limit, "offset": offset, "total": len(items)}
+
+    @routes.post("/units", status_code=201, summary="Add a unit", tags=["catalogs"])
+    async def create_unit(unit: Unit, principal: Caller, idempotency_key: IdempotencyKey = None) -> Any:
+        require_role(principal, Role.ADMIN)
+        return await write(
+            principal,
+            idempotency_key,
+            ["unit", unit.model_dump()],
+            "",
+            lambda conn: service.create_unit(conn, unit),
+            status=201,
+        )
+
+    @routes.patch("/units/{unit_id}", summary="Change or deactivate a unit", tags=["catalogs"])
+    async def update_unit(unit_id: str, changes: UnitChanges, principal: Caller) -> Any:
+        require_role(principal, Role.ADMIN)
+        values = changes.model_dump(exclude_none=True)
+        return await edit(f"No unit {unit_id}.", lambda conn: service.update_unit(conn, unit_id, values))
+
+    @routes.delete("/units/{unit_id}", status_code=204, summary="Delete an unreferenced unit", tags=["catalogs"])
+    async def delete_unit(unit_id: str, principal: Caller) -> Response:
+        require_role(principal, Role.ADMIN)
+        await edit(f"No unit {unit_id}.", lambda conn: service.delete_unit(conn, unit_id))
+        return Response(status_code=204)
+
+    # Leaders catalog (市领导) ------------------------------------------------------------------------
+
+    @routes.get("/leaders", summary="Leaders who supervise (督办) or lead (领办) key proposals", tags=["catalogs"])
+    async def list_leaders(principal: Caller, limit: Limit = 100, offset: Offset = 0) -> dict[str, Any]:
+        require_role(principal, Role.DISPATCHER, Role.COMMITTEE, Role.ADMIN, Role.LEADER)
+        async with runtime.engine.connect() as conn:
+            items = list((await store.leader_catalog(conn)).values())
+        return {"items": items[offset : offset + limit], "limit": limit, "offset": offset, "total": len(items)}
+
+    @routes.post("/leaders", status_code=201, summary="Add a leader", tags=["catalogs"])
+    async def create_leader(leader: Leader, principal: Caller, idempotency_key: IdempotencyKey = None) -> Any:
+        require_role(principal, Role.ADMIN)
+        return await write(
+            principal,
+            idempotency_key,
+            ["leader", leader.model_dump()],
+            "",
+            lambda conn: service.create_leader(conn, leader),
+            status=201,
+        )
+
+    @routes.patch("/leaders/{leader_id}", summary="Change or deactivate a leader", tags=["catalogs"])
+    async def update_leader(leader_id: str, changes: LeaderChanges, principal: Caller) -> Any:
+        require_role(principal, Role.ADMIN)
+        values = changes.model_dump(exclude_none=True)
+        return await edit(f"No leader {leader_id}.", lambda conn: service.update_leader(conn, leader_id, values))
+
+    # Routing rules (交办规则) ------------------------------------------------------------------------
+
+    @routes.get("/routing-rules", summary="The routing rules (交办规则)", tags=["catalogs"])
+    async def get_rules(principal: Caller) -> dict[str, Any]:
+        require_role(principal, Role.ADMIN, Role.DISPATCHER)
+        async with runtime.engine.connect() as conn:
+            return (await service.routing_rules(conn)).model_dump()
+
+    @routes.put("/routing-rules", summary="Replace the routing rules (validated)", tags=["catalogs"])
+    async def put_rules(rules: RoutingRules, principal: Caller) -> dict[str, Any]:
+        require_role(principal, Role.ADMIN)
+
+        async def save(conn: AsyncConnection) -> dict[str, Any]:
+            await service.save_routing_rules(conn, rules, ctx.policy, principal.as_actor())
+            return rules.model_dump()
+
+        return await edit("No routing rules.", save)  # type: ignore[no-any-return]
+
+    # Assignments (交办) ----------------------------------------------------------------------------
+
+    @routes.get("/assignments", summary="Assignments in force; a unit sees its own")
+    async def list_assignments(
+        principal: Caller, status: str | None = None, limit: Limit = 50, offset: Offset = 0
+    ) -> dict[str, Any]:
+        require_role(principal, Role.DISPATCHER, Role.COMMITTEE, Role.UNIT, Role.ADMIN)
+        unit = principal.unit or "" if principal.role == Role.UNIT else None
+        async with runtime.engine.connect() as conn:
+            rows = await store.list_assignments(conn, status=status, unit=unit, limit=limit, offset=offset)
+        return {"items": [service.assignment_view(row) for row in rows], "limit": limit, "offset": offset}
 
     @routes.get("/assignments/{proposal_id}", summary="The current assignment of a proposal")
     async def get_assignment(proposal_id: str, principal: Caller) -> dict[str, Any]:
         require_role(principal, Role.DISPATCHER, Role.COMMITTEE, Role.UNIT, Role.ADMIN)
         async with runtime.engine.connect() as conn:
             row = await store.current_assignment(conn, proposal_id)
-        visible = row is not None and (
-            principal.role != Role.UNIT or principal.unit in [row["lead_unit"], *row["co_units"]]
-        )
-        if row is None or not visible:
-            raise Problem(404, "Not found", f"No assignment of proposal {proposal_id} that you may see.")
-        return service.assignment_view(row)
+            visible = row is not None and (principal.role != Role.UNIT or principal.unit in service.route_of(row).units)
+            if row is None or not visible:
+                raise Problem(404, "Not found", f"No assignment of proposal {proposal_id} that you may see.")
+            return await service.view(conn, proposal_id)
+
+    missing = "No assignment of proposal {} yet; it is routed once filed."
 
     @routes.post("/assignments/{proposal_id}/confirm", summary="Confirm the routing (交办)")
     async def confirm(
@@ -52,26 +244,131 @@ def router(runtime: ServiceRuntime, policy: Policy, calendar: WorkingCalendar) -
         body: Confirmation,
         request: Request,
         principal: Caller,
-        idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+        idempotency_key: IdempotencyKey = None,
     ) -> Any:
         require_role(principal, Role.DISPATCHER)
-        fingerprint = request_fingerprint(["confirm", proposal_id, body.model_dump()])
-        async with runtime.transaction() as conn:
-            replay = await replay_idempotent(conn, store.metadata, principal.id, idempotency_key, fingerprint)
-            if replay is not None:
-                return replay
+
+        async def act(conn: AsyncConnection) -> dict[str, Any]:
             override = None
             if body.lead_unit is not None:
-                override = Route(body.lead_unit, tuple(body.co_units or ()), ("交办机关调整",))
-            try:
-                view = await service.assign(
-                    conn, proposal_id, override, principal.as_actor(), request.state.correlation_id, policy, calendar
+                override = domain.route_of_form(
+                    body.form, body.lead_unit, body.co_units or [], body.split_units or [], ("交办机关调整",)
                 )
-            except service.NotFound as exc:
-                raise Problem(404, "Not found", f"No routing suggestion for proposal {proposal_id} yet.") from exc
-            except service.Conflict as exc:
-                raise Problem(409, "Conflict", str(exc)) from exc
-            await remember_idempotent(conn, store.metadata, principal.id, idempotency_key, fingerprint, 200, view)
-        return view
+            elif body.co_units is not None or body.split_units is not None or body.form is not None:
+                raise RuleViolation("override_names_lead", "to change the routing, give lead_unit too")
+            return await service.assign(
+                conn, proposal_id, override, principal.as_actor(), request.state.correlation_id, ctx, clock()
+            )
+
+        fingerprint = ["confirm", proposal_id, body.model_dump(mode="json")]
+        return await write(principal, idempotency_key, fingerprint, missing.format(proposal_id), act)
+
+    @routes.post("/assignments/{proposal_id}/accept", summary="Accept the assignment (签收), by a unit of it")
+    async def accept(
+        proposal_id: str, request: Request, principal: Caller, idempotency_key: IdempotencyKey = None
+    ) -> Any:
+        require_role(principal, Role.UNIT)
+
+        async def act(conn: AsyncConnection) -> dict[str, Any]:
+            return await service.respond(
+                conn,
+                proposal_id,
+                principal.as_actor(),
+                dispute_reason=None,
+                correlation_id=request.state.correlation_id,
+                ctx=ctx,
+                now=clock(),
+            )
+
+        return await write(principal, idempotency_key, ["accept", proposal_id], missing.format(proposal_id), act)
+
+    @routes.post("/assignments/{proposal_id}/dispute", summary="Dispute the assignment (异议), within the window")
+    async def dispute(
+        proposal_id: str, body: Dispute, request: Request, principal: Caller, idempotency_key: IdempotencyKey = None
+    ) -> Any:
+        require_role(principal, Role.UNIT)
+
+        async def act(conn: AsyncConnection) -> dict[str, Any]:
+            return await service.respond(
+                conn,
+                proposal_id,
+                principal.as_actor(),
+                dispute_reason=body.reason,
+                correlation_id=request.state.correlation_id,
+                ctx=ctx,
+                now=clock(),
+            )
+
+        fingerprint = ["dispute", proposal_id, body.model_dump()]
+        return await write(principal, idempotency_key, fingerprint, missing.format(proposal_id), act)
+
+    @routes.post("/assignments/{proposal_id}/reassign", summary="Reassign to other units (改办)")
+    async def reassign(
+        proposal_id: str,
+        body: Reassignment,
+        request: Request,
+        principal: Caller,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Any:
+        require_role(principal, Role.DISPATCHER)
+
+        async def act(conn: AsyncConnection) -> dict[str, Any]:
+            route = domain.route_of_form(body.form, body.lead_unit, body.co_units, body.split_units)
+            return await service.reassign(
+                conn, proposal_id, route, body.reason, principal.as_actor(), request.state.correlation_id, ctx, clock()
+            )
+
+        fingerprint = ["reassign", proposal_id, body.model_dump(mode="json")]
+        return await write(principal, idempotency_key, fingerprint, missing.format(proposal_id), act)
+
+    @routes.post("/assignments/{proposal_id}/uphold", summary="Keep the assignment despite the dispute (维持)")
+    async def uphold(
+        proposal_id: str, body: Upholding, request: Request, principal: Caller, idempotency_key: IdempotencyKey = None
+    ) -> Any:
+        require_role(principal, Role.DISPATCHER)
+
+        async def act(conn: AsyncConnection) -> dict[str, Any]:
+            return await service.uphold(
+                conn, proposal_id, body.note, principal.as_actor(), request.state.correlation_id, ctx, clock()
+            )
+
+        fingerprint = ["uphold", proposal_id, body.model_dump()]
+        return await write(principal, idempotency_key, fingerprint, missing.format(proposal_id), act)
+
+    # Key proposals (重点提案) ------------------------------------------------------------------------
+
+    @routes.post(
+        "/key-proposals", status_code=201, summary="Designate key proposals (重点提案)", tags=["key proposals"]
+    )
+    async def designate(
+        body: KeyDesignation, request: Request, principal: Caller, idempotency_key: IdempotencyKey = None
+    ) -> Any:
+        require_role(principal, Role.COMMITTEE)
+
+        async def act(conn: AsyncConnection) -> dict[str, Any]:
+            items = await service.designate_key(
+                conn,
+                proposal_ids=body.proposal_ids,
+                series_id=body.series_id,
+                supervising_leader=body.supervising_leader,
+                leading_leader=body.leading_leader,
+                actor=principal.as_actor(),
+                correlation_id=request.state.correlation_id,
+                now=clock(),
+            )
+            return {"items": items}
+
+        fingerprint = ["key", body.model_dump()]
+        return await write(principal, idempotency_key, fingerprint, "", act, status=201)
+
+    @routes.get(
+        "/key-proposals", summary="Key proposals; a leader sees those it supervises or leads", tags=["key proposals"]
+    )
+    async def list_key(principal: Caller, limit: Limit = 50, offset: Offset = 0) -> dict[str, Any]:
+        require_role(principal, Role.COMMITTEE, Role.DISPATCHER, Role.ADMIN, Role.LEADER)
+        leader = principal.id if principal.role == Role.LEADER else None
+        async with runtime.engine.connect() as conn:
+            rows = await store.key_designations(conn, leader=leader, limit=limit, offset=offset)
+        return {"items": [service.key_view(row) for row in rows], "limit": limit, "offset": offset}
 
     return routes

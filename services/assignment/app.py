@@ -3,14 +3,28 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.assignment import api, handlers, service, store
+from services.assignment.service import Clock, Context, Router, system_clock
 from shared import events
 from shared.policy import WorkingCalendar, load_policy
 from shared.runtime import ServiceRuntime
 
 
-def build() -> tuple[ServiceRuntime, FastAPI]:
+class AssignmentSettings(BaseSettings):
+    """`PROPOSALFLOW_ASSIGNMENT_*` beside the common service settings."""
+
+    model_config = SettingsConfigDict(env_prefix="PROPOSALFLOW_ASSIGNMENT_", extra="ignore")
+
+    sweep_interval_s: float = Field(default=60.0, gt=0, description="How often lapsed dispute windows are settled.")
+    learning_refresh_s: float = Field(default=600.0, gt=0, description="How often the learned ranking is rebuilt.")
+
+
+def build(clock: Clock = system_clock) -> tuple[ServiceRuntime, FastAPI]:
+    settings = AssignmentSettings()
     runtime = ServiceRuntime(
         name="assignment",
         metadata=store.metadata,
@@ -19,23 +33,42 @@ def build() -> tuple[ServiceRuntime, FastAPI]:
             events.ProposalAssigned,
             events.AssignmentAccepted,
             events.AssignmentDisputed,
+            events.AssignmentDisputeUpheld,
+            events.AssignmentReassigned,
             events.KeyProposalDesignated,
         ],
     )
     policy = load_policy(runtime.common.policy_file)
-    calendar = WorkingCalendar.from_policy(policy)
+    ctx = Context(policy, WorkingCalendar.from_policy(policy), Router.from_labelled_set())
     table = service.load_routing()
     runtime.consume(
         [events.PROPOSALS],
-        handlers.proposals_handler(table, policy, calendar),
+        handlers.proposals_handler(ctx, clock),
         description="Filed proposals to route to their units.",
     )
-    runtime.on_startup(lambda conn: service.seed_units(conn, table))
+
+    async def seed_and_learn(conn: AsyncConnection) -> None:
+        await service.seed(conn, table)
+        await ctx.router.refresh(conn)
+
+    async def sweep() -> None:
+        async with runtime.transaction() as conn:
+            await service.accept_lapsed(conn, ctx, clock())
+
+    async def relearn() -> None:
+        async with runtime.engine.connect() as conn:
+            await ctx.router.refresh(conn)
+
+    runtime.on_startup(seed_and_learn)
+    runtime.every(settings.sweep_interval_s, sweep)
+    runtime.every(settings.learning_refresh_s, relearn)
     app = runtime.http_app(
-        [api.router(runtime, policy, calendar)],
+        [api.router(runtime, ctx, clock)],
         title="ProposalFlow assignment",
         description="Routing of filed proposals to lead and co-handling units (交办), disputes, key proposals.",
     )
+    app.state.sweep = sweep
+    app.state.seed_and_learn = seed_and_learn
     return runtime, app
 
 

@@ -1,24 +1,79 @@
-"""Assignment rules (交办): routing a filed proposal to its units, and its deadlines. Pure: no I/O."""
+"""Assignment rules (交办): routing a filed proposal to its units, the forms of assignment, disputes
+(异议), key proposals (重点提案) and the deadlines an assignment carries. Pure: no I/O, no clock."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from enum import StrEnum
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from services.assignment.learning import Ranking
 from shared.events import AssignmentForm
 from shared.policy import Policy, WorkingCalendar, deadline_for
 
+UnitKind = Literal["bureau", "town", "street", "other"]
+"""市直单位 (bureau), 镇 (town), 街道 (street), other (党委部门, 园区管委会…)."""
+
+
+class RuleViolation(Exception):
+    """A request that breaks a named rule; the message says which and what to do instead."""
+
+    def __init__(self, rule: str, message: str) -> None:
+        super().__init__(message)
+        self.rule = rule
+        self.message = message
+
+
+class StateConflict(RuleViolation):
+    """The request is fine but the assignment is not in a state that allows it."""
+
+
+class NotYours(RuleViolation):
+    """The caller may not act on this assignment."""
+
+
+class AssignmentStatus(StrEnum):
+    """Where an assignment stands."""
+
+    SUGGESTED = "suggested"  # 交办建议, awaiting the dispatcher (confirm mode)
+    ASSIGNED = "assigned"  # 已交办, within the dispute window
+    DISPUTED = "disputed"  # 有异议, awaiting the dispatcher
+    ACCEPTED = "accepted"  # 已签收: every unit accepted, was upheld, or the window closed
+    SUPERSEDED = "superseded"  # 已改办: replaced by a reassignment
+
+
+class UnitResponse(StrEnum):
+    """What one unit of an assignment said."""
+
+    ACCEPTED = "accepted"  # 签收 (or deemed, when the window closed)
+    DISPUTED = "disputed"  # 异议
+    UPHELD = "upheld"  # 异议未获支持: the dispatcher kept the assignment
+
 
 class Unit(BaseModel):
-    """承办单位."""
+    """承办单位: contacts are notify's directory, not kept here."""
 
-    id: str
-    name: str
-    short_name: str = ""
-    kind: str = "bureau"
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{1,99}$")
+    name: str = Field(min_length=2, max_length=200)
+    short_name: str = Field(default="", max_length=100)
+    kind: UnitKind = "bureau"
+    active: bool = True
+
+
+class Leader(BaseModel):
+    """市领导: a supervising (督办) or leading (领办) leader of key proposals, named by title."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=r"^leader-[a-z0-9-]{1,90}$")
+    title: str = Field(min_length=2, max_length=200, description="e.g. 市政协主席, 副市长(分管教育)")
+    active: bool = True
 
 
 class RoutingRule(BaseModel):
@@ -31,40 +86,165 @@ class RoutingRule(BaseModel):
     co: list[str] = Field(default_factory=list)
 
 
-class RoutingTable(BaseModel):
-    """The units catalog seed and the routing rules."""
+class RoutingRules(BaseModel):
+    """交办规则 as admins edit them: keyword rules, each category's default unit, the fallback."""
 
     model_config = ConfigDict(extra="forbid")
 
-    units: list[Unit]
     rules: list[RoutingRule] = Field(default_factory=list)
     category_defaults: dict[str, str] = Field(default_factory=dict)
     fallback: str
 
 
+class RoutingTable(RoutingRules):
+    """The seed file: the units catalog, the leaders and the routing rules."""
+
+    units: list[Unit]
+    leaders: list[Leader] = Field(default_factory=list)
+
+    def rules_only(self) -> RoutingRules:
+        return RoutingRules(rules=self.rules, category_defaults=self.category_defaults, fallback=self.fallback)
+
+
+def rules_must_name_known_units(rules: RoutingRules, active_units: Sequence[str], categories: Sequence[str]) -> None:
+    """Routing rules may only route to active units of the catalog, and only for the policy's categories."""
+    problems = []
+    for index, rule in enumerate(rules.rules):
+        unknown = [unit for unit in (rule.lead, *rule.co) if unit not in active_units]
+        if unknown:
+            problems.append(f"rules[{index}] names unknown or inactive unit(s) {', '.join(unknown)}")
+        if rule.lead in rule.co:
+            problems.append(f"rules[{index}]: the lead unit {rule.lead} cannot also be a co-handling unit")
+    for category, unit in rules.category_defaults.items():
+        if category not in categories:
+            problems.append(f"category_defaults: {category!r} is not a policy category ({', '.join(categories)})")
+        if unit not in active_units:
+            problems.append(f"category_defaults[{category}] names unknown or inactive unit {unit}")
+    if rules.fallback not in active_units:
+        problems.append(f"fallback names unknown or inactive unit {rules.fallback}")
+    if problems:
+        raise RuleViolation("routing_rules_valid", "; ".join(problems))
+
+
 @dataclass(frozen=True)
 class Route:
-    """A suggested routing, with the reasons a dispatcher sees."""
+    """A routing: the lead unit, co-handling (会办) or split (分办) units, and the reasons a dispatcher sees."""
 
     lead: str
     co: tuple[str, ...] = ()
     reasons: tuple[str, ...] = field(default_factory=tuple)
+    split: tuple[str, ...] = ()
 
     @property
     def form(self) -> AssignmentForm:
+        if self.split:
+            return AssignmentForm.SPLIT
         return AssignmentForm.LEAD_CO if self.co else AssignmentForm.SINGLE
 
+    @property
+    def units(self) -> tuple[str, ...]:
+        """Every unit of the assignment, the lead first: each may accept or dispute."""
+        return (self.lead, *self.co, *self.split)
 
-def suggest_route(title: str, body: str, category: str, table: RoutingTable) -> Route:
-    """First rule with a keyword in the title or body; else the category's default unit."""
+
+def route_of_form(
+    form: AssignmentForm | None, lead: str, co: Sequence[str], split: Sequence[str], reasons: Sequence[str] = ()
+) -> Route:
+    """交办形式 must match its units: 单办 one unit; 主办+会办 a lead and at least one co-handling
+    unit; 分办 at least two units that each reply. Without a form, it follows from the units given."""
+    units = [lead, *co, *split]
+    repeated = sorted({unit for unit in units if units.count(unit) > 1})
+    if repeated:
+        raise RuleViolation(
+            "units_distinct", f"a unit takes one part in an assignment; repeated: {', '.join(repeated)}"
+        )
+    route = Route(lead, tuple(co), tuple(reasons), tuple(split))
+    if form is None:
+        if co and split:
+            raise RuleViolation("form_matches_units", "give co_units (主办+会办) or split_units (分办), not both")
+        return route
+    expected = {
+        AssignmentForm.SINGLE: "单办 takes the lead unit only: leave co_units and split_units empty",
+        AssignmentForm.LEAD_CO: "主办+会办 needs at least one co_unit and no split_units",
+        AssignmentForm.SPLIT: "分办 needs at least one split_unit beside the lead unit and no co_units",
+    }
+    if route.form != form or (co and split):
+        raise RuleViolation("form_matches_units", expected[form])
+    return route
+
+
+def _keyword_hits(rule: RoutingRule, text: str) -> list[str]:
+    return [keyword for keyword in rule.keywords if keyword in text]
+
+
+def suggest_route(title: str, body: str, category: str, table: RoutingRules) -> Route:
+    """Rules only: the first rule with a keyword in the title or body; else the category's default unit."""
     text = f"{title}\n{body}"
     for rule in table.rules:
-        hits = [keyword for keyword in rule.keywords if keyword in text]
+        hits = _keyword_hits(rule, text)
         if hits:
             return Route(rule.lead, tuple(rule.co), (f"关键词: {', '.join(hits)}",))
     if category in table.category_defaults:
         return Route(table.category_defaults[category], (), (f"类别默认: {category}",))
     return Route(table.fallback, (), ("无匹配规则, 默认承办单位",))
+
+
+def rules_ranking(title: str, body: str, category: str, table: RoutingRules) -> list[str]:
+    """Rules only, as a ranking of lead units: every matching rule in order, the category default, the fallback."""
+    text = f"{title}\n{body}"
+    ranked = [rule.lead for rule in table.rules if _keyword_hits(rule, text)]
+    if category in table.category_defaults:
+        ranked.append(table.category_defaults[category])
+    ranked.append(table.fallback)
+    return list(dict.fromkeys(ranked))
+
+
+MIN_LEARNED_SIMILARITY = 0.12
+"""Below this cosine similarity to every unit's past proposals, the learned ranking has nothing to say."""
+CONFIDENT_SIMILARITY = 0.25
+CONFIDENT_MARGIN = 0.05
+"""The learned ranking overrules a keyword in the title when its top unit is this similar and this far
+ahead of the next: similar past proposals were led by one unit, whatever the keyword suggests."""
+
+
+def combined_route(
+    title: str, body: str, category: str, table: RoutingRules, ranking: Ranking, names: Mapping[str, str]
+) -> tuple[Route, list[str]]:
+    """交办建议: rules and the ranking learned from past assignments, combined; with the full ranking.
+
+    In order: the learned ranking when it is confident (past proposals this similar were led by one
+    unit, e.g. a town's own matter that mentions 学位 or 交通); a keyword in the title; the learned
+    ranking when it has anything to say, since a keyword only in the body is often incidental; a
+    keyword in the body; the category default. The reasons show both the rule and the learned ranking.
+    """
+    learned = [(unit, score) for unit, score in ranking if unit in names]
+    top = ", ".join(f"{names[unit]} {score:.2f}" for unit, score in learned[:3])
+    learned_reason = f"相似历史提案: {top}" if learned else "相似历史提案: 无"
+    title_rule = next((rule for rule in table.rules if _keyword_hits(rule, title)), None)
+    body_rule = next((rule for rule in table.rules if _keyword_hits(rule, f"{title}\n{body}")), None)
+    confident = bool(learned) and learned[0][1] >= CONFIDENT_SIMILARITY
+    if confident and len(learned) > 1:
+        confident = learned[0][1] - learned[1][1] >= CONFIDENT_MARGIN
+    keyword_rule = title_rule or body_rule
+    if confident:
+        lead = learned[0][0]
+        co = tuple(keyword_rule.co) if keyword_rule is not None and keyword_rule.lead == lead else ()
+        route = Route(lead, co, (f"相似历史提案多由{names[lead]}主办",))
+    elif title_rule is not None:
+        route = Route(
+            title_rule.lead, tuple(title_rule.co), (f"标题关键词: {', '.join(_keyword_hits(title_rule, title))}",)
+        )
+    elif learned and learned[0][1] >= MIN_LEARNED_SIMILARITY:
+        lead = learned[0][0]
+        co = tuple(keyword_rule.co) if keyword_rule is not None and keyword_rule.lead == lead else ()
+        route = Route(lead, co, (f"相似历史提案多由{names[lead]}主办",))
+    elif body_rule is not None:
+        route = Route(body_rule.lead, tuple(body_rule.co), (f"关键词: {', '.join(_keyword_hits(body_rule, body))}",))
+    else:
+        route = suggest_route(title, body, category, table)
+    ranked = [route.lead, *(unit for unit, _ in learned)]
+    ranked += rules_ranking(title, body, category, table)
+    return Route(route.lead, route.co, (*route.reasons, learned_reason)), list(dict.fromkeys(ranked))
 
 
 @dataclass(frozen=True)
@@ -77,6 +257,8 @@ class Deadlines:
 
 
 def deadlines(assigned_at: datetime, route_has_co_units: bool, policy: Policy, calendar: WorkingCalendar) -> Deadlines:
+    """办复期限, 会办意见期限 (only with co-handling units) and 异议期, all by the policy's one deadline
+    function from the moment of 交办; a reassignment starts them again."""
     return Deadlines(
         reply_due=deadline_for(policy, "reply_deadline", assigned_at, calendar),
         co_opinion_due=deadline_for(policy, "co_opinion_deadline", assigned_at, calendar)
@@ -86,7 +268,85 @@ def deadlines(assigned_at: datetime, route_has_co_units: bool, policy: Policy, c
     )
 
 
-def units_must_exist(unit_ids: Sequence[str], catalog: Mapping[str, object]) -> None:
+def units_must_be_active(unit_ids: Sequence[str], catalog: Mapping[str, Mapping[str, object]]) -> None:
+    """Only active units of the catalog are assigned."""
     unknown = [unit_id for unit_id in unit_ids if unit_id not in catalog]
     if unknown:
-        raise ValueError(f"unknown unit(s): {', '.join(unknown)}")
+        raise RuleViolation("unit_in_catalog", f"unknown unit(s): {', '.join(unknown)}; see GET /units")
+    inactive = [unit_id for unit_id in unit_ids if not catalog[unit_id]["active"]]
+    if inactive:
+        raise RuleViolation("unit_active", f"unit(s) {', '.join(inactive)} are deactivated; choose active units")
+
+
+def dispute_window_open(dispute_until: date, today: date) -> bool:
+    """异议期: a unit may dispute up to and including the last day of the window."""
+    return today <= dispute_until
+
+
+def confirm_only_suggested(status: AssignmentStatus) -> None:
+    if status != AssignmentStatus.SUGGESTED:
+        raise StateConflict("confirm_only_suggested", f"the assignment is already {status.value}; use reassign")
+
+
+def unit_may_respond(
+    unit: str | None,
+    route: Route,
+    status: AssignmentStatus,
+    responses: Mapping[str, UnitResponse],
+    dispute_until: date,
+    today: date,
+) -> str:
+    """A unit accepts or disputes its own assignment, once, within the dispute window (异议期)."""
+    if unit is None or unit not in route.units:
+        raise NotYours("unit_acts_on_own_assignment", "only a unit of this assignment may accept or dispute it")
+    if status not in (AssignmentStatus.ASSIGNED, AssignmentStatus.DISPUTED):
+        raise StateConflict("assignment_awaits_response", f"the assignment is {status.value}; nothing to answer")
+    if unit in responses:
+        raise StateConflict("unit_responds_once", f"unit {unit} already answered: {responses[unit].value}")
+    if not dispute_window_open(dispute_until, today):
+        raise StateConflict(
+            "dispute_window_open",
+            f"the dispute window closed on {dispute_until.isoformat()}; the assignment counts as accepted",
+        )
+    return unit
+
+
+def reassign_before_acceptance(status: AssignmentStatus) -> None:
+    """改办: the dispatcher reassigns an assignment that is not yet accepted (or settled by upholding)."""
+    if status not in (AssignmentStatus.ASSIGNED, AssignmentStatus.DISPUTED):
+        raise StateConflict(
+            "reassign_before_acceptance", f"the assignment is {status.value}; only an assigned or disputed one"
+        )
+
+
+def uphold_only_disputed(status: AssignmentStatus) -> None:
+    if status != AssignmentStatus.DISPUTED:
+        raise StateConflict("uphold_only_disputed", f"the assignment is {status.value}; there is no dispute to settle")
+
+
+def settled_status(route: Route, responses: Mapping[str, UnitResponse], window_open: bool) -> AssignmentStatus:
+    """A dispute waits for the dispatcher; else accepted once every unit answered or the window closed."""
+    if any(response == UnitResponse.DISPUTED for response in responses.values()):
+        return AssignmentStatus.DISPUTED
+    if all(unit in responses for unit in route.units) or not window_open:
+        return AssignmentStatus.ACCEPTED
+    return AssignmentStatus.ASSIGNED
+
+
+def silent_units(route: Route, responses: Mapping[str, UnitResponse]) -> list[str]:
+    """Units that said nothing: when the window closes they are deemed to accept (视为接受)."""
+    return [unit for unit in route.units if unit not in responses]
+
+
+def key_designation_target(proposal_ids: Sequence[str], series_id: str | None) -> None:
+    """重点提案 are designated one by one or as a series (系列提案), not both at once."""
+    if bool(proposal_ids) == bool(series_id):
+        raise RuleViolation("key_target_one_of", "give proposal_ids or series_id, exactly one of them")
+
+
+def leaders_must_be_active(leader_ids: Sequence[str], catalog: Mapping[str, Mapping[str, object]]) -> None:
+    unknown = [leader for leader in leader_ids if leader not in catalog or not catalog[leader]["active"]]
+    if unknown:
+        raise RuleViolation(
+            "leader_in_catalog", f"unknown or inactive leader(s): {', '.join(unknown)}; see GET /leaders"
+        )

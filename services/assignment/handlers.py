@@ -5,19 +5,18 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.assignment import service
-from services.assignment.domain import RoutingTable
+from services.assignment.service import Clock, Context
 from shared.envelope import Envelope
 from shared.events import ProposalFiled, ProposalSubmitted, parse_message
 from shared.messaging import Handler, Record
-from shared.policy import Policy, WorkingCalendar
 
 
-def proposals_handler(table: RoutingTable, policy: Policy, calendar: WorkingCalendar) -> Handler:
+def proposals_handler(ctx: Context, clock: Clock) -> Handler:
     async def on_proposal_event(conn: AsyncConnection, envelope: Envelope, _record: Record) -> None:
         event = parse_message(envelope.type, envelope.data)
         if isinstance(event, ProposalSubmitted):
             await service.on_submitted(conn, event)
         elif isinstance(event, ProposalFiled):
-            await service.on_filed(conn, event, table, policy, calendar)
+            await service.on_filed(conn, event, ctx, clock())
 
     return on_proposal_event

@@ -1,10 +1,24 @@
-"""Assignment's tables: units catalog, filed proposals it must route, assignments."""
+"""Assignment's tables: units and leaders catalogs, routing rules, the proposals it routes,
+assignments, units' responses (签收/异议) and key-proposal designations (重点提案)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import JSON, Column, Date, String, Table, Text, select
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Date,
+    ForeignKey,
+    Integer,
+    String,
+    Table,
+    Text,
+    select,
+    true,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.db import UTCDateTime, add_plumbing_tables, new_metadata
@@ -19,7 +33,26 @@ units = Table(
     Column("name", String(200), nullable=False),
     Column("short_name", String(100), nullable=False),
     Column("kind", String(30), nullable=False),
+    Column("active", Boolean, nullable=False, server_default=true()),
 )
+
+leaders = Table(
+    "leaders",
+    metadata,
+    Column("id", String(100), primary_key=True),
+    Column("title", String(200), nullable=False),
+    Column("active", Boolean, nullable=False),
+)
+
+routing_config = Table(
+    "routing_config",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("document", JSON, nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    Column("updated_by", String(200), nullable=False),
+)
+"""One row: the routing rules as admins last saved them (seeded from units.yaml)."""
 
 proposals = Table(
     "proposals",
@@ -29,6 +62,8 @@ proposals = Table(
     Column("body", Text, nullable=False),
     Column("category", String(50), nullable=False),
     Column("status", String(20), nullable=False),
+    Column("series_id", String(100), nullable=True, index=True),
+    Column("suggestions", JSON, nullable=True),
 )
 
 assignments = Table(
@@ -46,6 +81,32 @@ assignments = Table(
     Column("dispute_until", Date, nullable=True),
     Column("suggested_at", UTCDateTime(), nullable=False),
     Column("assigned_at", UTCDateTime(), nullable=True),
+    Column("split_units", JSON, nullable=True),
+    Column("previous_assignment_id", String(100), nullable=True),
+)
+
+unit_responses = Table(
+    "unit_responses",
+    metadata,
+    Column("assignment_id", String(100), ForeignKey("assignments.id"), primary_key=True),
+    Column("unit", String(100), primary_key=True),
+    Column("response", String(20), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("deemed", Boolean, nullable=False),
+    Column("actor_id", String(200), nullable=False),
+    Column("at", UTCDateTime(), nullable=False),
+)
+"""One answer per unit and assignment: the primary key is the rule that a unit answers once."""
+
+key_proposals = Table(
+    "key_proposals",
+    metadata,
+    Column("proposal_id", String(100), primary_key=True),
+    Column("series_id", String(100), nullable=True),
+    Column("supervising_leader", String(100), nullable=False),
+    Column("leading_leader", String(100), nullable=True),
+    Column("designated_by", String(200), nullable=False),
+    Column("designated_at", UTCDateTime(), nullable=False),
 )
 
 
@@ -54,7 +115,18 @@ async def unit_catalog(conn: AsyncConnection) -> dict[str, dict[str, Any]]:
     return {row["id"]: dict(row) for row in rows}
 
 
+async def leader_catalog(conn: AsyncConnection) -> dict[str, dict[str, Any]]:
+    rows = (await conn.execute(select(leaders).order_by(leaders.c.id))).mappings().all()
+    return {row["id"]: dict(row) for row in rows}
+
+
+async def routing_document(conn: AsyncConnection) -> dict[str, Any] | None:
+    row = (await conn.execute(select(routing_config.c.document).where(routing_config.c.id == 1))).first()
+    return dict(row[0]) if row else None
+
+
 async def current_assignment(conn: AsyncConnection, proposal_id: str) -> dict[str, Any] | None:
+    """The assignment in force: the latest one (a reassignment supersedes the one before)."""
     row = (
         (
             await conn.execute(
@@ -70,6 +142,67 @@ async def current_assignment(conn: AsyncConnection, proposal_id: str) -> dict[st
     return dict(row) if row else None
 
 
+async def list_assignments(
+    conn: AsyncConnection, *, status: str | None, unit: str | None, limit: int, offset: int
+) -> list[dict[str, Any]]:
+    """Assignments in force (not superseded), newest first; for a unit, only those naming it."""
+    query = select(assignments).where(assignments.c.status != "superseded")
+    if status:
+        query = query.where(assignments.c.status == status)
+    query = query.order_by(assignments.c.suggested_at.desc(), assignments.c.id)
+    rows = [dict(row) for row in (await conn.execute(query)).mappings()]
+    if unit is not None:
+        # Units are in JSON lists, so the filter is in Python; a unit sees a few dozen a year.
+        rows = [row for row in rows if unit in [row["lead_unit"], *row["co_units"], *(row["split_units"] or [])]]
+    return rows[offset : offset + limit]
+
+
+async def responses_of(conn: AsyncConnection, assignment_id: str) -> dict[str, dict[str, Any]]:
+    query = select(unit_responses).where(unit_responses.c.assignment_id == assignment_id)
+    return {row["unit"]: dict(row) for row in (await conn.execute(query)).mappings()}
+
+
+async def open_windows_closed_before(conn: AsyncConnection, day: Any) -> list[dict[str, Any]]:
+    """Assignments awaiting answers whose dispute window ended before `day`."""
+    query = (
+        select(assignments)
+        .where(assignments.c.status.in_(["assigned", "disputed"]))
+        .where(assignments.c.dispute_until < day)
+        .order_by(assignments.c.dispute_until, assignments.c.id)
+    )
+    return [dict(row) for row in (await conn.execute(query)).mappings()]
+
+
 async def get_proposal(conn: AsyncConnection, proposal_id: str) -> dict[str, Any] | None:
     row = (await conn.execute(select(proposals).where(proposals.c.id == proposal_id))).mappings().first()
     return dict(row) if row else None
+
+
+async def proposals_in(conn: AsyncConnection, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    rows = (await conn.execute(select(proposals).where(proposals.c.id.in_(list(ids))))).mappings()
+    return {row["id"]: dict(row) for row in rows}
+
+
+async def proposals_of_series(conn: AsyncConnection, series_id: str) -> list[dict[str, Any]]:
+    query = select(proposals).where(proposals.c.series_id == series_id).order_by(proposals.c.id)
+    return [dict(row) for row in (await conn.execute(query)).mappings()]
+
+
+async def key_designations(
+    conn: AsyncConnection, *, leader: str | None, limit: int, offset: int
+) -> list[dict[str, Any]]:
+    query = select(key_proposals)
+    if leader is not None:
+        query = query.where((key_proposals.c.supervising_leader == leader) | (key_proposals.c.leading_leader == leader))
+    query = query.order_by(key_proposals.c.designated_at.desc(), key_proposals.c.proposal_id)
+    return [dict(row) for row in (await conn.execute(query.limit(limit).offset(offset))).mappings()]
+
+
+async def learned_history(conn: AsyncConnection) -> list[dict[str, Any]]:
+    """Past assignments confirmed by the dispatcher or accepted: proposal text and lead unit."""
+    query = (
+        select(proposals.c.title, proposals.c.body, proposals.c.suggestions, assignments.c.lead_unit)
+        .join(assignments, assignments.c.proposal_id == proposals.c.id)
+        .where(assignments.c.status.in_(["assigned", "accepted"]))
+    )
+    return [dict(row) for row in (await conn.execute(query)).mappings()]

@@ -41,8 +41,9 @@ def build(clock: Clock = service.system_clock) -> tuple[ServiceRuntime, FastAPI]
         description="Submission commands (提交提案) from member portals and the CPPCC platform.",
     )
 
-    async def close_cosign_windows(conn: AsyncConnection) -> None:
-        await service.close_cosign_windows(conn, policy, now=clock())
+    async def close_cosign_windows() -> None:
+        async with runtime.transaction() as conn:
+            await service.close_cosign_windows(conn, policy, now=clock())
 
     runtime.every(COSIGN_SWEEP_INTERVAL_S, close_cosign_windows, name="cosign-sweep")
     app = runtime.http_app(
