@@ -93,6 +93,7 @@ class ServiceRuntime:
         self.processors: list[EventProcessor] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._startup: list[Callable[[AsyncConnection], Awaitable[None]]] = []
+        self._periodic: list[tuple[float, Callable[[], Awaitable[None]]]] = []
         self._broker_ready = False
         self._declare_publishers()
 
@@ -202,10 +203,24 @@ class ServiceRuntime:
         """Run `action` in a transaction when the service starts (e.g. seeding a catalog)."""
         self._startup.append(action)
 
+    def every(self, seconds: float, job: Callable[[], Awaitable[None]]) -> None:
+        """Run `job` every `seconds` while the service runs; a failure is logged and retried next time."""
+        self._periodic.append((seconds, job))
+
+    async def _repeat(self, seconds: float, job: Callable[[], Awaitable[None]]) -> None:
+        while True:
+            try:
+                await job()
+            except Exception:  # a periodic job must outlive one bad run
+                log.exception("periodic job %s failed; retrying in %.0fs", getattr(job, "__name__", job), seconds)
+            await asyncio.sleep(seconds)
+
     async def start(self) -> None:
         for action in self._startup:
             async with self.transaction() as conn:
                 await action(conn)
+        for seconds, job in self._periodic:
+            self._tasks.append(asyncio.create_task(self._repeat(seconds, job), name=f"{self.name}-periodic"))
         self._tasks.append(asyncio.create_task(self._connect_kafka(), name=f"{self.name}-kafka"))
 
     async def stop(self) -> None:
