@@ -26,6 +26,7 @@ from shared.runtime import ServiceRuntime
 
 SEES_ALL = (Role.COMMITTEE, Role.DISPATCHER, Role.ADMIN)
 Clock = Callable[[], datetime]
+IdempotencyKey = Annotated[str | None, Header(max_length=200)]
 
 
 class CoOpinion(BaseModel):
@@ -137,8 +138,6 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         dossier = await store.load_dossier(conn, proposal_id)
         assert dossier is not None
         return service.proposal_view(dossier, await store.get_timeline(conn, proposal_id), today())
-
-    IdempotencyKey = Annotated[str | None, Header(max_length=200)]
 
     @routes.get("/proposals", summary="Proposals you may see, filtered (办理情况一览)")
     async def list_proposals(

@@ -155,7 +155,9 @@ async def load_dossiers(conn: AsyncConnection, proposal_ids: list[str] | None = 
         query = query.where(proposals.c.id.in_(proposal_ids))
     found = {row["id"]: Dossier(dict(row)) for row in (await conn.execute(query)).mappings().all()}
     ids = None if proposal_ids is None else list(found)
-    for row in sorted(await _rows(conn, replies, ids), key=lambda r: (r["drafted_at"], r["id"])):
+    # Within a round, a returned reply comes before its redraft even when both carry the same time.
+    order = {"returned": 0, "approved": 1, "drafted": 1}
+    for row in sorted(await _rows(conn, replies, ids), key=lambda r: (r["round"], order[r["status"]], r["drafted_at"])):
         found[row["proposal_id"]].replies.append(row)
     for row in await _rows(conn, co_opinions, ids):
         found[row["proposal_id"]].co_opinions.append(row)
