@@ -229,6 +229,48 @@ class SubmitProposal(Command, ProposalContent):
     proposal_id: str | None = Field(default=None, max_length=100, description="Optional id chosen by the sender.")
 
 
+class ProgressKind(StrEnum):
+    """办理进展的方式: how a unit worked on a proposal."""
+
+    FACE_TO_FACE = "face_to_face"  # 面商
+    PHONE = "phone"  # 电话沟通
+    WRITTEN = "written"  # 书面沟通
+    MEETING = "meeting"  # 座谈会
+    RESEARCH = "research"  # 调研
+    OTHER = "other"
+
+
+class ProgressContent(BaseModel):
+    """办理进展 as a unit writes it: the same over HTTP and over Kafka."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: ProgressKind
+    on: date
+    text: str = Field(min_length=1, max_length=20_000)
+
+
+class MeasurePlan(BaseModel):
+    """举措 as a reply commits to it: what, which unit owns it, by when."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(min_length=1, max_length=5000)
+    owner_unit: str = Field(min_length=1, max_length=200)
+    due: date
+
+
+class ReplyContent(BaseModel):
+    """答复 as the lead unit (or each unit, for 分办) drafts it: the same over HTTP and over Kafka."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(min_length=10, max_length=50_000)
+    classification: str = Field(min_length=1, max_length=20, description="答复分类 code from the policy, e.g. A.")
+    adoptions: list[SuggestionAdoption] = Field(default_factory=list, max_length=100)
+    measures: list[MeasurePlan] = Field(default_factory=list, max_length=100)
+
+
 class ReportProgress(Command):
     """办理进展 reported by a unit's own system (topic proposalflow.unit-reports)."""
 
@@ -240,6 +282,27 @@ class ReportProgress(Command):
     kind: Literal["face_to_face", "phone", "written", "meeting", "research", "other"]
     on: date
     text: str = Field(min_length=1, max_length=20_000)
+
+
+class SubmitCoOpinion(Command):
+    """会办意见 sent by a co-handling unit's system (topic proposalflow.unit-reports)."""
+
+    TYPE = "proposalflow.unit-report.co-opinion-submitted.v1"
+    TOPIC = UNIT_REPORTS
+
+    proposal_id: str = Field(min_length=1, max_length=100)
+    unit: str
+    text: str = Field(min_length=1, max_length=20_000)
+
+
+class SubmitReply(Command, ReplyContent):
+    """答复 drafted in a unit's own system, sent for 办复审查 (topic proposalflow.unit-reports)."""
+
+    TYPE = "proposalflow.unit-report.reply-submitted.v1"
+    TOPIC = UNIT_REPORTS
+
+    proposal_id: str = Field(min_length=1, max_length=100)
+    unit: str
 
 
 # proposalflow.proposals (intake) ------------------------------------------------------------------
@@ -498,7 +561,7 @@ class KeyProposalDesignated(Event):
 
 
 class ProgressReported(Event):
-    """办理进展: contact with the proposer, a meeting, research…"""
+    """办理进展: contact with the proposer (面商, phone, written), a meeting (座谈会), research (调研)…"""
 
     TYPE = "proposalflow.handling.progress-reported.v1"
     TOPIC = HANDLING
@@ -517,6 +580,7 @@ class CoOpinionSubmitted(Event):
 
     unit: str
     text: str
+    co_opinion_due: date | None = None
 
 
 class ReplyDrafted(Event):
@@ -531,6 +595,8 @@ class ReplyDrafted(Event):
     text: str
     adoptions: list[SuggestionAdoption] = Field(default_factory=list)
     measures: list[Measure] = Field(default_factory=list)
+    round: int = Field(default=1, ge=1, description="1 for the first reply, 2 after 重新办理.")
+    reply_due: date | None = None
 
 
 class ReplyApproved(Event):
@@ -540,6 +606,12 @@ class ReplyApproved(Event):
     TOPIC = HANDLING
 
     reply_id: str
+    unit: str | None = None
+    approved_at: datetime | None = None
+    evaluation_due: date | None = Field(
+        default=None, description="评价期 end, once every unit's reply of the round is approved."
+    )
+    public: bool = Field(default=False, description="Disclosed on the public route (personal data removed).")
 
 
 class ReplyReturned(Event):
@@ -550,6 +622,7 @@ class ReplyReturned(Event):
 
     reply_id: str
     reason: str
+    unit: str | None = None
 
 
 class EvaluationSubmitted(Event):
@@ -562,6 +635,7 @@ class EvaluationSubmitted(Event):
     handling_grade: str
     result_grade: str
     comment: str = ""
+    round: int = Field(default=1, ge=1)
 
 
 class RehandlingStarted(Event):
@@ -571,6 +645,8 @@ class RehandlingStarted(Event):
     TOPIC = HANDLING
 
     reply_due: date
+    round: int = Field(default=2, ge=2)
+    reason: str = ""
 
 
 class ProposalClosed(Event):
@@ -580,6 +656,7 @@ class ProposalClosed(Event):
     TOPIC = HANDLING
 
     closed_at: datetime
+    reason: Literal["all_evaluated", "evaluation_window_closed", ""] = ""
 
 
 class MeasureUpdated(Event):
@@ -591,6 +668,18 @@ class MeasureUpdated(Event):
     measure_id: str
     status: Literal["planned", "in_progress", "done", "dropped"]
     note: str = ""
+    owner_unit: str | None = None
+
+
+class ProposalImplemented(Event):
+    """落实: every measure the replies committed to is done (or dropped with a reason) after 办结."""
+
+    TYPE = "proposalflow.proposal.implemented.v1"
+    TOPIC = HANDLING
+
+    implemented_at: datetime
+    measures_done: int = Field(ge=0)
+    measures_dropped: int = Field(ge=0)
 
 
 class SupervisionRecorded(Event):
@@ -606,7 +695,11 @@ class SupervisionRecorded(Event):
 
 
 class DeadlineApproaching(Event):
-    """到期预警: a deadline is near (deterministic id per proposal, unit, kind and due date)."""
+    """到期预警: a deadline is near (deterministic id per proposal, unit, kind and due date).
+
+    `kind` is reply, co_opinion, evaluation or measure; `signer_id` names the signer for an
+    evaluation, `measure_id` the measure.
+    """
 
     TYPE = "proposalflow.deadline.approaching.v1"
     TOPIC = HANDLING
@@ -614,10 +707,12 @@ class DeadlineApproaching(Event):
     unit: str
     kind: str
     due: date
+    signer_id: str | None = None
+    measure_id: str | None = None
 
 
 class DeadlineOverdue(Event):
-    """逾期: a deadline passed without the step being done."""
+    """逾期: a deadline passed without the step being done (same fields as 到期预警)."""
 
     TYPE = "proposalflow.deadline.overdue.v1"
     TOPIC = HANDLING
@@ -625,6 +720,8 @@ class DeadlineOverdue(Event):
     unit: str
     kind: str
     due: date
+    signer_id: str | None = None
+    measure_id: str | None = None
 
 
 class UnitReportRejected(Rejection):

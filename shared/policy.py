@@ -317,6 +317,8 @@ class Policy(BaseModel):
     """交办方式: ``confirm`` (a person confirms the suggested units) or ``auto``."""
     calendar: CalendarOverrides = Field(default_factory=CalendarOverrides)
     """工作日历调整 on top of the ``holidays`` package."""
+    publish_approved_replies: bool = False
+    """答复公开: approved replies are disclosed on the public route (personal data removed)."""
 
     @field_validator("timezone")
     @classmethod

@@ -1,41 +1,410 @@
-"""Progress's HTTP routes: where a proposal stands, with its timeline."""
+"""Progress's HTTP routes: thin; the rules live in domain.py, the use cases in service.py.
+
+Units report, send 会办意见 and draft replies; the committee reviews replies (办复审查); signers
+evaluate; units update measures; leaders record 督办. Everyone sees what they may of the read
+model; the public sees published replies without personal data.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable
+from datetime import date, datetime
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.progress import service, store
-from shared.auth import Caller, Principal
-from shared.events import Role
-from shared.http import Problem
+from services.progress import domain, service, stats, store
+from services.progress.domain import Dossier, MeasureStatus, ReplyStatus, RuleViolation, StateConflict
+from shared.auth import Caller, Principal, require_role
+from shared.events import ProgressContent, ReplyContent, Role
+from shared.http import Problem, remember_idempotent, replay_idempotent, request_fingerprint
+from shared.policy import Policy, WorkingCalendar, local_date
 from shared.runtime import ServiceRuntime
 
 SEES_ALL = (Role.COMMITTEE, Role.DISPATCHER, Role.ADMIN)
+Clock = Callable[[], datetime]
+IdempotencyKey = Annotated[str | None, Header(max_length=200)]
 
 
-def may_see(principal: Principal, row: dict[str, Any]) -> bool:
-    """Committee, dispatcher and admin see all; a member its own; a unit what it handles."""
+class CoOpinion(BaseModel):
+    """会办意见."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(min_length=1, max_length=20_000)
+
+
+class ReplyReview(BaseModel):
+    """办复审查: approve the reply, or return it with the reason."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    decision: Literal["approve", "return"]
+    reason: str | None = Field(default=None, max_length=5000)
+    public: bool | None = Field(default=None, description="Disclose it (答复公开); the policy decides when left out.")
+
+
+class Evaluation(BaseModel):
+    """评价: on the handling (办理态度) and on the result (办理结果), with the policy's grade codes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    handling_grade: str = Field(min_length=1, max_length=50)
+    result_grade: str = Field(min_length=1, max_length=50)
+    comment: str = Field(default="", max_length=5000)
+
+
+class MeasureChange(BaseModel):
+    """举措落实: the measure's new status; `note` says how, or why it was dropped."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: MeasureStatus
+    note: str = Field(default="", max_length=5000)
+
+
+class Supervision(BaseModel):
+    """督办: a leader's meeting, visit or instruction."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["meeting", "visit", "instruction", "other"]
+    on: date
+    text: str = Field(min_length=1, max_length=20_000)
+
+
+def may_see(principal: Principal, proposal: dict[str, Any]) -> bool:
+    """Committee, dispatcher and admin see all; a member its own; a unit what it handles;
+    a leader the key proposals it supervises."""
     if principal.role in SEES_ALL:
         return True
     if principal.role == Role.MEMBER:
-        return principal.id in row["signers"]
+        return principal.id in proposal["signers"]
     if principal.role == Role.UNIT:
-        return principal.unit is not None and principal.unit in [row["lead_unit"], *row["co_units"]]
+        return principal.unit is not None and principal.unit in [proposal["lead_unit"], *proposal["co_units"]]
+    if principal.role == Role.LEADER:
+        return bool(proposal["is_key"]) and principal.id in (proposal["leaders"] or [])
     return False
 
 
-def router(runtime: ServiceRuntime) -> APIRouter:
-    routes = APIRouter(prefix="/proposals", tags=["progress"])
+def _problem(exc: RuleViolation) -> Problem:
+    status = 409 if isinstance(exc, StateConflict) else 422
+    return Problem(
+        status,
+        "Request refused" if status == 422 else "Conflict",
+        exc.message,
+        errors=[{"rule": exc.rule, "message": exc.message}],
+    )
 
-    @routes.get("/{proposal_id}", summary="Where a proposal stands, with its timeline (办理进度)")
+
+def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
+    routes = APIRouter(tags=["progress"])
+    calendar = WorkingCalendar.from_policy(policy)
+
+    def today() -> date:
+        return local_date(clock(), policy.timezone)
+
+    async def act(
+        request: Request,
+        principal: Principal,
+        idempotency_key: str | None,
+        fingerprint_of: list[Any],
+        proposal_id: str,
+        action: Callable[[AsyncConnection], Awaitable[None]],
+    ) -> Any:
+        """One POST: check visibility, replay an Idempotency-Key, run the use case, answer with the proposal."""
+        fingerprint = request_fingerprint(fingerprint_of)
+        async with runtime.transaction() as conn:
+            replay = await replay_idempotent(conn, store.metadata, principal.id, idempotency_key, fingerprint)
+            if replay is not None:
+                return replay
+            proposal = await store.get_proposal(conn, proposal_id)
+            if proposal is None or not may_see(principal, proposal):
+                raise Problem(404, "Not found", f"No proposal {proposal_id} that you may see.")
+            try:
+                await action(conn)
+            except service.NotFound as exc:
+                raise Problem(404, "Not found", f"No {exc.args[0]} on proposal {proposal_id}.") from exc
+            except RuleViolation as exc:
+                raise _problem(exc) from exc
+            view = await _view(conn, proposal_id)
+            await remember_idempotent(conn, store.metadata, principal.id, idempotency_key, fingerprint, 200, view)
+        return JSONResponse(view)
+
+    async def _view(conn: AsyncConnection, proposal_id: str) -> dict[str, Any]:
+        dossier = await store.load_dossier(conn, proposal_id)
+        assert dossier is not None
+        return service.proposal_view(dossier, await store.get_timeline(conn, proposal_id), today())
+
+    @routes.get("/proposals", summary="Proposals you may see, filtered (办理情况一览)")
+    async def list_proposals(
+        principal: Caller,
+        stage: str | None = None,
+        unit: str | None = None,
+        year: int | None = None,
+        category: str | None = None,
+        key: bool | None = None,
+        overdue: bool | None = None,
+        limit: Annotated[int, Query(ge=1, le=200)] = 50,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> dict[str, Any]:
+        async with runtime.engine.connect() as conn:
+            dossiers = await store.load_dossiers(conn)
+        now = today()
+
+        def wanted(d: Dossier) -> bool:
+            p = d.proposal
+            return (
+                may_see(principal, p)
+                and (stage is None or p["stage"] == stage)
+                and (unit is None or unit in [p["lead_unit"], *p["co_units"]])
+                and (year is None or stats.year_of(d, policy) == str(year))
+                and (category is None or p["category"] == category)
+                and (key is None or bool(p["is_key"]) == key)
+                and (overdue is None or domain.is_overdue(d, now) == overdue)
+            )
+
+        found = [d for d in dossiers if wanted(d)]
+        return {
+            "items": [service.summary_view(d, now) for d in found[offset : offset + limit]],
+            "total": len(found),
+            "limit": limit,
+            "offset": offset,
+        }
+
+    @routes.get("/proposals/{proposal_id}", summary="Where a proposal stands, with its timeline (办理进度)")
     async def get_proposal(proposal_id: str, principal: Caller) -> dict[str, Any]:
         async with runtime.engine.connect() as conn:
             row = await store.get_proposal(conn, proposal_id)
             if row is None or not may_see(principal, row):
                 raise Problem(404, "Not found", f"No proposal {proposal_id} that you may see.")
-            entries = await store.get_timeline(conn, proposal_id)
-        return service.proposal_view(row, entries)
+            return await _view(conn, proposal_id)
+
+    @routes.get("/inbox", summary="A unit's open work: replies, 会办意见 and measures it owes (待办)")
+    async def unit_inbox(
+        principal: Caller,
+        limit: Annotated[int, Query(ge=1, le=200)] = 50,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> dict[str, Any]:
+        require_role(principal, Role.UNIT)
+        async with runtime.engine.connect() as conn:
+            dossiers = await store.load_dossiers(conn, await store.open_proposal_ids(conn))
+        now = today()
+        items = [
+            {"proposal_id": d.id, "title": d.proposal["title"], **step}
+            for d in dossiers
+            for step in service.open_steps(d, now)
+            if step["unit"] == principal.unit and step["kind"] != "evaluation"
+        ]
+        items.sort(key=lambda item: (item["due"], item["proposal_id"]))
+        return {"items": items[offset : offset + limit], "total": len(items), "limit": limit, "offset": offset}
+
+    @routes.post("/proposals/{proposal_id}/progress", summary="Report progress (办理进展)")
+    async def report_progress(
+        proposal_id: str,
+        content: ProgressContent,
+        request: Request,
+        principal: Caller,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Any:
+        require_role(principal, Role.UNIT)
+
+        async def action(conn: AsyncConnection) -> None:
+            await service.report_progress(
+                conn,
+                proposal_id,
+                principal.unit,
+                content,
+                principal.as_actor(),
+                request.state.correlation_id,
+                clock(),
+            )
+
+        fingerprint = ["progress", proposal_id, content.model_dump(mode="json")]
+        return await act(request, principal, idempotency_key, fingerprint, proposal_id, action)
+
+    @routes.post("/proposals/{proposal_id}/co-opinions", summary="Send the co-handling opinion (会办意见)")
+    async def submit_co_opinion(
+        proposal_id: str,
+        body: CoOpinion,
+        request: Request,
+        principal: Caller,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Any:
+        require_role(principal, Role.UNIT)
+
+        async def action(conn: AsyncConnection) -> None:
+            await service.submit_co_opinion(
+                conn,
+                proposal_id,
+                principal.unit,
+                body.text,
+                principal.as_actor(),
+                request.state.correlation_id,
+                clock(),
+            )
+
+        fingerprint = ["co-opinion", proposal_id, body.model_dump(mode="json")]
+        return await act(request, principal, idempotency_key, fingerprint, proposal_id, action)
+
+    @routes.post("/proposals/{proposal_id}/replies", summary="Draft the reply for review (答复)")
+    async def draft_reply(
+        proposal_id: str,
+        content: ReplyContent,
+        request: Request,
+        principal: Caller,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Any:
+        require_role(principal, Role.UNIT)
+
+        async def action(conn: AsyncConnection) -> None:
+            await service.draft_reply(
+                conn,
+                proposal_id,
+                principal.unit,
+                content,
+                principal.as_actor(),
+                request.state.correlation_id,
+                clock(),
+                policy,
+            )
+
+        fingerprint = ["reply", proposal_id, content.model_dump(mode="json")]
+        return await act(request, principal, idempotency_key, fingerprint, proposal_id, action)
+
+    @routes.post("/proposals/{proposal_id}/replies/{reply_id}/review", summary="Review a reply (办复审查)")
+    async def review_reply(
+        proposal_id: str,
+        reply_id: str,
+        body: ReplyReview,
+        request: Request,
+        principal: Caller,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Any:
+        require_role(principal, Role.COMMITTEE)
+
+        async def action(conn: AsyncConnection) -> None:
+            await service.review_reply(
+                conn,
+                proposal_id,
+                reply_id,
+                approve=body.decision == "approve",
+                reason=body.reason,
+                public=body.public,
+                actor=principal.as_actor(),
+                correlation_id=request.state.correlation_id,
+                now=clock(),
+                policy=policy,
+                calendar=calendar,
+            )
+
+        fingerprint = ["review", proposal_id, reply_id, body.model_dump(mode="json")]
+        return await act(request, principal, idempotency_key, fingerprint, proposal_id, action)
+
+    @routes.post("/proposals/{proposal_id}/evaluations", summary="Evaluate the reply (评价)")
+    async def evaluate(
+        proposal_id: str,
+        body: Evaluation,
+        request: Request,
+        principal: Caller,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Any:
+        require_role(principal, Role.MEMBER)
+
+        async def action(conn: AsyncConnection) -> None:
+            await service.evaluate(
+                conn,
+                proposal_id,
+                principal.id,
+                handling_grade=body.handling_grade,
+                result_grade=body.result_grade,
+                comment=body.comment,
+                actor=principal.as_actor(),
+                correlation_id=request.state.correlation_id,
+                now=clock(),
+                policy=policy,
+                calendar=calendar,
+            )
+
+        fingerprint = ["evaluation", proposal_id, body.model_dump(mode="json")]
+        return await act(request, principal, idempotency_key, fingerprint, proposal_id, action)
+
+    @routes.post("/proposals/{proposal_id}/measures/{measure_id}", summary="Update a measure (举措落实)")
+    async def update_measure(
+        proposal_id: str,
+        measure_id: str,
+        body: MeasureChange,
+        request: Request,
+        principal: Caller,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Any:
+        require_role(principal, Role.UNIT)
+
+        async def action(conn: AsyncConnection) -> None:
+            await service.update_measure(
+                conn,
+                proposal_id,
+                measure_id,
+                status=body.status,
+                note=body.note,
+                unit=principal.unit,
+                actor=principal.as_actor(),
+                correlation_id=request.state.correlation_id,
+                now=clock(),
+            )
+
+        fingerprint = ["measure", proposal_id, measure_id, body.model_dump(mode="json")]
+        return await act(request, principal, idempotency_key, fingerprint, proposal_id, action)
+
+    @routes.post("/proposals/{proposal_id}/supervision", summary="Record supervision (督办)")
+    async def record_supervision(
+        proposal_id: str,
+        body: Supervision,
+        request: Request,
+        principal: Caller,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Any:
+        require_role(principal, Role.LEADER)
+
+        async def action(conn: AsyncConnection) -> None:
+            await service.record_supervision(
+                conn,
+                proposal_id,
+                kind=body.kind,
+                on=body.on,
+                text=body.text,
+                actor=principal.as_actor(),
+                correlation_id=request.state.correlation_id,
+                now=clock(),
+            )
+
+        fingerprint = ["supervision", proposal_id, body.model_dump(mode="json")]
+        return await act(request, principal, idempotency_key, fingerprint, proposal_id, action)
+
+    @routes.get("/stats", summary="Statistics (办理统计): rates per unit, year and category; key proposals")
+    async def statistics(principal: Caller) -> dict[str, Any]:
+        require_role(principal, Role.COMMITTEE, Role.DISPATCHER, Role.ADMIN)
+        async with runtime.engine.connect() as conn:
+            dossiers = await store.load_dossiers(conn)
+        return stats.statistics(dossiers, today(), policy)
+
+    @routes.get("/public/replies", summary="Published replies, personal data removed (答复公开); no login")
+    async def public_replies(
+        limit: Annotated[int, Query(ge=1, le=200)] = 50,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> dict[str, Any]:
+        async with runtime.engine.connect() as conn:
+            dossiers = await store.load_dossiers(conn, await store.proposals_with_public_replies(conn))
+        items = [
+            service.public_reply_view(d, r)
+            for d in dossiers
+            for r in d.replies
+            if r["public"] and r["status"] == ReplyStatus.APPROVED
+        ]
+        items.sort(key=lambda item: (item["approved_on"] or "", item["proposal_id"]), reverse=True)
+        return {"items": items[offset : offset + limit], "total": len(items), "limit": limit, "offset": offset}
 
     return routes

@@ -1,12 +1,27 @@
-"""Progress's tables: the lifecycle read model of every proposal and its timeline."""
+"""Progress's tables: the lifecycle read model of every proposal, its timeline, and the handling
+records progress owns (会办意见, 答复, 评价, 举措)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, Date, String, Table, Text, select
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Date,
+    Integer,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    select,
+    text,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.progress.domain import Dossier
 from shared.db import BigId, UTCDateTime, add_plumbing_tables, new_metadata
 
 metadata = new_metadata()
@@ -26,6 +41,16 @@ proposals = Table(
     Column("reply_due", Date, nullable=True),
     Column("submitted_at", UTCDateTime(), nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
+    Column("form", String(20), nullable=True),
+    Column("suggestion_count", Integer, nullable=True),
+    Column("co_opinion_due", Date, nullable=True),
+    Column("is_key", Boolean, nullable=False, server_default=text("false")),
+    Column("leaders", JSON, nullable=True),
+    Column("round", Integer, nullable=False, server_default=text("1")),
+    Column("evaluation_due", Date, nullable=True),
+    Column("answered_at", UTCDateTime(), nullable=True),
+    Column("closed_at", UTCDateTime(), nullable=True),
+    Column("implemented_at", UTCDateTime(), nullable=True),
 )
 
 timeline = Table(
@@ -33,13 +58,68 @@ timeline = Table(
     metadata,
     Column("id", BigId, primary_key=True, autoincrement=True),
     Column("proposal_id", String(100), nullable=False, index=True),
-    Column("event_id", String(100), nullable=False),
+    Column("event_id", String(100), nullable=False, unique=True),
     Column("type", String(200), nullable=False),
     Column("at", UTCDateTime(), nullable=False),
     Column("actor", JSON, nullable=False),
     Column("summary", Text, nullable=False),
     Column("data", JSON, nullable=False),
     Column("source_offset", BigInteger, nullable=True),
+)
+
+co_opinions = Table(
+    "co_opinions",
+    metadata,
+    Column("proposal_id", String(100), nullable=False),
+    Column("unit", String(200), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("submitted_at", UTCDateTime(), nullable=False),
+    PrimaryKeyConstraint("proposal_id", "unit"),
+)
+
+replies = Table(
+    "replies",
+    metadata,
+    Column("id", String(100), primary_key=True),
+    Column("proposal_id", String(100), nullable=False, index=True),
+    Column("unit", String(200), nullable=False),
+    Column("round", Integer, nullable=False),
+    Column("classification", String(20), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("adoptions", JSON, nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("reply_due", Date, nullable=True),
+    Column("drafted_at", UTCDateTime(), nullable=False),
+    Column("reviewed_at", UTCDateTime(), nullable=True),
+    Column("review_reason", Text, nullable=True),
+    Column("public", Boolean, nullable=False),
+)
+
+evaluations = Table(
+    "evaluations",
+    metadata,
+    Column("proposal_id", String(100), nullable=False),
+    Column("round", Integer, nullable=False),
+    Column("signer_id", String(200), nullable=False),
+    Column("handling_grade", String(50), nullable=False),
+    Column("result_grade", String(50), nullable=False),
+    Column("comment", Text, nullable=False),
+    Column("submitted_at", UTCDateTime(), nullable=False),
+    PrimaryKeyConstraint("proposal_id", "round", "signer_id"),
+)
+
+measures = Table(
+    "measures",
+    metadata,
+    Column("id", String(100), primary_key=True),
+    Column("proposal_id", String(100), nullable=False, index=True),
+    Column("reply_id", String(100), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("owner_unit", String(200), nullable=False, index=True),
+    Column("due", Date, nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("note", Text, nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
 )
 
 
@@ -59,3 +139,54 @@ async def get_timeline(conn: AsyncConnection, proposal_id: str) -> list[dict[str
         .all()
     )
     return [dict(row) for row in rows]
+
+
+async def _rows(conn: AsyncConnection, table: Table, proposal_ids: list[str] | None) -> list[dict[str, Any]]:
+    query = select(table)
+    if proposal_ids is not None:
+        query = query.where(table.c.proposal_id.in_(proposal_ids))
+    return [dict(row) for row in (await conn.execute(query)).mappings().all()]
+
+
+async def load_dossiers(conn: AsyncConnection, proposal_ids: list[str] | None = None) -> list[Dossier]:
+    """Proposals with their replies, co-opinions, evaluations and measures (all, or the ids given)."""
+    query = select(proposals).order_by(proposals.c.submitted_at, proposals.c.id)
+    if proposal_ids is not None:
+        query = query.where(proposals.c.id.in_(proposal_ids))
+    found = {row["id"]: Dossier(dict(row)) for row in (await conn.execute(query)).mappings().all()}
+    ids = None if proposal_ids is None else list(found)
+    # Within a round, a returned reply comes before its redraft even when both carry the same time.
+    order = {"returned": 0, "approved": 1, "drafted": 1}
+    for row in sorted(await _rows(conn, replies, ids), key=lambda r: (r["round"], order[r["status"]], r["drafted_at"])):
+        found[row["proposal_id"]].replies.append(row)
+    for row in await _rows(conn, co_opinions, ids):
+        found[row["proposal_id"]].co_opinions.append(row)
+    for row in await _rows(conn, evaluations, ids):
+        found[row["proposal_id"]].evaluations.append(row)
+    for row in sorted(await _rows(conn, measures, ids), key=lambda r: (r["due"], r["id"])):
+        found[row["proposal_id"]].measures.append(row)
+    return list(found.values())
+
+
+async def load_dossier(conn: AsyncConnection, proposal_id: str) -> Dossier | None:
+    found = await load_dossiers(conn, [proposal_id])
+    return found[0] if found else None
+
+
+OPEN_STAGES = ("assigned", "handling", "reply_review", "answered", "closed")
+
+
+async def open_proposal_ids(conn: AsyncConnection) -> list[str]:
+    """Proposals with open steps: handled and not yet implemented."""
+    query = select(proposals.c.id).where(proposals.c.stage.in_(OPEN_STAGES)).where(proposals.c.implemented_at.is_(None))
+    return list((await conn.execute(query)).scalars())
+
+
+async def timeline_has(conn: AsyncConnection, event_id: str) -> bool:
+    query = select(timeline.c.id).where(timeline.c.event_id == event_id).limit(1)
+    return (await conn.execute(query)).first() is not None
+
+
+async def proposals_with_public_replies(conn: AsyncConnection) -> list[str]:
+    query = select(replies.c.proposal_id).where(replies.c.public.is_(True)).distinct()
+    return list((await conn.execute(query)).scalars())
