@@ -207,7 +207,7 @@ class ServiceRuntime:
         """Run `job` every `seconds` while the service runs, the first time at start. A failing run is
         logged and the next one tries again; with several replicas every replica runs it, so a job must be
         safe to run concurrently (conditional updates, deterministic event ids)."""
-        self._periodic.append((name or getattr(job, "__name__", "job"), seconds, job))
+        self._periodic.append((name or str(getattr(job, "__name__", "job")), seconds, job))
 
     async def _repeat(self, name: str, seconds: float, job: Callable[[], Awaitable[None]]) -> None:
         while True:
