@@ -15,6 +15,8 @@ from shared.events import (
     Actor,
     AssignmentAccepted,
     AssignmentDisputed,
+    AssignmentForm,
+    AssignmentReassigned,
     AssignmentSuggested,
     CoOpinionSubmitted,
     DeadlineApproaching,
@@ -64,6 +66,7 @@ _STAGE_AFTER: dict[type[Event], Stage] = {
     ProposalMerged: Stage.MERGED,
     ProposalWithdrawn: Stage.WITHDRAWN,
     ProposalAssigned: Stage.ASSIGNED,
+    AssignmentReassigned: Stage.ASSIGNED,
     AssignmentAccepted: Stage.HANDLING,
     ReplyDrafted: Stage.REPLY_REVIEW,
     ReplyApproved: Stage.ANSWERED,
@@ -123,6 +126,10 @@ def summary(event: Event) -> str:
                 f"已交办: 主办 {event.lead_unit.name}"
                 + (f", 会办 {co}" if co else "")
                 + f", 办复期限 {event.reply_due.isoformat()}"
+            )
+        case AssignmentReassigned():
+            return f"改办: 主办 {event.lead_unit.name}, 办复期限 {event.reply_due.isoformat()}" + (
+                f" ({event.reason})" if event.reason else ""
             )
         case AssignmentAccepted():
             return f"{event.unit.name} 已签收"
@@ -240,6 +247,19 @@ class Dossier:
 
     def evaluations_of_round(self) -> list[dict[str, Any]]:
         return [ev for ev in self.evaluations if ev["round"] == self.round]
+
+
+def handling_units(event: ProposalAssigned | AssignmentReassigned) -> dict[str, Any]:
+    """Who handles the proposal after 交办 or 改办, and by when. Under 分办 the read model keeps the
+    other replying units (`split_units` in the event) in `co_units`, with form `split`."""
+    others = event.split_units if event.form == AssignmentForm.SPLIT else event.co_units
+    return {
+        "lead_unit": event.lead_unit.id,
+        "co_units": [unit.id for unit in others],
+        "reply_due": event.reply_due,
+        "co_opinion_due": event.co_opinion_due,
+        "form": event.form.value,
+    }
 
 
 def reply_units(proposal: dict[str, Any]) -> list[str]:

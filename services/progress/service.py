@@ -20,6 +20,7 @@ from services.progress.domain import Dossier, MeasureStatus, ReplyStatus, RuleVi
 from shared.envelope import Envelope
 from shared.events import (
     Actor,
+    AssignmentReassigned,
     CoOpinionSubmitted,
     EvaluationSubmitted,
     Event,
@@ -83,14 +84,8 @@ async def record(conn: AsyncConnection, envelope: Envelope, event: Event) -> Non
             changes["filing_number"] = filing_number
         if isinstance(event, ProposalFiled):
             changes["suggestion_count"] = event.suggestion_count
-        if isinstance(event, ProposalAssigned):
-            changes.update(
-                lead_unit=event.lead_unit.id,
-                co_units=[unit.id for unit in event.co_units],
-                reply_due=event.reply_due,
-                co_opinion_due=event.co_opinion_due,
-                form=event.form.value,
-            )
+        if isinstance(event, ProposalAssigned | AssignmentReassigned):
+            changes.update(domain.handling_units(event))
         if isinstance(event, KeyProposalDesignated):
             leaders = [event.supervising_leader, *([event.leading_leader] if event.leading_leader else [])]
             changes.update(is_key=True, leaders=leaders)
