@@ -15,6 +15,7 @@ the record is parked and re-run after the next event of the same subject.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -30,7 +31,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError
 from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.middlewares import AckPolicy
 from pydantic import ValidationError
-from sqlalchemy import MetaData, Table, delete, insert, select, update
+from sqlalchemy import MetaData, Table, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -237,8 +238,10 @@ class OutboxRelay:
         batch_size: int = 200,
         poll_interval: float = 0.5,
         max_backoff: float = 30.0,
+        service: str = "",
     ) -> None:
         self._engine = engine
+        self._backlog_gauge = METRICS.outbox_backlog.labels(service)
         self._table = _outbox(metadata)
         self._producer = producer
         self._batch_size = batch_size
@@ -285,9 +288,13 @@ class OutboxRelay:
         return len(rows)
 
     async def backlog(self) -> int:
+        """Unsent rows now; also sets the `proposalflow_outbox_backlog` gauge."""
         async with self._engine.connect() as conn:
-            rows = await conn.execute(select(self._table.c.id).where(self._table.c.sent_at.is_(None)))
-            return len(rows.all())
+            count = (
+                await conn.execute(select(func.count()).select_from(self._table).where(self._table.c.sent_at.is_(None)))
+            ).scalar_one()
+        self._backlog_gauge.set(count)
+        return int(count)
 
     async def run(self) -> None:
         """Publish until stopped; on a broker or database error, back off and try again."""
@@ -302,10 +309,15 @@ class OutboxRelay:
                 failures += 1
                 delay = backoff_delay(failures, 0.2, self._max_backoff)
                 log.warning("outbox relay failed (%s); retrying in %.1fs", exc, delay)
+                # While publishing fails, the backlog is what an operator needs to see grow.
+                with contextlib.suppress(Exception):
+                    await self.backlog()
                 await asyncio.sleep(delay)
                 continue
             if sent == self._batch_size:
                 continue
+            # A short batch took every unsent row this relay could claim: nothing is waiting.
+            self._backlog_gauge.set(0)
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=self._poll_interval)
@@ -599,3 +611,17 @@ def subscribe(
         except KafkaError as exc:
             # A rebalance took the partition: the next owner re-reads it and the inbox skips it.
             log.warning("offset commit failed (%s); the record will be re-read and skipped", exc)
+        record_lag(group_id, getattr(msg, "consumer", None), msg.raw_message)
+
+
+def record_lag(group_id: str, consumer: Any, record: Any) -> None:
+    """Set `proposalflow_consumer_lag` for the record's partition from the consumer's high watermark."""
+    from aiokafka import TopicPartition
+
+    highwater = getattr(consumer, "highwater", None)
+    if highwater is None:  # FastStream's test client has no real consumer
+        return
+    end = highwater(TopicPartition(record.topic, record.partition))
+    if end is None:
+        return
+    METRICS.consumer_lag.labels(group_id, record.topic, str(record.partition)).set(max(0, end - record.offset - 1))

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 _proposal_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("proposal_id", default=None)
 _correlation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("correlation_id", default=None)
@@ -114,6 +114,21 @@ class Metrics:
         self.outbox_published = Counter("proposalflow_outbox_published_total", "Outbox rows published.")
         self.http_requests = Counter(
             "proposalflow_http_requests_total", "HTTP requests by route and status.", ["method", "route", "status"]
+        )
+        self.consumer_lag = Gauge(
+            "proposalflow_consumer_lag",
+            "Records on a partition not yet processed by this consumer group (high watermark - next offset), "
+            "as of the last record it processed.",
+            ["group", "topic", "partition"],
+        )
+        self.outbox_backlog = Gauge(
+            "proposalflow_outbox_backlog",
+            "Committed outbox rows not yet published to Kafka (grows while the broker is unreachable).",
+            ["service"],
+        )
+        # Incremented by the notify service when a channel (e.g. sms, email) gives up on a delivery.
+        self.deliveries_failed = Counter(
+            "proposalflow_deliveries_failed_total", "Notification deliveries that failed, by channel.", ["channel"]
         )
 
 

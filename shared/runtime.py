@@ -88,6 +88,7 @@ class ServiceRuntime:
             self.producer,
             batch_size=self.common.outbox_batch_size,
             poll_interval=self.common.outbox_poll_interval_s,
+            service=self.name,
         )
         self.broker = make_broker(self.common, service=self.name)
         self.processors: list[EventProcessor] = []
