@@ -30,6 +30,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError
 from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.middlewares import AckPolicy
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
 from sqlalchemy import MetaData, Table, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -38,7 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared.envelope import Envelope, EnvelopeError, encode_data, from_kafka, to_kafka_headers
 from shared.events import Event, dlq_topic, source_of
-from shared.observability import METRICS, bind_context, child_traceparent, current_traceparent
+from shared.observability import METRICS, bind_context, current_traceparent, traced
 
 if TYPE_CHECKING:
     from shared.settings import CommonSettings
@@ -272,14 +274,21 @@ class OutboxRelay:
             futures = []
             for row in rows:
                 headers = [(name, value.encode()) for name, value in json.loads(row.headers)]
-                futures.append(
-                    await self._producer.send(
-                        row.topic,
-                        value=row.payload,
-                        key=row.key.encode() if row.key is not None else None,
-                        headers=headers,
+                parent = next((value.decode() for name, value in headers if name == "traceparent"), None)
+                with traced(
+                    f"{row.topic} publish", parent, kind=SpanKind.PRODUCER, attributes=_kafka(row.topic)
+                ) as hop:
+                    if trace.get_current_span().is_recording():
+                        # The consumer's span then follows this one, not the request that staged the row.
+                        headers = [(name, hop.encode() if name == "traceparent" else value) for name, value in headers]
+                    futures.append(
+                        await self._producer.send(
+                            row.topic,
+                            value=row.payload,
+                            key=row.key.encode() if row.key is not None else None,
+                            headers=headers,
+                        )
                     )
-                )
             await asyncio.gather(*futures)
             await conn.execute(
                 update(table).where(table.c.id.in_([row.id for row in rows])).values(sent_at=datetime.now(UTC))
@@ -327,6 +336,11 @@ class OutboxRelay:
     def stop(self) -> None:
         self._stopping = True
         self._wake.set()
+
+
+def _kafka(topic: str) -> dict[str, str]:
+    """OpenTelemetry messaging attributes of a Kafka topic."""
+    return {"messaging.system": "kafka", "messaging.destination.name": topic}
 
 
 def backoff_delay(attempt: int, base: float, cap: float) -> float:
@@ -388,12 +402,20 @@ class EventProcessor:
         except EnvelopeError as exc:
             await self._dead_letter(record, exc, attempts=1)
             return "dead-lettered"
-        with bind_context(
-            proposal_id=envelope.subject,
-            correlation_id=envelope.correlation_id,
-            traceparent=child_traceparent(envelope.traceparent),
+        attributes = {
+            **_kafka(record.topic),
+            "messaging.consumer.group.name": self.consumer,
+            "messaging.message.id": envelope.id,
+            "cloudevents.event_type": envelope.type,
+        }
+        with (
+            traced(
+                f"{record.topic} process", envelope.traceparent, kind=SpanKind.CONSUMER, attributes=attributes
+            ) as hop,
+            bind_context(proposal_id=envelope.subject, correlation_id=envelope.correlation_id, traceparent=hop),
         ):
             outcome = await self._with_retries(record, envelope)
+            trace.get_current_span().set_attribute("proposalflow.outcome", outcome)
             if outcome == "handled" and envelope.subject:
                 await self._rerun_parked(envelope.subject)
             return outcome

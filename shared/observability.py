@@ -1,4 +1,10 @@
-"""JSON logs that carry the proposal and correlation ids, and the Prometheus metrics that matter."""
+"""JSON logs that carry the proposal and correlation ids, the Prometheus metrics that matter, and
+OpenTelemetry traces that follow a proposal from an HTTP request through Kafka to every handler.
+
+The trace context travels as the W3C `traceparent` (an HTTP header; on Kafka, a record header that is
+also the CloudEvents distributed-tracing extension). Spans are exported over OTLP/HTTP only when an
+endpoint is configured; otherwise nothing is recorded and the `traceparent` still propagates.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +17,15 @@ import secrets
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import Counter, Gauge, Histogram
+
+if TYPE_CHECKING:
+    from shared.settings import CommonSettings
 
 _proposal_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("proposal_id", default=None)
 _correlation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("correlation_id", default=None)
@@ -32,6 +44,61 @@ def child_traceparent(parent: str | None) -> str:
 
 def current_traceparent() -> str | None:
     return _traceparent.get()
+
+
+# Tracing ------------------------------------------------------------------------------------------
+
+_PROPAGATOR = TraceContextTextMapPropagator()
+_tracer_provider: trace.TracerProvider | None = None
+
+
+def use_tracer_provider(provider: trace.TracerProvider | None) -> None:
+    """Record spans with `provider` (None: the global one). Set by :func:`configure_tracing`; tests pass
+    an SDK provider with an in-memory exporter."""
+    global _tracer_provider
+    _tracer_provider = provider
+
+
+def configure_tracing(service: str, settings: CommonSettings) -> bool:
+    """Export spans over OTLP/HTTP when `PROPOSALFLOW_OTEL_EXPORTER_OTLP_ENDPOINT` (or the standard
+    `OTEL_EXPORTER_OTLP_ENDPOINT`) is set; returns whether it did. Once per process."""
+    import os
+
+    endpoint = settings.otel_exporter_otlp_endpoint
+    if _tracer_provider is not None or not (endpoint or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")):
+        return False
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    # Without an explicit endpoint the exporter reads the standard OTEL_EXPORTER_OTLP_* variables itself.
+    exporter = OTLPSpanExporter(endpoint=f"{endpoint.rstrip('/')}/v1/traces") if endpoint else OTLPSpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": f"proposalflow-{service}"}))
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    use_tracer_provider(provider)
+    return True
+
+
+def _tracer() -> trace.Tracer:
+    return (_tracer_provider or trace.get_tracer_provider()).get_tracer("proposalflow")
+
+
+@contextlib.contextmanager
+def traced(
+    name: str, parent: str | None, *, kind: SpanKind = SpanKind.INTERNAL, attributes: dict[str, str] | None = None
+) -> Iterator[str]:
+    """A span that continues the trace of `parent` (a `traceparent` value, or None for a new trace);
+    yields the `traceparent` of this hop, for the events staged inside. When spans are not recorded
+    (no exporter configured) the hop still gets the caller's trace id and a new span id."""
+    context = _PROPAGATOR.extract({"traceparent": parent}) if parent else None
+    with _tracer().start_as_current_span(name, context=context, kind=kind, attributes=attributes) as span:
+        span_context = span.get_span_context()
+        if span.is_recording() and span_context.is_valid:
+            yield f"00-{span_context.trace_id:032x}-{span_context.span_id:016x}-{int(span_context.trace_flags):02x}"
+        else:
+            yield child_traceparent(parent)
 
 
 @contextlib.contextmanager

@@ -35,6 +35,7 @@ from shared.messaging import (
     backoff_delay,
     subscribe,
 )
+from shared.observability import configure_tracing
 from shared.settings import CommonSettings, ServiceSettings, service_settings
 
 log = logging.getLogger("proposalflow.runtime")
@@ -219,6 +220,7 @@ class ServiceRuntime:
             await asyncio.sleep(seconds)
 
     async def start(self) -> None:
+        configure_tracing(self.name, self.common)
         for action in self._startup:
             async with self.transaction() as conn:
                 await action(conn)
