@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaConnectionError, KafkaError
 from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.middlewares import AckPolicy
@@ -638,8 +638,6 @@ def subscribe(
 
 def record_lag(group_id: str, consumer: Any, record: Any) -> None:
     """Set `proposalflow_consumer_lag` for the record's partition from the consumer's high watermark."""
-    from aiokafka import TopicPartition
-
     highwater = getattr(consumer, "highwater", None)
     if highwater is None:  # FastStream's test client has no real consumer
         return

@@ -104,6 +104,9 @@ async def test_one_request_and_the_handler_it_causes_share_one_trace(
             response = await client.post("/withdrawals", headers={"traceparent": f"00-{TRACE_ID}-{CALLER_SPAN}-01"})
         assert response.status_code == 200
         await eventually(lambda: any(span.kind is SpanKind.CONSUMER for span in spans.get_finished_spans()))
+        # Lag is recorded once the offset is committed: the one record was read, nothing is left.
+        lag = {"group": f"itest-trace-{suffix}", "topic": topic, "partition": "0"}
+        await eventually(lambda: REGISTRY.get_sample_value("proposalflow_consumer_lag", lag) == 0)
     finally:
         await runtime.stop()
 
