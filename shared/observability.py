@@ -59,24 +59,34 @@ def use_tracer_provider(provider: trace.TracerProvider | None) -> None:
     _tracer_provider = provider
 
 
-def configure_tracing(service: str, settings: CommonSettings) -> bool:
-    """Export spans over OTLP/HTTP when `PROPOSALFLOW_OTEL_EXPORTER_OTLP_ENDPOINT` (or the standard
-    `OTEL_EXPORTER_OTLP_ENDPOINT`) is set; returns whether it did. Once per process."""
+def otlp_tracer_provider(service: str, settings: CommonSettings) -> trace.TracerProvider | None:
+    """An SDK provider exporting over OTLP/HTTP when `PROPOSALFLOW_OTEL_EXPORTER_OTLP_ENDPOINT` (or the
+    standard `OTEL_EXPORTER_OTLP_ENDPOINT`) is set; None when neither is."""
     import os
 
     endpoint = settings.otel_exporter_otlp_endpoint
-    if _tracer_provider is not None or not (endpoint or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")):
-        return False
+    if not (endpoint or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")):
+        return None
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    # Without an explicit endpoint the exporter reads the standard OTEL_EXPORTER_OTLP_* variables itself.
+    # Without our endpoint the exporter reads the standard OTEL_EXPORTER_OTLP_* variables itself.
     exporter = OTLPSpanExporter(endpoint=f"{endpoint.rstrip('/')}/v1/traces") if endpoint else OTLPSpanExporter()
     provider = TracerProvider(resource=Resource.create({"service.name": f"proposalflow-{service}"}))
     provider.add_span_processor(BatchSpanProcessor(exporter))
-    trace.set_tracer_provider(provider)
+    return provider
+
+
+def configure_tracing(service: str, settings: CommonSettings) -> bool:
+    """Record and export spans if an OTLP endpoint is configured; returns whether it did. Once per
+    process: a provider already in use (another service in this process, a test's) is kept."""
+    if _tracer_provider is not None:
+        return False
+    provider = otlp_tracer_provider(service, settings)
+    if provider is None:
+        return False
     use_tracer_provider(provider)
     return True
 

@@ -10,10 +10,12 @@ from typing import Any
 
 import pytest
 import yaml
+from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import REGISTRY
 
 from shared.messaging import record_lag
-from shared.observability import METRICS
+from shared.observability import METRICS, otlp_tracer_provider
+from shared.settings import CommonSettings
 
 OBSERVABILITY = Path(__file__).resolve().parents[2] / "deploy" / "observability"
 # Series Prometheus itself adds, and labels every scraped series carries.
@@ -133,3 +135,24 @@ def test_deliveries_failed_is_a_counter_by_channel_for_notify() -> None:
     before = REGISTRY.get_sample_value("proposalflow_deliveries_failed_total", {"channel": "sms"}) or 0
     METRICS.deliveries_failed.labels("sms").inc()
     assert REGISTRY.get_sample_value("proposalflow_deliveries_failed_total", {"channel": "sms"}) == before + 1
+
+
+def test_traces_are_exported_only_when_an_otlp_endpoint_is_configured(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
+    assert otlp_tracer_provider("intake", CommonSettings()) is None
+    monkeypatch.setenv("PROPOSALFLOW_OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318/")
+    provider = otlp_tracer_provider("intake", CommonSettings())
+    assert isinstance(provider, TracerProvider)
+    try:
+        assert provider.resource.attributes["service.name"] == "proposalflow-intake"
+        (processor,) = provider._active_span_processor._span_processors
+        assert processor._batch_processor._exporter._endpoint == "http://collector:4318/v1/traces"
+    finally:
+        provider.shutdown()
+
+
+def test_the_standard_otel_variable_alone_turns_tracing_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318")
+    provider = otlp_tracer_provider("audit", CommonSettings())
+    assert isinstance(provider, TracerProvider)
+    provider.shutdown()
