@@ -636,6 +636,21 @@ def subscribe(
         record_lag(group_id, getattr(msg, "consumer", None), msg.raw_message)
 
 
+async def measure_lag(group_id: str, consumer: Any) -> None:
+    """Set `proposalflow_consumer_lag` for every partition assigned to `consumer`: end offset minus the
+    group's committed offset. Unlike :func:`record_lag` this sees a consumer stuck on a record."""
+    partitions = list(consumer.assignment())
+    if not partitions:
+        return
+    ends = await consumer.end_offsets(partitions)
+    for partition in partitions:
+        committed = await consumer.committed(partition)
+        if committed is None:  # nothing committed yet: the group starts from the earliest offset
+            committed = (await consumer.beginning_offsets([partition]))[partition]
+        lag = max(0, ends[partition] - committed)
+        METRICS.consumer_lag.labels(group_id, partition.topic, str(partition.partition)).set(lag)
+
+
 def record_lag(group_id: str, consumer: Any, record: Any) -> None:
     """Set `proposalflow_consumer_lag` for the record's partition from the consumer's high watermark."""
     highwater = getattr(consumer, "highwater", None)

@@ -33,12 +33,16 @@ from shared.messaging import (
     OutboxRelay,
     Record,
     backoff_delay,
+    measure_lag,
     subscribe,
 )
 from shared.observability import configure_tracing
 from shared.settings import CommonSettings, ServiceSettings, service_settings
 
 log = logging.getLogger("proposalflow.runtime")
+
+# How often consumer lag is measured against the brokers (besides after every record processed).
+CONSUMER_LAG_INTERVAL_S = 30.0
 
 
 def make_broker(common: CommonSettings, *, service: str) -> KafkaBroker:
@@ -98,6 +102,7 @@ class ServiceRuntime:
         self._periodic: list[tuple[str, float, Callable[[], Awaitable[None]]]] = []
         self._broker_ready = False
         self._declare_publishers()
+        self.every(CONSUMER_LAG_INTERVAL_S, self.measure_lag, name="consumer-lag")
 
     @property
     def service_settings(self) -> ServiceSettings:
@@ -200,6 +205,15 @@ class ServiceRuntime:
         for processor in self.processors:
             await processor.rerun_all_parked()
         log.info("%s connected to Kafka at %s", self.name, self.common.kafka_bootstrap_servers)
+
+    async def measure_lag(self) -> None:
+        """Consumer lag of every subscriber's assigned partitions (`proposalflow_consumer_lag`)."""
+        if not self._broker_ready:
+            return
+        for subscriber in self.broker.subscribers:
+            consumer = getattr(subscriber, "consumer", None)
+            if consumer is not None:
+                await measure_lag(self.service_settings.consumer_group, consumer)
 
     def on_startup(self, action: Callable[[AsyncConnection], Awaitable[None]]) -> None:
         """Run `action` in a transaction when the service starts (e.g. seeding a catalog)."""

@@ -151,3 +151,50 @@ async def test_outbox_backlog_gauge_grows_during_an_outage_and_drains_after(db_u
         await task
         await engine.dispose()
     assert len(publisher.sent) == 3
+
+
+@pytest.mark.kafka
+async def test_consumer_lag_shows_a_stuck_consumer_and_drains_when_it_moves(
+    kafka_bootstrap: str, sqlite_url: str
+) -> None:
+    suffix = uuid.uuid4().hex[:8]
+    topic, group = f"itest.lag.{suffix}", f"itest-lag-{suffix}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    await admin.create_topics([NewTopic(topic, 1, 1)])
+    await admin.close()
+    common = CommonSettings(kafka_bootstrap_servers=kafka_bootstrap, outbox_poll_interval_s=0.05)
+    settings = ServiceSettings(service="intake", database_url=sqlite_url, consumer_group=group)
+    runtime = ServiceRuntime(name="intake", metadata=metadata, common=common, settings=settings)
+    await create_all(runtime.engine, metadata)
+    released = asyncio.Event()
+    handled: list[str] = []
+
+    async def handler(conn: Any, envelope: Envelope, record: Any) -> None:
+        await released.wait()  # stuck, as on a database that does not answer
+        handled.append(envelope.id)
+
+    runtime.consume([topic], handler, consumer=group)
+    lag_sample = {"group": group, "topic": topic, "partition": "0"}
+
+    async def lag() -> float | None:
+        await runtime.measure_lag()
+        return REGISTRY.get_sample_value("proposalflow_consumer_lag", lag_sample)
+
+    await runtime.start()
+    try:
+        await eventually(lambda: runtime._broker_ready)
+        async with runtime.transaction() as conn:
+            await add_to_outbox(conn, metadata, "intake", [withdrawn(f"p-{n}") for n in range(5)], topic=topic)
+        deadline = asyncio.get_running_loop().time() + 30
+        while await lag() != 5:
+            assert asyncio.get_running_loop().time() < deadline, f"lag stayed {await lag()}"
+            await asyncio.sleep(0.1)
+        released.set()
+        await eventually(lambda: len(handled) == 5)
+        while await lag() != 0:
+            assert asyncio.get_running_loop().time() < deadline + 30, f"lag stayed {await lag()}"
+            await asyncio.sleep(0.1)
+    finally:
+        released.set()
+        await runtime.stop()

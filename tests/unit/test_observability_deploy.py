@@ -68,7 +68,8 @@ def test_every_referenced_metric_and_label_exists(where: str, expr: str) -> None
     assert metrics, f"{where}: no metric found in {expr!r}"
     unknown = sorted(metric for metric in metrics if metric not in series and metric not in PROMETHEUS_SERIES)
     assert unknown == [], f"{where} uses metrics no service exports: {unknown}"
-    allowed = set().union(*(series.get(metric, set()) for metric in metrics)) | SCRAPE_LABELS
+    # A label used anywhere must be on every metric of the expression: `a and b` matches on labels both have.
+    allowed = set.intersection(*(series.get(metric, set()) for metric in metrics)) | SCRAPE_LABELS
     used = {label.strip() for group in re.findall(r"by \(([^)]*)\)", expr) for label in group.split(",")}
     used |= set(re.findall(r"\{(\w+)=", expr))
     assert sorted(used - allowed) == [], f"{where} groups by labels the metrics lack"
