@@ -251,3 +251,14 @@ def test_a_stale_configuration_reference_is_reported(tmp_path: Path) -> None:
     stale.write_text("# old\n", encoding="utf-8")
     result = CliRunner().invoke(app, ["settings", "doc", "--check", "--out", str(stale)])
     assert result.exit_code == 1
+
+
+def test_an_empty_variable_means_unset_so_deployments_can_list_every_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared.settings import CommonSettings, service_settings
+
+    for name in ("PROPOSALFLOW_KAFKA_SASL_MECHANISM", "PROPOSALFLOW_POLICY_FILE", "PROPOSALFLOW_TOPIC_PARTITIONS"):
+        monkeypatch.setenv(name, "")
+    monkeypatch.setenv("PROPOSALFLOW_INTAKE_HTTP_PORT", "")
+    common = CommonSettings()
+    assert common.kafka_sasl_mechanism is None and common.policy_file is None and common.topic_partitions == 12
+    assert service_settings("intake").http_port == 8101
