@@ -28,6 +28,10 @@ dlq_app = typer.Typer(help="Dead letters: list them, replay them once the cause 
 app.add_typer(topics_app, name="topics")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(dlq_app, name="dlq")
+settings_app = typer.Typer(
+    help="Configuration: the reference generated from the settings models.", no_args_is_help=True
+)
+app.add_typer(settings_app, name="settings")
 audit_app = typer.Typer(help="The audit log (审计日志): verify the hash chain, export entries.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
 
@@ -222,6 +226,25 @@ def schemas_export(
         typer.echo("stale: " + ", ".join(stale) + " — run `proposalflow schemas export`", err=True)
         raise typer.Exit(1)
     typer.echo("schemas are up to date" if check else f"schemas written under {out}")
+
+
+@settings_app.command("doc")
+def settings_doc(
+    out: Annotated[Path, typer.Option(help="File to write")] = DOCS / "configuration.md",
+    check: Annotated[bool, typer.Option(help="Only compare; exit 1 if the committed file is stale")] = False,
+) -> None:
+    """Write docs/configuration.md: every environment variable of every service, from the settings models."""
+    from shared.configref import configuration_reference
+
+    text = configuration_reference()
+    if check:
+        if not out.exists() or out.read_text(encoding="utf-8") != text:
+            typer.echo(f"stale: {out} — run `proposalflow settings doc`", err=True)
+            raise typer.Exit(1)
+        typer.echo("configuration reference is up to date")
+        return
+    out.write_text(text, encoding="utf-8")
+    typer.echo(f"configuration reference written to {out}")
 
 
 @audit_app.command("verify")

@@ -14,13 +14,15 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import MetaData, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from shared.observability import METRICS, bind_context, child_traceparent
+from shared.observability import METRICS, bind_context, traced
 
 PROBLEM_JSON = "application/problem+json"
 MAX_BODY_BYTES = 1_000_000
@@ -103,11 +105,20 @@ def install_middleware(app: FastAPI, *, max_body_bytes: int = MAX_BODY_BYTES) ->
                     request.url.path
                 )
         started = time.perf_counter()
-        traceparent = child_traceparent(request.headers.get("traceparent"))
-        with bind_context(correlation_id=correlation_id, traceparent=traceparent):
+        attributes = {"http.request.method": request.method, "url.path": request.url.path}
+        with (
+            traced(
+                request.method, request.headers.get("traceparent"), kind=SpanKind.SERVER, attributes=attributes
+            ) as hop,
+            bind_context(correlation_id=correlation_id, traceparent=hop),
+        ):
             response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
+            route = request.scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            span = trace.get_current_span()
+            span.update_name(f"{request.method} {path}")
+            span.set_attribute("http.route", path)
+            span.set_attribute("http.response.status_code", response.status_code)
         METRICS.http_requests.labels(request.method, path, str(response.status_code)).inc()
         response.headers["x-correlation-id"] = correlation_id
         response.headers["server-timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.1f}"

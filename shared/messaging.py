@@ -15,6 +15,7 @@ the record is parked and re-run after the next event of the same subject.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -25,19 +26,21 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaConnectionError, KafkaError
 from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.middlewares import AckPolicy
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
-from sqlalchemy import MetaData, Table, delete, insert, select, update
+from sqlalchemy import MetaData, Table, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared.envelope import Envelope, EnvelopeError, encode_data, from_kafka, to_kafka_headers
 from shared.events import Event, dlq_topic, source_of
-from shared.observability import METRICS, bind_context, child_traceparent, current_traceparent
+from shared.observability import METRICS, bind_context, current_traceparent, traced
 
 if TYPE_CHECKING:
     from shared.settings import CommonSettings
@@ -237,8 +240,10 @@ class OutboxRelay:
         batch_size: int = 200,
         poll_interval: float = 0.5,
         max_backoff: float = 30.0,
+        service: str = "",
     ) -> None:
         self._engine = engine
+        self._backlog_gauge = METRICS.outbox_backlog.labels(service)
         self._table = _outbox(metadata)
         self._producer = producer
         self._batch_size = batch_size
@@ -269,14 +274,21 @@ class OutboxRelay:
             futures = []
             for row in rows:
                 headers = [(name, value.encode()) for name, value in json.loads(row.headers)]
-                futures.append(
-                    await self._producer.send(
-                        row.topic,
-                        value=row.payload,
-                        key=row.key.encode() if row.key is not None else None,
-                        headers=headers,
+                parent = next((value.decode() for name, value in headers if name == "traceparent"), None)
+                with traced(
+                    f"{row.topic} publish", parent, kind=SpanKind.PRODUCER, attributes=_kafka(row.topic)
+                ) as hop:
+                    if trace.get_current_span().is_recording():
+                        # The consumer's span then follows this one, not the request that staged the row.
+                        headers = [(name, hop.encode() if name == "traceparent" else value) for name, value in headers]
+                    futures.append(
+                        await self._producer.send(
+                            row.topic,
+                            value=row.payload,
+                            key=row.key.encode() if row.key is not None else None,
+                            headers=headers,
+                        )
                     )
-                )
             await asyncio.gather(*futures)
             await conn.execute(
                 update(table).where(table.c.id.in_([row.id for row in rows])).values(sent_at=datetime.now(UTC))
@@ -285,9 +297,13 @@ class OutboxRelay:
         return len(rows)
 
     async def backlog(self) -> int:
+        """Unsent rows now; also sets the `proposalflow_outbox_backlog` gauge."""
         async with self._engine.connect() as conn:
-            rows = await conn.execute(select(self._table.c.id).where(self._table.c.sent_at.is_(None)))
-            return len(rows.all())
+            count = (
+                await conn.execute(select(func.count()).select_from(self._table).where(self._table.c.sent_at.is_(None)))
+            ).scalar_one()
+        self._backlog_gauge.set(count)
+        return int(count)
 
     async def run(self) -> None:
         """Publish until stopped; on a broker or database error, back off and try again."""
@@ -302,10 +318,15 @@ class OutboxRelay:
                 failures += 1
                 delay = backoff_delay(failures, 0.2, self._max_backoff)
                 log.warning("outbox relay failed (%s); retrying in %.1fs", exc, delay)
+                # While publishing fails, the backlog is what an operator needs to see grow.
+                with contextlib.suppress(Exception):
+                    await self.backlog()
                 await asyncio.sleep(delay)
                 continue
             if sent == self._batch_size:
                 continue
+            # A short batch took every unsent row this relay could claim: nothing is waiting.
+            self._backlog_gauge.set(0)
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=self._poll_interval)
@@ -315,6 +336,11 @@ class OutboxRelay:
     def stop(self) -> None:
         self._stopping = True
         self._wake.set()
+
+
+def _kafka(topic: str) -> dict[str, str]:
+    """OpenTelemetry messaging attributes of a Kafka topic."""
+    return {"messaging.system": "kafka", "messaging.destination.name": topic}
 
 
 def backoff_delay(attempt: int, base: float, cap: float) -> float:
@@ -376,12 +402,20 @@ class EventProcessor:
         except EnvelopeError as exc:
             await self._dead_letter(record, exc, attempts=1)
             return "dead-lettered"
-        with bind_context(
-            proposal_id=envelope.subject,
-            correlation_id=envelope.correlation_id,
-            traceparent=child_traceparent(envelope.traceparent),
+        attributes = {
+            **_kafka(record.topic),
+            "messaging.consumer.group.name": self.consumer,
+            "messaging.message.id": envelope.id,
+            "cloudevents.event_type": envelope.type,
+        }
+        with (
+            traced(
+                f"{record.topic} process", envelope.traceparent, kind=SpanKind.CONSUMER, attributes=attributes
+            ) as hop,
+            bind_context(proposal_id=envelope.subject, correlation_id=envelope.correlation_id, traceparent=hop),
         ):
             outcome = await self._with_retries(record, envelope)
+            trace.get_current_span().set_attribute("proposalflow.outcome", outcome)
             if outcome == "handled" and envelope.subject:
                 await self._rerun_parked(envelope.subject)
             return outcome
@@ -599,3 +633,30 @@ def subscribe(
         except KafkaError as exc:
             # A rebalance took the partition: the next owner re-reads it and the inbox skips it.
             log.warning("offset commit failed (%s); the record will be re-read and skipped", exc)
+        record_lag(group_id, getattr(msg, "consumer", None), msg.raw_message)
+
+
+async def measure_lag(group_id: str, consumer: Any) -> None:
+    """Set `proposalflow_consumer_lag` for every partition assigned to `consumer`: end offset minus the
+    group's committed offset. Unlike :func:`record_lag` this sees a consumer stuck on a record."""
+    partitions = list(consumer.assignment())
+    if not partitions:
+        return
+    ends = await consumer.end_offsets(partitions)
+    for partition in partitions:
+        committed = await consumer.committed(partition)
+        if committed is None:  # nothing committed yet: the group starts from the earliest offset
+            committed = (await consumer.beginning_offsets([partition]))[partition]
+        lag = max(0, ends[partition] - committed)
+        METRICS.consumer_lag.labels(group_id, partition.topic, str(partition.partition)).set(lag)
+
+
+def record_lag(group_id: str, consumer: Any, record: Any) -> None:
+    """Set `proposalflow_consumer_lag` for the record's partition from the consumer's high watermark."""
+    highwater = getattr(consumer, "highwater", None)
+    if highwater is None:  # FastStream's test client has no real consumer
+        return
+    end = highwater(TopicPartition(record.topic, record.partition))
+    if end is None:
+        return
+    METRICS.consumer_lag.labels(group_id, record.topic, str(record.partition)).set(max(0, end - record.offset - 1))

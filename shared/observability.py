@@ -1,4 +1,10 @@
-"""JSON logs that carry the proposal and correlation ids, and the Prometheus metrics that matter."""
+"""JSON logs that carry the proposal and correlation ids, the Prometheus metrics that matter, and
+OpenTelemetry traces that follow a proposal from an HTTP request through Kafka to every handler.
+
+The trace context travels as the W3C `traceparent` (an HTTP header; on Kafka, a record header that is
+also the CloudEvents distributed-tracing extension). Spans are exported over OTLP/HTTP only when an
+endpoint is configured; otherwise nothing is recorded and the `traceparent` still propagates.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +17,15 @@ import secrets
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from prometheus_client import Counter, Histogram
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from prometheus_client import Counter, Gauge, Histogram
+
+if TYPE_CHECKING:
+    from shared.settings import CommonSettings
 
 _proposal_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("proposal_id", default=None)
 _correlation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("correlation_id", default=None)
@@ -32,6 +44,71 @@ def child_traceparent(parent: str | None) -> str:
 
 def current_traceparent() -> str | None:
     return _traceparent.get()
+
+
+# Tracing ------------------------------------------------------------------------------------------
+
+_PROPAGATOR = TraceContextTextMapPropagator()
+_tracer_provider: trace.TracerProvider | None = None
+
+
+def use_tracer_provider(provider: trace.TracerProvider | None) -> None:
+    """Record spans with `provider` (None: the global one). Set by :func:`configure_tracing`; tests pass
+    an SDK provider with an in-memory exporter."""
+    global _tracer_provider
+    _tracer_provider = provider
+
+
+def otlp_tracer_provider(service: str, settings: CommonSettings) -> trace.TracerProvider | None:
+    """An SDK provider exporting over OTLP/HTTP when `PROPOSALFLOW_OTEL_EXPORTER_OTLP_ENDPOINT` (or the
+    standard `OTEL_EXPORTER_OTLP_ENDPOINT`) is set; None when neither is."""
+    import os
+
+    endpoint = settings.otel_exporter_otlp_endpoint
+    if not (endpoint or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")):
+        return None
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    # Without our endpoint the exporter reads the standard OTEL_EXPORTER_OTLP_* variables itself.
+    exporter = OTLPSpanExporter(endpoint=f"{endpoint.rstrip('/')}/v1/traces") if endpoint else OTLPSpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": f"proposalflow-{service}"}))
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    return provider
+
+
+def configure_tracing(service: str, settings: CommonSettings) -> bool:
+    """Record and export spans if an OTLP endpoint is configured; returns whether it did. Once per
+    process: a provider already in use (another service in this process, a test's) is kept."""
+    if _tracer_provider is not None:
+        return False
+    provider = otlp_tracer_provider(service, settings)
+    if provider is None:
+        return False
+    use_tracer_provider(provider)
+    return True
+
+
+def _tracer() -> trace.Tracer:
+    return (_tracer_provider or trace.get_tracer_provider()).get_tracer("proposalflow")
+
+
+@contextlib.contextmanager
+def traced(
+    name: str, parent: str | None, *, kind: SpanKind = SpanKind.INTERNAL, attributes: dict[str, str] | None = None
+) -> Iterator[str]:
+    """A span that continues the trace of `parent` (a `traceparent` value, or None for a new trace);
+    yields the `traceparent` of this hop, for the events staged inside. When spans are not recorded
+    (no exporter configured) the hop still gets the caller's trace id and a new span id."""
+    context = _PROPAGATOR.extract({"traceparent": parent}) if parent else None
+    with _tracer().start_as_current_span(name, context=context, kind=kind, attributes=attributes) as span:
+        span_context = span.get_span_context()
+        if span.is_recording() and span_context.is_valid:
+            yield f"00-{span_context.trace_id:032x}-{span_context.span_id:016x}-{int(span_context.trace_flags):02x}"
+        else:
+            yield child_traceparent(parent)
 
 
 @contextlib.contextmanager
@@ -114,6 +191,21 @@ class Metrics:
         self.outbox_published = Counter("proposalflow_outbox_published_total", "Outbox rows published.")
         self.http_requests = Counter(
             "proposalflow_http_requests_total", "HTTP requests by route and status.", ["method", "route", "status"]
+        )
+        self.consumer_lag = Gauge(
+            "proposalflow_consumer_lag",
+            "Records on a partition not yet processed by this consumer group (high watermark - next offset), "
+            "as of the last record it processed.",
+            ["group", "topic", "partition"],
+        )
+        self.outbox_backlog = Gauge(
+            "proposalflow_outbox_backlog",
+            "Committed outbox rows not yet published to Kafka (grows while the broker is unreachable).",
+            ["service"],
+        )
+        # Incremented by the notify service when a channel (e.g. sms, email) gives up on a delivery.
+        self.deliveries_failed = Counter(
+            "proposalflow_deliveries_failed_total", "Notification deliveries that failed, by channel.", ["channel"]
         )
 
 

@@ -33,11 +33,16 @@ from shared.messaging import (
     OutboxRelay,
     Record,
     backoff_delay,
+    measure_lag,
     subscribe,
 )
+from shared.observability import configure_tracing
 from shared.settings import CommonSettings, ServiceSettings, service_settings
 
 log = logging.getLogger("proposalflow.runtime")
+
+# How often consumer lag is measured against the brokers (besides after every record processed).
+CONSUMER_LAG_INTERVAL_S = 30.0
 
 
 def make_broker(common: CommonSettings, *, service: str) -> KafkaBroker:
@@ -88,6 +93,7 @@ class ServiceRuntime:
             self.producer,
             batch_size=self.common.outbox_batch_size,
             poll_interval=self.common.outbox_poll_interval_s,
+            service=self.name,
         )
         self.broker = make_broker(self.common, service=self.name)
         self.processors: list[EventProcessor] = []
@@ -96,6 +102,7 @@ class ServiceRuntime:
         self._periodic: list[tuple[str, float, Callable[[], Awaitable[None]]]] = []
         self._broker_ready = False
         self._declare_publishers()
+        self.every(CONSUMER_LAG_INTERVAL_S, self.measure_lag, name="consumer-lag")
 
     @property
     def service_settings(self) -> ServiceSettings:
@@ -199,6 +206,15 @@ class ServiceRuntime:
             await processor.rerun_all_parked()
         log.info("%s connected to Kafka at %s", self.name, self.common.kafka_bootstrap_servers)
 
+    async def measure_lag(self) -> None:
+        """Consumer lag of every subscriber's assigned partitions (`proposalflow_consumer_lag`)."""
+        if not self._broker_ready:
+            return
+        for subscriber in self.broker.subscribers:
+            consumer = getattr(subscriber, "consumer", None)
+            if consumer is not None:
+                await measure_lag(self.service_settings.consumer_group, consumer)
+
     def on_startup(self, action: Callable[[AsyncConnection], Awaitable[None]]) -> None:
         """Run `action` in a transaction when the service starts (e.g. seeding a catalog)."""
         self._startup.append(action)
@@ -218,6 +234,7 @@ class ServiceRuntime:
             await asyncio.sleep(seconds)
 
     async def start(self) -> None:
+        configure_tracing(self.name, self.common)
         for action in self._startup:
             async with self.transaction() as conn:
                 await action(conn)

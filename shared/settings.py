@@ -4,6 +4,9 @@ Two layers: :class:`CommonSettings` holds what every service shares (the broker,
 read from `PROPOSALFLOW_<FIELD>`; each service adds its own model, read from
 `PROPOSALFLOW_<SERVICE>_<FIELD>` (its database, its HTTP port), built with
 :func:`service_settings_model`.
+
+An empty variable means "not set" (the default applies): a container platform's ConfigMap or a
+compose file can then list every setting, the optional ones empty.
 """
 
 from __future__ import annotations
@@ -30,37 +33,61 @@ DEVELOPMENT_JWT_SECRET = "proposalflow-development-secret-change-me-0123456789"
 class CommonSettings(BaseSettings):
     """What every service reads: the broker, authentication, logging, the policy file."""
 
-    model_config = SettingsConfigDict(env_prefix="PROPOSALFLOW_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="PROPOSALFLOW_", extra="ignore", env_ignore_empty=True)
 
-    kafka_bootstrap_servers: str = "127.0.0.1:19092"
-    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
-    kafka_sasl_username: str | None = None
-    kafka_sasl_password: str | None = None
-    kafka_ssl_cafile: str | None = None
-    topic_partitions: int = Field(default=12, ge=1)
-    topic_replication_factor: int = Field(default=1, ge=1)
+    kafka_bootstrap_servers: str = Field(
+        default="127.0.0.1:19092", description="Kafka brokers, host:port, comma-separated."
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT", description="SASL_SSL for a managed or Strimzi cluster with authentication."
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        default=None, description="SASL mechanism; unset for no SASL."
+    )
+    kafka_sasl_username: str | None = Field(default=None, description="SASL user.")
+    kafka_sasl_password: str | None = Field(default=None, description="SASL password.")
+    kafka_ssl_cafile: str | None = Field(
+        default=None, description="CA bundle (PEM) to verify the brokers; unset: the system CAs."
+    )
+    topic_partitions: int = Field(
+        default=12, ge=1, description="Partitions per topic for `proposalflow topics create`."
+    )
+    topic_replication_factor: int = Field(
+        default=1, ge=1, description="Replication factor for `proposalflow topics create` (3 in production)."
+    )
 
-    jwt_secret: str = DEVELOPMENT_JWT_SECRET
-    jwt_algorithm: Literal["HS256", "RS256"] = "HS256"
-    jwt_jwks_url: str | None = None
-    jwt_audience: str | None = None
-    jwt_issuer: str | None = None
+    jwt_secret: str = Field(
+        default=DEVELOPMENT_JWT_SECRET, description="HS256 signing key of bearer tokens; always set in production."
+    )
+    jwt_algorithm: Literal["HS256", "RS256"] = Field(default="HS256", description="Token signature algorithm.")
+    jwt_jwks_url: str | None = Field(default=None, description="JWKS URL of the identity provider (RS256).")
+    jwt_audience: str | None = Field(default=None, description="Required `aud` claim, if set.")
+    jwt_issuer: str | None = Field(default=None, description="Required `iss` claim, if set.")
 
     allowed_sources: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="CloudEvents `source` values allowed to write the inbound command topics (comma-separated).",
     )
-    log_level: str = "INFO"
-    log_json: bool = True
-    data_dir: Path = Path(".data")
-    policy_file: Path | None = None
+    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
+    log_json: bool = Field(default=True, description="One JSON object per log line (false: plain text).")
+    data_dir: Path = Field(default=Path(".data"), description="Where the default SQLite databases live.")
+    policy_file: Path | None = Field(
+        default=None, description="Policy YAML (deadlines, grades, categories); unset: shared/policies/dongguan.yaml."
+    )
 
     retry_attempts: int = Field(default=5, ge=1, description="Tries before a message is dead-lettered.")
-    retry_base_delay_s: float = Field(default=0.2, gt=0)
-    retry_max_delay_s: float = Field(default=30.0, gt=0)
-    outbox_poll_interval_s: float = Field(default=0.5, gt=0)
-    outbox_batch_size: int = Field(default=200, ge=1)
+    retry_base_delay_s: float = Field(default=0.2, gt=0, description="First retry delay (doubles, with jitter).")
+    retry_max_delay_s: float = Field(default=30.0, gt=0, description="Longest retry delay.")
+    outbox_poll_interval_s: float = Field(
+        default=0.5, gt=0, description="How often the outbox relay looks for unsent events when not woken."
+    )
+    outbox_batch_size: int = Field(default=200, ge=1, description="Outbox rows published per batch.")
+
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None,
+        description="OTLP/HTTP collector base URL (e.g. http://otel-collector:4318); traces are exported only when "
+        "this or the standard OTEL_EXPORTER_OTLP_ENDPOINT is set.",
+    )
 
     @field_validator("allowed_sources", mode="before")
     @classmethod
@@ -73,13 +100,17 @@ class CommonSettings(BaseSettings):
 class ServiceSettings(BaseSettings):
     """A service's own settings: its database and HTTP address. Subclassed per service."""
 
-    model_config = SettingsConfigDict(extra="ignore")
+    model_config = SettingsConfigDict(extra="ignore", env_ignore_empty=True)
 
     service: str = ""
-    database_url: str = ""
-    http_host: str = "127.0.0.1"
-    http_port: int = 0
-    consumer_group: str = ""
+    database_url: str = Field(
+        default="",
+        description="SQLAlchemy async URL, e.g. postgresql+asyncpg://user:pass@host/db "
+        "(default: sqlite+aiosqlite:///<DATA_DIR>/<service>.db).",
+    )
+    http_host: str = Field(default="127.0.0.1", description="Listen address; 0.0.0.0 in a container.")
+    http_port: int = Field(default=0, description="Listen port (default: 8101 intake … 8105 audit).")
+    consumer_group: str = Field(default="", description="Kafka consumer group (default: proposalflow-<service>).")
 
     def with_defaults(self, common: CommonSettings) -> ServiceSettings:
         """Fill in the defaults that depend on the service name and the data directory."""
@@ -101,7 +132,11 @@ def service_settings(service: str) -> ServiceSettings:
     settings_cls = type(
         f"{service.capitalize()}Settings",
         (ServiceSettings,),
-        {"model_config": SettingsConfigDict(env_prefix=f"PROPOSALFLOW_{service.upper()}_", extra="ignore")},
+        {
+            "model_config": SettingsConfigDict(
+                env_prefix=f"PROPOSALFLOW_{service.upper()}_", extra="ignore", env_ignore_empty=True
+            )
+        },
     )
     own: ServiceSettings = settings_cls(service=service)
     return own.with_defaults(CommonSettings())

@@ -1,0 +1,151 @@
+"""Every setting a service reads, discovered from the settings models, and docs/configuration.md.
+
+The models are the single source: :class:`~shared.settings.CommonSettings` (`PROPOSALFLOW_*`), the
+per-service :class:`~shared.settings.ServiceSettings` (`PROPOSALFLOW_<SERVICE>_*`) and any other
+`BaseSettings` a service defines in its own package (found by importing the service's app). The
+deployment checks (compose, Kubernetes) use :func:`settings_of` so a new setting cannot be forgotten.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings
+
+from shared.settings import SERVICES, CommonSettings, ServiceSettings
+
+# Values that must come from a Secret, never a ConfigMap: credentials, keys, and database URLs
+# (which carry the database password).
+_SECRET = re.compile(r"(SECRET|PASSWORD|HMAC_KEY|DATABASE_URL)$")
+
+# ServiceSettings.service is set by the code from the service name, never from the environment.
+_INTERNAL_FIELDS = frozenset({"service"})
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One environment variable, who reads it, its type, default and meaning."""
+
+    env: str
+    scope: str  # "common", or the service that reads it
+    type: str
+    default: str
+    description: str
+
+    @property
+    def secret(self) -> bool:
+        return is_secret(self.env)
+
+
+def is_secret(env: str) -> bool:
+    """Whether a variable holds a credential (goes to a Secret, never a ConfigMap)."""
+    return bool(_SECRET.search(env))
+
+
+def _type_name(annotation: Any) -> str:
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        return " \\| ".join(str(arg) for arg in typing.get_args(annotation))
+    if origin in (typing.Union, types.UnionType):
+        parts = [_type_name(arg) for arg in typing.get_args(annotation) if arg is not type(None)]
+        return " \\| ".join(parts) + " (optional)"
+    if origin is typing.Annotated:
+        return _type_name(typing.get_args(annotation)[0])
+    if origin is not None:
+        return "comma-separated list" if origin is list else getattr(origin, "__name__", str(origin))
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _default(info: FieldInfo) -> str:
+    if info.default_factory is not None:
+        value: Any = info.default_factory()  # type: ignore[call-arg]
+    else:
+        value = info.default
+    if value is None or value == "" or value == [] or (value == 0 and info.annotation is int):
+        return "—"
+    return f"`{value}`"
+
+
+def _fields(model: type[BaseSettings], prefix: str, scope: str) -> list[Setting]:
+    settings = []
+    for name, info in model.model_fields.items():
+        if name in _INTERNAL_FIELDS:
+            continue
+        settings.append(
+            Setting(
+                env=f"{prefix}{name}".upper(),
+                scope=scope,
+                type=_type_name(info.annotation),
+                default=_default(info),
+                description=" ".join((info.description or "").split()),
+            )
+        )
+    return settings
+
+
+def _subclasses(cls: type[Any]) -> list[type[Any]]:
+    found: list[type[Any]] = []
+    sub: type[Any]
+    for sub in cls.__subclasses__():
+        found += [sub, *_subclasses(sub)]
+    return found
+
+
+def service_models(service: str) -> list[type[BaseSettings]]:
+    """The `BaseSettings` models defined in a service's own package (imported through its app)."""
+    importlib.import_module(f"services.{service}.app")
+    package = f"services.{service}."
+    models = [cls for cls in _subclasses(BaseSettings) if cls.__module__.startswith(package)]
+    return sorted(models, key=lambda cls: (cls.__module__, cls.__qualname__))
+
+
+def settings_of(service: str) -> list[Setting]:
+    """Everything `service` reads from the environment, common settings first."""
+    found = _fields(CommonSettings, "PROPOSALFLOW_", "common")
+    found += _fields(ServiceSettings, f"PROPOSALFLOW_{service}_", service)
+    for model in service_models(service):
+        prefix = str(model.model_config.get("env_prefix", ""))
+        found += _fields(model, prefix, service)
+    unique: dict[str, Setting] = {}
+    for setting in found:
+        unique.setdefault(setting.env, setting)
+    return list(unique.values())
+
+
+def all_settings() -> list[Setting]:
+    """Every setting of every service, each once."""
+    unique: dict[str, Setting] = {}
+    for service in SERVICES:
+        for setting in settings_of(service):
+            unique.setdefault(setting.env, setting)
+    return list(unique.values())
+
+
+def configuration_reference() -> str:
+    """docs/configuration.md, generated from the settings models."""
+    lines = [
+        "# Configuration reference",
+        "",
+        "Generated from the settings models by `proposalflow settings doc`; do not edit by hand.",
+        "Every setting is an environment variable; an empty value means unset (the default applies).",
+        "Settings marked **secret** belong in a Secret (Kubernetes) or a secret store, never in a ConfigMap.",
+        "",
+    ]
+    settings = all_settings()
+    for scope in ("common", *SERVICES):
+        rows = [setting for setting in settings if setting.scope == scope]
+        if not rows:
+            continue
+        title = "Every service" if scope == "common" else f"{scope}"
+        lines += [f"## {title}", "", "| variable | type | default | meaning |", "|---|---|---|---|"]
+        for setting in rows:
+            meaning = setting.description + (" **secret**" if setting.secret else "")
+            lines.append(f"| `{setting.env}` | {setting.type} | {setting.default} | {meaning.strip()} |")
+        lines.append("")
+    return "\n".join(lines)
