@@ -64,6 +64,20 @@ def submitted(proposal_id: str, title: str, cosigners: list[Proposer]) -> Propos
     )
 
 
+def filed(proposal_id: str, title: str, number: str, cosigners: list[Proposer]) -> ProposalFiled:
+    return ProposalFiled(
+        proposal_id=proposal_id,
+        actor=COMMITTEE,
+        filing_number=number,
+        title=title,
+        category="经济建设",
+        first_proposer=ZHANG,
+        cosigners=cosigners,
+        suggestion_count=1,
+        filed_at=AT,
+    )
+
+
 def assigned(proposal_id: str, co_units: list[UnitRef]) -> ProposalAssigned:
     return ProposalAssigned(
         proposal_id=proposal_id,
@@ -104,20 +118,7 @@ def lifecycle(prefix: str = "p") -> list[tuple[Event, Expected]]:
             ),
             set(),
         ),
-        (
-            ProposalFiled(
-                proposal_id=main,
-                actor=COMMITTEE,
-                filing_number="2026-0001",
-                title=title,
-                category="经济建设",
-                first_proposer=ZHANG,
-                cosigners=[LI],
-                suggestion_count=1,
-                filed_at=AT,
-            ),
-            {("m-1", "提案已立案"), ("m-2", "提案已立案")},
-        ),
+        (filed(main, title, "2026-0001", [LI]), {("m-1", "提案已立案"), ("m-2", "提案已立案")}),
         (
             assigned(main, [NYJ]),
             {
@@ -235,6 +236,7 @@ def lifecycle(prefix: str = "p") -> list[tuple[Event, Expected]]:
             {("m-1", "提案退回修改")},
         ),
         (submitted(moved, "关于优化道路交通的建议", [LI]), set()),
+        (filed(moved, "关于优化道路交通的建议", "2026-0002", [LI]), {("m-1", "提案已立案"), ("m-2", "提案已立案")}),
         (assigned(moved, []), {("m-1", "提案已交办"), ("m-2", "提案已交办"), ("unit:dg-zrj", "新交办提案")}),
         (
             AssignmentReassigned(

@@ -22,11 +22,14 @@ def build(settings: NotifySettings | None = None) -> tuple[ServiceRuntime, FastA
         metadata=store.metadata,
         publishes=[events.NotificationDelivered, events.NotificationFailed],
     )
-    runtime.consume(
+    processor = runtime.consume(
         [events.PROPOSALS, events.ASSIGNMENTS, events.HANDLING],
         handlers.on_event(notifier),
         description="Every lifecycle event, to tell the right people.",
     )
+    # A parked event is re-run after the next event of its proposal; when the event it waited for was
+    # handled at the same moment on another topic, no next event may come, so sweep now and then.
+    runtime.every(settings.parked_sweep_interval_s, processor.rerun_all_parked, name="parked-sweep")
     worker = DeliveryWorker(runtime.engine, settings, after_commit=runtime.relay.wake)
     runtime.every(settings.delivery_poll_interval_s, worker.run_once, name="deliveries")
     app = runtime.http_app(

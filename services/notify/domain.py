@@ -17,6 +17,8 @@ from zoneinfo import ZoneInfo
 
 from services.notify.rules import Channel, CompiledRule, RecipientKind
 from shared.events import (
+    ASSIGNMENTS,
+    HANDLING,
     AssignmentReassigned,
     Event,
     KeyProposalDesignated,
@@ -90,6 +92,20 @@ def changes_view(event: Event) -> bool:
         | AssignmentReassigned
         | KeyProposalDesignated,
     )
+
+
+def missing_prerequisite(event: Event, view: ProposalView) -> str | None:
+    """Why notify must wait before taking this event in, or None.
+
+    Topics carry no order between them: an assignment can be read before the filing it follows, a
+    deadline before the assignment. Since 交办 only follows 立案 and 办理 only follows 交办, an event
+    that arrives early waits (is parked) until the record has caught up, so the right signers and
+    units are told."""
+    if event.TOPIC == ASSIGNMENTS and view.filing_number is None:
+        return f"proposal {view.id} is not filed yet here (waiting for its filed event)"
+    if event.TOPIC == HANDLING and view.lead_unit is None:
+        return f"proposal {view.id} is not assigned yet here (waiting for its assigned event)"
+    return None
 
 
 def _event_units(event: Event) -> list[str]:

@@ -63,10 +63,13 @@ async def handle(conn: AsyncConnection, envelope: Envelope, event: Event, notifi
         signers = (event.first_proposer.id, *(cosigner.id for cosigner in event.cosigners))
         await store.insert_proposal(conn, domain.ProposalView(id=event.proposal_id, title=event.title, signers=signers))
     view = await store.get_proposal(conn, event.proposal_id)
-    if view is None:
-        if domain.changes_view(event) or domain.rules_apply(notifier.rules, envelope.type, event):
-            raise NotReady(f"proposal {event.proposal_id} not known yet (waiting for its submitted event)")
+    if not (domain.changes_view(event) or domain.rules_apply(notifier.rules, envelope.type, event)):
         return
+    if view is None:
+        raise NotReady(f"proposal {event.proposal_id} not known yet (waiting for its submitted event)")
+    waiting = domain.missing_prerequisite(event, view)
+    if waiting:
+        raise NotReady(waiting)
     updated = domain.updated_view(view, event)
     if updated != view:
         await store.save_proposal(conn, updated)

@@ -30,6 +30,10 @@ class NotifySettings(BaseSettings):
 
     webhook_secret: str = "proposalflow-development-webhook-secret"
 
+    parked_sweep_interval_s: float = Field(
+        default=30.0, gt=0, description="How often events parked for an earlier one are tried again."
+    )
+
     delivery_poll_interval_s: float = Field(default=1.0, gt=0)
     delivery_batch_size: int = Field(default=50, ge=1)
     delivery_timeout_s: float = Field(default=10.0, gt=0, description="Per request; a slow endpoint times out.")
