@@ -98,7 +98,7 @@ class DeliveryWorker:
             await asyncio.wait_for(senders[channel](client, row), timeout=self.settings.delivery_timeout_s)
         except SendError as exc:
             error = exc
-        except (httpx.HTTPError, aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever breaks one send is that delivery's outcome, not the run's
             error = SendError(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
         else:
             return None
@@ -151,7 +151,7 @@ class DeliveryWorker:
         message["To"] = row["address"]
         message["Subject"] = row["title"]
         message[DELIVERY_HEADER] = row["id"]
-        message.set_content(f"{row['body']}\n\n{row['link']}\n")
+        message.set_content(row["body"])
         try:
             await aiosmtplib.send(
                 message,

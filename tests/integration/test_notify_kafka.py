@@ -60,7 +60,8 @@ def free_port() -> int:
 
 @dataclass
 class Receiver:
-    """A real HTTP endpoint: webhooks at /hooks/<name> (`broken` answers 500) and an SMS gateway at /sms."""
+    """A real HTTP endpoint: webhooks at /hooks/<name> (`broken` answers 500, `gone` 410) and an SMS
+    gateway at /sms."""
 
     port: int
     hooks: list[tuple[str, dict[str, str], bytes]] = field(default_factory=list)
@@ -73,7 +74,8 @@ class Receiver:
         async def hook(request: Request) -> JSONResponse:
             name = request.path_params["name"]
             self.hooks.append((name, dict(request.headers), await request.body()))
-            return JSONResponse({"ok": name != "broken"}, status_code=500 if name == "broken" else 200)
+            status = {"broken": 500, "gone": 410}.get(name, 200)
+            return JSONResponse({"ok": status == 200}, status_code=status)
 
         async def sms(request: Request) -> JSONResponse:
             self.sms.append(await request.json())
@@ -189,6 +191,7 @@ async def add_contacts(harness: Harness, quiet_from: datetime) -> None:
             "webhook_url": harness.receiver.url("/hooks/broken"),
         },
         "committee": {"name": "提案委员会", "kind": "group", "webhook_url": harness.receiver.url("/hooks/committee")},
+        "l-1": {"name": "督办领导", "kind": "leader", "webhook_url": harness.receiver.url("/hooks/gone")},
     }
     for contact_id, body in contacts.items():
         response = await harness.http.put(f"/contacts/{contact_id}", json=body, headers=ADMIN)
@@ -328,16 +331,21 @@ async def test_every_default_rule_reaches_its_people_once_over_real_channels(har
     assert broken and all(d["status"] == store.FAILED and d["attempts"] == MAX_ATTEMPTS for d in broken)
     tries = Counter(headers["x-proposalflow-delivery"] for name, headers, _ in hooks if name == "broken")
     assert tries == {d["id"]: MAX_ATTEMPTS for d in broken}
+    # An endpoint that answers 410 Gone will not get better: failed after one attempt.
+    gone = [d for d in deliveries if d["recipient"] == "l-1"]
+    assert gone and all(d["status"] == store.FAILED and d["attempts"] == 1 for d in gone)
     delivered = [d for d in deliveries if d["status"] == store.DELIVERED]
     assert {d["channel"] for d in delivered} == {"webhook", "email", "sms"}
 
     # Every outcome is on proposalflow.notifications, once.
-    outcomes = len(inbox) + len(delivered) + len(broken)
+    outcomes = len(inbox) + len(delivered) + len(broken) + len(gone)
     published = await notification_events(harness.bootstrap, proposals, outcomes)
     assert len(published) == outcomes
     failed = [e for e in published if e.type == "proposalflow.notification.failed.v1"]
-    assert {e.data["notification_id"] for e in failed} == {d["id"] for d in broken}
-    assert all("HTTP 500" in e.data["error"] and e.data["attempts"] == MAX_ATTEMPTS for e in failed)
+    assert {e.data["notification_id"] for e in failed} == {d["id"] for d in broken + gone}
+    by_id = {e.data["notification_id"]: e.data for e in failed}
+    assert all("HTTP 500" in by_id[d["id"]]["error"] and by_id[d["id"]]["attempts"] == MAX_ATTEMPTS for d in broken)
+    assert all("HTTP 410" in by_id[d["id"]]["error"] and by_id[d["id"]]["attempts"] == 1 for d in gone)
 
 
 async def test_redelivered_and_replayed_events_tell_nobody_again(harness: Harness) -> None:
