@@ -745,6 +745,7 @@ class NotificationDelivered(Event):
     channel: Literal["inbox", "webhook", "email", "sms"]
     cause_event_id: str
     cause_event_type: str
+    attempts: int | None = Field(default=None, ge=1, description="How many sends it took (1 for the inbox).")
 
 
 class NotificationFailed(Event):
@@ -759,6 +760,7 @@ class NotificationFailed(Event):
     cause_event_id: str
     cause_event_type: str
     error: str
+    attempts: int | None = Field(default=None, ge=1, description="How many sends were tried before giving up.")
 
 
 def messages_on(topic: str) -> list[type[Message]]:

@@ -7,10 +7,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.notify import service
 from shared.envelope import Envelope
 from shared.events import Event, parse_message
-from shared.messaging import Record
+from shared.messaging import Handler, Record
 
 
-async def on_event(conn: AsyncConnection, envelope: Envelope, _record: Record) -> None:
-    event = parse_message(envelope.type, envelope.data)
-    if isinstance(event, Event):
-        await service.handle(conn, envelope, event)
+def on_event(notifier: service.Notifier) -> Handler:
+    async def handle(conn: AsyncConnection, envelope: Envelope, _record: Record) -> None:
+        event = parse_message(envelope.type, envelope.data)
+        if isinstance(event, Event):
+            await service.handle(conn, envelope, event, notifier)
+
+    return handle

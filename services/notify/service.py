@@ -1,14 +1,22 @@
-"""Notify's use cases: remember proposals, store in-app notifications exactly once, report delivery."""
+"""Notify's use cases: keep the record of each proposal, and plan every notice exactly once.
+
+The consumer's transaction only plans: an inbox notice is stored (delivered at once), and every
+outside-channel notice becomes one `deliveries` row per (event, recipient, channel), with an id
+derived from those three, so a redelivered or replayed event plans nothing new. The delivery worker
+(delivery.py) sends them.
+"""
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.notify import domain, store
+from services.notify.rules import Channel, CompiledRule
+from services.notify.settings import NotifySettings
 from shared.envelope import Envelope
 from shared.events import Actor, Event, NotificationDelivered, ProposalSubmitted, Role
 from shared.messaging import NotReady, add_to_outbox
@@ -22,56 +30,112 @@ def notification_id(cause: Envelope, recipient: str, channel: str) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"{cause.source}#{cause.id}#{recipient}#{channel}"))
 
 
-async def handle(conn: AsyncConnection, envelope: Envelope, event: Event) -> None:
-    if isinstance(event, ProposalSubmitted):
-        if await store.get_proposal(conn, event.proposal_id) is None:
-            await conn.execute(
-                insert(store.proposals).values(
-                    id=event.proposal_id,
-                    title=event.title,
-                    signers=[event.first_proposer.id, *(cosigner.id for cosigner in event.cosigners)],
-                )
-            )
+def outcome_event_id(notification: str, outcome: str) -> str:
+    """The id of the delivered/failed event of one notification: one event per outcome, even if a
+    crash makes the worker record it twice."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"{notification}#{outcome}"))
+
+
+@dataclass(frozen=True)
+class Notifier:
+    """The rules and settings the use cases need."""
+
+    rules: list[CompiledRule]
+    settings: NotifySettings
+
+    @property
+    def configured_channels(self) -> frozenset[Channel]:
+        """Inbox and webhook always work; email and SMS need their server or gateway configured."""
+        channels = {Channel.INBOX, Channel.WEBHOOK}
+        if self.settings.smtp_host:
+            channels.add(Channel.EMAIL)
+        if self.settings.sms_gateway_url:
+            channels.add(Channel.SMS)
+        return frozenset(channels)
+
+    def link(self, proposal_id: str) -> str:
+        return f"{self.settings.public_base_url.rstrip('/')}/proposals/{proposal_id}"
+
+
+async def handle(conn: AsyncConnection, envelope: Envelope, event: Event, notifier: Notifier) -> None:
+    """Update the record of the proposal, then plan the notices the rules give for the event."""
+    if isinstance(event, ProposalSubmitted) and await store.get_proposal(conn, event.proposal_id) is None:
+        signers = (event.first_proposer.id, *(cosigner.id for cosigner in event.cosigners))
+        await store.insert_proposal(conn, domain.ProposalView(id=event.proposal_id, title=event.title, signers=signers))
+    view = await store.get_proposal(conn, event.proposal_id)
+    if not (domain.changes_view(event) or domain.rules_apply(notifier.rules, envelope.type, event)):
         return
-    proposal = await store.get_proposal(conn, event.proposal_id)
-    notices = domain.notices_for(
-        event, title=proposal["title"] if proposal else "", signers=proposal["signers"] if proposal else []
-    )
-    if not notices:
-        return
-    if proposal is None:
+    if view is None:
         raise NotReady(f"proposal {event.proposal_id} not known yet (waiting for its submitted event)")
+    waiting = domain.missing_prerequisite(event, view)
+    if waiting:
+        raise NotReady(waiting)
+    updated = domain.updated_view(view, event)
+    if updated != view:
+        await store.save_proposal(conn, updated)
+    notices = domain.notices_for(notifier.rules, envelope.type, event, updated, notifier.link(event.proposal_id))
+    if notices:
+        await plan(conn, envelope, event, notices, notifier)
+
+
+async def plan(
+    conn: AsyncConnection, envelope: Envelope, event: Event, notices: list[domain.Notice], notifier: Notifier
+) -> None:
     now = datetime.now(UTC)
-    delivered: list[Event] = []
+    contacts = await store.contacts_by_id(conn, sorted({notice.recipient for notice in notices}))
+    delivered: list[tuple[Event, str]] = []
     for notice in notices:
-        nid = notification_id(envelope, notice.recipient, "inbox")
-        exists = (await conn.execute(select(store.notifications.c.id).where(store.notifications.c.id == nid))).first()
-        if exists:
+        nid = notification_id(envelope, notice.recipient, notice.channel)
+        common = {
+            "id": nid,
+            "recipient": notice.recipient,
+            "channel": notice.channel.value,
+            "proposal_id": event.proposal_id,
+            "cause_event_id": envelope.id,
+            "cause_event_type": envelope.type,
+            "title": notice.title,
+            "body": notice.body,
+            "created_at": now,
+        }
+        if notice.channel == Channel.INBOX:
+            if await store.add_notification(conn, {**common, "read_at": None}):
+                delivered.append(
+                    (
+                        NotificationDelivered(
+                            proposal_id=event.proposal_id,
+                            actor=SYSTEM,
+                            correlation_id=event.correlation_id,
+                            notification_id=nid,
+                            recipient=notice.recipient,
+                            channel="inbox",
+                            cause_event_id=envelope.id,
+                            cause_event_type=envelope.type,
+                            attempts=1,
+                        ),
+                        outcome_event_id(nid, "delivered"),
+                    )
+                )
             continue
-        await conn.execute(
-            insert(store.notifications).values(
-                id=nid,
-                recipient=notice.recipient,
-                channel="inbox",
-                proposal_id=event.proposal_id,
-                cause_event_id=envelope.id,
-                cause_event_type=envelope.type,
-                title=notice.title,
-                body=notice.body,
-                created_at=now,
-                read_at=None,
-            )
-        )
-        delivered.append(
-            NotificationDelivered(
-                proposal_id=event.proposal_id,
-                actor=SYSTEM,
-                correlation_id=event.correlation_id,
-                notification_id=nid,
-                recipient=notice.recipient,
-                channel="inbox",
-                cause_event_id=envelope.id,
-                cause_event_type=envelope.type,
-            )
+        contact = contacts.get(notice.recipient)
+        address = domain.deliverable_address(notice.channel, contact, notifier.configured_channels)
+        if address is None or contact is None:
+            continue
+        not_before = now
+        if notice.channel == Channel.SMS:
+            not_before = domain.sms_not_before(now, contact.quiet_hours, notifier.settings.timezone)
+        await store.plan_delivery(
+            conn,
+            {
+                **common,
+                "address": address,
+                "correlation_id": event.correlation_id,
+                "link": notifier.link(event.proposal_id),
+                "status": store.PENDING,
+                "attempts": 0,
+                "next_attempt_at": not_before,
+                "claimed_until": None,
+                "last_error": None,
+                "finished_at": None,
+            },
         )
     await add_to_outbox(conn, store.metadata, SERVICE, delivered)

@@ -1,13 +1,34 @@
-"""Notify's tables: what it knows of each proposal, and the in-app inbox."""
+"""Notify's tables: what it knows of each proposal, the contacts directory (通讯录), the in-app inbox
+and the outside-channel deliveries with their retry state."""
 
 from __future__ import annotations
 
+from datetime import datetime, time
 from typing import Any
 
-from sqlalchemy import JSON, Column, String, Table, Text, UniqueConstraint, func, select, update
+from sqlalchemy import (
+    JSON,
+    Column,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.notify.domain import Contact, ProposalView
+from services.notify.rules import Channel
 from shared.db import UTCDateTime, add_plumbing_tables, new_metadata
+from shared.events import UnitRef
 
 metadata = new_metadata()
 add_plumbing_tables(metadata)
@@ -18,6 +39,27 @@ proposals = Table(
     Column("id", String(100), primary_key=True),
     Column("title", String(200), nullable=False),
     Column("signers", JSON, nullable=False),
+    Column("filing_number", String(100), nullable=True),
+    Column("lead_unit", JSON, nullable=True),
+    Column("co_units", JSON, nullable=True),
+    Column("split_units", JSON, nullable=True),
+    Column("supervising_leader", String(200), nullable=True),
+    Column("leading_leader", String(200), nullable=True),
+)
+
+contacts = Table(
+    "contacts",
+    metadata,
+    Column("id", String(200), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("email", String(320), nullable=True),
+    Column("phone", String(40), nullable=True),
+    Column("webhook_url", String(2000), nullable=True),
+    Column("channels", JSON, nullable=True),
+    Column("quiet_start", String(5), nullable=True),
+    Column("quiet_end", String(5), nullable=True),
+    Column("updated_at", UTCDateTime(), nullable=False),
 )
 
 notifications = Table(
@@ -36,10 +78,213 @@ notifications = Table(
     UniqueConstraint("cause_event_id", "recipient", "channel", name="uq_notifications_once"),
 )
 
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", String(100), primary_key=True),
+    Column("recipient", String(200), nullable=False),
+    Column("channel", String(20), nullable=False),
+    Column("address", String(2000), nullable=False),
+    Column("proposal_id", String(100), nullable=False),
+    Column("cause_event_id", String(200), nullable=False),
+    Column("cause_event_type", String(200), nullable=False),
+    Column("correlation_id", String(200), nullable=True),
+    Column("title", String(200), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("link", String(2000), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", UTCDateTime(), nullable=False),
+    Column("claimed_until", UTCDateTime(), nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("finished_at", UTCDateTime(), nullable=True),
+    UniqueConstraint("cause_event_id", "recipient", "channel", name="uq_deliveries_once"),
+    Index("ix_deliveries_due", "status", "next_attempt_at"),
+)
 
-async def get_proposal(conn: AsyncConnection, proposal_id: str) -> dict[str, Any] | None:
+PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
+
+
+# Proposals ----------------------------------------------------------------------------------------
+
+
+def _units(value: Any) -> tuple[UnitRef, ...]:
+    return tuple(UnitRef.model_validate(unit) for unit in value or [])
+
+
+async def get_proposal(conn: AsyncConnection, proposal_id: str) -> ProposalView | None:
     row = (await conn.execute(select(proposals).where(proposals.c.id == proposal_id))).mappings().first()
+    if row is None:
+        return None
+    return ProposalView(
+        id=row["id"],
+        title=row["title"],
+        signers=tuple(row["signers"]),
+        filing_number=row["filing_number"],
+        lead_unit=UnitRef.model_validate(row["lead_unit"]) if row["lead_unit"] else None,
+        co_units=_units(row["co_units"]),
+        split_units=_units(row["split_units"]),
+        supervising_leader=row["supervising_leader"],
+        leading_leader=row["leading_leader"],
+    )
+
+
+def _proposal_values(view: ProposalView) -> dict[str, Any]:
+    return {
+        "title": view.title,
+        "signers": list(view.signers),
+        "filing_number": view.filing_number,
+        "lead_unit": view.lead_unit.model_dump() if view.lead_unit else None,
+        "co_units": [unit.model_dump() for unit in view.co_units],
+        "split_units": [unit.model_dump() for unit in view.split_units],
+        "supervising_leader": view.supervising_leader,
+        "leading_leader": view.leading_leader,
+    }
+
+
+async def insert_proposal(conn: AsyncConnection, view: ProposalView) -> None:
+    await conn.execute(insert(proposals).values(id=view.id, **_proposal_values(view)))
+
+
+async def save_proposal(conn: AsyncConnection, view: ProposalView) -> None:
+    await conn.execute(update(proposals).where(proposals.c.id == view.id).values(**_proposal_values(view)))
+
+
+# Contacts -----------------------------------------------------------------------------------------
+
+
+def _clock(value: str | None) -> time | None:
+    return time.fromisoformat(value) if value else None
+
+
+def contact_of(row: Any) -> Contact:
+    start, end = _clock(row["quiet_start"]), _clock(row["quiet_end"])
+    return Contact(
+        id=row["id"],
+        email=row["email"],
+        phone=row["phone"],
+        webhook_url=row["webhook_url"],
+        channels=frozenset(Channel(channel) for channel in row["channels"]) if row["channels"] is not None else None,
+        quiet_hours=(start, end) if start and end else None,
+    )
+
+
+async def contacts_by_id(conn: AsyncConnection, ids: list[str]) -> dict[str, Contact]:
+    if not ids:
+        return {}
+    rows = (await conn.execute(select(contacts).where(contacts.c.id.in_(ids)))).mappings().all()
+    return {row["id"]: contact_of(row) for row in rows}
+
+
+async def get_contact(conn: AsyncConnection, contact_id: str) -> dict[str, Any] | None:
+    row = (await conn.execute(select(contacts).where(contacts.c.id == contact_id))).mappings().first()
     return dict(row) if row else None
+
+
+async def list_contacts(
+    conn: AsyncConnection, *, kind: str | None, limit: int, offset: int
+) -> tuple[list[dict[str, Any]], int]:
+    query = select(contacts)
+    count = select(func.count()).select_from(contacts)
+    if kind:
+        query, count = query.where(contacts.c.kind == kind), count.where(contacts.c.kind == kind)
+    rows = (await conn.execute(query.order_by(contacts.c.id).limit(limit).offset(offset))).mappings().all()
+    return [dict(row) for row in rows], int((await conn.execute(count)).scalar_one())
+
+
+async def put_contact(conn: AsyncConnection, values: dict[str, Any]) -> bool:
+    """Create or replace a contact; True if it was created."""
+    existing = await get_contact(conn, values["id"])
+    if existing is None:
+        await conn.execute(insert(contacts).values(**values))
+        return True
+    await conn.execute(update(contacts).where(contacts.c.id == values["id"]).values(**values))
+    return False
+
+
+async def delete_contact(conn: AsyncConnection, contact_id: str) -> bool:
+    result = await conn.execute(delete(contacts).where(contacts.c.id == contact_id))
+    return bool(result.rowcount)
+
+
+# Inbox and deliveries -----------------------------------------------------------------------------
+
+
+def _insert_once(conn: AsyncConnection, table: Table) -> Any:
+    """An INSERT that does nothing when the row (same id or same event, recipient, channel) exists."""
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    return sqlite.insert(table).on_conflict_do_nothing()
+
+
+async def add_notification(conn: AsyncConnection, values: dict[str, Any]) -> bool:
+    """Store an inbox notification once; False if it was already there (a replayed event)."""
+    result = await conn.execute(_insert_once(conn, notifications), values)
+    return bool(result.rowcount)
+
+
+async def plan_delivery(conn: AsyncConnection, values: dict[str, Any]) -> bool:
+    """Plan an outside-channel delivery once; False if it was already planned (a replayed event)."""
+    result = await conn.execute(_insert_once(conn, deliveries), values)
+    return bool(result.rowcount)
+
+
+async def claim_due(conn: AsyncConnection, now: datetime, lease_until: datetime, limit: int) -> list[dict[str, Any]]:
+    """Take up to `limit` pending deliveries whose time has come, for this worker until `lease_until`.
+
+    On PostgreSQL, rows another replica is claiming are skipped (FOR UPDATE SKIP LOCKED); the lease
+    keeps a claimed delivery from being sent again by another worker while it is in flight.
+    """
+    query = (
+        select(deliveries)
+        .where(deliveries.c.status == PENDING)
+        .where(deliveries.c.next_attempt_at <= now)
+        .where(or_(deliveries.c.claimed_until.is_(None), deliveries.c.claimed_until < now))
+        .order_by(deliveries.c.next_attempt_at)
+        .limit(limit)
+    )
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    rows = [dict(row) for row in (await conn.execute(query)).mappings().all()]
+    if rows:
+        await conn.execute(
+            update(deliveries).where(deliveries.c.id.in_([row["id"] for row in rows])).values(claimed_until=lease_until)
+        )
+    return rows
+
+
+async def finish_attempt(conn: AsyncConnection, delivery_id: str, values: dict[str, Any]) -> bool:
+    """Record an attempt's outcome on a still-pending delivery; False if it was no longer pending."""
+    result = await conn.execute(
+        update(deliveries)
+        .where(deliveries.c.id == delivery_id)
+        .where(deliveries.c.status == PENDING)
+        .values(claimed_until=None, **values)
+    )
+    return bool(result.rowcount)
+
+
+async def list_deliveries(
+    conn: AsyncConnection, *, status: str | None, proposal_id: str | None, limit: int, offset: int
+) -> tuple[list[dict[str, Any]], int]:
+    query = select(deliveries)
+    count = select(func.count()).select_from(deliveries)
+    if status:
+        query, count = query.where(deliveries.c.status == status), count.where(deliveries.c.status == status)
+    if proposal_id:
+        query = query.where(deliveries.c.proposal_id == proposal_id)
+        count = count.where(deliveries.c.proposal_id == proposal_id)
+    rows = (
+        (
+            await conn.execute(
+                query.order_by(deliveries.c.created_at.desc(), deliveries.c.id).limit(limit).offset(offset)
+            )
+        )
+        .mappings()
+        .all()
+    )
+    return [dict(row) for row in rows], int((await conn.execute(count)).scalar_one())
 
 
 async def inbox(
@@ -64,12 +309,18 @@ async def inbox(
     return [dict(row) for row in rows], int(unread)
 
 
-async def mark_read(conn: AsyncConnection, recipient: str, notification_id: str, at: Any) -> bool:
-    result = await conn.execute(
-        update(notifications)
-        .where(notifications.c.id == notification_id)
-        .where(notifications.c.recipient == recipient)
-        .where(notifications.c.read_at.is_(None))
-        .values(read_at=at)
-    )
-    return bool(result.rowcount)
+async def mark_read(conn: AsyncConnection, recipient: str, notification_id: str, at: datetime) -> bool | None:
+    """Mark read; None if the recipient has no such notification, False if it was already read."""
+    row = (
+        await conn.execute(
+            select(notifications.c.read_at)
+            .where(notifications.c.id == notification_id)
+            .where(notifications.c.recipient == recipient)
+        )
+    ).first()
+    if row is None:
+        return None
+    if row.read_at is not None:
+        return False
+    await conn.execute(update(notifications).where(notifications.c.id == notification_id).values(read_at=at))
+    return True

@@ -9,18 +9,15 @@ import pytest
 from services.assignment.domain import RoutingTable, deadlines, suggest_route
 from services.assignment.service import load_routing
 from services.intake import domain as intake
-from services.notify.domain import notices_for
 from services.progress.domain import Stage, next_stage
 from shared.events import (
     Actor,
     AssignmentForm,
     ProposalAssigned,
     ProposalFiled,
-    ProposalSubmitted,
     Proposer,
     ReplyReturned,
     Role,
-    SessionKind,
     Suggestion,
     UnitRef,
 )
@@ -145,29 +142,3 @@ def test_the_lifecycle_moves_forward_and_a_late_event_does_not_move_it_back() ->
         next_stage(Stage.REPLY_REVIEW, ReplyReturned(proposal_id="p", actor=COMMITTEE, reply_id="r", reason="补充"))
         == Stage.HANDLING
     )
-
-
-# notify ------------------------------------------------------------------------------------------
-
-
-def test_assignment_tells_every_signer_and_the_lead_unit_with_the_deadline() -> None:
-    notices = notices_for(_assigned(), title="关于X的建议", signers=["m-1", "m-2"])
-    recipients = [notice.recipient for notice in notices]
-    assert recipients == ["m-1", "m-2", "unit:u"]
-    assert "2026-06-01" in notices[-1].body
-    assert "单位" in notices[0].body
-
-
-def test_submission_alone_notifies_nobody() -> None:
-    submitted = ProposalSubmitted(
-        proposal_id="p",
-        actor=MEMBER,
-        title="t",
-        body="b",
-        category="经济建设",
-        session_kind=SessionKind.INTERIM,
-        first_proposer=Proposer(id="m-1", name="张三"),
-        suggestions=[Suggestion(number=1, text="s")],
-        submitted_at=datetime(2026, 3, 1, tzinfo=UTC),
-    )
-    assert notices_for(submitted, title="t", signers=["m-1"]) == []
