@@ -16,7 +16,7 @@ from shared.runtime import ServiceRuntime
 def build(settings: NotifySettings | None = None) -> tuple[ServiceRuntime, FastAPI]:
     settings = settings or NotifySettings()
     # A broken rules file stops the service at start, naming the rule, rather than at the first event.
-    notifier = Notifier(rules=load_rules(settings.rules_file, settings.timezone), settings=settings)
+    notifier = Notifier(rules=load_rules(settings.rules_path, settings.timezone), settings=settings)
     runtime = ServiceRuntime(
         name="notify",
         metadata=store.metadata,

@@ -15,20 +15,26 @@ class NotifySettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="PROPOSALFLOW_NOTIFY_", extra="ignore")
 
-    rules_file: Path = DEFAULT_RULES_FILE
-    public_base_url: str = "http://127.0.0.1:8080"
-    timezone: str = "Asia/Shanghai"
+    rules_file: Path | None = Field(default=None, description="Rules file (YAML); default: the packaged rules.yaml.")
+    public_base_url: str = Field(default="http://127.0.0.1:8080", description="Base of the links in messages.")
+    timezone: str = Field(default="Asia/Shanghai", description="Deadlines in messages are local dates here.")
 
-    smtp_host: str | None = None
+    smtp_host: str | None = Field(default=None, description="SMTP server; email is off when unset.")
     smtp_port: int = 25
     smtp_from: str = "ProposalFlow <noreply@proposalflow.local>"
     smtp_starttls: bool = False
     smtp_username: str | None = None
     smtp_password: str | None = None
 
-    sms_gateway_url: str | None = None
+    sms_gateway_url: str | None = Field(default=None, description="HTTP SMS gateway; SMS is off when unset.")
 
-    webhook_secret: str = "proposalflow-development-webhook-secret"
+    webhook_secret: str = Field(
+        default="proposalflow-development-webhook-secret", description="HMAC-SHA256 key signing webhook bodies."
+    )
+
+    @property
+    def rules_path(self) -> Path:
+        return self.rules_file or DEFAULT_RULES_FILE
 
     parked_sweep_interval_s: float = Field(
         default=30.0, gt=0, description="How often events parked for an earlier one are tried again."

@@ -16,7 +16,7 @@ from shared.migrate import upgrade_async
 from tests.notify_fixtures import lifecycle
 
 SETTINGS = NotifySettings(smtp_host="127.0.0.1")
-NOTIFIER = service.Notifier(rules=load_rules(SETTINGS.rules_file), settings=SETTINGS)
+NOTIFIER = service.Notifier(rules=load_rules(SETTINGS.rules_path), settings=SETTINGS)
 WRITER = {"proposalflow.proposals": "intake", "proposalflow.assignments": "assignment"}
 
 

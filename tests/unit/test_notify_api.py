@@ -50,7 +50,7 @@ async def client(tmp_path, monkeypatch) -> AsyncIterator[httpx.AsyncClient]:
 
 async def happen(client: httpx.AsyncClient, events: list[Event]) -> None:
     runtime = client.runtime  # type: ignore[attr-defined]
-    notifier = service.Notifier(rules=load_rules(SETTINGS.rules_file), settings=SETTINGS)
+    notifier = service.Notifier(rules=load_rules(SETTINGS.rules_path), settings=SETTINGS)
     for event in events:
         async with runtime.transaction() as conn:
             await service.handle(conn, envelope_for(event, WRITER[event.TOPIC]), event, notifier)
