@@ -49,7 +49,8 @@ pytestmark = pytest.mark.kafka
 SECRET = "itest-webhook-secret"
 WRITER = {PROPOSALS: "intake", ASSIGNMENTS: "assignment", HANDLING: "progress"}
 MAX_ATTEMPTS = 3
-LAST_STATE: list[Any] = []
+LAST_SEEN: dict[str, Any] = {}
+"""What `settled` saw last, for the message of a timeout."""
 
 
 def free_port() -> int:
@@ -219,7 +220,7 @@ async def eventually(check: Callable[[], Awaitable[Any]], what: str, timeout: fl
         result = await check()
         if result:
             return result
-        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what} {LAST_STATE}"
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}; last seen {LAST_SEEN}"
         await asyncio.sleep(0.2)
 
 
@@ -235,12 +236,7 @@ async def settled(harness: Harness, proposals: set[str], inbox_count: int, quiet
     inbox = await rows(harness, store.notifications, proposals)
     deliveries = await rows(harness, store.deliveries, proposals)
     waiting = [d for d in deliveries if d["status"] == store.PENDING and d["recipient"] != quiet]
-    LAST_STATE[:] = [
-        len(inbox),
-        inbox_count,
-        len(deliveries),
-        [(d["recipient"], d["channel"], d["attempts"]) for d in waiting][:10],
-    ]
+    LAST_SEEN.update(inbox=len(inbox), expected=inbox_count, pending=[(d["recipient"], d["channel"]) for d in waiting])
     return len(inbox) == inbox_count and bool(deliveries) and not waiting
 
 

@@ -194,3 +194,18 @@ def test_the_webhook_signature_covers_timestamp_and_body() -> None:
     assert signature.startswith("sha256=") and len(signature) == 71
     assert signature != domain.webhook_signature("secret", "1700000001", b'{"a":1}')
     assert signature != domain.webhook_signature("other", "1700000000", b'{"a":1}')
+
+
+def test_an_assignment_waits_for_the_filing_and_handling_waits_for_the_assignment() -> None:
+    events = {event.TYPE: event for event, _ in lifecycle()}
+    submitted_only = ProposalView(id="p-main", title="t", signers=("m-1",))
+    filed = ProposalView(id="p-main", title="t", signers=("m-1",), filing_number="2026-0001")
+    assigned_view = domain.updated_view(filed, events["proposalflow.assignment.assigned.v1"])
+    approaching = events["proposalflow.deadline.approaching.v1"]
+    assert "not filed" in (
+        domain.missing_prerequisite(events["proposalflow.assignment.assigned.v1"], submitted_only) or ""
+    )
+    assert domain.missing_prerequisite(events["proposalflow.assignment.assigned.v1"], filed) is None
+    assert "not assigned" in (domain.missing_prerequisite(approaching, filed) or "")
+    assert domain.missing_prerequisite(approaching, assigned_view) is None
+    assert domain.missing_prerequisite(events["proposalflow.proposal.filed.v1"], submitted_only) is None
