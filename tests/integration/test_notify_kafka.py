@@ -214,7 +214,7 @@ async def publish(bootstrap: str, envelopes: list[tuple[str, Envelope]]) -> None
         await producer.stop()
 
 
-async def eventually(check: Callable[[], Awaitable[Any]], what: str, timeout: float = 90) -> Any:
+async def eventually(check: Callable[[], Awaitable[Any]], what: str, timeout: float = 150) -> Any:
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         result = await check()
