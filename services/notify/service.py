@@ -72,7 +72,7 @@ async def handle(conn: AsyncConnection, envelope: Envelope, event: Event, notifi
         raise NotReady(waiting)
     updated = domain.updated_view(view, event)
     if updated != view:
-        await store.save_proposal(conn, updated)
+        await store.save_proposal(conn, view, updated)
     notices = domain.notices_for(notifier.rules, envelope.type, event, updated, notifier.link(event.proposal_id))
     if notices:
         await plan(conn, envelope, event, notices, notifier)

@@ -147,8 +147,13 @@ async def insert_proposal(conn: AsyncConnection, view: ProposalView) -> None:
     await conn.execute(insert(proposals).values(id=view.id, **_proposal_values(view)))
 
 
-async def save_proposal(conn: AsyncConnection, view: ProposalView) -> None:
-    await conn.execute(update(proposals).where(proposals.c.id == view.id).values(**_proposal_values(view)))
+async def save_proposal(conn: AsyncConnection, before: ProposalView, after: ProposalView) -> None:
+    """Write only what the event changed: a parked event re-run beside the consumer may update the same
+    proposal at the same moment, and writing the whole row would undo the other's change."""
+    old, new = _proposal_values(before), _proposal_values(after)
+    changed = {name: value for name, value in new.items() if old[name] != value}
+    if changed:
+        await conn.execute(update(proposals).where(proposals.c.id == after.id).values(**changed))
 
 
 # Contacts -----------------------------------------------------------------------------------------
