@@ -10,9 +10,10 @@ STAMP := $(VENV)/.installed
 # The test suite gets its own broker (fresh every run) so it never meets a developer's data.
 TEST_KAFKA_PORT ?= 19192
 TEST_KAFKA_ENV := KAFKA_LOCAL_PORT=$(TEST_KAFKA_PORT) KAFKA_LOCAL_CONTROLLER_PORT=$(shell echo $$(($(TEST_KAFKA_PORT)+1))) KAFKA_LOCAL_DATA_DIR=$(CURDIR)/.data/kafka-test
+PYTEST_MARK ?= not quarantine
 PG_URL = $(shell bash deploy/postgres/pg-local.sh url)
 
-.PHONY: help run test lint typecheck unit pytest schemas stop clean venv bench
+.PHONY: help run test test-quarantine lint typecheck unit pytest schemas stop clean venv bench
 
 help:
 	@echo "make run    - start Kafka and all five services locally (SQLite), print the API addresses"
@@ -45,9 +46,14 @@ pytest: $(STAMP)
 	$(TEST_KAFKA_ENV) bash deploy/kafka-local/kafka-local.sh start
 	PROPOSALFLOW_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$(TEST_KAFKA_PORT) \
 	PROPOSALFLOW_TEST_POSTGRES_URL=$(PG_URL) \
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -m "$(PYTEST_MARK)" $(PYTEST_ARGS)
 
 test: lint typecheck pytest
+
+# Known-flaky tests, kept out of `make test` until their cause is fixed (each is named in its issue).
+test-quarantine: $(STAMP)
+	$(MAKE) pytest PYTEST_MARK=quarantine
+
 
 schemas: $(STAMP)
 	$(BIN)/proposalflow schemas export
