@@ -698,7 +698,9 @@ class DeadlineApproaching(Event):
     """到期预警: a deadline is near (deterministic id per proposal, unit, kind and due date).
 
     `kind` is reply, co_opinion, evaluation or measure; `signer_id` names the signer for an
-    evaluation, `measure_id` the measure.
+    evaluation, `measure_id` the measure. `supervising_leader` is the 督办领导 of a key proposal as
+    the writer knew it when the deadline fell due: readers tell that leader without having to have
+    seen the designation first (it travels on another topic).
     """
 
     TYPE = "proposalflow.deadline.approaching.v1"
@@ -709,6 +711,7 @@ class DeadlineApproaching(Event):
     due: date
     signer_id: str | None = None
     measure_id: str | None = None
+    supervising_leader: str | None = None
 
 
 class DeadlineOverdue(Event):
@@ -722,6 +725,7 @@ class DeadlineOverdue(Event):
     due: date
     signer_id: str | None = None
     measure_id: str | None = None
+    supervising_leader: str | None = None
 
 
 class UnitReportRejected(Rejection):
@@ -761,6 +765,25 @@ class NotificationFailed(Event):
     cause_event_type: str
     error: str
     attempts: int | None = Field(default=None, ge=1, description="How many sends were tried before giving up.")
+
+
+class NotificationAttemptFailed(Event):
+    """One send of a notification failed; another is planned at `retry_at`.
+
+    The last failure is `notification.failed`: integrators and the ops team see every attempt's
+    outcome as it happens, and `failed` stays final."""
+
+    TYPE = "proposalflow.notification.attempt-failed.v1"
+    TOPIC = NOTIFICATIONS
+
+    notification_id: str
+    recipient: str
+    channel: Literal["inbox", "webhook", "email", "sms"]
+    cause_event_id: str
+    cause_event_type: str
+    error: str
+    attempts: int = Field(ge=1, description="How many sends have been tried so far.")
+    retry_at: datetime = Field(description="When the next send is due (after quiet hours, for SMS).")
 
 
 def messages_on(topic: str) -> list[type[Message]]:

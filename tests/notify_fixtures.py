@@ -143,19 +143,47 @@ def lifecycle(prefix: str = "p") -> list[tuple[Event, Expected]]:
             {("l-1", "重点提案督办"), ("l-2", "重点提案督办")},
         ),
         (
-            DeadlineApproaching(proposal_id=main, actor=SYSTEM, unit=NYJ.id, kind="co_opinion", due=date(2026, 5, 1)),
+            DeadlineApproaching(
+                proposal_id=main,
+                actor=SYSTEM,
+                supervising_leader="l-1",
+                unit=NYJ.id,
+                kind="co_opinion",
+                due=date(2026, 5, 1),
+            ),
             {("unit:dg-nyj", "会办意见即将到期")},
         ),
         (
-            DeadlineOverdue(proposal_id=main, actor=SYSTEM, unit=NYJ.id, kind="co_opinion", due=date(2026, 5, 1)),
+            DeadlineOverdue(
+                proposal_id=main,
+                actor=SYSTEM,
+                supervising_leader="l-1",
+                unit=NYJ.id,
+                kind="co_opinion",
+                due=date(2026, 5, 1),
+            ),
             {("unit:dg-nyj", "会办意见已逾期"), ("committee", "会办意见已逾期")},
         ),
         (
-            DeadlineApproaching(proposal_id=main, actor=SYSTEM, unit=ZRJ.id, kind="reply", due=date(2026, 6, 1)),
+            DeadlineApproaching(
+                proposal_id=main,
+                actor=SYSTEM,
+                supervising_leader="l-1",
+                unit=ZRJ.id,
+                kind="reply",
+                due=date(2026, 6, 1),
+            ),
             {("unit:dg-zrj", "答复即将到期")},
         ),
         (
-            DeadlineOverdue(proposal_id=main, actor=SYSTEM, unit=ZRJ.id, kind="reply", due=date(2026, 6, 1)),
+            DeadlineOverdue(
+                proposal_id=main,
+                actor=SYSTEM,
+                supervising_leader="l-1",
+                unit=ZRJ.id,
+                kind="reply",
+                due=date(2026, 6, 1),
+            ),
             {(recipient, "提案答复已逾期") for recipient in units},
         ),
         (
@@ -168,7 +196,13 @@ def lifecycle(prefix: str = "p") -> list[tuple[Event, Expected]]:
         ),
         (
             DeadlineApproaching(
-                proposal_id=main, actor=SYSTEM, unit=ZRJ.id, kind="evaluation", due=date(2026, 7, 1), signer_id="m-2"
+                proposal_id=main,
+                actor=SYSTEM,
+                supervising_leader="l-1",
+                unit=ZRJ.id,
+                kind="evaluation",
+                due=date(2026, 7, 1),
+                signer_id="m-2",
             ),
             {("m-2", "提案评价即将到期")},
         ),
@@ -199,13 +233,25 @@ def lifecycle(prefix: str = "p") -> list[tuple[Event, Expected]]:
         ),
         (
             DeadlineApproaching(
-                proposal_id=main, actor=SYSTEM, unit=ZRJ.id, kind="measure", due=date(2026, 9, 1), measure_id="ms-1"
+                proposal_id=main,
+                actor=SYSTEM,
+                supervising_leader="l-1",
+                unit=ZRJ.id,
+                kind="measure",
+                due=date(2026, 9, 1),
+                measure_id="ms-1",
             ),
             {("unit:dg-zrj", "举措落实即将到期")},
         ),
         (
             DeadlineOverdue(
-                proposal_id=main, actor=SYSTEM, unit=ZRJ.id, kind="measure", due=date(2026, 9, 1), measure_id="ms-1"
+                proposal_id=main,
+                actor=SYSTEM,
+                supervising_leader="l-1",
+                unit=ZRJ.id,
+                kind="measure",
+                due=date(2026, 9, 1),
+                measure_id="ms-1",
             ),
             {(recipient, "举措落实已逾期") for recipient in units},
         ),

@@ -1,6 +1,6 @@
-"""Notify's HTTP routes: the caller's in-app inbox (站内消息), the contacts directory (通讯录, admins)
-and the delivery log (admins). PUT, DELETE and mark-read are idempotent by nature, so they take no
-Idempotency-Key."""
+"""Notify's HTTP routes: the caller's in-app inbox (站内消息) and own preferences (个人偏好), the
+contacts directory (通讯录, admins) and the delivery log (admins). PUT, DELETE and mark-read are
+idempotent by nature, so they take no Idempotency-Key."""
 
 from __future__ import annotations
 
@@ -186,6 +186,71 @@ def contacts_router(runtime: ServiceRuntime) -> APIRouter:
             if not await store.delete_contact(conn, contact_id):
                 raise Problem(404, "Not found", f"No contact {contact_id}.")
         return Response(status_code=204)
+
+    return routes
+
+
+class PreferencesIn(BaseModel):
+    """个人偏好: what a recipient chooses for themself; addresses stay with the directory's admins."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    channels: list[Literal["webhook", "email", "sms"]] | None = Field(
+        default=None, description="Outside channels wanted; null = every channel with an address. Inbox is always on."
+    )
+    quiet_hours: QuietHours | None = Field(default=None, description="短信免打扰; null = SMS at any hour.")
+
+
+def _preferences_view(row: dict[str, Any]) -> dict[str, Any]:
+    view = _contact_view(row)
+    return {key: view[key] for key in ("id", "name", "channels", "quiet_hours", "updated_at")} | {
+        "addresses": {channel: view[field] is not None for channel, field in ADDRESS_FIELDS.items()}
+    }
+
+
+ADDRESS_FIELDS = {"email": "email", "sms": "phone", "webhook": "webhook_url"}
+SIGNED_IN = tuple(role for role in Role if role not in (Role.PUBLIC, Role.SYSTEM))
+
+
+def preferences_router(runtime: ServiceRuntime) -> APIRouter:
+    """The caller's own preferences: the entry of the directory their inbox belongs to (a unit user
+    sets their unit's). Addresses are not shown, only whether each channel has one."""
+    routes = APIRouter(prefix="/preferences", tags=["preferences"])
+
+    def no_entry(recipient: str) -> Problem:
+        return Problem(
+            404,
+            "No contact entry",
+            f"There is no contacts-directory entry for {recipient} yet; ask an admin to add your contact details "
+            "first. Until then you are told in the in-app inbox only.",
+        )
+
+    @routes.get("", summary="My notification preferences (channels, SMS quiet hours)")
+    async def get_preferences(principal: Caller) -> Any:
+        require_role(principal, *SIGNED_IN)
+        recipient = recipient_of(principal)
+        async with runtime.engine.connect() as conn:
+            row = await store.get_contact(conn, recipient)
+        if row is None:
+            raise no_entry(recipient)
+        return _preferences_view(row)
+
+    @routes.put("", summary="Set my notification preferences")
+    async def put_preferences(preferences: PreferencesIn, principal: Caller) -> Any:
+        require_role(principal, *SIGNED_IN)
+        recipient = recipient_of(principal)
+        quiet = preferences.quiet_hours
+        values = {
+            "channels": preferences.channels,
+            "quiet_start": quiet.start.strftime("%H:%M") if quiet else None,
+            "quiet_end": quiet.end.strftime("%H:%M") if quiet else None,
+            "updated_at": datetime.now(UTC),
+        }
+        async with runtime.transaction() as conn:
+            row = await store.set_preferences(conn, recipient, values)
+        if row is None:
+            raise no_entry(recipient)
+        return _preferences_view(row)
 
     return routes
 

@@ -20,7 +20,7 @@ def build(settings: NotifySettings | None = None) -> tuple[ServiceRuntime, FastA
     runtime = ServiceRuntime(
         name="notify",
         metadata=store.metadata,
-        publishes=[events.NotificationDelivered, events.NotificationFailed],
+        publishes=[events.NotificationDelivered, events.NotificationAttemptFailed, events.NotificationFailed],
     )
     processor = runtime.consume(
         [events.PROPOSALS, events.ASSIGNMENTS, events.HANDLING],
@@ -33,7 +33,12 @@ def build(settings: NotifySettings | None = None) -> tuple[ServiceRuntime, FastA
     worker = DeliveryWorker(runtime.engine, settings, after_commit=runtime.relay.wake)
     runtime.every(settings.delivery_poll_interval_s, worker.run_once, name="deliveries")
     app = runtime.http_app(
-        [api.inbox_router(runtime), api.contacts_router(runtime), api.deliveries_router(runtime)],
+        [
+            api.inbox_router(runtime),
+            api.preferences_router(runtime),
+            api.contacts_router(runtime),
+            api.deliveries_router(runtime),
+        ],
         title="ProposalFlow notify",
         description="Notifications to proposers, units, leaders and the committee (通知).",
     )

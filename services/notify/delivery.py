@@ -2,8 +2,9 @@
 
 Each run claims the deliveries whose time has come, sends them concurrently (each with its own
 timeout, so a slow or failing endpoint holds up nobody else), then records each outcome with its
-NotificationDelivered / NotificationFailed event in one transaction. A failed attempt is retried
-later (`next_attempt_at`, exponential backoff with jitter), never by sleeping in the worker.
+NotificationDelivered / NotificationAttemptFailed / NotificationFailed event in one transaction. A
+failed attempt is retried later (`next_attempt_at`, exponential backoff with jitter; an SMS not inside
+the recipient's quiet hours), never by sleeping in the worker.
 
 On the wire this is at-least-once: after a crash between a send and its commit, the delivery is sent
 again. Webhook and SMS requests carry the delivery id (`X-ProposalFlow-Delivery`) so the receiver
@@ -23,13 +24,13 @@ from typing import Any
 
 import aiosmtplib
 import httpx
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.notify import domain, store
 from services.notify.rules import Channel
 from services.notify.service import SERVICE, SYSTEM, outcome_event_id
 from services.notify.settings import NotifySettings
-from shared.events import Event, NotificationDelivered, NotificationFailed
+from shared.events import Event, NotificationAttemptFailed, NotificationDelivered, NotificationFailed
 from shared.messaging import add_to_outbox
 
 log = logging.getLogger("proposalflow.notify.delivery")
@@ -179,28 +180,40 @@ class DeliveryWorker:
             "cause_event_type": row["cause_event_type"],
             "attempts": attempts,
         }
-        outcome: tuple[Event, str] | None = None
-        if error is None:
-            values: dict[str, Any] = {"status": store.DELIVERED, "attempts": attempts, "finished_at": now}
-            outcome = (NotificationDelivered(**common), outcome_event_id(row["id"], "delivered"))
-        else:
-            retry_at = (
-                None
-                if error.permanent
-                else domain.next_attempt_at(
-                    now,
-                    attempts,
-                    max_attempts=self.settings.delivery_max_attempts,
-                    base_delay=self.settings.delivery_base_delay_s,
-                    max_delay=self.settings.delivery_max_delay_s,
-                )
-            )
-            values = {"attempts": attempts, "last_error": str(error)}
-            if retry_at is None:
-                values.update(status=store.FAILED, finished_at=now)
-                outcome = (NotificationFailed(**common, error=str(error)), outcome_event_id(row["id"], "failed"))
-            else:
-                values["next_attempt_at"] = retry_at
+        outcome: tuple[Event, str]
         async with self.engine.begin() as conn:
-            if await store.finish_attempt(conn, row["id"], values) and outcome is not None:
+            if error is None:
+                values: dict[str, Any] = {"status": store.DELIVERED, "attempts": attempts, "finished_at": now}
+                outcome = (NotificationDelivered(**common), outcome_event_id(row["id"], "delivered"))
+            else:
+                retry_at = None if error.permanent else await self._retry_at(conn, row, now, attempts)
+                values = {"attempts": attempts, "last_error": str(error)}
+                if retry_at is None:
+                    values.update(status=store.FAILED, finished_at=now)
+                    outcome = (NotificationFailed(**common, error=str(error)), outcome_event_id(row["id"], "failed"))
+                else:
+                    values["next_attempt_at"] = retry_at
+                    outcome = (
+                        NotificationAttemptFailed(**common, error=str(error), retry_at=retry_at),
+                        outcome_event_id(row["id"], f"attempt-{attempts}-failed"),
+                    )
+            if await store.finish_attempt(conn, row["id"], values):
                 await add_to_outbox(conn, store.metadata, SERVICE, [outcome])
+
+    async def _retry_at(
+        self, conn: AsyncConnection, row: dict[str, Any], now: datetime, attempts: int
+    ) -> datetime | None:
+        """When to try again, or None when the last attempt has been spent. A retried SMS keeps the
+        recipient's quiet hours (短信免打扰) as the first send did: it waits until they end."""
+        retry_at = domain.next_attempt_at(
+            now,
+            attempts,
+            max_attempts=self.settings.delivery_max_attempts,
+            base_delay=self.settings.delivery_base_delay_s,
+            max_delay=self.settings.delivery_max_delay_s,
+        )
+        if retry_at is None or row["channel"] != Channel.SMS.value:
+            return retry_at
+        contact = (await store.contacts_by_id(conn, [row["recipient"]])).get(row["recipient"])
+        quiet_hours = contact.quiet_hours if contact else None
+        return domain.sms_not_before(retry_at, quiet_hours, self.settings.timezone)

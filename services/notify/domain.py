@@ -139,7 +139,10 @@ def recipients_of(kind: RecipientKind, event: Event, view: ProposalView) -> list
             signer = getattr(event, "signer_id", None)
             return [signer] if isinstance(signer, str) and signer else []
         case RecipientKind.SUPERVISING_LEADER:
-            return [view.supervising_leader] if view.supervising_leader else []
+            # The event's own word first: a deadline notice names the leader its writer knew, and
+            # notify may not have read the designation yet (another topic, no order between them).
+            leader = getattr(event, "supervising_leader", None) or view.supervising_leader
+            return [leader] if isinstance(leader, str) and leader else []
         case RecipientKind.LEADING_LEADER:
             return [view.leading_leader] if view.leading_leader else []
         case RecipientKind.COMMITTEE:
@@ -168,7 +171,7 @@ def template_context(event: Event, view: ProposalView, link: str) -> dict[str, A
             "lead_unit": view.lead_unit.model_dump() if view.lead_unit else None,
             "co_units": [unit.model_dump() for unit in view.co_units],
             "split_units": [unit.model_dump() for unit in view.split_units],
-            "key": view.supervising_leader is not None,
+            "key": view.supervising_leader is not None or bool(getattr(event, "supervising_leader", None)),
         },
         "link": link,
     }

@@ -208,6 +208,12 @@ async def put_contact(conn: AsyncConnection, values: dict[str, Any]) -> bool:
     return False
 
 
+async def set_preferences(conn: AsyncConnection, contact_id: str, values: dict[str, Any]) -> dict[str, Any] | None:
+    """Change a contact's own preferences (channels, quiet hours); None if there is no such contact."""
+    result = await conn.execute(update(contacts).where(contacts.c.id == contact_id).values(**values))
+    return await get_contact(conn, contact_id) if result.rowcount else None
+
+
 async def delete_contact(conn: AsyncConnection, contact_id: str) -> bool:
     result = await conn.execute(delete(contacts).where(contacts.c.id == contact_id))
     return bool(result.rowcount)

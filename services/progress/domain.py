@@ -494,6 +494,12 @@ def obligations(dossier: Dossier) -> list[Obligation]:
     return found
 
 
+def supervising_leader(dossier: Dossier) -> str | None:
+    """督办领导 of a key proposal (the first of its leaders), named on its deadline notices."""
+    leaders = dossier.proposal["leaders"] or []
+    return str(leaders[0]) if dossier.proposal["is_key"] and leaders else None
+
+
 def notice_id(obligation: Obligation, which: str) -> str:
     """A deterministic id, so that several replicas firing the same notice make one event."""
     key = f"{obligation.proposal_id}:{obligation.kind}:{obligation.owner}:{obligation.measure_id or ''}:"
@@ -518,6 +524,7 @@ def due_notices(
                 "due": item.due,
                 "signer_id": item.signer_id,
                 "measure_id": item.measure_id,
+                "supervising_leader": supervising_leader(dossier),
             }
             if today > item.due:
                 notices.append((DeadlineOverdue(**fields), notice_id(item, "overdue")))

@@ -165,3 +165,38 @@ async def test_contacts_and_preferences_decide_the_planned_deliveries(client: ht
     assert all(item["status"] == "pending" and "address" not in item for item in planned["items"])
     assert (await client.get("/deliveries", params={"status": "failed"}, headers=ADMIN)).json()["items"] == []
     assert (await client.get("/inbox", headers={"Authorization": "Bearer nope"})).status_code == 401
+
+
+async def test_a_member_sets_their_own_channels_and_quiet_hours_and_the_next_notices_follow_them(
+    client: httpx.AsyncClient,
+) -> None:
+    assert (await client.put("/contacts/m-1", json={**CONTACT, "channels": None}, headers=ADMIN)).status_code == 201
+    mine = await client.get("/preferences", headers=MEMBER)
+    assert mine.status_code == 200
+    assert mine.json()["addresses"] == {"email": True, "sms": True, "webhook": True}
+    assert "zhangsan@example.com" not in mine.text  # addresses are the directory's, not echoed back
+    changed = await client.put(
+        "/preferences", json={"channels": ["sms"], "quiet_hours": {"start": "21:30", "end": "08:00"}}, headers=MEMBER
+    )
+    assert changed.status_code == 200 and changed.json()["channels"] == ["sms"]
+    assert (await client.get("/contacts/m-1", headers=ADMIN)).json()["quiet_hours"] == {
+        "start": "21:30",
+        "end": "08:00",
+    }
+    await assigned_proposal(client)
+    planned = (await client.get("/deliveries", params={"limit": 200}, headers=ADMIN)).json()
+    assert {(item["recipient"], item["channel"]) for item in planned["items"]} == {("m-1", "sms")}
+
+
+async def test_preferences_need_a_directory_entry_and_a_signed_in_caller(client: httpx.AsyncClient) -> None:
+    missing = await client.get("/preferences", headers=COSIGNER)
+    assert missing.status_code == 404 and "ask an admin" in missing.json()["detail"]
+    assert (await client.put("/preferences", json={"channels": None}, headers=COSIGNER)).status_code == 404
+    assert (await client.get("/preferences", headers=PUBLIC)).status_code == 403
+    assert (await client.get("/preferences")).status_code == 401
+    refused = await client.put("/preferences", json={"channels": ["fax"]}, headers=MEMBER)
+    assert refused.status_code == 422 and "channels" in refused.text
+    # A unit user sets their unit's entry, not a personal one.
+    unit = {"name": "东莞市自然资源局", "kind": "unit", "email": "zrj@dg.gov.cn"}
+    assert (await client.put("/contacts/unit:dg-zrj", json=unit, headers=ADMIN)).status_code == 201
+    assert (await client.get("/preferences", headers=LEAD_UNIT)).json()["id"] == "unit:dg-zrj"

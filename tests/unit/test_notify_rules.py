@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, date, datetime, time
 from pathlib import Path
 
@@ -69,16 +70,26 @@ def test_an_sms_uses_its_own_short_words() -> None:
 
 
 def test_overdue_reply_tells_the_supervising_leader_only_of_a_key_proposal() -> None:
-    overdue = next(e for e, _ in lifecycle() if e.TYPE == "proposalflow.deadline.overdue.v1")
-    plain = ProposalView(id=overdue.proposal_id, title="t", signers=("m-1",), lead_unit=ZRJ)
-    key = ProposalView(id=overdue.proposal_id, title="t", signers=("m-1",), lead_unit=ZRJ, supervising_leader="l-9")
-    assert {n.recipient for n in domain.notices_for(RULES, overdue.TYPE, overdue, plain, LINK)} == {
+    overdues = [e for e, _ in lifecycle() if e.TYPE == "proposalflow.deadline.overdue.v1"]
+    overdue_co, overdue_reply = (e.model_copy(update={"supervising_leader": None}) for e in overdues[:2])
+    plain = ProposalView(id=overdue_co.proposal_id, title="t", signers=("m-1",), lead_unit=ZRJ)
+    key = replace(plain, supervising_leader="l-9")
+    assert {n.recipient for n in domain.notices_for(RULES, overdue_co.TYPE, overdue_co, plain, LINK)} == {
         "unit:dg-nyj",
         "committee",
     }
-    overdue_reply = [e for e, _ in lifecycle() if e.TYPE == "proposalflow.deadline.overdue.v1"][1]
     assert "l-9" in {n.recipient for n in domain.notices_for(RULES, overdue_reply.TYPE, overdue_reply, key, LINK)}
     assert "l-9" not in {n.recipient for n in domain.notices_for(RULES, overdue_reply.TYPE, overdue_reply, plain, LINK)}
+
+
+def test_the_leader_named_on_a_deadline_notice_is_told_before_notify_has_read_the_designation() -> None:
+    """督办领导 travels on the assignments topic, the deadline on handling: whichever notify reads
+    first, the leader the deadline's writer knew is told."""
+    overdue_reply = [e for e, _ in lifecycle() if e.TYPE == "proposalflow.deadline.overdue.v1"][1]
+    assert overdue_reply.supervising_leader == "l-1"
+    not_yet_key = ProposalView(id=overdue_reply.proposal_id, title="t", signers=("m-1",), lead_unit=ZRJ)
+    told = domain.notices_for(RULES, overdue_reply.TYPE, overdue_reply, not_yet_key, LINK)
+    assert ("l-1", "提案答复已逾期") in {(n.recipient, n.title) for n in told if n.channel == Channel.INBOX}
 
 
 def test_one_recipient_named_by_two_rules_is_told_once(tmp_path: Path) -> None:

@@ -149,6 +149,15 @@ def test_due_notices_warn_then_mark_overdue_with_deterministic_ids() -> None:
     assert domain.due_notices([dossier], date(2026, 6, 2), POLICY, CALENDAR) == []
 
 
+def test_deadline_notices_of_a_key_proposal_name_its_supervising_leader() -> None:
+    overdue_day = date(2026, 6, 2)
+    [(plain, _)] = domain.due_notices([Dossier(proposal(co_opinion_due=None))], overdue_day, POLICY, CALENDAR)
+    assert plain.supervising_leader is None
+    key = Dossier(proposal(co_opinion_due=None, is_key=True, leaders=["l-1", "l-2"]))
+    [(overdue, _)] = domain.due_notices([key], overdue_day, POLICY, CALENDAR)
+    assert overdue.supervising_leader == "l-1"
+
+
 def test_personal_data_is_masked_in_published_replies() -> None:
     masked = domain.redact_personal_data("请联系 0769-22223333 或 13912345678, 邮箱 a.b@dg.gov.cn")
     assert "22223333" not in masked and "13912345678" not in masked and "@" not in masked
