@@ -248,14 +248,39 @@ def settings_doc(
 
 
 @audit_app.command("verify")
-def audit_verify() -> None:
+def audit_verify(
+    anchors: Annotated[
+        Path | None,
+        typer.Option("--anchors", help="An anchor file: also check every anchored chain head is still in the log."),
+    ] = None,
+) -> None:
     """Walk the audit hash chain: the first broken entry and why (exit 1), or that all N entries hold."""
     from services.audit import cli as audit_cli
 
-    report = asyncio.run(audit_cli.verify())
+    try:
+        report = asyncio.run(audit_cli.verify(anchors))
+    except (OSError, ValueError) as exc:
+        typer.echo(f"cannot read the anchors: {exc}", err=True)
+        raise typer.Exit(2) from exc
     typer.echo(json.dumps(report, ensure_ascii=False, indent=2))
     if not report["ok"]:
         raise typer.Exit(1)
+
+
+@audit_app.command("anchor")
+def audit_anchor(
+    to: Annotated[
+        Path | None, typer.Option("--to", help="Append the anchor to this file (only if the head moved).")
+    ] = None,
+) -> None:
+    """Print the audit chain head as an anchor line (锚定), to keep outside the database."""
+    from services.audit import cli as audit_cli
+
+    anchor = asyncio.run(audit_cli.anchor(to))
+    if anchor is None:
+        typer.echo("nothing new to anchor" if to is not None else "the audit log is empty", err=True)
+        return
+    typer.echo(anchor.line())
 
 
 def _aware(value: str | None, name: str) -> datetime | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from services.audit import api, handlers, store
+from services.audit import anchors, api, handlers, store
 from services.audit.settings import AuditSettings
 from shared import events
 from shared.messaging import subscribe
@@ -16,7 +16,15 @@ AUDITED_TOPICS = [*events.ALL_TOPICS, *(events.dlq_topic(s) for s in ("intake", 
 
 def build() -> tuple[ServiceRuntime, FastAPI]:
     runtime = ServiceRuntime(name="audit", metadata=store.metadata)
-    key = AuditSettings().key
+    settings = AuditSettings()
+    key = settings.key
+    anchor_file = settings.anchor_file
+    if anchor_file is not None:
+
+        async def anchor() -> None:
+            await anchors.anchor_head(runtime.engine, anchor_file)
+
+        runtime.every(settings.anchor_interval_s, anchor, name="anchor")
     # Wired by hand rather than with `runtime.consume`, for the processor that records invalid records.
     processor = handlers.AuditProcessor(
         key=key,

@@ -3,20 +3,36 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Literal
 
 from services.audit import export as formats
 from services.audit import service, store
+from services.audit.anchors import anchor_head, read_anchors
+from services.audit.domain import Anchor
 from services.audit.settings import AuditSettings
 from shared.db import create_engine
 from shared.settings import service_settings
 
 
-async def verify() -> dict[str, Any]:
-    """The verify report of the configured audit database, with the configured HMAC key."""
+async def verify(anchors_file: Path | None = None) -> dict[str, Any]:
+    """The verify report of the configured audit database, with the configured HMAC key, checked
+    against the anchors of `anchors_file` when given."""
+    anchors = read_anchors(anchors_file) if anchors_file is not None else []
     engine = create_engine(service_settings("audit").database_url)
     try:
-        return await service.verify(engine, AuditSettings().key)
+        return await service.verify(engine, AuditSettings().key, anchors=anchors)
+    finally:
+        await engine.dispose()
+
+
+async def anchor(to: Path | None) -> Anchor | None:
+    """The chain head as an anchor line; appended to `to` when given (if it moved since its last line)."""
+    engine = create_engine(service_settings("audit").database_url)
+    try:
+        if to is not None:
+            return await anchor_head(engine, to)
+        return await service.current_anchor(engine)
     finally:
         await engine.dispose()
 

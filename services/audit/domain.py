@@ -206,6 +206,7 @@ class ChainWalk:
     tip: ChainTip = field(default_factory=ChainTip)
     subject_tips: dict[str, ChainTip] = field(default_factory=dict)
     broken: BrokenEntry | None = None
+    anchors_checked: int = 0
 
     def feed(self, entries: Iterable[Mapping[str, Any]]) -> bool:
         """Check the next entries; False once a broken one is found."""
@@ -279,6 +280,12 @@ class ChainWalk:
                 reason=f"the chain head records hash {head.hash} for entry {head.seq}, the entry has {self.tip.hash}",
             )
 
+    def check_anchors(self, anchors: Sequence[Anchor], hashes: Mapping[int, str]) -> None:
+        """After the walk: every anchored head must still be in the log, with the hash anchored."""
+        if self.broken is None:
+            self.broken = anchor_fault(anchors, hashes, self.tip)
+            self.anchors_checked = len(anchors)
+
     def report(self) -> dict[str, Any]:
         """What verify answers: the first broken entry and why, or that all N entries hold."""
         if self.broken is not None:
@@ -298,4 +305,56 @@ class ChainWalk:
             "checked": self.checked,
             "head": {"seq": self.tip.seq, "hash": self.tip.hash},
             "hmac": self.key is not None,
+            "anchors_checked": self.anchors_checked,
         }
+
+
+# Anchoring (锚定) ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Anchor:
+    """The chain head as it was at a moment, kept outside the database (a write-once store, the
+    log platform): whoever can rewrite the database cannot rewrite what was anchored before."""
+
+    seq: int
+    hash: str
+    at: datetime
+
+    def line(self) -> str:
+        """One JSON line of an anchor file."""
+        return canonical_json({"seq": self.seq, "hash": self.hash, "at": rfc3339(self.at)})
+
+    @classmethod
+    def parse(cls, line: str, number: int) -> Anchor:
+        """An anchor from its line; a line that is not one says which and why."""
+        try:
+            data = json.loads(line)
+            seq, digest, at = int(data["seq"]), str(data["hash"]), datetime.fromisoformat(data["at"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"line {number} of the anchor file is not an anchor ({exc!r}): {line[:80]!r}") from exc
+        if seq < 1 or len(digest) != len(GENESIS_HASH):
+            raise ValueError(f"line {number} of the anchor file names entry {seq} with hash {digest!r}")
+        return cls(seq, digest, at)
+
+
+def anchor_fault(anchors: Sequence[Anchor], hashes: Mapping[int, str], walked: ChainTip) -> BrokenEntry | None:
+    """The first anchor the log no longer matches, or None. `hashes` holds the log's hash of every
+    anchored position it still has; `walked` is where verify's walk ended. An anchored entry that is
+    gone means the tail was cut off; a different hash means history was rewritten (and the chain
+    recomputed, which the walk alone cannot see without the HMAC key)."""
+    for anchor in sorted(anchors, key=lambda a: a.seq):
+        found = hashes.get(anchor.seq)
+        if found is None or anchor.seq > walked.seq:
+            reason = (
+                f"entry {anchor.seq}, anchored at {rfc3339(anchor.at)}, is missing: the log ends at entry "
+                f"{walked.seq}; entries were cut off"
+            )
+            return BrokenEntry(seq=anchor.seq, reason=reason)
+        if found != anchor.hash:
+            reason = (
+                f"entry {anchor.seq} has hash {found}, but {anchor.hash} was anchored at {rfc3339(anchor.at)}: "
+                "the log was rewritten"
+            )
+            return BrokenEntry(seq=anchor.seq, reason=reason)
+    return None

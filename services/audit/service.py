@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,10 +35,13 @@ async def record_invalid(conn: AsyncConnection, record: Record, error: str, key:
     await store.append(conn, {**entry, "recorded_at": now}, key)
 
 
-async def verify(engine: AsyncEngine, key: bytes | None, *, page_size: int = 1000) -> dict[str, Any]:
+async def verify(
+    engine: AsyncEngine, key: bytes | None, *, anchors: Sequence[domain.Anchor] = (), page_size: int = 1000
+) -> dict[str, Any]:
     """Walk the whole chain up to its head as it was when the walk began (entries appended meanwhile
     are left for the next run; without a head, to the end) and report the first broken entry, or
-    that all N entries hold."""
+    that all N entries hold. Given the anchors kept outside the database, also check that each
+    anchored entry is still there with the hash anchored."""
     async with engine.connect() as conn:
         head = await store.head(conn)
     walk = domain.ChainWalk(key=key)
@@ -47,7 +50,18 @@ async def verify(engine: AsyncEngine, key: bytes | None, *, page_size: int = 100
         if not walk.feed(page):
             break
     walk.close(head)
+    if anchors:
+        async with engine.connect() as conn:
+            hashes = await store.hashes_at(conn, sorted({anchor.seq for anchor in anchors}))
+        walk.check_anchors(anchors, hashes)
     return walk.report()
+
+
+async def current_anchor(engine: AsyncEngine) -> domain.Anchor | None:
+    """The chain head now, as an anchor to keep outside the database; None before the first entry."""
+    async with engine.connect() as conn:
+        head = await store.head(conn)
+    return domain.Anchor(head.seq, head.hash, datetime.now(UTC)) if head is not None and head.seq else None
 
 
 async def entries(engine: AsyncEngine, selection: store.EntryFilter) -> AsyncIterator[dict[str, Any]]:

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
-from pydantic import SecretStr
+from pathlib import Path
+
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class AuditSettings(BaseSettings):
     """The HMAC key of the hash chain: without it, a rewrite of the whole chain cannot be made to
     verify. Set it before the first entry and keep it: entries hashed with another key (or none)
-    no longer verify."""
+    no longer verify. The anchor file keeps the chain head outside the database."""
 
     model_config = SettingsConfigDict(env_prefix="PROPOSALFLOW_AUDIT_", extra="ignore")
 
     hmac_key: SecretStr | None = None
+    anchor_file: Path | None = Field(
+        default=None,
+        description="Append the chain head here every anchor interval (a write-once volume); unset: no anchoring.",
+    )
+    anchor_interval_s: float = Field(default=300.0, gt=0, description="How often the chain head is anchored.")
 
     @property
     def key(self) -> bytes | None:

@@ -124,6 +124,14 @@ async def head(conn: AsyncConnection) -> ChainTip | None:
     return ChainTip(row.seq, row.hash) if row is not None else None
 
 
+async def hashes_at(conn: AsyncConnection, seqs: list[int]) -> dict[int, str]:
+    """The hash of the entry at each of these positions, for those that exist."""
+    if not seqs:
+        return {}
+    rows = await conn.execute(select(entries.c.seq, entries.c.hash).where(entries.c.seq.in_(seqs)))
+    return {int(row.seq): str(row.hash) for row in rows}
+
+
 async def history(conn: AsyncConnection, subject: str) -> list[dict[str, Any]]:
     rows = (await conn.execute(select(entries).where(entries.c.subject == subject).order_by(entries.c.seq))).mappings()
     return [dict(row) for row in rows]

@@ -16,6 +16,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.audit import service, store
+from services.audit.anchors import anchor_head, read_anchors
 from services.audit.domain import INVALID_RECORD
 from services.audit.handlers import AuditProcessor, occurrence_key, recorder
 from shared.db import create_engine
@@ -202,3 +203,39 @@ async def test_entries_recorded_before_the_chain_are_chained_by_the_migration(db
         assert (newest["seq"], newest["subject_seq"]) == (4, 3)
     finally:
         await engine.dispose()
+
+
+async def test_a_cut_off_tail_with_the_head_set_back_is_caught_only_by_the_anchors(
+    engine: AsyncEngine, tmp_path
+) -> None:
+    """Someone with the database and the HMAC key deletes the newest entries and sets the head
+    back: the chain still holds, but the head anchored outside the database before is gone."""
+    await audit_events(engine, ["p-1", "p-2", "p-1", "p-2", "p-1"])
+    anchor_file = tmp_path / "anchors.jsonl"
+    first = await anchor_head(engine, anchor_file)
+    assert first is not None and first.seq == 5
+    assert await anchor_head(engine, anchor_file) is None  # the head did not move: nothing new
+    async with engine.connect() as conn:
+        third = (await conn.execute(select(store.entries.c.hash).where(store.entries.c.seq == 3))).scalar_one()
+    await tamper(
+        engine,
+        "DELETE FROM audit_entries WHERE seq > 3",
+        f"UPDATE audit_chain_head SET seq = 3, hash = '{third}'",
+    )
+    assert (await service.verify(engine, KEY))["ok"] is True  # the chain alone cannot tell
+    report = await service.verify(engine, KEY, anchors=read_anchors(anchor_file))
+    assert report["ok"] is False and report["broken"]["seq"] == 5
+    assert "cut off" in report["broken"]["reason"]
+
+
+async def test_anchors_of_an_intact_log_hold_and_follow_the_head(engine: AsyncEngine, tmp_path) -> None:
+    anchor_file = tmp_path / "anchors.jsonl"
+    assert await anchor_head(engine, anchor_file) is None  # an empty log has nothing to anchor
+    await audit_events(engine, ["p-1", "p-2"])
+    await anchor_head(engine, anchor_file)
+    await audit_events(engine, ["p-3"])
+    await anchor_head(engine, anchor_file)
+    anchors = read_anchors(anchor_file)
+    assert [anchor.seq for anchor in anchors] == [2, 3]
+    report = await service.verify(engine, KEY, anchors=anchors)
+    assert report["ok"] is True and report["anchors_checked"] == 2

@@ -64,3 +64,25 @@ async def test_export_writes_every_matching_entry_to_a_file(tmp_path, monkeypatc
         (2, 1, {"n": 1}),
         (4, 2, {"n": 3}),
     ]
+
+
+async def test_anchor_then_verify_against_the_anchors(tmp_path, monkeypatch) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/audit.db"
+    monkeypatch.setenv("PROPOSALFLOW_AUDIT_DATABASE_URL", url)
+    monkeypatch.setenv("PROPOSALFLOW_AUDIT_HMAC_KEY", "cli-key")
+    await seeded(url, 3)
+    anchors = tmp_path / "worm" / "anchors.jsonl"
+    runner = CliRunner()
+    anchored = await asyncio.to_thread(runner.invoke, app, ["audit", "anchor", "--to", str(anchors)])
+    assert anchored.exit_code == 0, anchored.output
+    assert json.loads(anchored.output.splitlines()[-1])["seq"] == 3
+    assert anchors.read_text().count("\n") == 1
+    held = await asyncio.to_thread(runner.invoke, app, ["audit", "verify", "--anchors", str(anchors)])
+    assert held.exit_code == 0 and json.loads(held.output)["anchors_checked"] == 1
+
+    anchors.write_text(anchors.read_text().replace('"seq":3', '"seq":9'))
+    cut = await asyncio.to_thread(runner.invoke, app, ["audit", "verify", "--anchors", str(anchors)])
+    assert cut.exit_code == 1 and "entry 9" in json.loads(cut.output)["broken"]["reason"]
+    anchors.write_text("not an anchor\n")
+    unreadable = await asyncio.to_thread(runner.invoke, app, ["audit", "verify", "--anchors", str(anchors)])
+    assert unreadable.exit_code == 2 and "line 1 of the anchor file" in unreadable.output

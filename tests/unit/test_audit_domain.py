@@ -12,12 +12,16 @@ import json
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+import pytest
+
 from services.audit import export
 from services.audit.domain import (
     GENESIS_HASH,
     INVALID_RECORD,
+    Anchor,
     ChainTip,
     ChainWalk,
+    anchor_fault,
     canonical_bytes,
     chain,
     entry_from,
@@ -215,3 +219,24 @@ def test_csv_lines_parse_back_to_the_exported_entry() -> None:
     assert json.loads(rows[0]["payload"]) == entries[0]["payload"]
     assert rows[1]["subject"] == "" and rows[1]["subject_seq"] == ""
     assert rows[0]["time"] == "2026-03-01T01:31:00.000000Z"
+
+
+def test_an_anchor_line_round_trips_and_a_bad_line_is_named() -> None:
+    anchor = Anchor(7, "a" * 64, datetime(2026, 3, 1, 1, 0, tzinfo=UTC))
+    assert anchor.line() == '{"at":"2026-03-01T01:00:00.000000Z","hash":"' + "a" * 64 + '","seq":7}'
+    assert Anchor.parse(anchor.line(), 1) == anchor
+    with pytest.raises(ValueError, match="line 3 of the anchor file"):
+        Anchor.parse('{"seq": 7}', 3)
+    with pytest.raises(ValueError, match="line 2 of the anchor file names entry 0"):
+        Anchor.parse('{"seq": 0, "hash": "' + "a" * 64 + '", "at": "2026-03-01T01:00:00Z"}', 2)
+
+
+def test_an_anchor_names_a_rewritten_history_and_a_cut_off_tail() -> None:
+    at = datetime(2026, 3, 1, tzinfo=UTC)
+    anchors = [Anchor(2, "b" * 64, at), Anchor(4, "d" * 64, at)]
+    intact = {2: "b" * 64, 4: "d" * 64}
+    assert anchor_fault(anchors, intact, ChainTip(6, "f" * 64)) is None
+    rewritten = anchor_fault(anchors, {**intact, 2: "e" * 64}, ChainTip(6, "f" * 64))
+    assert rewritten is not None and rewritten.seq == 2 and "rewritten" in rewritten.reason
+    cut = anchor_fault(anchors, {2: "b" * 64}, ChainTip(3, "c" * 64))
+    assert cut is not None and cut.seq == 4 and "the log ends at entry 3" in cut.reason
