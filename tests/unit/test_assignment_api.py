@@ -111,8 +111,9 @@ class Harness:
 
 
 @pytest.fixture
-async def harness(tmp_path, monkeypatch) -> AsyncIterator[Harness]:  # type: ignore[no-untyped-def]
-    url = f"sqlite+aiosqlite:///{tmp_path}/assignment.db"
+async def harness(db_url: str, monkeypatch) -> AsyncIterator[Harness]:  # type: ignore[no-untyped-def]
+    """The assignment app in-process, on SQLite and on PostgreSQL."""
+    url = db_url
     monkeypatch.setenv("PROPOSALFLOW_ASSIGNMENT_DATABASE_URL", url)
     await upgrade_async("assignment", url)
     clock = FakeClock()
