@@ -211,13 +211,16 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
     async def list_proposals(
         principal: Caller,
         status: str | None = None,
+        series_id: Annotated[str | None, Query(max_length=100, description="Only this series (系列提案).")] = None,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
         offset: Annotated[int, Query(ge=0)] = 0,
     ) -> dict[str, Any]:
         require_role(principal, Role.MEMBER, Role.COMMITTEE)
         signer = principal.id if principal.role == Role.MEMBER else None
         async with runtime.engine.connect() as conn:
-            rows = await store.list_proposals(conn, signer_id=signer, status=status, limit=limit, offset=offset)
+            rows = await store.list_proposals(
+                conn, signer_id=signer, status=status, series_id=series_id, limit=limit, offset=offset
+            )
             signers = await store.signers_of(conn, [row["id"] for row in rows])
         items = [service.proposal_view(row, signers[row["id"]]) for row in rows]
         return {"items": items, "limit": limit, "offset": offset}

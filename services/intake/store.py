@@ -78,10 +78,16 @@ async def update_proposal(conn: AsyncConnection, proposal_id: str, **values: Any
 
 
 async def list_proposals(
-    conn: AsyncConnection, *, signer_id: str | None, status: str | None, limit: int, offset: int
+    conn: AsyncConnection,
+    *,
+    signer_id: str | None,
+    status: str | None,
+    limit: int,
+    offset: int,
+    series_id: str | None = None,
 ) -> list[dict[str, Any]]:
     """A member's own proposals (as any signer; drafts only to their first proposer), or, with no
-    `signer_id`, every proposal that has left its draft."""
+    `signer_id`, every proposal that has left its draft; optionally only one series (系列提案)."""
     query = select(proposals).order_by(proposals.c.created_at.desc(), proposals.c.id)
     if signer_id is not None:
         query = query.where(proposals.c.id.in_(select(signers.c.proposal_id).where(signers.c.signer_id == signer_id)))
@@ -89,6 +95,8 @@ async def list_proposals(
         query = query.where(proposals.c.status != "draft")
     if status is not None:
         query = query.where(proposals.c.status == status)
+    if series_id is not None:
+        query = query.where(proposals.c.series_id == series_id)
     rows = (await conn.execute(query.limit(limit).offset(offset))).mappings().all()
     return [dict(row) for row in rows]
 

@@ -460,6 +460,22 @@ async def test_members_list_only_their_own_proposals_and_lists_paginate(client: 
     assert [p["id"] for p in awaiting["items"]] == [joint]
 
 
+async def test_the_proposals_of_a_series_are_listed_together(client: httpx.AsyncClient) -> None:
+    """系列提案: one member's proposals on one theme, listed by their series id."""
+    series = [
+        await submit(client, {**SOLO, "title": f"关于人工智能赋能制造业的建议之{n}", "series_id": "ai-mfg"})
+        for n in "一二三"
+    ]
+    await submit(client, SOLO)
+    listed = (await client.get("/proposals", params={"series_id": "ai-mfg"}, headers=COMMITTEE)).json()["items"]
+    assert {p["id"] for p in listed} == set(series)
+    assert {
+        p["id"]
+        for p in (await client.get("/proposals", params={"series_id": "ai-mfg"}, headers=MEMBER)).json()["items"]
+    } == set(series)
+    assert (await client.get("/proposals", params={"series_id": "ai-mfg"}, headers=STRANGER)).json()["items"] == []
+
+
 async def test_every_write_route_refuses_roles_that_may_not_use_it(client: httpx.AsyncClient) -> None:
     proposal_id = await submit(client)
     for method, path, body in [
