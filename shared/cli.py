@@ -148,6 +148,15 @@ def token(
     typer.echo(issue_token(CommonSettings(), subject=sub, role=role, unit=unit, name=name, ttl=timedelta(hours=hours)))
 
 
+@app.command()
+def demo() -> None:
+    """Load a year of the demo city's proposals and play the story of a key proposal through the APIs
+    of the running services (`make demo` starts them first); the portal then shows the year."""
+    from services.portal.demo.__main__ import main
+
+    asyncio.run(main())
+
+
 def schema_documents() -> dict[Path, Any]:
     """Every generated document, by path under docs/: JSON Schema per event type, AsyncAPI per service."""
     documents: dict[Path, Any] = {}
