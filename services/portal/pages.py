@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote
@@ -28,7 +28,7 @@ from services.portal.settings import PortalSettings
 from shared.auth import Principal, decode_token, issue_token
 from shared.events import Role
 from shared.http import Problem
-from shared.policy import Policy
+from shared.policy import Policy, local_date
 from shared.settings import CommonSettings
 
 SESSION_COOKIE = "pf_session"
@@ -88,6 +88,10 @@ class Portal:
     def leader(self, leader_id: str) -> str:
         return self.leader_titles.get(leader_id, leader_id)
 
+    def grade_label(self, code: str) -> str:
+        """评价等级 by the policy's label (满意, 基本满意, 不满意)."""
+        return next((grade.label for grade in self.policy.evaluation_grades if grade.code == code), code)
+
 
 @dataclass
 class Notice:
@@ -125,11 +129,11 @@ def require_session(request: Request, *roles: Role) -> Session:
     if session is None:
         raise LoginRequired
     if roles and session.principal.role not in roles:
-        raise ApiError(403, labels_forbidden(session.principal.role))
+        raise ApiError(403, forbidden_message(session.principal.role))
     return session
 
 
-def labels_forbidden(role: Role) -> str:
+def forbidden_message(role: Role) -> str:
     return f"此页面不对{labels.ROLES[role]}开放。"
 
 
@@ -153,7 +157,8 @@ def render(
             "leader_title": portal.leader,
             "policy": portal.policy,
             "new_key": lambda: uuid.uuid4().hex,
-            "today": date.today().isoformat(),
+            "today": local_date(datetime.now(UTC), portal.policy.timezone).isoformat(),
+            "grade": portal.grade_label,
             **context,
         },
         status_code=status_code,

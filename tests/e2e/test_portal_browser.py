@@ -17,6 +17,7 @@ import httpx
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
+from services.portal.demo.data import LAND
 from services.portal.demo.story import Demo
 from services.portal.settings import PortalSettings
 from shared.events import Role
@@ -26,7 +27,7 @@ from tests.e2e.test_lifecycle import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
 
-TITLE = "关于推进全域土地综合整治的建议"
+TITLE = "关于盘活存量低效土地的建议"
 
 
 @pytest.fixture
@@ -90,8 +91,8 @@ async def test_each_role_signs_in_sees_its_page_uses_its_form_and_sees_the_chang
     member = await sign_in(browser, portal, "member")
     await expect(member.locator("header nav")).not_to_contain_text("委员会工作台")
     await member.fill("input[name=title]", TITLE)
-    await member.fill("textarea[name=body]", "我市土地利用碎片化问题突出, 建议统筹推进全域土地综合整治。")
-    await member.fill("textarea[name=suggestions]", "编制全域土地综合整治规划\n设立专项资金")
+    await member.fill("textarea[name=body]", "我市存量低效土地较多, 建议加快盘活, 提高土地利用效率。")
+    await member.fill("textarea[name=suggestions]", "摸清低效用地底数\n完善收储激励政策")
     await member.click("#submit button")
     await expect(member.locator(".notice.ok")).to_contain_text("已提交")
     await member.reload()
@@ -159,7 +160,7 @@ async def test_each_role_signs_in_sees_its_page_uses_its_form_and_sees_the_chang
 
     # The lead unit replies, adopting both suggestions.
     await lead.goto(f"/proposals/{pid}")
-    await lead.fill("form[data-form=reply] textarea[name=text]", "经研究, 我局已启动整治规划编制并设立专项资金。")
+    await lead.fill("form[data-form=reply] textarea[name=text]", "经研究, 我局已完成低效用地调查并出台收储激励办法。")
     await lead.check("input[name=adopted_1]")
     await lead.check("input[name=adopted_2]")
     await lead.click("form[data-form=reply] button")
@@ -229,7 +230,7 @@ async def screenshots(suite: Suite, portal: str, browser: Browser, out: Path) ->
         await page.goto(path)
         await page.screenshot(path=str(out / f"{name}.png"), full_page=True)
         if user == "leader":
-            await page.click("main section.card h2 a")
+            await page.click(f"main section.card h2 a:has-text('{LAND['title']}')")
             await page.screenshot(path=str(out / "proposal.png"), full_page=True)
     public = await (await browser.new_context(base_url=portal, viewport={"width": 1280, "height": 900})).new_page()
     await public.goto("/public")
