@@ -27,6 +27,10 @@ from tests.e2e.test_lifecycle import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
 
+# A page load behind a form waits on two or three services; on a busy two-core CI machine that can
+# take longer than Playwright's default five seconds.
+expect.set_options(timeout=20_000)
+
 TITLE = "关于盘活存量低效土地的建议"
 
 
