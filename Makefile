@@ -13,10 +13,11 @@ TEST_KAFKA_ENV := KAFKA_LOCAL_PORT=$(TEST_KAFKA_PORT) KAFKA_LOCAL_CONTROLLER_POR
 PYTEST_MARK ?= not quarantine
 PG_URL = $(shell bash deploy/postgres/pg-local.sh url)
 
-.PHONY: help run test test-quarantine lint typecheck unit pytest schemas stop clean venv bench
+.PHONY: help run demo test test-quarantine lint typecheck unit pytest schemas stop clean venv bench
 
 help:
 	@echo "make run    - start Kafka and all five services locally (SQLite), print the API addresses"
+	@echo "make demo   - make run, then load a year of demo data and the key-proposal story; portal on :8080"
 	@echo "make test   - lint, type check and the whole test suite (real Kafka, SQLite and PostgreSQL)"
 	@echo "make stop   - stop the local Kafka brokers and PostgreSQL"
 	@echo "make schemas - regenerate docs/schemas and docs/asyncapi from the event models"
@@ -32,6 +33,9 @@ venv: $(STAMP)
 
 run: $(STAMP)
 	bash deploy/run-local.sh
+
+demo: $(STAMP)
+	PROPOSALFLOW_RUN_DEMO=1 bash deploy/run-local.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

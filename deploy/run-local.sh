@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole suite on this machine: a real Kafka (deploy/kafka-local), the five services as
-# processes under honcho, SQLite files under .data/. Ctrl-C stops the services; `make stop` the broker.
+# processes under honcho, and the web portal (门户); SQLite files under .data/. Ctrl-C stops the
+# services; `make stop` the broker. With PROPOSALFLOW_RUN_DEMO=1 (`make demo`) the demo data and story
+# are loaded through the APIs once the services are ready.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
@@ -19,6 +21,7 @@ ProposalFlow is starting. APIs (OpenAPI docs at /docs of each):
   progress    http://127.0.0.1:8103   where a proposal stands, its timeline
   notify      http://127.0.0.1:8104   in-app inbox
   audit       http://127.0.0.1:8105   audit log
+  portal      http://127.0.0.1:8080   the web dashboard (门户): a page per role, demo users at /login
 
 Submit a proposal (as member m-demo):
   curl -s -X POST http://127.0.0.1:8101/proposals \\
@@ -33,4 +36,8 @@ Other tokens: .venv/bin/proposalflow token --role dispatcher --sub d-demo   (rol
 Stop: Ctrl-C here, then \`make stop\` for Kafka.
 
 INFO
+if [ "${PROPOSALFLOW_RUN_DEMO:-}" = "1" ]; then
+  # The demo waits for the services itself, then plays through their APIs beside honcho.
+  "$BIN/proposalflow" demo &
+fi
 exec "$BIN/honcho" start -f Procfile

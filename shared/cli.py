@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 import typer
 
 from shared import events
-from shared.settings import SERVICES, CommonSettings, service_settings
+from shared.settings import PORTAL, SERVICES, CommonSettings, service_settings
 
 app = typer.Typer(
     help="ProposalFlow: CPPCC proposal handling (政协提案办理) on Kafka.",
@@ -46,21 +46,22 @@ def _check_service(service: str) -> str:
 
 @app.command()
 def run(
-    service: Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVICES)}")],
+    service: Annotated[str, typer.Argument(help=f"One of: {', '.join((*SERVICES, PORTAL))}")],
     host: Annotated[str | None, typer.Option(help="Listen address (default from settings)")] = None,
     port: Annotated[int | None, typer.Option(help="Listen port (default from settings)")] = None,
     migrate_first: Annotated[bool, typer.Option("--migrate/--no-migrate", help="Migrate before start")] = True,
 ) -> None:
-    """Run one service: its HTTP API and its Kafka consumers, in this process."""
+    """Run one service: its HTTP API and its Kafka consumers, in this process (or the web portal 门户)."""
     import uvicorn
 
     from shared.observability import configure_logging
 
-    _check_service(service)
+    if service != PORTAL:
+        _check_service(service)
     common = CommonSettings()
     settings = service_settings(service)
     configure_logging(service, common.log_level, json_lines=common.log_json)
-    if migrate_first:
+    if migrate_first and service != PORTAL:
         from shared.migrate import upgrade
 
         upgrade(service)
@@ -145,6 +146,15 @@ def token(
     if role == events.Role.UNIT and not unit:
         raise typer.BadParameter("a unit token needs --unit")
     typer.echo(issue_token(CommonSettings(), subject=sub, role=role, unit=unit, name=name, ttl=timedelta(hours=hours)))
+
+
+@app.command()
+def demo() -> None:
+    """Load a year of the demo city's proposals and play the story of a key proposal through the APIs
+    of the running services (`make demo` starts them first); the portal then shows the year."""
+    from services.portal.demo.__main__ import main
+
+    asyncio.run(main())
 
 
 def schema_documents() -> dict[Path, Any]:

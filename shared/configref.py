@@ -18,7 +18,7 @@ from typing import Any
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings
 
-from shared.settings import SERVICES, CommonSettings, ServiceSettings
+from shared.settings import PORTAL, SERVICES, CommonSettings, ServiceSettings
 
 # Values that must come from a Secret, never a ConfigMap: credentials, keys, and database URLs
 # (which carry the database password).
@@ -26,6 +26,9 @@ _SECRET = re.compile(r"(SECRET|PASSWORD|HMAC_KEY|DATABASE_URL)$")
 
 # ServiceSettings.service is set by the code from the service name, never from the environment.
 _INTERNAL_FIELDS = frozenset({"service"})
+
+# The portal has no database and consumes no topic: it never reads these ServiceSettings fields.
+_UNREAD_BY_PORTAL = frozenset({"database_url", "consumer_group"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,10 +75,10 @@ def _default(info: FieldInfo) -> str:
     return f"`{value}`"
 
 
-def _fields(model: type[BaseSettings], prefix: str, scope: str) -> list[Setting]:
+def _fields(model: type[BaseSettings], prefix: str, scope: str, skip: frozenset[str] = frozenset()) -> list[Setting]:
     settings = []
     for name, info in model.model_fields.items():
-        if name in _INTERNAL_FIELDS:
+        if name in _INTERNAL_FIELDS or name in skip:
             continue
         settings.append(
             Setting(
@@ -108,7 +111,8 @@ def service_models(service: str) -> list[type[BaseSettings]]:
 def settings_of(service: str) -> list[Setting]:
     """Everything `service` reads from the environment, common settings first."""
     found = _fields(CommonSettings, "PROPOSALFLOW_", "common")
-    found += _fields(ServiceSettings, f"PROPOSALFLOW_{service}_", service)
+    skip = _UNREAD_BY_PORTAL if service == PORTAL else frozenset()
+    found += _fields(ServiceSettings, f"PROPOSALFLOW_{service}_", service, skip)
     for model in service_models(service):
         prefix = str(model.model_config.get("env_prefix", ""))
         found += _fields(model, prefix, service)
@@ -121,7 +125,7 @@ def settings_of(service: str) -> list[Setting]:
 def all_settings() -> list[Setting]:
     """Every setting of every service, each once."""
     unique: dict[str, Setting] = {}
-    for service in SERVICES:
+    for service in (*SERVICES, PORTAL):
         for setting in settings_of(service):
             unique.setdefault(setting.env, setting)
     return list(unique.values())
@@ -138,7 +142,7 @@ def configuration_reference() -> str:
         "",
     ]
     settings = all_settings()
-    for scope in ("common", *SERVICES):
+    for scope in ("common", *SERVICES, PORTAL):
         rows = [setting for setting in settings if setting.scope == scope]
         if not rows:
             continue

@@ -19,12 +19,17 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 SERVICES = ("intake", "assignment", "progress", "notify", "audit")
 
+PORTAL = "portal"
+"""门户: the web dashboard (services/portal), a thin process with no database and no Kafka consumer:
+it reads and writes only through the services' HTTP APIs, so it is not among :data:`SERVICES`."""
+
 DEFAULT_HTTP_PORTS = {
     "intake": 8101,
     "assignment": 8102,
     "progress": 8103,
     "notify": 8104,
     "audit": 8105,
+    PORTAL: 8080,
 }
 
 DEVELOPMENT_JWT_SECRET = "proposalflow-development-secret-change-me-0123456789"
@@ -127,8 +132,8 @@ class ServiceSettings(BaseSettings):
 
 def service_settings(service: str) -> ServiceSettings:
     """Read `PROPOSALFLOW_<SERVICE>_*` for one service, with its defaults filled in."""
-    if service not in SERVICES:
-        raise ValueError(f"unknown service {service!r}; expected one of {', '.join(SERVICES)}")
+    if service not in (*SERVICES, PORTAL):
+        raise ValueError(f"unknown service {service!r}; expected one of {', '.join((*SERVICES, PORTAL))}")
     settings_cls = type(
         f"{service.capitalize()}Settings",
         (ServiceSettings,),

@@ -322,6 +322,7 @@ def proposal_view(dossier: Dossier, entries: list[dict[str, Any]], today: date) 
     """A proposal with its handling records and the full timeline (办理全过程)."""
     return {
         **summary_view(dossier, today),
+        "suggestion_count": dossier.proposal["suggestion_count"],
         "co_opinion_due": _iso(dossier.proposal["co_opinion_due"]),
         "leaders": dossier.proposal["leaders"] or [],
         "open_steps": open_steps(dossier, today),

@@ -1,0 +1,334 @@
+"""The portal's pages against fake services (httpx.MockTransport): each role sees its own page and
+forms and not the others', forms reach the owning API with the person's token and an
+Idempotency-Key, and an API's refusal is shown in Chinese on the form's page, never as a 500."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from services.portal.app import build
+from services.portal.settings import PortalSettings
+from shared.auth import issue_token
+from shared.events import Role
+from shared.settings import CommonSettings
+
+SECRET = "portal-unit-test-secret-0123456789abcdef0123"
+COMMON = CommonSettings(jwt_secret=SECRET)
+SETTINGS = PortalSettings(
+    intake_url="http://intake", assignment_url="http://assignment", progress_url="http://progress"
+)
+
+FIGURES = {
+    "submitted": 10,
+    "filed": 8,
+    "filing_rate": 0.8,
+    "replies_approved": 4,
+    "replies_on_time": 4,
+    "on_time_reply_rate": 1.0,
+    "closed": 3,
+    "closing_rate": 0.375,
+    "evaluations": 3,
+    "satisfied": 3,
+    "satisfaction_rate": 1.0,
+    "suggestions_answered": 16,
+    "suggestions_adopted": 12,
+    "suggestion_adoption_rate": 0.75,
+    "first_class_replies": 2,
+    "first_class_rate": 0.5,
+    "implemented": 1,
+    "overdue": {},
+}
+SUMMARY = {
+    "id": "p-land",
+    "title": "关于推进全域土地综合整治的建议",
+    "category": "经济建设",
+    "stage": "handling",
+    "filing_number": "2026001",
+    "form": "lead_co",
+    "lead_unit": "dg-zrzyj",
+    "co_units": ["dg-nyj"],
+    "key": True,
+    "round": 1,
+    "reply_due": "2026-09-01",
+    "evaluation_due": None,
+    "closed_at": None,
+    "implemented_at": None,
+    "overdue": False,
+}
+
+
+def detail(**changes: Any) -> dict[str, Any]:
+    return {
+        **SUMMARY,
+        "suggestion_count": 2,
+        "co_opinion_due": "2026-07-01",
+        "leaders": ["leader-cwfsz"],
+        "open_steps": [
+            {"kind": "reply", "unit": "dg-zrzyj", "signer_id": None, "measure_id": None, "due": "2026-09-01"},
+            {"kind": "co_opinion", "unit": "dg-nyj", "signer_id": None, "measure_id": None, "due": "2026-07-01"},
+        ],
+        "co_opinions": [],
+        "replies": [],
+        "evaluations": [],
+        "measures": [],
+        "timeline": [
+            {
+                "type": "proposalflow.proposal.filed.v1",
+                "at": "2026-06-01T09:00:00+08:00",
+                "actor": {"id": "c-office", "role": "committee", "unit": None},
+                "summary": "立案, 案号 2026001",
+                "event_id": "e-1",
+            }
+        ],
+        **changes,
+    }
+
+
+class FakeServices:
+    """Answers as the three services would; records what the portal sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[httpx.Request] = []
+        self.refusals: dict[tuple[str, str], tuple[int, dict[str, Any]]] = {}
+        self.proposal = detail()
+
+    def refuse(self, method: str, url: str, status: int, problem: dict[str, Any]) -> None:
+        self.refusals[(method, url)] = (status, problem)
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.sent.append(request)
+        key = (request.method, f"{request.url.host}{request.url.path}")
+        if key in self.refusals:
+            status, problem = self.refusals[key]
+            return httpx.Response(status, json=problem, headers={"content-type": "application/problem+json"})
+        answer = self.answer(request.method, request.url.host, request.url.path, request.url.params)
+        if answer is None:
+            return httpx.Response(404, json={"title": "Not found", "status": 404, "detail": "no such thing"})
+        return httpx.Response(200, json=answer)
+
+    def answer(self, method: str, host: str, path: str, params: httpx.QueryParams) -> dict[str, Any] | None:
+        items: Callable[[list[Any]], dict[str, Any]] = lambda rows: {"items": rows, "total": len(rows)}  # noqa: E731
+        if method == "POST":
+            return {"id": "p-new", "title": "新提案", "status": "submitted", **self.proposal}
+        routes: dict[tuple[str, str], dict[str, Any]] = {
+            ("assignment", "/units"): items(
+                [
+                    {"id": "dg-zrzyj", "name": "东莞市自然资源局", "short_name": "市自然资源局"},
+                    {"id": "dg-nyj", "name": "东莞市农业农村局", "short_name": "市农业农村局"},
+                ]
+            ),
+            ("assignment", "/leaders"): items([{"id": "leader-cwfsz", "title": "常务副市长"}]),
+            ("assignment", "/assignments"): items(
+                [{"proposal_id": "p-land", "status": "assigned"}] if params.get("status") == "assigned" else []
+            ),
+            ("assignment", "/assignments/p-land"): {
+                "proposal_id": "p-land",
+                "status": "assigned",
+                "form": "lead_co",
+                "lead_unit": "dg-zrzyj",
+                "co_units": ["dg-nyj"],
+                "split_units": [],
+                "reply_due": "2026-09-01",
+                "dispute_until": "2026-06-08",
+                "responses": [{"unit": "dg-nyj", "response": "accepted", "reason": None, "deemed": False}],
+            },
+            ("progress", "/stats"): {
+                "as_of": "2026-06-10",
+                "overall": FIGURES,
+                "per_unit": {"dg-zrzyj": FIGURES},
+                "per_year": {"2026": FIGURES},
+                "per_category": {"经济建设": FIGURES},
+                "overdue_by_unit": {},
+                "key_proposals": [
+                    {
+                        "id": "p-land",
+                        "title": SUMMARY["title"],
+                        "filing_number": "2026001",
+                        "stage": "handling",
+                        "lead_unit": "dg-zrzyj",
+                        "leaders": ["leader-cwfsz"],
+                        "overdue": False,
+                        "measures_total": 10,
+                        "measures_done": 4,
+                        "implemented": False,
+                    }
+                ],
+            },
+            ("progress", "/proposals"): items([SUMMARY]),
+            ("progress", "/proposals/p-land"): self.proposal,
+            ("progress", "/inbox"): items(
+                [{"proposal_id": "p-land", "title": SUMMARY["title"], "kind": "reply", "due": "2026-09-01"}]
+            ),
+            ("progress", "/public/replies"): items([]),
+            ("intake", "/proposals"): items([]),
+        }
+        return routes.get((host, path))
+
+
+@pytest.fixture
+def services() -> FakeServices:
+    return FakeServices()
+
+
+def client(services: FakeServices, common: CommonSettings = COMMON, **settings: Any) -> httpx.AsyncClient:
+    app = build(SETTINGS.model_copy(update=settings), common, transport=httpx.MockTransport(services))
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://portal")
+
+
+def login(http: httpx.AsyncClient, role: Role, sub: str, unit: str | None = None) -> str:
+    token = issue_token(COMMON, subject=sub, role=role, unit=unit, name=sub)
+    http.cookies.set("pf_session", token)
+    return token
+
+
+async def test_the_committee_sees_the_years_figures_charts_and_key_board_but_no_unit_forms(
+    services: FakeServices,
+) -> None:
+    async with client(services) as http:
+        login(http, Role.COMMITTEE, "c-office")
+        page = (await http.get("/committee")).text
+        proposal = (await http.get("/proposals/p-land")).text
+    for shown in ("立案率", "80.0%", "按期办复率", "办结率", "37.5%", "满意率", "采纳率", "75.0%", "12 / 16"):
+        assert shown in page
+    assert "市自然资源局" in page and "常务副市长" in page and "4 / 10" in page
+    assert "办理全过程" in proposal and "立案, 案号 2026001" in proposal
+    assert 'data-form="accept"' not in proposal and 'data-form="reply"' not in proposal
+    assert 'data-form="supervision"' not in proposal and 'href="/unit"' not in proposal
+
+
+async def test_a_lead_unit_may_sign_and_reply_but_a_co_unit_only_sends_its_co_opinion(services: FakeServices) -> None:
+    async with client(services) as http:
+        login(http, Role.UNIT, "u-zrzyj", unit="dg-zrzyj")
+        home = (await http.get("/unit")).text
+        lead_view = (await http.get("/proposals/p-land")).text
+        login(http, Role.UNIT, "u-nyj", unit="dg-nyj")
+        co_view = (await http.get("/proposals/p-land")).text
+        committee_page = await http.get("/committee")
+    assert "待签收 (1)" in home and "2026-09-01" in home
+    assert 'data-form="accept"' in lead_view and 'data-form="reply"' in lead_view
+    assert 'data-form="co-opinion"' not in lead_view
+    assert 'data-form="co-opinion"' in co_view
+    assert 'data-form="reply"' not in co_view and 'data-form="accept"' not in co_view  # already accepted
+    assert committee_page.status_code == 403 and "此页面不对承办单位开放" in committee_page.text
+
+
+async def test_a_form_reaches_the_owning_api_with_the_persons_token_and_its_idempotency_key(
+    services: FakeServices,
+) -> None:
+    async with client(services) as http:
+        token = login(http, Role.LEADER, "leader-cwfsz")
+        answer = await http.post(
+            "/proposals/p-land/supervision",
+            data={
+                "kind": "meeting",
+                "on": "2026-06-10",
+                "text": "召开专题督办会",
+                "idempotency_key": "k-1",
+                "back": "/leader",
+            },
+        )
+        after = await http.get(answer.headers["location"])
+    [sent] = [r for r in services.sent if r.method == "POST"]
+    assert str(sent.url) == "http://progress/proposals/p-land/supervision"
+    assert sent.headers["authorization"] == f"Bearer {token}" and sent.headers["idempotency-key"] == "k-1"
+    assert json.loads(sent.content) == {"kind": "meeting", "on": "2026-06-10", "text": "召开专题督办会"}
+    assert answer.status_code == 303 and answer.headers["location"] == "/leader"
+    assert "督办情况已记录" in after.text
+
+
+async def test_a_refused_submission_is_explained_in_chinese_and_keeps_what_was_typed(services: FakeServices) -> None:
+    services.refuse(
+        "POST",
+        "intake/proposals",
+        422,
+        {
+            "title": "Request refused",
+            "status": 422,
+            "detail": "unknown category",
+            "errors": [{"rule": "category_known", "message": "unknown category"}],
+        },
+    )
+    async with client(services) as http:
+        login(http, Role.MEMBER, "m-chen")
+        answer = await http.post(
+            "/member/proposals",
+            data={
+                "title": "关于发展低空经济的建议",
+                "category": "经济建设",
+                "body": "正文" * 10,
+                "suggestions": "一\n二",
+            },
+        )
+    assert answer.status_code == 422
+    assert "请选择有效的提案类别" in answer.text
+    assert 'value="关于发展低空经济的建议"' in answer.text
+
+
+async def test_an_unknown_refusal_names_its_kind_in_chinese_on_the_proposal_page(services: FakeServices) -> None:
+    services.refuse(
+        "POST", "progress/proposals/p-land/co-opinions", 409, {"title": "Conflict", "status": 409, "detail": "late"}
+    )
+    async with client(services) as http:
+        login(http, Role.UNIT, "u-nyj", unit="dg-nyj")
+        answer = await http.post("/proposals/p-land/co-opinion", data={"text": "同意"})
+    assert answer.status_code == 422
+    assert "当前状态下不能进行此操作" in answer.text and 'data-form="co-opinion"' in answer.text
+
+
+async def test_a_role_cannot_use_another_roles_form(services: FakeServices) -> None:
+    async with client(services) as http:
+        login(http, Role.MEMBER, "m-chen")
+        answer = await http.post("/proposals/p-land/supervision", data={"kind": "meeting", "text": "x"})
+    assert answer.status_code == 403 and "此页面不对委员开放" in answer.text
+    assert not [r for r in services.sent if r.method == "POST"]
+
+
+async def test_without_a_session_a_page_sends_to_login_and_an_unreachable_service_is_a_message(
+    services: FakeServices,
+) -> None:
+    def down(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    async with client(services) as http:
+        assert (await http.get("/member")).headers["location"] == "/login"
+    app = build(SETTINGS, COMMON, transport=httpx.MockTransport(down))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://portal") as http:
+        login(http, Role.MEMBER, "m-chen")
+        page = await http.get("/member")
+    assert page.status_code == 503 and "暂时无法连接提案受理服务" in page.text
+
+
+async def test_the_development_login_is_offered_only_in_development(services: FakeServices) -> None:
+    async with client(services, dev_login=True) as http:
+        assert 'data-user="unit-zrzyj"' in (await http.get("/login")).text
+        signed_in = await http.post("/login/dev", data={"user": "unit-zrzyj"})
+    assert signed_in.headers["location"] == "/unit"
+    cookie = signed_in.headers["set-cookie"]
+    assert "pf_session=" in cookie and "HttpOnly" in cookie and "SameSite=lax" in cookie
+    async with client(services) as http:  # a real secret, and not asked for
+        assert "data-user" not in (await http.get("/login")).text
+        refused = await http.post("/login/dev", data={"user": "committee"})
+        assert "pf_session" not in refused.headers.get("set-cookie", "")
+
+
+async def test_a_pasted_token_signs_in_and_a_forged_one_is_refused(services: FakeServices) -> None:
+    forged = issue_token(
+        CommonSettings(jwt_secret="another-secret-0123456789abcdef0123456789"), subject="x", role=Role.COMMITTEE
+    )
+    async with client(services) as http:
+        refused = await http.post("/login", data={"token": forged})
+        good = await http.post("/login", data={"token": issue_token(COMMON, subject="c-office", role=Role.COMMITTEE)})
+    assert refused.status_code == 401 and "令牌无效" in refused.text
+    assert good.status_code == 303 and good.headers["location"] == "/committee"
+
+
+async def test_the_public_page_needs_no_login_and_sends_no_token(services: FakeServices) -> None:
+    async with client(services) as http:
+        page = await http.get("/public")
+    assert page.status_code == 200 and "暂无公开的答复" in page.text
+    assert all("authorization" not in r.headers for r in services.sent)
