@@ -1,5 +1,5 @@
 """HTTP plumbing shared by the services: RFC 9457 problem+json errors, health and metrics routes,
-request size limits and `Idempotency-Key` handling."""
+request size and nesting limits, and `Idempotency-Key` handling."""
 
 from __future__ import annotations
 
@@ -21,11 +21,14 @@ from sqlalchemy import MetaData, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared.jsonguard import json_depth_exceeds
 from shared.observability import METRICS, bind_context, traced
 
 PROBLEM_JSON = "application/problem+json"
 MAX_BODY_BYTES = 1_000_000
+MAX_JSON_DEPTH = 32
 
 
 class Problem(Exception):
@@ -86,8 +89,71 @@ def install_error_handlers(app: FastAPI) -> None:
         return Problem(exc.status_code, titles.get(exc.status_code, "Error"), detail).response(request.url.path)
 
 
-def install_middleware(app: FastAPI, *, max_body_bytes: int = MAX_BODY_BYTES) -> None:
-    """Correlation ids, request metrics, and an early refusal of oversized or non-JSON bodies."""
+class BodyLimits:
+    """Refuse a body that is too large or nests too deep, before the app reads or parses it.
+
+    A declared `Content-Length` above the limit is refused by :func:`install_middleware` unread. This
+    guard covers what that cannot see: a chunked or streamed body without a length, which is read
+    chunk by chunk and refused (413) as soon as it passes the limit, so at most the limit is ever held
+    in memory; and a body whose arrays and objects nest deeper than `max_json_depth` (400), found on
+    the bytes before `json.loads` would recurse into it.
+    """
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, max_json_depth: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.max_json_depth = max_json_depth
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away: let the app see it
+                await self.app(scope, _replaying([message], receive), send)
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                problem = Problem(
+                    413, "Request too large", f"The body is over the limit of {self.max_body_bytes} bytes."
+                )
+                await problem.response(scope["path"])(scope, receive, send)
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        if json_depth_exceeds(body, self.max_json_depth):
+            problem = Problem(
+                400,
+                "JSON nested too deep",
+                f"The body nests arrays or objects more than {self.max_json_depth} levels deep.",
+            )
+            await problem.response(scope["path"])(scope, receive, send)
+            return
+        await self.app(scope, _replaying([{"type": "http.request", "body": body, "more_body": False}], receive), send)
+
+
+def _replaying(messages: list[Message], receive: Receive) -> Receive:
+    """A `receive` that hands out the messages already read, then the connection's own."""
+    pending = list(messages)
+
+    async def replay() -> Message:
+        return pending.pop(0) if pending else await receive()
+
+    return replay
+
+
+def install_middleware(
+    app: FastAPI, *, max_body_bytes: int = MAX_BODY_BYTES, max_json_depth: int = MAX_JSON_DEPTH
+) -> None:
+    """Correlation ids, request metrics, and an early refusal of oversized, too deep or non-JSON bodies."""
+    # Added first, so it runs inside the guard below: its refusals carry correlation ids and are counted.
+    app.add_middleware(BodyLimits, max_body_bytes=max_body_bytes, max_json_depth=max_json_depth)
 
     @app.middleware("http")
     async def _guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:

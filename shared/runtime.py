@@ -285,7 +285,9 @@ class ServiceRuntime:
 
         app = FastAPI(title=title, description=description, version="1.0.0", lifespan=lifespan)
         install_error_handlers(app)
-        install_middleware(app)
+        install_middleware(
+            app, max_body_bytes=self.common.http_max_body_bytes, max_json_depth=self.common.http_max_json_depth
+        )
         install_health_routes(app, self.readiness)
         for router in routers:
             app.include_router(router)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 SERVICES = ("intake", "assignment", "progress", "notify", "audit")
@@ -29,12 +29,20 @@ DEFAULT_HTTP_PORTS = {
 
 DEVELOPMENT_JWT_SECRET = "proposalflow-development-secret-change-me-0123456789"
 
+MIN_JWT_SECRET_BYTES = 32
+"""RFC 7518 §3.2: an HS256 key must be at least as long as the hash (256 bits)."""
+
 
 class CommonSettings(BaseSettings):
     """What every service reads: the broker, authentication, logging, the policy file."""
 
     model_config = SettingsConfigDict(env_prefix="PROPOSALFLOW_", extra="ignore", env_ignore_empty=True)
 
+    environment: Literal["development", "production"] = Field(
+        default="development",
+        description="production refuses to start with the development JWT secret, a short secret, or RS256 "
+        "without a JWKS URL.",
+    )
     kafka_bootstrap_servers: str = Field(
         default="127.0.0.1:19092", description="Kafka brokers, host:port, comma-separated."
     )
@@ -68,6 +76,15 @@ class CommonSettings(BaseSettings):
         default_factory=list,
         description="CloudEvents `source` values allowed to write the inbound command topics (comma-separated).",
     )
+    http_max_body_bytes: int = Field(
+        default=1_000_000, ge=1024, description="Largest HTTP request body accepted (413 above, read no further)."
+    )
+    http_max_json_depth: int = Field(
+        default=32,
+        ge=4,
+        description="Deepest nesting of arrays and objects accepted in an HTTP body (400 above), checked "
+        "before the JSON is parsed.",
+    )
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
     log_json: bool = Field(default=True, description="One JSON object per log line (false: plain text).")
     data_dir: Path = Field(default=Path(".data"), description="Where the default SQLite databases live.")
@@ -88,6 +105,30 @@ class CommonSettings(BaseSettings):
         description="OTLP/HTTP collector base URL (e.g. http://otel-collector:4318); traces are exported only when "
         "this or the standard OTEL_EXPORTER_OTLP_ENDPOINT is set.",
     )
+
+    @model_validator(mode="after")
+    def _production_needs_real_keys(self) -> CommonSettings:
+        """Refuse to start a production service that would accept tokens anyone can forge."""
+        if self.environment != "production":
+            return self
+        if self.jwt_algorithm == "RS256":
+            if not self.jwt_jwks_url:
+                raise ValueError(
+                    "PROPOSALFLOW_JWT_ALGORITHM=RS256 needs PROPOSALFLOW_JWT_JWKS_URL (the identity provider's JWKS)"
+                )
+            return self
+        if self.jwt_secret == DEVELOPMENT_JWT_SECRET:
+            raise ValueError(
+                "PROPOSALFLOW_ENVIRONMENT=production but PROPOSALFLOW_JWT_SECRET is unset or empty, so the published "
+                "development secret would sign tokens; set a random secret of at least "
+                f"{MIN_JWT_SECRET_BYTES} bytes from a secret store, or use RS256 with PROPOSALFLOW_JWT_JWKS_URL"
+            )
+        if len(self.jwt_secret.encode()) < MIN_JWT_SECRET_BYTES:
+            raise ValueError(
+                f"PROPOSALFLOW_JWT_SECRET is {len(self.jwt_secret.encode())} bytes; production needs at least "
+                f"{MIN_JWT_SECRET_BYTES} random bytes"
+            )
+        return self
 
     @field_validator("allowed_sources", mode="before")
     @classmethod

@@ -25,6 +25,8 @@ from shared.policy import Policy, WorkingCalendar, local_date
 from shared.runtime import ServiceRuntime
 
 SEES_ALL = (Role.COMMITTEE, Role.DISPATCHER, Role.ADMIN)
+# The proposal office's roles; the public reads /public/replies only, and `system` is a Kafka source.
+READERS = (Role.MEMBER, Role.UNIT, Role.LEADER, *SEES_ALL)
 Clock = Callable[[], datetime]
 IdempotencyKey = Annotated[str | None, Header(max_length=200)]
 
@@ -151,6 +153,7 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
         offset: Annotated[int, Query(ge=0)] = 0,
     ) -> dict[str, Any]:
+        require_role(principal, *READERS)
         async with runtime.engine.connect() as conn:
             dossiers = await store.load_dossiers(conn)
         now = today()
@@ -177,6 +180,7 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
 
     @routes.get("/proposals/{proposal_id}", summary="Where a proposal stands, with its timeline (办理进度)")
     async def get_proposal(proposal_id: str, principal: Caller) -> dict[str, Any]:
+        require_role(principal, *READERS)
         async with runtime.engine.connect() as conn:
             row = await store.get_proposal(conn, proposal_id)
             if row is None or not may_see(principal, row):
