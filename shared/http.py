@@ -29,6 +29,9 @@ from shared.observability import METRICS, bind_context, traced
 PROBLEM_JSON = "application/problem+json"
 MAX_BODY_BYTES = 1_000_000
 MAX_JSON_DEPTH = 32
+MAX_OFFSET = 2**31 - 1
+"""The largest page offset or cursor a route accepts: what a 32-bit integer column or parameter holds on
+every supported database (a larger one would fail in the driver, as a 500)."""
 
 
 class Problem(Exception):
@@ -65,6 +68,77 @@ def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
         location = [str(part) for part in error.get("loc", ()) if part != "body"]
         errors.append({"field": ".".join(location) or "body", "message": error.get("msg", "invalid")})
     return errors
+
+
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "Problem",
+    "description": "RFC 9457 problem details: what was wrong and how to fix it.",
+    "type": "object",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "instance": {"type": "string"},
+        "errors": {"type": "array", "items": {"type": "object"}},
+    },
+}
+
+_PROBLEM_DESCRIPTIONS = {
+    "400": "Malformed JSON, or JSON nested too deep",
+    "401": "No token, or a token that is expired, forged or unusable",
+    "403": "Your role (or unit) may not do this",
+    "404": "Nothing here that you may see",
+    "409": "The proposal is not in a state that allows this",
+    "413": "The body is over the size limit",
+    "415": "The body is not application/json",
+    "422": "The request breaks the schema or a rule; `errors` lists each problem",
+}
+
+
+def _problems_for(method: str, path: str, operation: dict[str, Any]) -> list[str]:
+    """The problem statuses an operation can answer, from what it takes: a token, parameters, a body."""
+    codes = []
+    if operation.get("security"):
+        codes += ["401", "403"]
+    if "{" in path or method != "get":
+        codes.append("404")
+    if method != "get":
+        codes.append("409")
+    if "requestBody" in operation:
+        codes += ["400", "413", "415"]
+    if operation.get("parameters") or "requestBody" in operation or method != "get":
+        codes.append("422")
+    return codes
+
+
+def document_problems(app: FastAPI) -> None:
+    """Declare in the app's OpenAPI document the problem+json answers its routes give besides success.
+
+    FastAPI documents only a 422 in its own validation format; these routes answer every error as
+    RFC 9457 problem+json, and the document must say so for clients (and the schema fuzzing) to rely on it.
+    """
+    generate = app.openapi
+    done: list[int] = []  # the id of the document already completed (FastAPI regenerates when routes change)
+
+    def openapi() -> dict[str, Any]:
+        document = generate()
+        if done and done[0] == id(document):
+            return document
+        document.setdefault("components", {}).setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
+        for schemas in ("HTTPValidationError", "ValidationError"):
+            document["components"]["schemas"].pop(schemas, None)
+        problem = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+        for path, operations in document.get("paths", {}).items():
+            for method, operation in operations.items():
+                responses = operation.setdefault("responses", {})
+                for code in _problems_for(method, path, operation):
+                    responses[code] = {"description": _PROBLEM_DESCRIPTIONS[code], "content": problem}
+        done[:] = [id(document)]
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -198,7 +272,12 @@ def install_health_routes(app: FastAPI, readiness: Callable[[], Awaitable[dict[s
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["operations"], summary="Database and broker are reachable")
+    @app.get(
+        "/readyz",
+        tags=["operations"],
+        summary="Database and broker are reachable",
+        responses={503: {"description": "The database or the broker is unreachable; `checks` says which"}},
+    )
     async def readyz() -> Response:
         checks = await readiness()
         ready = all(value == "ok" for value in checks.values())

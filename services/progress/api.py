@@ -20,7 +20,7 @@ from services.progress import domain, service, stats, store
 from services.progress.domain import Dossier, MeasureStatus, ReplyStatus, RuleViolation, StateConflict
 from shared.auth import Caller, Principal, require_role
 from shared.events import ProgressContent, ReplyContent, Role
-from shared.http import Problem, remember_idempotent, replay_idempotent, request_fingerprint
+from shared.http import MAX_OFFSET, Problem, remember_idempotent, replay_idempotent, request_fingerprint
 from shared.policy import Policy, WorkingCalendar, local_date
 from shared.runtime import ServiceRuntime
 
@@ -151,7 +151,7 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         key: bool | None = None,
         overdue: bool | None = None,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     ) -> dict[str, Any]:
         require_role(principal, *READERS)
         async with runtime.engine.connect() as conn:
@@ -191,7 +191,7 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
     async def unit_inbox(
         principal: Caller,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     ) -> dict[str, Any]:
         require_role(principal, Role.UNIT)
         async with runtime.engine.connect() as conn:
@@ -398,7 +398,7 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
     @routes.get("/public/replies", summary="Published replies, personal data removed (答复公开); no login")
     async def public_replies(
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     ) -> dict[str, Any]:
         async with runtime.engine.connect() as conn:
             dossiers = await store.load_dossiers(conn, await store.proposals_with_public_replies(conn))

@@ -44,7 +44,7 @@ def fixed_clock() -> datetime:
     return NOW
 
 
-def _build(service: str) -> tuple[ServiceRuntime, FastAPI]:
+def build_service(service: str) -> tuple[ServiceRuntime, FastAPI]:
     if service == "intake":
         from services.intake.app import build as build_intake
 
@@ -82,7 +82,7 @@ async def running(service: str, directory: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv(f"PROPOSALFLOW_{service.upper()}_DATABASE_URL", url)
     monkeypatch.setenv("PROPOSALFLOW_AUDIT_HMAC_KEY", "security-test-key")
     await upgrade_async(service, url)
-    runtime, app = _build(service)
+    runtime, app = build_service(service)
     seed = getattr(app.state, "seed_and_learn", None)
     if seed is not None:
         async with runtime.transaction() as conn:
