@@ -75,6 +75,17 @@ def caller_for(service: str, method: str, path: str) -> dict[str, str]:
 NOT_CHECKED = [positive_data_acceptance, negative_data_rejection]
 
 
+def fuzz_test(operation: Any, mode: GenerationMode, headers: dict[str, str], excluded: list[Any]) -> Any:
+    """A hypothesis test of one operation: generated requests, each answer validated against the schema."""
+
+    @given(case=operation.as_strategy(generation_mode=mode))
+    @settings(max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    def fuzz(case: Any) -> None:
+        case.call_and_validate(headers=headers, excluded_checks=[*excluded, *NOT_CHECKED])
+
+    return fuzz
+
+
 # schemathesis' pytest plugin (`schema.parametrize()`) does not run on pytest 9 yet, so the operations
 # are walked here and each one is a hypothesis test of its own; every failure is reported at the end.
 @pytest.mark.parametrize("service", SERVICES)
@@ -92,12 +103,7 @@ def test_no_route_fails_or_answers_outside_its_schema(
         takes_input = bool(operation.path_parameters or operation.query or operation.body)
         modes = (GenerationMode.POSITIVE, GenerationMode.NEGATIVE) if takes_input else (GenerationMode.POSITIVE,)
         for mode in modes:
-
-            @given(case=operation.as_strategy(generation_mode=mode))
-            @settings(max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck))
-            def fuzz(case: Any, headers: dict[str, str] = headers, excluded: list[Any] = excluded) -> None:
-                case.call_and_validate(headers=headers, excluded_checks=[*excluded, *NOT_CHECKED])
-
+            fuzz = fuzz_test(operation, mode, headers, excluded)
             try:
                 fuzz()
             except (Exception, BaseExceptionGroup) as exc:
