@@ -74,7 +74,9 @@ class CommonSettings(BaseSettings):
 
     allowed_sources: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="CloudEvents `source` values allowed to write the inbound command topics (comma-separated).",
+        description="CloudEvents `source` values allowed to write the inbound command topics (comma-separated). "
+        "`source=role` or `source=unit:<unit id>` (several joined by +) restricts whom a source may act for; "
+        "a bare `source` may act for any role the command allows.",
     )
     http_max_body_bytes: int = Field(
         default=1_000_000, ge=1024, description="Largest HTTP request body accepted (413 above, read no further)."
@@ -136,6 +138,39 @@ class CommonSettings(BaseSettings):
         if isinstance(value, str) and not value.strip().startswith("["):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("allowed_sources")
+    @classmethod
+    def _grants_name_roles(cls, value: list[str]) -> list[str]:
+        parse_source_grants(value)  # a typo in a grant stops the service at start, naming the entry
+        return value
+
+
+SourceGrants = dict[str, frozenset[tuple[str, str | None]] | None]
+"""Per allowed source, whom it may act for: (role, unit or None); None for anyone the command allows."""
+
+_GRANTABLE_ROLES = ("member", "committee", "dispatcher", "unit", "leader", "system", "admin")
+
+
+def parse_source_grants(entries: list[str]) -> SourceGrants:
+    """`/portal/members=member`, `/oa/dg-fgj=unit:dg-fgj`, `/cppcc/platform=member+committee`, `/bare`."""
+    grants: SourceGrants = {}
+    for entry in entries:
+        source, _, granted = entry.partition("=")
+        if not granted:
+            grants[source] = None
+            continue
+        parsed = set()
+        for grant in granted.split("+"):
+            role, _, unit = grant.partition(":")
+            if role not in _GRANTABLE_ROLES or (unit and role != "unit"):
+                raise ValueError(
+                    f"PROPOSALFLOW_ALLOWED_SOURCES entry {entry!r}: {grant!r} is not a role "
+                    f"({', '.join(_GRANTABLE_ROLES)}) or unit:<unit id>"
+                )
+            parsed.add((role, unit or None))
+        grants[source] = frozenset(parsed)
+    return grants
 
 
 class ServiceSettings(BaseSettings):
