@@ -9,6 +9,7 @@ Claims: `sub` (principal id), `role` (a :class:`~shared.events.Role`), `unit` (f
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Annotated, Any
@@ -20,7 +21,7 @@ from pydantic import BaseModel, ValidationError
 
 from shared.events import Actor, Role
 from shared.http import Problem
-from shared.settings import CommonSettings
+from shared.settings import CommonSettings, parse_source_grants
 
 
 class Principal(BaseModel):
@@ -119,3 +120,32 @@ def require_role(principal: Principal, *roles: Role) -> None:
     if principal.role not in roles:
         allowed = ", ".join(role.value for role in roles)
         raise Problem(403, "Forbidden", f"This action is for {allowed}; your role is {principal.role.value}.")
+
+
+class InboundAllowList:
+    """Who may write the inbound command topics (`proposalflow.submissions`, `proposalflow.unit-reports`):
+    outside systems, known by their CloudEvents `source`, from `PROPOSALFLOW_ALLOWED_SOURCES`.
+
+    A command names its actor; an allowed source is trusted to vouch for its own users, but only within
+    its grant: a source granted `unit:dg-fgj` cannot report for another unit, a member portal cannot
+    speak for the committee. A `system` actor is the source itself, so its id must be the source.
+    """
+
+    def __init__(self, entries: Sequence[str]) -> None:
+        self._grants = parse_source_grants(list(entries))
+
+    def admits(self, source: str) -> bool:
+        return source in self._grants
+
+    def forged_actor(self, source: str, actor: Actor) -> str | None:
+        """Why the command's actor is not one this source may act for, or None when it is."""
+        if actor.role == Role.SYSTEM and actor.id != source:
+            return f"a system actor is the sending system itself: actor id {actor.id!r} is not the source {source!r}"
+        grants = self._grants.get(source)
+        if grants is None:
+            return None
+        if any(role == actor.role.value and unit in (None, actor.unit) for role, unit in grants):
+            return None
+        allowed = ", ".join(sorted(f"{role}:{unit}" if unit else role for role, unit in grants))
+        named = f"{actor.role.value}:{actor.unit}" if actor.unit else actor.role.value
+        return f"source {source!r} may act for {allowed} only; the command names {named} {actor.id!r}"

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
+from pydantic import ValidationError
 
 from shared import events
 from shared.settings import PORTAL, SERVICES, CommonSettings, service_settings
@@ -58,7 +59,13 @@ def run(
 
     if service != PORTAL:
         _check_service(service)
-    common = CommonSettings()
+    try:
+        common = CommonSettings()
+    except ValidationError as exc:
+        # A refused configuration is the operator's to fix: say what, without a traceback.
+        reasons = "; ".join(str(error["msg"]).removeprefix("Value error, ") for error in exc.errors())
+        typer.echo(f"{service} refuses to start: {reasons}", err=True)
+        raise typer.Exit(2) from exc
     settings = service_settings(service)
     configure_logging(service, common.log_level, json_lines=common.log_json)
     if migrate_first and service != PORTAL:

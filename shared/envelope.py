@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from shared.jsonguard import MAX_EVENT_JSON_DEPTH, json_depth_exceeds
+
 SPEC_VERSION = "1.0"
 JSON = "application/json"
 CLOUDEVENTS_JSON = "application/cloudevents+json"
@@ -113,6 +115,8 @@ def _header_dict(headers: Iterable[tuple[str, bytes | None]]) -> dict[str, str]:
 def _load_json_object(value: bytes | None, what: str) -> dict[str, Any]:
     if value is None:
         raise EnvelopeError(f"{what} is empty")
+    if json_depth_exceeds(value, MAX_EVENT_JSON_DEPTH):
+        raise EnvelopeError(f"{what} nests arrays or objects more than {MAX_EVENT_JSON_DEPTH} levels deep")
     try:
         loaded = json.loads(value)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -1,5 +1,5 @@
 """HTTP plumbing shared by the services: RFC 9457 problem+json errors, health and metrics routes,
-request size limits and `Idempotency-Key` handling."""
+request size and nesting limits, and `Idempotency-Key` handling."""
 
 from __future__ import annotations
 
@@ -21,11 +21,17 @@ from sqlalchemy import MetaData, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared.jsonguard import json_depth_exceeds
 from shared.observability import METRICS, bind_context, traced
 
 PROBLEM_JSON = "application/problem+json"
 MAX_BODY_BYTES = 1_000_000
+MAX_JSON_DEPTH = 32
+MAX_OFFSET = 2**31 - 1
+"""The largest page offset or cursor a route accepts: what a 32-bit integer column or parameter holds on
+every supported database (a larger one would fail in the driver, as a 500)."""
 
 
 class Problem(Exception):
@@ -64,6 +70,77 @@ def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     return errors
 
 
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "Problem",
+    "description": "RFC 9457 problem details: what was wrong and how to fix it.",
+    "type": "object",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "instance": {"type": "string"},
+        "errors": {"type": "array", "items": {"type": "object"}},
+    },
+}
+
+_PROBLEM_DESCRIPTIONS = {
+    "400": "Malformed JSON, or JSON nested too deep",
+    "401": "No token, or a token that is expired, forged or unusable",
+    "403": "Your role (or unit) may not do this",
+    "404": "Nothing here that you may see",
+    "409": "The proposal is not in a state that allows this",
+    "413": "The body is over the size limit",
+    "415": "The body is not application/json",
+    "422": "The request breaks the schema or a rule; `errors` lists each problem",
+}
+
+
+def _problems_for(method: str, path: str, operation: dict[str, Any]) -> list[str]:
+    """The problem statuses an operation can answer, from what it takes: a token, parameters, a body."""
+    codes = []
+    if operation.get("security"):
+        codes += ["401", "403"]
+    if "{" in path or method != "get":
+        codes.append("404")
+    if method != "get":
+        codes.append("409")
+    if "requestBody" in operation:
+        codes += ["400", "413", "415"]
+    if operation.get("parameters") or "requestBody" in operation or method != "get":
+        codes.append("422")
+    return codes
+
+
+def document_problems(app: FastAPI) -> None:
+    """Declare in the app's OpenAPI document the problem+json answers its routes give besides success.
+
+    FastAPI documents only a 422 in its own validation format; these routes answer every error as
+    RFC 9457 problem+json, and the document must say so for clients (and the schema fuzzing) to rely on it.
+    """
+    generate = app.openapi
+    done: list[int] = []  # the id of the document already completed (FastAPI regenerates when routes change)
+
+    def openapi() -> dict[str, Any]:
+        document = generate()
+        if done and done[0] == id(document):
+            return document
+        document.setdefault("components", {}).setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
+        for schemas in ("HTTPValidationError", "ValidationError"):
+            document["components"]["schemas"].pop(schemas, None)
+        problem = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+        for path, operations in document.get("paths", {}).items():
+            for method, operation in operations.items():
+                responses = operation.setdefault("responses", {})
+                for code in _problems_for(method, path, operation):
+                    responses[code] = {"description": _PROBLEM_DESCRIPTIONS[code], "content": problem}
+        done[:] = [id(document)]
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> Response:
@@ -86,8 +163,71 @@ def install_error_handlers(app: FastAPI) -> None:
         return Problem(exc.status_code, titles.get(exc.status_code, "Error"), detail).response(request.url.path)
 
 
-def install_middleware(app: FastAPI, *, max_body_bytes: int = MAX_BODY_BYTES) -> None:
-    """Correlation ids, request metrics, and an early refusal of oversized or non-JSON bodies."""
+class BodyLimits:
+    """Refuse a body that is too large or nests too deep, before the app reads or parses it.
+
+    A declared `Content-Length` above the limit is refused by :func:`install_middleware` unread. This
+    guard covers what that cannot see: a chunked or streamed body without a length, which is read
+    chunk by chunk and refused (413) as soon as it passes the limit, so at most the limit is ever held
+    in memory; and a body whose arrays and objects nest deeper than `max_json_depth` (400), found on
+    the bytes before `json.loads` would recurse into it.
+    """
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, max_json_depth: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.max_json_depth = max_json_depth
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away: let the app see it
+                await self.app(scope, _replaying([message], receive), send)
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                problem = Problem(
+                    413, "Request too large", f"The body is over the limit of {self.max_body_bytes} bytes."
+                )
+                await problem.response(scope["path"])(scope, receive, send)
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        if json_depth_exceeds(body, self.max_json_depth):
+            problem = Problem(
+                400,
+                "JSON nested too deep",
+                f"The body nests arrays or objects more than {self.max_json_depth} levels deep.",
+            )
+            await problem.response(scope["path"])(scope, receive, send)
+            return
+        await self.app(scope, _replaying([{"type": "http.request", "body": body, "more_body": False}], receive), send)
+
+
+def _replaying(messages: list[Message], receive: Receive) -> Receive:
+    """A `receive` that hands out the messages already read, then the connection's own."""
+    pending = list(messages)
+
+    async def replay() -> Message:
+        return pending.pop(0) if pending else await receive()
+
+    return replay
+
+
+def install_middleware(
+    app: FastAPI, *, max_body_bytes: int = MAX_BODY_BYTES, max_json_depth: int = MAX_JSON_DEPTH
+) -> None:
+    """Correlation ids, request metrics, and an early refusal of oversized, too deep or non-JSON bodies."""
+    # Added first, so it runs inside the guard below: its refusals carry correlation ids and are counted.
+    app.add_middleware(BodyLimits, max_body_bytes=max_body_bytes, max_json_depth=max_json_depth)
 
     @app.middleware("http")
     async def _guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -132,7 +272,12 @@ def install_health_routes(app: FastAPI, readiness: Callable[[], Awaitable[dict[s
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["operations"], summary="Database and broker are reachable")
+    @app.get(
+        "/readyz",
+        tags=["operations"],
+        summary="Database and broker are reachable",
+        responses={503: {"description": "The database or the broker is unreachable; `checks` says which"}},
+    )
     async def readyz() -> Response:
         checks = await readiness()
         ready = all(value == "ok" for value in checks.values())

@@ -25,7 +25,7 @@ from shared.asyncapi import complete as complete_asyncapi
 from shared.db import create_engine, ping
 from shared.envelope import Envelope
 from shared.events import Event
-from shared.http import install_error_handlers, install_health_routes, install_middleware
+from shared.http import document_problems, install_error_handlers, install_health_routes, install_middleware
 from shared.messaging import (
     EventProcessor,
     Handler,
@@ -285,7 +285,10 @@ class ServiceRuntime:
 
         app = FastAPI(title=title, description=description, version="1.0.0", lifespan=lifespan)
         install_error_handlers(app)
-        install_middleware(app)
+        document_problems(app)
+        install_middleware(
+            app, max_body_bytes=self.common.http_max_body_bytes, max_json_depth=self.common.http_max_json_depth
+        )
         install_health_routes(app, self.readiness)
         for router in routers:
             app.include_router(router)

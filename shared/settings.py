@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 SERVICES = ("intake", "assignment", "progress", "notify", "audit")
@@ -34,12 +34,20 @@ DEFAULT_HTTP_PORTS = {
 
 DEVELOPMENT_JWT_SECRET = "proposalflow-development-secret-change-me-0123456789"
 
+MIN_JWT_SECRET_BYTES = 32
+"""RFC 7518 §3.2: an HS256 key must be at least as long as the hash (256 bits)."""
+
 
 class CommonSettings(BaseSettings):
     """What every service reads: the broker, authentication, logging, the policy file."""
 
     model_config = SettingsConfigDict(env_prefix="PROPOSALFLOW_", extra="ignore", env_ignore_empty=True)
 
+    environment: Literal["development", "production"] = Field(
+        default="development",
+        description="production refuses to start with the development JWT secret, a short secret, or RS256 "
+        "without a JWKS URL.",
+    )
     kafka_bootstrap_servers: str = Field(
         default="127.0.0.1:19092", description="Kafka brokers, host:port, comma-separated."
     )
@@ -71,7 +79,18 @@ class CommonSettings(BaseSettings):
 
     allowed_sources: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="CloudEvents `source` values allowed to write the inbound command topics (comma-separated).",
+        description="CloudEvents `source` values allowed to write the inbound command topics (comma-separated). "
+        "`source=role` or `source=unit:<unit id>` (several joined by +) restricts whom a source may act for; "
+        "a bare `source` may act for any role the command allows.",
+    )
+    http_max_body_bytes: int = Field(
+        default=1_000_000, ge=1024, description="Largest HTTP request body accepted (413 above, read no further)."
+    )
+    http_max_json_depth: int = Field(
+        default=32,
+        ge=4,
+        description="Deepest nesting of arrays and objects accepted in an HTTP body (400 above), checked "
+        "before the JSON is parsed.",
     )
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
     log_json: bool = Field(default=True, description="One JSON object per log line (false: plain text).")
@@ -94,12 +113,69 @@ class CommonSettings(BaseSettings):
         "this or the standard OTEL_EXPORTER_OTLP_ENDPOINT is set.",
     )
 
+    @model_validator(mode="after")
+    def _production_needs_real_keys(self) -> CommonSettings:
+        """Refuse to start a production service that would accept tokens anyone can forge."""
+        if self.environment != "production":
+            return self
+        if self.jwt_algorithm == "RS256":
+            if not self.jwt_jwks_url:
+                raise ValueError(
+                    "PROPOSALFLOW_JWT_ALGORITHM=RS256 needs PROPOSALFLOW_JWT_JWKS_URL (the identity provider's JWKS)"
+                )
+            return self
+        if self.jwt_secret == DEVELOPMENT_JWT_SECRET:
+            raise ValueError(
+                "PROPOSALFLOW_ENVIRONMENT=production but PROPOSALFLOW_JWT_SECRET is unset or empty, so the published "
+                "development secret would sign tokens; set a random secret of at least "
+                f"{MIN_JWT_SECRET_BYTES} bytes from a secret store, or use RS256 with PROPOSALFLOW_JWT_JWKS_URL"
+            )
+        if len(self.jwt_secret.encode()) < MIN_JWT_SECRET_BYTES:
+            raise ValueError(
+                f"PROPOSALFLOW_JWT_SECRET is {len(self.jwt_secret.encode())} bytes; production needs at least "
+                f"{MIN_JWT_SECRET_BYTES} random bytes"
+            )
+        return self
+
     @field_validator("allowed_sources", mode="before")
     @classmethod
     def _split_sources(cls, value: Any) -> Any:
         if isinstance(value, str) and not value.strip().startswith("["):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("allowed_sources")
+    @classmethod
+    def _grants_name_roles(cls, value: list[str]) -> list[str]:
+        parse_source_grants(value)  # a typo in a grant stops the service at start, naming the entry
+        return value
+
+
+SourceGrants = dict[str, frozenset[tuple[str, str | None]] | None]
+"""Per allowed source, whom it may act for: (role, unit or None); None for anyone the command allows."""
+
+_GRANTABLE_ROLES = ("member", "committee", "dispatcher", "unit", "leader", "system", "admin")
+
+
+def parse_source_grants(entries: list[str]) -> SourceGrants:
+    """`/portal/members=member`, `/oa/dg-fgj=unit:dg-fgj`, `/cppcc/platform=member+committee`, `/bare`."""
+    grants: SourceGrants = {}
+    for entry in entries:
+        source, _, granted = entry.partition("=")
+        if not granted:
+            grants[source] = None
+            continue
+        parsed = set()
+        for grant in granted.split("+"):
+            role, _, unit = grant.partition(":")
+            if role not in _GRANTABLE_ROLES or (unit and role != "unit"):
+                raise ValueError(
+                    f"PROPOSALFLOW_ALLOWED_SOURCES entry {entry!r}: {grant!r} is not a role "
+                    f"({', '.join(_GRANTABLE_ROLES)}) or unit:<unit id>"
+                )
+            parsed.add((role, unit or None))
+        grants[source] = frozenset(parsed)
+    return grants
 
 
 class ServiceSettings(BaseSettings):

@@ -16,11 +16,11 @@ from services.assignment.domain import Leader, NotYours, RoutingRules, RuleViola
 from services.assignment.service import Clock, Context
 from shared.auth import Caller, Principal, require_role
 from shared.events import AssignmentForm, Role
-from shared.http import Problem, remember_idempotent, replay_idempotent, request_fingerprint
+from shared.http import MAX_OFFSET, Problem, remember_idempotent, replay_idempotent, request_fingerprint
 from shared.runtime import ServiceRuntime
 
 Limit = Annotated[int, Query(ge=1, le=200)]
-Offset = Annotated[int, Query(ge=0)]
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET)]
 IdempotencyKey = Annotated[str | None, Header(max_length=200)]
 
 

@@ -14,7 +14,7 @@ from services.audit import export, service, store
 from services.audit.domain import rfc3339
 from shared.auth import Caller, Principal, require_role
 from shared.events import Role
-from shared.http import Problem
+from shared.http import MAX_OFFSET, Problem
 from shared.runtime import ServiceRuntime
 
 
@@ -93,7 +93,7 @@ def router(runtime: ServiceRuntime, key: bytes | None) -> APIRouter:
         since: Since = None,
         until: Until = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 100,
-        cursor: Annotated[int, Query(ge=0, description="`next_cursor` of the previous page")] = 0,
+        cursor: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="`next_cursor` of the previous page")] = 0,
     ) -> dict[str, Any]:
         _may_read_the_log(principal)
         selection = _selection(actor, unit, type_, subject, topic, since, until)

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.intake import service, store
@@ -15,7 +15,7 @@ from services.intake.domain import RuleViolation, StateConflict
 from services.intake.service import Clock
 from shared.auth import Caller, Principal, require_role
 from shared.events import ProposalContent, Proposer, Role, SessionKind
-from shared.http import Problem, remember_idempotent, replay_idempotent, request_fingerprint
+from shared.http import MAX_OFFSET, Problem, remember_idempotent, replay_idempotent, request_fingerprint
 from shared.policy import Policy
 from shared.runtime import ServiceRuntime
 
@@ -50,6 +50,13 @@ class DraftContent(BaseModel):
     cosigners: list[Proposer] | None = Field(default=None, max_length=200)
     suggestions: list[Annotated[str, Field(max_length=5000)]] | None = Field(default=None, max_length=100)
     series_id: str | None = Field(default=None, max_length=100)
+
+    @model_validator(mode="after")
+    def _null_clears_only_the_series(self) -> DraftContent:
+        nulls = sorted(name for name in self.model_fields_set if getattr(self, name) is None and name != "series_id")
+        if nulls:
+            raise ValueError(f"{', '.join(nulls)} cannot be null; leave a field out to keep what it holds")
+        return self
 
 
 class Withdrawal(BaseModel):
@@ -213,7 +220,7 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         status: str | None = None,
         series_id: Annotated[str | None, Query(max_length=100, description="Only this series (系列提案).")] = None,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     ) -> dict[str, Any]:
         require_role(principal, Role.MEMBER, Role.COMMITTEE)
         signer = principal.id if principal.role == Role.MEMBER else None

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.intake import service, store
 from services.intake.domain import RuleViolation
 from services.intake.service import Clock
+from shared.auth import InboundAllowList
 from shared.envelope import Envelope
 from shared.events import Actor, Role, SubmissionRejected, SubmitProposal
 from shared.messaging import Handler, Record, add_to_outbox
@@ -31,6 +32,8 @@ def proposal_id_for(envelope: Envelope) -> str:
 
 
 def submission_handler(policy: Policy, allowed_sources: Sequence[str], clock: Clock) -> Handler:
+    allow_list = InboundAllowList(allowed_sources)
+
     async def on_submission(conn: AsyncConnection, envelope: Envelope, _record: Record) -> None:
         correlation_id = envelope.correlation_id or envelope.id
 
@@ -63,7 +66,7 @@ def submission_handler(policy: Policy, allowed_sources: Sequence[str], clock: Cl
                 f"unknown command type {envelope.type!r} on proposalflow.submissions; send {SubmitProposal.TYPE}"
             )
             return
-        if envelope.source not in allowed_sources:
+        if not allow_list.admits(envelope.source):
             await reject(
                 f"source {envelope.source!r} is not allowed to submit proposals; "
                 "ask the proposal office to add it to PROPOSALFLOW_ALLOWED_SOURCES"
@@ -78,6 +81,10 @@ def submission_handler(policy: Policy, allowed_sources: Sequence[str], clock: Cl
             return
         if command.actor.role not in SUBMITTER_ROLES:
             await reject(f"role {command.actor.role.value} may not submit proposals", actor=command.actor)
+            return
+        forged = allow_list.forged_actor(envelope.source, command.actor)
+        if forged:
+            await reject(f"forged actor: {forged}", actor=command.actor)
             return
         proposal_id = command.proposal_id or proposal_id_for(envelope)
         try:

@@ -74,6 +74,8 @@ async def get_proposal(conn: AsyncConnection, proposal_id: str) -> dict[str, Any
 
 
 async def update_proposal(conn: AsyncConnection, proposal_id: str, **values: Any) -> None:
+    if not values:  # an empty draft or an edit that changes nothing: no statement (an empty SET is invalid SQL)
+        return
     await conn.execute(update(proposals).where(proposals.c.id == proposal_id).values(**values))
 
 

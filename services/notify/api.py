@@ -13,11 +13,11 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
 from services.notify import domain, store
 from shared.auth import Caller, Principal, require_role
 from shared.events import Role
-from shared.http import Problem
+from shared.http import MAX_OFFSET, Problem
 from shared.runtime import ServiceRuntime
 
 Limit = Annotated[int, Query(ge=1, le=200)]
-Offset = Annotated[int, Query(ge=0)]
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET)]
 
 
 def recipient_of(principal: Principal) -> str:
@@ -156,7 +156,11 @@ def contacts_router(runtime: ServiceRuntime) -> APIRouter:
             raise Problem(404, "Not found", f"No contact {contact_id}.")
         return _contact_view(row)
 
-    @routes.put("/{contact_id}", summary="Create or replace a contact")
+    @routes.put(
+        "/{contact_id}",
+        summary="Create or replace a contact",
+        responses={201: {"description": "The contact was created (200: replaced)"}},
+    )
     async def put_contact(contact_id: str, contact: ContactIn, principal: Caller, response: Response) -> Any:
         require_role(principal, Role.ADMIN)
         problem = contact_id_rule(contact_id, contact.kind)

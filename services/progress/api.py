@@ -20,11 +20,13 @@ from services.progress import domain, service, stats, store
 from services.progress.domain import Dossier, MeasureStatus, ReplyStatus, RuleViolation, StateConflict
 from shared.auth import Caller, Principal, require_role
 from shared.events import ProgressContent, ReplyContent, Role
-from shared.http import Problem, remember_idempotent, replay_idempotent, request_fingerprint
+from shared.http import MAX_OFFSET, Problem, remember_idempotent, replay_idempotent, request_fingerprint
 from shared.policy import Policy, WorkingCalendar, local_date
 from shared.runtime import ServiceRuntime
 
 SEES_ALL = (Role.COMMITTEE, Role.DISPATCHER, Role.ADMIN)
+# The proposal office's roles; the public reads /public/replies only, and `system` is a Kafka source.
+READERS = (Role.MEMBER, Role.UNIT, Role.LEADER, *SEES_ALL)
 Clock = Callable[[], datetime]
 IdempotencyKey = Annotated[str | None, Header(max_length=200)]
 
@@ -149,8 +151,9 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         key: bool | None = None,
         overdue: bool | None = None,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     ) -> dict[str, Any]:
+        require_role(principal, *READERS)
         async with runtime.engine.connect() as conn:
             dossiers = await store.load_dossiers(conn)
         now = today()
@@ -177,6 +180,7 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
 
     @routes.get("/proposals/{proposal_id}", summary="Where a proposal stands, with its timeline (办理进度)")
     async def get_proposal(proposal_id: str, principal: Caller) -> dict[str, Any]:
+        require_role(principal, *READERS)
         async with runtime.engine.connect() as conn:
             row = await store.get_proposal(conn, proposal_id)
             if row is None or not may_see(principal, row):
@@ -187,7 +191,7 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
     async def unit_inbox(
         principal: Caller,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     ) -> dict[str, Any]:
         require_role(principal, Role.UNIT)
         async with runtime.engine.connect() as conn:
@@ -394,7 +398,7 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
     @routes.get("/public/replies", summary="Published replies, personal data removed (答复公开); no login")
     async def public_replies(
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     ) -> dict[str, Any]:
         async with runtime.engine.connect() as conn:
             dossiers = await store.load_dossiers(conn, await store.proposals_with_public_replies(conn))

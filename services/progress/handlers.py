@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.progress import service, store
 from services.progress.domain import RuleViolation
+from shared.auth import InboundAllowList
 from shared.envelope import Envelope
 from shared.events import (
     Actor,
@@ -44,6 +45,8 @@ async def on_lifecycle_event(conn: AsyncConnection, envelope: Envelope, _record:
 
 
 def unit_report_handler(policy: Policy, allowed_sources: Sequence[str], clock: Callable[[], datetime]) -> Handler:
+    allow_list = InboundAllowList(allowed_sources)
+
     async def on_unit_report(conn: AsyncConnection, envelope: Envelope, _record: Record) -> None:
         correlation_id = envelope.correlation_id or envelope.id
 
@@ -70,7 +73,7 @@ def unit_report_handler(policy: Policy, allowed_sources: Sequence[str], clock: C
                 f"unknown command type {envelope.type!r} on proposalflow.unit-reports; send one of {', '.join(known)}"
             )
             return
-        if envelope.source not in allowed_sources:
+        if not allow_list.admits(envelope.source):
             await reject(
                 f"source {envelope.source!r} is not allowed to send unit reports; "
                 "ask the proposal office to add it to PROPOSALFLOW_ALLOWED_SOURCES"
@@ -87,6 +90,10 @@ def unit_report_handler(policy: Policy, allowed_sources: Sequence[str], clock: C
         actor = command.actor
         if actor.role not in REPORTER_ROLES or (actor.role == Role.UNIT and actor.unit != command.unit):
             await reject(f"{actor.role.value} {actor.id} may not report for unit {command.unit}", actor=actor)
+            return
+        forged = allow_list.forged_actor(envelope.source, actor)
+        if forged:
+            await reject(f"forged actor: {forged}", actor=actor)
             return
         try:
             if isinstance(command, ReportProgress):
