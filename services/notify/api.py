@@ -212,6 +212,12 @@ def _preferences_view(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+NO_ENTRY: dict[int | str, dict[str, Any]] = {
+    404: {
+        "description": "The caller has no contacts-directory entry yet",
+        "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
+    }
+}
 ADDRESS_FIELDS = {"email": "email", "sms": "phone", "webhook": "webhook_url"}
 SIGNED_IN = tuple(role for role in Role if role not in (Role.PUBLIC, Role.SYSTEM))
 
@@ -229,7 +235,7 @@ def preferences_router(runtime: ServiceRuntime) -> APIRouter:
             "first. Until then you are told in the in-app inbox only.",
         )
 
-    @routes.get("", summary="My notification preferences (channels, SMS quiet hours)")
+    @routes.get("", summary="My notification preferences (channels, SMS quiet hours)", responses=NO_ENTRY)
     async def get_preferences(principal: Caller) -> Any:
         require_role(principal, *SIGNED_IN)
         recipient = recipient_of(principal)
@@ -239,7 +245,7 @@ def preferences_router(runtime: ServiceRuntime) -> APIRouter:
             raise no_entry(recipient)
         return _preferences_view(row)
 
-    @routes.put("", summary="Set my notification preferences")
+    @routes.put("", summary="Set my notification preferences", responses=NO_ENTRY)
     async def put_preferences(preferences: PreferencesIn, principal: Caller) -> Any:
         require_role(principal, *SIGNED_IN)
         recipient = recipient_of(principal)
