@@ -13,7 +13,7 @@ class AuditSettings(BaseSettings):
     verify. Set it before the first entry and keep it: entries hashed with another key (or none)
     no longer verify. The anchor file keeps the chain head outside the database."""
 
-    model_config = SettingsConfigDict(env_prefix="PROPOSALFLOW_AUDIT_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="PROPOSALFLOW_AUDIT_", extra="ignore", env_ignore_empty=True)
 
     hmac_key: SecretStr | None = None
     anchor_file: Path | None = Field(
