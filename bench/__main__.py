@@ -25,7 +25,7 @@ import httpx
 from aiokafka import AIOKafkaProducer
 
 from bench import baseline, pipeline
-from bench.suite import ROOT, Suite, memory_of
+from bench.suite import ROOT, Suite, cpu_seconds, memory_of
 from shared.settings import SERVICES, CommonSettings
 from shared.topics import create_topics
 
@@ -108,7 +108,7 @@ class Plan:
         self.rate = args.rate
         self.rate_seconds = args.rate_seconds or (10 if args.quick else 30)
         self.replicas = args.replicas
-        self.stall_s = 30.0
+        self.stall_s = 60.0
         self.profile: Path | None = Path(args.profile) if args.profile else None
         self.scenarios: set[str] = set(args.scenarios.split(",")) if args.scenarios else set(SCENARIOS)
 
@@ -149,8 +149,15 @@ async def run_baseline(settings: CommonSettings, plan: Plan, run: str, log_dir: 
         warm = [await send()]
         await through(warm)
         results = []
+        cpu_before = sum(cpu_seconds(p.pid) for p in hops)
         sent = [await send() for _ in range(plan.count * 5)]
-        results.append(summarise("baseline max rate", sent, await through(sent), door="raw aiokafka"))
+        arrived = await through(sent)
+        cpu_ms = (sum(cpu_seconds(p.pid) for p in hops) - cpu_before) * 1000 / max(1, len(sent))
+        results.append(
+            summarise(
+                "baseline max rate", sent, arrived, door="raw aiokafka", cpu_ms_per_proposal={"total": round(cpu_ms, 2)}
+            )
+        )
         loader = pipeline.Loader(producer, pipeline.Observer("", {}), "")
         sent = await loader.at_rate(send, plan.rate, int(plan.rate * plan.rate_seconds))
         results.append(summarise(f"baseline {plan.rate:g}/s", sent, await through(sent), door="raw aiokafka"))
@@ -273,11 +280,13 @@ async def run_pipeline(
                 async def scenario(
                     name: str, door: str, load: Callable[[], Coroutine[Any, Any, list[tuple[str, float]]]]
                 ) -> None:
-                    resends, failures = unit.resends, loader.http_failures
+                    resends, failures, cpu_before = unit.resends, loader.http_failures, suite.cpu()
                     with profiled(suite, plan.profile, f"{name}-{door}-{len(suite.urls('intake'))}"):
                         sent = await load()
                         tracked = await pipeline.wait_through(observer, [i for i, _ in sent], plan.stall_s)
                     arrived = {i: t.done_at for (i, _), t in zip(sent, tracked, strict=True)}
+                    through = max(1, sum(t.done_at is not None for t in tracked))
+                    cpu = {s: round((used - cpu_before[s]) * 1000 / through, 1) for s, used in suite.cpu().items()}
                     results.append(
                         summarise(
                             name,
@@ -286,6 +295,7 @@ async def run_pipeline(
                             door=door,
                             replicas=len(suite.urls("intake")),
                             stages=stage_breakdown(sent, observer),
+                            cpu_ms_per_proposal={**cpu, "total": round(sum(cpu.values()), 1)},
                             unit_resends=unit.resends - resends,
                             http_retries=loader.http_failures - failures,
                         )
@@ -331,7 +341,7 @@ async def run_pipeline(
 def table(results: list[dict[str, Any]]) -> str:
     header = (
         f"{'scenario':<28}{'door':<14}{'repl':>5}{'sent':>7}{'through':>8}{'per s':>8}"
-        f"{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}"
+        f"{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'CPU ms/each':>12}"
     )
     lines = [header, "-" * len(header)]
     for r in results:
@@ -345,6 +355,7 @@ def table(results: list[dict[str, Any]]) -> str:
             f"{r['throughput_per_s']!s:>8}",
         ]
         cells += [f"{lat[k]!s:>9}" for k in ("p50", "p95", "p99")]
+        cells.append(f"{r.get('cpu_ms_per_proposal', {}).get('total', '-')!s:>12}")
         lines.append("".join(cells))
     return "\n".join(lines)
 

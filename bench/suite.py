@@ -38,6 +38,16 @@ def memory_of(pid: int) -> dict[str, int]:
     return values
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process, all its threads, from /proc (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    # utime and stime are the 14th and 15th fields of stat; the split dropped the first two.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class Instance:
     service: str
@@ -101,6 +111,13 @@ class Suite:
             for i in self.instances
         }
 
+    def cpu(self) -> dict[str, float]:
+        """CPU seconds used so far per service, its replicas summed."""
+        used: dict[str, float] = {}
+        for i in self.instances:
+            used[i.service] = used.get(i.service, 0.0) + cpu_seconds(i.process.pid)
+        return used
+
     def stop(self) -> None:
         for instance in self.instances:
             if instance.process.poll() is None:
@@ -115,4 +132,4 @@ class Suite:
                 instance.process.wait(timeout=10)
 
 
-__all__ = ["SERVICES", "Suite", "free_port", "memory_of"]
+__all__ = ["SERVICES", "Suite", "cpu_seconds", "free_port", "memory_of"]
