@@ -7,10 +7,12 @@ notified (notify's deliveries for filing and assignment) → audited (each of th
 
 - The committee (提案委员会) is a bot that files every submitted proposal over HTTP as soon as it
   reads `proposal.submitted` from `proposalflow.proposals`.
-- The lead unit's OA system is a bot that, on `assignment.assigned`, sends a progress report (办理进展)
-  to `proposalflow.unit-reports`; if progress answers that it does not know the assignment yet (it reads
-  `assigned` from the same topic, concurrently), the bot sends again after a backoff (100 ms, doubling
-  to 2 s), as a unit system would; those resends are counted.
+- The lead unit's OA system is a bot that learns of the assignment as a unit does, from its
+  notification: on the first `notification.delivered` caused by `assignment.assigned` it sends a progress
+  report (办理进展) to `proposalflow.unit-reports`, for the lead unit named in the `assigned` event. If
+  progress answers that it does not know the assignment yet (it reads `assigned` concurrently with
+  notify), the bot sends again after a backoff (100 ms, doubling to 2 s), as a unit system would; those
+  resends are counted.
 - The observer tails audit's `GET /audit/entries` by sequence number. A proposal's end-to-end latency
   is from the moment the bench sent it to the `recorded_at` of the audit entry that completed it (the
   same clock: every process runs on this machine).
@@ -37,6 +39,7 @@ from shared.envelope import Envelope, from_kafka, to_kafka
 from shared.events import (
     ASSIGNMENTS,
     HANDLING,
+    NOTIFICATIONS,
     PROPOSALS,
     SUBMISSIONS,
     Actor,
@@ -266,25 +269,38 @@ class LeadUnit:
         consumer = AIOKafkaConsumer(
             ASSIGNMENTS,
             HANDLING,
+            NOTIFICATIONS,
             bootstrap_servers=self._settings.kafka_bootstrap_servers,
             group_id=group,
             auto_offset_reset="earliest",
         )
         await consumer.start()
+        lead: dict[str, str] = {}
+        told: set[str] = set()
+        reported: set[str] = set()
         pending: set[asyncio.Task[None]] = set()
         try:
             async for record in consumer:
                 kind = dict(record.headers).get("ce_type", b"").decode()
+                if kind not in (STAGES["assigned"], STAGES["notified"], "proposalflow.unit-report.rejected.v1"):
+                    continue
+                envelope = from_kafka(record.value, record.headers)
+                proposal_id = str(envelope.data.get("proposal_id", ""))
                 if kind == STAGES["assigned"]:
-                    envelope = from_kafka(record.value, record.headers)
-                    await self._report(envelope.data["proposal_id"], envelope.data["lead_unit"]["id"])
-                elif kind == "proposalflow.unit-report.rejected.v1":
-                    envelope = from_kafka(record.value, record.headers)
+                    lead[proposal_id] = envelope.data["lead_unit"]["id"]
+                elif kind == STAGES["notified"]:
+                    if envelope.data.get("cause_event_type") == STAGES["assigned"]:
+                        told.add(proposal_id)
+                else:
                     original = self._sent.pop(envelope.data.get("command_id", ""), None)
                     if original is not None:
                         task = asyncio.create_task(self._resend(*original))
                         pending.add(task)
                         task.add_done_callback(pending.discard)
+                    continue
+                if proposal_id in lead and proposal_id in told and proposal_id not in reported:
+                    reported.add(proposal_id)
+                    await self._report(proposal_id, lead[proposal_id])
         finally:
             await consumer.stop()
 
