@@ -11,6 +11,7 @@ offsets: the order of work of the pipeline, minus everything ProposalFlow adds t
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 import time
 import uuid
@@ -87,4 +88,5 @@ class Sink:
 
 
 if __name__ == "__main__":
+    logging.basicConfig(level=logging.ERROR)
     asyncio.run(hop(*sys.argv[1:5]))
