@@ -409,7 +409,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="a smaller load (about two minutes)")
     parser.add_argument("--count", type=int, help="proposals per max-rate scenario (default 600, quick 150)")
     parser.add_argument("--rate", type=float, default=100.0, help="the fixed rate, proposals per second")
-    parser.add_argument("--rate-seconds", type=float, help="how long the fixed rate runs, seconds (default 10, quick 3)")
+    parser.add_argument(
+        "--rate-seconds", type=float, help="how long the fixed rate runs, seconds (default 10, quick 3)"
+    )
     parser.add_argument("--replicas", type=int, default=2, help="replicas per service in the last scenario (1: skip)")
     parser.add_argument("--pipeline-only", action="store_true", help="skip the baseline")
     parser.add_argument("--scenarios", help=f"comma-separated subset of: {', '.join(SCENARIOS)}")
