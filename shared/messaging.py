@@ -4,12 +4,13 @@ Writing: a service calls :func:`add_to_outbox` inside the transaction that chang
 :class:`OutboxRelay` publishes committed rows with an idempotent producer (`acks=all`) and marks
 them sent. A broker outage delays events; it never loses them.
 
-Reading: :class:`EventProcessor` takes one Kafka record at a time and never raises:
-decode → inbox (skip a duplicate) → handler, all in one database transaction → then the caller
-commits the offset. A transient failure (database or broker down) is retried with capped backoff
-for as long as it takes; any other failure is retried a few times and then dead-lettered, and the
-partition moves on. A handler that needs an event it has not seen yet raises :class:`NotReady`:
-the record is parked and re-run after the next event of the same subject.
+Reading: :class:`EventProcessor` never raises: decode → inbox (skip a duplicate) → handler, all in
+one database transaction → then the caller commits the offset. A batch of records shares one
+transaction when every record goes the ordinary way; otherwise its records go one at a time.
+A transient failure (database or broker down) is retried with capped backoff for as long as it
+takes; any other failure is retried a few times and then dead-lettered, and the partition moves on.
+A handler that needs an event it has not seen yet raises :class:`NotReady`: the record is parked and
+re-run after the next event of the same subject.
 """
 
 from __future__ import annotations
