@@ -89,4 +89,5 @@ class Sink:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.ERROR)
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     asyncio.run(hop(*sys.argv[1:5]))
