@@ -21,6 +21,7 @@ help:
 	@echo "make test   - lint, type check and the whole test suite (real Kafka, SQLite and PostgreSQL)"
 	@echo "make stop   - stop the local Kafka brokers and PostgreSQL"
 	@echo "make schemas - regenerate docs/schemas and docs/asyncapi from the event models"
+	@echo "make bench  - the benchmark against a raw aiokafka baseline (BENCH_ARGS=--quick: about two minutes)"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -53,6 +54,17 @@ pytest: $(STAMP)
 	$(BIN)/pytest -m "$(PYTEST_MARK)" $(PYTEST_ARGS)
 
 test: lint typecheck pytest
+
+# The benchmark starts its own fresh broker too, and stops it however the run ends. docs/performance.md.
+BENCH_KAFKA_PORT ?= 19392
+BENCH_KAFKA_ENV := KAFKA_LOCAL_PORT=$(BENCH_KAFKA_PORT) KAFKA_LOCAL_CONTROLLER_PORT=$(shell echo $$(($(BENCH_KAFKA_PORT)+1))) KAFKA_LOCAL_DATA_DIR=$(CURDIR)/.data/kafka-bench-$(BENCH_KAFKA_PORT)
+BENCH_ARGS ?=
+
+bench: $(STAMP)
+	$(BENCH_KAFKA_ENV) bash deploy/kafka-local/kafka-local.sh reset
+	$(BENCH_KAFKA_ENV) bash deploy/kafka-local/kafka-local.sh start
+	PROPOSALFLOW_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$(BENCH_KAFKA_PORT) $(BIN)/python -m bench $(BENCH_ARGS); \
+	status=$$?; $(BENCH_KAFKA_ENV) bash deploy/kafka-local/kafka-local.sh stop; exit $$status
 
 # Known-flaky tests, kept out of `make test` until their cause is fixed (each is named in its issue).
 test-quarantine: $(STAMP)

@@ -121,12 +121,19 @@ def is_sqlite(url: str) -> bool:
 
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
-    """An async engine; for SQLite, WAL mode and a busy timeout so readers never block the writer."""
+    """An async engine; for SQLite, WAL mode, a busy timeout and one connection per process."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
+            # Every transaction takes SQLite's one write lock at BEGIN (below), so connections of one
+            # process never work in parallel anyway; with one pooled connection they queue on the pool,
+            # woken at once, instead of in SQLite's busy handler, which sleeps up to 100 ms per retry.
+            # Other processes on the same file (replicas, the CLI) still wait in the busy handler.
+            kwargs.setdefault("pool_size", 1)
+            kwargs.setdefault("max_overflow", 0)
+            kwargs.setdefault("pool_timeout", 30)
         engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
 
         @event.listens_for(engine.sync_engine, "connect")

@@ -4,12 +4,13 @@ Writing: a service calls :func:`add_to_outbox` inside the transaction that chang
 :class:`OutboxRelay` publishes committed rows with an idempotent producer (`acks=all`) and marks
 them sent. A broker outage delays events; it never loses them.
 
-Reading: :class:`EventProcessor` takes one Kafka record at a time and never raises:
-decode → inbox (skip a duplicate) → handler, all in one database transaction → then the caller
-commits the offset. A transient failure (database or broker down) is retried with capped backoff
-for as long as it takes; any other failure is retried a few times and then dead-lettered, and the
-partition moves on. A handler that needs an event it has not seen yet raises :class:`NotReady`:
-the record is parked and re-run after the next event of the same subject.
+Reading: :class:`EventProcessor` never raises: decode → inbox (skip a duplicate) → handler, all in
+one database transaction → then the caller commits the offset. A batch of records shares one
+transaction when every record goes the ordinary way; otherwise its records go one at a time.
+A transient failure (database or broker down) is retried with capped backoff for as long as it
+takes; any other failure is retried a few times and then dead-lettered, and the partition moves on.
+A handler that needs an event it has not seen yet raises :class:`NotReady`: the record is parked and
+re-run after the next event of the same subject.
 """
 
 from __future__ import annotations
@@ -420,6 +421,86 @@ class EventProcessor:
                 await self._rerun_parked(envelope.subject)
             return outcome
 
+    async def process_batch(self, records: Sequence[Record]) -> list[str]:
+        """Handle a batch of records, in order; returns each one's outcome once all are stored.
+
+        The common case (every record decodes, none waits behind a parked event, every handler
+        succeeds) is one transaction for the whole batch: inbox rows and effects of every record
+        commit together, so the caller commits the offsets once. Anything else rolls that
+        transaction back and takes the records one at a time through :meth:`process`, with its
+        retries, parking and dead letters: the batch changes the cost, never the outcome.
+        """
+        if len(records) > 1:
+            outcomes = await self._in_one_transaction(records)
+            if outcomes is not None:
+                return outcomes
+        return [await self.process(record) for record in records]
+
+    async def _in_one_transaction(self, records: Sequence[Record]) -> list[str] | None:
+        """The batch's outcomes, or None when it must go one record at a time."""
+        try:
+            envelopes = [from_kafka(record.value, record.headers) for record in records]
+        except EnvelopeError:
+            return None
+        subjects = {envelope.subject for envelope in envelopes if envelope.subject}
+        outcomes: list[str] = []
+        try:
+            async with self._engine.begin() as conn:
+                if subjects and await self._parked_subjects(conn, subjects):
+                    # Keep order within a subject: the records go one at a time, behind what is parked.
+                    return None
+                for record, envelope in zip(records, envelopes, strict=True):
+                    attributes = {
+                        **_kafka(record.topic),
+                        "messaging.consumer.group.name": self.consumer,
+                        "messaging.message.id": envelope.id,
+                        "cloudevents.event_type": envelope.type,
+                    }
+                    with (
+                        traced(
+                            f"{record.topic} process",
+                            envelope.traceparent,
+                            kind=SpanKind.CONSUMER,
+                            attributes=attributes,
+                        ) as hop,
+                        bind_context(
+                            proposal_id=envelope.subject, correlation_id=envelope.correlation_id, traceparent=hop
+                        ),
+                    ):
+                        if not await self._first_time(conn, self._dedupe_key(envelope, record)[:200]):
+                            outcome = "duplicate"
+                        else:
+                            with METRICS.handler_seconds.labels(self.consumer).time():
+                                await self._handler(conn, envelope, record)
+                            outcome = "handled"
+                        trace.get_current_span().set_attribute("proposalflow.outcome", outcome)
+                    outcomes.append(outcome)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - nothing committed; one at a time decides each record's fate
+            log.info("batch of %d rolled back (%r); processing its records one at a time", len(records), exc)
+            return None
+        self._after_commit()
+        for outcome in outcomes:
+            METRICS.events_processed.labels(self.consumer, outcome).inc()
+        handled = {e.subject for e, o in zip(envelopes, outcomes, strict=True) if o == "handled" and e.subject}
+        if handled:
+            # Another replica may have parked an event of these proposals that was waiting for them.
+            async with self._engine.connect() as conn:
+                waiting = await self._parked_subjects(conn, handled)
+            for subject in sorted(waiting):
+                await self._rerun_parked(subject)
+        return outcomes
+
+    async def _parked_subjects(self, conn: AsyncConnection, subjects: Iterable[str]) -> set[str]:
+        query = (
+            select(self._parked.c.subject)
+            .where(self._parked.c.consumer == self.consumer)
+            .where(self._parked.c.subject.in_(list(subjects)))
+            .distinct()
+        )
+        return set((await conn.execute(query)).scalars().all())
+
     async def _with_retries(self, record: Record, envelope: Envelope) -> str:
         attempt = 0
         while True:
@@ -604,6 +685,10 @@ class EventProcessor:
         METRICS.events_processed.labels(self.consumer, "dead-lettered").inc()
 
 
+MAX_BATCH = 200
+"""Records handled in one transaction at most; also the most a consumer fetches at once."""
+
+
 def subscribe(
     broker: KafkaBroker,
     processor: EventProcessor,
@@ -612,7 +697,8 @@ def subscribe(
     group_id: str,
     description: str,
 ) -> None:
-    """Wire a processor to a FastStream subscriber with manual acknowledgement after commit."""
+    """Wire a processor to a FastStream batch subscriber; offsets are committed (manual
+    acknowledgement) only after every record of the batch has its outcome stored."""
 
     def raw(message: Any) -> Any:
         return message.body
@@ -622,18 +708,25 @@ def subscribe(
         group_id=group_id,
         ack_policy=AckPolicy.MANUAL,
         auto_offset_reset="earliest",
+        batch=True,
+        max_records=MAX_BATCH,
         decoder=raw,
         title=f"{processor.consumer}:subscribe",
         description=description,
     )
-    async def on_message(msg: KafkaMessage) -> None:
-        await processor.process(msg.raw_message)  # type: ignore[arg-type]
+    async def on_batch(msg: KafkaMessage) -> None:
+        records: Sequence[Any] = msg.raw_message
+        if not isinstance(records, Sequence):
+            records = [records]
+        await processor.process_batch(records)
         try:
             await msg.ack()
         except KafkaError as exc:
             # A rebalance took the partition: the next owner re-reads it and the inbox skips it.
-            log.warning("offset commit failed (%s); the record will be re-read and skipped", exc)
-        record_lag(group_id, getattr(msg, "consumer", None), msg.raw_message)
+            log.warning("offset commit failed (%s); the records will be re-read and skipped", exc)
+        last: dict[tuple[str, int], Any] = {(record.topic, record.partition): record for record in records}
+        for record in last.values():
+            record_lag(group_id, getattr(msg, "consumer", None), record)
 
 
 async def measure_lag(group_id: str, consumer: Any) -> None:

@@ -1,0 +1,427 @@
+"""`python -m bench`: the pipeline and the baseline on one broker; a table on the terminal and a JSON file.
+
+The broker comes from `PROPOSALFLOW_KAFKA_BOOTSTRAP_SERVERS` (`make bench` starts a fresh one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Coroutine, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from aiokafka import AIOKafkaProducer
+
+from bench import baseline, pipeline
+from bench.suite import ROOT, Suite, cpu_seconds, memory_of
+from shared.settings import SERVICES, CommonSettings
+from shared.topics import create_topics
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile; None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+def _ms(value: float | None) -> float | None:
+    return None if value is None else round(value * 1000, 1)
+
+
+def summarise(
+    name: str, sent: list[tuple[str, float]], arrived: dict[str, float | None], **extra: Any
+) -> dict[str, Any]:
+    """Throughput is messages through per second from the first send to the last arrival."""
+    done = {i: at for i, at in arrived.items() if at is not None}
+    latencies = [done[i] - t for i, t in sent if i in done]
+    first = min(t for _, t in sent)
+    span = (max(done.values()) - first) if done else None
+    return {
+        "scenario": name,
+        "sent": len(sent),
+        "through": len(latencies),
+        "seconds": round(span, 2) if span else None,
+        "throughput_per_s": round(len(latencies) / span, 1) if span else None,
+        "latency_ms": {f"p{q}": _ms(percentile(latencies, q)) for q in (50, 95, 99)},
+        **extra,
+    }
+
+
+def stage_breakdown(sent: list[tuple[str, float]], observer: pipeline.Observer) -> dict[str, Any]:
+    """Median and p99 of when each stage's event happened, from the moment of sending."""
+    result: dict[str, Any] = {}
+    for stage, kind in pipeline.STAGES.items():
+        offsets = [
+            observer.proposals[i].last[kind] - t
+            for i, t in sent
+            if kind in observer.proposals[i].last and observer.proposals[i].done_at is not None
+        ]
+        result[stage] = {"p50_ms": _ms(percentile(offsets, 50)), "p99_ms": _ms(percentile(offsets, 99))}
+    return result
+
+
+def machine() -> dict[str, Any]:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    mem_kib = next(
+        int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")
+    )
+    load = os.getloadavg()
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "ram_gib": round(mem_kib / 1024 / 1024, 1),
+        "python": platform.python_version(),
+        "load_average_at_start": [round(x, 2) for x in load],
+    }
+
+
+SCENARIOS = ("kafka-max", "http-max", "kafka-rate", "http-rate", "replicas")
+
+
+class Plan:
+    """How much load each scenario sends."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.count = args.count or (150 if args.quick else 600)
+        self.rate = args.rate
+        self.rate_seconds = args.rate_seconds or (3 if args.quick else 10)
+        self.replicas = args.replicas
+        self.stall_s = 60.0
+        self.profile: Path | None = Path(args.profile) if args.profile else None
+        self.scenarios: set[str] = set(args.scenarios.split(",")) if args.scenarios else set(SCENARIOS)
+
+
+async def run_baseline(settings: CommonSettings, plan: Plan, run: str, log_dir: Path) -> list[dict[str, Any]]:
+    bootstrap = settings.kafka_bootstrap_servers
+    topics = [baseline.topic(run, n) for n in range(baseline.HOPS + 1)]
+    await baseline.create_topics(bootstrap, topics, settings.topic_partitions)
+    hops = [
+        subprocess.Popen(
+            [sys.executable, "-m", "bench.baseline", bootstrap, topics[n], topics[n + 1], f"bench-hop-{run}-{n}"],
+            cwd=ROOT,
+            stdout=(log_dir / f"baseline-hop-{n}.log").open("ab"),
+            stderr=subprocess.STDOUT,
+        )
+        for n in range(baseline.HOPS)
+    ]
+    sink = baseline.Sink(bootstrap, topics[-1])
+    sink_task = asyncio.create_task(sink.run())
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5)
+    await producer.start()
+    _key, value, headers = pipeline.submission(str(uuid.uuid4()), 0)
+    counter = iter(range(10**9))
+
+    async def send() -> tuple[str, float]:
+        key = f"m-{next(counter)}"
+        sent_at = time.time()
+        await producer.send(topics[0], value=value, key=key.encode(), headers=headers)
+        return key, sent_at
+
+    async def through(sent: list[tuple[str, float]]) -> dict[str, float | None]:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and any(k.encode() not in sink.arrived for k, _ in sent):
+            await asyncio.sleep(0.1)
+        return {k: sink.arrived.get(k.encode()) for k, _ in sent}
+
+    try:
+        warm = [await send()]
+        await through(warm)
+        results = []
+        cpu_before = sum(cpu_seconds(p.pid) for p in hops)
+        sent = [await send() for _ in range(plan.count * 5)]
+        arrived = await through(sent)
+        cpu_ms = (sum(cpu_seconds(p.pid) for p in hops) - cpu_before) * 1000 / max(1, len(sent))
+        results.append(
+            summarise(
+                "baseline max rate", sent, arrived, door="raw aiokafka", cpu_ms_per_proposal={"total": round(cpu_ms, 2)}
+            )
+        )
+        loader = pipeline.Loader(producer, pipeline.Observer("", {}), "")
+        sent = await loader.at_rate(send, plan.rate, int(plan.rate * plan.rate_seconds))
+        results.append(summarise(f"baseline {plan.rate:g}/s", sent, await through(sent), door="raw aiokafka"))
+        results[-1]["memory_kib"] = {f"hop-{n}": memory_of(p.pid) for n, p in enumerate(hops)}
+        return results
+    finally:
+        await producer.stop()
+        sink_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sink_task
+        for process in hops:
+            process.terminate()
+        for process in hops:
+            process.wait(timeout=20)
+
+
+@contextlib.contextmanager
+def profiled(suite: Suite, directory: Path | None, label: str) -> Iterator[None]:
+    """Sample every service with py-spy while the block runs (collapsed stacks, one file per process)."""
+    if directory is None:
+        yield
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    spies = [
+        subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "py-spy"),
+                "record",
+                "--nonblocking",
+                "--format",
+                "raw",
+                "--rate",
+                "50",
+                "-o",
+                str(directory / f"{label.replace(' ', '_').replace('/', '')}-{i.service}-{i.replica}.txt"),
+                "--pid",
+                str(i.process.pid),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for i in suite.instances
+    ]
+    try:
+        yield
+    finally:
+        for spy in spies:
+            spy.send_signal(signal.SIGINT)
+        for spy in spies:
+            spy.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def suite_running(env: dict[str, str], log_dir: Path) -> Iterator[Suite]:
+    suite = Suite(env=env, log_dir=log_dir)
+    try:
+        suite.start_all()
+        yield suite
+    finally:
+        suite.stop()
+
+
+def bench_env(settings: CommonSettings, run: str, work: Path) -> dict[str, str]:
+    policy = (ROOT / "shared/policies/dongguan.yaml").read_text()
+    # 交办 without a person confirming, so that nothing in the loop waits for the dispatcher.
+    policy_file = work / "policy.yaml"
+    policy_file.write_text(policy.replace("assignment_mode: confirm", "assignment_mode: auto"))
+    env = {
+        **os.environ,
+        "PROPOSALFLOW_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "PROPOSALFLOW_DATA_DIR": str(work / "data"),
+        "PROPOSALFLOW_POLICY_FILE": str(policy_file),
+        "PROPOSALFLOW_ALLOWED_SOURCES": f"{pipeline.PORTAL},{pipeline.UNIT_OA}",
+        "PROPOSALFLOW_JWT_SECRET": f"bench-secret-{run}-0123456789abcdef0123456789",
+        "PROPOSALFLOW_LOG_LEVEL": "WARNING",
+        "PYTHONUNBUFFERED": "1",
+    }
+    for service in SERVICES:
+        env[f"PROPOSALFLOW_{service.upper()}_CONSUMER_GROUP"] = f"bench-{run}-{service}"
+    return env
+
+
+async def run_pipeline(
+    settings: CommonSettings, plan: Plan, run: str, work: Path, log_dir: Path
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    env = bench_env(settings, run, work)
+    service_settings = CommonSettings(jwt_secret=env["PROPOSALFLOW_JWT_SECRET"])
+    member_token, committee_token = pipeline.tokens(service_settings)
+    results: list[dict[str, Any]] = []
+    memory: dict[str, Any] = {}
+    with suite_running(env, log_dir) as suite:
+        await suite.wait_ready()
+        observer = pipeline.Observer(suite.urls("audit")[0], {"Authorization": f"Bearer {committee_token}"})
+        producer = AIOKafkaProducer(
+            bootstrap_servers=settings.kafka_bootstrap_servers, acks="all", enable_idempotence=True, linger_ms=5
+        )
+        await producer.start()
+        committee = pipeline.Committee(settings, suite.urls("intake"), committee_token)
+        unit = pipeline.LeadUnit(producer, settings)
+        tasks = [
+            asyncio.create_task(observer.run()),
+            asyncio.create_task(committee.run(f"bench-{run}-committee")),
+            asyncio.create_task(unit.run(f"bench-{run}-unit")),
+        ]
+        loader = pipeline.Loader(producer, observer, member_token)
+        try:
+            async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=64)) as http:
+                # Warm-up: one proposal through, in a quiet suite, tells what every proposal leaves in the log.
+                warm_id, _ = await loader.send_kafka()
+                deadline = time.monotonic() + 90
+                while pipeline.STAGES["progress"] not in observer.proposals[warm_id].types:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"the warm-up proposal did not get through; logs in {log_dir}")
+                    await asyncio.sleep(0.2)
+                await asyncio.sleep(3)
+                expected = observer.learn(warm_id)
+                http_warm_id, _ = await loader.http_sender(http, suite.urls("intake"))()
+                await pipeline.wait_through(observer, [http_warm_id], plan.stall_s)
+
+                async def scenario(
+                    name: str, door: str, load: Callable[[], Coroutine[Any, Any, list[tuple[str, float]]]]
+                ) -> None:
+                    resends, failures, cpu_before = unit.resends, loader.http_failures, suite.cpu()
+                    with profiled(suite, plan.profile, f"{name}-{door}-{len(suite.urls('intake'))}"):
+                        sent = await load()
+                        tracked = await pipeline.wait_through(observer, [i for i, _ in sent], plan.stall_s)
+                    arrived = {i: t.done_at for (i, _), t in zip(sent, tracked, strict=True)}
+                    through = max(1, sum(t.done_at is not None for t in tracked))
+                    cpu = {s: round((used - cpu_before[s]) * 1000 / through, 1) for s, used in suite.cpu().items()}
+                    results.append(
+                        summarise(
+                            name,
+                            sent,
+                            arrived,
+                            door=door,
+                            replicas=len(suite.urls("intake")),
+                            stages=stage_breakdown(sent, observer),
+                            cpu_ms_per_proposal={**cpu, "total": round(sum(cpu.values()), 1)},
+                            unit_resends=unit.resends - resends,
+                            http_retries=loader.http_failures - failures,
+                        )
+                    )
+                    print(
+                        f"  {name}: {results[-1]['through']}/{len(sent)} through, {results[-1]['throughput_per_s']}/s",
+                        flush=True,
+                    )
+
+                http_send = loader.http_sender(http, suite.urls("intake"))
+                count, rate, rate_count = plan.count, plan.rate, int(plan.rate * plan.rate_seconds)
+                wanted = plan.scenarios
+                if "kafka-max" in wanted:
+                    await scenario("pipeline max rate", "kafka", lambda: loader.flat_out(loader.send_kafka, count, 1))
+                if "http-max" in wanted:
+                    await scenario("pipeline max rate", "http", lambda: loader.flat_out(http_send, count, 32))
+                if "kafka-rate" in wanted:
+                    await scenario(
+                        f"pipeline {rate:g}/s", "kafka", lambda: loader.at_rate(loader.send_kafka, rate, rate_count)
+                    )
+                if "http-rate" in wanted:
+                    await scenario(f"pipeline {rate:g}/s", "http", lambda: loader.at_rate(http_send, rate, rate_count))
+                memory["1 replica"] = suite.memory()
+                if plan.replicas > 1 and "replicas" in wanted:
+                    for _ in range(plan.replicas - 1):
+                        for service in SERVICES:
+                            suite.start(service)
+                    await suite.wait_ready()
+                    committee.use(suite.urls("intake"))
+                    # Let the consumer groups settle on the new members before loading them.
+                    await asyncio.sleep(10)
+                    await scenario("pipeline max rate", "kafka", lambda: loader.flat_out(loader.send_kafka, count, 1))
+                    memory[f"{plan.replicas} replicas"] = suite.memory()
+            memory["expected_audit_entries_per_proposal"] = dict(expected)
+            return results, memory
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await producer.stop()
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    header = (
+        f"{'scenario':<28}{'door':<14}{'repl':>5}{'sent':>7}{'through':>8}{'per s':>8}"
+        f"{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'CPU ms/each':>12}"
+    )
+    lines = [header, "-" * len(header)]
+    for r in results:
+        lat = r["latency_ms"]
+        cells = [
+            f"{r['scenario']:<28}",
+            f"{r['door']:<14}",
+            f"{r.get('replicas', '-')!s:>5}",
+            f"{r['sent']:>7}",
+            f"{r['through']:>8}",
+            f"{r['throughput_per_s']!s:>8}",
+        ]
+        cells += [f"{lat[k]!s:>9}" for k in ("p50", "p95", "p99")]
+        cells.append(f"{r.get('cpu_ms_per_proposal', {}).get('total', '-')!s:>12}")
+        lines.append("".join(cells))
+    return "\n".join(lines)
+
+
+async def main(args: argparse.Namespace) -> int:
+    settings = CommonSettings()
+    plan = Plan(args)
+    run = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    work = ROOT / ".data" / "bench" / run
+    log_dir = work / "logs"
+    log_dir.mkdir(parents=True)
+    print(f"bench {run}: broker {settings.kafka_bootstrap_servers}, logs in {log_dir}", flush=True)
+    await create_topics(settings, settings.topic_partitions, 1)
+    report: dict[str, Any] = {
+        "run": run,
+        "machine": machine(),
+        "quick": args.quick,
+        "plan": {"count": plan.count, "rate": plan.rate, "rate_seconds": plan.rate_seconds, "replicas": plan.replicas},
+    }
+    results: list[dict[str, Any]] = []
+    if not args.pipeline_only:
+        print("baseline (raw aiokafka chain) …", flush=True)
+        results += await run_baseline(settings, plan, run.lower(), log_dir)
+    print("pipeline (five services) …", flush=True)
+    pipeline_results, memory = await run_pipeline(settings, plan, run, work, log_dir)
+    results += pipeline_results
+    report["results"] = results
+    report["memory_kib"] = memory
+    base = next((r for r in results if r["scenario"] == "baseline max rate"), None)
+    best = next((r for r in results if r["scenario"] == "pipeline max rate" and r["door"] == "kafka"), None)
+    if base and best and base["throughput_per_s"] and best["throughput_per_s"]:
+        report["ratio_pipeline_to_baseline"] = round(best["throughput_per_s"] / base["throughput_per_s"], 3)
+    out = Path(args.out) if args.out else ROOT / "bench" / "results" / f"{run}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    print()
+    print(table(results))
+    if "ratio_pipeline_to_baseline" in report:
+        print(f"\npipeline / baseline throughput (Kafka door, 1 replica): {report['ratio_pipeline_to_baseline']}")
+    print("\nRSS KiB (now / peak):")
+    for phase, services in memory.items():
+        if isinstance(services, dict) and phase != "expected_audit_entries_per_proposal":
+            print(f"  {phase}: " + ", ".join(f"{s} {m.get('VmRSS')}/{m.get('VmHWM')}" for s, m in services.items()))
+    print(f"\nwritten: {out}")
+    return 0
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a smaller load (about two minutes)")
+    parser.add_argument("--count", type=int, help="proposals per max-rate scenario (default 600, quick 150)")
+    parser.add_argument("--rate", type=float, default=100.0, help="the fixed rate, proposals per second")
+    parser.add_argument(
+        "--rate-seconds", type=float, help="how long the fixed rate runs, seconds (default 10, quick 3)"
+    )
+    parser.add_argument("--replicas", type=int, default=2, help="replicas per service in the last scenario (1: skip)")
+    parser.add_argument("--pipeline-only", action="store_true", help="skip the baseline")
+    parser.add_argument("--scenarios", help=f"comma-separated subset of: {', '.join(SCENARIOS)}")
+    parser.add_argument("--profile", help="directory for py-spy samples of every service, per scenario")
+    parser.add_argument("--out", help="JSON file to write (default bench/results/<timestamp>.json)")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    # The clients' retries while a fresh broker elects its coordinators are expected, not news.
+    logging.basicConfig(level=logging.ERROR)
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    sys.exit(asyncio.run(main(parse())))

@@ -1,0 +1,112 @@
+"""A batch of records in one transaction (EventProcessor.process_batch), on SQLite and PostgreSQL: the
+outcomes are those of the records processed one at a time, whatever the batch holds."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+
+from services.intake import store as intake_store
+from shared.db import create_engine
+from shared.envelope import Envelope
+from shared.events import Actor, ProposalWithdrawn, Role
+from shared.messaging import EventProcessor, NotReady
+from shared.migrate import upgrade_async
+from tests.fakes import FakeRecord, RecordingPublisher, record_of
+
+ACTOR = Actor(id="m-1", role=Role.MEMBER)
+
+
+@pytest.fixture
+async def engine(db_url: str):
+    await upgrade_async("intake", db_url)
+    engine = create_engine(db_url)
+    yield engine
+    await engine.dispose()
+
+
+def envelope(subject: str, type_: str = ProposalWithdrawn.TYPE) -> Envelope:
+    data = ProposalWithdrawn(proposal_id=subject, actor=ACTOR, reason="撤回").model_dump(mode="json")
+    return Envelope(type=type_, source="/proposalflow/intake", subject=subject, data=data)
+
+
+def processor(engine, handler, publisher: RecordingPublisher, **kwargs) -> EventProcessor:
+    return EventProcessor(
+        service="intake",
+        consumer="test",
+        engine=engine,
+        metadata=intake_store.metadata,
+        handler=handler,
+        producer=publisher,  # type: ignore[arg-type]
+        base_delay=0.001,
+        max_delay=0.01,
+        **kwargs,
+    )
+
+
+async def inbox_size(engine) -> int:
+    async with engine.connect() as conn:
+        return int(
+            (await conn.execute(select(func.count()).select_from(intake_store.metadata.tables["inbox"]))).scalar_one()
+        )
+
+
+async def test_a_batch_has_one_effect_per_event_even_with_a_copy_inside(engine) -> None:
+    applied: list[str] = []
+
+    async def handler(conn, env, record) -> None:
+        applied.append(env.subject)
+
+    events = [envelope(f"p-{n}") for n in range(5)]
+    records = [record_of(e, offset=n) for n, e in enumerate(events)] + [record_of(events[2], offset=5)]
+    worker = processor(engine, handler, RecordingPublisher())
+    outcomes = await worker.process_batch(records)
+    assert outcomes == ["handled"] * 5 + ["duplicate"]
+    assert applied == [f"p-{n}" for n in range(5)]
+    assert await inbox_size(engine) == 5
+    assert await worker.process_batch(records[:2]) == ["duplicate", "duplicate"]
+
+
+async def test_one_failing_record_leaves_the_rest_of_the_batch_handled_in_order(engine) -> None:
+    applied: list[str] = []
+
+    async def handler(conn, env, record) -> None:
+        if env.subject == "p-bad":
+            raise RuntimeError("bug in handler")
+        applied.append(env.subject)
+
+    publisher = RecordingPublisher()
+    worker = processor(engine, handler, publisher, retry_attempts=2)
+    subjects = ["p-1", "p-bad", "p-2"]
+    records = [record_of(envelope(s), offset=n) for n, s in enumerate(subjects)]
+    assert await worker.process_batch(records) == ["handled", "dead-lettered", "handled"]
+    # The batch's transaction was rolled back, so p-1 was applied once more, one at a time, and committed once.
+    assert applied[-2:] == ["p-1", "p-2"]
+    assert await inbox_size(engine) == 2
+    assert [sent.topic for sent in publisher.sent] == ["proposalflow.dlq.intake"]
+
+
+async def test_an_early_event_in_a_batch_is_parked_and_runs_once_its_cause_is_in(engine) -> None:
+    known: set[str] = set()
+    applied: list[str] = []
+
+    async def handler(conn, env, record) -> None:
+        if env.type == "first":
+            known.add(env.subject)
+        elif env.subject not in known:
+            raise NotReady("needs first")
+        applied.append(env.type)
+
+    worker = processor(engine, handler, RecordingPublisher())
+    early: list[FakeRecord] = [
+        record_of(envelope("p-1", "later"), topic="assignments"),
+        record_of(envelope("p-2", "first"), topic="proposals"),
+    ]
+    assert await worker.process_batch(early) == ["parked", "handled"]
+    # A later batch with p-1's cause, and another event of p-1 on the parked topic, which must queue behind.
+    after = [
+        record_of(envelope("p-1", "first"), topic="proposals", offset=1),
+        record_of(envelope("p-1", "latest"), topic="assignments", offset=1),
+    ]
+    assert await worker.process_batch(after) == ["handled", "handled"]
+    assert applied == ["first", "first", "later", "latest"]
