@@ -1,0 +1,146 @@
+"""The suite under test for the fault tests: five services as processes, on SQLite or PostgreSQL, on the
+test broker or on a broker (or cluster) of the test's own, with a workload to drive them."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from shared.settings import SERVICES
+from tests.conftest import fresh_postgres_database
+from tests.procs import ROOT, Suite, free_port, running, wait_ready
+from tests.reliability.workload import Workload, prepare_topics, reliability_env
+
+KAFKA_LOCAL = ROOT / "deploy" / "kafka-local"
+
+
+@dataclass
+class Harness:
+    suite: Suite
+    workload: Workload
+    run: str
+    database_urls: dict[str, str]
+
+
+@contextlib.asynccontextmanager
+async def harness(
+    tmp_path: Path,
+    bootstrap: str,
+    backend: str,
+    *,
+    replicas: dict[str, int] | None = None,
+    partitions: int = 6,
+    replication: int = 1,
+    extra_env: dict[str, str] | None = None,
+) -> AsyncIterator[Harness]:
+    run = uuid.uuid4().hex[:8]
+    env = {**reliability_env(tmp_path, bootstrap, run), **(extra_env or {})}
+    await prepare_topics(
+        bootstrap,
+        [env[f"PROPOSALFLOW_{s.upper()}_CONSUMER_GROUP"] for s in SERVICES],
+        partitions=partitions,
+        replication=replication,
+    )
+    urls: dict[str, str] = {}
+    async with contextlib.AsyncExitStack() as stack:
+        for service in SERVICES:
+            if backend == "postgres":
+                urls[service] = await stack.enter_async_context(fresh_postgres_database())
+            else:
+                urls[service] = f"sqlite+aiosqlite:///{tmp_path}/data/{service}.db"
+            env[f"PROPOSALFLOW_{service.upper()}_DATABASE_URL"] = urls[service]
+        (tmp_path / "data").mkdir(exist_ok=True)
+        with running(env, tmp_path, replicas) as suite:
+            await wait_ready(suite)
+            yield Harness(suite=suite, workload=Workload(suite, bootstrap, run), run=run, database_urls=urls)
+
+
+@dataclass
+class Broker:
+    """A single-node broker of the test's own (kafka-local.sh), to stop and start at will."""
+
+    env: dict[str, str]
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.env['KAFKA_LOCAL_PORT']}"
+
+    def __call__(self, command: str) -> None:
+        subprocess.run(["bash", str(KAFKA_LOCAL / "kafka-local.sh"), command], env=self.env, check=True, cwd=ROOT)
+
+
+@contextlib.contextmanager
+def own_broker(data_dir: Path) -> Iterator[Broker]:
+    broker = Broker(
+        env={
+            **os.environ,
+            "KAFKA_LOCAL_PORT": str(free_port()),
+            "KAFKA_LOCAL_CONTROLLER_PORT": str(free_port()),
+            "KAFKA_LOCAL_DATA_DIR": str(data_dir),
+        }
+    )
+    broker("start")
+    try:
+        yield broker
+    finally:
+        broker("reset")
+
+
+@dataclass
+class Cluster:
+    """A three-node cluster of the test's own (kafka-cluster.sh): RF 3, min.insync.replicas=2."""
+
+    env: dict[str, str]
+
+    def __call__(self, *command: str) -> str:
+        done = subprocess.run(
+            ["bash", str(KAFKA_LOCAL / "kafka-cluster.sh"), *command],
+            env=self.env,
+            check=True,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
+        return done.stdout.strip()
+
+    @property
+    def bootstrap(self) -> str:
+        return self("bootstrap")
+
+
+@contextlib.contextmanager
+def own_cluster(data_dir: Path) -> Iterator[Cluster]:
+    base = os.environ.get("PROPOSALFLOW_TEST_CLUSTER_BASE_PORT") or str(_free_run_of_ports(6))
+    cluster = Cluster(env={**os.environ, "KAFKA_CLUSTER_BASE_PORT": base, "KAFKA_CLUSTER_DATA_DIR": str(data_dir)})
+    try:
+        cluster("start")
+        yield cluster
+    finally:
+        cluster("reset")
+
+
+def _free_run_of_ports(count: int) -> int:
+    """A base port with `count` free ports after it (the cluster's nodes take consecutive ports)."""
+    for _ in range(50):
+        base = free_port()
+        if base + count > 65535:
+            continue
+        sockets = []
+        try:
+            for port in range(base, base + count):
+                sock = socket.socket()
+                sock.bind(("127.0.0.1", port))
+                sockets.append(sock)
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+    raise RuntimeError("no run of free ports found")
