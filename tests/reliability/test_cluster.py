@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from tests.reliability.conftest import harness, own_cluster
-from tests.reliability.workload import settled
+from tests.reliability.workload import TIMEOUT, settled
 
-pytestmark = [pytest.mark.reliability, pytest.mark.e2e, pytest.mark.kafka]
+pytestmark = [pytest.mark.reliability, pytest.mark.e2e, pytest.mark.kafka, pytest.mark.timeout(TIMEOUT)]
 
 
 async def test_one_broker_of_three_killed_under_load_loses_no_acknowledged_event(tmp_path: Path) -> None:
@@ -26,7 +26,7 @@ async def test_one_broker_of_three_killed_under_load_loses_no_acknowledged_event
             try:
                 await asyncio.sleep(5)
                 # Node 1 is the first bootstrap address and, being the first voter, often the controller.
-                cluster("kill-node", "1")
+                await asyncio.to_thread(cluster, "kill-node", "1")
                 await asyncio.sleep(15)
                 done.set()
                 await stream

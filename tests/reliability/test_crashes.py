@@ -17,12 +17,12 @@ import pytest
 
 from shared.settings import SERVICES
 from tests.reliability.conftest import harness
-from tests.reliability.workload import SIZE, settled
+from tests.reliability.workload import BACKENDS, SIZE, TIMEOUT, settled
 
-pytestmark = [pytest.mark.reliability, pytest.mark.e2e, pytest.mark.kafka]
+pytestmark = [pytest.mark.reliability, pytest.mark.e2e, pytest.mark.kafka, pytest.mark.timeout(TIMEOUT)]
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+@pytest.mark.parametrize("backend", BACKENDS)
 async def test_kill_9_of_each_service_in_turn_loses_and_doubles_nothing(
     backend: str, tmp_path: Path, kafka_bootstrap: str
 ) -> None:

@@ -49,9 +49,9 @@ from shared.events import (
 from shared.settings import SERVICES, CommonSettings
 from tests.procs import ROOT
 from tests.reliability.conftest import harness
-from tests.reliability.workload import PORTAL, content, partitions_of, settled
+from tests.reliability.workload import PORTAL, TIMEOUT, content, partitions_of, settled
 
-pytestmark = [pytest.mark.reliability, pytest.mark.e2e, pytest.mark.kafka]
+pytestmark = [pytest.mark.reliability, pytest.mark.e2e, pytest.mark.kafka, pytest.mark.timeout(TIMEOUT)]
 
 KNOWN_TYPE = {
     SUBMISSIONS: SubmitProposal.TYPE,

@@ -10,9 +10,15 @@ from pathlib import Path
 import pytest
 
 from tests.reliability.conftest import harness
-from tests.reliability.workload import SIZE, settled
+from tests.reliability.workload import SIZE, SOAK, TIMEOUT, settled
 
-pytestmark = [pytest.mark.reliability, pytest.mark.e2e, pytest.mark.kafka, pytest.mark.postgres]
+pytestmark = [
+    pytest.mark.reliability,
+    pytest.mark.e2e,
+    pytest.mark.kafka,
+    pytest.mark.postgres,
+    pytest.mark.timeout(TIMEOUT),
+]
 
 
 def assigned_topics(log: Path) -> str:
@@ -21,7 +27,7 @@ def assigned_topics(log: Path) -> str:
     return lines[-1] if lines else ""
 
 
-@pytest.mark.parametrize("service", ["progress", "notify"])
+@pytest.mark.parametrize("service", ["progress", "notify"] if SOAK else ["progress"])
 async def test_the_surviving_replica_takes_over_the_partitions_of_a_killed_one(
     service: str, tmp_path: Path, kafka_bootstrap: str
 ) -> None:

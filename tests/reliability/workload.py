@@ -57,6 +57,10 @@ class Size:
 
 
 SIZE = Size()
+TIMEOUT = 3600 if SOAK else 900
+"""Per test: starting brokers and five services on a busy 2-core machine takes its time."""
+BACKENDS = ["sqlite", "postgres"] if SOAK else ["postgres"]
+"""Where the short version runs a fault on one database only, the soak runs it on both."""
 
 EXPECTED_AUDIT = (
     "proposalflow.proposal.submitted.v1",
