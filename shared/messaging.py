@@ -373,12 +373,27 @@ def backoff_delay(attempt: int, base: float, cap: float) -> float:
 # Reading ------------------------------------------------------------------------------------------
 
 
+TRANSIENT_SQLSTATE_CLASSES = ("08", "40", "53", "57")
+"""PostgreSQL error classes that say 'not now': connection exception, transaction rollback (serialization
+failure, deadlock), insufficient resources (too many connections), operator intervention (shutdown,
+restart, cannot connect now)."""
+
+
 def is_transient(exc: BaseException) -> bool:
     """Errors that say 'not now' rather than 'never': the database or the broker is unreachable."""
     if isinstance(exc, OperationalError | ConnectionError | TimeoutError | KafkaError | socket.gaierror):
         return True
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return True
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        # asyncpg's errors reach SQLAlchemy as a generic DBAPIError: tell them apart by SQLSTATE. A database
+        # that refuses connections for a while (failover, maintenance) must be waited out, not dead-lettered.
+        sqlstate = getattr(exc.orig, "sqlstate", None)
+        if isinstance(sqlstate, str) and (
+            sqlstate[:2] in TRANSIENT_SQLSTATE_CLASSES
+            or (sqlstate == "55000" and "not currently accepting connections" in str(exc.orig))
+        ):
+            return True
     return False
 
 

@@ -141,7 +141,8 @@ async def test_poison_is_dead_lettered_the_partition_moves_on_and_replay_works_o
                     sent[(topic, kind)] = dict(headers).get("ce_id", b"").decode()
             _key, value, headers = to_kafka(envelope)
             await producer.send_and_wait(SUBMISSIONS, value=value, key=envelope.id.encode(), headers=headers)
-            result = await settled(h.suite, [proposal_id], h.run, timeout=120)
+            forged = frozenset(sent.values())
+            result = await settled(h.suite, [proposal_id], h.run, timeout=120, forged=forged)
             assert not result.problems, f"the valid proposal behind the poison: {result}\n{h.suite.log_tails()}"
 
             # A unit's report behind the poison on unit-reports: progress handles it and says so on handling.
@@ -235,7 +236,7 @@ async def test_poison_is_dead_lettered_the_partition_moves_on_and_replay_works_o
                 assert len([e for e in invalid if not e["topic"].startswith("proposalflow.dlq.")]) >= len(CONSUMERS)
 
             # Replay once fixed.
-            await replay_after_a_fix(h, settings, producer, kafka_bootstrap)
+            await replay_after_a_fix(h, settings, producer, kafka_bootstrap, forged)
         finally:
             clerk.cancel()
             await producer.stop()
@@ -263,7 +264,9 @@ async def until(check: Any, what: str, h: Any, timeout: float = 90) -> None:
         await asyncio.sleep(0.5)
 
 
-async def replay_after_a_fix(h: Any, settings: CommonSettings, producer: AIOKafkaProducer, bootstrap: str) -> None:
+async def replay_after_a_fix(
+    h: Any, settings: CommonSettings, producer: AIOKafkaProducer, bootstrap: str, forged: frozenset[str]
+) -> None:
     """Progress's database refuses every write; its dead letters are replayed once that is fixed."""
     # Replay only what fails from here on (the poison above can never succeed, so nobody replays it).
     await commit_at(bootstrap, "proposalflow-dlq-replay-progress", await ends(bootstrap, [dlq_topic("progress")]))
@@ -299,6 +302,6 @@ async def replay_after_a_fix(h: Any, settings: CommonSettings, producer: AIOKafk
         check=True,
     )
     assert "replayed 3 dead letter(s)" in replayed.stdout, replayed.stdout + replayed.stderr
-    result = await settled(h.suite, [proposal_id], h.run, timeout=120)
+    result = await settled(h.suite, [proposal_id], h.run, timeout=120, forged=forged)
     print(f"\nreplayed {json.dumps(replayed.stdout.strip())}: {result}")
     assert not result.problems, f"after the replay: {result}\n{h.suite.log_tails()}"

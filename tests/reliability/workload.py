@@ -265,8 +265,9 @@ class Tally:
         return "\n".join(lines + self.problems[:40])
 
 
-async def tally(suite: Suite, accepted: list[str], run: str) -> Tally:
-    """Count, service by service, against the accepted proposals."""
+async def tally(suite: Suite, accepted: list[str], run: str, forged: frozenset[str] = frozenset()) -> Tally:
+    """Count, service by service, against the accepted proposals. `forged`: ids of events the test itself
+    wrote to the topics (poison), which audit rightly records but which are none of the proposals' own."""
     wanted = set(accepted)
     problems: list[str] = []
     counts: dict[str, int] = {}
@@ -312,7 +313,11 @@ async def tally(suite: Suite, accepted: list[str], run: str) -> Tally:
                 response.raise_for_status()
                 body = response.json()
                 # A dead-lettered copy is audited as a fact of its own, on the dead-letter topic.
-                entries += [e for e in body["items"] if not e["topic"].startswith("proposalflow.dlq.")]
+                entries += [
+                    e
+                    for e in body["items"]
+                    if not e["topic"].startswith("proposalflow.dlq.") and e["event_id"] not in forged
+                ]
                 if body["next_cursor"] is None:
                     break
                 cursor = body["next_cursor"]
@@ -355,18 +360,20 @@ async def tally(suite: Suite, accepted: list[str], run: str) -> Tally:
     return Tally(accepted=len(accepted), problems=problems, counts=counts)
 
 
-async def settled(suite: Suite, accepted: list[str], run: str, timeout: float = SIZE.settle) -> Tally:
+async def settled(
+    suite: Suite, accepted: list[str], run: str, timeout: float = SIZE.settle, forged: frozenset[str] = frozenset()
+) -> Tally:
     """Poll the count until nothing is missing or doubled (then it is final), or the time is up."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            found = await tally(suite, accepted, run)
+            found = await tally(suite, accepted, run, forged)
         except httpx.HTTPError as exc:
             found = Tally(accepted=len(accepted), problems=[f"a service did not answer: {exc!r}"], counts={})
         if not found.problems:
             # Looks complete: count once more a little later, so a late duplicate is still caught.
             await asyncio.sleep(3)
-            return await tally(suite, accepted, run)
+            return await tally(suite, accepted, run, forged)
         if time.monotonic() > deadline:
             return found
         await asyncio.sleep(2)
