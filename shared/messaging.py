@@ -225,6 +225,10 @@ class KafkaPublisher:
         await self._started().send_and_wait(topic, value=value, key=key, headers=headers)
 
 
+_SQLITE_RELAY_TURNS: dict[str, asyncio.Lock] = {}
+"""One lock per SQLite database: its relays publish one batch at a time (see `OutboxRelay.publish_once`)."""
+
+
 class OutboxRelay:
     """Publishes committed outbox rows in order and marks them sent.
 
@@ -268,13 +272,15 @@ class OutboxRelay:
         else:
             # SQLite has one write lock per file (every transaction here begins IMMEDIATE): held while
             # the broker is slow or down, it would stop every other write of the service, the HTTP door
-            # included. So read, publish, then mark; a crash in between publishes a row twice, and the
-            # consumers' inbox drops the copy.
-            async with self._engine.connect() as conn:
-                rows = await self._unsent(conn)
-            await self._publish(rows)
-            async with self._engine.begin() as conn:
-                await self._mark_sent(conn, rows)
+            # included. So read, publish, then mark, the relays of this process taking turns. A crash in
+            # between (or a second process on the same file) publishes a row twice: the consumers' inbox
+            # drops the copy.
+            async with _SQLITE_RELAY_TURNS.setdefault(self._engine.url.render_as_string(), asyncio.Lock()):
+                async with self._engine.connect() as conn:
+                    rows = await self._unsent(conn)
+                await self._publish(rows)
+                async with self._engine.begin() as conn:
+                    await self._mark_sent(conn, rows)
         METRICS.outbox_published.inc(len(rows))
         return len(rows)
 
