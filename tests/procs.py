@@ -118,8 +118,8 @@ async def wait_ready(suite: Suite, replicas: list[str] | None = None, timeout: f
 
 
 @contextlib.contextmanager
-def running(env: dict[str, str], log_dir: Path, replicas: dict[str, int] | None = None) -> Iterator[Suite]:
-    """The five services as processes (`replicas` asks for more than one of some), stopped at the end."""
+def running(env: dict[str, str], log_dir: Path) -> Iterator[Suite]:
+    """The five services as processes, stopped at the end (with any replicas started meanwhile)."""
     urls, logs = {}, {}
     for service in SERVICES:
         port = free_port()
@@ -130,8 +130,6 @@ def running(env: dict[str, str], log_dir: Path, replicas: dict[str, int] | None 
     try:
         for service in SERVICES:
             suite.start(service)
-            for number in range(2, (replicas or {}).get(service, 1) + 1):
-                suite.start(f"{service}#{number}")
         yield suite
     finally:
         for process in suite.processes.values():

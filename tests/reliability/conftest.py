@@ -56,8 +56,13 @@ async def harness(
                 urls[service] = f"sqlite+aiosqlite:///{tmp_path}/data/{service}.db"
             env[f"PROPOSALFLOW_{service.upper()}_DATABASE_URL"] = urls[service]
         (tmp_path / "data").mkdir(exist_ok=True)
-        with running(env, tmp_path, replicas) as suite:
+        with running(env, tmp_path) as suite:
             await wait_ready(suite)
+            # Replicas start once the first is up: each process migrates its database at start, and two
+            # migrating one database at once would race (in production a migration job runs first).
+            for service, count in (replicas or {}).items():
+                for number in range(2, count + 1):
+                    await suite.restart(f"{service}#{number}")
             yield Harness(suite=suite, workload=Workload(suite, bootstrap, run), run=run, database_urls=urls)
 
 
@@ -102,11 +107,11 @@ class Cluster:
         done = subprocess.run(
             ["bash", str(KAFKA_LOCAL / "kafka-cluster.sh"), *command],
             env=self.env,
-            check=True,
             cwd=ROOT,
             capture_output=True,
             text=True,
         )
+        assert done.returncode == 0, f"kafka-cluster.sh {' '.join(command)}: {done.stdout}{done.stderr}"
         return done.stdout.strip()
 
     @property
@@ -117,7 +122,15 @@ class Cluster:
 @contextlib.contextmanager
 def own_cluster(data_dir: Path) -> Iterator[Cluster]:
     base = os.environ.get("PROPOSALFLOW_TEST_CLUSTER_BASE_PORT") or str(_free_run_of_ports(6))
-    cluster = Cluster(env={**os.environ, "KAFKA_CLUSTER_BASE_PORT": base, "KAFKA_CLUSTER_DATA_DIR": str(data_dir)})
+    cluster = Cluster(
+        env={
+            **os.environ,
+            "KAFKA_CLUSTER_BASE_PORT": base,
+            "KAFKA_CLUSTER_DATA_DIR": str(data_dir),
+            # Three JVMs starting at once on a busy machine take their time to form a quorum.
+            "KAFKA_LOCAL_START_TIMEOUT": os.environ.get("KAFKA_LOCAL_START_TIMEOUT", "240"),
+        }
+    )
     try:
         cluster("start")
         yield cluster

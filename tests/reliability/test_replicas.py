@@ -4,11 +4,13 @@ restarted: the other takes over its partitions, and nothing it had in hand is lo
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from pathlib import Path
 
 import pytest
 
+from shared.events import PROPOSALS
 from tests.reliability.conftest import harness
 from tests.reliability.workload import SIZE, SOAK, TIMEOUT, settled
 
@@ -21,10 +23,15 @@ pytestmark = [
 ]
 
 
-def assigned_topics(log: Path) -> str:
-    """The partitions the replica was last given, as its consumer logged them."""
-    lines = [line for line in log.read_text(errors="replace").splitlines() if "assigned to partitions" in line]
-    return lines[-1] if lines else ""
+def holds(log: Path, topic: str) -> bool:
+    """Whether the replica holds a partition of `topic` now: the last assignment each of its consumers
+    logged (a service may run several consumers in its group) names the topic."""
+    latest: dict[str, str] = {}
+    for line in log.read_text(errors="replace").splitlines():
+        found = re.search(r"Consumer (\S+) assigned to partitions: (.*)", line)
+        if found:
+            latest[found.group(1)] = found.group(2)
+    return any(f"topic='{topic}'" in assignment for assignment in latest.values())
 
 
 @pytest.mark.parametrize("service", ["progress", "notify"] if SOAK else ["progress"])
@@ -40,9 +47,7 @@ async def test_the_surviving_replica_takes_over_the_partitions_of_a_killed_one(
         try:
             deadline = time.monotonic() + 60
             # Both replicas hold a share of the proposals topic before one of them dies.
-            while not all(
-                "proposalflow.proposals" in assigned_topics(h.suite.logs[replica]) for replica in (service, second)
-            ):
+            while not all(holds(h.suite.logs[replica], PROPOSALS) for replica in (service, second)):
                 assert time.monotonic() < deadline, f"the group never split the partitions\n{h.suite.log_tails()}"
                 await asyncio.sleep(0.5)
             await asyncio.sleep(3)
@@ -57,5 +62,5 @@ async def test_the_surviving_replica_takes_over_the_partitions_of_a_killed_one(
             stream.cancel()
             clerk.cancel()
         print(f"\n{service}: one of two replicas killed; total {time.monotonic() - started:.0f}s: {result}")
-        assert "proposalflow.proposals" in assigned_topics(h.suite.logs[service])
+        assert holds(h.suite.logs[service], PROPOSALS), "the surviving replica should hold the proposals topic"
         assert not result.problems, f"{result}\n{h.suite.log_tails()}"

@@ -30,7 +30,13 @@ from shared.settings import SERVICES, CommonSettings
 from shared.topics import all_topic_names, create_topics
 from tests.procs import Suite
 
-PORTAL = "/portal/members-reliability"
+
+def portal(run: str) -> str:
+    """The member portal of one test run: its own CloudEvents source, the only one its suite allows, so
+    suites sharing a broker (tests run side by side) refuse each other's commands instead of taking them."""
+    return f"/portal/members-reliability-{run}"
+
+
 MEMBERS = [f"m-rel-{n}" for n in range(8)]
 SOAK = os.environ.get("PROPOSALFLOW_SOAK", "") not in ("", "0")
 
@@ -44,7 +50,7 @@ def _number(name: str, short: float, soak: float) -> float:
 class Size:
     """How hard a fault test pushes: the short version for `make test`, the long one for `make soak`."""
 
-    interval: float = _number("PROPOSALFLOW_RELIABILITY_INTERVAL_S", 0.6, 0.15)
+    interval: float = _number("PROPOSALFLOW_RELIABILITY_INTERVAL_S", 0.6, 0.3)
     """Seconds between two submissions on each door."""
     minimum: int = int(_number("PROPOSALFLOW_RELIABILITY_MIN_PROPOSALS", 30, 300))
     """At least this many proposals per test, however quick the fault."""
@@ -80,7 +86,7 @@ def reliability_env(tmp_path: Path, bootstrap: str, run: str) -> dict[str, str]:
         **os.environ,
         "PROPOSALFLOW_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "PROPOSALFLOW_DATA_DIR": str(tmp_path / "data"),
-        "PROPOSALFLOW_ALLOWED_SOURCES": PORTAL,
+        "PROPOSALFLOW_ALLOWED_SOURCES": portal(run),
         "PROPOSALFLOW_JWT_SECRET": f"reliability-{run}-0123456789abcdef0123456789",
         "PROPOSALFLOW_POLICY_FILE": str(policy),
         "PROPOSALFLOW_LOG_LEVEL": "INFO",
@@ -204,7 +210,7 @@ class Workload:
         command = SubmitProposal.model_validate(
             {**body, "actor": {"id": body["first_proposer"]["id"], "role": "member"}}
         )
-        envelope = Envelope(type=SubmitProposal.TYPE, source=PORTAL, data=command.model_dump(mode="json"))
+        envelope = Envelope(type=SubmitProposal.TYPE, source=portal(self.run), data=command.model_dump(mode="json"))
         _key, value, headers = to_kafka(envelope)
 
         async def send() -> None:
@@ -219,7 +225,7 @@ class Workload:
 
         await retrying(send, f"Kafka submission {number}", time.monotonic() + 120)
         # Acknowledged by the brokers: intake owes it a proposal, whose id it derives from (source, id).
-        self.accepted_kafka.append(str(uuid.uuid5(uuid.NAMESPACE_URL, f"{PORTAL}#{envelope.id}")))
+        self.accepted_kafka.append(str(uuid.uuid5(uuid.NAMESPACE_URL, f"{envelope.source}#{envelope.id}")))
 
     async def clerk(self) -> None:
         """The committee files (立案) whatever is in review, until cancelled; errors are retried."""
