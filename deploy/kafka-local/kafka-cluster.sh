@@ -66,6 +66,7 @@ node() { # node N: run kafka-local.sh with that node's settings
 cmd_start() {
   # The nodes start together: none answers until a majority of the controllers has formed a quorum.
   bash "$SCRIPT_DIR/kafka-local.sh" fetch >/dev/null
+  cluster_id >/dev/null # made once here: the nodes, started side by side, would each invent one
   local n failed=0
   local -a pids=()
   for ((n = 1; n <= NODES; n++)); do node "$n" start & pids+=($!); done

@@ -50,7 +50,7 @@ def _number(name: str, short: float, soak: float) -> float:
 class Size:
     """How hard a fault test pushes: the short version for `make test`, the long one for `make soak`."""
 
-    interval: float = _number("PROPOSALFLOW_RELIABILITY_INTERVAL_S", 0.6, 0.3)
+    interval: float = _number("PROPOSALFLOW_RELIABILITY_INTERVAL_S", 0.6, 0.4)
     """Seconds between two submissions on each door."""
     minimum: int = int(_number("PROPOSALFLOW_RELIABILITY_MIN_PROPOSALS", 30, 300))
     """At least this many proposals per test, however quick the fault."""
