@@ -1,5 +1,10 @@
 """The suite under test for the fault tests: five services as processes, on SQLite or PostgreSQL, on the
-test broker or on a broker (or cluster) of the test's own, with a workload to drive them."""
+test broker or on a broker (or cluster) of the test's own, with a workload to drive them.
+
+Topic names are fixed, so two suites on one broker see each other's events (one's assignment service
+would assign the other's proposals): tests on the shared broker run one after another, as pytest runs
+them. Each suite's consumer groups start at the end of the topics, so history left by earlier tests is
+not replayed into it."""
 
 from __future__ import annotations
 

@@ -18,8 +18,11 @@ from shared.db import create_engine
 from shared.events import Actor, ProposalWithdrawn, Role, SubmissionRejected, parse_message
 from shared.messaging import EventProcessor, OutboxRelay, add_to_outbox, envelope_for, is_transient
 from shared.migrate import upgrade_async
+from shared.runtime import make_broker
+from shared.settings import CommonSettings
 from tests.conftest import POSTGRES_URL, _dsn, fresh_postgres_database
 from tests.fakes import RecordingPublisher, record_of
+from tests.procs import free_port
 from tests.progress_fixtures import lifecycle
 
 ACTOR = Actor(id="m-1", role=Role.MEMBER)
@@ -134,3 +137,18 @@ async def test_progress_does_not_park_the_rejection_of_a_command_that_made_no_pr
         assert proposal is not None and proposal["stage"] == "assigned"
     finally:
         await engine.dispose()
+
+
+@pytest.mark.kafka
+async def test_the_consumers_reach_a_cluster_given_as_a_list_of_brokers(kafka_bootstrap: str) -> None:
+    """Found by the three-broker test: FastStream took "a:9092,b:9092" for one address, so with more than
+    one bootstrap broker (any production cluster) no consumer ever started; the producers, on aiokafka
+    directly, did, and the outboxes drained into topics nobody read."""
+    closed = free_port()  # a broker that is down: the client must go on to the next one
+    broker = make_broker(
+        CommonSettings(kafka_bootstrap_servers=f"127.0.0.1:{closed}, {kafka_bootstrap}"), service="intake"
+    )
+    try:
+        await asyncio.wait_for(broker.start(), timeout=60)
+    finally:
+        await broker.stop()
