@@ -69,6 +69,7 @@ CONSUMERS = {
     ASSIGNMENTS: ["progress", "notify"],
     HANDLING: ["notify"],
 }
+POISON_KINDS = ("invalid JSON", "wrong schema", "unknown type", "huge payload")
 HUGE = 900_000
 """Bytes of a huge payload: under the broker's 1 MB message limit, so it arrives and must be dealt with."""
 
@@ -233,6 +234,11 @@ async def test_poison_is_dead_lettered_the_partition_moves_on_and_replay_works_o
                 invalid = [e for e in response.json()["items"] if e["topic"] in CONSUMERS]
                 assert len([e for e in invalid if not e["topic"].startswith("proposalflow.dlq.")]) >= len(CONSUMERS)
 
+            print(
+                f"\npoison: {len(sent)} records ({len(CONSUMERS)} topics × {len(POISON_KINDS)} kinds); "
+                f"{len(found)} dead letters with their error, {len(rejected)} commands answered with a rejection, "
+                f"the valid events behind them all processed"
+            )
             # Replay once fixed.
             await replay_after_a_fix(h, settings, producer, kafka_bootstrap, forged)
         finally:
