@@ -13,9 +13,10 @@ import pytest
 
 from shared.settings import SERVICES
 from tests.conftest import fresh_postgres_database
-from tests.procs import Suite, running, wait_ready
+from tests.procs import ROOT, Suite, free_port, running, start_service, stop_service, wait_ready
 
-__all__ = ["PORTAL", "Suite", "suite"]
+# The process helpers moved to tests/procs.py (the reliability tests share them); still importable here.
+__all__ = ["PORTAL", "ROOT", "Suite", "free_port", "running", "start_service", "stop_service", "suite", "wait_ready"]
 
 PORTAL = "/portal/members-e2e"
 
