@@ -13,12 +13,13 @@ TEST_KAFKA_ENV := KAFKA_LOCAL_PORT=$(TEST_KAFKA_PORT) KAFKA_LOCAL_CONTROLLER_POR
 PYTEST_MARK ?= not quarantine
 PG_URL = $(shell bash deploy/postgres/pg-local.sh url)
 
-.PHONY: help run demo test test-quarantine lint typecheck unit pytest schemas stop clean venv bench
+.PHONY: help run demo test test-quarantine lint typecheck unit pytest schemas stop clean venv bench soak
 
 help:
 	@echo "make run    - start Kafka and all five services locally (SQLite), print the API addresses"
 	@echo "make demo   - make run, then load a year of demo data and the key-proposal story; portal on :8080"
 	@echo "make test   - lint, type check and the whole test suite (real Kafka, SQLite and PostgreSQL)"
+	@echo "make soak   - the long fault tests (tests/reliability, PROPOSALFLOW_SOAK=1), on a broker of their own"
 	@echo "make stop   - stop the local Kafka brokers and PostgreSQL"
 	@echo "make schemas - regenerate docs/schemas and docs/asyncapi from the event models"
 	@echo "make bench  - the benchmark against a raw aiokafka baseline (BENCH_ARGS=--quick: about two minutes)"
@@ -70,6 +71,21 @@ bench: $(STAMP)
 test-quarantine: $(STAMP)
 	$(MAKE) pytest PYTEST_MARK=quarantine
 
+# The long version of the fault tests (hundreds of proposals per fault, 30 s outages). Its broker has its
+# own port and data dir, so a soak never disturbs `make test` or a developer's broker; the tests that need
+# a broker or cluster of their own start it on free ports (or PROPOSALFLOW_TEST_CLUSTER_BASE_PORT).
+SOAK_KAFKA_PORT ?= 19196
+SOAK_KAFKA_ENV := KAFKA_LOCAL_PORT=$(SOAK_KAFKA_PORT) KAFKA_LOCAL_CONTROLLER_PORT=$(shell echo $$(($(SOAK_KAFKA_PORT)+1))) KAFKA_LOCAL_DATA_DIR=$(CURDIR)/.data/kafka-soak
+
+soak: $(STAMP)
+	bash deploy/postgres/pg-local.sh start >/dev/null
+	$(SOAK_KAFKA_ENV) bash deploy/kafka-local/kafka-local.sh reset
+	$(SOAK_KAFKA_ENV) bash deploy/kafka-local/kafka-local.sh start
+	PROPOSALFLOW_SOAK=1 \
+	PROPOSALFLOW_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$(SOAK_KAFKA_PORT) \
+	PROPOSALFLOW_TEST_POSTGRES_URL=$(PG_URL) \
+	$(BIN)/pytest -m "reliability and not quarantine" -s -p no:cacheprovider tests/reliability $(PYTEST_ARGS); \
+	status=$$?; $(SOAK_KAFKA_ENV) bash deploy/kafka-local/kafka-local.sh stop; exit $$status
 
 schemas: $(STAMP)
 	$(BIN)/proposalflow schemas export

@@ -226,6 +226,10 @@ class KafkaPublisher:
         await self._started().send_and_wait(topic, value=value, key=key, headers=headers)
 
 
+_SQLITE_RELAY_TURNS: dict[str, asyncio.Lock] = {}
+"""One lock per SQLite database: its relays publish one batch at a time (see `OutboxRelay.publish_once`)."""
+
+
 class OutboxRelay:
     """Publishes committed outbox rows in order and marks them sent.
 
@@ -259,43 +263,66 @@ class OutboxRelay:
 
     async def publish_once(self) -> int:
         """Publish one batch of unsent rows; returns how many were sent."""
+        if self._engine.dialect.name == "postgresql":
+            # Rows claimed FOR UPDATE SKIP LOCKED stay locked until they are sent and marked, so two
+            # replicas never publish the same row; row locks do not stop other writes.
+            async with self._engine.begin() as conn:
+                rows = await self._unsent(conn)
+                await self._publish(rows)
+                await self._mark_sent(conn, rows)
+        else:
+            # SQLite has one write lock per file (every transaction here begins IMMEDIATE): held while
+            # the broker is slow or down, it would stop every other write of the service, the HTTP door
+            # included. So read, publish, then mark, the relays of this process taking turns. A crash in
+            # between (or a second process on the same file) publishes a row twice: the consumers' inbox
+            # drops the copy.
+            async with _SQLITE_RELAY_TURNS.setdefault(self._engine.url.render_as_string(), asyncio.Lock()):
+                async with self._engine.connect() as conn:
+                    rows = await self._unsent(conn)
+                await self._publish(rows)
+                async with self._engine.begin() as conn:
+                    await self._mark_sent(conn, rows)
+        METRICS.outbox_published.inc(len(rows))
+        return len(rows)
+
+    async def _unsent(self, conn: AsyncConnection) -> Sequence[Any]:
         table = self._table
-        async with self._engine.begin() as conn:
-            query = (
-                select(table.c.id, table.c.topic, table.c.key, table.c.headers, table.c.payload)
-                .where(table.c.sent_at.is_(None))
-                .order_by(table.c.id)
-                .limit(self._batch_size)
-            )
-            if conn.dialect.name == "postgresql":
-                query = query.with_for_update(skip_locked=True)
-            rows = (await conn.execute(query)).all()
-            if not rows:
-                return 0
-            futures = []
-            for row in rows:
-                headers = [(name, value.encode()) for name, value in json.loads(row.headers)]
-                parent = next((value.decode() for name, value in headers if name == "traceparent"), None)
-                with traced(
-                    f"{row.topic} publish", parent, kind=SpanKind.PRODUCER, attributes=_kafka(row.topic)
-                ) as hop:
-                    if trace.get_current_span().is_recording():
-                        # The consumer's span then follows this one, not the request that staged the row.
-                        headers = [(name, hop.encode() if name == "traceparent" else value) for name, value in headers]
-                    futures.append(
-                        await self._producer.send(
-                            row.topic,
-                            value=row.payload,
-                            key=row.key.encode() if row.key is not None else None,
-                            headers=headers,
-                        )
+        query = (
+            select(table.c.id, table.c.topic, table.c.key, table.c.headers, table.c.payload)
+            .where(table.c.sent_at.is_(None))
+            .order_by(table.c.id)
+            .limit(self._batch_size)
+        )
+        if conn.dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        return (await conn.execute(query)).all()
+
+    async def _publish(self, rows: Sequence[Any]) -> None:
+        """Send the rows in order and wait until the broker acknowledged every one."""
+        futures = []
+        for row in rows:
+            headers = [(name, value.encode()) for name, value in json.loads(row.headers)]
+            parent = next((value.decode() for name, value in headers if name == "traceparent"), None)
+            with traced(f"{row.topic} publish", parent, kind=SpanKind.PRODUCER, attributes=_kafka(row.topic)) as hop:
+                if trace.get_current_span().is_recording():
+                    # The consumer's span then follows this one, not the request that staged the row.
+                    headers = [(name, hop.encode() if name == "traceparent" else value) for name, value in headers]
+                futures.append(
+                    await self._producer.send(
+                        row.topic,
+                        value=row.payload,
+                        key=row.key.encode() if row.key is not None else None,
+                        headers=headers,
                     )
-            await asyncio.gather(*futures)
+                )
+        await asyncio.gather(*futures)
+
+    async def _mark_sent(self, conn: AsyncConnection, rows: Sequence[Any]) -> None:
+        if rows:
+            table = self._table
             await conn.execute(
                 update(table).where(table.c.id.in_([row.id for row in rows])).values(sent_at=datetime.now(UTC))
             )
-        METRICS.outbox_published.inc(len(rows))
-        return len(rows)
 
     async def backlog(self) -> int:
         """Unsent rows now; also sets the `proposalflow_outbox_backlog` gauge."""
@@ -353,12 +380,27 @@ def backoff_delay(attempt: int, base: float, cap: float) -> float:
 # Reading ------------------------------------------------------------------------------------------
 
 
+TRANSIENT_SQLSTATE_CLASSES = ("08", "40", "53", "57")
+"""PostgreSQL error classes that say 'not now': connection exception, transaction rollback (serialization
+failure, deadlock), insufficient resources (too many connections), operator intervention (shutdown,
+restart, cannot connect now)."""
+
+
 def is_transient(exc: BaseException) -> bool:
     """Errors that say 'not now' rather than 'never': the database or the broker is unreachable."""
     if isinstance(exc, OperationalError | ConnectionError | TimeoutError | KafkaError | socket.gaierror):
         return True
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return True
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        # asyncpg's errors reach SQLAlchemy as a generic DBAPIError: tell them apart by SQLSTATE. A database
+        # that refuses connections for a while (failover, maintenance) must be waited out, not dead-lettered.
+        sqlstate = getattr(exc.orig, "sqlstate", None)
+        if isinstance(sqlstate, str) and (
+            sqlstate[:2] in TRANSIENT_SQLSTATE_CLASSES
+            or (sqlstate == "55000" and "not currently accepting connections" in str(exc.orig))
+        ):
+            return True
     return False
 
 

@@ -62,7 +62,8 @@ def make_broker(common: CommonSettings, *, service: str) -> KafkaBroker:
     elif ssl_context is not None:
         security = BaseSecurity(ssl_context=ssl_context)
     return KafkaBroker(
-        common.kafka_bootstrap_servers,
+        # A list: FastStream takes a string for one host, so "a:9092,b:9092" would be one bad address.
+        [server.strip() for server in common.kafka_bootstrap_servers.split(",") if server.strip()],
         client_id=f"proposalflow-{service}",
         security=security,
         description=f"ProposalFlow {service} service",

@@ -39,6 +39,7 @@ from shared.events import (
     ReplyContent,
     ReplyDrafted,
     ReplyReturned,
+    SubmissionRejected,
     SupervisionRecorded,
 )
 from shared.messaging import NotReady, add_to_outbox
@@ -56,6 +57,10 @@ async def record(conn: AsyncConnection, envelope: Envelope, event: Event) -> Non
     current = await store.get_proposal(conn, event.proposal_id)
     now = envelope.time
     if current is None:
+        if isinstance(event, SubmissionRejected):
+            # The answer to a command that made no proposal: nothing to track. Parked, it would wait
+            # forever, and hold up every event of a proposal later submitted under that id.
+            return
         if not isinstance(event, ProposalSubmitted):
             raise NotReady(f"proposal {event.proposal_id} not known yet (waiting for its submitted event)")
         await conn.execute(
