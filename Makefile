@@ -71,20 +71,22 @@ bench: $(STAMP)
 test-quarantine: $(STAMP)
 	$(MAKE) pytest PYTEST_MARK=quarantine
 
-# The long version of the fault tests (hundreds of proposals per fault, 30 s outages). Its broker has its
+# The long version of the fault tests (hundreds of proposals per fault, 30 s outages), and the API fuzzing
+# with many more examples per operation. Its broker has its
 # own port and data dir, so a soak never disturbs `make test` or a developer's broker; the tests that need
 # a broker or cluster of their own start it on free ports (or PROPOSALFLOW_TEST_CLUSTER_BASE_PORT).
 SOAK_KAFKA_PORT ?= 19196
+SOAK_FUZZ_EXAMPLES ?= 200
 SOAK_KAFKA_ENV := KAFKA_LOCAL_PORT=$(SOAK_KAFKA_PORT) KAFKA_LOCAL_CONTROLLER_PORT=$(shell echo $$(($(SOAK_KAFKA_PORT)+1))) KAFKA_LOCAL_DATA_DIR=$(CURDIR)/.data/kafka-soak
 
 soak: $(STAMP)
 	bash deploy/postgres/pg-local.sh start >/dev/null
 	$(SOAK_KAFKA_ENV) bash deploy/kafka-local/kafka-local.sh reset
 	$(SOAK_KAFKA_ENV) bash deploy/kafka-local/kafka-local.sh start
-	PROPOSALFLOW_SOAK=1 \
+	PROPOSALFLOW_SOAK=1 PROPOSALFLOW_FUZZ_EXAMPLES=$(SOAK_FUZZ_EXAMPLES) \
 	PROPOSALFLOW_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$(SOAK_KAFKA_PORT) \
 	PROPOSALFLOW_TEST_POSTGRES_URL=$(PG_URL) \
-	$(BIN)/pytest -m "reliability and not quarantine" -s -p no:cacheprovider tests/reliability $(PYTEST_ARGS); \
+	$(BIN)/pytest -m "not quarantine" -s -p no:cacheprovider tests/reliability tests/security/test_fuzz_openapi.py $(PYTEST_ARGS); \
 	status=$$?; $(SOAK_KAFKA_ENV) bash deploy/kafka-local/kafka-local.sh stop; exit $$status
 
 schemas: $(STAMP)

@@ -38,6 +38,7 @@ from shared.messaging import (
 )
 from shared.observability import configure_tracing
 from shared.settings import CommonSettings, ServiceSettings, service_settings
+from shared.topics import create_topics
 
 log = logging.getLogger("proposalflow.runtime")
 
@@ -190,6 +191,7 @@ class ServiceRuntime:
                 log.warning("Kafka producer not connected (%s); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
         self._tasks.append(asyncio.create_task(self.relay.run(), name=f"{self.name}-relay"))
+        await self._ensure_topics()
         attempt = 0
         while True:
             attempt += 1
@@ -206,6 +208,23 @@ class ServiceRuntime:
         for processor in self.processors:
             await processor.rerun_all_parked()
         log.info("%s connected to Kafka at %s", self.name, self.common.kafka_bootstrap_servers)
+
+    async def _ensure_topics(self) -> None:
+        """Create the missing topics with the configured partitions and replication, before the
+        subscribers start: FastStream's subscribers create a missing topic with ONE partition, and on a
+        fresh cluster the first service to start would fix every topic at one partition, so replicas
+        could never share the work. An init job (`proposalflow topics create`) normally did this already;
+        without the rights to create topics, the service goes on and says so."""
+        try:
+            created = await create_topics(
+                self.common, self.common.topic_partitions, self.common.topic_replication_factor
+            )
+        except Exception as exc:  # noqa: BLE001 - topics may be managed elsewhere; consuming still works
+            log.warning("could not check or create the topics (%s); make sure they exist", exc)
+            return
+        made = sorted(name for name, state in created.items() if state == "created")
+        if made:
+            log.info("created topics %s with %d partitions", ", ".join(made), self.common.topic_partitions)
 
     async def measure_lag(self) -> None:
         """Consumer lag of every subscriber's assigned partitions (`proposalflow_consumer_lag`)."""

@@ -48,13 +48,14 @@ async def portal(suite: Suite) -> AsyncIterator[str]:
     }
     log = suite.logs["intake"].with_name("portal.log")
     suite.urls["portal"], suite.logs["portal"] = f"http://127.0.0.1:{port}", log
+    suite.replica_urls["portal"] = suite.urls["portal"]
     suite.processes["portal"] = start_service("portal", env, log)
     try:
         await wait_ready(suite)
         yield suite.urls["portal"]
     finally:
         stop_service(suite.processes.pop("portal"))
-        del suite.urls["portal"]
+        del suite.urls["portal"], suite.replica_urls["portal"]
 
 
 @pytest.fixture(scope="session")
