@@ -159,6 +159,8 @@ async def test_each_role_signs_in_sees_its_page_uses_its_form_and_sees_the_chang
     await expect(co.locator("form[data-form=reply]")).to_have_count(0)
     await co.fill("form[data-form=co-opinion] textarea[name=text]", "建议将高标准农田建设纳入整治范围。")
     await co.click("form[data-form=co-opinion] button")
+    # The form posts and redirects: reload only once that page has arrived, or the reload races it.
+    await expect(co.locator(".notice.ok")).to_contain_text("会办意见已送主办单位")
     await co.reload()
     await expect(co.locator("main")).to_contain_text("会办意见 · 市农业农村局")
     await expect(co.locator("form[data-form=co-opinion]")).to_have_count(0)
