@@ -249,7 +249,7 @@ class LeadUnit:
             kind="phone",
             on=datetime.now(UTC).date(),
             text="已与提案者电话沟通, 正在研究办理方案。",
-            actor=Actor(id="bench-unit-oa", role=Role.SYSTEM),
+            actor=Actor(id=UNIT_OA, role=Role.SYSTEM),
         )
         envelope = Envelope(
             type=ReportProgress.TYPE, source=UNIT_OA, subject=proposal_id, data=command.model_dump(mode="json")
