@@ -91,6 +91,19 @@ def submission(proposal_id: str, n: int) -> tuple[bytes, bytes, list[tuple[str, 
     return proposal_id.encode(), value, headers
 
 
+def progress_report(proposal_id: str, unit: str) -> Envelope:
+    """The lead unit's OA system reports 办理进展 (a phone call with the proposer) on the Kafka door."""
+    command = ReportProgress(
+        proposal_id=proposal_id,
+        unit=unit,
+        kind="phone",
+        on=datetime.now(UTC).date(),
+        text="已与提案者电话沟通, 正在研究办理方案。",
+        actor=Actor(id=UNIT_OA, role=Role.SYSTEM),
+    )
+    return Envelope(type=ReportProgress.TYPE, source=UNIT_OA, subject=proposal_id, data=command.model_dump(mode="json"))
+
+
 def _parse_time(value: str) -> float:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
@@ -243,17 +256,7 @@ class LeadUnit:
         self.resends = 0
 
     async def _report(self, proposal_id: str, unit: str) -> None:
-        command = ReportProgress(
-            proposal_id=proposal_id,
-            unit=unit,
-            kind="phone",
-            on=datetime.now(UTC).date(),
-            text="已与提案者电话沟通, 正在研究办理方案。",
-            actor=Actor(id=UNIT_OA, role=Role.SYSTEM),
-        )
-        envelope = Envelope(
-            type=ReportProgress.TYPE, source=UNIT_OA, subject=proposal_id, data=command.model_dump(mode="json")
-        )
+        envelope = progress_report(proposal_id, unit)
         self._sent[envelope.id] = (proposal_id, unit)
         _key, value, headers = to_kafka(envelope)
         await self._producer.send(ReportProgress.TOPIC, value=value, key=proposal_id.encode(), headers=headers)
