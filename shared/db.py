@@ -1,4 +1,5 @@
-"""The async database of one service: SQLite (aiosqlite) by default, PostgreSQL (asyncpg) in production.
+"""The async database of one service: SQLite by default (run in place, shared/sqlite_inline.py), PostgreSQL
+(asyncpg) in production.
 
 Tables are SQLAlchemy Core tables on a per-service `MetaData`; :func:`add_plumbing_tables` adds the
 tables every service needs for its delivery guarantees (outbox, inbox, parked events, idempotency
@@ -28,6 +29,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from shared import sqlite_inline
 
 # SQLite only autoincrements an INTEGER PRIMARY KEY; PostgreSQL wants a BIGINT for a long-lived log.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -130,11 +133,14 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
             # Every transaction takes SQLite's one write lock at BEGIN (below), so connections of one
             # process never work in parallel anyway; with one pooled connection they queue on the pool,
             # woken at once, instead of in SQLite's busy handler, which sleeps up to 100 ms per retry.
-            # Other processes on the same file (replicas, the CLI) still wait in the busy handler.
+            # Other processes on the same file (replicas, the CLI) are waited for in sqlite_inline, polling.
             kwargs.setdefault("pool_size", 1)
             kwargs.setdefault("max_overflow", 0)
             kwargs.setdefault("pool_timeout", 30)
-        engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
+        # The sqlite3 calls run on the event loop's thread, not in aiosqlite's (shared/sqlite_inline.py).
+        engine = create_async_engine(
+            url, async_creator=sqlite_inline.creator(database or ":memory:", timeout=30), **kwargs
+        )
 
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -142,7 +148,8 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA busy_timeout=30000")
+            # Off: a locked database is waited for without blocking the loop (shared/sqlite_inline.py).
+            cursor.execute("PRAGMA busy_timeout=0")
             cursor.close()
 
         @event.listens_for(engine.sync_engine, "begin")

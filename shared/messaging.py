@@ -157,16 +157,28 @@ async def add_to_outbox(
             }
         )
     if rows:
-        table = _outbox(metadata)
-        dialect = conn.dialect.name
+        await conn.execute(_insert_new(_outbox(metadata), conn.dialect.name, "event_id"), rows)
+    return envelopes
+
+
+_INSERTS: dict[tuple[Table, str, str | None], Any] = {}
+
+
+def _insert_new(table: Table, dialect: str, unique: str | None = None) -> Any:
+    """`INSERT … ON CONFLICT DO NOTHING` into `table`, built once per table and dialect: executed with
+    its rows as parameters, SQLAlchemy compiles it once, not on every call (docs/performance.md)."""
+    key = (table, dialect, unique)
+    stmt = _INSERTS.get(key)
+    if stmt is None:
+        index = [unique] if unique else None
         if dialect == "postgresql":
-            stmt: Any = postgresql.insert(table).on_conflict_do_nothing(index_elements=["event_id"])
+            stmt = postgresql.insert(table).on_conflict_do_nothing(index_elements=index)
         elif dialect == "sqlite":
-            stmt = sqlite.insert(table).on_conflict_do_nothing(index_elements=["event_id"])
+            stmt = sqlite.insert(table).on_conflict_do_nothing(index_elements=index)
         else:
             stmt = insert(table)
-        await conn.execute(stmt, rows)
-    return envelopes
+        _INSERTS[key] = stmt
+    return stmt
 
 
 def kafka_client_options(settings: CommonSettings) -> dict[str, Any]:
@@ -597,11 +609,7 @@ class EventProcessor:
     async def _first_time(self, conn: AsyncConnection, event_key: str) -> bool:
         """Record (consumer, key); by default the key is source|id, as a CloudEvent is unique by both."""
         values = {"consumer": self.consumer, "event_id": event_key, "received_at": datetime.now(UTC)}
-        if conn.dialect.name == "postgresql":
-            stmt: Any = postgresql.insert(self._inbox).values(**values).on_conflict_do_nothing()
-        else:
-            stmt = sqlite.insert(self._inbox).values(**values).on_conflict_do_nothing()
-        result = await conn.execute(stmt)
+        result = await conn.execute(_insert_new(self._inbox, conn.dialect.name), values)
         return bool(result.rowcount)
 
     async def _has_parked(self, conn: AsyncConnection, subject: str, topic: str) -> bool:

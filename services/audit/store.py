@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     Table,
     UniqueConstraint,
+    bindparam,
     select,
     update,
 )
@@ -72,47 +73,73 @@ chain_head = Table(
 LOG_CHAIN = "log"
 
 
+_SELECT_HEAD = select(chain_head.c.seq, chain_head.c.hash).where(chain_head.c.chain == LOG_CHAIN)
+_SELECT_HEAD_FOR_UPDATE = _SELECT_HEAD.with_for_update()
+_SUBJECT_TIP = (
+    select(entries.c.subject_seq, entries.c.hash)
+    .where(entries.c.subject == bindparam("subject"))
+    .order_by(entries.c.subject_seq.desc())
+    .limit(1)
+)
+_INSERT_ENTRY = entries.insert()
+_MOVE_HEAD = (
+    update(chain_head)
+    .where(chain_head.c.chain == LOG_CHAIN)
+    .values(seq=bindparam("new_seq"), hash=bindparam("new_hash"), updated_at=bindparam("now"))
+)
+
+
+@dataclass
+class _Tips:
+    """The tips this transaction has locked or written: a batch of records appends many entries in
+    one transaction and reads each tip from the database only once."""
+
+    transaction: object
+    log: ChainTip
+    subjects: dict[str, ChainTip]
+
+
 async def _lock_head(conn: AsyncConnection) -> ChainTip:
     """The log's tip, locked until the transaction ends (`FOR UPDATE` on PostgreSQL; on SQLite the
     transaction's `BEGIN IMMEDIATE` already holds the only write lock)."""
-    values = {"chain": LOG_CHAIN, "seq": 0, "hash": GENESIS_HASH, "updated_at": datetime.now(UTC)}
-    if conn.dialect.name == "postgresql":
-        create: Any = postgresql.insert(chain_head).values(**values).on_conflict_do_nothing()
-    else:
-        create = sqlite.insert(chain_head).values(**values).on_conflict_do_nothing()
-    await conn.execute(create)
-    row = (
-        await conn.execute(
-            select(chain_head.c.seq, chain_head.c.hash).where(chain_head.c.chain == LOG_CHAIN).with_for_update()
-        )
-    ).one()
+    postgres = conn.dialect.name == "postgresql"
+    row = (await conn.execute(_SELECT_HEAD_FOR_UPDATE if postgres else _SELECT_HEAD)).first()
+    if row is None:
+        values = {"chain": LOG_CHAIN, "seq": 0, "hash": GENESIS_HASH, "updated_at": datetime.now(UTC)}
+        create: Any = (postgresql.insert if postgres else sqlite.insert)(chain_head).values(**values)
+        await conn.execute(create.on_conflict_do_nothing())
+        row = (await conn.execute(_SELECT_HEAD_FOR_UPDATE if postgres else _SELECT_HEAD)).one()
     return ChainTip(row.seq, row.hash)
 
 
-async def _subject_tip(conn: AsyncConnection, subject: str) -> ChainTip | None:
-    row = (
-        await conn.execute(
-            select(entries.c.subject_seq, entries.c.hash)
-            .where(entries.c.subject == subject)
-            .order_by(entries.c.subject_seq.desc())
-            .limit(1)
-        )
-    ).first()
+async def _tips(conn: AsyncConnection) -> _Tips:
+    """This transaction's tips: the log's is locked by the first append of the transaction."""
+    transaction = conn.sync_connection.get_transaction() if conn.sync_connection is not None else None
+    tips = conn.info.get("audit_tips")
+    if not isinstance(tips, _Tips) or transaction is None or tips.transaction is not transaction:
+        tips = _Tips(transaction, await _lock_head(conn), {})
+        conn.info["audit_tips"] = tips
+    return tips
+
+
+async def _subject_tip(conn: AsyncConnection, tips: _Tips, subject: str) -> ChainTip | None:
+    if subject in tips.subjects:
+        return tips.subjects[subject]
+    row = (await conn.execute(_SUBJECT_TIP, {"subject": subject})).first()
     return ChainTip(row.subject_seq, row.hash) if row is not None else None
 
 
 async def append(conn: AsyncConnection, entry: Mapping[str, Any], key: bytes | None) -> dict[str, Any]:
     """Link the entry after the log's tip (and its proposal's tip) and store it; returns it linked."""
-    log_tip = await _lock_head(conn)
+    tips = await _tips(conn)
     subject = entry.get("subject")
-    subject_tip = await _subject_tip(conn, subject) if subject is not None else None
-    linked = chain(entry, log_tip=log_tip, subject_tip=subject_tip, key=key)
-    await conn.execute(entries.insert().values(**linked))
-    await conn.execute(
-        update(chain_head)
-        .where(chain_head.c.chain == LOG_CHAIN)
-        .values(seq=linked["seq"], hash=linked["hash"], updated_at=datetime.now(UTC))
-    )
+    subject_tip = await _subject_tip(conn, tips, subject) if subject is not None else None
+    linked = chain(entry, log_tip=tips.log, subject_tip=subject_tip, key=key)
+    await conn.execute(_INSERT_ENTRY, linked)
+    await conn.execute(_MOVE_HEAD, {"new_seq": linked["seq"], "new_hash": linked["hash"], "now": datetime.now(UTC)})
+    tips.log = ChainTip(linked["seq"], linked["hash"])
+    if subject is not None:
+        tips.subjects[subject] = ChainTip(linked["subject_seq"], linked["hash"])
     return linked
 
 
