@@ -24,8 +24,12 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    bindparam,
     event,
+    insert,
+    select,
     text,
+    update,
 )
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -168,6 +172,52 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     return create_async_engine(url, **kwargs)
 
 
+# Row helpers for the paths every event takes. Each statement is built once per table and column and
+# executed with its values as parameters: SQLAlchemy then compiles it once and reuses it, where building
+# `select(t).where(t.c.id == value)` or `insert(t).values(**row)` anew costs more than SQLite's own work
+# for the statement (docs/performance.md).
+
+_STATEMENTS: dict[tuple[str, Table, str], Any] = {}
+_KEY = "match_value"
+
+
+def _statement(kind: str, table: Table, column: str) -> Any:
+    stmt = _STATEMENTS.get((kind, table, column))
+    if stmt is None:
+        if kind == "select":
+            stmt = select(table).where(table.c[column] == bindparam(_KEY))
+        elif kind == "update":
+            stmt = update(table).where(table.c[column] == bindparam(_KEY))
+        else:
+            stmt = insert(table)
+        _STATEMENTS[(kind, table, column)] = stmt
+    return stmt
+
+
+async def row_by(conn: AsyncConnection, table: Table, value: Any, column: str = "id") -> dict[str, Any] | None:
+    """The row whose `column` equals `value` (the first, if several), or None."""
+    row = (await conn.execute(_statement("select", table, column), {_KEY: value})).mappings().first()
+    return dict(row) if row is not None else None
+
+
+async def rows_by(conn: AsyncConnection, table: Table, value: Any, column: str) -> list[dict[str, Any]]:
+    """Every row whose `column` equals `value`."""
+    return [dict(row) for row in (await conn.execute(_statement("select", table, column), {_KEY: value})).mappings()]
+
+
+async def insert_rows(conn: AsyncConnection, table: Table, rows: dict[str, Any] | list[dict[str, Any]]) -> None:
+    """Insert one row or several (every row with the same columns)."""
+    await conn.execute(_statement("insert", table, ""), rows)
+
+
+async def update_by(conn: AsyncConnection, table: Table, value: Any, values: dict[str, Any], column: str = "id") -> int:
+    """Set `values` on the rows whose `column` equals `value`; returns how many rows matched."""
+    if not values:
+        return 0
+    result = await conn.execute(_statement("update", table, column), {**values, _KEY: value})
+    return int(result.rowcount)
+
+
 async def ping(engine: AsyncEngine) -> None:
     """Raises if the database cannot answer a trivial query."""
     async with engine.connect() as conn:
@@ -187,7 +237,11 @@ __all__ = [
     "add_plumbing_tables",
     "create_all",
     "create_engine",
+    "insert_rows",
     "is_sqlite",
     "new_metadata",
     "ping",
+    "row_by",
+    "rows_by",
+    "update_by",
 ]

@@ -29,6 +29,7 @@ from services.assignment.domain import (
 )
 from services.assignment.evaluate import load_labelled
 from services.assignment.learning import Example, UnitRanker, proposal_text
+from shared import db
 from shared.events import (
     Actor,
     AssignmentAccepted,
@@ -220,9 +221,9 @@ async def on_submitted(conn: AsyncConnection, event: ProposalSubmitted) -> None:
         "suggestions": [suggestion.text for suggestion in event.suggestions],
     }
     if await store.get_proposal(conn, event.proposal_id) is None:
-        await conn.execute(insert(store.proposals).values(id=event.proposal_id, status="submitted", **values))
+        await db.insert_rows(conn, store.proposals, {"id": event.proposal_id, "status": "submitted", **values})
     else:
-        await conn.execute(update(store.proposals).where(store.proposals.c.id == event.proposal_id).values(**values))
+        await db.update_by(conn, store.proposals, event.proposal_id, values)
 
 
 async def on_filed(conn: AsyncConnection, event: ProposalFiled, ctx: Context, now: datetime) -> None:
@@ -230,15 +231,13 @@ async def on_filed(conn: AsyncConnection, event: ProposalFiled, ctx: Context, no
     proposal = await store.get_proposal(conn, event.proposal_id)
     if proposal is None:
         proposal = {"title": event.title, "body": "", "suggestions": []}
-        await conn.execute(
-            insert(store.proposals).values(
-                id=event.proposal_id, title=event.title, body="", category=event.category, status="filed"
-            )
+        await db.insert_rows(
+            conn,
+            store.proposals,
+            {"id": event.proposal_id, "title": event.title, "body": "", "category": event.category, "status": "filed"},
         )
     else:
-        await conn.execute(
-            update(store.proposals).where(store.proposals.c.id == event.proposal_id).values(status="filed")
-        )
+        await db.update_by(conn, store.proposals, event.proposal_id, {"status": "filed"})
     if await store.current_assignment(conn, event.proposal_id) is not None:
         return
     catalog = await store.unit_catalog(conn)
@@ -248,18 +247,20 @@ async def on_filed(conn: AsyncConnection, event: ProposalFiled, ctx: Context, no
         proposal["title"], proposal["body"], event.category, await routing_rules(conn), ranking, names
     )
     assignment_id = str(uuid.uuid4())
-    await conn.execute(
-        insert(store.assignments).values(
-            id=assignment_id,
-            proposal_id=event.proposal_id,
-            status=AssignmentStatus.SUGGESTED.value,
-            form=route.form.value,
-            lead_unit=route.lead,
-            co_units=list(route.co),
-            split_units=[],
-            reasons=list(route.reasons),
-            suggested_at=now,
-        )
+    await db.insert_rows(
+        conn,
+        store.assignments,
+        {
+            "id": assignment_id,
+            "proposal_id": event.proposal_id,
+            "status": AssignmentStatus.SUGGESTED.value,
+            "form": route.form.value,
+            "lead_unit": route.lead,
+            "co_units": list(route.co),
+            "split_units": [],
+            "reasons": list(route.reasons),
+            "suggested_at": now,
+        },
     )
     await _stage(
         conn,

@@ -16,11 +16,13 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     select,
     true,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from shared import db
 from shared.db import UTCDateTime, add_plumbing_tables, new_metadata
 
 metadata = new_metadata()
@@ -110,8 +112,17 @@ key_proposals = Table(
 )
 
 
+_UNIT_CATALOG = select(units).order_by(units.c.id)
+_CURRENT_ASSIGNMENT = (
+    select(assignments)
+    .where(assignments.c.proposal_id == bindparam("proposal_id"))
+    .order_by(assignments.c.suggested_at.desc())
+    .limit(1)
+)
+
+
 async def unit_catalog(conn: AsyncConnection) -> dict[str, dict[str, Any]]:
-    rows = (await conn.execute(select(units).order_by(units.c.id))).mappings().all()
+    rows = (await conn.execute(_UNIT_CATALOG)).mappings().all()
     return {row["id"]: dict(row) for row in rows}
 
 
@@ -127,18 +138,7 @@ async def routing_document(conn: AsyncConnection) -> dict[str, Any] | None:
 
 async def current_assignment(conn: AsyncConnection, proposal_id: str) -> dict[str, Any] | None:
     """The assignment in force: the latest one (a reassignment supersedes the one before)."""
-    row = (
-        (
-            await conn.execute(
-                select(assignments)
-                .where(assignments.c.proposal_id == proposal_id)
-                .order_by(assignments.c.suggested_at.desc())
-                .limit(1)
-            )
-        )
-        .mappings()
-        .first()
-    )
+    row = (await conn.execute(_CURRENT_ASSIGNMENT, {"proposal_id": proposal_id})).mappings().first()
     return dict(row) if row else None
 
 
@@ -174,8 +174,7 @@ async def open_windows_closed_before(conn: AsyncConnection, day: Any) -> list[di
 
 
 async def get_proposal(conn: AsyncConnection, proposal_id: str) -> dict[str, Any] | None:
-    row = (await conn.execute(select(proposals).where(proposals.c.id == proposal_id))).mappings().first()
-    return dict(row) if row else None
+    return await db.row_by(conn, proposals, proposal_id)
 
 
 async def proposals_in(conn: AsyncConnection, ids: Sequence[str]) -> dict[str, dict[str, Any]]:

@@ -10,6 +10,7 @@ from sqlalchemy import JSON, Boolean, Column, Date, Integer, String, Table, Text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from shared import db
 from shared.db import UTCDateTime, add_plumbing_tables, new_metadata
 
 metadata = new_metadata()
@@ -65,18 +66,17 @@ filing_counters = Table(
 
 
 async def insert_proposal(conn: AsyncConnection, row: dict[str, Any]) -> None:
-    await conn.execute(proposals.insert().values(**row))
+    await db.insert_rows(conn, proposals, row)
 
 
 async def get_proposal(conn: AsyncConnection, proposal_id: str) -> dict[str, Any] | None:
-    row = (await conn.execute(select(proposals).where(proposals.c.id == proposal_id))).mappings().first()
-    return dict(row) if row else None
+    return await db.row_by(conn, proposals, proposal_id)
 
 
 async def update_proposal(conn: AsyncConnection, proposal_id: str, **values: Any) -> None:
     if not values:  # an empty draft or an edit that changes nothing: no statement (an empty SET is invalid SQL)
         return
-    await conn.execute(update(proposals).where(proposals.c.id == proposal_id).values(**values))
+    await db.update_by(conn, proposals, proposal_id, values)
 
 
 async def list_proposals(
@@ -153,8 +153,7 @@ async def signers_of(conn: AsyncConnection, proposal_ids: list[str]) -> dict[str
 
 
 async def get_signers(conn: AsyncConnection, proposal_id: str) -> list[dict[str, Any]]:
-    query = select(signers).where(signers.c.proposal_id == proposal_id)
-    return [dict(row) for row in (await conn.execute(query)).mappings().all()]
+    return await db.rows_by(conn, signers, proposal_id, "proposal_id")
 
 
 async def replace_signers(

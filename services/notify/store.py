@@ -15,6 +15,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    bindparam,
     delete,
     func,
     insert,
@@ -27,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.notify.domain import Contact, ProposalView
 from services.notify.rules import Channel
+from shared import db
 from shared.db import UTCDateTime, add_plumbing_tables, new_metadata
 from shared.events import UnitRef
 
@@ -114,7 +116,7 @@ def _units(value: Any) -> tuple[UnitRef, ...]:
 
 
 async def get_proposal(conn: AsyncConnection, proposal_id: str) -> ProposalView | None:
-    row = (await conn.execute(select(proposals).where(proposals.c.id == proposal_id))).mappings().first()
+    row = await db.row_by(conn, proposals, proposal_id)
     if row is None:
         return None
     return ProposalView(
@@ -144,7 +146,7 @@ def _proposal_values(view: ProposalView) -> dict[str, Any]:
 
 
 async def insert_proposal(conn: AsyncConnection, view: ProposalView) -> None:
-    await conn.execute(insert(proposals).values(id=view.id, **_proposal_values(view)))
+    await db.insert_rows(conn, proposals, {"id": view.id, **_proposal_values(view)})
 
 
 async def save_proposal(conn: AsyncConnection, before: ProposalView, after: ProposalView) -> None:
@@ -153,7 +155,7 @@ async def save_proposal(conn: AsyncConnection, before: ProposalView, after: Prop
     old, new = _proposal_values(before), _proposal_values(after)
     changed = {name: value for name, value in new.items() if old[name] != value}
     if changed:
-        await conn.execute(update(proposals).where(proposals.c.id == after.id).values(**changed))
+        await db.update_by(conn, proposals, after.id, changed)
 
 
 # Contacts -----------------------------------------------------------------------------------------
@@ -175,10 +177,13 @@ def contact_of(row: Any) -> Contact:
     )
 
 
+_CONTACTS_IN = select(contacts).where(contacts.c.id.in_(bindparam("ids", expanding=True)))
+
+
 async def contacts_by_id(conn: AsyncConnection, ids: list[str]) -> dict[str, Contact]:
     if not ids:
         return {}
-    rows = (await conn.execute(select(contacts).where(contacts.c.id.in_(ids)))).mappings().all()
+    rows = (await conn.execute(_CONTACTS_IN, {"ids": ids})).mappings().all()
     return {row["id"]: contact_of(row) for row in rows}
 
 

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.progress import domain, store
 from services.progress.domain import Dossier, MeasureStatus, ReplyStatus, RuleViolation, Stage
+from shared import db
 from shared.envelope import Envelope
 from shared.events import (
     Actor,
@@ -63,24 +64,26 @@ async def record(conn: AsyncConnection, envelope: Envelope, event: Event) -> Non
             return
         if not isinstance(event, ProposalSubmitted):
             raise NotReady(f"proposal {event.proposal_id} not known yet (waiting for its submitted event)")
-        await conn.execute(
-            insert(store.proposals).values(
-                id=event.proposal_id,
-                title=event.title,
-                category=event.category,
-                stage=Stage.SUBMITTED.value,
-                filing_number=None,
-                signers=[event.first_proposer.id, *(c.id for c in event.cosigners)],
-                lead_unit=None,
-                co_units=[],
-                reply_due=None,
-                submitted_at=event.submitted_at,
-                updated_at=now,
-                suggestion_count=len(event.suggestions),
-                is_key=False,
-                leaders=[],
-                round=1,
-            )
+        await db.insert_rows(
+            conn,
+            store.proposals,
+            {
+                "id": event.proposal_id,
+                "title": event.title,
+                "category": event.category,
+                "stage": Stage.SUBMITTED.value,
+                "filing_number": None,
+                "signers": [event.first_proposer.id, *(c.id for c in event.cosigners)],
+                "lead_unit": None,
+                "co_units": [],
+                "reply_due": None,
+                "submitted_at": event.submitted_at,
+                "updated_at": now,
+                "suggestion_count": len(event.suggestions),
+                "is_key": False,
+                "leaders": [],
+                "round": 1,
+            },
         )
     else:
         changes: dict[str, Any] = {}
@@ -109,20 +112,22 @@ async def _apply(
     values = {"updated_at": now, **changes}
     if stage is not None:
         values["stage"] = stage.value
-    await conn.execute(update(store.proposals).where(store.proposals.c.id == current["id"]).values(**values))
+    await db.update_by(conn, store.proposals, current["id"], values)
 
 
 async def _add_to_timeline(conn: AsyncConnection, envelope: Envelope, event: Event) -> None:
-    await conn.execute(
-        insert(store.timeline).values(
-            proposal_id=event.proposal_id,
-            event_id=envelope.id,
-            type=envelope.type,
-            at=envelope.time,
-            actor=event.actor.model_dump(mode="json"),
-            summary=domain.summary(event),
-            data=domain.timeline_data(event),
-        )
+    await db.insert_rows(
+        conn,
+        store.timeline,
+        {
+            "proposal_id": event.proposal_id,
+            "event_id": envelope.id,
+            "type": envelope.type,
+            "at": envelope.time,
+            "actor": event.actor.model_dump(mode="json"),
+            "summary": domain.summary(event),
+            "data": domain.timeline_data(event),
+        },
     )
 
 

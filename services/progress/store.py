@@ -22,6 +22,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.progress.domain import Dossier
+from shared import db
 from shared.db import BigId, UTCDateTime, add_plumbing_tables, new_metadata
 
 metadata = new_metadata()
@@ -124,8 +125,7 @@ measures = Table(
 
 
 async def get_proposal(conn: AsyncConnection, proposal_id: str) -> dict[str, Any] | None:
-    row = (await conn.execute(select(proposals).where(proposals.c.id == proposal_id))).mappings().first()
-    return dict(row) if row else None
+    return await db.row_by(conn, proposals, proposal_id)
 
 
 async def get_timeline(conn: AsyncConnection, proposal_id: str) -> list[dict[str, Any]]:
