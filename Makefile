@@ -64,6 +64,7 @@ BENCH_ARGS ?=
 bench: $(STAMP)
 	$(BENCH_KAFKA_ENV) bash deploy/kafka-local/kafka-local.sh reset
 	$(BENCH_KAFKA_ENV) bash deploy/kafka-local/kafka-local.sh start
+	PROPOSALFLOW_BENCH_BROKER_PID=$$(cat $(CURDIR)/.data/kafka-bench-$(BENCH_KAFKA_PORT)/kafka.pid) \
 	PROPOSALFLOW_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$(BENCH_KAFKA_PORT) $(BIN)/python -m bench $(BENCH_ARGS); \
 	status=$$?; $(BENCH_KAFKA_ENV) bash deploy/kafka-local/kafka-local.sh stop; exit $$status
 

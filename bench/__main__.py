@@ -63,6 +63,30 @@ def summarise(
     }
 
 
+def other_cpu() -> dict[str, float]:
+    """CPU seconds used so far by what shares the machine with the services: the broker (its pid in
+    `PROPOSALFLOW_BENCH_BROKER_PID`, which `make bench` sets) and this process (load, bots, observer)."""
+    used = {"bench": cpu_seconds(os.getpid())}
+    broker = os.environ.get("PROPOSALFLOW_BENCH_BROKER_PID", "")
+    if broker.isdigit():
+        used["broker"] = cpu_seconds(int(broker))
+    return used
+
+
+async def records_moved(http: httpx.AsyncClient, suite: Suite) -> dict[str, float]:
+    """Records the services have consumed (every outcome) and published from their outboxes so far,
+    from their Prometheus metrics: what one proposal costs in Kafka records, for the per-record ratio."""
+    moved = {"consumed": 0.0, "published": 0.0}
+    for instance in suite.instances:
+        text = (await http.get(f"{instance.url}/metrics")).text
+        for line in text.splitlines():
+            if line.startswith("proposalflow_events_processed_total{"):
+                moved["consumed"] += float(line.rsplit(" ", 1)[1])
+            elif line.startswith("proposalflow_outbox_published_total "):
+                moved["published"] += float(line.rsplit(" ", 1)[1])
+    return moved
+
+
 def stage_breakdown(sent: list[tuple[str, float]], observer: pipeline.Observer) -> dict[str, Any]:
     """Median and p99 of when each stage's event happened, from the moment of sending."""
     result: dict[str, Any] = {}
@@ -150,13 +174,20 @@ async def run_baseline(settings: CommonSettings, plan: Plan, run: str, log_dir: 
         warm = [await send()]
         await through(warm)
         results = []
-        cpu_before = sum(cpu_seconds(p.pid) for p in hops)
+        cpu_before, others_before = sum(cpu_seconds(p.pid) for p in hops), other_cpu()
         sent = [await send() for _ in range(plan.count * 5)]
         arrived = await through(sent)
         cpu_ms = (sum(cpu_seconds(p.pid) for p in hops) - cpu_before) * 1000 / max(1, len(sent))
+        others = {k: round((v - others_before[k]) * 1000 / max(1, len(sent)), 2) for k, v in other_cpu().items()}
         results.append(
             summarise(
-                "baseline max rate", sent, arrived, door="raw aiokafka", cpu_ms_per_proposal={"total": round(cpu_ms, 2)}
+                "baseline max rate",
+                sent,
+                arrived,
+                door="raw aiokafka",
+                cpu_ms_per_proposal={"total": round(cpu_ms, 2)},
+                other_cpu_ms_per_proposal=others,
+                records_per_proposal={"consumed": float(len(hops)), "published": float(len(hops))},
             )
         )
         loader = pipeline.Loader(producer, pipeline.Observer("", {}), "")
@@ -282,12 +313,18 @@ async def run_pipeline(
                     name: str, door: str, load: Callable[[], Coroutine[Any, Any, list[tuple[str, float]]]]
                 ) -> None:
                     resends, failures, cpu_before = unit.resends, loader.http_failures, suite.cpu()
+                    others_before, moved_before = other_cpu(), await records_moved(http, suite)
                     with profiled(suite, plan.profile, f"{name}-{door}-{len(suite.urls('intake'))}"):
                         sent = await load()
                         tracked = await pipeline.wait_through(observer, [i for i, _ in sent], plan.stall_s)
                     arrived = {i: t.done_at for (i, _), t in zip(sent, tracked, strict=True)}
                     through = max(1, sum(t.done_at is not None for t in tracked))
                     cpu = {s: round((used - cpu_before[s]) * 1000 / through, 1) for s, used in suite.cpu().items()}
+                    others = {k: round((v - others_before[k]) * 1000 / through, 1) for k, v in other_cpu().items()}
+                    moved = {
+                        k: round((v - moved_before[k]) / through, 1)
+                        for k, v in (await records_moved(http, suite)).items()
+                    }
                     results.append(
                         summarise(
                             name,
@@ -297,12 +334,17 @@ async def run_pipeline(
                             replicas=len(suite.urls("intake")),
                             stages=stage_breakdown(sent, observer),
                             cpu_ms_per_proposal={**cpu, "total": round(sum(cpu.values()), 1)},
+                            other_cpu_ms_per_proposal=others,
+                            records_per_proposal=moved,
                             unit_resends=unit.resends - resends,
                             http_retries=loader.http_failures - failures,
                         )
                     )
                     print(
-                        f"  {name}: {results[-1]['through']}/{len(sent)} through, {results[-1]['throughput_per_s']}/s",
+                        f"  {name}: {results[-1]['through']}/{len(sent)} through, {results[-1]['throughput_per_s']}/s"
+                        f" (CPU ms per proposal: services {results[-1]['cpu_ms_per_proposal']['total']},"
+                        + "".join(f" {k} {v}" for k, v in others.items())
+                        + ")",
                         flush=True,
                     )
 
@@ -389,6 +431,13 @@ async def main(args: argparse.Namespace) -> int:
     best = next((r for r in results if r["scenario"] == "pipeline max rate" and r["door"] == "kafka"), None)
     if base and best and base["throughput_per_s"] and best["throughput_per_s"]:
         report["ratio_pipeline_to_baseline"] = round(best["throughput_per_s"] / base["throughput_per_s"], 3)
+        # The same, counted in records consumed: a proposal is ~30 records read across the services
+        # (audit alone reads 12), the baseline's message 6.
+        per = best.get("records_per_proposal", {}).get("consumed")
+        if per:
+            report["ratio_records_consumed_per_s"] = round(
+                best["throughput_per_s"] * per / (base["throughput_per_s"] * baseline.HOPS), 3
+            )
     out = Path(args.out) if args.out else ROOT / "bench" / "results" / f"{run}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
@@ -396,6 +445,8 @@ async def main(args: argparse.Namespace) -> int:
     print(table(results))
     if "ratio_pipeline_to_baseline" in report:
         print(f"\npipeline / baseline throughput (Kafka door, 1 replica): {report['ratio_pipeline_to_baseline']}")
+    if "ratio_records_consumed_per_s" in report:
+        print(f"the same in records consumed per second: {report['ratio_records_consumed_per_s']}")
     print("\nRSS KiB (now / peak):")
     for phase, services in memory.items():
         if isinstance(services, dict) and phase != "expected_audit_entries_per_proposal":

@@ -433,7 +433,14 @@ class EventProcessor:
         retry_attempts: int = 5,
         base_delay: float = 0.2,
         max_delay: float = 30.0,
+        prepare: Callable[[AsyncConnection, Sequence[Envelope]], Awaitable[None]] | None = None,
+        finish: Callable[[AsyncConnection], Awaitable[None]] | None = None,
     ) -> None:
+        """`prepare` and `finish` are for handlers that work faster by the batch: `prepare` runs first in
+        each transaction with the envelopes about to be handled (to read what they need in one query),
+        `finish` runs last in each transaction that handled something (to write what they deferred).
+        Both run in every transaction that calls the handler, a batch's or a single record's. A handler
+        may carry them itself, as attributes of the same names (services/audit/handlers.py)."""
         self.service = service
         self.consumer = consumer
         self._engine = engine
@@ -446,6 +453,8 @@ class EventProcessor:
         self._retry_attempts = retry_attempts
         self._base_delay = base_delay
         self._max_delay = max_delay
+        self._prepare = prepare or getattr(handler, "prepare", None)
+        self._finish = finish or getattr(handler, "finish", None)
 
     async def process(self, record: Record) -> str:
         """Handle one record; returns what happened: handled, duplicate, parked or dead-lettered.
@@ -503,7 +512,12 @@ class EventProcessor:
                 if subjects and await self._parked_subjects(conn, subjects):
                     # Keep order within a subject: the records go one at a time, behind what is parked.
                     return None
-                for record, envelope in zip(records, envelopes, strict=True):
+                fresh = await self._first_times(
+                    conn, [self._dedupe_key(e, r)[:200] for r, e in zip(records, envelopes, strict=True)]
+                )
+                if self._prepare is not None:
+                    await self._prepare(conn, [e for e, new in zip(envelopes, fresh, strict=True) if new])
+                for record, envelope, new in zip(records, envelopes, fresh, strict=True):
                     attributes = {
                         **_kafka(record.topic),
                         "messaging.consumer.group.name": self.consumer,
@@ -521,7 +535,7 @@ class EventProcessor:
                             proposal_id=envelope.subject, correlation_id=envelope.correlation_id, traceparent=hop
                         ),
                     ):
-                        if not await self._first_time(conn, self._dedupe_key(envelope, record)[:200]):
+                        if not new:
                             outcome = "duplicate"
                         else:
                             with METRICS.handler_seconds.labels(self.consumer).time():
@@ -529,6 +543,8 @@ class EventProcessor:
                             outcome = "handled"
                         trace.get_current_span().set_attribute("proposalflow.outcome", outcome)
                     outcomes.append(outcome)
+                if self._finish is not None and "handled" in outcomes:
+                    await self._finish(conn)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - nothing committed; one at a time decides each record's fate
@@ -598,8 +614,12 @@ class EventProcessor:
             if not await self._first_time(conn, self._dedupe_key(envelope, record)[:200]):
                 outcome = "duplicate"
             else:
+                if self._prepare is not None:
+                    await self._prepare(conn, [envelope])
                 with METRICS.handler_seconds.labels(self.consumer).time():
                     await self._handler(conn, envelope, record)
+                if self._finish is not None:
+                    await self._finish(conn)
                 outcome = "handled"
             if parked_id is not None:
                 await conn.execute(delete(self._parked).where(self._parked.c.id == parked_id))
@@ -611,6 +631,21 @@ class EventProcessor:
         values = {"consumer": self.consumer, "event_id": event_key, "received_at": datetime.now(UTC)}
         result = await conn.execute(_insert_new(self._inbox, conn.dialect.name), values)
         return bool(result.rowcount)
+
+    async def _first_times(self, conn: AsyncConnection, event_keys: Sequence[str]) -> list[bool]:
+        """:meth:`_first_time` for a batch in one statement: which keys are new, in order (a key twice
+        in the batch is new once). The database says which rows it inserted (`RETURNING`), so a key
+        another replica stored meanwhile counts as seen, exactly as one at a time."""
+        unique = list(dict.fromkeys(event_keys))
+        now = datetime.now(UTC)
+        rows = [{"consumer": self.consumer, "event_id": key, "received_at": now} for key in unique]
+        stmt = _insert_new(self._inbox, conn.dialect.name).returning(self._inbox.c.event_id)
+        inserted = set((await conn.execute(stmt, rows)).scalars().all())
+        fresh = []
+        for key in event_keys:
+            fresh.append(key in inserted)
+            inserted.discard(key)
+        return fresh
 
     async def _has_parked(self, conn: AsyncConnection, subject: str, topic: str) -> bool:
         query = (

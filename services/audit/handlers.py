@@ -4,11 +4,12 @@ not even a CloudEvent included."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.audit import service
+from services.audit import service, store
 from shared.envelope import Envelope, EnvelopeError, from_kafka
 from shared.messaging import EventProcessor, Handler, Record, backoff_delay, is_transient
 
@@ -23,13 +24,32 @@ def invalid_record_key(record: Record) -> str:
     return f"invalid|{record.topic}|{record.partition}|{record.offset}"
 
 
+class Recorder:
+    """The handler that appends every event to the chain, hashed with `key` when one is set.
+
+    It works by the batch: `prepare` locks the chain head and reads the tips of the batch's proposals
+    in two queries, each call links its entry, and `finish` inserts the batch's entries together and
+    moves the head once. The processor calls `prepare` and `finish` in every transaction that calls
+    the handler (it finds them on the handler), so no linked entry is left unwritten."""
+
+    def __init__(self, key: bytes | None) -> None:
+        self._key = key
+
+    async def __call__(self, conn: AsyncConnection, envelope: Envelope, record: Record) -> None:
+        await service.record_event(conn, envelope, record, self._key, defer=True)
+
+    @staticmethod
+    async def prepare(conn: AsyncConnection, envelopes: Sequence[Envelope]) -> None:
+        await store.prefetch_subject_tips(conn, [e.subject for e in envelopes if e.subject])
+
+    @staticmethod
+    async def finish(conn: AsyncConnection) -> None:
+        await store.flush(conn)
+
+
 def recorder(key: bytes | None) -> Handler:
-    """The handler that appends every event to the chain, hashed with `key` when one is set."""
-
-    async def on_any_event(conn: AsyncConnection, envelope: Envelope, record: Record) -> None:
-        await service.record_event(conn, envelope, record, key)
-
-    return on_any_event
+    """The audit handler (see :class:`Recorder`)."""
+    return Recorder(key)
 
 
 class AuditProcessor(EventProcessor):

@@ -13,10 +13,13 @@ from shared.envelope import Envelope
 from shared.messaging import Record
 
 
-async def record_event(conn: AsyncConnection, envelope: Envelope, record: Record, key: bytes | None) -> None:
-    """One CloudEvent read from any topic becomes one chained entry."""
+async def record_event(
+    conn: AsyncConnection, envelope: Envelope, record: Record, key: bytes | None, *, defer: bool = False
+) -> None:
+    """One CloudEvent read from any topic becomes one chained entry (with `defer`, written by
+    `store.flush` before the transaction commits)."""
     entry = domain.entry_from(envelope, topic=record.topic, partition=record.partition, offset=record.offset)
-    await store.append(conn, {**entry, "recorded_at": datetime.now(UTC)}, key)
+    await store.append(conn, {**entry, "recorded_at": datetime.now(UTC)}, key, defer=defer)
 
 
 async def record_invalid(conn: AsyncConnection, record: Record, error: str, key: bytes | None) -> None:

@@ -7,8 +7,8 @@ with several replicas, and the record of how long the chain is, so a cut-off tai
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,10 +22,13 @@ from sqlalchemy import (
     Table,
     UniqueConstraint,
     bindparam,
+    event,
+    func,
     select,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.audit.domain import GENESIS_HASH, ChainTip, chain
@@ -89,14 +92,24 @@ _MOVE_HEAD = (
 )
 
 
+_OTHER = entries.alias("other")
+_SUBJECT_TIPS = select(entries.c.subject, entries.c.subject_seq, entries.c.hash).where(
+    entries.c.subject.in_(bindparam("subjects", expanding=True)),
+    entries.c.subject_seq
+    == select(func.max(_OTHER.c.subject_seq)).where(_OTHER.c.subject == entries.c.subject).scalar_subquery(),
+)
+
+
 @dataclass
 class _Tips:
-    """The tips this transaction has locked or written: a batch of records appends many entries in
-    one transaction and reads each tip from the database only once."""
+    """The tips this transaction has locked or written, and the entries it has linked but not yet
+    inserted: a batch of records appends many entries in one transaction, reads each tip from the
+    database once and inserts the entries together (:func:`flush`)."""
 
     transaction: object
     log: ChainTip
-    subjects: dict[str, ChainTip]
+    subjects: dict[str, ChainTip | None] = field(default_factory=dict)
+    pending: list[dict[str, Any]] = field(default_factory=list)
 
 
 async def _lock_head(conn: AsyncConnection) -> ChainTip:
@@ -112,14 +125,33 @@ async def _lock_head(conn: AsyncConnection) -> ChainTip:
     return ChainTip(row.seq, row.hash)
 
 
+def _transaction(conn: AsyncConnection) -> object:
+    return conn.sync_connection.get_transaction() if conn.sync_connection is not None else None
+
+
 async def _tips(conn: AsyncConnection) -> _Tips:
     """This transaction's tips: the log's is locked by the first append of the transaction."""
-    transaction = conn.sync_connection.get_transaction() if conn.sync_connection is not None else None
+    transaction = _transaction(conn)
     tips = conn.info.get("audit_tips")
     if not isinstance(tips, _Tips) or transaction is None or tips.transaction is not transaction:
-        tips = _Tips(transaction, await _lock_head(conn), {})
+        engine = conn.engine.sync_engine
+        if not event.contains(engine, "commit", _refuse_unflushed):
+            event.listen(engine, "commit", _refuse_unflushed)
+        tips = _Tips(transaction, await _lock_head(conn))
         conn.info["audit_tips"] = tips
     return tips
+
+
+class UnflushedEntries(RuntimeError):
+    """A transaction linked entries with `defer` and tried to commit without :func:`flush`."""
+
+
+def _refuse_unflushed(conn: Connection) -> None:
+    """A commit with deferred entries not yet written would lose them: refuse it (the transaction
+    rolls back, nothing is half-written and the record is processed again)."""
+    tips = conn.info.get("audit_tips")
+    if isinstance(tips, _Tips) and tips.pending and tips.transaction is conn.get_transaction():
+        raise UnflushedEntries(f"{len(tips.pending)} audit entries linked but not written: call store.flush")
 
 
 async def _subject_tip(conn: AsyncConnection, tips: _Tips, subject: str) -> ChainTip | None:
@@ -129,18 +161,50 @@ async def _subject_tip(conn: AsyncConnection, tips: _Tips, subject: str) -> Chai
     return ChainTip(row.subject_seq, row.hash) if row is not None else None
 
 
-async def append(conn: AsyncConnection, entry: Mapping[str, Any], key: bytes | None) -> dict[str, Any]:
-    """Link the entry after the log's tip (and its proposal's tip) and store it; returns it linked."""
+async def append(
+    conn: AsyncConnection, entry: Mapping[str, Any], key: bytes | None, *, defer: bool = False
+) -> dict[str, Any]:
+    """Link the entry after the log's tip (and its proposal's tip) and store it; returns it linked.
+
+    With `defer`, the entry is only linked: it and the moved head are written by :func:`flush`, which
+    the caller must await before the transaction commits (the audit consumer's processor does, once
+    per batch)."""
     tips = await _tips(conn)
     subject = entry.get("subject")
     subject_tip = await _subject_tip(conn, tips, subject) if subject is not None else None
     linked = chain(entry, log_tip=tips.log, subject_tip=subject_tip, key=key)
-    await conn.execute(_INSERT_ENTRY, linked)
-    await conn.execute(_MOVE_HEAD, {"new_seq": linked["seq"], "new_hash": linked["hash"], "now": datetime.now(UTC)})
     tips.log = ChainTip(linked["seq"], linked["hash"])
     if subject is not None:
         tips.subjects[subject] = ChainTip(linked["subject_seq"], linked["hash"])
+    tips.pending.append(linked)
+    if not defer:
+        await flush(conn)
     return linked
+
+
+async def prefetch_subject_tips(conn: AsyncConnection, subjects: Iterable[str]) -> None:
+    """Lock the log's tip and read the tips of these proposals in one query, for a batch of appends."""
+    tips = await _tips(conn)
+    wanted = sorted({subject for subject in subjects if subject not in tips.subjects})
+    if not wanted:
+        return
+    found = {
+        row.subject: ChainTip(row.subject_seq, row.hash)
+        for row in await conn.execute(_SUBJECT_TIPS, {"subjects": wanted})
+    }
+    for subject in wanted:
+        tips.subjects[subject] = found.get(subject)
+
+
+async def flush(conn: AsyncConnection) -> None:
+    """Insert the entries this transaction has linked with `defer` and move the chain head after them."""
+    tips = conn.info.get("audit_tips")
+    if not isinstance(tips, _Tips) or not tips.pending or tips.transaction is not _transaction(conn):
+        # Nothing deferred in this transaction (what a rolled-back one deferred is gone with it).
+        return
+    pending, tips.pending = tips.pending, []
+    await conn.execute(_INSERT_ENTRY, pending)
+    await conn.execute(_MOVE_HEAD, {"new_seq": tips.log.seq, "new_hash": tips.log.hash, "now": datetime.now(UTC)})
 
 
 async def head(conn: AsyncConnection) -> ChainTip | None:

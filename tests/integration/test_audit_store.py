@@ -239,3 +239,50 @@ async def test_anchors_of_an_intact_log_hold_and_follow_the_head(engine: AsyncEn
     assert [anchor.seq for anchor in anchors] == [2, 3]
     report = await service.verify(engine, KEY, anchors=anchors)
     assert report["ok"] is True and report["anchors_checked"] == 2
+
+
+async def test_batches_from_two_replicas_make_one_chain_and_one_chain_per_proposal(
+    engine: AsyncEngine, db_url: str
+) -> None:
+    """A batch links its entries in one transaction (tips read once, entries written together); batches
+    of two replicas interleave, and the log and every proposal's own chain still hold."""
+    other = create_engine(db_url)
+    try:
+        workers = [auditor(engine), auditor(other)]
+        batches = [
+            [
+                record_of(withdrawn(f"p-{(b * 7 + n) % 4}"), topic="proposalflow.proposals", offset=b * 10 + n)
+                for n in range(10)
+            ]
+            for b in range(6)
+        ]
+        outcomes = await asyncio.gather(*(workers[b % 2].process_batch(batch) for b, batch in enumerate(batches)))
+    finally:
+        await other.dispose()
+    assert outcomes == [["handled"] * 10] * 6
+    report = await service.verify(engine, KEY)
+    assert (report["ok"], report["checked"]) == (True, 60), report
+    async with engine.connect() as conn:
+        rows = (await conn.execute(select(store.entries.c.subject, store.entries.c.subject_seq))).all()
+        head = await store.head(conn)
+    per_proposal: dict[str, list[int]] = {}
+    for subject, subject_seq in rows:
+        per_proposal.setdefault(subject, []).append(subject_seq)
+    assert {s: sorted(seqs) for s, seqs in per_proposal.items()} == {
+        s: list(range(1, len(seqs) + 1)) for s, seqs in per_proposal.items()
+    }
+    assert head is not None and head.seq == 60
+
+
+async def test_entries_linked_but_never_written_cannot_be_committed(engine: AsyncEngine) -> None:
+    """A deferred append must be flushed: a commit without it is refused, so no entry is half-kept."""
+    with pytest.raises(store.UnflushedEntries):
+        async with engine.begin() as conn:
+            await service.record_event(
+                conn, withdrawn("p-1"), record_of(withdrawn("p-1"), topic="proposalflow.proposals"), KEY, defer=True
+            )
+    assert await count(engine) == 0
+    # What the refused transaction linked is gone with it; the next appends start from the real head.
+    await audit_events(engine, ["p-1", "p-2"])
+    report = await service.verify(engine, KEY)
+    assert (report["ok"], report["checked"]) == (True, 2), report
