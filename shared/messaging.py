@@ -22,6 +22,7 @@ import logging
 import random
 import socket
 import ssl
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -774,6 +775,54 @@ MAX_BATCH = 200
 """Records handled in one transaction at most; also the most a consumer fetches at once."""
 
 
+class OffsetCommits:
+    """Commits a consumer's offsets once the records before them have their outcomes stored, at most
+    every `interval` seconds (0: after every batch).
+
+    Each commit names its offsets explicitly (the record after the last one stored, per partition),
+    never the consumer's current position, which may already be past a batch still in its transaction.
+    Committing less often than every batch saves a broker round trip per batch, which at a moderate
+    rate (a record or two per batch) is most of what the broker does for a consumer
+    (docs/performance.md). After a crash or a rebalance at most `interval` seconds of records are
+    read again, and the inbox skips them."""
+
+    def __init__(self, interval: float) -> None:
+        self._interval = interval
+        self._pending: dict[TopicPartition, int] = {}
+        self._consumer: Any = None
+        self._last = 0.0
+        self._timer: asyncio.Task[None] | None = None
+
+    async def stored(self, consumer: Any, records: Sequence[Record]) -> None:
+        """The outcomes of these records are committed in the database: their offsets may go."""
+        for record in records:
+            self._pending[TopicPartition(record.topic, record.partition)] = record.offset + 1
+        self._consumer = consumer
+        wait = self._interval - (time.monotonic() - self._last)
+        if wait <= 0:
+            await self.flush()
+        elif self._timer is None:
+            self._timer = asyncio.create_task(self._flush_after(wait))
+
+    async def _flush_after(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        self._timer = None
+        await self.flush()
+
+    async def flush(self) -> None:
+        if not self._pending or self._consumer is None:
+            return
+        offsets, self._pending = self._pending, {}
+        self._last = time.monotonic()
+        try:
+            await self._consumer.commit(offsets)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the records are re-read and skipped by the inbox
+            # A rebalance took the partition: the next owner re-reads it and the inbox skips it.
+            log.warning("offset commit failed (%s); the records will be re-read and skipped", exc)
+
+
 def subscribe(
     broker: KafkaBroker,
     processor: EventProcessor,
@@ -781,9 +830,12 @@ def subscribe(
     *,
     group_id: str,
     description: str,
+    commit_interval: float = 0.0,
 ) -> None:
     """Wire a processor to a FastStream batch subscriber; offsets are committed (manual
-    acknowledgement) only after every record of the batch has its outcome stored."""
+    acknowledgement) only after every record of the batch has its outcome stored, at most every
+    `commit_interval` seconds (:class:`OffsetCommits`)."""
+    commits = OffsetCommits(commit_interval)
 
     def raw(message: Any) -> Any:
         return message.body
@@ -804,11 +856,11 @@ def subscribe(
         if not isinstance(records, Sequence):
             records = [records]
         await processor.process_batch(records)
-        try:
+        consumer = getattr(msg, "consumer", None)
+        if consumer is None or not records:  # FastStream's test client has no real consumer
             await msg.ack()
-        except KafkaError as exc:
-            # A rebalance took the partition: the next owner re-reads it and the inbox skips it.
-            log.warning("offset commit failed (%s); the records will be re-read and skipped", exc)
+        else:
+            await commits.stored(consumer, records)
         last: dict[tuple[str, int], Any] = {(record.topic, record.partition): record for record in records}
         for record in last.values():
             record_lag(group_id, getattr(msg, "consumer", None), record)

@@ -155,6 +155,7 @@ class ServiceRuntime:
             topics,
             group_id=self.service_settings.consumer_group,
             description=description or f"{self.name} consumes {', '.join(topics)}",
+            commit_interval=self.common.offset_commit_interval_s,
         )
         return processor
 

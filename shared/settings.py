@@ -106,6 +106,12 @@ class CommonSettings(BaseSettings):
         default=0.5, gt=0, description="How often the outbox relay looks for unsent events when not woken."
     )
     outbox_batch_size: int = Field(default=200, ge=1, description="Outbox rows published per batch.")
+    offset_commit_interval_s: float = Field(
+        default=0.2,
+        ge=0,
+        description="Consumers commit offsets at most this often (0: after every batch). Always only after the "
+        "database has committed the records' effects; a crash re-reads at most this much, which the inbox skips.",
+    )
 
     otel_exporter_otlp_endpoint: str | None = Field(
         default=None,

@@ -46,6 +46,7 @@ def build() -> tuple[ServiceRuntime, FastAPI]:
         AUDITED_TOPICS,
         group_id=runtime.service_settings.consumer_group,
         description="Every topic, inbound commands and dead letters included, into the audit log.",
+        commit_interval=runtime.common.offset_commit_interval_s,
     )
     app = runtime.http_app(
         [api.router(runtime, key)],
