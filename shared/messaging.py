@@ -28,7 +28,21 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
+    GroupAuthorizationFailedError,
+    InvalidTopicError,
+    KafkaConfigurationError,
+    KafkaConnectionError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+    TopicAuthorizationFailedError,
+    TransactionalIdAuthorizationFailed,
+    UnsupportedCodecError,
+    UnsupportedForMessageFormatError,
+)
 from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.middlewares import AckPolicy
 from opentelemetry import trace
@@ -398,8 +412,42 @@ failure, deadlock), insufficient resources (too many connections), operator inte
 restart, cannot connect now)."""
 
 
+RECORD_TOO_LARGE_ERRORS: tuple[type[KafkaError], ...] = (
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+    RecordListTooLargeError,
+)
+"""The record is larger than the producer's `max_request_size` or the broker's `message.max.bytes` (the
+producer and the broker both raise `MessageSizeTooLargeError`): sent again as it is, it fails again."""
+
+PERMANENT_KAFKA_ERRORS: tuple[type[KafkaError], ...] = (
+    *RECORD_TOO_LARGE_ERRORS,
+    InvalidTopicError,
+    TopicAuthorizationFailedError,
+    ClusterAuthorizationFailedError,
+    GroupAuthorizationFailedError,
+    TransactionalIdAuthorizationFailed,
+    UnsupportedForMessageFormatError,
+    UnsupportedCodecError,
+    KafkaConfigurationError,
+)
+"""Kafka errors that say 'never' (the record, or a configuration someone has to change), not 'not now'.
+
+A list, not aiokafka's `retriable` flag: that flag says whether the client may resend the same request
+at once, and it is false for much of what a broker outage raises (`KafkaTimeoutError`,
+`BrokerNotAvailableError`, `RequestTimedOutError`'s neighbours, a bare `KafkaError`, `UnknownError`),
+which must be waited out. Every class here is one aiokafka marks not retriable (a unit test keeps it so).
+Authentication failures are left out on purpose: a broker that has just restarted may not have loaded
+its SCRAM credentials yet, so one may pass by itself."""
+
+
 def is_transient(exc: BaseException) -> bool:
-    """Errors that say 'not now' rather than 'never': the database or the broker is unreachable."""
+    """Errors that say 'not now' rather than 'never': the database or the broker is unreachable.
+
+    Any Kafka error counts as 'not now' except :data:`PERMANENT_KAFKA_ERRORS`: an error nobody foresaw
+    costs waiting, never a dead letter or a lost event."""
+    if isinstance(exc, PERMANENT_KAFKA_ERRORS):
+        return False
     if isinstance(exc, OperationalError | ConnectionError | TimeoutError | KafkaError | socket.gaierror):
         return True
     if isinstance(exc, DBAPIError):
