@@ -212,15 +212,24 @@ def kafka_client_options(settings: CommonSettings) -> dict[str, Any]:
 
 class KafkaPublisher:
     """An idempotent producer with `acks=all` (a retried send is never written twice), created when
-    started, since aiokafka clients belong to a running event loop."""
+    started, since aiokafka clients belong to a running event loop.
+
+    Its `max_request_size` comes from `PROPOSALFLOW_KAFKA_MAX_REQUEST_SIZE` and is public: the dead-letter
+    writer sizes its letters by it (see `EventProcessor._dead_letter`)."""
 
     def __init__(self, settings: CommonSettings, *, client_id: str) -> None:
         self._options = {"client_id": client_id, **kafka_client_options(settings)}
+        self.max_request_size: int = settings.kafka_max_request_size
         self._producer: AIOKafkaProducer | None = None
 
     async def start(self) -> None:
         producer = AIOKafkaProducer(
-            acks="all", enable_idempotence=True, linger_ms=5, request_timeout_ms=15000, **self._options
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=5,
+            request_timeout_ms=15000,
+            max_request_size=self.max_request_size,
+            **self._options,
         )
         try:
             await producer.start()
