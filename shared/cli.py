@@ -123,7 +123,10 @@ def dlq_list(
 
     letters = asyncio.run(list_dead_letters(CommonSettings(), _check_service(service), limit))
     for letter in letters:
-        typer.echo(f"{letter.partition}@{letter.offset}\t{letter.original_topic}\t{letter.failed_at}\t{letter.error}")
+        line = f"{letter.partition}@{letter.offset}\t{letter.original_topic}\t{letter.failed_at}\t{letter.error}"
+        if letter.omitted:
+            line += f"\t[left out: {', '.join(letter.omitted)}; the original is at {letter.original_at}]"
+        typer.echo(line)
     typer.echo(f"{len(letters)} dead letter(s)")
 
 
@@ -132,10 +135,16 @@ def dlq_replay(
     service: Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVICES)}")],
     limit: Annotated[int | None, typer.Option(help="At most this many (default: all)")] = None,
 ) -> None:
-    """Send a service's dead letters back to their original topics (once the cause is fixed)."""
-    from shared.dlq import replay
+    """Send a service's dead letters back to their original topics (once the cause is fixed). A letter
+    too large to have been written whole is replayed from its original in the source topic; if that is
+    gone, replay stops there and says where it was."""
+    from shared.dlq import OriginalUnavailable, replay
 
-    sent = asyncio.run(replay(CommonSettings(), _check_service(service), limit=limit))
+    try:
+        sent = asyncio.run(replay(CommonSettings(), _check_service(service), limit=limit))
+    except OriginalUnavailable as exc:
+        typer.echo(f"replay stopped: {exc}", err=True)
+        raise typer.Exit(1) from exc
     typer.echo(f"replayed {sent} dead letter(s) of {service}")
 
 
@@ -212,6 +221,12 @@ def event_catalog() -> str:
         "`proposalflow.dlq.<service>`: a record that can never be processed, as it came, with the headers",
         "`x-dlq-error`, `x-dlq-consumer`, `x-dlq-original-topic`, `x-dlq-original-partition`,",
         "`x-dlq-original-offset`, `x-dlq-attempts`, `x-dlq-failed-at`.",
+        "",
+        "A dead letter over the producers' `max_request_size` is sent smaller: first `x-dlq-error` is trimmed,",
+        "then the value is left out (null) with `x-dlq-value-omitted` (its size in bytes) and",
+        "`x-dlq-value-sha256`, then the original headers (`x-dlq-headers-omitted`: how many) and the key",
+        "(`x-dlq-key-omitted`: its size). The original stays in its topic at the offset named;",
+        "`proposalflow dlq replay` fetches it from there.",
         "",
     ]
     return "\n".join(lines)

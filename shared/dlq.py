@@ -4,10 +4,19 @@ A replayed record goes back to its original topic as it came (the `x-dlq-*` head
 consumer of that topic sees it again; those that had already processed it skip it in their inbox. Replay
 uses its own consumer group per service, committing after each record is re-published, so a replay that
 stops half-way resumes where it left off and never re-sends what it already sent.
+
+A dead letter that was too large to send whole left out the original's value (and, rarer, its headers
+and key), naming it by `x-dlq-original-topic/-partition/-offset` and `x-dlq-value-sha256`
+(`shared.messaging.dead_letter_forms`). Replay fetches such an original from its source topic and sends
+it back exactly as it was. If retention has taken it, or the offset now holds another record, replay
+refuses (:class:`OriginalUnavailable`, naming topic[partition]@offset) and stops there, committing
+nothing past it: dropping the event is an operator's decision, not the tool's.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -19,6 +28,13 @@ from shared.messaging import KafkaPublisher, kafka_client_options
 from shared.settings import CommonSettings
 
 DLQ_PREFIX = "x-dlq-"
+
+FETCH_ORIGINAL_TIMEOUT_S = 30.0
+"""How long replay waits for an original it knows is within its topic's offsets."""
+
+
+class OriginalUnavailable(LookupError):
+    """A dead letter left out part of its original, and the original is no longer in its source topic."""
 
 
 @dataclass(frozen=True)
@@ -34,10 +50,32 @@ class DeadLetter:
     key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes]]
+    original_partition: int | None = None
+    original_offset: int | None = None
+    value_omitted: int | None = None
+    """The original value's size, when the letter left it out (`x-dlq-value-omitted`)."""
+    value_sha256: str | None = None
+    headers_omitted: bool = False
+    key_omitted: bool = False
 
     @property
     def original_headers(self) -> list[tuple[str, bytes]]:
         return [(name, value) for name, value in self.headers if not name.startswith(DLQ_PREFIX)]
+
+    @property
+    def omitted(self) -> list[str]:
+        """What of the original this letter left out: value, headers, key (empty: it is whole)."""
+        parts = {"value": self.value_omitted is not None, "headers": self.headers_omitted, "key": self.key_omitted}
+        return [part for part, left_out in parts.items() if left_out]
+
+    @property
+    def original_at(self) -> str:
+        """Where the original was read from: `topic[partition]@offset`."""
+        return f"{self.original_topic}[{self.original_partition}]@{self.original_offset}"
+
+
+def _number(text: str | None) -> int | None:
+    return int(text) if text is not None and text.strip().isdigit() else None
 
 
 def _dead_letter(record: object) -> DeadLetter:
@@ -53,6 +91,12 @@ def _dead_letter(record: object) -> DeadLetter:
         key=getattr(record, "key", None),
         value=getattr(record, "value", None),
         headers=headers,
+        original_partition=_number(found.get("x-dlq-original-partition")),
+        original_offset=_number(found.get("x-dlq-original-offset")),
+        value_omitted=_number(found.get("x-dlq-value-omitted")),
+        value_sha256=found.get("x-dlq-value-sha256"),
+        headers_omitted="x-dlq-headers-omitted" in found,
+        key_omitted="x-dlq-key-omitted" in found,
     )
 
 
@@ -66,6 +110,60 @@ async def _partitions(settings: CommonSettings, topic: str) -> list[int]:
         await admin.close()
     found = [entry for entry in described if entry.get("topic") == topic and not entry.get("error_code")]
     return sorted(part["partition"] for entry in found for part in entry.get("partitions", []))
+
+
+async def fetch_original(
+    settings: CommonSettings, letter: DeadLetter
+) -> tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]:
+    """The key, value and headers of a dead letter's original, read from its source topic at its offset.
+
+    Raises :class:`OriginalUnavailable` when it is no longer there: the partition is gone, the offset is
+    below the start (retention, deleted records) or at or past the end (the topic was recreated), the
+    offset has no record (compaction), or the record there is another one (its value's digest differs).
+    """
+    topic, partition, offset = letter.original_topic, letter.original_partition, letter.original_offset
+    if not topic or partition is None or offset is None:
+        raise ValueError(
+            f"dead letter {letter.partition}@{letter.offset} left out its {', '.join(letter.omitted)} but does not "
+            "say where its original is (x-dlq-original-topic, -partition, -offset)"
+        )
+
+    def gone(why: str) -> OriginalUnavailable:
+        return OriginalUnavailable(
+            f"dead letter {letter.partition}@{letter.offset} left out the original's {', '.join(letter.omitted)}, and "
+            f"the original at {letter.original_at} is no longer there ({why}): it cannot be replayed"
+        )
+
+    if partition not in await _partitions(settings, topic):
+        raise gone("no such topic partition")
+    tp = TopicPartition(topic, partition)
+    consumer = AIOKafkaConsumer(
+        enable_auto_commit=False, client_id="proposalflow-dlq-original", **kafka_client_options(settings)
+    )
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        first = (await consumer.beginning_offsets([tp]))[tp]
+        end = (await consumer.end_offsets([tp]))[tp]
+        if offset < first:
+            raise gone(f"the partition now starts at offset {first}: retention or deletion took it")
+        if offset >= end:
+            raise gone(f"the partition now ends at offset {end}: was the topic recreated?")
+        consumer.seek(tp, offset)
+        deadline = asyncio.get_running_loop().time() + FETCH_ORIGINAL_TIMEOUT_S
+        while asyncio.get_running_loop().time() < deadline:
+            records = (await consumer.getmany(tp, timeout_ms=1000, max_records=1)).get(tp, [])
+            if not records:
+                continue
+            [record] = records
+            if record.offset != offset:
+                raise gone(f"offset {offset} holds no record now (compaction?); the next is {record.offset}")
+            if letter.value_sha256 and hashlib.sha256(record.value or b"").hexdigest() != letter.value_sha256:
+                raise gone("the record at that offset is another one: its value's SHA-256 differs")
+            return record.key, record.value, list(record.headers or [])
+        raise TimeoutError(f"reading {letter.original_at} took longer than {FETCH_ORIGINAL_TIMEOUT_S:.0f}s")
+    finally:
+        await consumer.stop()
 
 
 async def _consume_to_end(
@@ -130,16 +228,22 @@ async def list_dead_letters(settings: CommonSettings, service: str, limit: int |
 
 
 async def replay(settings: CommonSettings, service: str, *, limit: int | None = None) -> int:
-    """Send the service's dead letters back to their original topics; returns how many were sent."""
+    """Send the service's dead letters back to their original topics; returns how many were sent.
+
+    A letter that left out part of its original sends the original, fetched from its source topic
+    (:func:`fetch_original`); if it is gone, :class:`OriginalUnavailable` stops the replay at that letter.
+    """
     publisher = KafkaPublisher(settings, client_id=f"proposalflow-dlq-replay-{service}")
     await publisher.start()
 
     async def send(letter: DeadLetter) -> None:
         if not letter.original_topic:
             raise ValueError(f"dead letter at offset {letter.offset} has no x-dlq-original-topic header")
-        await publisher.send_and_wait(
-            letter.original_topic, value=letter.value, key=letter.key, headers=letter.original_headers
-        )
+        if letter.omitted:
+            key, value, headers = await fetch_original(settings, letter)
+        else:
+            key, value, headers = letter.key, letter.value, letter.original_headers
+        await publisher.send_and_wait(letter.original_topic, value=value, key=key, headers=headers)
 
     try:
         return await _consume_to_end(settings, service, f"proposalflow-dlq-replay-{service}", send, limit)

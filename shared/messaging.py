@@ -17,19 +17,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import random
 import socket
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
+    GroupAuthorizationFailedError,
+    InvalidTopicError,
+    KafkaConfigurationError,
+    KafkaConnectionError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+    TopicAuthorizationFailedError,
+    TransactionalIdAuthorizationFailed,
+    UnsupportedCodecError,
+    UnsupportedForMessageFormatError,
+)
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.middlewares import AckPolicy
 from opentelemetry import trace
@@ -197,17 +213,34 @@ def kafka_client_options(settings: CommonSettings) -> dict[str, Any]:
     return options
 
 
+def record_size(key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]]) -> int:
+    """A record's size as aiokafka's producer measures it against `max_request_size`: an upper bound of
+    the record alone in a batch, batch header included. A record no larger than that is never refused by
+    the producer, nor by a broker whose `message.max.bytes` (or the topic's `max.message.bytes`) is at
+    least as large."""
+    return int(DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, list(headers)))
+
+
 class KafkaPublisher:
     """An idempotent producer with `acks=all` (a retried send is never written twice), created when
-    started, since aiokafka clients belong to a running event loop."""
+    started, since aiokafka clients belong to a running event loop.
+
+    Its `max_request_size` comes from `PROPOSALFLOW_KAFKA_MAX_REQUEST_SIZE` and is public: the dead-letter
+    writer sizes its letters by it (see `EventProcessor._dead_letter`)."""
 
     def __init__(self, settings: CommonSettings, *, client_id: str) -> None:
         self._options = {"client_id": client_id, **kafka_client_options(settings)}
+        self.max_request_size: int = settings.kafka_max_request_size
         self._producer: AIOKafkaProducer | None = None
 
     async def start(self) -> None:
         producer = AIOKafkaProducer(
-            acks="all", enable_idempotence=True, linger_ms=5, request_timeout_ms=15000, **self._options
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=5,
+            request_timeout_ms=15000,
+            max_request_size=self.max_request_size,
+            **self._options,
         )
         try:
             await producer.start()
@@ -399,8 +432,42 @@ failure, deadlock), insufficient resources (too many connections), operator inte
 restart, cannot connect now)."""
 
 
+RECORD_TOO_LARGE_ERRORS: tuple[type[KafkaError], ...] = (
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+    RecordListTooLargeError,
+)
+"""The record is larger than the producer's `max_request_size` or the broker's `message.max.bytes` (the
+producer and the broker both raise `MessageSizeTooLargeError`): sent again as it is, it fails again."""
+
+PERMANENT_KAFKA_ERRORS: tuple[type[KafkaError], ...] = (
+    *RECORD_TOO_LARGE_ERRORS,
+    InvalidTopicError,
+    TopicAuthorizationFailedError,
+    ClusterAuthorizationFailedError,
+    GroupAuthorizationFailedError,
+    TransactionalIdAuthorizationFailed,
+    UnsupportedForMessageFormatError,
+    UnsupportedCodecError,
+    KafkaConfigurationError,
+)
+"""Kafka errors that say 'never' (the record, or a configuration someone has to change), not 'not now'.
+
+A list, not aiokafka's `retriable` flag: that flag says whether the client may resend the same request
+at once, and it is false for much of what a broker outage raises (`KafkaTimeoutError`,
+`BrokerNotAvailableError`, `RequestTimedOutError`'s neighbours, a bare `KafkaError`, `UnknownError`),
+which must be waited out. Every class here is one aiokafka marks not retriable (a unit test keeps it so).
+Authentication failures are left out on purpose: a broker that has just restarted may not have loaded
+its SCRAM credentials yet, so one may pass by itself."""
+
+
 def is_transient(exc: BaseException) -> bool:
-    """Errors that say 'not now' rather than 'never': the database or the broker is unreachable."""
+    """Errors that say 'not now' rather than 'never': the database or the broker is unreachable.
+
+    Any Kafka error counts as 'not now' except :data:`PERMANENT_KAFKA_ERRORS`: an error nobody foresaw
+    costs waiting, never a dead letter or a lost event."""
+    if isinstance(exc, PERMANENT_KAFKA_ERRORS):
+        return False
     if isinstance(exc, OperationalError | ConnectionError | TimeoutError | KafkaError | socket.gaierror):
         return True
     if isinstance(exc, DBAPIError):
@@ -415,6 +482,72 @@ def is_transient(exc: BaseException) -> bool:
         ):
             return True
     return False
+
+
+DLQ_ERROR_BYTES = 4000
+"""The most of the error (`x-dlq-error`, UTF-8) a dead letter carries."""
+
+DLQ_TRIMMED_ERROR_BYTES = 500
+"""The most of the error a dead letter that had to shrink carries: the exception's type and the start of
+its message, which is what names the cause."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterForm:
+    """One way to write a dead letter: its key, value and headers, the `x-dlq-*` ones included."""
+
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+
+    @property
+    def size(self) -> int:
+        return record_size(self.key, self.value, self.headers)
+
+
+def _utf8_within(text: str, limit: int) -> bytes:
+    """`text` in UTF-8, at most `limit` bytes, never cutting a character in two; a cut text ends in '…'."""
+    data = text.encode()
+    if len(data) <= limit:
+        return data
+    ellipsis = "…".encode()
+    return data[: limit - len(ellipsis)].decode(errors="ignore").encode() + ellipsis
+
+
+def dead_letter_forms(record: Record, error: str, facts: Sequence[tuple[str, bytes]]) -> Iterator[DeadLetterForm]:
+    """The forms of one dead letter, largest first, each leaving out more of the original record:
+
+    1. the record as it came, the error (`x-dlq-error`) up to :data:`DLQ_ERROR_BYTES`;
+    2. the error trimmed to :data:`DLQ_TRIMMED_ERROR_BYTES`;
+    3. the value left out: `x-dlq-value-omitted: <its size>`, `x-dlq-value-sha256: <hex digest>`;
+    4. the original headers left out too: `x-dlq-headers-omitted: <how many>`;
+    5. the key left out too: `x-dlq-key-omitted: <its size>`.
+
+    Every form carries `facts`, the other `x-dlq-*` headers, among them the original's topic, partition
+    and offset: what a form leaves out is still in the source topic there until its retention ends, and
+    `proposalflow dlq replay` fetches it from there (checking the digest). The error is trimmed first
+    because a letter that keeps its value can be replayed whatever the source's retention. A form that
+    leaves nothing out is skipped (no value, no headers, no key). The last form holds nothing of the
+    original but a trimmed error and the facts, well under the smallest `max_request_size` the settings
+    allow, so one form always fits. The value becomes empty (null), not a placeholder: a placeholder
+    under the original's `ce_*` headers would read as the event with other data.
+    """
+    key, value, headers = record.key, record.value, list(record.headers)
+    yield DeadLetterForm(key, value, [*headers, ("x-dlq-error", _utf8_within(error, DLQ_ERROR_BYTES)), *facts])
+    trimmed = [("x-dlq-error", _utf8_within(error, DLQ_TRIMMED_ERROR_BYTES)), *facts]
+    yield DeadLetterForm(key, value, [*headers, *trimmed])
+    if value is not None:
+        trimmed += [
+            ("x-dlq-value-omitted", str(len(value)).encode()),
+            ("x-dlq-value-sha256", hashlib.sha256(value).hexdigest().encode()),
+        ]
+        yield DeadLetterForm(key, None, [*headers, *trimmed])
+    if headers:
+        trimmed.append(("x-dlq-headers-omitted", str(len(headers)).encode()))
+        yield DeadLetterForm(key, None, trimmed)
+    if key is not None:
+        trimmed.append(("x-dlq-key-omitted", str(len(key)).encode()))
+        yield DeadLetterForm(None, None, trimmed)
 
 
 class EventProcessor:
@@ -734,6 +867,14 @@ class EventProcessor:
             await self._rerun_parked(subject)
 
     async def _retry_transient(self, action: Callable[[], Awaitable[None]]) -> None:
+        """Run `action`, which stores an outcome (a parked record, a dead letter), until it succeeds.
+
+        The offset is committed only after it: giving up would lose the record, so every failure is
+        retried with backoff, even one that waiting will not fix (`is_transient` false: the dead-letter
+        topic's ACL, a topic the broker refuses), which is then logged as an error for an operator, the
+        partition waiting as in an outage. A dead letter too large to send is not such a failure:
+        `_dead_letter` sends a smaller form instead of retrying it.
+        """
         attempt = 0
         while True:
             attempt += 1
@@ -744,14 +885,28 @@ class EventProcessor:
                 raise
             except Exception as exc:  # noqa: BLE001 - storing the outcome must eventually succeed
                 delay = backoff_delay(attempt, self._base_delay, self._max_delay)
-                log.warning("could not store outcome (%s); retrying in %.1fs", exc, delay)
+                if is_transient(exc):
+                    log.warning("could not store outcome (%s); retrying in %.1fs", exc, delay)
+                else:
+                    log.error(
+                        "could not store outcome (%r), which waiting alone will not fix; retrying in %.1fs "
+                        "until it is fixed (the record waits, its partition too)",
+                        exc,
+                        delay,
+                    )
                 await asyncio.sleep(delay)
 
     async def _dead_letter(self, record: Record, exc: BaseException, *, attempts: int) -> None:
-        """Send the record as it came to `proposalflow.dlq.<service>`, the error in its headers."""
-        headers = [
-            *record.headers,
-            ("x-dlq-error", f"{type(exc).__name__}: {exc}"[:4000].encode()),
+        """Send the record as it came to `proposalflow.dlq.<service>`, the error in its headers.
+
+        A record near the size limit makes a letter over it (the `x-dlq-*` headers add up to some KB),
+        and a too-large send fails the same way every time: retried, it would hold the partition for
+        ever. So the letter goes in the largest of its forms (:func:`dead_letter_forms`) within the
+        producer's `max_request_size`; if the broker still refuses it as too large (a lower limit on the
+        dead-letter topic), in the next smaller form. The smallest form always fits; other failures are
+        retried until the letter is stored (`_retry_transient`).
+        """
+        facts = [
             ("x-dlq-consumer", self.consumer.encode()),
             ("x-dlq-original-topic", record.topic.encode()),
             ("x-dlq-original-partition", str(record.partition).encode()),
@@ -759,16 +914,60 @@ class EventProcessor:
             ("x-dlq-attempts", str(attempts).encode()),
             ("x-dlq-failed-at", datetime.now(UTC).isoformat().encode()),
         ]
-
-        async def send() -> None:
-            await self._producer.send_and_wait(
-                dlq_topic(self.service), value=record.value, key=record.key, headers=headers
+        where = f"{record.topic}[{record.partition}]@{record.offset}"
+        error = f"{type(exc).__name__}: {exc}"
+        log.error("dead-lettering %s: %s", where, _utf8_within(error, DLQ_ERROR_BYTES).decode())
+        forms = dead_letter_forms(record, error, facts)
+        form = next(forms)
+        budget = self._producer.max_request_size
+        if form.size > budget:
+            full = form.size
+            while form.size > budget and (smaller := next(forms, None)) is not None:
+                form = smaller
+            log.warning(
+                "the dead letter of %s would be %d bytes, over max_request_size %d: sending it in %d bytes (%s)",
+                where,
+                full,
+                budget,
+                form.size,
+                _left_out(form),
             )
 
-        log.error("dead-lettering %s[%d]@%d: %s", record.topic, record.partition, record.offset, exc)
+        async def send() -> None:
+            nonlocal form
+            while True:
+                try:
+                    await self._producer.send_and_wait(
+                        dlq_topic(self.service), value=form.value, key=form.key, headers=form.headers
+                    )
+                    return
+                except RECORD_TOO_LARGE_ERRORS as too_large:
+                    smaller = next(forms, None)
+                    if smaller is None:
+                        raise
+                    log.warning(
+                        "the dead letter of %s was refused as too large (%s): sending it in %d bytes (%s)",
+                        where,
+                        too_large,
+                        smaller.size,
+                        _left_out(smaller),
+                    )
+                    form = smaller
+
         await self._retry_transient(send)
         METRICS.dead_letters.labels(self.consumer).inc()
         METRICS.events_processed.labels(self.consumer, "dead-lettered").inc()
+
+
+def _left_out(form: DeadLetterForm) -> str:
+    """What a dead letter's form left out, for a log line."""
+    names = {
+        "x-dlq-value-omitted": "value",
+        "x-dlq-headers-omitted": "original headers",
+        "x-dlq-key-omitted": "key",
+    }
+    left_out = [label for name, label in names.items() if any(header == name for header, _ in form.headers)]
+    return "without its " + ", ".join(left_out) if left_out else "the error trimmed"
 
 
 MAX_BATCH = 200

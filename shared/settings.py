@@ -62,6 +62,13 @@ class CommonSettings(BaseSettings):
     kafka_ssl_cafile: str | None = Field(
         default=None, description="CA bundle (PEM) to verify the brokers; unset: the system CAs."
     )
+    kafka_max_request_size: int = Field(
+        default=1_048_576,
+        ge=65_536,
+        description="Largest record the producers send, in bytes (aiokafka's max_request_size); keep it at most "
+        "the brokers' message.max.bytes. A dead letter over it is sent without what it cannot hold, which stays "
+        "in its source topic.",
+    )
     topic_partitions: int = Field(
         default=12, ge=1, description="Partitions per topic for `proposalflow topics create`."
     )

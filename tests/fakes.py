@@ -6,9 +6,10 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka.errors import KafkaConnectionError
+from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
 
 from shared.envelope import Envelope, to_kafka
+from shared.messaging import record_size
 
 
 @dataclass
@@ -21,16 +22,23 @@ class Sent:
 
 @dataclass
 class RecordingPublisher:
-    """Records what would have been published; `down = True` simulates a broker outage."""
+    """Records what would have been published; `down = True` simulates a broker outage. A record over
+    `max_request_size` is refused as aiokafka's producer refuses it; `broker_limit` refuses larger ones
+    as a broker with a lower `message.max.bytes` would."""
 
     sent: list[Sent] = field(default_factory=list)
     down: bool = False
+    max_request_size: int = 1_048_576
+    broker_limit: int | None = None
 
     async def send(
         self, topic: str, *, value: bytes | None, key: bytes | None, headers: list[tuple[str, bytes]]
     ) -> asyncio.Future[Any]:
         if self.down:
             raise KafkaConnectionError("broker down (simulated)")
+        size = record_size(key, value, headers)
+        if size > min(self.max_request_size, self.broker_limit or self.max_request_size):
+            raise MessageSizeTooLargeError(f"the message is {size} bytes (simulated)")
         self.sent.append(Sent(topic, key, value, headers))
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         future.set_result(None)
