@@ -42,7 +42,7 @@ def complete(document: dict[str, Any]) -> dict[str, Any]:
                 continue
             message["headers"] = CLOUDEVENTS_HEADERS
             message["correlationId"] = {"location": "$message.header#/ce_correlationid"}
-            if message.get("payload", {}).get("$ref") != "#/components/schemas/EmptyPayload":
+            if not _untyped(message.get("payload", {}), schemas):
                 continue
             models = messages_on(topic) if topic else []
             if not models:
@@ -52,6 +52,21 @@ def complete(document: dict[str, Any]) -> dict[str, Any]:
             )
             schemas.update(definitions.get("$defs", {}))
             message["payload"] = {"oneOf": [{"$ref": f"#/components/schemas/{model.__name__}"} for model in models]}
-    if not any(m.get("payload", {}).get("$ref") == "#/components/schemas/EmptyPayload" for m in messages.values()):
-        schemas.pop("EmptyPayload", None)
+    still_used = {m.get("payload", {}).get("$ref", "").rsplit("/", 1)[-1] for m in messages.values()}
+    for name in [name for name, schema in schemas.items() if _is_any(schema) and name not in still_used]:
+        del schemas[name]
     return document
+
+
+def _is_any(schema: dict[str, Any]) -> bool:
+    """FastStream's schema of a body it knows nothing about: no type, no properties, a title at most."""
+    return set(schema) <= {"title"}
+
+
+def _untyped(payload: dict[str, Any], schemas: dict[str, Any]) -> bool:
+    """The payload is FastStream's placeholder (the subscriber takes the raw message, not a model)."""
+    ref = payload.get("$ref", "")
+    name = ref.rsplit("/", 1)[-1]
+    return ref.startswith("#/components/schemas/") and (
+        name == "EmptyPayload" or _is_any(schemas.get(name, {"type": "object"}))
+    )

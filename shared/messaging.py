@@ -46,7 +46,7 @@ from aiokafka.errors import (
     UnsupportedForMessageFormatError,
 )
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
-from faststream.kafka import KafkaBroker, KafkaMessage
+from faststream.kafka import KafkaBroker
 from faststream.middlewares import AckPolicy
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
@@ -1036,8 +1036,11 @@ def subscribe(
     `commit_interval` seconds (:class:`OffsetCommits`)."""
     commits = OffsetCommits(commit_interval)
 
-    def raw(message: Any) -> Any:
-        return message.body
+    async def raw(message: Any) -> Any:
+        # The handler gets the message itself as its body. Both are coroutines and the handler takes no
+        # injected `KafkaMessage`: FastStream runs a plain-function decoder, and the injection of the
+        # message, in a worker thread, a thread hop per batch (docs/performance.md).
+        return message
 
     @broker.subscriber(
         *topics,
@@ -1050,7 +1053,7 @@ def subscribe(
         title=f"{processor.consumer}:subscribe",
         description=description,
     )
-    async def on_batch(msg: KafkaMessage) -> None:
+    async def on_batch(msg: Any) -> None:
         records: Sequence[Any] = msg.raw_message
         if not isinstance(records, Sequence):
             records = [records]
