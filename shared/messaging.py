@@ -51,7 +51,7 @@ from faststream.middlewares import AckPolicy
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
-from sqlalchemy import MetaData, Table, delete, func, insert, select, update
+from sqlalchemy import MetaData, Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -179,6 +179,15 @@ async def add_to_outbox(
 
 
 _INSERTS: dict[tuple[Table, str, str | None], Any] = {}
+_STATEMENTS: dict[tuple[Any, ...], Any] = {}
+
+
+def _statement(key: tuple[Any, ...], build: Callable[[], Any]) -> Any:
+    """A statement built once (executed with its values as parameters, SQLAlchemy compiles it once)."""
+    stmt = _STATEMENTS.get(key)
+    if stmt is None:
+        stmt = _STATEMENTS[key] = build()
+    return stmt
 
 
 def _insert_new(table: Table, dialect: str, unique: str | None = None) -> Any:
@@ -614,7 +623,9 @@ class EventProcessor:
         ):
             outcome = await self._with_retries(record, envelope)
             trace.get_current_span().set_attribute("proposalflow.outcome", outcome)
-            if outcome == "handled" and envelope.subject:
+            if outcome in ("handled", "parked") and envelope.subject:
+                # After parking too: what it waits for may have been committed (by another replica)
+                # between our attempt and our parking, and nobody else would look again.
                 await self._rerun_parked(envelope.subject)
             return outcome
 
@@ -627,7 +638,7 @@ class EventProcessor:
         transaction back and takes the records one at a time through :meth:`process`, with its
         retries, parking and dead letters: the batch changes the cost, never the outcome.
         """
-        if len(records) > 1:
+        if records:
             outcomes = await self._in_one_transaction(records)
             if outcomes is not None:
                 return outcomes
@@ -688,8 +699,12 @@ class EventProcessor:
         for outcome in outcomes:
             METRICS.events_processed.labels(self.consumer, outcome).inc()
         handled = {e.subject for e, o in zip(envelopes, outcomes, strict=True) if o == "handled" and e.subject}
-        if handled:
-            # Another replica may have parked an event of these proposals that was waiting for them.
+        if handled and self._engine.dialect.name != "sqlite":
+            # Another replica may have parked, while this transaction ran, an event of these proposals
+            # that was waiting for them (a replica re-runs what it parks at once, but that may have been
+            # before this commit). On SQLite transactions never overlap: a record parked after this
+            # commit is re-run by whoever parked it, and sees this commit; one parked before it was seen
+            # by the check at the start of the transaction.
             async with self._engine.connect() as conn:
                 waiting = await self._parked_subjects(conn, handled)
             for subject in sorted(waiting):
@@ -697,13 +712,17 @@ class EventProcessor:
         return outcomes
 
     async def _parked_subjects(self, conn: AsyncConnection, subjects: Iterable[str]) -> set[str]:
-        query = (
-            select(self._parked.c.subject)
-            .where(self._parked.c.consumer == self.consumer)
-            .where(self._parked.c.subject.in_(list(subjects)))
-            .distinct()
+        query = _statement(
+            ("parked-subjects", self._parked),
+            lambda: (
+                select(self._parked.c.subject)
+                .where(self._parked.c.consumer == bindparam("consumer"))
+                .where(self._parked.c.subject.in_(bindparam("subjects", expanding=True)))
+                .distinct()
+            ),
         )
-        return set((await conn.execute(query)).scalars().all())
+        result = await conn.execute(query, {"consumer": self.consumer, "subjects": list(subjects)})
+        return set(result.scalars().all())
 
     async def _with_retries(self, record: Record, envelope: Envelope) -> str:
         attempt = 0
@@ -773,7 +792,11 @@ class EventProcessor:
         unique = list(dict.fromkeys(event_keys))
         now = datetime.now(UTC)
         rows = [{"consumer": self.consumer, "event_id": key, "received_at": now} for key in unique]
-        stmt = _insert_new(self._inbox, conn.dialect.name).returning(self._inbox.c.event_id)
+        dialect = conn.dialect.name
+        stmt = _statement(
+            ("inbox-returning", self._inbox, dialect),
+            lambda: _insert_new(self._inbox, dialect).returning(self._inbox.c.event_id),
+        )
         inserted = set((await conn.execute(stmt, rows)).scalars().all())
         fresh = []
         for key in event_keys:
@@ -782,14 +805,18 @@ class EventProcessor:
         return fresh
 
     async def _has_parked(self, conn: AsyncConnection, subject: str, topic: str) -> bool:
-        query = (
-            select(self._parked.c.id)
-            .where(self._parked.c.consumer == self.consumer)
-            .where(self._parked.c.subject == subject)
-            .where(self._parked.c.topic == topic)
-            .limit(1)
+        query = _statement(
+            ("has-parked", self._parked),
+            lambda: (
+                select(self._parked.c.id)
+                .where(self._parked.c.consumer == bindparam("consumer"))
+                .where(self._parked.c.subject == bindparam("subject"))
+                .where(self._parked.c.topic == bindparam("topic"))
+                .limit(1)
+            ),
         )
-        return (await conn.execute(query)).first() is not None
+        parameters = {"consumer": self.consumer, "subject": subject, "topic": topic}
+        return (await conn.execute(query, parameters)).first() is not None
 
     async def _park_until_stored(self, record: Record, envelope: Envelope, reason: str) -> None:
         await self._retry_transient(lambda: self._park(record, envelope, reason))
@@ -816,15 +843,17 @@ class EventProcessor:
         progressed = True
         while progressed:
             progressed = False
+            query = _statement(
+                ("parked-of-subject", self._parked),
+                lambda: (
+                    select(self._parked)
+                    .where(self._parked.c.consumer == bindparam("consumer"))
+                    .where(self._parked.c.subject == bindparam("subject"))
+                    .order_by(self._parked.c.id)
+                ),
+            )
             async with self._engine.connect() as conn:
-                rows = (
-                    await conn.execute(
-                        select(self._parked)
-                        .where(self._parked.c.consumer == self.consumer)
-                        .where(self._parked.c.subject == subject)
-                        .order_by(self._parked.c.id)
-                    )
-                ).all()
+                rows = (await conn.execute(query, {"consumer": self.consumer, "subject": subject})).all()
             blocked_topics: set[str] = set()
             for row in rows:
                 if row.topic in blocked_topics:
