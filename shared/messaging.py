@@ -1002,6 +1002,9 @@ def _left_out(form: DeadLetterForm) -> str:
 MAX_BATCH = 200
 """Records handled in one transaction at most; also the most a consumer fetches at once."""
 
+FETCH_MIN_BYTES_IN_WINDOW = 256 * 1024
+"""With a batch window, what the broker gathers before it answers a fetch early: about a full batch."""
+
 
 class OffsetCommits:
     """Commits a consumer's offsets once the records before them have their outcomes stored, at most
@@ -1059,6 +1062,7 @@ def subscribe(
     group_id: str,
     description: str,
     commit_interval: float = 0.0,
+    batch_window_ms: int = 0,
 ) -> None:
     """Wire a processor to a FastStream batch subscriber; offsets are committed (manual
     acknowledgement) only after every record of the batch has its outcome stored, at most every
@@ -1078,6 +1082,10 @@ def subscribe(
         auto_offset_reset="earliest",
         batch=True,
         max_records=MAX_BATCH,
+        # With a window, the broker answers a fetch once it holds a full batch's bytes or the window has
+        # passed; without, as soon as it has a record (and holds an idle fetch for up to 500 ms).
+        fetch_min_bytes=FETCH_MIN_BYTES_IN_WINDOW if batch_window_ms > 0 else 1,
+        fetch_max_wait_ms=batch_window_ms if batch_window_ms > 0 else 500,
         decoder=raw,
         title=f"{processor.consumer}:subscribe",
         description=description,

@@ -156,6 +156,7 @@ class ServiceRuntime:
             group_id=self.service_settings.consumer_group,
             description=description or f"{self.name} consumes {', '.join(topics)}",
             commit_interval=self.common.offset_commit_interval_s,
+            batch_window_ms=self.service_settings.batch_window_ms,
         )
         return processor
 

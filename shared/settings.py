@@ -191,6 +191,11 @@ def parse_source_grants(entries: list[str]) -> SourceGrants:
     return grants
 
 
+DEFAULT_BATCH_WINDOW_MS = {"audit": 25}
+"""Audit reads every record of every topic and nothing waits for it: a short window turns its one-record
+batches into larger ones (docs/performance.md)."""
+
+
 class ServiceSettings(BaseSettings):
     """A service's own settings: its database and HTTP address. Subclassed per service."""
 
@@ -205,6 +210,14 @@ class ServiceSettings(BaseSettings):
     http_host: str = Field(default="127.0.0.1", description="Listen address; 0.0.0.0 in a container.")
     http_port: int = Field(default=0, description="Listen port (default: 8101 intake … 8105 audit).")
     consumer_group: str = Field(default="", description="Kafka consumer group (default: proposalflow-<service>).")
+    batch_window_ms: int = Field(
+        default=-1,
+        ge=-1,
+        description="How long the consumer may wait for more records to handle them as one batch (0: never; "
+        "default: 25 for audit, whose records end the pipeline, 0 for the others). A longer window means "
+        "fewer, larger batches (less CPU per record, for the service and the broker) and that much more "
+        "latency at this hop.",
+    )
 
     def with_defaults(self, common: CommonSettings) -> ServiceSettings:
         """Fill in the defaults that depend on the service name and the data directory."""
@@ -216,6 +229,8 @@ class ServiceSettings(BaseSettings):
             updates["http_port"] = DEFAULT_HTTP_PORTS.get(self.service, 8100)
         if not self.consumer_group:
             updates["consumer_group"] = f"proposalflow-{self.service}"
+        if self.batch_window_ms < 0:
+            updates["batch_window_ms"] = DEFAULT_BATCH_WINDOW_MS.get(self.service, 0)
         return self.model_copy(update=updates)
 
 

@@ -47,6 +47,7 @@ def build() -> tuple[ServiceRuntime, FastAPI]:
         group_id=runtime.service_settings.consumer_group,
         description="Every topic, inbound commands and dead letters included, into the audit log.",
         commit_interval=runtime.common.offset_commit_interval_s,
+        batch_window_ms=runtime.service_settings.batch_window_ms,
     )
     app = runtime.http_app(
         [api.router(runtime, key)],
