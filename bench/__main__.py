@@ -82,6 +82,9 @@ async def records_moved(http: httpx.AsyncClient, suite: Suite) -> dict[str, floa
         for line in text.splitlines():
             if line.startswith("proposalflow_events_processed_total{"):
                 moved["consumed"] += float(line.rsplit(" ", 1)[1])
+                outcome = line.split('outcome="', 1)[1].split('"', 1)[0]
+                if outcome != "handled":
+                    moved[outcome] = moved.get(outcome, 0.0) + float(line.rsplit(" ", 1)[1])
             elif line.startswith("proposalflow_outbox_published_total "):
                 moved["published"] += float(line.rsplit(" ", 1)[1])
     return moved
@@ -322,7 +325,7 @@ async def run_pipeline(
                     cpu = {s: round((used - cpu_before[s]) * 1000 / through, 1) for s, used in suite.cpu().items()}
                     others = {k: round((v - others_before[k]) * 1000 / through, 1) for k, v in other_cpu().items()}
                     moved = {
-                        k: round((v - moved_before[k]) / through, 1)
+                        k: round((v - moved_before.get(k, 0.0)) / through, 2)
                         for k, v in (await records_moved(http, suite)).items()
                     }
                     results.append(
