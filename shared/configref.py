@@ -28,7 +28,7 @@ _SECRET = re.compile(r"(SECRET|PASSWORD|HMAC_KEY|DATABASE_URL)$")
 _INTERNAL_FIELDS = frozenset({"service"})
 
 # The portal has no database and consumes no topic: it never reads these ServiceSettings fields.
-_UNREAD_BY_PORTAL = frozenset({"database_url", "consumer_group"})
+_UNREAD_BY_PORTAL = frozenset({"database_url", "consumer_group", "batch_window_ms"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -222,47 +222,89 @@ def _replaying(messages: list[Message], receive: Receive) -> Receive:
     return replay
 
 
+class RequestGuard:
+    """Every request: a correlation id (the caller's `X-Correlation-Id`, or a new one), an early refusal
+    of a declared body over the limit (413) or not JSON (415), a server span continuing the caller's
+    `traceparent`, the request metric, and `X-Correlation-Id` and `Server-Timing` on the response.
+
+    Plain ASGI rather than Starlette's `BaseHTTPMiddleware`, which runs every request through a task
+    group and memory streams (docs/performance.md)."""
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
+        correlation_id = headers.get("x-correlation-id") or str(uuid.uuid4())
+        scope.setdefault("state", {})["correlation_id"] = correlation_id
+        method, path = scope["method"], scope["path"]
+        refusal = self._refusal(method, headers)
+        if refusal is not None:
+            await refusal.response(path)(scope, receive, self._sending(send, correlation_id, time.perf_counter()))
+            return
+        started = time.perf_counter()
+        status = 500
+        send_marked = self._sending(send, correlation_id, started)
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send_marked(message)
+
+        attributes = {"http.request.method": method, "url.path": path}
+        with (
+            traced(method, headers.get("traceparent"), kind=SpanKind.SERVER, attributes=attributes) as hop,
+            bind_context(correlation_id=correlation_id, traceparent=hop),
+        ):
+            try:
+                await self.app(scope, receive, sending)
+            finally:
+                route = getattr(scope.get("route"), "path", "unmatched")
+                span = trace.get_current_span()
+                span.update_name(f"{method} {route}")
+                span.set_attribute("http.route", route)
+                span.set_attribute("http.response.status_code", status)
+                METRICS.http_requests.labels(method, route, str(status)).inc()
+
+    def _refusal(self, method: str, headers: dict[str, str]) -> Problem | None:
+        if method not in ("POST", "PUT", "PATCH"):
+            return None
+        length = headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
+            return Problem(413, "Request too large", f"The body is {length} bytes; the limit is {self.max_body_bytes}.")
+        content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+        if length not in (None, "0") and content_type and content_type != "application/json":
+            return Problem(415, "Unsupported media type", f"Send application/json, not {content_type}.")
+        return None
+
+    @staticmethod
+    def _sending(send: Send, correlation_id: str, started: float) -> Send:
+        """`send`, adding the correlation id and the time the app took to the response's headers."""
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                extra = [
+                    (b"x-correlation-id", correlation_id.encode("latin-1")),
+                    (b"server-timing", f"app;dur={(time.perf_counter() - started) * 1000:.1f}".encode()),
+                ]
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        return sending
+
+
 def install_middleware(
     app: FastAPI, *, max_body_bytes: int = MAX_BODY_BYTES, max_json_depth: int = MAX_JSON_DEPTH
 ) -> None:
     """Correlation ids, request metrics, and an early refusal of oversized, too deep or non-JSON bodies."""
     # Added first, so it runs inside the guard below: its refusals carry correlation ids and are counted.
     app.add_middleware(BodyLimits, max_body_bytes=max_body_bytes, max_json_depth=max_json_depth)
-
-    @app.middleware("http")
-    async def _guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        correlation_id = request.headers.get("x-correlation-id") or str(uuid.uuid4())
-        request.state.correlation_id = correlation_id
-        if request.method in ("POST", "PUT", "PATCH"):
-            length = request.headers.get("content-length")
-            if length is not None and length.isdigit() and int(length) > max_body_bytes:
-                return Problem(
-                    413, "Request too large", f"The body is {length} bytes; the limit is {max_body_bytes}."
-                ).response(request.url.path)
-            content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-            if length not in (None, "0") and content_type and content_type != "application/json":
-                return Problem(415, "Unsupported media type", f"Send application/json, not {content_type}.").response(
-                    request.url.path
-                )
-        started = time.perf_counter()
-        attributes = {"http.request.method": request.method, "url.path": request.url.path}
-        with (
-            traced(
-                request.method, request.headers.get("traceparent"), kind=SpanKind.SERVER, attributes=attributes
-            ) as hop,
-            bind_context(correlation_id=correlation_id, traceparent=hop),
-        ):
-            response = await call_next(request)
-            route = request.scope.get("route")
-            path = getattr(route, "path", "unmatched")
-            span = trace.get_current_span()
-            span.update_name(f"{request.method} {path}")
-            span.set_attribute("http.route", path)
-            span.set_attribute("http.response.status_code", response.status_code)
-        METRICS.http_requests.labels(request.method, path, str(response.status_code)).inc()
-        response.headers["x-correlation-id"] = correlation_id
-        response.headers["server-timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.1f}"
-        return response
+    app.add_middleware(RequestGuard, max_body_bytes=max_body_bytes)
 
 
 def install_health_routes(app: FastAPI, readiness: Callable[[], Awaitable[dict[str, str]]]) -> None:
