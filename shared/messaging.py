@@ -342,15 +342,19 @@ class OutboxRelay:
 
     async def _unsent(self, conn: AsyncConnection) -> Sequence[Any]:
         table = self._table
-        query = (
-            select(table.c.id, table.c.topic, table.c.key, table.c.headers, table.c.payload)
-            .where(table.c.sent_at.is_(None))
-            .order_by(table.c.id)
-            .limit(self._batch_size)
-        )
-        if conn.dialect.name == "postgresql":
-            query = query.with_for_update(skip_locked=True)
-        return (await conn.execute(query)).all()
+        postgres = conn.dialect.name == "postgresql"
+
+        def build() -> Any:
+            query = (
+                select(table.c.id, table.c.topic, table.c.key, table.c.headers, table.c.payload)
+                .where(table.c.sent_at.is_(None))
+                .order_by(table.c.id)
+                .limit(bindparam("batch_size"))
+            )
+            return query.with_for_update(skip_locked=True) if postgres else query
+
+        query = _statement(("outbox-unsent", table, postgres), build)
+        return (await conn.execute(query, {"batch_size": self._batch_size})).all()
 
     async def _publish(self, rows: Sequence[Any]) -> None:
         """Send the rows in order and wait until the broker acknowledged every one."""
@@ -375,9 +379,15 @@ class OutboxRelay:
     async def _mark_sent(self, conn: AsyncConnection, rows: Sequence[Any]) -> None:
         if rows:
             table = self._table
-            await conn.execute(
-                update(table).where(table.c.id.in_([row.id for row in rows])).values(sent_at=datetime.now(UTC))
+            query = _statement(
+                ("outbox-mark-sent", table),
+                lambda: (
+                    update(table)
+                    .where(table.c.id.in_(bindparam("ids", expanding=True)))
+                    .values(sent_at=bindparam("sent_at"))
+                ),
             )
+            await conn.execute(query, {"ids": [row.id for row in rows], "sent_at": datetime.now(UTC)})
 
     async def backlog(self) -> int:
         """Unsent rows now; also sets the `proposalflow_outbox_backlog` gauge."""
