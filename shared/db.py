@@ -8,6 +8,7 @@ keys), so a service's state and its messaging bookkeeping commit in one transact
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -177,21 +178,28 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
 # `select(t).where(t.c.id == value)` or `insert(t).values(**row)` anew costs more than SQLite's own work
 # for the statement (docs/performance.md).
 
-_STATEMENTS: dict[tuple[str, Table, str], Any] = {}
+_STATEMENTS: dict[tuple[Any, ...], Any] = {}
 _KEY = "match_value"
 
 
-def _statement(kind: str, table: Table, column: str) -> Any:
-    stmt = _STATEMENTS.get((kind, table, column))
+def built_once(key: tuple[Any, ...], build: Callable[[], Any]) -> Any:
+    """The statement `build` makes, made once per `key` and kept; execute it with its values as
+    parameters (`bindparam`), never with values baked in."""
+    stmt = _STATEMENTS.get(key)
     if stmt is None:
-        if kind == "select":
-            stmt = select(table).where(table.c[column] == bindparam(_KEY))
-        elif kind == "update":
-            stmt = update(table).where(table.c[column] == bindparam(_KEY))
-        else:
-            stmt = insert(table)
-        _STATEMENTS[(kind, table, column)] = stmt
+        stmt = _STATEMENTS[key] = build()
     return stmt
+
+
+def _statement(kind: str, table: Table, column: str) -> Any:
+    def build() -> Any:
+        if kind == "select":
+            return select(table).where(table.c[column] == bindparam(_KEY))
+        if kind == "update":
+            return update(table).where(table.c[column] == bindparam(_KEY))
+        return insert(table)
+
+    return built_once(("row", kind, table, column), build)
 
 
 async def row_by(conn: AsyncConnection, table: Table, value: Any, column: str = "id") -> dict[str, Any] | None:
@@ -235,6 +243,7 @@ __all__ = [
     "AsyncEngine",
     "BigId",
     "add_plumbing_tables",
+    "built_once",
     "create_all",
     "create_engine",
     "insert_rows",

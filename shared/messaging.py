@@ -56,6 +56,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from shared.db import built_once
 from shared.envelope import Envelope, EnvelopeError, encode_data, from_kafka, to_kafka_headers
 from shared.events import Event, dlq_topic, source_of
 from shared.observability import METRICS, bind_context, current_traceparent, traced
@@ -179,15 +180,6 @@ async def add_to_outbox(
 
 
 _INSERTS: dict[tuple[Table, str, str | None], Any] = {}
-_STATEMENTS: dict[tuple[Any, ...], Any] = {}
-
-
-def _statement(key: tuple[Any, ...], build: Callable[[], Any]) -> Any:
-    """A statement built once (executed with its values as parameters, SQLAlchemy compiles it once)."""
-    stmt = _STATEMENTS.get(key)
-    if stmt is None:
-        stmt = _STATEMENTS[key] = build()
-    return stmt
 
 
 def _insert_new(table: Table, dialect: str, unique: str | None = None) -> Any:
@@ -353,7 +345,7 @@ class OutboxRelay:
             )
             return query.with_for_update(skip_locked=True) if postgres else query
 
-        query = _statement(("outbox-unsent", table, postgres), build)
+        query = built_once(("outbox-unsent", table, postgres), build)
         return (await conn.execute(query, {"batch_size": self._batch_size})).all()
 
     async def _publish(self, rows: Sequence[Any]) -> None:
@@ -379,7 +371,7 @@ class OutboxRelay:
     async def _mark_sent(self, conn: AsyncConnection, rows: Sequence[Any]) -> None:
         if rows:
             table = self._table
-            query = _statement(
+            query = built_once(
                 ("outbox-mark-sent", table),
                 lambda: (
                     update(table)
@@ -722,7 +714,7 @@ class EventProcessor:
         return outcomes
 
     async def _parked_subjects(self, conn: AsyncConnection, subjects: Iterable[str]) -> set[str]:
-        query = _statement(
+        query = built_once(
             ("parked-subjects", self._parked),
             lambda: (
                 select(self._parked.c.subject)
@@ -803,7 +795,7 @@ class EventProcessor:
         now = datetime.now(UTC)
         rows = [{"consumer": self.consumer, "event_id": key, "received_at": now} for key in unique]
         dialect = conn.dialect.name
-        stmt = _statement(
+        stmt = built_once(
             ("inbox-returning", self._inbox, dialect),
             lambda: _insert_new(self._inbox, dialect).returning(self._inbox.c.event_id),
         )
@@ -815,7 +807,7 @@ class EventProcessor:
         return fresh
 
     async def _has_parked(self, conn: AsyncConnection, subject: str, topic: str) -> bool:
-        query = _statement(
+        query = built_once(
             ("has-parked", self._parked),
             lambda: (
                 select(self._parked.c.id)
@@ -853,7 +845,7 @@ class EventProcessor:
         progressed = True
         while progressed:
             progressed = False
-            query = _statement(
+            query = built_once(
                 ("parked-of-subject", self._parked),
                 lambda: (
                     select(self._parked)

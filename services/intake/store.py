@@ -6,7 +6,21 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Column, Date, Integer, String, Table, Text, delete, false, select, update
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Date,
+    Integer,
+    String,
+    Table,
+    Text,
+    bindparam,
+    delete,
+    false,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -115,8 +129,11 @@ async def filed_in_year(conn: AsyncConnection, year: int) -> list[dict[str, Any]
 
 
 async def merged_into(conn: AsyncConnection, proposal_id: str) -> list[str]:
-    query = select(proposals.c.id).where(proposals.c.merged_into == proposal_id).order_by(proposals.c.id)
-    return list((await conn.execute(query)).scalars())
+    query = db.built_once(
+        ("intake-merged-into",),
+        lambda: select(proposals.c.id).where(proposals.c.merged_into == bindparam("into")).order_by(proposals.c.id),
+    )
+    return list((await conn.execute(query, {"into": proposal_id})).scalars())
 
 
 async def transition(
@@ -124,12 +141,16 @@ async def transition(
 ) -> bool:
     """Move a proposal from one status to another; False if it was no longer in `from_status`
     (a concurrent request or sweep got there first)."""
-    result = await conn.execute(
-        update(proposals)
-        .where(proposals.c.id == proposal_id)
-        .where(proposals.c.status == from_status.value)
-        .values(status=to_status.value, **values)
+    query = db.built_once(
+        ("intake-transition",),
+        lambda: (
+            update(proposals)
+            .where(proposals.c.id == bindparam("match_id"))
+            .where(proposals.c.status == bindparam("from_status"))
+        ),
     )
+    parameters = {**values, "status": to_status.value, "match_id": proposal_id, "from_status": from_status.value}
+    result = await conn.execute(query, parameters)
     return bool(result.rowcount == 1)
 
 
@@ -179,10 +200,14 @@ async def confirm_signer(conn: AsyncConnection, proposal_id: str, signer_id: str
 
 async def next_filing_sequence(conn: AsyncConnection, year: int) -> int:
     """The next 案号 sequence of a year, taken atomically inside the caller's transaction."""
-    insert_stmt = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(filing_counters)
-    stmt = (
-        insert_stmt.values(year=year, last=1)
-        .on_conflict_do_update(index_elements=["year"], set_={"last": filing_counters.c.last + 1})
-        .returning(filing_counters.c.last)
+    dialect = conn.dialect.name
+    stmt = db.built_once(
+        ("intake-filing-sequence", dialect),
+        lambda: (
+            (postgresql.insert if dialect == "postgresql" else sqlite.insert)(filing_counters)
+            .values(year=bindparam("year"), last=1)
+            .on_conflict_do_update(index_elements=["year"], set_={"last": filing_counters.c.last + 1})
+            .returning(filing_counters.c.last)
+        ),
     )
-    return int((await conn.execute(stmt)).scalar_one())
+    return int((await conn.execute(stmt, {"year": year})).scalar_one())
