@@ -17,12 +17,13 @@ from fastapi.responses import JSONResponse, Response
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import MetaData, select
+from sqlalchemy import MetaData, bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared.db import built_once
 from shared.jsonguard import json_depth_exceeds
 from shared.observability import METRICS, bind_context, traced
 
@@ -349,7 +350,11 @@ async def replay_idempotent(
     if not key:
         return None
     table = metadata.tables["idempotency_keys"]
-    row = (await conn.execute(select(table).where(table.c.principal == principal).where(table.c.key == key))).first()
+    query = built_once(
+        ("idempotency-replay", table),
+        lambda: select(table).where(table.c.principal == bindparam("principal")).where(table.c.key == bindparam("key")),
+    )
+    row = (await conn.execute(query, {"principal": principal, "key": key})).first()
     if row is None:
         return None
     if row.request_hash != fingerprint:
@@ -382,8 +387,9 @@ async def remember_idempotent(
         "response": json.dumps(body, ensure_ascii=False, default=str).encode(),
         "created_at": datetime.now(UTC),
     }
-    if conn.dialect.name == "postgresql":
-        stmt: Any = postgresql.insert(table).values(**values).on_conflict_do_nothing()
-    else:
-        stmt = sqlite.insert(table).values(**values).on_conflict_do_nothing()
-    await conn.execute(stmt)
+    dialect = conn.dialect.name
+    stmt = built_once(
+        ("idempotency-remember", table, dialect),
+        lambda: (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table).on_conflict_do_nothing(),
+    )
+    await conn.execute(stmt, values)
