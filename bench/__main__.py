@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -133,7 +134,7 @@ class Plan:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.count = args.count or (150 if args.quick else 600)
-        self.rate = args.rate
+        self.rates = [float(rate) for rate in str(args.rate).split(",") if rate.strip()]
         self.rate_seconds = args.rate_seconds or (3 if args.quick else 10)
         self.replicas = args.replicas
         self.stall_s = 60.0
@@ -194,8 +195,9 @@ async def run_baseline(settings: CommonSettings, plan: Plan, run: str, log_dir: 
             )
         )
         loader = pipeline.Loader(producer, pipeline.Observer("", {}), "")
-        sent = await loader.at_rate(send, plan.rate, int(plan.rate * plan.rate_seconds))
-        results.append(summarise(f"baseline {plan.rate:g}/s", sent, await through(sent), door="raw aiokafka"))
+        for rate in plan.rates:
+            sent = await loader.at_rate(send, rate, int(rate * plan.rate_seconds))
+            results.append(summarise(f"baseline {rate:g}/s", sent, await through(sent), door="raw aiokafka"))
         results[-1]["memory_kib"] = {f"hop-{n}": memory_of(p.pid) for n, p in enumerate(hops)}
         return results
     finally:
@@ -352,18 +354,26 @@ async def run_pipeline(
                     )
 
                 http_send = loader.http_sender(http, suite.urls("intake"))
-                count, rate, rate_count = plan.count, plan.rate, int(plan.rate * plan.rate_seconds)
+                count = plan.count
                 wanted = plan.scenarios
                 if "kafka-max" in wanted:
                     await scenario("pipeline max rate", "kafka", lambda: loader.flat_out(loader.send_kafka, count, 1))
                 if "http-max" in wanted:
                     await scenario("pipeline max rate", "http", lambda: loader.flat_out(http_send, count, 32))
-                if "kafka-rate" in wanted:
-                    await scenario(
-                        f"pipeline {rate:g}/s", "kafka", lambda: loader.at_rate(loader.send_kafka, rate, rate_count)
-                    )
-                if "http-rate" in wanted:
-                    await scenario(f"pipeline {rate:g}/s", "http", lambda: loader.at_rate(http_send, rate, rate_count))
+                for rate in plan.rates:
+                    rate_count = int(rate * plan.rate_seconds)
+                    if "kafka-rate" in wanted:
+                        await scenario(
+                            f"pipeline {rate:g}/s",
+                            "kafka",
+                            functools.partial(loader.at_rate, loader.send_kafka, rate, rate_count),
+                        )
+                    if "http-rate" in wanted:
+                        await scenario(
+                            f"pipeline {rate:g}/s",
+                            "http",
+                            functools.partial(loader.at_rate, http_send, rate, rate_count),
+                        )
                 memory["1 replica"] = suite.memory()
                 if plan.replicas > 1 and "replicas" in wanted:
                     for _ in range(plan.replicas - 1):
@@ -419,7 +429,12 @@ async def main(args: argparse.Namespace) -> int:
         "run": run,
         "machine": machine(),
         "quick": args.quick,
-        "plan": {"count": plan.count, "rate": plan.rate, "rate_seconds": plan.rate_seconds, "replicas": plan.replicas},
+        "plan": {
+            "count": plan.count,
+            "rates": plan.rates,
+            "rate_seconds": plan.rate_seconds,
+            "replicas": plan.replicas,
+        },
     }
     results: list[dict[str, Any]] = []
     if not args.pipeline_only:
@@ -462,7 +477,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a smaller load (about two minutes)")
     parser.add_argument("--count", type=int, help="proposals per max-rate scenario (default 600, quick 150)")
-    parser.add_argument("--rate", type=float, default=100.0, help="the fixed rate, proposals per second")
+    parser.add_argument(
+        "--rate",
+        default="100,20",
+        help="the fixed rates, proposals per second, comma-separated (default 100, the target's, and 20, which "
+        "a 2-core machine sustains)",
+    )
     parser.add_argument(
         "--rate-seconds", type=float, help="how long the fixed rate runs, seconds (default 10, quick 3)"
     )
