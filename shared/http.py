@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.db import built_once
 from shared.jsonguard import json_depth_exceeds
+from shared.messaging import EventTooLarge
 from shared.observability import METRICS, bind_context, traced
 
 PROBLEM_JSON = "application/problem+json"
@@ -92,7 +93,7 @@ _PROBLEM_DESCRIPTIONS = {
     "403": "Your role (or unit) may not do this",
     "404": "Nothing here that you may see",
     "409": "The proposal is not in a state that allows this",
-    "413": "The body is over the size limit",
+    "413": "The body is over the size limit, or the event it would make is too large to publish",
     "415": "The body is not application/json",
     "422": "The request breaks the schema or a rule; `errors` lists each problem",
 }
@@ -108,7 +109,9 @@ def _problems_for(method: str, path: str, operation: dict[str, Any]) -> list[str
     if method != "get":
         codes.append("409")
     if "requestBody" in operation:
-        codes += ["400", "413", "415"]
+        codes += ["400", "415"]
+    if "requestBody" in operation or method != "get":
+        codes.append("413")  # a write may stage an event too large to publish (`too_large`)
     if operation.get("parameters") or "requestBody" in operation or method != "get":
         codes.append("422")
     return codes
@@ -142,10 +145,35 @@ def document_problems(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+UTF8_BYTES_PER_HAN = 3
+"""What a Chinese character (汉字) takes in UTF-8, the encoding of every event."""
+
+
+def too_large(exc: EventTooLarge) -> Problem:
+    """413 for a request whose event would be over the producer's limit: nothing was stored (the
+    transaction rolled back), and the request can succeed once shorter. The body limit counts the
+    request's bytes; the event carries more (ids, the proposer, the envelope), and JSON may have sent
+    Chinese as 6-byte `\\uXXXX` escapes where the event stores 3 bytes, so the detail says how much to cut
+    in the measure a writer of Chinese uses."""
+    over = exc.size - exc.limit
+    characters = -(-over // UTF8_BYTES_PER_HAN)
+    return Problem(
+        413,
+        "Content too large",
+        f"This request would publish a {exc.event_type} event of {exc.size} bytes; events can be at most "
+        f"{exc.limit} bytes. Nothing was saved. Shorten the text by at least {over} bytes (about {characters} "
+        f"Chinese characters, {UTF8_BYTES_PER_HAN} bytes each in UTF-8) and send it again.",
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> Response:
         return exc.response(request.url.path)
+
+    @app.exception_handler(EventTooLarge)
+    async def _too_large(request: Request, exc: EventTooLarge) -> Response:
+        return too_large(exc).response(request.url.path)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:

@@ -2,7 +2,8 @@
 
 Writing: a service calls :func:`add_to_outbox` inside the transaction that changes its state; the
 :class:`OutboxRelay` publishes committed rows with an idempotent producer (`acks=all`) and marks
-them sent. A broker outage delays events; it never loses them.
+them sent. A broker outage delays events; it never loses them. An event too large to publish is refused
+where it is staged (:class:`EventTooLarge`).
 
 Reading: :class:`EventProcessor` never raises: decode → inbox (skip a duplicate) → handler, all in
 one database transaction → then the caller commits the offset. A batch of records shares one
@@ -75,6 +76,23 @@ class PermanentError(Exception):
     """This record can never succeed as it is (bad schema, a rule it breaks): dead-letter it."""
 
 
+class EventTooLarge(PermanentError):
+    """An event whose Kafka record would be over the producer's `max_request_size`: the producer would
+    refuse it, so :func:`add_to_outbox` refuses it before anything is stored (the caller's transaction
+    rolls back). Over HTTP it is a 413 problem (shared/http.py); in a consumer's handler it dead-letters
+    the record being handled, like any :class:`PermanentError`."""
+
+    def __init__(self, event_type: str, proposal_id: str | None, size: int, limit: int) -> None:
+        self.event_type = event_type
+        self.proposal_id = proposal_id
+        self.size = size
+        self.limit = limit
+        super().__init__(
+            f"event {event_type} of proposal {proposal_id} would be a Kafka record of {size} bytes, over the "
+            f"{limit} bytes the producer sends (PROPOSALFLOW_KAFKA_MAX_REQUEST_SIZE)"
+        )
+
+
 class Record(Protocol):
     """What the processor needs of a Kafka record (aiokafka's ConsumerRecord fits)."""
 
@@ -143,6 +161,26 @@ def _outbox(metadata: MetaData) -> Table:
     return metadata.tables["outbox"]
 
 
+DEFAULT_MAX_REQUEST_SIZE = 1_048_576
+"""aiokafka's default `max_request_size`, and `PROPOSALFLOW_KAFKA_MAX_REQUEST_SIZE`'s."""
+
+_RECORD_LIMIT = "proposalflow_max_record_bytes"
+"""Where an outbox table keeps the size budget of the producer that publishes it (`Table.info`)."""
+
+
+def limit_outbox_records(metadata: MetaData, max_bytes: int) -> None:
+    """Make :func:`add_to_outbox` refuse events over `max_bytes` on this metadata's outbox: the
+    `max_request_size` of the producer that publishes it. :class:`OutboxRelay` calls it with its
+    producer's, so a service's HTTP door and handlers measure against the limit their relay meets."""
+    _outbox(metadata).info[_RECORD_LIMIT] = max_bytes
+
+
+def outbox_record_limit(metadata: MetaData) -> int:
+    """The largest record this metadata's outbox accepts (see :func:`limit_outbox_records`); without a
+    relay in the process, the default `PROPOSALFLOW_KAFKA_MAX_REQUEST_SIZE`."""
+    return int(_outbox(metadata).info.get(_RECORD_LIMIT, DEFAULT_MAX_REQUEST_SIZE))
+
+
 async def add_to_outbox(
     conn: AsyncConnection,
     metadata: MetaData,
@@ -154,14 +192,28 @@ async def add_to_outbox(
 ) -> list[Envelope]:
     """Stage events in the outbox, in the caller's transaction. A `(event, id)` pair fixes the id
     (scheduled events use deterministic ids, so two replicas that both fire make one event).
-    `topic` overrides the events' own topic (tests on isolated topics)."""
+    `topic` overrides the events' own topic (tests on isolated topics).
+
+    Each event is measured as the producer will measure its record (key, value and headers, in a batch
+    of its own: :func:`record_size`) against :func:`outbox_record_limit`; one over it raises
+    :class:`EventTooLarge` before anything is written. Stored, it would be refused at every attempt to
+    publish it: before this check, such a row held back every row behind it for ever. The relay sends a
+    row as it is stored (a new `traceparent` has the same length), so what passes here passes the
+    producer; a topic whose own `max.message.bytes` is lower is the relay's to meet (failed rows)."""
     envelopes: list[Envelope] = []
     rows: list[dict[str, Any]] = []
     now = datetime.now(UTC)
     traceparent = traceparent or current_traceparent()
+    limit = outbox_record_limit(metadata)
     for item in events:
         event, event_id = item if isinstance(item, tuple) else (item, None)
         envelope = envelope_for(event, service, event_id=event_id, time=now, traceparent=traceparent)
+        headers = to_kafka_headers(envelope)
+        payload = encode_data(envelope.data)
+        key = envelope.subject.encode() if envelope.subject is not None else None
+        size = record_size(key, payload, headers)
+        if size > limit:
+            raise EventTooLarge(envelope.type, envelope.subject, size, limit)
         envelopes.append(envelope)
         rows.append(
             {
@@ -169,8 +221,8 @@ async def add_to_outbox(
                 "topic": topic or event.TOPIC,
                 "key": envelope.subject,
                 "type": envelope.type,
-                "headers": json.dumps([(k, v.decode()) for k, v in to_kafka_headers(envelope)]),
-                "payload": encode_data(envelope.data),
+                "headers": json.dumps([(k, v.decode()) for k, v in headers]),
+                "payload": payload,
                 "created_at": now,
             }
         )
@@ -227,7 +279,8 @@ class KafkaPublisher:
     started, since aiokafka clients belong to a running event loop.
 
     Its `max_request_size` comes from `PROPOSALFLOW_KAFKA_MAX_REQUEST_SIZE` and is public: the dead-letter
-    writer sizes its letters by it (see `EventProcessor._dead_letter`)."""
+    writer sizes its letters by it (see `EventProcessor._dead_letter`), and the relay's outbox refuses
+    larger events (:func:`limit_outbox_records`)."""
 
     def __init__(self, settings: CommonSettings, *, client_id: str) -> None:
         self._options = {"client_id": client_id, **kafka_client_options(settings)}
@@ -303,6 +356,8 @@ class OutboxRelay:
         self._max_backoff = max_backoff
         self._wake = asyncio.Event()
         self._stopping = False
+        # What this relay's producer can send is what the service may stage.
+        limit_outbox_records(metadata, getattr(producer, "max_request_size", DEFAULT_MAX_REQUEST_SIZE))
 
     def wake(self) -> None:
         """Called after a commit that staged events, so they go out without waiting for a poll."""

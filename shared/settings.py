@@ -66,8 +66,9 @@ class CommonSettings(BaseSettings):
         default=1_048_576,
         ge=65_536,
         description="Largest record the producers send, in bytes (aiokafka's max_request_size); keep it at most "
-        "the brokers' message.max.bytes. A dead letter over it is sent without what it cannot hold, which stays "
-        "in its source topic.",
+        "the brokers' message.max.bytes (and the topics' max.message.bytes). An event over it is refused where it "
+        "is staged (HTTP 413; a dead letter in a handler); a dead letter over it is sent without what it cannot "
+        "hold, which stays in its source topic.",
     )
     topic_partitions: int = Field(
         default=12, ge=1, description="Partitions per topic for `proposalflow topics create`."

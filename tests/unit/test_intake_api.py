@@ -13,12 +13,13 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from services.intake import service, store
 from services.intake.app import build
 from shared.auth import issue_token
 from shared.events import Role
+from shared.messaging import limit_outbox_records, outbox_record_limit
 from shared.migrate import upgrade_async
 from shared.policy import load_policy
 from shared.settings import CommonSettings
@@ -175,6 +176,49 @@ async def test_malformed_json_wrong_type_and_oversized_bodies_are_refused(client
     assert wrong_type.status_code == 415
     huge = await client.post("/proposals", json={**PROPOSAL, "body": "字" * 2_000_000}, headers=MEMBER)
     assert huge.status_code == 413
+
+
+async def test_a_proposal_whose_event_would_be_too_large_to_publish_is_refused_and_nothing_is_stored(
+    tmp_path, monkeypatch, clock: FakeClock
+) -> None:
+    """The body is under the HTTP limit, but the `submitted` event it makes is over the producer's
+    `max_request_size` (set low here): stored, the event could never be published and would hold back
+    every later event of the service. 413, and the proposal, its event and the idempotency key are not
+    stored."""
+    url = f"sqlite+aiosqlite:///{tmp_path}/intake.db"
+    monkeypatch.setenv("PROPOSALFLOW_INTAKE_DATABASE_URL", url)
+    monkeypatch.setenv("PROPOSALFLOW_KAFKA_MAX_REQUEST_SIZE", "65536")
+    await upgrade_async("intake", url)
+    default_limit = outbox_record_limit(store.metadata)
+    runtime, app = build(clock=clock)
+    try:
+        assert outbox_record_limit(store.metadata) == 65_536
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://intake") as http:
+            http.runtime = runtime  # type: ignore[attr-defined]
+            long = {**SOLO, "body": "字" * 50_000}  # 150,000 bytes in UTF-8: within the schema's 50,000 characters
+            assert len(json.dumps(long).encode()) < CommonSettings().http_max_body_bytes
+            refused = await http.post("/proposals", json=long, headers={**MEMBER, "Idempotency-Key": "k-long"})
+            assert refused.status_code == 413, refused.text
+            assert refused.headers["content-type"] == "application/problem+json"
+            problem = refused.json()
+            assert (problem["status"], problem["title"]) == (413, "Content too large")
+            assert "proposalflow.proposal.submitted.v1 event of" in problem["detail"]
+            assert "at most 65536 bytes" in problem["detail"]
+            assert "Chinese characters" in problem["detail"]
+            assert await outbox_types(http) == []
+            async with runtime.engine.connect() as conn:
+                for table in ("proposals", "idempotency_keys"):
+                    assert (
+                        await conn.execute(select(func.count()).select_from(store.metadata.tables[table]))
+                    ).scalar() == 0
+
+            # A proposal of ordinary length goes through under the same limit.
+            accepted = await http.post("/proposals", json=SOLO, headers=MEMBER)
+            assert accepted.status_code == 201, accepted.text
+            assert await outbox_types(http) == ["proposalflow.proposal.submitted.v1"]
+    finally:
+        await runtime.engine.dispose()
+        limit_outbox_records(store.metadata, default_limit)
 
 
 async def test_authentication_and_roles_are_checked(client: httpx.AsyncClient) -> None:
