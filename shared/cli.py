@@ -1,5 +1,6 @@
 """The `proposalflow` command: run a service, create topics, migrate, issue a development token,
-export the event schemas and AsyncAPI documents, verify and export the audit log."""
+export the event schemas and AsyncAPI documents, verify and export the audit log, list and replay dead
+letters, list and retry outbox rows the relay could not publish."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import contextlib
 import importlib
 import json
 import sys
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -29,6 +31,10 @@ dlq_app = typer.Typer(help="Dead letters: list them, replay them once the cause 
 app.add_typer(topics_app, name="topics")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(dlq_app, name="dlq")
+outbox_app = typer.Typer(
+    help="The outbox: rows the relay could never publish (failed), and sending them again.", no_args_is_help=True
+)
+app.add_typer(outbox_app, name="outbox")
 settings_app = typer.Typer(
     help="Configuration: the reference generated from the settings models.", no_args_is_help=True
 )
@@ -146,6 +152,58 @@ def dlq_replay(
         typer.echo(f"replay stopped: {exc}", err=True)
         raise typer.Exit(1) from exc
     typer.echo(f"replayed {sent} dead letter(s) of {service}")
+
+
+async def _with_outbox(service: str, action: Callable[[Any, Any], Awaitable[Any]]) -> Any:
+    """Run `action(engine, metadata)` against the service's database (its settings' URL)."""
+    from shared.db import create_engine
+
+    metadata = importlib.import_module(f"services.{service}.store").metadata
+    engine = create_engine(service_settings(service).database_url)
+    try:
+        return await action(engine, metadata)
+    finally:
+        await engine.dispose()
+
+
+@outbox_app.command("failed")
+def outbox_failed(
+    service: Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVICES)}")],
+    limit: Annotated[int, typer.Option(help="At most this many")] = 100,
+) -> None:
+    """Show the service's outbox rows that the relay marked failed (refused for good by the broker: too
+    large for the topic, not authorized) and why; they are unsent, and the rows behind them went on."""
+    from shared.outbox import failed_rows
+
+    rows = asyncio.run(
+        _with_outbox(_check_service(service), lambda engine, metadata: failed_rows(engine, metadata, limit))
+    )
+    for row in rows:
+        typer.echo(
+            f"{row.id}\t{row.failed_at.isoformat()}\t{row.topic}\t{row.type}\tproposal {row.key}\t"
+            f"{row.value_bytes} bytes\t{row.error}"
+        )
+    typer.echo(f"{len(rows)} failed outbox row(s)")
+    if rows:
+        typer.echo(f"once the cause is fixed: proposalflow outbox retry {service} [--id N]")
+
+
+@outbox_app.command("retry")
+def outbox_retry(
+    service: Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVICES)}")],
+    row_id: Annotated[int | None, typer.Option("--id", help="Only this row (default: every failed row)")] = None,
+) -> None:
+    """Clear the failed mark so the relay sends the rows again (once the cause is fixed: the topic's
+    max.message.bytes raised, the ACL granted). If the cause is still there, they are marked failed again."""
+    from shared.outbox import retry_failed_rows
+
+    cleared = asyncio.run(
+        _with_outbox(_check_service(service), lambda engine, metadata: retry_failed_rows(engine, metadata, row_id))
+    )
+    if row_id is not None and not cleared:
+        typer.echo(f"no failed outbox row {row_id} in {service}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"{cleared} outbox row(s) of {service} will be sent again by its relay")
 
 
 @app.command()

@@ -87,6 +87,10 @@ def add_plumbing_tables(metadata: MetaData) -> None:
         Column("payload", LargeBinary, nullable=False),
         Column("created_at", UTCDateTime(), nullable=False),
         Column("sent_at", UTCDateTime(), nullable=True),
+        # Set by the relay when the row failed for good (shared/messaging.py: OutboxRelay); cleared by
+        # `proposalflow outbox retry`. A failed row stays unsent and is skipped until then.
+        Column("failed_at", UTCDateTime(), nullable=True),
+        Column("error", Text, nullable=True),
         Index("ix_outbox_unsent", "id", sqlite_where=text("sent_at IS NULL"), postgresql_where=text("sent_at IS NULL")),
     )
     Table(

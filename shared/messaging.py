@@ -3,7 +3,8 @@
 Writing: a service calls :func:`add_to_outbox` inside the transaction that changes its state; the
 :class:`OutboxRelay` publishes committed rows with an idempotent producer (`acks=all`) and marks
 them sent. A broker outage delays events; it never loses them. An event too large to publish is refused
-where it is staged (:class:`EventTooLarge`).
+where it is staged (:class:`EventTooLarge`); a row the broker still refuses for good is marked failed and
+the rows behind it go on, until an operator retries it (`proposalflow outbox retry`).
 
 Reading: :class:`EventProcessor` never raises: decode → inbox (skip a duplicate) → handler, all in
 one database transaction → then the caller commits the offset. A batch of records shares one
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -25,8 +27,8 @@ import random
 import socket
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -274,20 +276,35 @@ def record_size(key: bytes | None, value: bytes | None, headers: Sequence[tuple[
     return int(DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, list(headers)))
 
 
+RETIRED_PRODUCER_STOP_S = 10.0
+"""How long :meth:`KafkaPublisher.stop` waits for producers it replaced to flush what they still held."""
+
+
 class KafkaPublisher:
     """An idempotent producer with `acks=all` (a retried send is never written twice), created when
     started, since aiokafka clients belong to a running event loop.
 
     Its `max_request_size` comes from `PROPOSALFLOW_KAFKA_MAX_REQUEST_SIZE` and is public: the dead-letter
     writer sizes its letters by it (see `EventProcessor._dead_letter`), and the relay's outbox refuses
-    larger events (:func:`limit_outbox_records`)."""
+    larger events (:func:`limit_outbox_records`).
+
+    A record the broker refuses (too large for its topic, not authorized) leaves aiokafka's idempotent
+    producer out of step with the broker: the producer has counted the refused batch's sequence numbers,
+    the broker has not, so every later record to that partition fails with `OutOfOrderSequenceNumber`
+    for as long as the producer lives (aiokafka, unlike the Java client, does not reset them). So after
+    any failed delivery the next :meth:`send` (outside a :meth:`one_producer` span) replaces the producer:
+    a new producer id starts at sequence 0."""
 
     def __init__(self, settings: CommonSettings, *, client_id: str) -> None:
         self._options = {"client_id": client_id, **kafka_client_options(settings)}
         self.max_request_size: int = settings.kafka_max_request_size
         self._producer: AIOKafkaProducer | None = None
+        self._stale = False
+        self._renewing = asyncio.Lock()
+        self._retired: set[asyncio.Task[None]] = set()
+        self._pins = 0
 
-    async def start(self) -> None:
+    async def _new_producer(self) -> AIOKafkaProducer:
         producer = AIOKafkaProducer(
             acks="all",
             enable_idempotence=True,
@@ -301,12 +318,63 @@ class KafkaPublisher:
         except BaseException:
             await producer.stop()
             raise
-        self._producer = producer
+        return producer
+
+    async def start(self) -> None:
+        self._producer = await self._new_producer()
+        self._stale = False
 
     async def stop(self) -> None:
         if self._producer is not None:
             producer, self._producer = self._producer, None
             await producer.stop()
+        if self._retired:
+            _, late = await asyncio.wait(self._retired, timeout=RETIRED_PRODUCER_STOP_S)
+            for task in late:
+                task.cancel()
+
+    def _delivered(self, producer: AIOKafkaProducer, future: asyncio.Future[Any]) -> None:
+        """A delivery's outcome: a failed one may have put its producer out of step with the broker (one
+        already replaced is left alone)."""
+        if not future.cancelled() and future.exception() is not None and producer is self._producer:
+            self._stale = True
+
+    async def _renew(self) -> None:
+        """Replace a producer whose delivery failed. First the old one delivers (or fails) what it holds,
+        sends waiting meanwhile, so a record sent by the new producer never overtakes an earlier one still
+        in the old; not while a :meth:`one_producer` span lasts. If a new one cannot start (the broker
+        down), the old one stays and the next send tries again."""
+        async with self._renewing:
+            if not self._stale or self._producer is None or self._pins:
+                return
+            await self._producer.flush()
+            producer = await self._new_producer()
+            if self._pins:  # a span began meanwhile: it keeps the old producer, and this one goes
+                self._retire(producer)
+                return
+            old, self._producer, self._stale = self._producer, producer, False
+            log.info("replaced the Kafka producer after a failed delivery (its sequence numbers may be off)")
+            self._retire(old)
+
+    def _retire(self, producer: AIOKafkaProducer) -> None:
+        """Stop a producer in the background, letting it flush what it still holds."""
+        task = asyncio.create_task(producer.stop(), name="retired-kafka-producer")
+        self._retired.add(task)
+        task.add_done_callback(self._retired.discard)
+
+    @contextlib.asynccontextmanager
+    async def one_producer(self) -> AsyncIterator[None]:
+        """A span of sends that all go through one producer (a relay's batch): a producer due to be
+        replaced is replaced first, and none is while the span lasts. Replaced in the middle, a record of
+        the batch sent by the new producer could overtake earlier ones that failed in the old
+        (`OutOfOrderSequenceNumber` behind a refused record) and are sent again with the next batch."""
+        if self._stale:
+            await self._renew()
+        self._pins += 1
+        try:
+            yield
+        finally:
+            self._pins -= 1
 
     def _started(self) -> AIOKafkaProducer:
         if self._producer is None:
@@ -317,23 +385,55 @@ class KafkaPublisher:
         self, topic: str, *, value: bytes | None, key: bytes | None, headers: list[tuple[str, bytes]]
     ) -> asyncio.Future[Any]:
         """Queue a record; the returned future resolves when the broker acknowledged it."""
-        future: asyncio.Future[Any] = await self._started().send(topic, value=value, key=key, headers=headers)
+        if self._stale and not self._pins:
+            await self._renew()
+        producer = self._started()
+        future: asyncio.Future[Any] = await producer.send(topic, value=value, key=key, headers=headers)
+        future.add_done_callback(functools.partial(self._delivered, producer))
         return future
 
     async def send_and_wait(
         self, topic: str, *, value: bytes | None, key: bytes | None, headers: list[tuple[str, bytes]]
     ) -> None:
-        await self._started().send_and_wait(topic, value=value, key=key, headers=headers)
+        await (await self.send(topic, value=value, key=key, headers=headers))
 
 
 _SQLITE_RELAY_TURNS: dict[str, asyncio.Lock] = {}
 """One lock per SQLite database: its relays publish one batch at a time (see `OutboxRelay.publish_once`)."""
 
 
+OUTBOX_ERROR_CHARS = 2000
+"""The most of a failed row's error the outbox keeps (`outbox.error`)."""
+
+
+@dataclass(slots=True)
+class RelayRound:
+    """What one batch of the relay came to: rows sent, rows failed for good, and why the rest (if any)
+    are still unsent."""
+
+    claimed: int = 0
+    sent: list[Any] = field(default_factory=list)
+    failed: list[tuple[Any, Exception]] = field(default_factory=list)
+    waiting: BaseException | None = None
+    """A transient failure (the broker unreachable): the rows not sent or failed wait for the next batch."""
+
+
 class OutboxRelay:
     """Publishes committed outbox rows in order and marks them sent.
 
     Several replicas may run: on PostgreSQL each claims its rows with `FOR UPDATE SKIP LOCKED`.
+
+    A row that fails for good (:func:`is_transient` false: too large for its topic's `max.message.bytes`,
+    not authorized, an invalid topic) is marked failed (`failed_at`, `error`), logged as an error and
+    counted (`proposalflow_outbox_failures_total`, `proposalflow_outbox_failed_rows`), and the rows behind
+    it go on: retried, it would fail the same way for ever and hold back every later event of the
+    service. It is not dropped: it stays in the outbox, unsent, until an operator fixes the cause and
+    clears the mark (`proposalflow outbox retry`, `shared.outbox.retry_failed_rows`); the relay then
+    sends it with the rows waiting then. So order per proposal is given up for that row alone: its
+    proposal's later events go out before it, and consumers see them first (progress and notify park
+    a proposal's events until they have seen it submitted, and re-run them when it comes).
+
+    Transient failures (the broker down) are retried with backoff for as long as they last.
     """
 
     def __init__(
@@ -346,14 +446,21 @@ class OutboxRelay:
         poll_interval: float = 0.5,
         max_backoff: float = 30.0,
         service: str = "",
+        recount_interval: float = 30.0,
     ) -> None:
+        """`recount_interval`: how often, while idle, the relay counts the outbox's waiting and failed rows
+        for the gauges (a row retried from the command line is seen within it)."""
         self._engine = engine
+        self._service = service
         self._backlog_gauge = METRICS.outbox_backlog.labels(service)
+        self._failed_gauge = METRICS.outbox_failed_rows.labels(service)
         self._table = _outbox(metadata)
         self._producer = producer
         self._batch_size = batch_size
         self._poll_interval = poll_interval
         self._max_backoff = max_backoff
+        self._recount_interval = recount_interval
+        self._counted_at = -float("inf")
         self._wake = asyncio.Event()
         self._stopping = False
         # What this relay's producer can send is what the service may stage.
@@ -364,14 +471,29 @@ class OutboxRelay:
         self._wake.set()
 
     async def publish_once(self) -> int:
-        """Publish one batch of unsent rows; returns how many were sent."""
+        """Publish one batch of unsent rows; returns how many were sent. Rows that failed for good are
+        marked failed; if some could not be sent for now, what was sent and failed is marked and the
+        transient error is raised (those rows wait for the next batch)."""
+        done = await self.publish_batch()
+        if done.waiting is not None:
+            raise done.waiting
+        return len(done.sent)
+
+    async def publish_batch(self) -> RelayRound:
+        """Publish one batch of unsent rows and mark what became of each; raises only if the database
+        does (then nothing of the batch is marked, and what was sent is sent again: the inbox drops it)."""
+        one_producer = getattr(self._producer, "one_producer", None)  # stand-ins in tests have one only
+        async with one_producer() if one_producer is not None else contextlib.nullcontext():
+            return await self._publish_batch()
+
+    async def _publish_batch(self) -> RelayRound:
         if self._engine.dialect.name == "postgresql":
             # Rows claimed FOR UPDATE SKIP LOCKED stay locked until they are sent and marked, so two
             # replicas never publish the same row; row locks do not stop other writes.
             async with self._engine.begin() as conn:
                 rows = await self._unsent(conn)
-                await self._publish(rows)
-                await self._mark_sent(conn, rows)
+                done = await self._publish(rows)
+                await self._mark(conn, done)
         else:
             # SQLite has one write lock per file (every transaction here begins IMMEDIATE): held while
             # the broker is slow or down, it would stop every other write of the service, the HTTP door
@@ -381,11 +503,15 @@ class OutboxRelay:
             async with _SQLITE_RELAY_TURNS.setdefault(self._engine.url.render_as_string(), asyncio.Lock()):
                 async with self._engine.connect() as conn:
                     rows = await self._unsent(conn)
-                await self._publish(rows)
+                done = await self._publish(rows)
                 async with self._engine.begin() as conn:
-                    await self._mark_sent(conn, rows)
-        METRICS.outbox_published.inc(len(rows))
-        return len(rows)
+                    await self._mark(conn, done)
+        METRICS.outbox_published.inc(len(done.sent))
+        if done.failed:
+            self._report_failed(done.failed)
+            with contextlib.suppress(Exception):  # only the gauges: the next count sets them
+                await self.backlog()
+        return done
 
     async def _unsent(self, conn: AsyncConnection) -> Sequence[Any]:
         table = self._table
@@ -393,8 +519,17 @@ class OutboxRelay:
 
         def build() -> Any:
             query = (
-                select(table.c.id, table.c.topic, table.c.key, table.c.headers, table.c.payload)
+                select(
+                    table.c.id,
+                    table.c.event_id,
+                    table.c.type,
+                    table.c.topic,
+                    table.c.key,
+                    table.c.headers,
+                    table.c.payload,
+                )
                 .where(table.c.sent_at.is_(None))
+                .where(table.c.failed_at.is_(None))
                 .order_by(table.c.id)
                 .limit(bindparam("batch_size"))
             )
@@ -403,29 +538,56 @@ class OutboxRelay:
         query = built_once(("outbox-unsent", table, postgres), build)
         return (await conn.execute(query, {"batch_size": self._batch_size})).all()
 
-    async def _publish(self, rows: Sequence[Any]) -> None:
-        """Send the rows in order and wait until the broker acknowledged every one."""
-        futures = []
-        for row in rows:
-            headers = [(name, value.encode()) for name, value in json.loads(row.headers)]
-            parent = next((value.decode() for name, value in headers if name == "traceparent"), None)
-            with traced(f"{row.topic} publish", parent, kind=SpanKind.PRODUCER, attributes=_kafka(row.topic)) as hop:
-                if trace.get_current_span().is_recording():
-                    # The consumer's span then follows this one, not the request that staged the row.
-                    headers = [(name, hop.encode() if name == "traceparent" else value) for name, value in headers]
-                futures.append(
-                    await self._producer.send(
-                        row.topic,
-                        value=row.payload,
-                        key=row.key.encode() if row.key is not None else None,
-                        headers=headers,
-                    )
-                )
-        await asyncio.gather(*futures)
+    async def _send(self, row: Any) -> asyncio.Future[Any]:
+        headers = [(name, value.encode()) for name, value in json.loads(row.headers)]
+        parent = next((value.decode() for name, value in headers if name == "traceparent"), None)
+        with traced(f"{row.topic} publish", parent, kind=SpanKind.PRODUCER, attributes=_kafka(row.topic)) as hop:
+            if trace.get_current_span().is_recording():
+                # The consumer's span then follows this one, not the request that staged the row.
+                headers = [(name, hop.encode() if name == "traceparent" else value) for name, value in headers]
+            return await self._producer.send(
+                row.topic,
+                value=row.payload,
+                key=row.key.encode() if row.key is not None else None,
+                headers=headers,
+            )
 
-    async def _mark_sent(self, conn: AsyncConnection, rows: Sequence[Any]) -> None:
-        if rows:
-            table = self._table
+    async def _publish(self, rows: Sequence[Any]) -> RelayRound:
+        """Send the rows in order and wait until the broker answered for every one sent.
+
+        A row refused for good is set aside and the next rows are sent. A transient failure to queue a
+        row (the producer not connected) stops the batch there, so the rows after it wait in order; a
+        transient failure of a queued row leaves that row unsent. A row refused by the broker puts the
+        producer out of step on its partition (see :class:`KafkaPublisher`), so the rows queued after it
+        there fail with `OutOfOrderSequenceNumber`, a transient error: they go with the next batch, through
+        a new producer (the whole batch goes through one: :meth:`KafkaPublisher.one_producer`)."""
+        done = RelayRound(claimed=len(rows))
+        queued: list[tuple[Any, asyncio.Future[Any]]] = []
+        for row in rows:
+            try:
+                future = await self._send(row)
+            except Exception as exc:  # noqa: BLE001 - sorted below: transient waits, anything else fails the row
+                if is_transient(exc):
+                    done.waiting = exc
+                    break
+                done.failed.append((row, exc))  # refused before it was sent: over max_request_size
+                continue
+            queued.append((row, future))
+        results = await asyncio.gather(*(future for _, future in queued), return_exceptions=True)
+        for (row, _), result in zip(queued, results, strict=True):
+            if not isinstance(result, BaseException):
+                done.sent.append(row)
+            elif isinstance(result, Exception) and not is_transient(result):
+                done.failed.append((row, result))
+            elif done.waiting is None:
+                done.waiting = result
+        done.failed.sort(key=lambda failure: int(failure[0].id))
+        return done
+
+    async def _mark(self, conn: AsyncConnection, done: RelayRound) -> None:
+        table = self._table
+        now = datetime.now(UTC)
+        if done.sent:
             query = built_once(
                 ("outbox-mark-sent", table),
                 lambda: (
@@ -434,36 +596,77 @@ class OutboxRelay:
                     .values(sent_at=bindparam("sent_at"))
                 ),
             )
-            await conn.execute(query, {"ids": [row.id for row in rows], "sent_at": datetime.now(UTC)})
+            await conn.execute(query, {"ids": [row.id for row in done.sent], "sent_at": now})
+        if done.failed:
+            query = built_once(
+                ("outbox-mark-failed", table),
+                lambda: (
+                    update(table)
+                    .where(table.c.id == bindparam("row_id"))
+                    .values(failed_at=bindparam("failed_at"), error=bindparam("failure"))
+                ),
+            )
+            failures = [{"row_id": row.id, "failed_at": now, "failure": _error_text(exc)} for row, exc in done.failed]
+            await conn.execute(query, failures)
+
+    def _report_failed(self, failed: Sequence[tuple[Any, Exception]]) -> None:
+        for row, exc in failed:
+            log.error(
+                "outbox row %s (%s %s of proposal %s, for %s) can never be published as it is: %s; marked "
+                "failed, the rows behind it go on. Fix the cause, then `proposalflow outbox retry %s --id %s`",
+                row.id,
+                row.type,
+                row.event_id,
+                row.key,
+                row.topic,
+                _error_text(exc),
+                self._service or "<service>",
+                row.id,
+            )
+        METRICS.outbox_failures.labels(self._service).inc(len(failed))
 
     async def backlog(self) -> int:
-        """Unsent rows now; also sets the `proposalflow_outbox_backlog` gauge."""
+        """Unsent rows waiting to be published now (failed rows not counted); also sets the
+        `proposalflow_outbox_backlog` and `proposalflow_outbox_failed_rows` gauges."""
+        table = self._table
         async with self._engine.connect() as conn:
-            count = (
-                await conn.execute(select(func.count()).select_from(self._table).where(self._table.c.sent_at.is_(None)))
-            ).scalar_one()
-        self._backlog_gauge.set(count)
-        return int(count)
+            unsent, failed = (
+                await conn.execute(
+                    select(func.count(), func.count(table.c.failed_at))
+                    .select_from(table)
+                    .where(table.c.sent_at.is_(None))
+                )
+            ).one()
+        waiting = int(unsent) - int(failed)
+        self._backlog_gauge.set(waiting)
+        self._failed_gauge.set(int(failed))
+        self._counted_at = time.monotonic()
+        return waiting
 
     async def run(self) -> None:
         """Publish until stopped; on a broker or database error, back off and try again."""
         failures = 0
         while not self._stopping:
             try:
-                sent = await self.publish_once()
+                if time.monotonic() - self._counted_at >= self._recount_interval:
+                    # Failed rows outlive a restart, and a retry from the command line clears them.
+                    await self.backlog()
+                done = await self.publish_batch()
+                if done.waiting is not None:
+                    raise done.waiting
                 failures = 0
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - any failure here is retried, never dropped
                 failures += 1
                 delay = backoff_delay(failures, 0.2, self._max_backoff)
-                log.warning("outbox relay failed (%s); retrying in %.1fs", exc, delay)
+                log.warning("outbox relay failed (%r); retrying in %.1fs", exc, delay)
                 # While publishing fails, the backlog is what an operator needs to see grow.
                 with contextlib.suppress(Exception):
                     await self.backlog()
                 await asyncio.sleep(delay)
                 continue
-            if sent == self._batch_size:
+            if done.claimed == self._batch_size:
                 continue
             # A short batch took every unsent row this relay could claim: nothing is waiting.
             self._backlog_gauge.set(0)
@@ -476,6 +679,11 @@ class OutboxRelay:
     def stop(self) -> None:
         self._stopping = True
         self._wake.set()
+
+
+def _error_text(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= OUTBOX_ERROR_CHARS else text[: OUTBOX_ERROR_CHARS - 1] + "…"
 
 
 def _kafka(topic: str) -> dict[str, str]:

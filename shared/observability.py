@@ -213,6 +213,17 @@ class Metrics:
             "Committed outbox rows not yet published to Kafka (grows while the broker is unreachable).",
             ["service"],
         )
+        self.outbox_failures = Counter(
+            "proposalflow_outbox_failures_total",
+            "Outbox rows the relay marked failed: refused for good (too large for the topic, not authorized), "
+            "kept unsent until `proposalflow outbox retry`.",
+            ["service"],
+        )
+        self.outbox_failed_rows = Gauge(
+            "proposalflow_outbox_failed_rows",
+            "Outbox rows marked failed and not retried yet (`proposalflow outbox failed <service>` lists them).",
+            ["service"],
+        )
         # Incremented by the notify service when a channel (e.g. sms, email) gives up on a delivery.
         self.deliveries_failed = Counter(
             "proposalflow_deliveries_failed_total", "Notification deliveries that failed, by channel.", ["channel"]

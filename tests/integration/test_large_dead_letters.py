@@ -246,3 +246,26 @@ async def test_a_broker_limit_below_the_producers_is_met_by_a_smaller_letter(db_
         assert dict(letter.headers)["x-dlq-value-omitted"] == str(len(value)).encode()
     finally:
         await stop_pipeline(parts)
+
+
+async def test_a_smaller_letter_goes_after_the_broker_refused_one_on_a_partition_it_had_written(
+    db_url: str, kafka_bootstrap: str
+) -> None:
+    """The same as above with a letter already on the dead-letter partition: the broker's refusal left the
+    idempotent producer's sequence numbers ahead of the broker's, and the smaller form failed with
+    `OutOfOrderSequenceNumber`, retried for ever (the test above passed only because the refused letter was
+    the producer's first on that partition). The publisher now replaces its producer after a refusal."""
+    pipeline, parts = await start_pipeline(db_url, kafka_bootstrap, dlq_topic_configs={"max.message.bytes": "200000"})
+    try:
+        small = withdrawn("p-small")
+        _, key, value, headers = large_event("p-mid", 500_000)
+        pipeline.failing_subjects.update({"p-small", "p-mid"})
+        after = withdrawn("p-after")
+        await produce(kafka_bootstrap, pipeline.topic, [to_kafka(small), (key, value, headers), to_kafka(after)])
+        assert await pipeline.wait_for_effects(1) == [after.id]
+        first, second = await pipeline.dead_letters(2)
+        assert dict(first.headers)["ce_id"] == small.id.encode() and first.value is not None
+        assert second.value is None
+        assert dict(second.headers)["x-dlq-value-omitted"] == str(len(value)).encode()
+    finally:
+        await stop_pipeline(parts)
