@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -139,6 +139,7 @@ class Plan:
         self.replicas = args.replicas
         self.stall_s = 60.0
         self.profile: Path | None = Path(args.profile) if args.profile else None
+        self.postgres: str | None = args.postgres
         self.scenarios: set[str] = set(args.scenarios.split(",")) if args.scenarios else set(SCENARIOS)
 
 
@@ -257,6 +258,29 @@ def suite_running(env: dict[str, str], log_dir: Path) -> Iterator[Suite]:
         suite.stop()
 
 
+@contextlib.asynccontextmanager
+async def postgres_databases(admin_url: str, run: str) -> AsyncIterator[dict[str, str]]:
+    """A fresh PostgreSQL database per service on the server of `admin_url` (a SQLAlchemy URL whose role
+    may create databases), as `PROPOSALFLOW_<SERVICE>_DATABASE_URL` settings; dropped afterwards."""
+    import asyncpg  # type: ignore[import-untyped]
+    from sqlalchemy.engine import make_url
+
+    url = make_url(admin_url)
+    admin = await asyncpg.connect(url.set(drivername="postgresql").render_as_string(hide_password=False))
+    names = {service: f"pf_bench_{run.lower()}_{service}" for service in SERVICES}
+    try:
+        for name in names.values():
+            await admin.execute(f'CREATE DATABASE "{name}"')
+        yield {
+            f"PROPOSALFLOW_{service.upper()}_DATABASE_URL": url.set(database=name).render_as_string(hide_password=False)
+            for service, name in names.items()
+        }
+    finally:
+        for name in names.values():
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
 def bench_env(settings: CommonSettings, run: str, work: Path) -> dict[str, str]:
     policy = (ROOT / "shared/policies/dongguan.yaml").read_text()
     # 交办 without a person confirming, so that nothing in the loop waits for the dispatcher.
@@ -280,7 +304,16 @@ def bench_env(settings: CommonSettings, run: str, work: Path) -> dict[str, str]:
 async def run_pipeline(
     settings: CommonSettings, plan: Plan, run: str, work: Path, log_dir: Path
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    env = bench_env(settings, run, work)
+    async with contextlib.AsyncExitStack() as stack:
+        env = bench_env(settings, run, work)
+        if plan.postgres:
+            env.update(await stack.enter_async_context(postgres_databases(plan.postgres, run)))
+        return await _run_pipeline(settings, plan, run, env, log_dir)
+
+
+async def _run_pipeline(
+    settings: CommonSettings, plan: Plan, run: str, env: dict[str, str], log_dir: Path
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     service_settings = CommonSettings(jwt_secret=env["PROPOSALFLOW_JWT_SECRET"])
     member_token, committee_token = pipeline.tokens(service_settings)
     results: list[dict[str, Any]] = []
@@ -435,12 +468,13 @@ async def main(args: argparse.Namespace) -> int:
             "rate_seconds": plan.rate_seconds,
             "replicas": plan.replicas,
         },
+        "database": "postgresql" if plan.postgres else "sqlite",
     }
     results: list[dict[str, Any]] = []
     if not args.pipeline_only:
         print("baseline (raw aiokafka chain) …", flush=True)
         results += await run_baseline(settings, plan, run.lower(), log_dir)
-    print("pipeline (five services) …", flush=True)
+    print(f"pipeline (five services, {report['database']}) …", flush=True)
     pipeline_results, memory = await run_pipeline(settings, plan, run, work, log_dir)
     results += pipeline_results
     report["results"] = results
@@ -491,6 +525,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--scenarios", help=f"comma-separated subset of: {', '.join(SCENARIOS)}")
     parser.add_argument("--profile", help="directory for py-spy samples of every service, per scenario")
     parser.add_argument("--out", help="JSON file to write (default bench/results/<timestamp>.json)")
+    parser.add_argument(
+        "--postgres",
+        metavar="URL",
+        help="run the services on PostgreSQL: a database per service is created on this server (a "
+        "postgresql+asyncpg:// URL whose role may create databases) and dropped afterwards; default SQLite",
+    )
     return parser.parse_args(argv)
 
 
