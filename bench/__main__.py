@@ -64,14 +64,28 @@ def summarise(
     }
 
 
-def other_cpu() -> dict[str, float]:
+def other_cpu(postgres: bool = False) -> dict[str, float]:
     """CPU seconds used so far by what shares the machine with the services: the broker (its pid in
     `PROPOSALFLOW_BENCH_BROKER_PID`, which `make bench` sets) and this process (load, bots, observer)."""
     used = {"bench": cpu_seconds(os.getpid())}
     broker = os.environ.get("PROPOSALFLOW_BENCH_BROKER_PID", "")
     if broker.isdigit():
         used["broker"] = cpu_seconds(int(broker))
+    if postgres:
+        # The server's processes on this machine (its backends live as long as the services' pools).
+        used["postgres"] = sum(cpu_seconds(pid) for pid in _pids() if _comm(pid) == "postgres")
     return used
+
+
+def _pids() -> list[int]:
+    return [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
 
 
 async def records_moved(http: httpx.AsyncClient, suite: Suite) -> dict[str, float]:
@@ -351,14 +365,17 @@ async def _run_pipeline(
                     name: str, door: str, load: Callable[[], Coroutine[Any, Any, list[tuple[str, float]]]]
                 ) -> None:
                     resends, failures, cpu_before = unit.resends, loader.http_failures, suite.cpu()
-                    others_before, moved_before = other_cpu(), await records_moved(http, suite)
+                    others_before, moved_before = other_cpu(bool(plan.postgres)), await records_moved(http, suite)
                     with profiled(suite, plan.profile, f"{name}-{door}-{len(suite.urls('intake'))}"):
                         sent = await load()
                         tracked = await pipeline.wait_through(observer, [i for i, _ in sent], plan.stall_s)
                     arrived = {i: t.done_at for (i, _), t in zip(sent, tracked, strict=True)}
                     through = max(1, sum(t.done_at is not None for t in tracked))
                     cpu = {s: round((used - cpu_before[s]) * 1000 / through, 1) for s, used in suite.cpu().items()}
-                    others = {k: round((v - others_before[k]) * 1000 / through, 1) for k, v in other_cpu().items()}
+                    others = {
+                        k: round((v - others_before[k]) * 1000 / through, 1)
+                        for k, v in other_cpu(bool(plan.postgres)).items()
+                    }
                     moved = {
                         k: round((v - moved_before.get(k, 0.0)) / through, 2)
                         for k, v in (await records_moved(http, suite)).items()
