@@ -9,7 +9,7 @@ Claims: `sub` (principal id), `role` (a :class:`~shared.events.Role`), `unit` (f
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Annotated, Any
@@ -116,10 +116,33 @@ Caller = Annotated[Principal, Depends(authenticate)]
 
 
 def require_role(principal: Principal, *roles: Role) -> None:
-    """Refuse (403) a caller whose role may not do this, naming the roles that may."""
+    """Refuse (403) a caller whose role may not do this, naming the roles that may; and a unit user
+    whose token names no unit, since everything a unit may do or see is its own unit's."""
     if principal.role not in roles:
         allowed = ", ".join(role.value for role in roles)
         raise Problem(403, "Forbidden", f"This action is for {allowed}; your role is {principal.role.value}.")
+    if principal.role == Role.UNIT and not principal.unit:
+        raise Problem(403, "Forbidden", "Your token names no unit; ask an admin for a unit token.")
+
+
+def roles(*allowed: Role) -> Callable[[Principal], Awaitable[Principal]]:
+    """The dependency that admits callers of these roles only, for a route's or a router's
+    `dependencies=[Depends(roles(...))]` (or `Annotated[Principal, Depends(roles(...))]`).
+
+    FastAPI resolves a route's dependencies before it validates the route's own path, query, header and
+    body parameters, and a dependency's exception ends the request there: so the order is authentication
+    (401), this check (403), then validation (422), then the use case's rules. A check in the endpoint's
+    body would come after validation, and tell a caller who may not use the route what it takes.
+    """
+    if not allowed:
+        raise ValueError("roles() needs at least one role")
+
+    async def admit(principal: Caller) -> Principal:
+        require_role(principal, *allowed)
+        return principal
+
+    admit.__qualname__ = admit.__name__ = "roles_" + "_".join(role.value for role in allowed)
+    return admit
 
 
 class InboundAllowList:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.assignment import domain, service, store
 from services.assignment.domain import Leader, NotYours, RoutingRules, RuleViolation, StateConflict, Unit, UnitKind
 from services.assignment.service import Clock, Context
-from shared.auth import Caller, Principal, require_role
+from shared.auth import Principal, roles
 from shared.events import AssignmentForm, Role
 from shared.http import MAX_OFFSET, Problem, remember_idempotent, replay_idempotent, request_fingerprint
 from shared.runtime import ServiceRuntime
@@ -22,6 +22,18 @@ from shared.runtime import ServiceRuntime
 Limit = Annotated[int, Query(ge=1, le=200)]
 Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET)]
 IdempotencyKey = Annotated[str | None, Header(max_length=200)]
+
+# Who may call what (tests/security/authz_matrix.yaml). A route takes its caller as one of these, so the
+# role is checked before the request's parameters and body are validated (shared.auth.roles).
+AdminCaller = Annotated[Principal, Depends(roles(Role.ADMIN))]
+DispatcherCaller = Annotated[Principal, Depends(roles(Role.DISPATCHER))]
+CommitteeCaller = Annotated[Principal, Depends(roles(Role.COMMITTEE))]
+UnitCaller = Annotated[Principal, Depends(roles(Role.UNIT))]
+UnitsReader = Annotated[Principal, Depends(roles(Role.DISPATCHER, Role.COMMITTEE, Role.ADMIN, Role.UNIT, Role.LEADER))]
+LeadersReader = Annotated[Principal, Depends(roles(Role.DISPATCHER, Role.COMMITTEE, Role.ADMIN, Role.LEADER))]
+RulesReader = Annotated[Principal, Depends(roles(Role.ADMIN, Role.DISPATCHER))]
+AssignmentsReader = Annotated[Principal, Depends(roles(Role.DISPATCHER, Role.COMMITTEE, Role.UNIT, Role.ADMIN))]
+KeyProposalsReader = Annotated[Principal, Depends(roles(Role.COMMITTEE, Role.DISPATCHER, Role.ADMIN, Role.LEADER))]
 
 
 class Confirmation(BaseModel):
@@ -137,17 +149,15 @@ def router(runtime: ServiceRuntime, ctx: Context, clock: Clock) -> APIRouter:
 
     @routes.get("/units", summary="The units catalog (承办单位)", tags=["catalogs"])
     async def list_units(
-        principal: Caller, active: bool | None = None, limit: Limit = 100, offset: Offset = 0
+        principal: UnitsReader, active: bool | None = None, limit: Limit = 100, offset: Offset = 0
     ) -> dict[str, Any]:
-        require_role(principal, Role.DISPATCHER, Role.COMMITTEE, Role.ADMIN, Role.UNIT, Role.LEADER)
         async with runtime.engine.connect() as conn:
             catalog = await store.unit_catalog(conn)
         items = [unit for unit in catalog.values() if active is None or unit["active"] == active]
         return {"items": items[offset : offset + limit], "limit": limit, "offset": offset, "total": len(items)}
 
     @routes.post("/units", status_code=201, summary="Add a unit", tags=["catalogs"])
-    async def create_unit(unit: Unit, principal: Caller, idempotency_key: IdempotencyKey = None) -> Any:
-        require_role(principal, Role.ADMIN)
+    async def create_unit(unit: Unit, principal: AdminCaller, idempotency_key: IdempotencyKey = None) -> Any:
         return await write(
             principal,
             idempotency_key,
@@ -158,29 +168,25 @@ def router(runtime: ServiceRuntime, ctx: Context, clock: Clock) -> APIRouter:
         )
 
     @routes.patch("/units/{unit_id}", summary="Change or deactivate a unit", tags=["catalogs"])
-    async def update_unit(unit_id: str, changes: UnitChanges, principal: Caller) -> Any:
-        require_role(principal, Role.ADMIN)
+    async def update_unit(unit_id: str, changes: UnitChanges, principal: AdminCaller) -> Any:
         values = changes.model_dump(exclude_none=True)
         return await edit(f"No unit {unit_id}.", lambda conn: service.update_unit(conn, unit_id, values))
 
     @routes.delete("/units/{unit_id}", status_code=204, summary="Delete an unreferenced unit", tags=["catalogs"])
-    async def delete_unit(unit_id: str, principal: Caller) -> Response:
-        require_role(principal, Role.ADMIN)
+    async def delete_unit(unit_id: str, principal: AdminCaller) -> Response:
         await edit(f"No unit {unit_id}.", lambda conn: service.delete_unit(conn, unit_id))
         return Response(status_code=204)
 
     # Leaders catalog (市领导) ------------------------------------------------------------------------
 
     @routes.get("/leaders", summary="Leaders who supervise (督办) or lead (领办) key proposals", tags=["catalogs"])
-    async def list_leaders(principal: Caller, limit: Limit = 100, offset: Offset = 0) -> dict[str, Any]:
-        require_role(principal, Role.DISPATCHER, Role.COMMITTEE, Role.ADMIN, Role.LEADER)
+    async def list_leaders(principal: LeadersReader, limit: Limit = 100, offset: Offset = 0) -> dict[str, Any]:
         async with runtime.engine.connect() as conn:
             items = list((await store.leader_catalog(conn)).values())
         return {"items": items[offset : offset + limit], "limit": limit, "offset": offset, "total": len(items)}
 
     @routes.post("/leaders", status_code=201, summary="Add a leader", tags=["catalogs"])
-    async def create_leader(leader: Leader, principal: Caller, idempotency_key: IdempotencyKey = None) -> Any:
-        require_role(principal, Role.ADMIN)
+    async def create_leader(leader: Leader, principal: AdminCaller, idempotency_key: IdempotencyKey = None) -> Any:
         return await write(
             principal,
             idempotency_key,
@@ -191,22 +197,19 @@ def router(runtime: ServiceRuntime, ctx: Context, clock: Clock) -> APIRouter:
         )
 
     @routes.patch("/leaders/{leader_id}", summary="Change or deactivate a leader", tags=["catalogs"])
-    async def update_leader(leader_id: str, changes: LeaderChanges, principal: Caller) -> Any:
-        require_role(principal, Role.ADMIN)
+    async def update_leader(leader_id: str, changes: LeaderChanges, principal: AdminCaller) -> Any:
         values = changes.model_dump(exclude_none=True)
         return await edit(f"No leader {leader_id}.", lambda conn: service.update_leader(conn, leader_id, values))
 
     # Routing rules (交办规则) ------------------------------------------------------------------------
 
     @routes.get("/routing-rules", summary="The routing rules (交办规则)", tags=["catalogs"])
-    async def get_rules(principal: Caller) -> dict[str, Any]:
-        require_role(principal, Role.ADMIN, Role.DISPATCHER)
+    async def get_rules(principal: RulesReader) -> dict[str, Any]:
         async with runtime.engine.connect() as conn:
             return (await service.routing_rules(conn)).model_dump()
 
     @routes.put("/routing-rules", summary="Replace the routing rules (validated)", tags=["catalogs"])
-    async def put_rules(rules: RoutingRules, principal: Caller) -> dict[str, Any]:
-        require_role(principal, Role.ADMIN)
+    async def put_rules(rules: RoutingRules, principal: AdminCaller) -> dict[str, Any]:
 
         async def save(conn: AsyncConnection) -> dict[str, Any]:
             await service.save_routing_rules(conn, rules, ctx.policy, principal.as_actor())
@@ -218,17 +221,15 @@ def router(runtime: ServiceRuntime, ctx: Context, clock: Clock) -> APIRouter:
 
     @routes.get("/assignments", summary="Assignments in force; a unit sees its own")
     async def list_assignments(
-        principal: Caller, status: str | None = None, limit: Limit = 50, offset: Offset = 0
+        principal: AssignmentsReader, status: str | None = None, limit: Limit = 50, offset: Offset = 0
     ) -> dict[str, Any]:
-        require_role(principal, Role.DISPATCHER, Role.COMMITTEE, Role.UNIT, Role.ADMIN)
         unit = principal.unit or "" if principal.role == Role.UNIT else None
         async with runtime.engine.connect() as conn:
             rows = await store.list_assignments(conn, status=status, unit=unit, limit=limit, offset=offset)
         return {"items": [service.assignment_view(row) for row in rows], "limit": limit, "offset": offset}
 
     @routes.get("/assignments/{proposal_id}", summary="The current assignment of a proposal")
-    async def get_assignment(proposal_id: str, principal: Caller) -> dict[str, Any]:
-        require_role(principal, Role.DISPATCHER, Role.COMMITTEE, Role.UNIT, Role.ADMIN)
+    async def get_assignment(proposal_id: str, principal: AssignmentsReader) -> dict[str, Any]:
         async with runtime.engine.connect() as conn:
             row = await store.current_assignment(conn, proposal_id)
             visible = row is not None and (principal.role != Role.UNIT or principal.unit in service.route_of(row).units)
@@ -243,10 +244,9 @@ def router(runtime: ServiceRuntime, ctx: Context, clock: Clock) -> APIRouter:
         proposal_id: str,
         body: Confirmation,
         request: Request,
-        principal: Caller,
+        principal: DispatcherCaller,
         idempotency_key: IdempotencyKey = None,
     ) -> Any:
-        require_role(principal, Role.DISPATCHER)
 
         async def act(conn: AsyncConnection) -> dict[str, Any]:
             override = None
@@ -265,9 +265,8 @@ def router(runtime: ServiceRuntime, ctx: Context, clock: Clock) -> APIRouter:
 
     @routes.post("/assignments/{proposal_id}/accept", summary="Accept the assignment (签收), by a unit of it")
     async def accept(
-        proposal_id: str, request: Request, principal: Caller, idempotency_key: IdempotencyKey = None
+        proposal_id: str, request: Request, principal: UnitCaller, idempotency_key: IdempotencyKey = None
     ) -> Any:
-        require_role(principal, Role.UNIT)
 
         async def act(conn: AsyncConnection) -> dict[str, Any]:
             return await service.respond(
@@ -284,9 +283,8 @@ def router(runtime: ServiceRuntime, ctx: Context, clock: Clock) -> APIRouter:
 
     @routes.post("/assignments/{proposal_id}/dispute", summary="Dispute the assignment (异议), within the window")
     async def dispute(
-        proposal_id: str, body: Dispute, request: Request, principal: Caller, idempotency_key: IdempotencyKey = None
+        proposal_id: str, body: Dispute, request: Request, principal: UnitCaller, idempotency_key: IdempotencyKey = None
     ) -> Any:
-        require_role(principal, Role.UNIT)
 
         async def act(conn: AsyncConnection) -> dict[str, Any]:
             return await service.respond(
@@ -307,10 +305,9 @@ def router(runtime: ServiceRuntime, ctx: Context, clock: Clock) -> APIRouter:
         proposal_id: str,
         body: Reassignment,
         request: Request,
-        principal: Caller,
+        principal: DispatcherCaller,
         idempotency_key: IdempotencyKey = None,
     ) -> Any:
-        require_role(principal, Role.DISPATCHER)
 
         async def act(conn: AsyncConnection) -> dict[str, Any]:
             route = domain.route_of_form(body.form, body.lead_unit, body.co_units, body.split_units)
@@ -323,9 +320,12 @@ def router(runtime: ServiceRuntime, ctx: Context, clock: Clock) -> APIRouter:
 
     @routes.post("/assignments/{proposal_id}/uphold", summary="Keep the assignment despite the dispute (维持)")
     async def uphold(
-        proposal_id: str, body: Upholding, request: Request, principal: Caller, idempotency_key: IdempotencyKey = None
+        proposal_id: str,
+        body: Upholding,
+        request: Request,
+        principal: DispatcherCaller,
+        idempotency_key: IdempotencyKey = None,
     ) -> Any:
-        require_role(principal, Role.DISPATCHER)
 
         async def act(conn: AsyncConnection) -> dict[str, Any]:
             return await service.uphold(
@@ -341,9 +341,8 @@ def router(runtime: ServiceRuntime, ctx: Context, clock: Clock) -> APIRouter:
         "/key-proposals", status_code=201, summary="Designate key proposals (重点提案)", tags=["key proposals"]
     )
     async def designate(
-        body: KeyDesignation, request: Request, principal: Caller, idempotency_key: IdempotencyKey = None
+        body: KeyDesignation, request: Request, principal: CommitteeCaller, idempotency_key: IdempotencyKey = None
     ) -> Any:
-        require_role(principal, Role.COMMITTEE)
 
         async def act(conn: AsyncConnection) -> dict[str, Any]:
             items = await service.designate_key(
@@ -364,8 +363,7 @@ def router(runtime: ServiceRuntime, ctx: Context, clock: Clock) -> APIRouter:
     @routes.get(
         "/key-proposals", summary="Key proposals; a leader sees those it supervises or leads", tags=["key proposals"]
     )
-    async def list_key(principal: Caller, limit: Limit = 50, offset: Offset = 0) -> dict[str, Any]:
-        require_role(principal, Role.COMMITTEE, Role.DISPATCHER, Role.ADMIN, Role.LEADER)
+    async def list_key(principal: KeyProposalsReader, limit: Limit = 50, offset: Offset = 0) -> dict[str, Any]:
         leader = principal.id if principal.role == Role.LEADER else None
         async with runtime.engine.connect() as conn:
             rows = await store.key_designations(conn, leader=leader, limit=limit, offset=offset)

@@ -7,12 +7,12 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
 
 from services.audit import export, service, store
 from services.audit.domain import rfc3339
-from shared.auth import Caller, Principal, require_role
+from shared.auth import Principal, roles
 from shared.events import Role
 from shared.http import MAX_OFFSET, Problem
 from shared.runtime import ServiceRuntime
@@ -41,9 +41,9 @@ def _view(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _may_read_the_log(principal: Principal) -> None:
-    """The audit log is for the proposal committee (提案委员会) and administrators."""
-    require_role(principal, Role.COMMITTEE, Role.ADMIN)
+LogReader = Annotated[Principal, Depends(roles(Role.COMMITTEE, Role.ADMIN))]
+"""The audit log is for the proposal committee (提案委员会) and administrators: every route takes its
+caller as a LogReader, so the role is checked before the query is validated (shared.auth.roles)."""
 
 
 def _selection(
@@ -76,15 +76,14 @@ def router(runtime: ServiceRuntime, key: bytes | None) -> APIRouter:
     routes = APIRouter(prefix="/audit", tags=["audit"])
 
     @routes.get("/proposals/{proposal_id}", summary="The ordered history of one proposal, with actors")
-    async def proposal_history(proposal_id: str, principal: Caller) -> dict[str, Any]:
-        _may_read_the_log(principal)
+    async def proposal_history(proposal_id: str, principal: LogReader) -> dict[str, Any]:
         async with runtime.engine.connect() as conn:
             rows = await store.history(conn, proposal_id)
         return {"proposal_id": proposal_id, "entries": [_view(row) for row in rows]}
 
     @routes.get("/entries", summary="Search the log by actor, unit, type, proposal, topic and time")
     async def search(
-        principal: Caller,
+        principal: LogReader,
         actor: Actor = None,
         unit: Unit = None,
         type_: Type = None,
@@ -95,7 +94,6 @@ def router(runtime: ServiceRuntime, key: bytes | None) -> APIRouter:
         limit: Annotated[int, Query(ge=1, le=500)] = 100,
         cursor: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="`next_cursor` of the previous page")] = 0,
     ) -> dict[str, Any]:
-        _may_read_the_log(principal)
         selection = _selection(actor, unit, type_, subject, topic, since, until)
         async with runtime.engine.connect() as conn:
             rows = await store.search(conn, selection, after_seq=cursor, limit=limit)
@@ -108,7 +106,7 @@ def router(runtime: ServiceRuntime, key: bytes | None) -> APIRouter:
         response_class=StreamingResponse,
     )
     async def export_entries(
-        principal: Caller,
+        principal: LogReader,
         format_: Annotated[Literal["jsonl", "csv"], Query(alias="format")] = "jsonl",
         actor: Actor = None,
         unit: Unit = None,
@@ -118,7 +116,6 @@ def router(runtime: ServiceRuntime, key: bytes | None) -> APIRouter:
         since: Since = None,
         until: Until = None,
     ) -> StreamingResponse:
-        _may_read_the_log(principal)
         selection = _selection(actor, unit, type_, subject, topic, since, until)
 
         async def lines() -> AsyncIterator[str]:
@@ -135,8 +132,7 @@ def router(runtime: ServiceRuntime, key: bytes | None) -> APIRouter:
         )
 
     @routes.get("/verify", summary="Walk the hash chain: the first broken entry and why, or that all N hold")
-    async def verify(principal: Caller) -> dict[str, Any]:
-        _may_read_the_log(principal)
+    async def verify(principal: LogReader) -> dict[str, Any]:
         return await service.verify(runtime.engine, key)
 
     return routes

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -13,13 +13,19 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.intake import service, store
 from services.intake.domain import RuleViolation, StateConflict
 from services.intake.service import Clock
-from shared.auth import Caller, Principal, require_role
+from shared.auth import Principal, roles
 from shared.events import ProposalContent, Proposer, Role, SessionKind
 from shared.http import MAX_OFFSET, Problem, remember_idempotent, replay_idempotent, request_fingerprint
 from shared.policy import Policy
 from shared.runtime import ServiceRuntime
 
 IdempotencyKey = Annotated[str | None, Header(max_length=200)]
+
+# Who may call what (tests/security/authz_matrix.yaml). A route takes its caller as one of these, so the
+# role is checked before the request's parameters and body are validated (shared.auth.roles).
+MemberCaller = Annotated[Principal, Depends(roles(Role.MEMBER))]
+CommitteeCaller = Annotated[Principal, Depends(roles(Role.COMMITTEE))]
+MemberOrCommitteeCaller = Annotated[Principal, Depends(roles(Role.MEMBER, Role.COMMITTEE))]
 
 
 class ReviewDecision(BaseModel):
@@ -105,9 +111,11 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
 
     @routes.post("", status_code=201, summary="Submit a proposal (提交提案)")
     async def submit_proposal(
-        content: ProposalContent, request: Request, principal: Caller, idempotency_key: IdempotencyKey = None
+        content: ProposalContent,
+        request: Request,
+        principal: MemberOrCommitteeCaller,
+        idempotency_key: IdempotencyKey = None,
     ) -> Any:
-        require_role(principal, Role.MEMBER, Role.COMMITTEE)
         return await once(
             principal,
             idempotency_key,
@@ -125,8 +133,7 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         )
 
     @routes.post("/drafts", status_code=201, summary="Save a draft (保存草稿)")
-    async def create_draft(draft: DraftContent, principal: Caller, idempotency_key: IdempotencyKey = None) -> Any:
-        require_role(principal, Role.MEMBER)
+    async def create_draft(draft: DraftContent, principal: MemberCaller, idempotency_key: IdempotencyKey = None) -> Any:
         changes = draft.model_dump(mode="json", exclude_unset=True)
         if "first_proposer" not in changes:
             changes["first_proposer"] = {"id": principal.id, "name": principal.name or principal.id}
@@ -139,8 +146,7 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         )
 
     @routes.patch("/{proposal_id}", summary="Edit a draft or a returned proposal (修改)")
-    async def edit_proposal(proposal_id: str, draft: DraftContent, principal: Caller) -> Any:
-        require_role(principal, Role.MEMBER)
+    async def edit_proposal(proposal_id: str, draft: DraftContent, principal: MemberCaller) -> Any:
         changes = draft.model_dump(mode="json", exclude_unset=True)
         return await once(
             principal,
@@ -152,9 +158,8 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
 
     @routes.post("/{proposal_id}/submit", summary="Submit a draft, or resubmit a returned proposal")
     async def submit_draft(
-        proposal_id: str, request: Request, principal: Caller, idempotency_key: IdempotencyKey = None
+        proposal_id: str, request: Request, principal: MemberCaller, idempotency_key: IdempotencyKey = None
     ) -> Any:
-        require_role(principal, Role.MEMBER)
         return await once(
             principal,
             idempotency_key,
@@ -172,9 +177,8 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
 
     @routes.post("/{proposal_id}/cosign", summary="Confirm as a cosigner (联名确认)")
     async def cosign_proposal(
-        proposal_id: str, request: Request, principal: Caller, idempotency_key: IdempotencyKey = None
+        proposal_id: str, request: Request, principal: MemberCaller, idempotency_key: IdempotencyKey = None
     ) -> Any:
-        require_role(principal, Role.MEMBER)
         return await once(
             principal,
             idempotency_key,
@@ -195,10 +199,9 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         proposal_id: str,
         withdrawal: Withdrawal,
         request: Request,
-        principal: Caller,
+        principal: MemberCaller,
         idempotency_key: IdempotencyKey = None,
     ) -> Any:
-        require_role(principal, Role.MEMBER)
         return await once(
             principal,
             idempotency_key,
@@ -216,13 +219,12 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
 
     @routes.get("", summary="List proposals: a member's own, or all for the committee")
     async def list_proposals(
-        principal: Caller,
+        principal: MemberOrCommitteeCaller,
         status: str | None = None,
         series_id: Annotated[str | None, Query(max_length=100, description="Only this series (系列提案).")] = None,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
         offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     ) -> dict[str, Any]:
-        require_role(principal, Role.MEMBER, Role.COMMITTEE)
         signer = principal.id if principal.role == Role.MEMBER else None
         async with runtime.engine.connect() as conn:
             rows = await store.list_proposals(
@@ -233,8 +235,7 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         return {"items": items, "limit": limit, "offset": offset}
 
     @routes.get("/{proposal_id}", summary="One proposal")
-    async def get_proposal(proposal_id: str, principal: Caller) -> dict[str, Any]:
-        require_role(principal, Role.MEMBER, Role.COMMITTEE)
+    async def get_proposal(proposal_id: str, principal: MemberOrCommitteeCaller) -> dict[str, Any]:
         async with runtime.engine.connect() as conn:
             try:
                 await service.visible_to(conn, proposal_id, principal.as_actor())
@@ -244,9 +245,8 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
 
     @routes.get("/{proposal_id}/similar", summary="Similar filed proposals of the same year (相似提案, for 并案)")
     async def similar_proposals(
-        proposal_id: str, principal: Caller, limit: Annotated[int, Query(ge=1, le=50)] = 5
+        proposal_id: str, principal: CommitteeCaller, limit: Annotated[int, Query(ge=1, le=50)] = 5
     ) -> dict[str, Any]:
-        require_role(principal, Role.COMMITTEE)
         async with runtime.engine.connect() as conn:
             try:
                 items = await service.similar(conn, proposal_id, policy, limit=limit)
@@ -259,10 +259,9 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         proposal_id: str,
         decision: ReviewDecision,
         request: Request,
-        principal: Caller,
+        principal: CommitteeCaller,
         idempotency_key: IdempotencyKey = None,
     ) -> Any:
-        require_role(principal, Role.COMMITTEE)
         return await once(
             principal,
             idempotency_key,

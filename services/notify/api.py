@@ -7,17 +7,18 @@ from __future__ import annotations
 from datetime import UTC, datetime, time
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
 
 from services.notify import domain, store
-from shared.auth import Caller, Principal, require_role
+from shared.auth import Principal, roles
 from shared.events import Role
 from shared.http import MAX_OFFSET, Problem
 from shared.runtime import ServiceRuntime
 
 Limit = Annotated[int, Query(ge=1, le=200)]
 Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET)]
+SIGNED_IN = tuple(role for role in Role if role not in (Role.PUBLIC, Role.SYSTEM))
 
 
 def recipient_of(principal: Principal) -> str:
@@ -32,6 +33,18 @@ def recipient_of(principal: Principal) -> str:
     if principal.role == Role.DISPATCHER:
         return domain.DISPATCHER
     return principal.id
+
+
+async def _recipient(principal: Annotated[Principal, Depends(roles(*SIGNED_IN))]) -> str:
+    return recipient_of(principal)
+
+
+# Who may call what (tests/security/authz_matrix.yaml). A route takes its caller as one of these, so the
+# role (and a unit token's unit) is checked before the request's parameters and body are validated
+# (shared.auth.roles).
+Recipient = Annotated[str, Depends(_recipient)]
+"""The signed-in caller, as the recipient whose inbox and preferences it reads (see `recipient_of`)."""
+AdminCaller = Annotated[Principal, Depends(roles(Role.ADMIN))]
 
 
 def _notification_view(row: dict[str, Any]) -> dict[str, Any]:
@@ -50,12 +63,9 @@ def inbox_router(runtime: ServiceRuntime) -> APIRouter:
     routes = APIRouter(prefix="/inbox", tags=["inbox"])
 
     @routes.get("", summary="My notifications, newest first, with the unread count")
-    async def list_inbox(principal: Caller, unread: bool = False, limit: Limit = 50, offset: Offset = 0) -> Any:
-        require_role(principal, *(role for role in Role if role not in (Role.PUBLIC, Role.SYSTEM)))
+    async def list_inbox(recipient: Recipient, unread: bool = False, limit: Limit = 50, offset: Offset = 0) -> Any:
         async with runtime.engine.connect() as conn:
-            rows, unread_count = await store.inbox(
-                conn, recipient_of(principal), unread_only=unread, limit=limit, offset=offset
-            )
+            rows, unread_count = await store.inbox(conn, recipient, unread_only=unread, limit=limit, offset=offset)
         return {
             "items": [_notification_view(row) for row in rows],
             "unread": unread_count,
@@ -64,10 +74,9 @@ def inbox_router(runtime: ServiceRuntime) -> APIRouter:
         }
 
     @routes.post("/{notification_id}/read", summary="Mark one notification read", status_code=204)
-    async def mark_read(notification_id: str, principal: Caller) -> Response:
-        require_role(principal, *(role for role in Role if role not in (Role.PUBLIC, Role.SYSTEM)))
+    async def mark_read(notification_id: str, recipient: Recipient) -> Response:
         async with runtime.transaction() as conn:
-            found = await store.mark_read(conn, recipient_of(principal), notification_id, datetime.now(UTC))
+            found = await store.mark_read(conn, recipient, notification_id, datetime.now(UTC))
         if found is None:
             raise Problem(404, "Not found", f"No notification {notification_id} in your inbox.")
         return Response(status_code=204)
@@ -140,16 +149,14 @@ def contacts_router(runtime: ServiceRuntime) -> APIRouter:
 
     @routes.get("", summary="The contacts directory (通讯录), by id")
     async def list_contacts(
-        principal: Caller, kind: ContactKind | None = None, limit: Limit = 50, offset: Offset = 0
+        principal: AdminCaller, kind: ContactKind | None = None, limit: Limit = 50, offset: Offset = 0
     ) -> Any:
-        require_role(principal, Role.ADMIN)
         async with runtime.engine.connect() as conn:
             rows, total = await store.list_contacts(conn, kind=kind, limit=limit, offset=offset)
         return {"items": [_contact_view(row) for row in rows], "total": total, "limit": limit, "offset": offset}
 
     @routes.get("/{contact_id}", summary="One contact")
-    async def get_contact(contact_id: str, principal: Caller) -> Any:
-        require_role(principal, Role.ADMIN)
+    async def get_contact(contact_id: str, principal: AdminCaller) -> Any:
         async with runtime.engine.connect() as conn:
             row = await store.get_contact(conn, contact_id)
         if row is None:
@@ -161,8 +168,7 @@ def contacts_router(runtime: ServiceRuntime) -> APIRouter:
         summary="Create or replace a contact",
         responses={201: {"description": "The contact was created (200: replaced)"}},
     )
-    async def put_contact(contact_id: str, contact: ContactIn, principal: Caller, response: Response) -> Any:
-        require_role(principal, Role.ADMIN)
+    async def put_contact(contact_id: str, contact: ContactIn, principal: AdminCaller, response: Response) -> Any:
         problem = contact_id_rule(contact_id, contact.kind)
         if problem:
             raise Problem(422, "Invalid contact id", problem, errors=[{"field": "id", "message": problem}])
@@ -184,8 +190,7 @@ def contacts_router(runtime: ServiceRuntime) -> APIRouter:
         return _contact_view(values)
 
     @routes.delete("/{contact_id}", summary="Remove a contact", status_code=204)
-    async def delete_contact(contact_id: str, principal: Caller) -> Response:
-        require_role(principal, Role.ADMIN)
+    async def delete_contact(contact_id: str, principal: AdminCaller) -> Response:
         async with runtime.transaction() as conn:
             if not await store.delete_contact(conn, contact_id):
                 raise Problem(404, "Not found", f"No contact {contact_id}.")
@@ -219,7 +224,6 @@ NO_ENTRY: dict[int | str, dict[str, Any]] = {
     }
 }
 ADDRESS_FIELDS = {"email": "email", "sms": "phone", "webhook": "webhook_url"}
-SIGNED_IN = tuple(role for role in Role if role not in (Role.PUBLIC, Role.SYSTEM))
 
 
 def preferences_router(runtime: ServiceRuntime) -> APIRouter:
@@ -236,9 +240,7 @@ def preferences_router(runtime: ServiceRuntime) -> APIRouter:
         )
 
     @routes.get("", summary="My notification preferences (channels, SMS quiet hours)", responses=NO_ENTRY)
-    async def get_preferences(principal: Caller) -> Any:
-        require_role(principal, *SIGNED_IN)
-        recipient = recipient_of(principal)
+    async def get_preferences(recipient: Recipient) -> Any:
         async with runtime.engine.connect() as conn:
             row = await store.get_contact(conn, recipient)
         if row is None:
@@ -246,9 +248,7 @@ def preferences_router(runtime: ServiceRuntime) -> APIRouter:
         return _preferences_view(row)
 
     @routes.put("", summary="Set my notification preferences", responses=NO_ENTRY)
-    async def put_preferences(preferences: PreferencesIn, principal: Caller) -> Any:
-        require_role(principal, *SIGNED_IN)
-        recipient = recipient_of(principal)
+    async def put_preferences(preferences: PreferencesIn, recipient: Recipient) -> Any:
         quiet = preferences.quiet_hours
         values = {
             "channels": preferences.channels,
@@ -286,13 +286,12 @@ def deliveries_router(runtime: ServiceRuntime) -> APIRouter:
 
     @routes.get("", summary="Outside-channel deliveries, newest first (addresses left out)")
     async def list_deliveries(
-        principal: Caller,
+        principal: AdminCaller,
         status: Literal["pending", "delivered", "failed"] | None = None,
         proposal_id: str | None = None,
         limit: Limit = 50,
         offset: Offset = 0,
     ) -> Any:
-        require_role(principal, Role.ADMIN)
         async with runtime.engine.connect() as conn:
             rows, total = await store.list_deliveries(
                 conn, status=status, proposal_id=proposal_id, limit=limit, offset=offset

@@ -11,14 +11,14 @@ from collections.abc import Awaitable, Callable
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.progress import domain, service, stats, store
 from services.progress.domain import Dossier, MeasureStatus, ReplyStatus, RuleViolation, StateConflict
-from shared.auth import Caller, Principal, require_role
+from shared.auth import Principal, roles
 from shared.events import ProgressContent, ReplyContent, Role
 from shared.http import MAX_OFFSET, Problem, remember_idempotent, replay_idempotent, request_fingerprint
 from shared.policy import Policy, WorkingCalendar, local_date
@@ -29,6 +29,15 @@ SEES_ALL = (Role.COMMITTEE, Role.DISPATCHER, Role.ADMIN)
 READERS = (Role.MEMBER, Role.UNIT, Role.LEADER, *SEES_ALL)
 Clock = Callable[[], datetime]
 IdempotencyKey = Annotated[str | None, Header(max_length=200)]
+
+# Who may call what (tests/security/authz_matrix.yaml). A route takes its caller as one of these, so the
+# role is checked before the request's parameters and body are validated (shared.auth.roles).
+ProposalsReader = Annotated[Principal, Depends(roles(*READERS))]
+StatsReader = Annotated[Principal, Depends(roles(Role.COMMITTEE, Role.DISPATCHER, Role.ADMIN))]
+UnitCaller = Annotated[Principal, Depends(roles(Role.UNIT))]
+CommitteeCaller = Annotated[Principal, Depends(roles(Role.COMMITTEE))]
+MemberCaller = Annotated[Principal, Depends(roles(Role.MEMBER))]
+LeaderCaller = Annotated[Principal, Depends(roles(Role.LEADER))]
 
 
 class CoOpinion(BaseModel):
@@ -143,7 +152,7 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
 
     @routes.get("/proposals", summary="Proposals you may see, filtered (办理情况一览)")
     async def list_proposals(
-        principal: Caller,
+        principal: ProposalsReader,
         stage: str | None = None,
         unit: str | None = None,
         year: int | None = None,
@@ -153,7 +162,6 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
         offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     ) -> dict[str, Any]:
-        require_role(principal, *READERS)
         async with runtime.engine.connect() as conn:
             dossiers = await store.load_dossiers(conn)
         now = today()
@@ -179,8 +187,7 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         }
 
     @routes.get("/proposals/{proposal_id}", summary="Where a proposal stands, with its timeline (办理进度)")
-    async def get_proposal(proposal_id: str, principal: Caller) -> dict[str, Any]:
-        require_role(principal, *READERS)
+    async def get_proposal(proposal_id: str, principal: ProposalsReader) -> dict[str, Any]:
         async with runtime.engine.connect() as conn:
             row = await store.get_proposal(conn, proposal_id)
             if row is None or not may_see(principal, row):
@@ -189,11 +196,10 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
 
     @routes.get("/inbox", summary="A unit's open work: replies, 会办意见 and measures it owes (待办)")
     async def unit_inbox(
-        principal: Caller,
+        principal: UnitCaller,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
         offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     ) -> dict[str, Any]:
-        require_role(principal, Role.UNIT)
         async with runtime.engine.connect() as conn:
             dossiers = await store.load_dossiers(conn, await store.open_proposal_ids(conn))
         now = today()
@@ -211,10 +217,9 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         proposal_id: str,
         content: ProgressContent,
         request: Request,
-        principal: Caller,
+        principal: UnitCaller,
         idempotency_key: IdempotencyKey = None,
     ) -> Any:
-        require_role(principal, Role.UNIT)
 
         async def action(conn: AsyncConnection) -> None:
             await service.report_progress(
@@ -235,10 +240,9 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         proposal_id: str,
         body: CoOpinion,
         request: Request,
-        principal: Caller,
+        principal: UnitCaller,
         idempotency_key: IdempotencyKey = None,
     ) -> Any:
-        require_role(principal, Role.UNIT)
 
         async def action(conn: AsyncConnection) -> None:
             await service.submit_co_opinion(
@@ -259,10 +263,9 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         proposal_id: str,
         content: ReplyContent,
         request: Request,
-        principal: Caller,
+        principal: UnitCaller,
         idempotency_key: IdempotencyKey = None,
     ) -> Any:
-        require_role(principal, Role.UNIT)
 
         async def action(conn: AsyncConnection) -> None:
             await service.draft_reply(
@@ -285,10 +288,9 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         reply_id: str,
         body: ReplyReview,
         request: Request,
-        principal: Caller,
+        principal: CommitteeCaller,
         idempotency_key: IdempotencyKey = None,
     ) -> Any:
-        require_role(principal, Role.COMMITTEE)
 
         async def action(conn: AsyncConnection) -> None:
             await service.review_reply(
@@ -313,10 +315,9 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         proposal_id: str,
         body: Evaluation,
         request: Request,
-        principal: Caller,
+        principal: MemberCaller,
         idempotency_key: IdempotencyKey = None,
     ) -> Any:
-        require_role(principal, Role.MEMBER)
 
         async def action(conn: AsyncConnection) -> None:
             await service.evaluate(
@@ -342,10 +343,9 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         measure_id: str,
         body: MeasureChange,
         request: Request,
-        principal: Caller,
+        principal: UnitCaller,
         idempotency_key: IdempotencyKey = None,
     ) -> Any:
-        require_role(principal, Role.UNIT)
 
         async def action(conn: AsyncConnection) -> None:
             await service.update_measure(
@@ -368,10 +368,9 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         proposal_id: str,
         body: Supervision,
         request: Request,
-        principal: Caller,
+        principal: LeaderCaller,
         idempotency_key: IdempotencyKey = None,
     ) -> Any:
-        require_role(principal, Role.LEADER)
 
         async def action(conn: AsyncConnection) -> None:
             await service.record_supervision(
@@ -389,8 +388,7 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         return await act(request, principal, idempotency_key, fingerprint, proposal_id, action)
 
     @routes.get("/stats", summary="Statistics (办理统计): rates per unit, year and category; key proposals")
-    async def statistics(principal: Caller) -> dict[str, Any]:
-        require_role(principal, Role.COMMITTEE, Role.DISPATCHER, Role.ADMIN)
+    async def statistics(principal: StatsReader) -> dict[str, Any]:
         async with runtime.engine.connect() as conn:
             dossiers = await store.load_dossiers(conn)
         return stats.statistics(dossiers, today(), policy)

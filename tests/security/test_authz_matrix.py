@@ -1,6 +1,7 @@
 """Every HTTP route of every service × every role and every kind of bad token gets exactly the answer
 the authorisation matrix (authz_matrix.yaml) says: allowed roles get past the checks, other roles 403,
-no or an invalid token 401, refusals as problem+json.
+no or an invalid token 401, refusals as problem+json; and in that order: the token, then the role, then
+the request's validity, so that a refused caller never sees what a route takes.
 
 The routes are enumerated from the running apps, so a new route without a matrix entry fails here.
 """
@@ -16,8 +17,9 @@ import jwt
 import pytest
 import yaml
 from fastapi import FastAPI
-from fastapi.routing import iter_route_contexts
+from fastapi.routing import APIRoute, iter_route_contexts
 
+from shared.auth import issue_token
 from shared.events import Role
 from shared.settings import SERVICES, CommonSettings
 from tests.security.conftest import ServiceFactory, bearer, is_problem, token_for
@@ -139,3 +141,106 @@ async def test_a_403_names_the_roles_that_may(service_app: ServiceFactory) -> No
         refused = await svc.http.get("/audit/verify", headers=bearer(token_for(Role.UNIT)))
     assert refused.status_code == 403
     assert refused.json()["detail"] == "This action is for committee, admin; your role is unit."
+
+
+# The order of the checks -----------------------------------------------------------------------------
+#
+# Authentication (401), then the role and whatever else the token alone decides (403), then the
+# request's parameters and body (422), then the business rules: a caller who may not use a route
+# learns nothing of what it takes. Transport refusals about the bytes (413, 415, a body nested too deep
+# or not JSON at all: 400) come first, before the token is read.
+
+INVALID_BODIES: dict[str, dict[str, Any]] = {
+    "no body": {},
+    "a body that is not an object": {"json": ["not", "an", "object"]},
+}
+INVALID_VALUE = "not-a-valid-value-" + "x" * 300  # not a number, flag, date, choice, nor short enough
+
+
+def protected_routes(app: FastAPI, matrix: dict[str, dict[str, Any]]) -> dict[str, tuple[APIRoute, list[str]]]:
+    """`METHOD /path` → the route and the roles the matrix allows, for every route that needs a token."""
+    found = {}
+    for context in iter_route_contexts(app.routes):
+        route = context.original_route
+        if not isinstance(route, APIRoute):
+            continue
+        for method in route.methods:
+            name = f"{method} {context.path}"
+            if method != "HEAD" and matrix[name]["allow"] != "anyone":
+                found[name] = (route, matrix[name]["allow"])
+    return found
+
+
+def invalid_query(app: FastAPI, route: str) -> dict[str, str]:
+    """Every query parameter the route documents, each with a value none of them accepts."""
+    method, path = route.split(" ", 1)
+    parameters = app.openapi()["paths"][path][method.lower()].get("parameters", [])
+    return {param["name"]: INVALID_VALUE for param in parameters if param["in"] == "query"}
+
+
+async def check_order(
+    http: httpx.AsyncClient, route: str, allow: list[str], request: dict[str, Any], wrong: list[str]
+) -> None:
+    """No token: 401; a role the route refuses: 403; a role it admits: 422. All problem+json."""
+    method, path = route.split(" ", 1)
+    callers = {"no token": ({}, 401)} | {
+        role.value: (bearer(token_for(role)), 422 if role.value in allow else 403) for role in Role
+    }
+    for caller, (headers, expected) in callers.items():
+        response = await http.request(method, concrete(path), headers=headers, **request)
+        if response.status_code != expected or not is_problem(response):
+            wrong.append(
+                f"{route} as {caller}: got {response.status_code} {response.text[:160]!r}; expected {expected}"
+            )
+
+
+@pytest.mark.parametrize("service", SERVICES)
+async def test_the_role_is_checked_before_the_body_is_validated(service: str, service_app: ServiceFactory) -> None:
+    """An invalid body from a caller the route refuses gets 403, not the validation errors (422) that
+    would tell it what the route takes; from a caller it admits, 422."""
+    wrong: list[str] = []
+    async with service_app(service) as svc:
+        routes = {
+            name: found for name, found in protected_routes(svc.app, MATRIX[service]).items() if found[0].body_field
+        }
+        for route, (_, allow) in sorted(routes.items()):
+            for request in INVALID_BODIES.values():
+                await check_order(svc.http, route, allow, request, wrong)
+    assert routes or service == "audit", "no route with a body found"
+    assert not wrong, "\n".join(wrong)
+
+
+@pytest.mark.parametrize("service", SERVICES)
+async def test_the_role_is_checked_before_the_query_is_validated(service: str, service_app: ServiceFactory) -> None:
+    """The same for query parameters: an out-of-range `limit` or a `from` that is not a date is the
+    business of those who may call the route."""
+    wrong: list[str] = []
+    async with service_app(service) as svc:
+        routes = protected_routes(svc.app, MATRIX[service])
+        queried = {name: allow for name, (_, allow) in routes.items() if invalid_query(svc.app, name)}
+        for route, allow in sorted(queried.items()):
+            await check_order(svc.http, route, allow, {"params": invalid_query(svc.app, route)}, wrong)
+    assert queried, "no route with query parameters found"
+    assert not wrong, "\n".join(wrong)
+
+
+@pytest.mark.parametrize("service", SERVICES)
+async def test_a_unit_token_that_names_no_unit_is_refused_where_units_are_admitted(
+    service: str, service_app: ServiceFactory
+) -> None:
+    """Every route a unit may call acts for, or shows, the caller's own unit: a unit token without a
+    `unit` claim is refused (403, saying so) from the token alone, before the body is looked at."""
+    unitless = bearer(issue_token(CommonSettings(), subject="u-0", role=Role.UNIT))
+    wrong: list[str] = []
+    async with service_app(service) as svc:
+        routes = {
+            name: found for name, found in protected_routes(svc.app, MATRIX[service]).items() if "unit" in found[1]
+        }
+        for route, (api_route, _) in sorted(routes.items()):
+            method, path = route.split(" ", 1)
+            valid = {"json": MATRIX[service][route].get("body")}
+            for request in (valid, *INVALID_BODIES.values()) if api_route.body_field else ({},):
+                response = await svc.http.request(method, concrete(path), headers=unitless, **request)
+                if response.status_code != 403 or "names no unit" not in response.text:
+                    wrong.append(f"{route}: got {response.status_code} {response.text[:160]!r}; expected 403")
+    assert not wrong, "\n".join(wrong)
