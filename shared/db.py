@@ -133,7 +133,8 @@ def is_sqlite(url: str) -> bool:
 
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
-    """An async engine; for SQLite, WAL mode, a busy timeout and one connection per process."""
+    """An async engine; for SQLite, run in place (shared/sqlite_inline.py), WAL mode and one connection per
+    process, another process's lock waited for without holding the loop."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
