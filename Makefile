@@ -15,6 +15,15 @@ PG_URL = $(shell bash deploy/postgres/pg-local.sh url)
 
 .PHONY: help run demo test test-quarantine lint typecheck unit pytest schemas stop clean venv bench soak
 
+# What the machine needs (Python, Java, Maven; for the tests PostgreSQL, Chromium, a CJK font): installed
+# when root with apt-get, otherwise one message naming what to install, before anything starts.
+.PHONY: prereqs-run prereqs-test
+prereqs-run:
+	@PYTHON=$(PYTHON) bash deploy/prereqs.sh run
+
+prereqs-test:
+	@PYTHON=$(PYTHON) bash deploy/prereqs.sh test
+
 help:
 	@echo "make run    - start Kafka and all five services locally (SQLite), print the API addresses"
 	@echo "make demo   - make run, then load a year of demo data and the key-proposal story; portal on :8080"
@@ -33,10 +42,10 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-run: $(STAMP)
+run: prereqs-run $(STAMP)
 	bash deploy/run-local.sh
 
-demo: $(STAMP)
+demo: prereqs-run $(STAMP)
 	PROPOSALFLOW_RUN_DEMO=1 bash deploy/run-local.sh
 
 lint: $(STAMP)
@@ -54,7 +63,7 @@ pytest: $(STAMP)
 	PROPOSALFLOW_TEST_POSTGRES_URL=$(PG_URL) \
 	$(BIN)/pytest -m "$(PYTEST_MARK)" $(PYTEST_ARGS)
 
-test: lint typecheck pytest
+test: prereqs-test lint typecheck pytest
 
 # The benchmark starts its own fresh broker too, and stops it however the run ends. docs/performance.md.
 BENCH_KAFKA_PORT ?= 19392
