@@ -73,7 +73,7 @@ def run(
         typer.echo(f"{service} refuses to start: {reasons}", err=True)
         raise typer.Exit(2) from exc
     settings = service_settings(service)
-    configure_logging(service, common.log_level, json_lines=common.log_json)
+    configure_logging(service, common.log_level, log_format=common.log_format)
     if migrate_first and service != PORTAL:
         from shared.migrate import upgrade
 
@@ -220,6 +220,29 @@ def token(
     if role == events.Role.UNIT and not unit:
         raise typer.BadParameter("a unit token needs --unit")
     typer.echo(issue_token(CommonSettings(), subject=sub, role=role, unit=unit, name=name, ttl=timedelta(hours=hours)))
+
+
+@app.command()
+def ready(
+    timeout: Annotated[float, typer.Option(help="Give up after this many seconds")] = 300.0,
+) -> None:
+    """Wait until every service and the portal answer /readyz, then print the URLs, the demo logins and
+    how to stop (`make run` does this beside the services)."""
+    from services.portal.labels import DEMO_USERS
+    from shared.ready import Login, banner, local_urls, wait_until_ready
+
+    urls = local_urls()
+    try:
+        waiting = asyncio.run(wait_until_ready(urls, timeout))
+    except KeyboardInterrupt:  # Ctrl-C at `make run` reaches us too: stopping is not an error
+        raise typer.Exit(130) from None
+    if waiting is None:
+        raise typer.Exit(1)
+    if waiting:
+        typer.echo(f"not ready after {timeout:.0f}s: {', '.join(f'{name} ({urls[name]}/readyz)' for name in waiting)}")
+        raise typer.Exit(1)
+    logins = [Login(user.key, user.description) for user in DEMO_USERS]
+    typer.echo(banner(urls, logins, CommonSettings().kafka_bootstrap_servers))
 
 
 @app.command()

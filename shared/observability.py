@@ -17,7 +17,7 @@ import secrets
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
@@ -170,15 +170,113 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
-def configure_logging(service: str, level: str = "INFO", *, json_lines: bool = True) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if json_lines:
-        handler.setFormatter(JsonFormatter(service))
+LogFormat = Literal["auto", "human", "json"]
+
+# Lines nobody needs at INFO: FastStream's dump of every partition a consumer was given; aiokafka's talk
+# while a group (re)balances or finds its coordinator, which it retries itself; uvicorn's start-up steps
+# (its "running on" line stays); httpx's line per request (the portal's calls, readiness polls).
+_CHATTER = (
+    ("uvicorn.", re.compile(r"^(Started|Finished) server process|^(Waiting for )?[Aa]pplication (startup|shutdown)")),
+    ("httpx", re.compile(r"^HTTP Request: ")),
+    ("", re.compile(r"^Consumer \S* ?assigned to partitions: ")),
+    ("aiokafka.", re.compile(r"^Marking the coordinator dead")),
+    (
+        "aiokafka.",
+        re.compile(r"^Heartbeat failed (for group \S+ because it is rebalancing|for group \S+: coordinator)"),
+    ),
+    ("aiokafka.", re.compile(r"^Group Coordinator Request failed: .*(GroupCoordinatorNotAvailable|NotCoordinator)")),
+    (
+        "aiokafka.",
+        re.compile(
+            r"^OffsetCommit failed for group \S+ due to group error "
+            r"\((RebalanceInProgress|IllegalGeneration|UnknownMemberId)"
+        ),
+    ),
+)
+
+
+class DemoteChatter(logging.Filter):
+    """Turn routine chatter into DEBUG lines, kept only when DEBUG is on."""
+
+    def __init__(self, level: int) -> None:
+        super().__init__()
+        self.level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.DEBUG and _is_chatter(record):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return record.levelno >= self.level
+
+
+def _is_chatter(record: logging.LogRecord) -> bool:
+    message = record.getMessage()
+    return any(record.name.startswith(prefix) and pattern.search(message) for prefix, pattern in _CHATTER)
+
+
+_LEVEL_COLOURS = {"DEBUG": "2", "INFO": "32", "WARNING": "33", "ERROR": "31", "CRITICAL": "1;31"}
+_SERVICE_COLOURS = {
+    "intake": "36",
+    "assignment": "35",
+    "progress": "34",
+    "notify": "33",
+    "audit": "32",
+    "portal": "1;36",
+}
+
+
+class HumanFormatter(logging.Formatter):
+    """One short line for a person at a terminal: local time, service, level, message, and the proposal
+    the line is about; coloured unless `colour` is off."""
+
+    def __init__(self, service: str, *, colour: bool) -> None:
+        super().__init__()
+        self.service = service
+        self.colour = colour
+
+    def _paint(self, code: str, text: str) -> str:
+        return f"\x1b[{code}m{text}\x1b[0m" if self.colour else text
+
+    def format(self, record: logging.LogRecord) -> str:
+        clock = datetime.fromtimestamp(record.created).strftime("%H:%M:%S")
+        service = self._paint(_SERVICE_COLOURS.get(self.service, "1"), f"{self.service:<10}")
+        level = self._paint(_LEVEL_COLOURS.get(record.levelname, "0"), f"{record.levelname:<7}")
+        line = f"{self._paint('2', clock)} {service} {level} {record.getMessage()}"
+        if (proposal_id := _proposal_id.get()) is not None:
+            line += self._paint("2", f"  [{proposal_id}]")
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def resolve_log_format(setting: str, stream: Any) -> Literal["human", "json"]:
+    """`human` or `json` as set; `auto`: human lines for a person at a terminal, JSON lines otherwise
+    (a container's log, a pipe, a file, a process manager)."""
+    if setting in ("human", "json"):
+        return setting  # type: ignore[return-value]
+    isatty = getattr(stream, "isatty", None)
+    return "human" if isatty is not None and isatty() else "json"
+
+
+def wants_colour(stream: Any) -> bool:
+    """Colour at a terminal, or where FORCE_COLOR asks (`make run` passes its terminal on); never with NO_COLOR."""
+    import os
+
+    if os.environ.get("NO_COLOR"):
+        return False
+    return bool(os.environ.get("FORCE_COLOR")) or bool(getattr(stream, "isatty", lambda: False)())
+
+
+def configure_logging(service: str, level: str = "INFO", *, log_format: str = "auto") -> None:
+    stream = sys.stderr
+    handler = logging.StreamHandler(stream)
+    if resolve_log_format(log_format, stream) == "human":
+        handler.setFormatter(HumanFormatter(service, colour=wants_colour(stream)))
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(JsonFormatter(service))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    handler.addFilter(DemoteChatter(root.level))
     logging.getLogger("aiokafka").setLevel(max(logging.WARNING, root.level))
 
 

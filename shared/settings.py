@@ -101,7 +101,11 @@ class CommonSettings(BaseSettings):
         "before the JSON is parsed.",
     )
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
-    log_json: bool = Field(default=True, description="One JSON object per log line (false: plain text).")
+    log_format: Literal["auto", "human", "json"] = Field(
+        default="auto",
+        description="json: one JSON object per log line; human: short coloured lines (time, service, level, message); "
+        "auto: human at a terminal, JSON otherwise (containers, pipes, files).",
+    )
     data_dir: Path = Field(default=Path(".data"), description="Where the default SQLite databases live.")
     policy_file: Path | None = Field(
         default=None, description="Policy YAML (deadlines, grades, categories); unset: shared/policies/dongguan.yaml."
