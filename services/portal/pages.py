@@ -39,6 +39,9 @@ router = APIRouter()
 templates = Jinja2Templates(directory=Path(__file__).with_name("templates"))
 templates.env.globals.update(
     stages=labels.STAGES,
+    intake_statuses=labels.INTAKE_STATUSES,
+    unit_responses=labels.UNIT_RESPONSES,
+    word=labels.word,
     roles=labels.ROLES,
     forms=labels.FORMS,
     step_kinds=labels.STEP_KINDS,
@@ -90,7 +93,28 @@ class Portal:
 
     def grade_label(self, code: str) -> str:
         """评价等级 by the policy's label (满意, 基本满意, 不满意)."""
-        return next((grade.label for grade in self.policy.evaluation_grades if grade.code == code), code)
+        return labels.word({grade.code: grade.label for grade in self.policy.evaluation_grades}, code)
+
+    def reply_class_label(self, code: str) -> str:
+        """答复分类 with the policy's label: "A 类 (已解决或采纳)"."""
+        label = next((kind.label for kind in self.policy.reply_classes if kind.code == code), None)
+        return f"{code} 类 ({label})" if label else labels.word({}, code)
+
+    def names(self, handling: dict[str, Any] | None) -> labels.Names:
+        """How a page names units, leaders, grades, classes and this proposal's measures."""
+        measures = {m["id"]: m["text"] for m in (handling or {}).get("measures", [])}
+        return labels.Names(
+            unit=self.unit,
+            leader=self.leader,
+            grade=self.grade_label,
+            reply_class=self.reply_class_label,
+            measure=lambda measure_id: measures.get(measure_id, "—"),
+        )
+
+    def happened(self, handling: dict[str, Any] | None) -> list[tuple[dict[str, Any], str]]:
+        """办理全过程: each timeline entry with its line in words."""
+        names = self.names(handling)
+        return [(entry, labels.timeline_line(entry, names)) for entry in (handling or {}).get("timeline", [])]
 
 
 @dataclass
@@ -159,6 +183,8 @@ def render(
             "new_key": lambda: uuid.uuid4().hex,
             "today": local_date(datetime.now(UTC), portal.policy.timezone).isoformat(),
             "grade": portal.grade_label,
+            "reply_class": portal.reply_class_label,
+            "happened": portal.happened,
             **context,
         },
         status_code=status_code,

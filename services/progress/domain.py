@@ -175,6 +175,44 @@ def timeline_data(event: Event) -> dict[str, Any]:
     return event.model_dump(mode="json", exclude={"actor", "correlation_id", "proposal_id"})
 
 
+TIMELINE_FACTS = frozenset(
+    {
+        "title",
+        "filing_number",
+        "ground",
+        "reason",
+        "into_proposal_id",
+        "form",
+        "lead_unit",
+        "co_units",
+        "split_units",
+        "reply_due",
+        "unit",
+        "supervising_leader",
+        "kind",
+        "on",
+        "text",
+        "classification",
+        "evaluation_due",
+        "handling_grade",
+        "result_grade",
+        "round",
+        "measure_id",
+        "status",
+        "note",
+        "due",
+        "signer_id",
+    }
+)
+"""What a timeline entry tells a reader besides its summary: the codes and references the summary was
+written from (kinds, statuses, grades, unit and leader ids), so a reader can put them in its own words.
+Nothing personal beyond what the summary already says (no proposal body, no signers' details)."""
+
+
+def timeline_facts(data: dict[str, Any]) -> dict[str, Any]:
+    return {name: value for name, value in data.items() if name in TIMELINE_FACTS}
+
+
 PROGRESS_KIND_LABELS = {
     "face_to_face": "面商",
     "phone": "电话沟通",

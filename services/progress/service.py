@@ -385,6 +385,7 @@ def proposal_view(dossier: Dossier, entries: list[dict[str, Any]], today: date) 
                 "at": entry["at"].isoformat(),
                 "actor": entry["actor"],
                 "summary": entry["summary"],
+                "facts": domain.timeline_facts(entry["data"]),
                 "event_id": entry["event_id"],
             }
             for entry in entries

@@ -43,3 +43,27 @@ async def suite(request: pytest.FixtureRequest, tmp_path: Path, kafka_bootstrap:
         with running(env, tmp_path) as started:
             await wait_ready(started)
             yield started
+
+
+@pytest.fixture
+async def portal(suite: Suite) -> AsyncIterator[str]:
+    """The portal beside the suite, with the development login on (the suite has its own secret)."""
+    port = free_port()
+    env = {
+        **suite.env,
+        "PROPOSALFLOW_PORTAL_HTTP_PORT": str(port),
+        "PROPOSALFLOW_PORTAL_DEV_LOGIN": "true",
+        "PROPOSALFLOW_PORTAL_INTAKE_URL": suite.urls["intake"],
+        "PROPOSALFLOW_PORTAL_ASSIGNMENT_URL": suite.urls["assignment"],
+        "PROPOSALFLOW_PORTAL_PROGRESS_URL": suite.urls["progress"],
+    }
+    log = suite.logs["intake"].with_name("portal.log")
+    suite.urls["portal"], suite.logs["portal"] = f"http://127.0.0.1:{port}", log
+    suite.replica_urls["portal"] = suite.urls["portal"]
+    suite.processes["portal"] = start_service("portal", env, log)
+    try:
+        await wait_ready(suite)
+        yield suite.urls["portal"]
+    finally:
+        stop_service(suite.processes.pop("portal"))
+        del suite.urls["portal"], suite.replica_urls["portal"]

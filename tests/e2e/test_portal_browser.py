@@ -22,7 +22,7 @@ from services.portal.demo.story import Demo
 from services.portal.settings import PortalSettings
 from shared.events import Role
 from shared.settings import CommonSettings
-from tests.e2e.conftest import Suite, free_port, start_service, stop_service, wait_ready
+from tests.e2e.conftest import Suite
 from tests.e2e.test_lifecycle import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
@@ -32,30 +32,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
 expect.set_options(timeout=20_000)
 
 TITLE = "关于盘活存量低效土地的建议"
-
-
-@pytest.fixture
-async def portal(suite: Suite) -> AsyncIterator[str]:
-    """The portal beside the suite, with the development login on (the suite has its own secret)."""
-    port = free_port()
-    env = {
-        **suite.env,
-        "PROPOSALFLOW_PORTAL_HTTP_PORT": str(port),
-        "PROPOSALFLOW_PORTAL_DEV_LOGIN": "true",
-        "PROPOSALFLOW_PORTAL_INTAKE_URL": suite.urls["intake"],
-        "PROPOSALFLOW_PORTAL_ASSIGNMENT_URL": suite.urls["assignment"],
-        "PROPOSALFLOW_PORTAL_PROGRESS_URL": suite.urls["progress"],
-    }
-    log = suite.logs["intake"].with_name("portal.log")
-    suite.urls["portal"], suite.logs["portal"] = f"http://127.0.0.1:{port}", log
-    suite.replica_urls["portal"] = suite.urls["portal"]
-    suite.processes["portal"] = start_service("portal", env, log)
-    try:
-        await wait_ready(suite)
-        yield suite.urls["portal"]
-    finally:
-        stop_service(suite.processes.pop("portal"))
-        del suite.urls["portal"], suite.replica_urls["portal"]
 
 
 @pytest.fixture(scope="session")

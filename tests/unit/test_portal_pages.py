@@ -332,3 +332,44 @@ async def test_the_public_page_needs_no_login_and_sends_no_token(services: FakeS
         page = await http.get("/public")
     assert page.status_code == 200 and "暂无公开的答复" in page.text
     assert all("authorization" not in r.headers for r in services.sent)
+
+
+async def test_the_leaders_page_shows_supervision_and_the_timeline_in_words_not_codes(services: FakeServices) -> None:
+    """督办 (meeting, 2026-12-04) was shown as such: the kind, the units, the grades are put in words."""
+    facts_of = {
+        "proposalflow.supervision.recorded.v1": {"kind": "meeting", "on": "2026-12-04", "text": "召开专题督办会"},
+        "proposalflow.handling.progress-reported.v1": {
+            "unit": "dg-zrzyj",
+            "kind": "research",
+            "on": "2026-11-02",
+            "text": "实地调研",
+        },
+        "proposalflow.reply.drafted.v1": {"unit": "dg-zrzyj", "classification": "A"},
+        "proposalflow.evaluation.submitted.v1": {"handling_grade": "satisfied", "result_grade": "basically_satisfied"},
+        "proposalflow.key-proposal.designated.v1": {"supervising_leader": "leader-cwfsz"},
+    }
+    services.proposal = detail(
+        timeline=[
+            {
+                "type": kind,
+                "at": "2026-12-04T10:00:00+08:00",
+                "actor": {"id": "leader-cwfsz", "role": "leader", "unit": None},
+                "summary": "(progress's own words)",
+                "facts": facts,
+                "event_id": f"e-{n}",
+            }
+            for n, (kind, facts) in enumerate(facts_of.items())
+        ]
+    )
+    async with client(services) as http:
+        login(http, Role.LEADER, "leader-cwfsz")
+        leader = (await http.get("/leader")).text
+        proposal = (await http.get("/proposals/p-land")).text
+
+    assert "督办 (督办会议, 2026-12-04): 召开专题督办会" in leader
+    assert "(meeting" not in leader
+    assert "市自然资源局 办理进展 (调研, 2026-11-02): 实地调研" in proposal
+    assert "市自然资源局 提交答复 (A 类 (已解决或采纳)), 待办复审查" in proposal
+    assert "提案者评价: 办理态度 满意, 办理结果 基本满意" in proposal
+    assert "列为重点提案, 督办领导 常务副市长" in proposal
+    assert "(progress's own words)" not in proposal

@@ -148,6 +148,13 @@ async def test_from_assignment_to_implementation_with_one_rehandling(client: htt
         "proposalflow.assignment.assigned.v1",
     ]
     assert "proposalflow.proposal.closed.v1" in timeline
+    # Each entry carries the codes it was written from, for readers to put in their words; nothing
+    # personal beyond the summary (the proposal's body and signers stay out).
+    facts = {entry["type"]: entry["facts"] for entry in done.json()["timeline"]}
+    assert facts["proposalflow.measure.updated.v1"]["status"] == "done"
+    assert set(facts["proposalflow.evaluation.submitted.v1"]) >= {"handling_grade", "result_grade"}
+    assert not {"body", "first_proposer", "cosigners", "comment"} & set(facts["proposalflow.proposal.submitted.v1"])
+    assert not {"comment"} & set(facts["proposalflow.evaluation.submitted.v1"])
 
     public = await client.get("/public/replies")
     assert public.status_code == 200
