@@ -170,11 +170,10 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
-LogFormat = Literal["auto", "human", "json"]
-
-# Lines nobody needs at INFO: FastStream's dump of every partition a consumer was given; aiokafka's talk
-# while a group (re)balances or finds its coordinator, which it retries itself; uvicorn's start-up steps
-# (its "running on" line stays); httpx's line per request (the portal's calls, readiness polls).
+# Lines a person at a terminal does not need at INFO: FastStream's dump of every partition a consumer was
+# given; aiokafka's talk while a group (re)balances or finds its coordinator, which it retries itself;
+# uvicorn's start-up steps (its "running on" line stays); httpx's line per request (the portal's calls,
+# readiness polls).
 _CHATTER = (
     ("uvicorn.", re.compile(r"^(Started|Finished) server process|^(Waiting for )?[Aa]pplication (startup|shutdown)")),
     ("httpx", re.compile(r"^HTTP Request: ")),
@@ -269,14 +268,15 @@ def wants_colour(stream: Any) -> bool:
 def configure_logging(service: str, level: str = "INFO", *, log_format: str = "auto") -> None:
     stream = sys.stderr
     handler = logging.StreamHandler(stream)
+    root = logging.getLogger()
+    root.setLevel(level.upper())
     if resolve_log_format(log_format, stream) == "human":
         handler.setFormatter(HumanFormatter(service, colour=wants_colour(stream)))
+        # A person reads these; a log platform keeps everything (the partition lists show who held what).
+        handler.addFilter(DemoteChatter(root.level))
     else:
         handler.setFormatter(JsonFormatter(service))
-    root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    handler.addFilter(DemoteChatter(root.level))
     logging.getLogger("aiokafka").setLevel(max(logging.WARNING, root.level))
 
 
