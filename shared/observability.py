@@ -171,13 +171,14 @@ class JsonFormatter(logging.Formatter):
 
 
 # Lines a person at a terminal does not need at INFO: FastStream's dump of every partition a consumer was
-# given; aiokafka's talk while a group (re)balances or finds its coordinator, which it retries itself;
-# uvicorn's start-up steps (its "running on" line stays); httpx's line per request (the portal's calls,
-# readiness polls).
+# given (and its note on each consumer task as it stops); aiokafka's talk while a group (re)balances or
+# finds its coordinator, which it retries itself; uvicorn's start-up steps (its "running on" line stays);
+# httpx's line per request (the portal's calls, readiness polls).
 _CHATTER = (
     ("uvicorn.", re.compile(r"^(Started|Finished) server process|^(Waiting for )?[Aa]pplication (startup|shutdown)")),
     ("httpx", re.compile(r"^HTTP Request: ")),
     ("", re.compile(r"^Consumer \S* ?assigned to partitions: ")),
+    ("", re.compile(r"^callback for Task-\d+ is being executed")),
     ("aiokafka.", re.compile(r"^Marking the coordinator dead")),
     (
         "aiokafka.",

@@ -79,6 +79,7 @@ CHATTER = [
         logging.ERROR,
     ),
     record("Application startup complete.", "uvicorn.error"),
+    record("callback for Task-43 is being executed...", "proposalflow.intake.broker"),
     record('HTTP Request: GET http://127.0.0.1:8101/healthz "HTTP/1.1 200 OK"', "httpx"),
 ]
 KEPT = [
