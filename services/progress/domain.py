@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from shared.events import (
     Actor,
@@ -477,12 +477,16 @@ def supervisor_must_lead(proposal: dict[str, Any], leader: str) -> None:
 # Deadlines (到期预警, 逾期) ---------------------------------------------------------------------------
 
 
+StepKind = Literal["reply", "co_opinion", "evaluation", "measure"]
+"""待办事项: what an open step asks for (答复, 会办意见, 评价, 举措落实); also the `kind` of 到期预警 and 逾期."""
+
+
 @dataclass(frozen=True)
 class Obligation:
     """One open step with a due date: who owes it, and what."""
 
     proposal_id: str
-    kind: str  # reply, co_opinion, evaluation, measure
+    kind: StepKind
     due: date
     unit: str = ""
     signer_id: str | None = None
