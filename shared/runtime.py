@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from aiokafka.errors import KafkaConnectionError
 from fastapi import APIRouter, FastAPI
 from faststream import FastStream
 from faststream.kafka import KafkaBroker
@@ -24,8 +25,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from shared.asyncapi import complete as complete_asyncapi
 from shared.db import create_engine, ping
 from shared.envelope import Envelope
-from shared.events import Event
+from shared.events import Event, dlq_topic
 from shared.http import document_problems, install_error_handlers, install_health_routes, install_middleware
+from shared.kafka_access import connection_problem, consumer_access_problems
 from shared.messaging import (
     EventProcessor,
     Handler,
@@ -103,6 +105,8 @@ class ServiceRuntime:
         self._startup: list[Callable[[AsyncConnection], Awaitable[None]]] = []
         self._periodic: list[tuple[str, float, Callable[[], Awaitable[None]]]] = []
         self._broker_ready = False
+        self._kafka_problem: str | None = None
+        """Why the brokers refuse this service (credentials, TLS, an ACL), for the log and `/readyz`."""
         self._declare_publishers()
         self.every(CONSUMER_LAG_INTERVAL_S, self.measure_lag, name="consumer-lag")
 
@@ -190,10 +194,16 @@ class ServiceRuntime:
                 break
             except Exception as exc:  # noqa: BLE001 - the broker may come later; keep trying
                 delay = backoff_delay(attempt, 0.5, 10.0)
-                log.warning("Kafka producer not connected (%s); retrying in %.1fs", exc, delay)
+                problem = await self._refusal(exc)
+                if problem:
+                    log.error("Kafka refuses %s: %s; trying again in %.1fs", self.name, problem, delay)
+                else:
+                    log.warning("Kafka producer not connected (%s); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
+        self._kafka_problem = None
         self._tasks.append(asyncio.create_task(self.relay.run(), name=f"{self.name}-relay"))
         await self._ensure_topics()
+        await self._wait_for_consumer_access()
         attempt = 0
         while True:
             attempt += 1
@@ -211,12 +221,67 @@ class ServiceRuntime:
             await processor.rerun_all_parked()
         log.info("%s connected to Kafka at %s", self.name, self.common.kafka_bootstrap_servers)
 
+    async def _refusal(self, exc: Exception) -> str | None:
+        """Why the brokers refused to connect, when they answered at all (kept for `/readyz`)."""
+        problem = None
+        if isinstance(exc, KafkaConnectionError):
+            try:
+                problem = await connection_problem(self.common)
+            except Exception:
+                log.debug("could not diagnose the Kafka connection", exc_info=True)
+        self._kafka_problem = problem
+        return problem
+
+    def consumed_topics(self) -> list[str]:
+        """Every topic this service's subscribers read."""
+        names: list[str] = []
+        for subscriber in self.broker.subscribers:
+            for topic in getattr(subscriber, "topics", []):
+                name = getattr(topic, "name", topic)
+                if isinstance(name, str) and name not in names:
+                    names.append(name)
+        return names
+
+    async def _wait_for_consumer_access(self) -> None:
+        """Until this service's Kafka user may read its topics and use its consumer group. Without them the
+        consumers would log the same stack trace every few seconds; this names the missing ACL instead,
+        once per try, and `/readyz` says it. Nothing is lost meanwhile: the records wait on their topics,
+        and HTTP requests in the outbox."""
+        topics = self.consumed_topics()
+        if not topics:
+            return
+        group = self.service_settings.consumer_group
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                problems = await consumer_access_problems(self.common, topics=topics, group=group)
+            except Exception as exc:  # noqa: BLE001 - the consumers will meet (and retry) whatever this was
+                log.debug("could not check the consumers' Kafka access (%s)", exc)
+                problems = []
+            if not problems:
+                if self._kafka_problem:
+                    log.info("%s may now consume %s in group %s", self.name, ", ".join(topics), group)
+                self._kafka_problem = None
+                return
+            self._kafka_problem = "; ".join(problems)
+            delay = backoff_delay(attempt, 1.0, 10.0)
+            log.error(
+                "Kafka refuses %s's consumers: %s; checking again in %.1fs", self.name, self._kafka_problem, delay
+            )
+            await asyncio.sleep(delay)
+
+    def _topics_used(self) -> set[str]:
+        return {*self.consumed_topics(), *(event.TOPIC for event in self.publishes), dlq_topic(self.name)}
+
     async def _ensure_topics(self) -> None:
         """Create the missing topics with the configured partitions and replication, before the
         subscribers start: FastStream's subscribers create a missing topic with ONE partition, and on a
         fresh cluster the first service to start would fix every topic at one partition, so replicas
         could never share the work. An init job (`proposalflow topics create`) normally did this already;
-        without the rights to create topics, the service goes on and says so."""
+        without the rights to create topics, the service goes on and says so. A Kafka user that may not
+        describe other services' topics sees them as missing and may not create them: expected with one
+        user per service, so only this service's own topics are worth a warning."""
         try:
             created = await create_topics(
                 self.common, self.common.topic_partitions, self.common.topic_replication_factor
@@ -227,6 +292,15 @@ class ServiceRuntime:
         made = sorted(name for name, state in created.items() if state == "created")
         if made:
             log.info("created topics %s with %d partitions", ", ".join(made), self.common.topic_partitions)
+        refused = sorted(name for name, state in created.items() if state.startswith("refused"))
+        mine = [name for name in refused if name in self._topics_used()]
+        if mine:
+            log.warning(
+                "topics %s are missing or hidden from this service, and it may not create them (%s); run "
+                "`proposalflow topics create` as a user who may, and grant this service's user its ACLs",
+                ", ".join(mine),
+                created[mine[0]].removeprefix("refused: "),
+            )
 
     async def measure_lag(self) -> None:
         """Consumer lag of every subscriber's assigned partitions (`proposalflow_consumer_lag`)."""
@@ -284,7 +358,9 @@ class ServiceRuntime:
             checks["database"] = "ok"
         except Exception as exc:  # noqa: BLE001 - reported, not raised
             checks["database"] = f"unavailable: {type(exc).__name__}"
-        if not self._broker_ready:
+        if self._kafka_problem:
+            checks["broker"] = f"unavailable: {self._kafka_problem}"
+        elif not self._broker_ready:
             checks["broker"] = "unavailable: not connected yet"
         else:
             try:
