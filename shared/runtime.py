@@ -64,6 +64,9 @@ def make_broker(common: CommonSettings, *, service: str) -> KafkaBroker:
         security = mechanism[common.kafka_sasl_mechanism](user, password, ssl_context=ssl_context)
     elif ssl_context is not None:
         security = BaseSecurity(ssl_context=ssl_context)
+    logger = logging.getLogger(f"proposalflow.{service}.broker")
+    if not any(isinstance(known, _TopicsMadeElsewhere) for known in logger.filters):
+        logger.addFilter(_TopicsMadeElsewhere())
     return KafkaBroker(
         # A list: FastStream takes a string for one host, so "a:9092,b:9092" would be one bad address.
         [server.strip() for server in common.kafka_bootstrap_servers.split(",") if server.strip()],
@@ -72,9 +75,21 @@ def make_broker(common: CommonSettings, *, service: str) -> KafkaBroker:
         description=f"ProposalFlow {service} service",
         # The published document names the broker by role, not by this machine's address.
         specification_url="kafka-bootstrap:9092",
-        logger=logging.getLogger(f"proposalflow.{service}.broker"),
+        logger=logger,
         log_level=logging.DEBUG,
+        # Topics are made before the subscribers start (ServiceRuntime._ensure_topics, or the migration Job),
+        # with the configured partitions. FastStream's own attempt would make a missing one with a single
+        # partition, and with a service's own Kafka user (no CREATE) warn about every topic it consumes.
+        allow_auto_create_topics=False,
     )
+
+
+class _TopicsMadeElsewhere(logging.Filter):
+    """Drops FastStream's reminder, at every subscriber's start, that it creates no topics: the runtime
+    does (and names a topic it cannot see or make)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Auto create topics is disabled")
 
 
 @dataclass
