@@ -27,7 +27,7 @@ from shared.db import create_engine, ping
 from shared.envelope import Envelope
 from shared.events import Event, dlq_topic
 from shared.http import document_problems, install_error_handlers, install_health_routes, install_middleware
-from shared.kafka_access import connection_problem, consumer_access_problems
+from shared.kafka_access import ACL_GUIDE, connection_problem, consumer_access_problems
 from shared.messaging import (
     EventProcessor,
     Handler,
@@ -311,10 +311,11 @@ class ServiceRuntime:
         mine = [name for name in refused if name in self._topics_used()]
         if mine:
             log.warning(
-                "topics %s are missing or hidden from this service, and it may not create them (%s); run "
-                "`proposalflow topics create` as a user who may, and grant this service's user its ACLs",
+                "Kafka user %s cannot see topics %s of this service, nor create them: grant it its ACLs (%s), and "
+                "create missing topics with `proposalflow topics create` as a user who may",
+                self.producer.user,
                 ", ".join(mine),
-                created[mine[0]].removeprefix("refused: "),
+                ACL_GUIDE,
             )
 
     async def measure_lag(self) -> None:
