@@ -77,8 +77,17 @@ async def connection_problem(settings: CommonSettings) -> str | None:
                 f"PROPOSALFLOW_KAFKA_SECURITY_PROTOCOL (now {settings.kafka_security_protocol}) against the "
                 "broker's listener"
             )
+        except ConnectionResetError:
+            if "SSL" not in settings.kafka_security_protocol:
+                continue
+            # A plaintext listener takes the TLS hello for a request far too large and hangs up.
+            return (
+                f"the broker at {host}:{port} hung up during the TLS handshake: check "
+                f"PROPOSALFLOW_KAFKA_SECURITY_PROTOCOL (now {settings.kafka_security_protocol}) against the "
+                "broker's listener"
+            )
         except KafkaConnectionError:
-            continue
+            return _hung_up(settings, host, port)
         except KafkaError as exc:
             return (
                 f"the broker at {host}:{port} refused the connection ({exc}): check "
@@ -90,18 +99,23 @@ async def connection_problem(settings: CommonSettings) -> str | None:
         try:
             await asyncio.wait_for(conn.send(MetadataRequest([])), PROBE_TIMEOUT_S)
         except KafkaConnectionError:
-            # A plaintext client on a TLS or SASL listener: the broker hangs up on the first request.
-            return (
-                f"the broker at {host}:{port} closed the connection on the first request: check "
-                f"PROPOSALFLOW_KAFKA_SECURITY_PROTOCOL (now {settings.kafka_security_protocol}) and "
-                f"PROPOSALFLOW_KAFKA_SASL_MECHANISM (now {settings.kafka_sasl_mechanism or 'unset'})"
-            )
+            return _hung_up(settings, host, port)
         except (KafkaError, TimeoutError):
             pass
         finally:
             conn.close()
         return None
     return None
+
+
+def _hung_up(settings: CommonSettings, host: str, port: int) -> str:
+    # It took the connection and closed it on the first bytes: a plaintext client on a TLS or SASL listener.
+    return (
+        f"the broker at {host}:{port} closed the connection on the first request: check "
+        f"PROPOSALFLOW_KAFKA_SECURITY_PROTOCOL (now {settings.kafka_security_protocol}) and "
+        f"PROPOSALFLOW_KAFKA_SASL_MECHANISM (now {settings.kafka_sasl_mechanism or 'unset'}) against the broker's "
+        "listener"
+    )
 
 
 async def consumer_access_problems(settings: CommonSettings, *, topics: Sequence[str], group: str) -> list[str]:

@@ -399,7 +399,8 @@ format_storage() {
   if secured; then
     scram=(--add-scram "SCRAM-SHA-512=[name=$ADMIN_USER,password=$(admin_password)]")
     local entry
-    for entry in ${KAFKA_LOCAL_USERS//,/ }; do
+    local users="${KAFKA_LOCAL_USERS:-}"
+    for entry in ${users//,/ }; do
       [[ "$entry" =~ ^[A-Za-z0-9._-]+=[A-Za-z0-9._~+-]+$ ]] \
         || die "KAFKA_LOCAL_USERS: '${entry%%=*}=…' is not name=password (letters, digits and ._-; password also ~+)"
       scram+=(--add-scram "SCRAM-SHA-512=[name=${entry%%=*},password=${entry#*=}]")

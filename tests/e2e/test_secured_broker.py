@@ -28,6 +28,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import TopicAuthorizationFailedError
 
 from shared.events import ASSIGNMENTS, NOTIFICATIONS, Role
+from shared.kafka_access import connection_problem
 from shared.messaging import kafka_client_options
 from shared.settings import SERVICES, CommonSettings
 from tests.e2e.test_handling_lifecycle import PROPOSAL, REPLY
@@ -190,6 +191,19 @@ async def test_services_on_a_secured_broker_with_their_documented_acls(
     with ThreadPoolExecutor(3) as pool:  # each is a JVM start: in parallel they take a third of the time
         list(pool.map(lambda args: secured_broker("acls", *args), commands))
 
+    # A service's user may not create topics: `topics create` as intake fails, naming what is missing.
+    intake_env = {**os.environ, **secured_broker.client_env(user_of("intake"), passwords[user_of("intake")])}
+    refused = subprocess.run(
+        [sys.executable, "-m", "shared.cli", "topics", "create"],
+        env=intake_env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "refused: Kafka user User:proposalflow-intake may not create it" in refused.stdout
+    assert "could not create 11 topics" in refused.stderr
+
     # The migration Job's first step, as the ops user.
     ops_env = {**os.environ, **secured_broker.client_env(OPS_USER, passwords[OPS_USER])}
     created = subprocess.run(
@@ -216,6 +230,15 @@ async def test_services_on_a_secured_broker_with_their_documented_acls(
             await producer.send_and_wait(ASSIGNMENTS, b"{}", key=b"forged")
     finally:
         await producer.stop()
+
+    # Settings the brokers refuse are named: the CA, the protocol.
+    untrusted = intake_settings.model_copy(update={"kafka_ssl_cafile": None})
+    assert "PROPOSALFLOW_KAFKA_SSL_CAFILE" in str(await connection_problem(untrusted))
+    plaintext = intake_settings.model_copy(
+        update={"kafka_security_protocol": "PLAINTEXT", "kafka_sasl_mechanism": None}
+    )
+    assert "PROPOSALFLOW_KAFKA_SECURITY_PROTOCOL" in str(await connection_problem(plaintext))
+    assert await connection_problem(intake_settings) is None
 
     run = secrets.token_hex(4)
     env = {
