@@ -142,6 +142,8 @@ def secured_broker(tmp_path: Path, passwords: dict[str, str]) -> Iterator[Secure
             "KAFKA_LOCAL_PORT": str(free_port()),
             "KAFKA_LOCAL_CONTROLLER_PORT": str(free_port()),
             "KAFKA_LOCAL_DATA_DIR": str(data_dir),
+            # TLS, SCRAM and the authorizer on a busy machine take their time to come up.
+            "KAFKA_LOCAL_START_TIMEOUT": os.environ.get("KAFKA_LOCAL_START_TIMEOUT", "240"),
             # The users exist from the start (SCRAM credentials bootstrapped at format time); their ACLs
             # are granted by the test.
             "KAFKA_LOCAL_USERS": " ".join(f"{user}={password}" for user, password in passwords.items()),
