@@ -195,16 +195,16 @@ async def test_services_on_a_secured_broker_with_their_documented_acls(
 
     # A service's user may not create topics: `topics create` as intake fails, naming what is missing.
     intake_env = {**os.environ, **secured_broker.client_env(user_of("intake"), passwords[user_of("intake")])}
-    refused = subprocess.run(
+    as_intake = subprocess.run(
         [sys.executable, "-m", "shared.cli", "topics", "create"],
         env=intake_env,
         cwd=ROOT,
         capture_output=True,
         text=True,
     )
-    assert refused.returncode == 1, refused.stdout + refused.stderr
-    assert "refused: Kafka user User:proposalflow-intake may not create it" in refused.stdout
-    assert "could not create 11 topics" in refused.stderr
+    assert as_intake.returncode == 1, as_intake.stdout + as_intake.stderr
+    assert "refused: Kafka user User:proposalflow-intake may not create it" in as_intake.stdout
+    assert "could not create 11 topics" in as_intake.stderr
 
     # The migration Job's first step, as the ops user.
     ops_env = {**os.environ, **secured_broker.client_env(OPS_USER, passwords[OPS_USER])}
@@ -259,12 +259,15 @@ async def test_services_on_a_secured_broker_with_their_documented_acls(
         await wait_ready(suite, ["progress", "notify", "audit"])
         async with httpx.AsyncClient(timeout=10) as http:
             refused = await eventually(
-                lambda: broker_refusal(http, suite, "intake"), "intake's readiness to name the refused password", suite
+                lambda: broker_refusal(http, suite, "intake"),
+                "intake's readiness to name the refused password",
+                suite,
+                timeout=90,
             )
             assert "PROPOSALFLOW_KAFKA_SASL_PASSWORD" in refused
             assert "proposalflow-intake" in refused
             missing = await eventually(
-                lambda: broker_refusal(http, suite, "assignment"), "assignment's readiness to name the ACL", suite
+                lambda: broker_refusal(http, suite, "assignment"), "assignment's readiness to name the ACL", suite, 90
             )
             assert "READ on group proposalflow-assignment" in missing
             assert "PROPOSALFLOW_KAFKA_SASL_PASSWORD" in suite.logs["intake"].read_text()
@@ -284,14 +287,18 @@ async def test_services_on_a_secured_broker_with_their_documented_acls(
             assert {"proposalflow.proposal.submitted.v1", "proposalflow.proposal.filed.v1"} <= set(waiting)
             assert (await http.get(f"{suite.urls['progress']}/proposals/{pid}", headers=committee)).status_code == 404
 
-            # The password fixed (the Secret corrected, the pod restarted): the outbox drains.
+            # The password fixed (the Secret corrected, the pod replaced): the outbox drains.
             suite.kill("intake")
             suite.service_env["intake"]["PROPOSALFLOW_KAFKA_SASL_PASSWORD"] = passwords[user_of("intake")]
             await suite.restart("intake")
             await eventually(
                 lambda: stage(http, suite, pid, committee, "filed"), "the filed proposal in progress", suite
             )
-            assert unsent_outbox_rows(tmp_path / "data" / "intake.db") == []
+
+            async def drained() -> bool:
+                return unsent_outbox_rows(tmp_path / "data" / "intake.db") == []
+
+            await eventually(drained, "intake's outbox marked sent", suite)
             dispatcher = suite.token(Role.DISPATCHER, "d-office")
             # Assignment has not consumed it: its consumers wait for their ACL.
             assert (
@@ -300,7 +307,7 @@ async def test_services_on_a_secured_broker_with_their_documented_acls(
 
             # The ACL granted: assignment starts consuming by itself, from where its group never committed.
             secured_broker("acls", *no_group.args())
-            await wait_ready(suite, ["assignment"], timeout=60)
+            await wait_ready(suite, ["assignment"], timeout=90)
             await lifecycle(http, suite, pid)
 
             # Notify told everyone (its inbox is its own database) but may not publish what it did: the
