@@ -291,10 +291,13 @@ make_tls() {
 # The admin (super) user's password, and the client settings the tools connect with as that user.
 write_admin_props() {
   local password
-  if [[ -n "${KAFKA_LOCAL_ADMIN_PASSWORD:-}" ]]; then
-    password="$KAFKA_LOCAL_ADMIN_PASSWORD"
-  elif [[ -s "$ADMIN_PASSWORD_FILE" ]]; then
+  if [[ -s "$ADMIN_PASSWORD_FILE" && -f "$KAFKA_LOG_DIRS/meta.properties" ]]; then
+    # Formatted: the metadata holds this password; another one would lock the broker out of itself.
     password="$(cat -- "$ADMIN_PASSWORD_FILE")"
+    [[ -z "${KAFKA_LOCAL_ADMIN_PASSWORD:-}" || "$KAFKA_LOCAL_ADMIN_PASSWORD" == "$password" ]] \
+      || die "KAFKA_LOCAL_ADMIN_PASSWORD differs from the one $DATA_DIR was formatted with (change it with configs, or reset)"
+  elif [[ -n "${KAFKA_LOCAL_ADMIN_PASSWORD:-}" ]]; then
+    password="$KAFKA_LOCAL_ADMIN_PASSWORD"
   else
     password="$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
   fi
