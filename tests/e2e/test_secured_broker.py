@@ -257,7 +257,8 @@ async def test_services_on_a_secured_broker_with_their_documented_acls(
     service_env["intake"]["PROPOSALFLOW_KAFKA_SASL_PASSWORD"] = "not-" + passwords[user_of("intake")]
     with running(env, tmp_path, service_env) as suite:
         await wait_ready(suite, ["progress", "notify", "audit"])
-        async with httpx.AsyncClient(timeout=10) as http:
+        # Generous: on a busy machine a request to a service still starting or draining may take a while.
+        async with httpx.AsyncClient(timeout=30) as http:
             refused = await eventually(
                 lambda: broker_refusal(http, suite, "intake"),
                 "intake's readiness to name the refused password",
