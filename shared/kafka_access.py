@@ -123,8 +123,8 @@ async def consumer_access_problems(settings: CommonSettings, *, topics: Sequence
     naming it. Transient trouble (a coordinator still loading) is not a problem: the consumer retries it."""
     user = kafka_user(settings)
     admin = AIOKafkaAdminClient(client_id="proposalflow-access-check", **kafka_client_options(settings))
-    await admin.start()
     try:
+        await admin.start()
         problems = [
             f"Kafka user {user} may not read topic {topic['topic']}: grant it READ on topic {topic['topic']} "
             f"({ACL_GUIDE})"
