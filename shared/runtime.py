@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka.errors import KafkaConnectionError
+from aiokafka.errors import GroupAuthorizationFailedError, KafkaConnectionError, TopicAuthorizationFailedError
 from fastapi import APIRouter, FastAPI
 from faststream import FastStream
 from faststream.kafka import KafkaBroker
@@ -35,6 +35,7 @@ from shared.messaging import (
     OutboxRelay,
     Record,
     backoff_delay,
+    kafka_user,
     measure_lag,
     subscribe,
 )
@@ -65,8 +66,11 @@ def make_broker(common: CommonSettings, *, service: str) -> KafkaBroker:
     elif ssl_context is not None:
         security = BaseSecurity(ssl_context=ssl_context)
     logger = logging.getLogger(f"proposalflow.{service}.broker")
-    if not any(isinstance(known, _TopicsMadeElsewhere) for known in logger.filters):
-        logger.addFilter(_TopicsMadeElsewhere())
+    for known in list(logger.filters):
+        if isinstance(known, _TopicsMadeElsewhere | ConsumerRefusals):
+            logger.removeFilter(known)
+    logger.addFilter(_TopicsMadeElsewhere())
+    logger.addFilter(ConsumerRefusals(kafka_user(common)))
     return KafkaBroker(
         # A list: FastStream takes a string for one host, so "a:9092,b:9092" would be one bad address.
         [server.strip() for server in common.kafka_bootstrap_servers.split(",") if server.strip()],
@@ -82,6 +86,30 @@ def make_broker(common: CommonSettings, *, service: str) -> KafkaBroker:
         # partition, and with a service's own Kafka user (no CREATE) warn about every topic it consumes.
         allow_auto_create_topics=False,
     )
+
+
+class ConsumerRefusals(logging.Filter):
+    """Turns FastStream's "Kafka error occurred" and its stack trace, which its consumer loop logs every 5 s
+    while the brokers refuse it (an ACL revoked, or READ missing where DESCRIBE was granted), into a line
+    that names the ACL. The loop goes on retrying: once granted, consuming resumes by itself."""
+
+    def __init__(self, user: str) -> None:
+        super().__init__()
+        self.user = user
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, GroupAuthorizationFailedError):
+            need = "READ on its consumer group"
+        elif isinstance(error, TopicAuthorizationFailedError):
+            need = "READ on the topics it consumes"
+        else:
+            return True
+        record.msg = "Kafka refuses the consumers (%s): Kafka user %s needs %s (%s); retrying in 5s"
+        record.args = (error, self.user, need, ACL_GUIDE)
+        record.exc_info = None
+        record.exc_text = None
+        return True
 
 
 class _TopicsMadeElsewhere(logging.Filter):
