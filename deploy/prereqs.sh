@@ -2,7 +2,7 @@
 # prereqs.sh - what `make run`, `make test` and .ci/run need from the machine, before anything starts.
 #
 #   deploy/prereqs.sh run    Python 3.11+ (with venv), Java 17+, Maven          (make run, make demo)
-#   deploy/prereqs.sh test   the above, PostgreSQL's server, Chromium, a CJK font (make test)
+#   deploy/prereqs.sh test   the above, PostgreSQL's server, Chromium, a CJK font, OpenSSL (make test)
 #   deploy/prereqs.sh ci     the above and make                                  (.ci/run)
 #
 # Whatever is missing is installed with apt-get when we are root on a Debian-like machine (non-interactive);
@@ -87,14 +87,18 @@ check_cjk_font() {
   fi
 }
 
+check_openssl() {
+  command -v openssl >/dev/null 2>&1 || echo "OpenSSL (the secured broker test's throwaway CA; openssl not found)|openssl"
+}
+
 check_make() {
   command -v make >/dev/null 2>&1 || echo "make|make"
 }
 
 checks=(check_python check_java check_maven)
 case $NEEDS in
-  test) checks+=(check_postgresql check_chromium check_cjk_font) ;;
-  ci) checks+=(check_postgresql check_chromium check_cjk_font check_make) ;;
+  test) checks+=(check_postgresql check_chromium check_cjk_font check_openssl) ;;
+  ci) checks+=(check_postgresql check_chromium check_cjk_font check_openssl check_make) ;;
 esac
 
 find_missing() {

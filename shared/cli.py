@@ -117,6 +117,10 @@ def topics_create(
     )
     for name, state in created.items():
         typer.echo(f"{name}: {state}")
+    refused = [name for name, state in created.items() if state.startswith("refused")]
+    if refused:
+        typer.echo(f"could not create {len(refused)} topics: {', '.join(refused)}", err=True)
+        raise typer.Exit(1)
 
 
 @dlq_app.command("list")

@@ -268,6 +268,29 @@ def kafka_client_options(settings: CommonSettings) -> dict[str, Any]:
     return options
 
 
+def kafka_user(settings: CommonSettings) -> str:
+    """The principal the brokers know this client as, for messages about its ACLs."""
+    if settings.kafka_sasl_mechanism and settings.kafka_sasl_username:
+        return f"User:{settings.kafka_sasl_username}"
+    return "(this client's principal; no SASL user is set)"
+
+
+def write_refused_hint(exc: BaseException, *, user: str, topic: str) -> str:
+    """What to grant when the brokers refuse a write for want of an ACL ('' for any other refusal)."""
+    if isinstance(exc, TopicAuthorizationFailedError):
+        return (
+            f"Kafka user {user} may not write topic {topic}: grant it WRITE on topic {topic} "
+            '(docs/operations.md, "Kafka users and ACLs")'
+        )
+    if isinstance(exc, ClusterAuthorizationFailedError):
+        return (
+            f"Kafka user {user} may not start an idempotent producer: grant it WRITE on the topics it publishes "
+            '(brokers before Kafka 3.0 also need IDEMPOTENT_WRITE on the cluster; docs/operations.md, "Kafka users '
+            'and ACLs")'
+        )
+    return ""
+
+
 def record_size(key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]]) -> int:
     """A record's size as aiokafka's producer measures it against `max_request_size`: an upper bound of
     the record alone in a batch, batch header included. A record no larger than that is never refused by
@@ -298,6 +321,7 @@ class KafkaPublisher:
     def __init__(self, settings: CommonSettings, *, client_id: str) -> None:
         self._options = {"client_id": client_id, **kafka_client_options(settings)}
         self.max_request_size: int = settings.kafka_max_request_size
+        self.user = kafka_user(settings)
         self._producer: AIOKafkaProducer | None = None
         self._stale = False
         self._renewing = asyncio.Lock()
@@ -611,8 +635,10 @@ class OutboxRelay:
 
     def _report_failed(self, failed: Sequence[tuple[Any, Exception]]) -> None:
         for row, exc in failed:
+            user = getattr(self._producer, "user", "(this service's Kafka user)")
+            hint = write_refused_hint(exc, user=user, topic=row.topic)
             log.error(
-                "outbox row %s (%s %s of proposal %s, for %s) can never be published as it is: %s; marked "
+                "outbox row %s (%s %s of proposal %s, for %s) can never be published as it is: %s%s; marked "
                 "failed, the rows behind it go on. Fix the cause, then `proposalflow outbox retry %s --id %s`",
                 row.id,
                 row.type,
@@ -620,6 +646,7 @@ class OutboxRelay:
                 row.key,
                 row.topic,
                 _error_text(exc),
+                f" ({hint})" if hint else "",
                 self._service or "<service>",
                 row.id,
             )

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from aiokafka.errors import GroupAuthorizationFailedError, KafkaConnectionError, TopicAuthorizationFailedError
 from fastapi import APIRouter, FastAPI
 from faststream import FastStream
 from faststream.kafka import KafkaBroker
@@ -24,8 +25,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from shared.asyncapi import complete as complete_asyncapi
 from shared.db import create_engine, ping
 from shared.envelope import Envelope
-from shared.events import Event
+from shared.events import Event, dlq_topic
 from shared.http import document_problems, install_error_handlers, install_health_routes, install_middleware
+from shared.kafka_access import ACL_GUIDE, connection_problem, consumer_access_problems
 from shared.messaging import (
     EventProcessor,
     Handler,
@@ -33,6 +35,7 @@ from shared.messaging import (
     OutboxRelay,
     Record,
     backoff_delay,
+    kafka_user,
     measure_lag,
     subscribe,
 )
@@ -62,6 +65,12 @@ def make_broker(common: CommonSettings, *, service: str) -> KafkaBroker:
         security = mechanism[common.kafka_sasl_mechanism](user, password, ssl_context=ssl_context)
     elif ssl_context is not None:
         security = BaseSecurity(ssl_context=ssl_context)
+    logger = logging.getLogger(f"proposalflow.{service}.broker")
+    for known in list(logger.filters):
+        if isinstance(known, _TopicsMadeElsewhere | ConsumerRefusals):
+            logger.removeFilter(known)
+    logger.addFilter(_TopicsMadeElsewhere())
+    logger.addFilter(ConsumerRefusals(kafka_user(common)))
     return KafkaBroker(
         # A list: FastStream takes a string for one host, so "a:9092,b:9092" would be one bad address.
         [server.strip() for server in common.kafka_bootstrap_servers.split(",") if server.strip()],
@@ -70,9 +79,45 @@ def make_broker(common: CommonSettings, *, service: str) -> KafkaBroker:
         description=f"ProposalFlow {service} service",
         # The published document names the broker by role, not by this machine's address.
         specification_url="kafka-bootstrap:9092",
-        logger=logging.getLogger(f"proposalflow.{service}.broker"),
+        logger=logger,
         log_level=logging.DEBUG,
+        # Topics are made before the subscribers start (ServiceRuntime._ensure_topics, or the migration Job),
+        # with the configured partitions. FastStream's own attempt would make a missing one with a single
+        # partition, and with a service's own Kafka user (no CREATE) warn about every topic it consumes.
+        allow_auto_create_topics=False,
     )
+
+
+class ConsumerRefusals(logging.Filter):
+    """Turns FastStream's "Kafka error occurred" and its stack trace, which its consumer loop logs every 5 s
+    while the brokers refuse it (an ACL revoked, or READ missing where DESCRIBE was granted), into a line
+    that names the ACL. The loop goes on retrying: once granted, consuming resumes by itself."""
+
+    def __init__(self, user: str) -> None:
+        super().__init__()
+        self.user = user
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, GroupAuthorizationFailedError):
+            need = "READ on its consumer group"
+        elif isinstance(error, TopicAuthorizationFailedError):
+            need = "READ on the topics it consumes"
+        else:
+            return True
+        record.msg = "Kafka refuses the consumers (%s): Kafka user %s needs %s (%s); retrying in 5s"
+        record.args = (error, self.user, need, ACL_GUIDE)
+        record.exc_info = None
+        record.exc_text = None
+        return True
+
+
+class _TopicsMadeElsewhere(logging.Filter):
+    """Drops FastStream's reminder, at every subscriber's start, that it creates no topics: the runtime
+    does (and names a topic it cannot see or make)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Auto create topics is disabled")
 
 
 @dataclass
@@ -103,6 +148,8 @@ class ServiceRuntime:
         self._startup: list[Callable[[AsyncConnection], Awaitable[None]]] = []
         self._periodic: list[tuple[str, float, Callable[[], Awaitable[None]]]] = []
         self._broker_ready = False
+        self._kafka_problem: str | None = None
+        """Why the brokers refuse this service (credentials, TLS, an ACL), for the log and `/readyz`."""
         self._declare_publishers()
         self.every(CONSUMER_LAG_INTERVAL_S, self.measure_lag, name="consumer-lag")
 
@@ -190,10 +237,16 @@ class ServiceRuntime:
                 break
             except Exception as exc:  # noqa: BLE001 - the broker may come later; keep trying
                 delay = backoff_delay(attempt, 0.5, 10.0)
-                log.warning("Kafka producer not connected (%s); retrying in %.1fs", exc, delay)
+                problem = await self._refusal(exc)
+                if problem:
+                    log.error("Kafka refuses %s: %s; trying again in %.1fs", self.name, problem, delay)
+                else:
+                    log.warning("Kafka producer not connected (%s); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
+        self._kafka_problem = None
         self._tasks.append(asyncio.create_task(self.relay.run(), name=f"{self.name}-relay"))
         await self._ensure_topics()
+        await self._wait_for_consumer_access()
         attempt = 0
         while True:
             attempt += 1
@@ -211,12 +264,67 @@ class ServiceRuntime:
             await processor.rerun_all_parked()
         log.info("%s connected to Kafka at %s", self.name, self.common.kafka_bootstrap_servers)
 
+    async def _refusal(self, exc: Exception) -> str | None:
+        """Why the brokers refused to connect, when they answered at all (kept for `/readyz`)."""
+        problem = None
+        if isinstance(exc, KafkaConnectionError):
+            try:
+                problem = await connection_problem(self.common)
+            except Exception:
+                log.debug("could not diagnose the Kafka connection", exc_info=True)
+        self._kafka_problem = problem
+        return problem
+
+    def consumed_topics(self) -> list[str]:
+        """Every topic this service's subscribers read."""
+        names: list[str] = []
+        for subscriber in self.broker.subscribers:
+            for topic in getattr(subscriber, "topics", []):
+                name = getattr(topic, "name", topic)
+                if isinstance(name, str) and name not in names:
+                    names.append(name)
+        return names
+
+    async def _wait_for_consumer_access(self) -> None:
+        """Until this service's Kafka user may read its topics and use its consumer group. Without them the
+        consumers would log the same stack trace every few seconds; this names the missing ACL instead,
+        once per try, and `/readyz` says it. Nothing is lost meanwhile: the records wait on their topics,
+        and HTTP requests in the outbox."""
+        topics = self.consumed_topics()
+        if not topics:
+            return
+        group = self.service_settings.consumer_group
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                problems = await consumer_access_problems(self.common, topics=topics, group=group)
+            except Exception as exc:  # noqa: BLE001 - the consumers will meet (and retry) whatever this was
+                log.debug("could not check the consumers' Kafka access (%s)", exc)
+                problems = []
+            if not problems:
+                if self._kafka_problem:
+                    log.info("%s may now consume %s in group %s", self.name, ", ".join(topics), group)
+                self._kafka_problem = None
+                return
+            self._kafka_problem = "; ".join(problems)
+            delay = backoff_delay(attempt, 1.0, 10.0)
+            log.error(
+                "Kafka refuses %s's consumers: %s; checking again in %.1fs", self.name, self._kafka_problem, delay
+            )
+            await asyncio.sleep(delay)
+
+    def _topics_used(self) -> set[str]:
+        return {*self.consumed_topics(), *(event.TOPIC for event in self.publishes), dlq_topic(self.name)}
+
     async def _ensure_topics(self) -> None:
         """Create the missing topics with the configured partitions and replication, before the
         subscribers start: FastStream's subscribers create a missing topic with ONE partition, and on a
         fresh cluster the first service to start would fix every topic at one partition, so replicas
         could never share the work. An init job (`proposalflow topics create`) normally did this already;
-        without the rights to create topics, the service goes on and says so."""
+        without the rights to create topics, the service goes on and says so. A Kafka user that may not
+        describe other services' topics sees them as missing and may not create them: expected with one
+        user per service, so only this service's own topics are worth a warning."""
         try:
             created = await create_topics(
                 self.common, self.common.topic_partitions, self.common.topic_replication_factor
@@ -227,6 +335,16 @@ class ServiceRuntime:
         made = sorted(name for name, state in created.items() if state == "created")
         if made:
             log.info("created topics %s with %d partitions", ", ".join(made), self.common.topic_partitions)
+        refused = sorted(name for name, state in created.items() if state.startswith("refused"))
+        mine = [name for name in refused if name in self._topics_used()]
+        if mine:
+            log.warning(
+                "Kafka user %s cannot see topics %s of this service, nor create them: grant it its ACLs (%s), and "
+                "create missing topics with `proposalflow topics create` as a user who may",
+                self.producer.user,
+                ", ".join(mine),
+                ACL_GUIDE,
+            )
 
     async def measure_lag(self) -> None:
         """Consumer lag of every subscriber's assigned partitions (`proposalflow_consumer_lag`)."""
@@ -284,7 +402,9 @@ class ServiceRuntime:
             checks["database"] = "ok"
         except Exception as exc:  # noqa: BLE001 - reported, not raised
             checks["database"] = f"unavailable: {type(exc).__name__}"
-        if not self._broker_ready:
+        if self._kafka_problem:
+            checks["broker"] = f"unavailable: {self._kafka_problem}"
+        elif not self._broker_ready:
             checks["broker"] = "unavailable: not connected yet"
         else:
             try:

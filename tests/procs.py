@@ -67,6 +67,8 @@ class Suite:
     env: dict[str, str]
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     replica_urls: dict[str, str] = field(default_factory=dict)
+    service_env: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Settings of one service only (e.g. its own Kafka user), over `env`."""
 
     def token(self, role: Role, sub: str, unit: str | None = None) -> dict[str, str]:
         settings = CommonSettings(jwt_secret=self.env["PROPOSALFLOW_JWT_SECRET"])
@@ -82,7 +84,7 @@ class Suite:
     def replica_env(self, replica: str) -> dict[str, str]:
         service = replica.split("#")[0]
         port = self.replica_urls[replica].rsplit(":", 1)[1]
-        return {**self.env, f"PROPOSALFLOW_{service.upper()}_HTTP_PORT": port}
+        return {**self.env, **self.service_env.get(service, {}), f"PROPOSALFLOW_{service.upper()}_HTTP_PORT": port}
 
     def start(self, replica: str) -> None:
         """Start a replica (again), on its own port; its log continues in the same file."""
@@ -118,7 +120,9 @@ async def wait_ready(suite: Suite, replicas: list[str] | None = None, timeout: f
 
 
 @contextlib.contextmanager
-def running(env: dict[str, str], log_dir: Path) -> Iterator[Suite]:
+def running(
+    env: dict[str, str], log_dir: Path, service_env: dict[str, dict[str, str]] | None = None
+) -> Iterator[Suite]:
     """The five services as processes, stopped at the end (with any replicas started meanwhile)."""
     urls, logs = {}, {}
     for service in SERVICES:
@@ -126,7 +130,7 @@ def running(env: dict[str, str], log_dir: Path) -> Iterator[Suite]:
         env[f"PROPOSALFLOW_{service.upper()}_HTTP_PORT"] = str(port)
         urls[service] = f"http://127.0.0.1:{port}"
         logs[service] = log_dir / f"{service}.log"
-    suite = Suite(urls=urls, logs=logs, env=env, replica_urls=dict(urls))
+    suite = Suite(urls=urls, logs=logs, env=env, replica_urls=dict(urls), service_env=service_env or {})
     try:
         for service in SERVICES:
             suite.start(service)

@@ -3,10 +3,10 @@
 # development and tests. No containers: the jars come from Maven Central via
 # deploy/kafka-local/pom.xml and run on the local JDK (17+).
 #
-# Usage: kafka-local.sh {fetch|start|stop|restart|status|reset|logs}
+# Usage: kafka-local.sh {fetch|start|stop|restart|status|reset|logs|acls|configs}
 #
 # Environment (all optional):
-#   KAFKA_LOCAL_PORT             client (PLAINTEXT) port        [19092]
+#   KAFKA_LOCAL_PORT             client port                    [19092]
 #   KAFKA_LOCAL_CONTROLLER_PORT  KRaft controller port          [19093]
 #   KAFKA_LOCAL_DATA_DIR         config, pid, logs, data        [<repo>/.data/kafka-local]
 #   KAFKA_LOCAL_CACHE_DIR        fetched jars                   [<repo>/.cache/kafka-local]
@@ -19,6 +19,13 @@
 #   KAFKA_LOCAL_REPLICATION      replication factor of new and internal topics [1]
 #   KAFKA_LOCAL_MIN_ISR          min.insync.replicas             [1]
 #   (kafka-cluster.sh sets these to run several nodes as one cluster.)
+#   KAFKA_LOCAL_SECURITY         PLAINTEXT, or SASL_SSL: TLS with a throwaway CA, SCRAM-SHA-512 users and
+#                                the StandardAuthorizer (ACLs); fixed when the data dir is formatted
+#                                [what the data dir was formatted for, else PLAINTEXT]
+#   KAFKA_LOCAL_ADMIN_USER       SASL_SSL: the super user the tools connect as [admin]
+#   KAFKA_LOCAL_ADMIN_PASSWORD   SASL_SSL: its password [random, kept in <data dir>/admin.password]
+#   KAFKA_LOCAL_USERS            SASL_SSL: more SCRAM users made when the data dir is formatted,
+#                                "name=password" separated by spaces or commas (no ACLs: grant them with `acls`)
 #   JAVA_HOME                    JDK to use (else `java` on PATH)
 #   MVN                          Maven executable               [mvn]
 set -euo pipefail
@@ -37,6 +44,7 @@ NODE_ID="${KAFKA_LOCAL_NODE_ID:-1}"
 QUORUM_VOTERS="${KAFKA_LOCAL_QUORUM_VOTERS:-$NODE_ID@$HOST:$CONTROLLER_PORT}"
 REPLICATION="${KAFKA_LOCAL_REPLICATION:-1}"
 MIN_ISR="${KAFKA_LOCAL_MIN_ISR:-1}"
+ADMIN_USER="${KAFKA_LOCAL_ADMIN_USER:-admin}"
 
 abspath() { # make a (possibly relative, possibly not yet existing) dir absolute
   mkdir -p -- "$1" && (cd -- "$1" && pwd -P)
@@ -55,6 +63,14 @@ CLUSTER_ID_FILE="$DATA_DIR/cluster.id"
 KAFKA_LOG_DIRS="$DATA_DIR/logs"
 SERVER_LOG="$DATA_DIR/server.log"
 CONSOLE_LOG="$DATA_DIR/console.log"
+SECURITY_FILE="$DATA_DIR/security"
+TLS_DIR="$DATA_DIR/tls"
+ADMIN_PASSWORD_FILE="$DATA_DIR/admin.password"
+ADMIN_PROPS_FILE="$DATA_DIR/admin.properties"
+# The node certificate's subject: the broker's own principal on the controller listener (mutual TLS).
+NODE_PRINCIPAL="CN=kafka-local"
+# Unset: what the data dir was formatted for (so stop, restart and status need not repeat it).
+SECURITY="${KAFKA_LOCAL_SECURITY:-$(cat -- "$SECURITY_FILE" 2>/dev/null || echo PLAINTEXT)}"
 
 if [[ -n "${JAVA_HOME:-}" && -x "$JAVA_HOME/bin/java" ]]; then
   JAVA="$JAVA_HOME/bin/java"
@@ -68,7 +84,7 @@ die() { err "$*"; exit 1; }
 
 usage() {
   cat <<EOF
-usage: $(basename -- "$0") {fetch|start|stop|restart|status|reset|logs}
+usage: $(basename -- "$0") {fetch|start|stop|restart|status|reset|logs|acls|configs}
 
   fetch    copy the Kafka jars from Maven Central into $LIB_DIR (no-op if current)
   start    start the broker on $BOOTSTRAP (no-op if it is already running)
@@ -77,6 +93,13 @@ usage: $(basename -- "$0") {fetch|start|stop|restart|status|reset|logs}
   status   exit 0 if the broker is running and answering, 3 otherwise
   reset    stop, then delete $DATA_DIR
   logs     print the tail of the broker log
+  acls     kafka-acls.sh against this broker as the admin user, e.g.
+           acls --add --allow-principal User:alice --operation Read --topic t
+  configs  kafka-configs.sh against this broker as the admin user, e.g.
+           configs --alter --entity-type users --entity-name alice --add-config 'SCRAM-SHA-512=[password=...]'
+
+KAFKA_LOCAL_SECURITY=SASL_SSL starts it secured (TLS, SCRAM-SHA-512, ACLs): clients verify the broker
+with $TLS_DIR/ca.crt; the tools connect as the admin user with $ADMIN_PROPS_FILE.
 EOF
 }
 
@@ -164,11 +187,14 @@ port_open() { # bash-only TCP connect check
 }
 
 write_tools_props() {
-  cat >"$TOOLS_PROPS_FILE" <<EOF
+  {
+    cat <<EOF
 # Admin client settings for kafka-local.sh's readiness probe (fail fast).
 request.timeout.ms=5000
 default.api.timeout.ms=10000
 EOF
+    if secured; then cat -- "$ADMIN_PROPS_FILE"; fi
+  } >"$TOOLS_PROPS_FILE"
 }
 
 # A real metadata request through the Admin client (kafka-topics --list).
@@ -220,6 +246,108 @@ wait_ready() {
   return 1
 }
 
+secured() { [[ "$SECURITY" == SASL_SSL ]]; }
+
+check_security_mode() {
+  case "$SECURITY" in
+    PLAINTEXT | SASL_SSL) ;;
+    *) die "KAFKA_LOCAL_SECURITY must be PLAINTEXT or SASL_SSL, not '$SECURITY'" ;;
+  esac
+  if [[ -f "$KAFKA_LOG_DIRS/meta.properties" ]]; then
+    local formatted=PLAINTEXT
+    [[ -s "$SECURITY_FILE" ]] && formatted="$(cat -- "$SECURITY_FILE")"
+    [[ "$formatted" == "$SECURITY" ]] \
+      || die "$DATA_DIR was formatted for $formatted, not $SECURITY: reset it (kafka-local.sh reset) or use another data dir"
+  fi
+  if secured; then
+    command -v openssl >/dev/null 2>&1 || die "KAFKA_LOCAL_SECURITY=SASL_SSL needs openssl (for the throwaway CA)"
+  fi
+}
+
+# A throwaway CA and the node's certificate (for 127.0.0.1 and localhost), made once per data dir.
+# The broker reads them as PEM; clients verify the broker with ca.crt.
+make_tls() {
+  [[ -s "$TLS_DIR/node.pem" && -s "$TLS_DIR/ca.crt" ]] && return 0
+  log "making a throwaway CA and the broker's certificate in $TLS_DIR"
+  mkdir -p -- "$TLS_DIR"
+  chmod 700 -- "$TLS_DIR"
+  (
+    cd -- "$TLS_DIR"
+    openssl req -x509 -newkey rsa:2048 -nodes -sha256 -days 30 -keyout ca.key -out ca.crt \
+      -subj "/CN=kafka-local throwaway CA" \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
+    openssl req -newkey rsa:2048 -nodes -sha256 -keyout node.key -out node.csr -subj "/$NODE_PRINCIPAL"
+    printf '%s\n' "subjectAltName=IP:$HOST,DNS:localhost" "basicConstraints=critical,CA:FALSE" \
+      "keyUsage=critical,digitalSignature,keyEncipherment" "extendedKeyUsage=serverAuth,clientAuth" \
+      "subjectKeyIdentifier=hash" "authorityKeyIdentifier=keyid,issuer" >node.ext
+    openssl x509 -req -sha256 -days 30 -in node.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
+      -extfile node.ext -out node.crt
+    cat node.key node.crt >node.pem
+    rm -f node.csr node.ext ca.srl
+    chmod 600 ca.key node.key node.pem
+  ) >"$DATA_DIR/tls.log" 2>&1 || { cat -- "$DATA_DIR/tls.log" >&2; die "could not make the TLS certificates"; }
+}
+
+# The admin (super) user's password, and the client settings the tools connect with as that user.
+write_admin_props() {
+  local password
+  if [[ -s "$ADMIN_PASSWORD_FILE" && -f "$KAFKA_LOG_DIRS/meta.properties" ]]; then
+    # Formatted: the metadata holds this password; another one would lock the broker out of itself.
+    password="$(cat -- "$ADMIN_PASSWORD_FILE")"
+    [[ -z "${KAFKA_LOCAL_ADMIN_PASSWORD:-}" || "$KAFKA_LOCAL_ADMIN_PASSWORD" == "$password" ]] \
+      || die "KAFKA_LOCAL_ADMIN_PASSWORD differs from the one $DATA_DIR was formatted with (change it with configs, or reset)"
+  elif [[ -n "${KAFKA_LOCAL_ADMIN_PASSWORD:-}" ]]; then
+    password="$KAFKA_LOCAL_ADMIN_PASSWORD"
+  else
+    password="$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+  fi
+  [[ "$password" =~ ^[A-Za-z0-9._~+-]+$ ]] \
+    || die "KAFKA_LOCAL_ADMIN_PASSWORD may hold only letters, digits and ._~+- (it goes into a JAAS line)"
+  (umask 077 && printf '%s\n' "$password" >"$ADMIN_PASSWORD_FILE")
+  (umask 077 && cat >"$ADMIN_PROPS_FILE" <<EOF
+security.protocol=SASL_SSL
+sasl.mechanism=SCRAM-SHA-512
+sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="$ADMIN_USER" password="$password";
+ssl.truststore.type=PEM
+ssl.truststore.location=$TLS_DIR/ca.crt
+EOF
+  )
+}
+
+admin_password() { cat -- "$ADMIN_PASSWORD_FILE"; }
+
+# Secured: clients on SASL_SSL (SCRAM-SHA-512) on the client port, which the broker also uses to reach
+# itself (as the admin user); the controller listener takes only mutual TLS with the node's own
+# certificate. ACLs by KRaft's StandardAuthorizer; the admin user and the node are super users.
+security_props() {
+  if ! secured; then
+    cat <<EOF
+listeners=PLAINTEXT://$HOST:$PORT,CONTROLLER://$HOST:$CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://$HOST:$PORT,CONTROLLER://$HOST:$CONTROLLER_PORT
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+EOF
+    return 0
+  fi
+  cat <<EOF
+listeners=CLIENT://$HOST:$PORT,CONTROLLER://$HOST:$CONTROLLER_PORT
+advertised.listeners=CLIENT://$HOST:$PORT,CONTROLLER://$HOST:$CONTROLLER_PORT
+inter.broker.listener.name=CLIENT
+listener.security.protocol.map=CLIENT:SASL_SSL,CONTROLLER:SSL
+sasl.enabled.mechanisms=SCRAM-SHA-512
+sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
+listener.name.client.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="$ADMIN_USER" password="$(admin_password)";
+listener.name.controller.ssl.client.auth=required
+ssl.keystore.type=PEM
+ssl.keystore.location=$TLS_DIR/node.pem
+ssl.truststore.type=PEM
+ssl.truststore.location=$TLS_DIR/ca.crt
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+super.users=User:$ADMIN_USER;User:$NODE_PRINCIPAL
+allow.everyone.if.no.acl.found=false
+EOF
+}
+
 write_server_props() {
   cat >"$PROPS_FILE" <<EOF
 # Generated by deploy/kafka-local/kafka-local.sh on every start; edits are lost.
@@ -228,10 +356,7 @@ process.roles=broker,controller
 node.id=$NODE_ID
 controller.quorum.voters=$QUORUM_VOTERS
 controller.listener.names=CONTROLLER
-listeners=PLAINTEXT://$HOST:$PORT,CONTROLLER://$HOST:$CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://$HOST:$PORT,CONTROLLER://$HOST:$CONTROLLER_PORT
-inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+$(security_props)
 
 log.dirs=$KAFKA_LOG_DIRS
 num.partitions=12
@@ -272,10 +397,23 @@ format_storage() {
     [[ ${#cid} -eq 22 ]] || die "could not generate a cluster id"
     printf '%s\n' "$cid" >"$CLUSTER_ID_FILE"
   fi
-  log "formatting storage in $KAFKA_LOG_DIRS (cluster id $cid)"
+  local -a scram=()
+  # KRaft keeps SCRAM credentials in its metadata: the admin user is there from the first start.
+  if secured; then
+    scram=(--add-scram "SCRAM-SHA-512=[name=$ADMIN_USER,password=$(admin_password)]")
+    local entry
+    local users="${KAFKA_LOCAL_USERS:-}"
+    for entry in ${users//,/ }; do
+      [[ "$entry" =~ ^[A-Za-z0-9._-]+=[A-Za-z0-9._~+-]+$ ]] \
+        || die "KAFKA_LOCAL_USERS: '${entry%%=*}=…' is not name=password (letters, digits and ._-; password also ~+)"
+      scram+=(--add-scram "SCRAM-SHA-512=[name=${entry%%=*},password=${entry#*=}]")
+    done
+  fi
+  log "formatting storage in $KAFKA_LOG_DIRS (cluster id $cid, $SECURITY)"
   kafka_tool kafka.tools.StorageTool format --cluster-id "$cid" --config "$PROPS_FILE" \
-    --ignore-formatted >"$DATA_DIR/format.log" 2>&1 \
+    --ignore-formatted "${scram[@]}" >"$DATA_DIR/format.log" 2>&1 \
     || { cat -- "$DATA_DIR/format.log" >&2; die "storage format failed"; }
+  printf '%s\n' "$SECURITY" >"$SECURITY_FILE"
 }
 
 lock_data_dir() {
@@ -308,12 +446,17 @@ cmd_start() {
   done
 
   cmd_fetch
+  check_security_mode
   mkdir -p -- "$KAFKA_LOG_DIRS"
+  if secured; then
+    make_tls
+    write_admin_props
+  fi
   write_server_props
   write_tools_props
   format_storage
 
-  log "starting broker on $BOOTSTRAP (controller $HOST:$CONTROLLER_PORT, data $DATA_DIR)"
+  log "starting broker on $BOOTSTRAP ($SECURITY; controller $HOST:$CONTROLLER_PORT, data $DATA_DIR)"
   local started=$SECONDS
   # shellcheck disable=SC2086
   local -a jvm_opts=(
@@ -388,6 +531,15 @@ cmd_reset() {
   rm -rf -- "$DATA_DIR"
 }
 
+# kafka-acls.sh / kafka-configs.sh against this broker, as the admin user when it is secured.
+cmd_admin_tool() {
+  local main="$1"; shift
+  broker_pid >/dev/null || die "the broker is not running"
+  local -a config=()
+  secured && config=(--command-config "$ADMIN_PROPS_FILE")
+  TOOL_PREFIX="timeout 60" kafka_tool "$main" --bootstrap-server "$BOOTSTRAP" "${config[@]}" "$@"
+}
+
 cmd_logs() {
   [[ -f "$SERVER_LOG" ]] || die "no log yet at $SERVER_LOG"
   tail -n "${1:-100}" -- "$SERVER_LOG"
@@ -404,6 +556,8 @@ main() {
     status) cmd_status ;;
     reset) lock_data_dir; cmd_reset ;;
     logs) cmd_logs "$@" ;;
+    acls) cmd_admin_tool org.apache.kafka.tools.AclCommand "$@" ;;
+    configs) cmd_admin_tool kafka.admin.ConfigCommand "$@" ;;
     -h | --help | help) usage ;;
     *) usage >&2; exit 2 ;;
   esac

@@ -1,0 +1,420 @@
+"""The five services on a secured broker, as production runs them: TLS with a CA of its own, a SCRAM-SHA-512
+user per service, and the StandardAuthorizer holding exactly the ACLs docs/operations.md lists (read from
+that file). A proposal goes through its whole lifecycle. A service with a wrong password, a service
+missing the ACL to consume and one missing the ACL to publish say which setting or ACL, keep their work,
+and do it once fixed.
+
+The broker is the test's own (deploy/kafka-local with KAFKA_LOCAL_SECURITY=SASL_SSL, on free ports).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import TopicAuthorizationFailedError
+
+from shared.events import ASSIGNMENTS, NOTIFICATIONS, Role
+from shared.kafka_access import connection_problem
+from shared.messaging import kafka_client_options
+from shared.settings import SERVICES, CommonSettings
+from tests.e2e.test_handling_lifecycle import PROPOSAL, REPLY
+from tests.e2e.test_lifecycle import eventually
+from tests.procs import ROOT, Suite, free_port, running, wait_ready
+
+pytestmark = [pytest.mark.e2e, pytest.mark.kafka, pytest.mark.security]
+
+OPERATIONS = ROOT / "docs" / "operations.md"
+OVERLAY = ROOT / "deploy" / "k8s" / "overlays" / "production"
+KAFKA_LOCAL = ROOT / "deploy" / "kafka-local" / "kafka-local.sh"
+OPS_USER = "proposalflow-ops"
+
+
+def user_of(service: str) -> str:
+    """The Kafka user a service runs as (docs/operations.md, the production overlay)."""
+    return f"proposalflow-{service}"
+
+
+@dataclass(frozen=True)
+class Grant:
+    """One `kafka-acls.sh --add`: operations on resources of one pattern type, for one user."""
+
+    user: str
+    operations: tuple[str, ...]
+    resources: tuple[tuple[str, str], ...]  # ("topic" | "group", name)
+    prefixed: bool
+
+    def args(self) -> list[str]:
+        args = ["--add", "--allow-principal", f"User:{self.user}"]
+        if self.prefixed:
+            args += ["--resource-pattern-type", "prefixed"]
+        for operation in self.operations:
+            args += ["--operation", operation]
+        for kind, name in self.resources:
+            args += [f"--{kind}", name]
+        return args
+
+
+def documented_grants() -> dict[str, list[Grant]]:
+    """The table "Kafka users and ACLs" of docs/operations.md, as the kafka-acls commands it takes."""
+    text = OPERATIONS.read_text(encoding="utf-8")
+    section = text[text.index("### Kafka users and ACLs") :]
+    rows = [line for line in section.splitlines() if line.startswith("| `proposalflow-")]
+    columns = {2: ("Read", "topic"), 3: ("Write", "topic"), 4: ("Create", "topic"), 5: ("Read", "group")}
+    grants: dict[str, list[Grant]] = {}
+    for row in rows:
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        user = cells[0].strip("`")
+        # (prefixed, resources) -> operations; then one command per distinct (operations, prefixed)
+        by_operation: dict[tuple[str, bool], list[tuple[str, str]]] = {}
+        for index, (operation, kind) in columns.items():
+            for item in filter(None, (part.strip() for part in cells[index].split(","))):
+                prefixed = item.startswith("prefix ")
+                name = re.fullmatch(r"(?:prefix )?`([^`]+)`", item)
+                assert name, f"cannot read {item!r} in the row of {user}"
+                by_operation.setdefault((operation, prefixed), []).append((kind, name.group(1)))
+        merged: dict[tuple[tuple[tuple[str, str], ...], bool], list[str]] = {}
+        for (operation, prefixed), resources in by_operation.items():
+            merged.setdefault((tuple(resources), prefixed), []).append(operation)
+        grants[user] = [
+            Grant(user, tuple(operations), resources, prefixed) for (resources, prefixed), operations in merged.items()
+        ]
+    return grants
+
+
+@dataclass
+class SecuredBroker:
+    env: dict[str, str]
+    data_dir: Path
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.env['KAFKA_LOCAL_PORT']}"
+
+    @property
+    def cafile(self) -> str:
+        return str(self.data_dir / "tls" / "ca.crt")
+
+    def __call__(self, *command: str) -> str:
+        done = subprocess.run(
+            ["bash", str(KAFKA_LOCAL), *command], env=self.env, cwd=ROOT, capture_output=True, text=True
+        )
+        assert done.returncode == 0, f"kafka-local.sh {' '.join(command)}: {done.stdout}{done.stderr}"
+        return done.stdout
+
+    def client_env(self, user: str, password: str) -> dict[str, str]:
+        """The Kafka settings a service or tool runs with: the names and shape of the production overlay."""
+        return {
+            "PROPOSALFLOW_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            "PROPOSALFLOW_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+            "PROPOSALFLOW_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+            "PROPOSALFLOW_KAFKA_SSL_CAFILE": self.cafile,
+            "PROPOSALFLOW_KAFKA_SASL_USERNAME": user,
+            "PROPOSALFLOW_KAFKA_SASL_PASSWORD": password,
+        }
+
+
+@pytest.fixture
+def passwords() -> dict[str, str]:
+    return {user: secrets.token_hex(16) for user in [*map(user_of, SERVICES), OPS_USER]}
+
+
+@pytest.fixture
+def secured_broker(tmp_path: Path, passwords: dict[str, str]) -> Iterator[SecuredBroker]:
+    data_dir = tmp_path / "kafka"
+    broker = SecuredBroker(
+        env={
+            **os.environ,
+            "KAFKA_LOCAL_SECURITY": "SASL_SSL",
+            "KAFKA_LOCAL_PORT": str(free_port()),
+            "KAFKA_LOCAL_CONTROLLER_PORT": str(free_port()),
+            "KAFKA_LOCAL_DATA_DIR": str(data_dir),
+            # TLS, SCRAM and the authorizer on a busy machine take their time to come up.
+            "KAFKA_LOCAL_START_TIMEOUT": os.environ.get("KAFKA_LOCAL_START_TIMEOUT", "240"),
+            # The users exist from the start (SCRAM credentials bootstrapped at format time); their ACLs
+            # are granted by the test.
+            "KAFKA_LOCAL_USERS": " ".join(f"{user}={password}" for user, password in passwords.items()),
+        },
+        data_dir=data_dir,
+    )
+    broker("start")
+    try:
+        yield broker
+    finally:
+        broker("reset")
+
+
+def test_the_production_overlay_runs_each_service_as_the_user_this_test_proves() -> None:
+    config = yaml.safe_load((OVERLAY / "config.yaml").read_text(encoding="utf-8"))["data"]
+    assert config["PROPOSALFLOW_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+    assert config["PROPOSALFLOW_KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512"
+    assert config["PROPOSALFLOW_KAFKA_SSL_CAFILE"]
+    assert config["PROPOSALFLOW_KAFKA_SASL_USERNAME"] == OPS_USER, "one-off jobs (topics, dlq) run as the ops user"
+    documented = documented_grants()
+    for service in SERVICES:
+        patch = yaml.safe_load((OVERLAY / "kafka-users" / f"{service}.yaml").read_text(encoding="utf-8"))
+        (container,) = patch["spec"]["template"]["spec"]["containers"]
+        env = {entry["name"]: entry for entry in container["env"]}
+        assert env["PROPOSALFLOW_KAFKA_SASL_USERNAME"]["value"] == user_of(service)
+        assert "secretKeyRef" in env["PROPOSALFLOW_KAFKA_SASL_PASSWORD"]["valueFrom"]
+        assert user_of(service) in documented
+
+
+async def test_services_on_a_secured_broker_with_their_documented_acls(
+    secured_broker: SecuredBroker, passwords: dict[str, str], tmp_path: Path
+) -> None:
+    grants = documented_grants()
+    assert set(grants) == {*map(user_of, SERVICES), OPS_USER}
+    # Assignment starts without READ on its consumer group, notify without WRITE on its topic: granted later.
+    no_group = Grant(user_of("assignment"), ("Read",), (("group", "proposalflow-assignment"),), prefixed=False)
+    no_write = Grant(user_of("notify"), ("Write",), (("topic", NOTIFICATIONS),), prefixed=False)
+    commands = []
+    for user_grants in grants.values():
+        for grant in user_grants:
+            for withheld in (no_group, no_write):
+                if (grant.user, grant.operations, grant.prefixed) == (withheld.user, withheld.operations, False):
+                    kept = tuple(resource for resource in grant.resources if resource not in withheld.resources)
+                    assert len(kept) < len(grant.resources), f"the table no longer grants {withheld}"
+                    grant = Grant(grant.user, grant.operations, kept, grant.prefixed)
+            commands.append(grant.args())
+    with ThreadPoolExecutor(3) as pool:  # each is a JVM start: in parallel they take a third of the time
+        list(pool.map(lambda args: secured_broker("acls", *args), commands))
+
+    # A service's user may not create topics: `topics create` as intake fails, naming what is missing.
+    intake_env = {**os.environ, **secured_broker.client_env(user_of("intake"), passwords[user_of("intake")])}
+    as_intake = subprocess.run(
+        [sys.executable, "-m", "shared.cli", "topics", "create"],
+        env=intake_env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert as_intake.returncode == 1, as_intake.stdout + as_intake.stderr
+    assert "refused: Kafka user User:proposalflow-intake may not create it" in as_intake.stdout
+    assert "could not create 11 topics" in as_intake.stderr
+
+    # The migration Job's first step, as the ops user.
+    ops_env = {**os.environ, **secured_broker.client_env(OPS_USER, passwords[OPS_USER])}
+    created = subprocess.run(
+        [sys.executable, "-m", "shared.cli", "topics", "create", "--partitions", "3"],
+        env=ops_env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert created.returncode == 0, created.stdout + created.stderr
+    assert created.stdout.count(": created") == 11, created.stdout
+
+    # Single writer, enforced by the brokers: intake's user may not write assignment's topic.
+    intake_settings = CommonSettings.model_validate(
+        {
+            key.removeprefix("PROPOSALFLOW_").lower(): value
+            for key, value in secured_broker.client_env(user_of("intake"), passwords[user_of("intake")]).items()
+        }
+    )
+    producer = AIOKafkaProducer(enable_idempotence=True, acks="all", **kafka_client_options(intake_settings))
+    await producer.start()
+    try:
+        with pytest.raises(TopicAuthorizationFailedError):
+            await producer.send_and_wait(ASSIGNMENTS, b"{}", key=b"forged")
+    finally:
+        await producer.stop()
+
+    # Settings the brokers refuse are named: the CA, the protocol.
+    untrusted = intake_settings.model_copy(update={"kafka_ssl_cafile": None})
+    assert "PROPOSALFLOW_KAFKA_SSL_CAFILE" in str(await connection_problem(untrusted))
+    plaintext = intake_settings.model_copy(
+        update={"kafka_security_protocol": "PLAINTEXT", "kafka_sasl_mechanism": None}
+    )
+    assert "PROPOSALFLOW_KAFKA_SECURITY_PROTOCOL" in str(await connection_problem(plaintext))
+    assert await connection_problem(intake_settings) is None
+
+    run = secrets.token_hex(4)
+    env = {
+        **os.environ,
+        "PROPOSALFLOW_DATA_DIR": str(tmp_path / "data"),
+        "PROPOSALFLOW_JWT_SECRET": f"secured-{run}-0123456789abcdef0123456789abcdef",
+        "PROPOSALFLOW_LOG_LEVEL": "INFO",
+        "PROPOSALFLOW_LOG_JSON": "false",
+        "PYTHONUNBUFFERED": "1",
+    }
+    service_env = {
+        service: secured_broker.client_env(user_of(service), passwords[user_of(service)]) for service in SERVICES
+    }
+    service_env["intake"]["PROPOSALFLOW_KAFKA_SASL_PASSWORD"] = "not-" + passwords[user_of("intake")]
+    with running(env, tmp_path, service_env) as suite:
+        await wait_ready(suite, ["progress", "notify", "audit"])
+        # Generous: on a busy machine a request to a service still starting or draining may take a while.
+        async with httpx.AsyncClient(timeout=30) as http:
+            refused = await eventually(
+                lambda: broker_refusal(http, suite, "intake"),
+                "intake's readiness to name the refused password",
+                suite,
+                timeout=90,
+            )
+            assert "PROPOSALFLOW_KAFKA_SASL_PASSWORD" in refused
+            assert "proposalflow-intake" in refused
+            missing = await eventually(
+                lambda: broker_refusal(http, suite, "assignment"), "assignment's readiness to name the ACL", suite, 90
+            )
+            assert "READ on group proposalflow-assignment" in missing
+            assert "PROPOSALFLOW_KAFKA_SASL_PASSWORD" in suite.logs["intake"].read_text()
+            assert "grant it READ on group proposalflow-assignment" in suite.logs["assignment"].read_text()
+
+            # Intake still takes the proposal: it waits in the outbox, nobody has seen it.
+            member = suite.token(Role.MEMBER, "m-wang")
+            committee = suite.token(Role.COMMITTEE, "c-office")
+            created_proposal = await http.post(f"{suite.urls['intake']}/proposals", json=PROPOSAL, headers=member)
+            assert created_proposal.status_code == 201, created_proposal.text
+            pid = created_proposal.json()["id"]
+            filed = await http.post(
+                f"{suite.urls['intake']}/proposals/{pid}/review", json={"decision": "file"}, headers=committee
+            )
+            assert filed.status_code == 200, filed.text
+            waiting = unsent_outbox_rows(tmp_path / "data" / "intake.db")
+            assert {"proposalflow.proposal.submitted.v1", "proposalflow.proposal.filed.v1"} <= set(waiting)
+            assert (await http.get(f"{suite.urls['progress']}/proposals/{pid}", headers=committee)).status_code == 404
+
+            # The password fixed (the Secret corrected, the pod replaced): the outbox drains.
+            suite.kill("intake")
+            suite.service_env["intake"]["PROPOSALFLOW_KAFKA_SASL_PASSWORD"] = passwords[user_of("intake")]
+            await suite.restart("intake")
+            await eventually(
+                lambda: stage(http, suite, pid, committee, "filed"), "the filed proposal in progress", suite
+            )
+
+            async def drained() -> bool:
+                return unsent_outbox_rows(tmp_path / "data" / "intake.db") == []
+
+            await eventually(drained, "intake's outbox marked sent", suite)
+            dispatcher = suite.token(Role.DISPATCHER, "d-office")
+            # Assignment has not consumed it: its consumers wait for their ACL.
+            assert (
+                await http.get(f"{suite.urls['assignment']}/assignments/{pid}", headers=dispatcher)
+            ).status_code == 404
+
+            # The ACL granted: assignment starts consuming by itself, from where its group never committed.
+            secured_broker("acls", *no_group.args())
+            await wait_ready(suite, ["assignment"], timeout=90)
+            await lifecycle(http, suite, pid)
+
+            # Notify told everyone (its inbox is its own database) but may not publish what it did: the
+            # rows wait in its outbox, marked failed, the log naming the ACL.
+            assert "grant it WRITE on topic proposalflow.notifications" in suite.logs["notify"].read_text()
+            failed = cli(env, "outbox", "failed", "notify")
+            assert "TopicAuthorizationFailedError" in failed, failed
+            assert not await delivery_audited(http, suite, pid)
+            secured_broker("acls", *no_write.args())
+            assert "will be sent again" in cli(env, "outbox", "retry", "notify")
+            await eventually(lambda: delivery_audited(http, suite, pid), "notify's deliveries in the audit log", suite)
+            verified = (await http.get(f"{suite.urls['audit']}/audit/verify", headers=committee)).json()
+            assert verified["ok"] is True, verified
+
+
+async def broker_refusal(http: httpx.AsyncClient, suite: Suite, service: str) -> str | None:
+    """What `/readyz` says about the broker, once it names a refusal (not just "not connected yet")."""
+    response = await http.get(f"{suite.urls[service]}/readyz")
+    if response.status_code != 503:
+        return None
+    text = response.text
+    return text if "grant it" in text or "PROPOSALFLOW_KAFKA" in text else None
+
+
+def cli(env: dict[str, str], *args: str) -> str:
+    """`proposalflow …` as an operator runs it beside the services (the outbox commands use only the database)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "shared.cli", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+async def delivery_audited(http: httpx.AsyncClient, suite: Suite, pid: str) -> bool:
+    committee = suite.token(Role.COMMITTEE, "c-office")
+    response = await http.get(f"{suite.urls['audit']}/audit/proposals/{pid}", headers=committee)
+    return any(entry["type"] == "proposalflow.notification.delivered.v1" for entry in response.json()["entries"])
+
+
+def unsent_outbox_rows(database: Path) -> list[str]:
+    """The event types waiting in a service's outbox."""
+    with sqlite3.connect(database) as conn:
+        return [row[0] for row in conn.execute("SELECT type FROM outbox WHERE sent_at IS NULL ORDER BY id")]
+
+
+async def stage(
+    http: httpx.AsyncClient, suite: Suite, pid: str, headers: dict[str, str], *stages: str
+) -> dict[str, Any] | None:
+    response = await http.get(f"{suite.urls['progress']}/proposals/{pid}", headers=headers)
+    body = response.json() if response.status_code == 200 else None
+    return body if body and body["stage"] in stages else None
+
+
+async def lifecycle(http: httpx.AsyncClient, suite: Suite, pid: str) -> None:
+    """From the routing suggestion to the implemented measure, every hop over the secured broker."""
+    url = suite.urls
+    member = suite.token(Role.MEMBER, "m-wang")
+    committee = suite.token(Role.COMMITTEE, "c-office")
+    dispatcher = suite.token(Role.DISPATCHER, "d-office")
+    lead = suite.token(Role.UNIT, "u-zrzyj", unit="dg-zrzyj")
+
+    async def suggested() -> bool:
+        response = await http.get(f"{url['assignment']}/assignments/{pid}", headers=dispatcher)
+        return response.status_code == 200
+
+    await eventually(suggested, "a routing suggestion once assignment may consume", suite)
+    confirmed = await http.post(f"{url['assignment']}/assignments/{pid}/confirm", json={}, headers=dispatcher)
+    assert confirmed.status_code == 200, confirmed.text
+    await eventually(lambda: stage(http, suite, pid, committee, "assigned"), "the assignment in progress", suite)
+    accepted = await http.post(f"{url['assignment']}/assignments/{pid}/accept", json={}, headers=lead)
+    assert accepted.status_code == 200, accepted.text
+    await eventually(lambda: stage(http, suite, pid, committee, "handling"), "handling", suite)
+    drafted = await http.post(f"{url['progress']}/proposals/{pid}/replies", json=REPLY, headers=lead)
+    assert drafted.status_code == 200, drafted.text
+    reply_id = drafted.json()["replies"][-1]["id"]
+    approved = await http.post(
+        f"{url['progress']}/proposals/{pid}/replies/{reply_id}/review", json={"decision": "approve"}, headers=committee
+    )
+    assert approved.status_code == 200, approved.text
+    evaluated = await http.post(
+        f"{url['progress']}/proposals/{pid}/evaluations",
+        json={"handling_grade": "satisfied", "result_grade": "satisfied"},
+        headers=member,
+    )
+    assert evaluated.status_code == 200, evaluated.text
+    assert evaluated.json()["stage"] == "closed"
+
+    async def told() -> list[dict[str, Any]]:
+        response = await http.get(f"{url['notify']}/inbox", headers=member)
+        items = response.json()["items"] if response.status_code == 200 else []
+        return [item for item in items if item["proposal_id"] == pid and item["title"] == "提案已交办"]
+
+    await eventually(told, "the proposer told of the assignment", suite)
+
+    async def audited() -> list[str] | None:
+        response = await http.get(f"{url['audit']}/audit/proposals/{pid}", headers=committee)
+        types = [entry["type"] for entry in response.json()["entries"]]
+        return types if "proposalflow.proposal.closed.v1" in types else None
+
+    types = await eventually(audited, "the whole story in the audit log", suite)
+    for expected in (
+        "proposalflow.proposal.submitted.v1",
+        "proposalflow.proposal.filed.v1",
+        "proposalflow.assignment.assigned.v1",
+        "proposalflow.assignment.accepted.v1",
+        "proposalflow.reply.approved.v1",
+        "proposalflow.evaluation.submitted.v1",
+    ):
+        assert expected in types, expected
