@@ -248,7 +248,7 @@ async def test_services_on_a_secured_broker_with_their_documented_acls(
         "PROPOSALFLOW_DATA_DIR": str(tmp_path / "data"),
         "PROPOSALFLOW_JWT_SECRET": f"secured-{run}-0123456789abcdef0123456789abcdef",
         "PROPOSALFLOW_LOG_LEVEL": "INFO",
-        "PROPOSALFLOW_LOG_JSON": "false",
+        "PROPOSALFLOW_LOG_FORMAT": "human",
         "PYTHONUNBUFFERED": "1",
     }
     service_env = {
