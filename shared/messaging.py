@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import functools
 import hashlib
 import json
 import logging
+import os
 import random
 import socket
 import ssl
@@ -30,6 +32,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from aiokafka import AIOKafkaProducer, TopicPartition
@@ -54,7 +57,7 @@ from faststream.middlewares import AckPolicy
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
-from sqlalchemy import MetaData, Table, bindparam, delete, func, insert, select, update
+from sqlalchemy import BigInteger, MetaData, Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -398,8 +401,54 @@ class KafkaPublisher:
         await (await self.send(topic, value=value, key=key, headers=headers))
 
 
-_SQLITE_RELAY_TURNS: dict[str, asyncio.Lock] = {}
-"""One lock per SQLite database: its relays publish one batch at a time (see `OutboxRelay.publish_once`)."""
+_RELAY_TURNS: dict[str, asyncio.Lock] = {}
+"""One lock per database: the relays of one process take their turns one after another, so a process
+waits for the turn across processes (below) with one connection at most."""
+
+_TAKE_TURN = select(func.pg_advisory_xact_lock(bindparam("turn", type_=BigInteger)))
+
+
+def relay_turn_key(table: Table) -> int:
+    """The PostgreSQL advisory lock that is an outbox's relay turn: a signed 64-bit number from the table's
+    name (advisory locks belong to one database; a service's outbox is the one `outbox` table in it)."""
+    digest = hashlib.sha256(f"proposalflow outbox relay {table.fullname}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+class RelayTurnFile:
+    """The relay turn of the processes sharing one SQLite file: an exclusive `flock` on `<file>-relay.lock`.
+    The kernel releases it when its holder exits, however it exits, so a relay killed in the middle of a
+    batch never holds the others back. Waited for without holding the loop (polling, 1 to 20 ms apart, as
+    `shared.sqlite_inline` waits for the database's own lock). An in-memory database has no other process:
+    no file, no lock."""
+
+    def __init__(self, database: str | None) -> None:
+        in_memory = not database or database == ":memory:" or database.startswith("file::memory:")
+        self._path = None if in_memory else Path(f"{database}-relay.lock")
+        self._fd: int | None = None
+
+    async def __aenter__(self) -> None:
+        if self._path is None:
+            return
+        if self._fd is None:
+            self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+        pause = 0.001
+        while True:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 0.02)
+
+    async def __aexit__(self, *_exc: object) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 OUTBOX_ERROR_CHARS = 2000
@@ -421,7 +470,9 @@ class RelayRound:
 class OutboxRelay:
     """Publishes committed outbox rows in order and marks them sent.
 
-    Several replicas may run: on PostgreSQL each claims its rows with `FOR UPDATE SKIP LOCKED`.
+    Several replicas may run: they take turns, one batch each (read, publish, mark), so rows go out in
+    id order whatever the number of relays: a PostgreSQL advisory lock, or a file lock beside a SQLite
+    file (docs/decisions.md, "One relay's turn at a time").
 
     A row that fails for good (:func:`is_transient` false: too large for its topic's `max.message.bytes`,
     not authorized, an invalid topic) is marked failed (`failed_at`, `error`), logged as an error and
@@ -455,6 +506,8 @@ class OutboxRelay:
         self._backlog_gauge = METRICS.outbox_backlog.labels(service)
         self._failed_gauge = METRICS.outbox_failed_rows.labels(service)
         self._table = _outbox(metadata)
+        self._turn = relay_turn_key(self._table)
+        self._turn_file: RelayTurnFile | None = None
         self._producer = producer
         self._batch_size = batch_size
         self._poll_interval = poll_interval
@@ -487,25 +540,33 @@ class OutboxRelay:
             return await self._publish_batch()
 
     async def _publish_batch(self) -> RelayRound:
-        if self._engine.dialect.name == "postgresql":
-            # Rows claimed FOR UPDATE SKIP LOCKED stay locked until they are sent and marked, so two
-            # replicas never publish the same row; row locks do not stop other writes.
-            async with self._engine.begin() as conn:
-                rows = await self._unsent(conn)
-                done = await self._publish(rows)
-                await self._mark(conn, done)
-        else:
-            # SQLite has one write lock per file (every transaction here begins IMMEDIATE): held while
-            # the broker is slow or down, it would stop every other write of the service, the HTTP door
-            # included. So read, publish, then mark, the relays of this process taking turns. A crash in
-            # between (or a second process on the same file) publishes a row twice: the consumers' inbox
-            # drops the copy.
-            async with _SQLITE_RELAY_TURNS.setdefault(self._engine.url.render_as_string(), asyncio.Lock()):
-                async with self._engine.connect() as conn:
-                    rows = await self._unsent(conn)
-                done = await self._publish(rows)
+        # One relay of the service at a time reads, publishes and marks a batch (its turn): rows are
+        # published in id order across every replica, so a proposal's events reach their topic in the
+        # order they were committed (docs/decisions.md, "One relay's turn at a time").
+        async with _RELAY_TURNS.setdefault(self._engine.url.render_as_string(), asyncio.Lock()):
+            if self._engine.dialect.name == "postgresql":
+                # The turn is a transaction-level advisory lock: waited for (no CPU, no polling), released
+                # by the commit, or by the server when the holder's connection dies (`kill -9`).
                 async with self._engine.begin() as conn:
+                    await conn.execute(_TAKE_TURN, {"turn": self._turn})
+                    rows = await self._unsent(conn)
+                    done = await self._publish(rows)
                     await self._mark(conn, done)
+            else:
+                # SQLite has one write lock per file (every transaction here begins IMMEDIATE): held while
+                # the broker is slow or down, it would stop every other write of the service, the HTTP door
+                # included. So read, publish, then mark, outside a transaction; the turn across processes
+                # is a lock on a file beside the database (`RelayTurnFile`), which the kernel releases
+                # when its holder dies. A crash between publishing and marking publishes the rows again,
+                # after the ones before them: the consumers' inbox drops the copy.
+                if self._turn_file is None:
+                    self._turn_file = RelayTurnFile(self._engine.url.database)
+                async with self._turn_file:
+                    async with self._engine.connect() as conn:
+                        rows = await self._unsent(conn)
+                    done = await self._publish(rows)
+                    async with self._engine.begin() as conn:
+                        await self._mark(conn, done)
         METRICS.outbox_published.inc(len(done.sent))
         if done.failed:
             self._report_failed(done.failed)
@@ -515,10 +576,10 @@ class OutboxRelay:
 
     async def _unsent(self, conn: AsyncConnection) -> Sequence[Any]:
         table = self._table
-        postgres = conn.dialect.name == "postgresql"
 
         def build() -> Any:
-            query = (
+            # No row locks: only the relay whose turn it is reads and marks unsent rows.
+            return (
                 select(
                     table.c.id,
                     table.c.event_id,
@@ -533,9 +594,8 @@ class OutboxRelay:
                 .order_by(table.c.id)
                 .limit(bindparam("batch_size"))
             )
-            return query.with_for_update(skip_locked=True) if postgres else query
 
-        query = built_once(("outbox-unsent", table, postgres), build)
+        query = built_once(("outbox-unsent", table), build)
         return (await conn.execute(query, {"batch_size": self._batch_size})).all()
 
     async def _send(self, row: Any) -> asyncio.Future[Any]:
@@ -679,6 +739,8 @@ class OutboxRelay:
     def stop(self) -> None:
         self._stopping = True
         self._wake.set()
+        if self._turn_file is not None:
+            self._turn_file.close()
 
 
 def _error_text(exc: BaseException) -> str:
