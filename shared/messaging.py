@@ -233,7 +233,20 @@ async def add_to_outbox(
         )
     if rows:
         await conn.execute(_insert_new(_outbox(metadata), conn.dialect.name, "event_id"), rows)
+        conn.info[STAGED] = True
     return envelopes
+
+
+STAGED = "proposalflow_outbox_staged"
+"""Set in a connection's `info` by :func:`add_to_outbox`; :func:`staged_events` takes it."""
+
+
+def staged_events(conn: AsyncConnection) -> bool:
+    """Whether the transaction on `conn` staged outbox rows since the last look (and forget it): after a
+    commit that staged nothing, the relay need not look for rows. `info` outlives the transaction (it
+    is the pooled connection's): a mark left by a transaction that rolled back wakes the relay once for
+    nothing, never the other way round."""
+    return bool(conn.info.pop(STAGED, False))
 
 
 _INSERTS: dict[tuple[Table, str, str | None], Any] = {}
@@ -1044,12 +1057,16 @@ class EventProcessor:
                     outcomes.append(outcome)
                 if self._finish is not None and "handled" in outcomes:
                     await self._finish(conn)
+                staged = staged_events(conn)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - nothing committed; one at a time decides each record's fate
             log.info("batch of %d rolled back (%r); processing its records one at a time", len(records), exc)
             return None
-        self._after_commit()
+        if staged:
+            # Only then has the relay anything new to publish: audit, and most of notify's batches, stage
+            # nothing, and a relay turn for nothing is five statements on PostgreSQL.
+            self._after_commit()
         for outcome in outcomes:
             METRICS.events_processed.labels(self.consumer, outcome).inc()
         handled = {e.subject for e, o in zip(envelopes, outcomes, strict=True) if o == "handled" and e.subject}
@@ -1130,7 +1147,9 @@ class EventProcessor:
                 outcome = "handled"
             if parked_id is not None:
                 await conn.execute(delete(self._parked).where(self._parked.c.id == parked_id))
-        self._after_commit()
+            staged = staged_events(conn)
+        if staged:
+            self._after_commit()
         return outcome
 
     async def _first_time(self, conn: AsyncConnection, event_key: str) -> bool:

@@ -10,7 +10,7 @@ from services.intake import store as intake_store
 from shared.db import create_engine
 from shared.envelope import Envelope
 from shared.events import Actor, ProposalWithdrawn, Role
-from shared.messaging import EventProcessor, NotReady
+from shared.messaging import EventProcessor, NotReady, add_to_outbox
 from shared.migrate import upgrade_async
 from tests.fakes import FakeRecord, RecordingPublisher, record_of
 
@@ -142,3 +142,22 @@ async def test_a_parked_proposal_holds_back_its_own_records_not_the_rest_of_the_
     assert applied == [("p-2", "first"), ("p-3", "first"), ("p-2", "later")]
     assert await worker.process_batch([record_of(envelope("p-1", "first"), topic="proposals", offset=3)]) == ["handled"]
     assert applied[3:] == [("p-1", "first"), ("p-1", "later"), ("p-1", "latest")]
+
+
+async def test_the_relay_is_woken_after_a_batch_that_staged_events_and_only_then(engine) -> None:
+    wakes: list[int] = []
+
+    async def handler(conn, env, record) -> None:
+        if env.type == "stages":
+            event = ProposalWithdrawn(proposal_id=env.subject, actor=ACTOR, reason="撤回")
+            await add_to_outbox(conn, intake_store.metadata, "intake", [event])
+
+    worker = processor(engine, handler, RecordingPublisher(), after_commit=lambda: wakes.append(1))
+    assert await worker.process_batch([record_of(envelope("p-1", "quiet"))]) == ["handled"]
+    assert wakes == []
+    assert await worker.process_batch([record_of(envelope("p-2", "stages"), offset=1)]) == ["handled"]
+    assert wakes == [1]
+    # One at a time too: the parked path wakes it only if the record staged something.
+    assert await worker.process(record_of(envelope("p-3", "quiet"), offset=2)) == "handled"
+    assert await worker.process(record_of(envelope("p-4", "stages"), offset=3)) == "handled"
+    assert wakes == [1, 1]
