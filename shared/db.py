@@ -266,6 +266,20 @@ async def update_by(conn: AsyncConnection, table: Table, value: Any, values: dic
     return int(result.rowcount)
 
 
+async def driver_connection(conn: AsyncConnection) -> Any:
+    """The driver's own connection under `conn` (asyncpg's, on PostgreSQL), for the few plumbing statements
+    every batch runs (the inbox, the relay's turn, read and mark): there SQLAlchemy's execution of a
+    statement costs more than asyncpg's whole round trip (docs/performance.md). If `conn` is in a
+    transaction, the transaction is begun on the server first: SQLAlchemy's asyncpg dialect sends
+    `BEGIN` only with the first statement it runs itself, and a statement sent before it would run
+    outside the transaction. Statements sent here commit or roll back with `conn`'s transaction."""
+    raw = await conn.get_raw_connection()
+    adapted: Any = raw.dbapi_connection
+    if conn.in_transaction() and getattr(adapted, "_transaction", True) is None:
+        await adapted._start_transaction()
+    return raw.driver_connection
+
+
 async def ping(engine: AsyncEngine) -> None:
     """Raises if the database cannot answer a trivial query."""
     async with engine.connect() as conn:
@@ -286,6 +300,7 @@ __all__ = [
     "built_once",
     "create_all",
     "create_engine",
+    "driver_connection",
     "insert_rows",
     "is_sqlite",
     "new_metadata",

@@ -33,8 +33,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
+import asyncpg  # type: ignore[import-untyped]
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import (
     ClusterAuthorizationFailedError,
@@ -57,12 +58,12 @@ from faststream.middlewares import AckPolicy
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
-from sqlalchemy import BigInteger, MetaData, String, Table, bindparam, delete, func, insert, select, text, update
+from sqlalchemy import MetaData, Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from shared.db import built_once
+from shared.db import built_once, driver_connection
 from shared.envelope import Envelope, EnvelopeError, encode_data, from_kafka, to_kafka_headers
 from shared.events import Event, dlq_topic, source_of
 from shared.observability import METRICS, bind_context, current_traceparent, traced
@@ -418,7 +419,40 @@ _RELAY_TURNS: dict[str, asyncio.Lock] = {}
 """One lock per database: the relays of one process take their turns one after another, so a process
 waits for the turn across processes (below) with one connection at most."""
 
-_TAKE_TURN = select(func.pg_advisory_xact_lock(bindparam("turn", type_=BigInteger)))
+
+class OutboxRow(NamedTuple):
+    """An unsent outbox row as the relay reads it."""
+
+    id: int
+    event_id: str
+    type: str
+    topic: str
+    key: str | None
+    headers: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RelaySql:
+    """The relay's statements on PostgreSQL, sent on asyncpg's own connection (prepared once per
+    connection by asyncpg's statement cache): read, mark and take the turn are a constant number of
+    round trips per batch, without SQLAlchemy's per-execute cost (docs/performance.md)."""
+
+    take_turn: str
+    unsent: str
+    mark_sent: str
+
+    @classmethod
+    def of(cls, table: Table) -> RelaySql:
+        name = table.name
+        return cls(
+            take_turn="SELECT pg_advisory_xact_lock($1)",
+            unsent=(
+                f"SELECT id, event_id, type, topic, key, headers, payload FROM {name} "  # noqa: S608 - our own table
+                "WHERE sent_at IS NULL AND failed_at IS NULL ORDER BY id LIMIT $1"
+            ),
+            mark_sent=f"UPDATE {name} SET sent_at = $1 WHERE id = ANY($2::bigint[])",  # noqa: S608 - our own table
+        )
 
 
 def relay_turn_key(table: Table) -> int:
@@ -520,6 +554,7 @@ class OutboxRelay:
         self._failed_gauge = METRICS.outbox_failed_rows.labels(service)
         self._table = _outbox(metadata)
         self._turn = relay_turn_key(self._table)
+        self._sql = RelaySql.of(self._table)
         self._turn_file: RelayTurnFile | None = None
         self._producer = producer
         self._batch_size = batch_size
@@ -561,10 +596,15 @@ class OutboxRelay:
                 # The turn is a transaction-level advisory lock: waited for (no CPU, no polling), released
                 # by the commit, or by the server when the holder's connection dies (`kill -9`).
                 async with self._engine.begin() as conn:
-                    await conn.execute(_TAKE_TURN, {"turn": self._turn})
-                    rows = await self._unsent(conn)
+                    driver = await driver_connection(conn)
+                    await driver.execute(self._sql.take_turn, self._turn)
+                    rows: Sequence[Any] = [
+                        OutboxRow(*row) for row in await driver.fetch(self._sql.unsent, self._batch_size)
+                    ]
                     done = await self._publish(rows)
-                    await self._mark(conn, done)
+                    if done.sent:
+                        await driver.execute(self._sql.mark_sent, datetime.now(UTC), [row.id for row in done.sent])
+                    await self._mark(conn, RelayRound(failed=done.failed))
             else:
                 # SQLite has one write lock per file (every transaction here begins IMMEDIATE): held while
                 # the broker is slow or down, it would stop every other write of the service, the HTTP door
@@ -819,15 +859,18 @@ def is_transient(exc: BaseException) -> bool:
         return False
     if isinstance(exc, OperationalError | ConnectionError | TimeoutError | KafkaError | socket.gaierror):
         return True
-    if isinstance(exc, DBAPIError):
-        if exc.connection_invalidated:
+    if isinstance(exc, asyncpg.exceptions.InterfaceError | asyncpg.exceptions.PostgresConnectionError):
+        return True  # asyncpg's own connection (shared.db.driver_connection) closed or lost
+    if isinstance(exc, DBAPIError | asyncpg.exceptions.PostgresError):
+        if isinstance(exc, DBAPIError) and exc.connection_invalidated:
             return True
-        # asyncpg's errors reach SQLAlchemy as a generic DBAPIError: tell them apart by SQLSTATE. A database
-        # that refuses connections for a while (failover, maintenance) must be waited out, not dead-lettered.
-        sqlstate = getattr(exc.orig, "sqlstate", None)
+        # asyncpg's errors reach SQLAlchemy as a generic DBAPIError, or come as they are from statements sent
+        # on asyncpg's own connection: tell them apart by SQLSTATE. A database that refuses connections for
+        # a while (failover, maintenance) must be waited out, not dead-lettered.
+        sqlstate = getattr(exc, "sqlstate", None) or getattr(getattr(exc, "orig", None), "sqlstate", None)
         if isinstance(sqlstate, str) and (
             sqlstate[:2] in TRANSIENT_SQLSTATE_CLASSES
-            or (sqlstate == "55000" and "not currently accepting connections" in str(exc.orig))
+            or (sqlstate == "55000" and "not currently accepting connections" in str(getattr(exc, "orig", exc)))
         ):
             return True
     return False
@@ -899,34 +942,25 @@ def dead_letter_forms(record: Record, error: str, facts: Sequence[tuple[str, byt
         yield DeadLetterForm(None, None, trimmed)
 
 
-def _admit_statement(inbox: Table, parked: Table) -> Any:
-    """PostgreSQL: a batch's parked-events look and inbox insert as one statement (`EventProcessor._admit`).
-    The insert happens only when no proposal of the batch has a parked event."""
-
-    def build() -> Any:
-        return text(
-            f"""
-            WITH parked AS (
-                SELECT DISTINCT subject FROM {parked.name}
-                WHERE consumer = :consumer AND subject = ANY(:subjects)
-            ), new AS (
-                INSERT INTO {inbox.name} (consumer, event_id, received_at)
-                SELECT :consumer, key, :received_at FROM unnest(CAST(:keys AS VARCHAR[])) AS key
-                WHERE NOT EXISTS (SELECT 1 FROM parked)
-                ON CONFLICT DO NOTHING
-                RETURNING event_id
-            )
-            SELECT 'parked' AS kind, subject AS value FROM parked
-            UNION ALL
-            SELECT 'new', event_id FROM new
-            """  # noqa: S608 - table names from the service's own metadata, values as parameters
-        ).bindparams(
-            bindparam("subjects", type_=postgresql.ARRAY(String)),
-            bindparam("keys", type_=postgresql.ARRAY(String)),
-            bindparam("received_at", type_=inbox.c.received_at.type),
+def admit_sql(inbox: Table, parked: Table) -> str:
+    """PostgreSQL: a batch's parked-events look and inbox insert as one statement (`EventProcessor._admit`),
+    sent on asyncpg's own connection. The insert happens only when no proposal of the batch has a parked
+    event. Parameters: consumer, subjects, keys, received_at."""
+    return f"""
+        WITH parked AS (
+            SELECT DISTINCT subject FROM {parked.name}
+            WHERE consumer = $1 AND subject = ANY($2::varchar[])
+        ), new AS (
+            INSERT INTO {inbox.name} (consumer, event_id, received_at)
+            SELECT $1, key, $4 FROM unnest($3::varchar[]) AS key
+            WHERE NOT EXISTS (SELECT 1 FROM parked)
+            ON CONFLICT DO NOTHING
+            RETURNING event_id
         )
-
-    return built_once(("inbox-admit", inbox, parked), build)
+        SELECT 'parked' AS kind, subject AS value FROM parked
+        UNION ALL
+        SELECT 'new', event_id FROM new
+        """  # noqa: S608 - table names from the service's own metadata, values as parameters
 
 
 class EventProcessor:
@@ -957,13 +991,13 @@ class EventProcessor:
         self.service = service
         self.consumer = consumer
         self._engine = engine
-        # Reads that need no transaction of their own (the after-commit look for parked events): on
-        # PostgreSQL without BEGIN and ROLLBACK, one round trip instead of three.
-        self._reader = (
-            engine.execution_options(isolation_level="AUTOCOMMIT") if engine.dialect.name == "postgresql" else engine
-        )
         self._inbox = metadata.tables["inbox"]
         self._parked = metadata.tables["parked_events"]
+        self._admit_sql = admit_sql(self._inbox, self._parked)
+        self._parked_sql = (
+            f"SELECT DISTINCT subject FROM {self._parked.name} "  # noqa: S608 - our own table
+            "WHERE consumer = $1 AND subject = ANY($2::varchar[])"
+        )
         self._handler = handler
         self._producer = producer
         self._after_commit = after_commit
@@ -1107,8 +1141,10 @@ class EventProcessor:
             # before this commit). On SQLite transactions never overlap: a record parked after this
             # commit is re-run by whoever parked it, and sees this commit; one parked before it was seen
             # by the check at the start of the transaction.
-            async with self._reader.connect() as conn:
-                waiting = await self._parked_subjects(conn, handled)
+            async with self._engine.connect() as conn:
+                # Outside a transaction: one round trip, on asyncpg's own connection.
+                driver = await driver_connection(conn)
+                waiting = {row[0] for row in await driver.fetch(self._parked_sql, self.consumer, sorted(handled))}
             for subject in sorted(waiting):
                 await self._rerun_parked(subject)
         return outcomes
@@ -1221,7 +1257,8 @@ class EventProcessor:
             "keys": unique,
             "received_at": datetime.now(UTC),
         }
-        found = (await conn.execute(_admit_statement(self._inbox, self._parked), parameters)).all()
+        driver = await driver_connection(conn)
+        found = await driver.fetch(self._admit_sql, *parameters.values())
         parked = {value for kind, value in found if kind == "parked"}
         inserted = {value for kind, value in found if kind == "new"}
         fresh = []
