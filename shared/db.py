@@ -203,6 +203,12 @@ def ping_when_idle(engine: AsyncEngine, idle_s: float) -> None:
 
     @event.listens_for(engine.sync_engine, "checkout")
     def _handed_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        driver = getattr(dbapi_connection, "driver_connection", None)
+        if driver is not None and driver.is_closed():
+            # The server closed it (a restart, a terminated backend) and asyncpg noticed: no need to ask.
+            # Also what keeps a connection whose statements on the driver's own connection failed
+            # (`driver_connection`: SQLAlchemy does not see those) from being handed out again.
+            raise DisconnectionError("a pooled connection was closed by the server")
         returned_at = record.info.get("returned_at")
         if returned_at is None or time.monotonic() - returned_at < idle_s:
             return  # just connected, or used moments ago

@@ -861,6 +861,10 @@ def is_transient(exc: BaseException) -> bool:
         return True
     if isinstance(exc, asyncpg.exceptions.InterfaceError | asyncpg.exceptions.PostgresConnectionError):
         return True  # asyncpg's own connection (shared.db.driver_connection) closed or lost
+    if isinstance(exc.__cause__, asyncpg.exceptions.PostgresError | asyncpg.exceptions.InterfaceError):
+        # SQLAlchemy's asyncpg adapter translated it (a `BEGIN` it sent for `driver_connection`) without
+        # wrapping it in a DBAPIError: judge the driver's error.
+        return is_transient(exc.__cause__)
     if isinstance(exc, DBAPIError | asyncpg.exceptions.PostgresError):
         if isinstance(exc, DBAPIError) and exc.connection_invalidated:
             return True
