@@ -65,16 +65,18 @@ pytest: $(STAMP)
 
 test: prereqs-test lint typecheck pytest
 
-# The benchmark starts its own fresh broker too, and stops it however the run ends. docs/performance.md.
+# The benchmark starts its own fresh broker too, and stops it however the run ends; it runs the services on
+# SQLite and on the test PostgreSQL server (`BENCH_ARGS=--databases sqlite` for SQLite alone). docs/performance.md.
 BENCH_KAFKA_PORT ?= 19392
 BENCH_KAFKA_ENV := KAFKA_LOCAL_PORT=$(BENCH_KAFKA_PORT) KAFKA_LOCAL_CONTROLLER_PORT=$(shell echo $$(($(BENCH_KAFKA_PORT)+1))) KAFKA_LOCAL_DATA_DIR=$(CURDIR)/.data/kafka-bench-$(BENCH_KAFKA_PORT)
 BENCH_ARGS ?=
 
 bench: $(STAMP)
+	bash deploy/postgres/pg-local.sh start >/dev/null
 	$(BENCH_KAFKA_ENV) bash deploy/kafka-local/kafka-local.sh reset
 	$(BENCH_KAFKA_ENV) bash deploy/kafka-local/kafka-local.sh start
 	PROPOSALFLOW_BENCH_BROKER_PID=$$(cat $(CURDIR)/.data/kafka-bench-$(BENCH_KAFKA_PORT)/kafka.pid) \
-	PROPOSALFLOW_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$(BENCH_KAFKA_PORT) $(BIN)/python -m bench $(BENCH_ARGS); \
+	PROPOSALFLOW_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$(BENCH_KAFKA_PORT) $(BIN)/python -m bench --postgres $(PG_URL) $(BENCH_ARGS); \
 	status=$$?; $(BENCH_KAFKA_ENV) bash deploy/kafka-local/kafka-local.sh stop; exit $$status
 
 # Known-flaky tests, kept out of `make test` until their cause is fixed (each is named in its issue).

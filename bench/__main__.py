@@ -24,12 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from sqlalchemy.engine import make_url
 
 from bench import baseline, pipeline
 from bench.suite import ROOT, Suite, cpu_seconds, memory_of
 from shared.settings import SERVICES, CommonSettings
-from shared.topics import create_topics
+from shared.topics import all_topic_names, create_topics
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -64,6 +65,22 @@ def summarise(
     }
 
 
+def postmaster_of(port: int) -> int | None:
+    """The pid of the PostgreSQL server listening on `port` on this machine (its data directory's
+    `postmaster.pid` names the port), or None."""
+    for pid in _pids():
+        if _comm(pid) != "postgres" or _comm(_parent(pid)) == "postgres":
+            continue
+        try:
+            arguments = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            data = Path(arguments[arguments.index(b"-D") + 1].decode())
+            if int((data / "postmaster.pid").read_text().splitlines()[3]) == port:
+                return pid
+        except (OSError, ValueError, IndexError):
+            continue
+    return None
+
+
 def other_cpu(postgres: bool = False) -> dict[str, float]:
     """CPU seconds used so far by what shares the machine with the services: the broker (its pid in
     `PROPOSALFLOW_BENCH_BROKER_PID`, which `make bench` sets) and this process (load, bots, observer)."""
@@ -72,9 +89,23 @@ def other_cpu(postgres: bool = False) -> dict[str, float]:
     if broker.isdigit():
         used["broker"] = cpu_seconds(int(broker))
     if postgres:
-        # The server's processes on this machine (its backends live as long as the services' pools).
-        used["postgres"] = sum(cpu_seconds(pid) for pid in _pids() if _comm(pid) == "postgres")
+        # The server's processes (its backends live as long as the services' pools): the postmaster in
+        # `PROPOSALFLOW_BENCH_POSTGRES_PID` (`main` sets it from --postgres) and its children, not other
+        # servers on the machine; without it, every process named postgres.
+        server = os.environ.get("PROPOSALFLOW_BENCH_POSTGRES_PID", "")
+        if server.isdigit():
+            pids = [int(server), *(pid for pid in _pids() if _parent(pid) == int(server))]
+        else:
+            pids = [pid for pid in _pids() if _comm(pid) == "postgres"]
+        used["postgres"] = sum(cpu_seconds(pid) for pid in pids)
     return used
+
+
+def _parent(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def _pids() -> list[int]:
@@ -154,6 +185,13 @@ class Plan:
         self.stall_s = 60.0
         self.profile: Path | None = Path(args.profile) if args.profile else None
         self.postgres: str | None = args.postgres
+        self.databases: list[str] = (
+            [d.strip() for d in args.databases.split(",") if d.strip()]
+            if args.databases
+            else (["sqlite", "postgresql"] if args.postgres else ["sqlite"])
+        )
+        if "postgresql" in self.databases and not self.postgres:
+            raise SystemExit("--databases postgresql needs --postgres URL (make bench passes the local server's)")
         self.scenarios: set[str] = set(args.scenarios.split(",")) if args.scenarios else set(SCENARIOS)
 
 
@@ -315,18 +353,49 @@ def bench_env(settings: CommonSettings, run: str, work: Path) -> dict[str, str]:
     return env
 
 
+async def start_groups_at_end(bootstrap: str, groups: list[str]) -> None:
+    """Commit the current end of every topic for these consumer groups, so the suite of one database
+    starts where the broker is now, not at the history an earlier suite in the same run left."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer._client.force_metadata_update()
+        partitions = [
+            TopicPartition(topic, partition)
+            for topic in all_topic_names()
+            for partition in sorted(consumer.partitions_for_topic(topic) or [])
+        ]
+        ends = await consumer.end_offsets(partitions)
+    finally:
+        await consumer.stop()
+    for group in groups:
+        committer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+        await committer.start()
+        try:
+            committer.assign(partitions)
+            await committer.commit(ends)
+        finally:
+            await committer.stop()
+
+
 async def run_pipeline(
-    settings: CommonSettings, plan: Plan, run: str, work: Path, log_dir: Path
+    settings: CommonSettings, plan: Plan, run: str, work: Path, log_dir: Path, database: str
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The five services on one database (`sqlite` or `postgresql`), every scenario of the plan."""
+    work.mkdir(parents=True, exist_ok=True)
+    log_dir.mkdir(parents=True, exist_ok=True)
     async with contextlib.AsyncExitStack() as stack:
         env = bench_env(settings, run, work)
-        if plan.postgres:
+        if database == "postgresql":
+            assert plan.postgres is not None
             env.update(await stack.enter_async_context(postgres_databases(plan.postgres, run)))
-        return await _run_pipeline(settings, plan, run, env, log_dir)
+        groups = [env[f"PROPOSALFLOW_{service.upper()}_CONSUMER_GROUP"] for service in SERVICES]
+        await start_groups_at_end(settings.kafka_bootstrap_servers, [*groups, *pipeline.bot_groups(run)])
+        return await _run_pipeline(settings, plan, run, env, log_dir, postgres=database == "postgresql")
 
 
 async def _run_pipeline(
-    settings: CommonSettings, plan: Plan, run: str, env: dict[str, str], log_dir: Path
+    settings: CommonSettings, plan: Plan, run: str, env: dict[str, str], log_dir: Path, *, postgres: bool
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     service_settings = CommonSettings(jwt_secret=env["PROPOSALFLOW_JWT_SECRET"])
     member_token, committee_token = pipeline.tokens(service_settings)
@@ -343,8 +412,8 @@ async def _run_pipeline(
         unit = pipeline.LeadUnit(producer, settings)
         tasks = [
             asyncio.create_task(observer.run()),
-            asyncio.create_task(committee.run(f"bench-{run}-committee")),
-            asyncio.create_task(unit.run(f"bench-{run}-unit")),
+            asyncio.create_task(committee.run(pipeline.bot_groups(run)[0])),
+            asyncio.create_task(unit.run(pipeline.bot_groups(run)[1])),
         ]
         loader = pipeline.Loader(producer, observer, member_token)
         try:
@@ -365,16 +434,16 @@ async def _run_pipeline(
                     name: str, door: str, load: Callable[[], Coroutine[Any, Any, list[tuple[str, float]]]]
                 ) -> None:
                     resends, failures, cpu_before = unit.resends, loader.http_failures, suite.cpu()
-                    others_before, moved_before = other_cpu(bool(plan.postgres)), await records_moved(http, suite)
-                    with profiled(suite, plan.profile, f"{name}-{door}-{len(suite.urls('intake'))}"):
+                    others_before, moved_before = other_cpu(postgres), await records_moved(http, suite)
+                    label = f"{'pg' if postgres else 'sqlite'}-{name}-{door}-{len(suite.urls('intake'))}"
+                    with profiled(suite, plan.profile, label):
                         sent = await load()
                         tracked = await pipeline.wait_through(observer, [i for i, _ in sent], plan.stall_s)
                     arrived = {i: t.done_at for (i, _), t in zip(sent, tracked, strict=True)}
                     through = max(1, sum(t.done_at is not None for t in tracked))
                     cpu = {s: round((used - cpu_before[s]) * 1000 / through, 1) for s, used in suite.cpu().items()}
                     others = {
-                        k: round((v - others_before[k]) * 1000 / through, 1)
-                        for k, v in other_cpu(bool(plan.postgres)).items()
+                        k: round((v - others_before[k]) * 1000 / through, 1) for k, v in other_cpu(postgres).items()
                     }
                     moved = {
                         k: round((v - moved_before.get(k, 0.0)) / through, 2)
@@ -425,16 +494,17 @@ async def _run_pipeline(
                             functools.partial(loader.at_rate, http_send, rate, rate_count),
                         )
                 memory["1 replica"] = suite.memory()
-                if plan.replicas > 1 and "replicas" in wanted:
-                    for _ in range(plan.replicas - 1):
-                        for service in SERVICES:
-                            suite.start(service)
+                # One more replica of every service at a time, up to --replicas, each measured at maximum rate:
+                # the points the scaling model in docs/performance.md is checked against.
+                for replicas in range(2, plan.replicas + 1) if "replicas" in wanted else ():
+                    for service in SERVICES:
+                        suite.start(service)
                     await suite.wait_ready()
                     committee.use(suite.urls("intake"))
                     # Let the consumer groups settle on the new members before loading them.
                     await asyncio.sleep(10)
                     await scenario("pipeline max rate", "kafka", lambda: loader.flat_out(loader.send_kafka, count, 1))
-                    memory[f"{plan.replicas} replicas"] = suite.memory()
+                    memory[f"{replicas} replicas"] = suite.memory()
             memory["expected_audit_entries_per_proposal"] = dict(expected)
             return results, memory
         finally:
@@ -444,25 +514,64 @@ async def _run_pipeline(
             await producer.stop()
 
 
-def table(results: list[dict[str, Any]]) -> str:
-    header = (
-        f"{'scenario':<28}{'door':<14}{'repl':>5}{'sent':>7}{'through':>8}{'per s':>8}"
-        f"{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'CPU ms/each':>12}"
-    )
+def _cell(value: Any, width: int) -> str:
+    return f"{'-' if value is None else value!s:>{width}}"
+
+
+def cpu_with_server(result: dict[str, Any]) -> float | None:
+    """CPU ms per proposal of the services plus, on PostgreSQL, the server's: what the data path costs."""
+    services = result.get("cpu_ms_per_proposal", {}).get("total")
+    if services is None:
+        return None
+    return round(float(services) + float(result.get("other_cpu_ms_per_proposal", {}).get("postgres", 0.0)), 1)
+
+
+def records_ratio(result: dict[str, Any], base: dict[str, Any] | None) -> float | None:
+    """Records consumed per second against the raw chain's (max-rate scenarios only: at a fixed rate the
+    load, not the pipeline, sets the pace)."""
+    per = result.get("records_per_proposal", {}).get("consumed")
+    if not base or not per or "max rate" not in result["scenario"] or not result.get("throughput_per_s"):
+        return None
+    return round(float(result["throughput_per_s"]) * float(per) / (float(base["throughput_per_s"]) * baseline.HOPS), 3)
+
+
+def table(results: list[dict[str, Any]], base: dict[str, Any] | None = None) -> str:
+    """The baseline, then one line per pipeline scenario with every database side by side: proposals per
+    second, records consumed per second against the raw chain, p99 latency, CPU ms per proposal (services,
+    plus the PostgreSQL server's), and records consumed again as duplicates per proposal."""
+    databases = list(dict.fromkeys(r["database"] for r in results if "database" in r))
+    header = f"{'scenario':<22}{'door':<7}{'repl':>5}"
+    for database in databases:
+        short = "pg" if database == "postgresql" else database
+        header += f" | {short + ' /s':>9}{'ratio':>7}{'p99 ms':>9}{'CPU ms':>8}{'dup':>6}"
     lines = [header, "-" * len(header)]
     for r in results:
-        lat = r["latency_ms"]
-        cells = [
-            f"{r['scenario']:<28}",
-            f"{r['door']:<14}",
-            f"{r.get('replicas', '-')!s:>5}",
-            f"{r['sent']:>7}",
-            f"{r['through']:>8}",
-            f"{r['throughput_per_s']!s:>8}",
-        ]
-        cells += [f"{lat[k]!s:>9}" for k in ("p50", "p95", "p99")]
-        cells.append(f"{r.get('cpu_ms_per_proposal', {}).get('total', '-')!s:>12}")
-        lines.append("".join(cells))
+        if "database" not in r:
+            cpu = r.get("cpu_ms_per_proposal", {}).get("total")
+            lines.append(
+                f"{r['scenario']:<22}{'raw':<7}{'-':>5} | {_cell(r['throughput_per_s'], 9)}{'1':>7}"
+                f"{_cell(r['latency_ms']['p99'], 9)}{_cell(cpu, 8)}{'-':>6}"
+            )
+    keys = list(dict.fromkeys((r["scenario"], r["door"], r.get("replicas")) for r in results if "database" in r))
+    for scenario, door, replicas in keys:
+        line = f"{scenario:<22}{door:<7}{replicas!s:>5}"
+        for database in databases:
+            key = (scenario, door, replicas)
+            found = [
+                x
+                for x in results
+                if x.get("database") == database and (x["scenario"], x["door"], x.get("replicas")) == key
+            ]
+            if not found:
+                line += f" | {'':>9}{'':>7}{'':>9}{'':>8}{'':>6}"
+                continue
+            r = found[0]
+            duplicates = r.get("records_per_proposal", {}).get("duplicate", 0.0)
+            line += (
+                f" | {_cell(r['throughput_per_s'], 9)}{_cell(records_ratio(r, base), 7)}"
+                f"{_cell(r['latency_ms']['p99'], 9)}{_cell(cpu_with_server(r), 8)}{_cell(duplicates, 6)}"
+            )
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -475,6 +584,10 @@ async def main(args: argparse.Namespace) -> int:
     log_dir.mkdir(parents=True)
     print(f"bench {run}: broker {settings.kafka_bootstrap_servers}, logs in {log_dir}", flush=True)
     await create_topics(settings, settings.topic_partitions, 1)
+    if plan.postgres and "PROPOSALFLOW_BENCH_POSTGRES_PID" not in os.environ:
+        server = postmaster_of(make_url(plan.postgres).port or 5432)
+        if server is not None:
+            os.environ["PROPOSALFLOW_BENCH_POSTGRES_PID"] = str(server)
     report: dict[str, Any] = {
         "run": run,
         "machine": machine(),
@@ -485,41 +598,62 @@ async def main(args: argparse.Namespace) -> int:
             "rate_seconds": plan.rate_seconds,
             "replicas": plan.replicas,
         },
-        "database": "postgresql" if plan.postgres else "sqlite",
+        "databases": plan.databases,
     }
     results: list[dict[str, Any]] = []
     if not args.pipeline_only:
         print("baseline (raw aiokafka chain) …", flush=True)
         results += await run_baseline(settings, plan, run.lower(), log_dir)
-    print(f"pipeline (five services, {report['database']}) …", flush=True)
-    pipeline_results, memory = await run_pipeline(settings, plan, run, work, log_dir)
-    results += pipeline_results
+    memory: dict[str, Any] = {}
+    for database in plan.databases:
+        print(f"pipeline (five services, {database}) …", flush=True)
+        pipeline_results, memory[database] = await run_pipeline(
+            settings, plan, f"{run}-{database}", work / database, log_dir / database, database
+        )
+        results += [{**result, "database": database} for result in pipeline_results]
     report["results"] = results
     report["memory_kib"] = memory
     base = next((r for r in results if r["scenario"] == "baseline max rate"), None)
-    best = next((r for r in results if r["scenario"] == "pipeline max rate" and r["door"] == "kafka"), None)
-    if base and best and base["throughput_per_s"] and best["throughput_per_s"]:
-        report["ratio_pipeline_to_baseline"] = round(best["throughput_per_s"] / base["throughput_per_s"], 3)
-        # The same, counted in records consumed: a proposal is ~30 records read across the services
-        # (audit alone reads 12), the baseline's message 6.
-        per = best.get("records_per_proposal", {}).get("consumed")
-        if per:
-            report["ratio_records_consumed_per_s"] = round(
-                best["throughput_per_s"] * per / (base["throughput_per_s"] * baseline.HOPS), 3
+    for database in plan.databases:
+        best = next(
+            (
+                r
+                for r in results
+                if r.get("database") == database
+                and r["scenario"] == "pipeline max rate"
+                and r["door"] == "kafka"
+                and r.get("replicas") == 1
+            ),
+            None,
+        )
+        if base and best and base["throughput_per_s"] and best["throughput_per_s"]:
+            report.setdefault("ratio_pipeline_to_baseline", {})[database] = round(
+                best["throughput_per_s"] / base["throughput_per_s"], 3
             )
+            # The same, counted in records consumed: a proposal is ~25 records read across the services
+            # (audit alone reads 12), the baseline's message 6.
+            per = best.get("records_per_proposal", {}).get("consumed")
+            if per:
+                report.setdefault("ratio_records_consumed_per_s", {})[database] = round(
+                    best["throughput_per_s"] * per / (base["throughput_per_s"] * baseline.HOPS), 3
+                )
     out = Path(args.out) if args.out else ROOT / "bench" / "results" / f"{run}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     print()
-    print(table(results))
-    if "ratio_pipeline_to_baseline" in report:
-        print(f"\npipeline / baseline throughput (Kafka door, 1 replica): {report['ratio_pipeline_to_baseline']}")
-    if "ratio_records_consumed_per_s" in report:
-        print(f"the same in records consumed per second: {report['ratio_records_consumed_per_s']}")
+    print(table(results, base))
+    for database, ratio in report.get("ratio_pipeline_to_baseline", {}).items():
+        records = report.get("ratio_records_consumed_per_s", {}).get(database)
+        print(
+            f"pipeline / baseline (Kafka door, 1 replica, {database}): {ratio} in proposals per second, "
+            f"{records} in records consumed per second"
+        )
     print("\nRSS KiB (now / peak):")
-    for phase, services in memory.items():
-        if isinstance(services, dict) and phase != "expected_audit_entries_per_proposal":
-            print(f"  {phase}: " + ", ".join(f"{s} {m.get('VmRSS')}/{m.get('VmHWM')}" for s, m in services.items()))
+    for database, phases in memory.items():
+        for phase, services in phases.items():
+            if isinstance(services, dict) and phase != "expected_audit_entries_per_proposal":
+                used = ", ".join(f"{s} {m.get('VmRSS')}/{m.get('VmHWM')}" for s, m in services.items())
+                print(f"  {database}, {phase}: {used}")
     print(f"\nwritten: {out}")
     return 0
 
@@ -537,7 +671,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--rate-seconds", type=float, help="how long the fixed rate runs, seconds (default 10, quick 3)"
     )
-    parser.add_argument("--replicas", type=int, default=2, help="replicas per service in the last scenario (1: skip)")
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=2,
+        help="the replicas scenario runs with 2, 3, … up to this many replicas per service (1: skip)",
+    )
     parser.add_argument("--pipeline-only", action="store_true", help="skip the baseline")
     parser.add_argument("--scenarios", help=f"comma-separated subset of: {', '.join(SCENARIOS)}")
     parser.add_argument("--profile", help="directory for py-spy samples of every service, per scenario")
@@ -545,8 +684,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--postgres",
         metavar="URL",
-        help="run the services on PostgreSQL: a database per service is created on this server (a "
-        "postgresql+asyncpg:// URL whose role may create databases) and dropped afterwards; default SQLite",
+        help="also run the services on PostgreSQL (after SQLite): a database per service is created on this "
+        "server (a postgresql+asyncpg:// URL whose role may create databases) and dropped afterwards; "
+        "`make bench` passes the local test server's",
+    )
+    parser.add_argument(
+        "--databases",
+        help="comma-separated subset of: sqlite, postgresql (default: both with --postgres, else sqlite)",
     )
     return parser.parse_args(argv)
 

@@ -409,3 +409,8 @@ def tokens(settings: CommonSettings) -> tuple[str, str]:
         issue_token(settings, subject=MEMBER, role=Role.MEMBER),
         issue_token(settings, subject="c-bench", role=Role.COMMITTEE),
     )
+
+
+def bot_groups(run: str) -> tuple[str, str]:
+    """The consumer groups of the committee's and the lead unit's bots in one run."""
+    return f"bench-{run}-committee", f"bench-{run}-unit"

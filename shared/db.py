@@ -8,6 +8,7 @@ keys), so a service's state and its messaging bookkeeping commit in one transact
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +34,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from shared import sqlite_inline
@@ -173,9 +175,48 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
             dbapi_connection.isolation_level = None
 
         return engine
-    kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("pool_size", 10)
-    return create_async_engine(url, **kwargs)
+    engine = create_async_engine(url, **kwargs)
+    if not kwargs.get("pool_pre_ping"):
+        ping_when_idle(engine, IDLE_BEFORE_PING_S)
+    return engine
+
+
+IDLE_BEFORE_PING_S = 5.0
+"""A pooled PostgreSQL connection idle for longer than this is pinged before it is handed out."""
+
+
+def ping_when_idle(engine: AsyncEngine, idle_s: float) -> None:
+    """Ping a pooled connection at checkout only when it has been idle for `idle_s` seconds or more.
+
+    SQLAlchemy's `pool_pre_ping` pings at every checkout, and on asyncpg a ping is three round trips
+    (`BEGIN`, `;`, `ROLLBACK`): on the hot path, where a batch checks out a connection for its
+    transaction, the relay for its turn and the processor for its after-commit look, that was as many
+    round trips as the work itself (docs/performance.md). A connection used moments ago is alive unless
+    the server went away since; then its first statement fails, SQLAlchemy invalidates it, and the error
+    is transient (`shared.messaging.is_transient`): retried like any outage. A connection that sat idle
+    (a firewall, a server restart during a quiet hour) is pinged as before, and replaced if dead."""
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _returned(_dbapi_connection: Any, record: Any) -> None:
+        record.info["returned_at"] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _handed_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        driver = getattr(dbapi_connection, "driver_connection", None)
+        if driver is not None and driver.is_closed():
+            # The server closed it (a restart, a terminated backend) and asyncpg noticed: no need to ask.
+            # Also what keeps a connection whose statements on the driver's own connection failed
+            # (`driver_connection`: SQLAlchemy does not see those) from being handed out again.
+            raise DisconnectionError("a pooled connection was closed by the server")
+        returned_at = record.info.get("returned_at")
+        if returned_at is None or time.monotonic() - returned_at < idle_s:
+            return  # just connected, or used moments ago
+        try:
+            dbapi_connection.ping()
+        except Exception as exc:
+            # The pool then discards this connection and hands out a new one.
+            raise DisconnectionError(f"a pooled connection idle for {idle_s:.0f}s or more is gone: {exc}") from exc
 
 
 # Row helpers for the paths every event takes. Each statement is built once per table and column and
@@ -231,6 +272,20 @@ async def update_by(conn: AsyncConnection, table: Table, value: Any, values: dic
     return int(result.rowcount)
 
 
+async def driver_connection(conn: AsyncConnection) -> Any:
+    """The driver's own connection under `conn` (asyncpg's, on PostgreSQL), for the few plumbing statements
+    every batch runs (the inbox, the relay's turn, read and mark): there SQLAlchemy's execution of a
+    statement costs more than asyncpg's whole round trip (docs/performance.md). If `conn` is in a
+    transaction, the transaction is begun on the server first: SQLAlchemy's asyncpg dialect sends
+    `BEGIN` only with the first statement it runs itself, and a statement sent before it would run
+    outside the transaction. Statements sent here commit or roll back with `conn`'s transaction."""
+    raw = await conn.get_raw_connection()
+    adapted: Any = raw.dbapi_connection
+    if conn.in_transaction() and getattr(adapted, "_transaction", True) is None:
+        await adapted._start_transaction()
+    return raw.driver_connection
+
+
 async def ping(engine: AsyncEngine) -> None:
     """Raises if the database cannot answer a trivial query."""
     async with engine.connect() as conn:
@@ -251,6 +306,7 @@ __all__ = [
     "built_once",
     "create_all",
     "create_engine",
+    "driver_connection",
     "insert_rows",
     "is_sqlite",
     "new_metadata",

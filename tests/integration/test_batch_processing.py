@@ -10,7 +10,7 @@ from services.intake import store as intake_store
 from shared.db import create_engine
 from shared.envelope import Envelope
 from shared.events import Actor, ProposalWithdrawn, Role
-from shared.messaging import EventProcessor, NotReady
+from shared.messaging import EventProcessor, NotReady, add_to_outbox
 from shared.migrate import upgrade_async
 from tests.fakes import FakeRecord, RecordingPublisher, record_of
 
@@ -110,3 +110,54 @@ async def test_an_early_event_in_a_batch_is_parked_and_runs_once_its_cause_is_in
     ]
     assert await worker.process_batch(after) == ["handled", "handled"]
     assert applied == ["first", "first", "later", "latest"]
+
+
+async def test_a_parked_proposal_holds_back_its_own_records_not_the_rest_of_the_batch(engine) -> None:
+    known: set[str] = set()
+    applied: list[tuple[str, str]] = []
+    transactions: list[int] = []
+
+    async def handler(conn, env, record) -> None:
+        if env.type == "first":
+            known.add(env.subject)
+        elif env.subject not in known:
+            raise NotReady("needs first")
+        applied.append((env.subject, env.type))
+
+    async def prepare(conn, envelopes) -> None:
+        transactions.append(len(envelopes))
+
+    worker = processor(engine, handler, RecordingPublisher(), prepare=prepare)
+    assert await worker.process_batch([record_of(envelope("p-1", "later"), topic="assignments")]) == ["parked"]
+    transactions.clear()
+    batch = [
+        record_of(envelope("p-2", "first"), topic="proposals", offset=1),
+        record_of(envelope("p-1", "latest"), topic="assignments", offset=1),
+        record_of(envelope("p-3", "first"), topic="proposals", offset=2),
+        record_of(envelope("p-2", "later"), topic="assignments", offset=2),
+    ]
+    assert await worker.process_batch(batch) == ["handled", "parked", "handled", "handled"]
+    # p-2 and p-3 went together in one transaction; p-1's newer event queued behind its parked one.
+    assert transactions[0] == 3
+    assert applied == [("p-2", "first"), ("p-3", "first"), ("p-2", "later")]
+    assert await worker.process_batch([record_of(envelope("p-1", "first"), topic="proposals", offset=3)]) == ["handled"]
+    assert applied[3:] == [("p-1", "first"), ("p-1", "later"), ("p-1", "latest")]
+
+
+async def test_the_relay_is_woken_after_a_batch_that_staged_events_and_only_then(engine) -> None:
+    wakes: list[int] = []
+
+    async def handler(conn, env, record) -> None:
+        if env.type == "stages":
+            event = ProposalWithdrawn(proposal_id=env.subject, actor=ACTOR, reason="撤回")
+            await add_to_outbox(conn, intake_store.metadata, "intake", [event])
+
+    worker = processor(engine, handler, RecordingPublisher(), after_commit=lambda: wakes.append(1))
+    assert await worker.process_batch([record_of(envelope("p-1", "quiet"))]) == ["handled"]
+    assert wakes == []
+    assert await worker.process_batch([record_of(envelope("p-2", "stages"), offset=1)]) == ["handled"]
+    assert wakes == [1]
+    # One at a time too: the parked path wakes it only if the record staged something.
+    assert await worker.process(record_of(envelope("p-3", "quiet"), offset=2)) == "handled"
+    assert await worker.process(record_of(envelope("p-4", "stages"), offset=3)) == "handled"
+    assert wakes == [1, 1]

@@ -99,6 +99,54 @@ async def test_a_database_that_refuses_connections_is_a_transient_failure() -> N
             await engine.dispose()
 
 
+def withdrawn(proposal_id: str) -> ProposalWithdrawn:
+    return ProposalWithdrawn(proposal_id=proposal_id, actor=Actor(id="m-1", role=Role.MEMBER), reason="撤回")
+
+
+@pytest.mark.postgres
+async def test_a_connection_cut_under_the_relay_and_the_inbox_is_waited_out_then_replaced() -> None:
+    """The relay's turn and a batch's inbox run on asyncpg's own connection (issue 17), which SQLAlchemy
+    does not watch: a session the server cut must still count as an outage, never a dead letter, and
+    the next attempt must get a working connection, not the dead one from the pool."""
+    async with fresh_postgres_database() as url:
+        await upgrade_async("intake", url)
+        engine = create_engine(url)
+        admin = await asyncpg.connect(_dsn(POSTGRES_URL), timeout=10)
+        name = make_url(url).database
+        handled: list[str] = []
+
+        async def handler(conn: Any, envelope: Any, _record: Any) -> None:
+            handled.append(envelope.subject)
+            await add_to_outbox(conn, intake_store.metadata, "intake", [withdrawn(envelope.subject)])
+
+        publisher = RecordingPublisher()
+        relay = OutboxRelay(engine, intake_store.metadata, publisher)  # type: ignore[arg-type]
+        worker = EventProcessor(
+            service="intake",
+            consumer="cut",
+            engine=engine,
+            metadata=intake_store.metadata,
+            handler=handler,
+            producer=publisher,  # type: ignore[arg-type]
+            base_delay=0.01,
+            max_delay=0.05,
+        )
+        try:
+            assert await worker.process_batch([record_of(envelope_for(withdrawn("p-1"), "intake"))]) == ["handled"]
+            assert await relay.publish_once() == 1
+            await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name)
+            await asyncio.sleep(0.2)  # the loop reads the server's goodbye
+            assert await worker.process_batch([record_of(envelope_for(withdrawn("p-2"), "intake"), offset=1)]) == [
+                "handled"
+            ]
+            assert await relay.publish_once() == 1
+            assert [sent.key for sent in publisher.sent] == [b"p-1", b"p-2"]
+            assert handled == ["p-1", "p-2"]
+        finally:
+            await admin.close()
+            await engine.dispose()
+
+
 async def test_progress_does_not_park_the_rejection_of_a_command_that_made_no_proposal(db_url: str) -> None:
     """Found by the poison test: progress parked a `submission.rejected` of an unknown proposal for ever,
     and with it every later event of a proposal then submitted under that id (a portal that sends its own
