@@ -262,3 +262,15 @@ def test_an_empty_variable_means_unset_so_deployments_can_list_every_setting(mon
     common = CommonSettings()
     assert common.kafka_sasl_mechanism is None and common.policy_file is None and common.topic_partitions == 12
     assert service_settings("intake").http_port == 8101
+
+
+def test_an_empty_notify_rules_file_means_the_packaged_rules(monkeypatch: pytest.MonkeyPatch) -> None:
+    """docker-compose.yml lists PROPOSALFLOW_NOTIFY_RULES_FILE empty; notify must start on its own rules
+    (it once read the empty value as the directory `.` and crashed at start)."""
+    from services.notify.settings import DEFAULT_RULES_FILE, NotifySettings
+
+    monkeypatch.setenv("PROPOSALFLOW_NOTIFY_RULES_FILE", "")
+    monkeypatch.setenv("PROPOSALFLOW_NOTIFY_SMTP_HOST", "")
+    settings = NotifySettings()
+    assert settings.rules_path == DEFAULT_RULES_FILE
+    assert settings.smtp_host is None
