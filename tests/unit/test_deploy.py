@@ -75,7 +75,14 @@ def test_compose_file_follows_the_compose_specification() -> None:
 def test_compose_runs_kafka_in_kraft_mode_pinned_and_postgres_with_a_database_per_service() -> None:
     services = compose()["services"]
     kafka = services["kafka"]
-    assert re.fullmatch(r"apache/kafka:4\.1\.\d+", kafka["image"])
+    # Every image name comes from the environment; the default is the public image, of the same Kafka
+    # version as the jars deploy/kafka-local and the offline image (deploy/images/build.sh) use.
+    default = re.fullmatch(r"\$\{KAFKA_IMAGE:-apache/kafka:(4\.1\.\d+)\}", kafka["image"])
+    assert default, kafka["image"]
+    pom = (ROOT / "deploy" / "kafka-local" / "pom.xml").read_text(encoding="utf-8")
+    assert f"<kafka.version>{default[1]}</kafka.version>" in pom
+    assert re.fullmatch(r"\$\{POSTGRES_IMAGE:-postgres:16\.\d+-bookworm\}", services["postgres"]["image"])
+    assert services["intake"]["image"].startswith("${PROPOSALFLOW_IMAGE:-proposalflow:")
     assert kafka["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
     init_sql = (ROOT / "deploy" / "postgres" / "init-databases.sql").read_text(encoding="utf-8")
     assert {f"CREATE DATABASE {service};" for service in SERVICES} <= set(init_sql.splitlines())
