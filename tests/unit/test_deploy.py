@@ -6,6 +6,7 @@ Secret reference, never a credential in a ConfigMap."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import tomllib
 from pathlib import Path
@@ -20,7 +21,7 @@ from typer.testing import CliRunner
 from shared.cli import app
 from shared.configref import all_settings, is_secret, settings_of
 from shared.settings import DEFAULT_HTTP_PORTS, SERVICES
-from tests.kustomize_render import containers, render
+from tests.kustomize import containers, render
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
@@ -201,7 +202,7 @@ def test_credentials_come_from_secrets_never_from_a_configmap(rendered: list[dic
 def test_configmap_names_only_settings_a_model_reads(rendered: list[dict[str, Any]]) -> None:
     known = {setting.env for setting in all_settings()}
     for doc in rendered:
-        if doc["kind"] == "ConfigMap":
+        if doc["kind"] == "ConfigMap" and doc["metadata"]["name"] == "proposalflow-config":
             assert sorted(set(doc["data"]) - known) == []
 
 
@@ -216,7 +217,7 @@ def test_migration_job_reaches_every_database(rendered: list[dict[str, Any]]) ->
 
 def test_production_overlay_uses_sasl_ssl_the_registry_image_and_more_replicas() -> None:
     docs = render(K8S / "overlays" / "production")
-    (config,) = [doc for doc in docs if doc["kind"] == "ConfigMap"]
+    (config,) = [doc for doc in docs if doc["kind"] == "ConfigMap" and doc["metadata"]["name"] == "proposalflow-config"]
     assert config["data"]["PROPOSALFLOW_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
     assert config["data"]["PROPOSALFLOW_LOG_LEVEL"] == "INFO", "the base's other keys survive the patch"
     for doc in docs:
@@ -229,12 +230,38 @@ def test_production_overlay_uses_sasl_ssl_the_registry_image_and_more_replicas()
     assert replicas["intake"] == 3
 
 
+def test_production_reads_the_citys_policy_from_a_configmap_mounted_read_only() -> None:
+    """Another city replaces overlays/production/policy.yaml: every pod reads it from the ConfigMap."""
+    from shared.policy import load_policy
+
+    docs = render(K8S / "overlays" / "production")
+    [policy] = [
+        doc for doc in docs if doc["kind"] == "ConfigMap" and doc["metadata"]["name"].startswith("proposalflow-policy")
+    ]
+    config = next(
+        doc for doc in docs if doc["kind"] == "ConfigMap" and doc["metadata"]["name"] == "proposalflow-config"
+    )
+    assert config["data"]["PROPOSALFLOW_POLICY_FILE"] == "/etc/proposalflow/policy.yaml"
+    workloads = [doc for doc in docs if doc["kind"] in ("Deployment", "Job")]
+    assert len(workloads) == len(SERVICES) + 2  # the five services, the portal and the migration job
+    for doc in workloads:
+        volumes = {volume["name"]: volume for volume in doc["spec"]["template"]["spec"]["volumes"]}
+        assert volumes["policy"]["configMap"]["name"] == policy["metadata"]["name"], doc["metadata"]["name"]
+        [mount] = [mount for mount in containers(doc)[0]["volumeMounts"] if mount["name"] == "policy"]
+        assert mount == {"name": "policy", "mountPath": "/etc/proposalflow", "readOnly": True}
+    # The file in the ConfigMap is a policy the services accept.
+    policy_file = K8S / "overlays" / "production" / "policy.yaml"
+    assert policy["data"]["policy.yaml"] == policy_file.read_text(encoding="utf-8")
+    assert load_policy(policy_file).categories
+
+
 def test_an_overlay_patch_that_targets_nothing_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "kustomization.yaml").write_text(
-        f"resources: [{(K8S / 'base').as_posix()}]\npatches: [{{path: p.yaml}}]\n", encoding="utf-8"
+        f"resources: [{Path(os.path.relpath(K8S / 'base', tmp_path)).as_posix()}]\npatches: [{{path: p.yaml}}]\n",
+        encoding="utf-8",
     )
     (tmp_path / "p.yaml").write_text("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: intak}\n")
-    with pytest.raises(ValueError, match="matches no resource"):
+    with pytest.raises(ValueError, match="intak"):
         render(tmp_path)
 
 
