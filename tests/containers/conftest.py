@@ -149,6 +149,7 @@ def stack() -> Iterator[ComposeStack]:
         )  # fmt: skip
         if up.returncode != 0:
             pytest.fail(f"compose-up.sh failed ({up.returncode}):\n{up.stderr[-6000:]}\n{stack.log_tails()}")
+        print("\n" + "\n".join(line for line in up.stderr.splitlines() if line.startswith("[compose-up")))
         ready = wait_ready(stack)
         took = time.monotonic() - started
         print(f"\n[containers] {project}: up and ready in {took:.0f} s (the published ports after {ready:.0f} s)")
