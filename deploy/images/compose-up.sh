@@ -61,6 +61,7 @@ wait_healthy() { # every named service's health check passes, or its logs and a 
 
 main() {
   local started=$SECONDS
+  log "starting kafka and postgres (project $PROJECT)"
   up kafka postgres
   wait_healthy kafka postgres
   up init
@@ -73,6 +74,7 @@ main() {
     exit 1
   fi
   log "init done (topics created, databases migrated)"
+  log "starting ${SERVICES[*]}"
   up "${SERVICES[@]}"
   wait_healthy "${SERVICES[@]}"
   up portal
