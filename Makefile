@@ -47,13 +47,16 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy shared services
 
-# kustomize itself renders deploy/k8s in the tests (tests/kustomize.py): a pinned Go module, built once.
+# kustomize itself renders deploy/k8s in the tests and kubeconform validates what it renders
+# (tests/kustomize.py): pinned Go modules, built once under .cache/tools.
 KUSTOMIZE_VERSION := v5.8.2
-KUSTOMIZE_STAMP := .cache/tools/.kustomize-$(KUSTOMIZE_VERSION)
+KUBECONFORM_VERSION := v0.8.0
+KUSTOMIZE_STAMP := .cache/tools/.k8s-tools-$(KUSTOMIZE_VERSION)-$(KUBECONFORM_VERSION)
 
 $(KUSTOMIZE_STAMP):
-	@command -v go >/dev/null || { echo "Go 1.22+ is needed to build kustomize (apt-get install golang-go)"; exit 1; }
+	@command -v go >/dev/null || { echo "Go is needed to build kustomize and kubeconform (Go 1.26 builds these versions)"; exit 1; }
 	GOBIN=$(CURDIR)/.cache/tools go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
+	GOBIN=$(CURDIR)/.cache/tools go install github.com/yannh/kubeconform/cmd/kubeconform@$(KUBECONFORM_VERSION)
 	@touch $@
 
 kustomize: $(KUSTOMIZE_STAMP)

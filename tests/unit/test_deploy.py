@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from shared.cli import app
 from shared.configref import all_settings, is_secret, settings_of
 from shared.settings import DEFAULT_HTTP_PORTS, SERVICES
-from tests.kustomize import containers, render
+from tests.kustomize import containers, kubeconform, render
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
@@ -137,6 +137,20 @@ def rendered(request: pytest.FixtureRequest) -> list[dict[str, Any]]:
 def test_manifests_are_valid_kubernetes_resources(rendered: list[dict[str, Any]]) -> None:
     for doc in rendered:
         kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+
+
+def test_kubeconform_finds_every_rendered_object_valid(rendered: list[dict[str, Any]], tmp_path: Path) -> None:
+    report = kubeconform(rendered, KUBERNETES_VERSION, tmp_path)
+    problems = [entry for entry in report.get("resources") or [] if entry["status"] != "statusValid"]
+    assert problems == []
+    assert report["summary"] == {"valid": len(rendered), "invalid": 0, "errors": 0, "skipped": 0}
+
+
+def test_kubeconform_rejects_a_field_kubernetes_does_not_know(tmp_path: Path) -> None:
+    deployment = next(doc for doc in render(K8S / "base") if doc["kind"] == "Deployment")
+    deployment["spec"]["template"]["spec"]["containers"][0]["imagePullPolicyy"] = "Always"
+    report = kubeconform([deployment], KUBERNETES_VERSION, tmp_path)
+    assert report["summary"]["invalid"] == 1, report
 
 
 def test_every_service_has_deployment_service_and_disruption_budget(rendered: list[dict[str, Any]]) -> None:
