@@ -10,25 +10,29 @@ STAMP := $(VENV)/.installed
 # The test suite gets its own broker (fresh every run) so it never meets a developer's data.
 TEST_KAFKA_PORT ?= 19192
 TEST_KAFKA_ENV := KAFKA_LOCAL_PORT=$(TEST_KAFKA_PORT) KAFKA_LOCAL_CONTROLLER_PORT=$(shell echo $$(($(TEST_KAFKA_PORT)+1))) KAFKA_LOCAL_DATA_DIR=$(CURDIR)/.data/kafka-test
-PYTEST_MARK ?= not quarantine
+PYTEST_MARK ?= not quarantine and not containers
 PG_URL = $(shell bash deploy/postgres/pg-local.sh url)
 
-.PHONY: help run demo test test-quarantine lint typecheck unit pytest schemas stop clean venv bench soak
+.PHONY: help run demo test test-containers kustomize test-quarantine lint typecheck unit pytest schemas stop clean venv bench soak
 
 # What the machine needs (Python, Java, Maven; for the tests PostgreSQL, Chromium, a CJK font): installed
 # when root with apt-get, otherwise one message naming what to install, before anything starts.
-.PHONY: prereqs-run prereqs-test
+.PHONY: prereqs-run prereqs-test prereqs-containers
 prereqs-run:
 	@PYTHON=$(PYTHON) bash deploy/prereqs.sh run
 
 prereqs-test:
 	@PYTHON=$(PYTHON) bash deploy/prereqs.sh test
 
+prereqs-containers:
+	@PYTHON=$(PYTHON) bash deploy/prereqs.sh containers
+
 help:
 	@echo "make run    - start Kafka and all five services locally (SQLite), print the API addresses"
 	@echo "make demo   - make run, then load a year of demo data and the key-proposal story; portal on :8080"
 	@echo "make test   - lint, type check and the whole test suite (real Kafka, SQLite and PostgreSQL)"
 	@echo "make soak   - the long fault tests (tests/reliability, PROPOSALFLOW_SOAK=1), on a broker of their own"
+	@echo "make test-containers - build the images without a registry, run docker-compose.yml with podman, test it"
 	@echo "make stop   - stop the local Kafka brokers and PostgreSQL"
 	@echo "make schemas - regenerate docs/schemas and docs/asyncapi from the event models"
 	@echo "make bench  - the benchmark against a raw aiokafka baseline (BENCH_ARGS=--quick: about two minutes)"
@@ -55,7 +59,21 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy shared services
 
-pytest: $(STAMP)
+# kustomize itself renders deploy/k8s in the tests and kubeconform validates what it renders
+# (tests/kustomize.py): pinned Go modules, built once under .cache/tools.
+KUSTOMIZE_VERSION := v5.8.2
+KUBECONFORM_VERSION := v0.8.0
+KUSTOMIZE_STAMP := .cache/tools/.k8s-tools-$(KUSTOMIZE_VERSION)-$(KUBECONFORM_VERSION)
+
+$(KUSTOMIZE_STAMP):
+	@command -v go >/dev/null || { echo "Go is needed to build kustomize and kubeconform (Go 1.26 builds these versions)"; exit 1; }
+	GOBIN=$(CURDIR)/.cache/tools go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
+	GOBIN=$(CURDIR)/.cache/tools go install github.com/yannh/kubeconform/cmd/kubeconform@$(KUBECONFORM_VERSION)
+	@touch $@
+
+kustomize: $(KUSTOMIZE_STAMP)
+
+pytest: $(STAMP) $(KUSTOMIZE_STAMP)
 	bash deploy/postgres/pg-local.sh start >/dev/null
 	$(TEST_KAFKA_ENV) bash deploy/kafka-local/kafka-local.sh reset
 	$(TEST_KAFKA_ENV) bash deploy/kafka-local/kafka-local.sh start
@@ -78,6 +96,23 @@ bench: $(STAMP)
 	PROPOSALFLOW_BENCH_BROKER_PID=$$(cat $(CURDIR)/.data/kafka-bench-$(BENCH_KAFKA_PORT)/kafka.pid) \
 	PROPOSALFLOW_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$(BENCH_KAFKA_PORT) $(BIN)/python -m bench --postgres $(PG_URL) $(BENCH_ARGS); \
 	status=$$?; $(BENCH_KAFKA_ENV) bash deploy/kafka-local/kafka-local.sh stop; exit $$status
+
+# The compose stack in containers (tests/containers, docs/operations.md "Containers"): builds every image
+# without a registry (deploy/images/build.sh, cached), starts docker-compose.yml with podman-compose as a
+# project of its own on ports from CONTAINERS_PORT_BASE (clear of `make run`), and tears it down.
+CONTAINERS_PORT_BASE ?= 18100
+CONTAINERS_STAMP := $(VENV)/.containers-installed
+CONTAINERS_ENV := CONTAINERS_CONF=$(CURDIR)/deploy/images/containers.conf PODMAN_COMPOSE=$(CURDIR)/$(BIN)/podman-compose \
+	PROPOSALFLOW_CONTAINERS_PORT_BASE=$(CONTAINERS_PORT_BASE)
+
+$(CONTAINERS_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/pip install --quiet -e ".[dev,containers]"
+	@touch $@
+
+test-containers: prereqs-containers $(CONTAINERS_STAMP)
+	$(CONTAINERS_ENV) bash deploy/images/build.sh
+	set -a && eval "$$(bash deploy/images/build.sh --print-env)" && set +a && \
+	$(CONTAINERS_ENV) $(BIN)/pytest -m containers -s -p no:cacheprovider tests/containers $(PYTEST_ARGS)
 
 # Known-flaky tests, kept out of `make test` until their cause is fixed (each is named in its issue).
 test-quarantine: $(STAMP)

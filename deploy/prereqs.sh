@@ -4,6 +4,7 @@
 #   deploy/prereqs.sh run    Python 3.11+ (with venv), Java 17+, Maven          (make run, make demo)
 #   deploy/prereqs.sh test   the above, PostgreSQL's server, Chromium, a CJK font, OpenSSL (make test)
 #   deploy/prereqs.sh ci     the above and make                                  (.ci/run)
+#   deploy/prereqs.sh containers  podman, runc, debootstrap                      (make test-containers)
 #
 # Whatever is missing is installed with apt-get when we are root on a Debian-like machine (non-interactive);
 # otherwise the script stops, before anything starts, with one message that lists what to install and the
@@ -19,8 +20,8 @@ set -euo pipefail
 
 NEEDS=${1:-}
 case $NEEDS in
-  run | test | ci) ;;
-  *) echo "usage: $0 {run|test|ci}" >&2; exit 2 ;;
+  run | test | ci | containers) ;;
+  *) echo "usage: $0 {run|test|ci|containers}" >&2; exit 2 ;;
 esac
 COMMAND="make $NEEDS"
 [ "$NEEDS" = ci ] && COMMAND=.ci/run
@@ -91,11 +92,18 @@ check_openssl() {
   command -v openssl >/dev/null 2>&1 || echo "OpenSSL (the secured broker test's throwaway CA; openssl not found)|openssl"
 }
 
+check_container_tools() {
+  command -v podman >/dev/null 2>&1 || echo "Podman (runs the compose stack; podman not found)|podman"
+  command -v runc >/dev/null 2>&1 || echo "runc (the container runtime podman is set to use; runc not found)|runc"
+  command -v debootstrap >/dev/null 2>&1 || echo "debootstrap (builds the Debian base image without a registry)|debootstrap"
+}
+
 check_make() {
   command -v make >/dev/null 2>&1 || echo "make|make"
 }
 
 checks=(check_python check_java check_maven)
+[ "$NEEDS" = containers ] && checks=(check_python check_container_tools)
 case $NEEDS in
   test) checks+=(check_postgresql check_chromium check_cjk_font check_openssl) ;;
   ci) checks+=(check_postgresql check_chromium check_cjk_font check_openssl check_make) ;;

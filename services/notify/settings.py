@@ -13,7 +13,7 @@ DEFAULT_RULES_FILE = Path(__file__).with_name("rules.yaml")
 class NotifySettings(BaseSettings):
     """How notify reaches people. A channel without its setting (SMTP host, SMS gateway) is off."""
 
-    model_config = SettingsConfigDict(env_prefix="PROPOSALFLOW_NOTIFY_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="PROPOSALFLOW_NOTIFY_", extra="ignore", env_ignore_empty=True)
 
     rules_file: Path | None = Field(default=None, description="Rules file (YAML); default: the packaged rules.yaml.")
     public_base_url: str = Field(default="http://127.0.0.1:8080", description="Base of the links in messages.")

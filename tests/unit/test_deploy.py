@@ -6,6 +6,7 @@ Secret reference, never a credential in a ConfigMap."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import tomllib
 from pathlib import Path
@@ -20,7 +21,7 @@ from typer.testing import CliRunner
 from shared.cli import app
 from shared.configref import all_settings, is_secret, settings_of
 from shared.settings import DEFAULT_HTTP_PORTS, SERVICES
-from tests.kustomize_render import containers, render
+from tests.kustomize import containers, kubeconform, render
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
@@ -75,7 +76,14 @@ def test_compose_file_follows_the_compose_specification() -> None:
 def test_compose_runs_kafka_in_kraft_mode_pinned_and_postgres_with_a_database_per_service() -> None:
     services = compose()["services"]
     kafka = services["kafka"]
-    assert re.fullmatch(r"apache/kafka:4\.1\.\d+", kafka["image"])
+    # Every image name comes from the environment; the default is the public image, of the same Kafka
+    # version as the jars deploy/kafka-local and the offline image (deploy/images/build.sh) use.
+    default = re.fullmatch(r"\$\{KAFKA_IMAGE:-apache/kafka:(4\.1\.\d+)\}", kafka["image"])
+    assert default, kafka["image"]
+    pom = (ROOT / "deploy" / "kafka-local" / "pom.xml").read_text(encoding="utf-8")
+    assert f"<kafka.version>{default[1]}</kafka.version>" in pom
+    assert re.fullmatch(r"\$\{POSTGRES_IMAGE:-postgres:16\.\d+-bookworm\}", services["postgres"]["image"])
+    assert services["intake"]["image"].startswith("${PROPOSALFLOW_IMAGE:-proposalflow:")
     assert kafka["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
     init_sql = (ROOT / "deploy" / "postgres" / "init-databases.sql").read_text(encoding="utf-8")
     assert {f"CREATE DATABASE {service};" for service in SERVICES} <= set(init_sql.splitlines())
@@ -129,6 +137,20 @@ def rendered(request: pytest.FixtureRequest) -> list[dict[str, Any]]:
 def test_manifests_are_valid_kubernetes_resources(rendered: list[dict[str, Any]]) -> None:
     for doc in rendered:
         kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+
+
+def test_kubeconform_finds_every_rendered_object_valid(rendered: list[dict[str, Any]], tmp_path: Path) -> None:
+    report = kubeconform(rendered, KUBERNETES_VERSION, tmp_path)
+    problems = [entry for entry in report.get("resources") or [] if entry["status"] != "statusValid"]
+    assert problems == []
+    assert report["summary"] == {"valid": len(rendered), "invalid": 0, "errors": 0, "skipped": 0}
+
+
+def test_kubeconform_rejects_a_field_kubernetes_does_not_know(tmp_path: Path) -> None:
+    deployment = next(doc for doc in render(K8S / "base") if doc["kind"] == "Deployment")
+    deployment["spec"]["template"]["spec"]["containers"][0]["imagePullPolicyy"] = "Always"
+    report = kubeconform([deployment], KUBERNETES_VERSION, tmp_path)
+    assert report["summary"]["invalid"] == 1, report
 
 
 def test_every_service_has_deployment_service_and_disruption_budget(rendered: list[dict[str, Any]]) -> None:
@@ -194,7 +216,7 @@ def test_credentials_come_from_secrets_never_from_a_configmap(rendered: list[dic
 def test_configmap_names_only_settings_a_model_reads(rendered: list[dict[str, Any]]) -> None:
     known = {setting.env for setting in all_settings()}
     for doc in rendered:
-        if doc["kind"] == "ConfigMap":
+        if doc["kind"] == "ConfigMap" and doc["metadata"]["name"] == "proposalflow-config":
             assert sorted(set(doc["data"]) - known) == []
 
 
@@ -209,7 +231,7 @@ def test_migration_job_reaches_every_database(rendered: list[dict[str, Any]]) ->
 
 def test_production_overlay_uses_sasl_ssl_the_registry_image_and_more_replicas() -> None:
     docs = render(K8S / "overlays" / "production")
-    (config,) = [doc for doc in docs if doc["kind"] == "ConfigMap"]
+    (config,) = [doc for doc in docs if doc["kind"] == "ConfigMap" and doc["metadata"]["name"] == "proposalflow-config"]
     assert config["data"]["PROPOSALFLOW_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
     assert config["data"]["PROPOSALFLOW_LOG_LEVEL"] == "INFO", "the base's other keys survive the patch"
     for doc in docs:
@@ -222,12 +244,38 @@ def test_production_overlay_uses_sasl_ssl_the_registry_image_and_more_replicas()
     assert replicas["intake"] == 3
 
 
+def test_production_reads_the_citys_policy_from_a_configmap_mounted_read_only() -> None:
+    """Another city replaces overlays/production/policy.yaml: every pod reads it from the ConfigMap."""
+    from shared.policy import load_policy
+
+    docs = render(K8S / "overlays" / "production")
+    [policy] = [
+        doc for doc in docs if doc["kind"] == "ConfigMap" and doc["metadata"]["name"].startswith("proposalflow-policy")
+    ]
+    config = next(
+        doc for doc in docs if doc["kind"] == "ConfigMap" and doc["metadata"]["name"] == "proposalflow-config"
+    )
+    assert config["data"]["PROPOSALFLOW_POLICY_FILE"] == "/etc/proposalflow/policy.yaml"
+    workloads = [doc for doc in docs if doc["kind"] in ("Deployment", "Job")]
+    assert len(workloads) == len(SERVICES) + 2  # the five services, the portal and the migration job
+    for doc in workloads:
+        volumes = {volume["name"]: volume for volume in doc["spec"]["template"]["spec"]["volumes"]}
+        assert volumes["policy"]["configMap"]["name"] == policy["metadata"]["name"], doc["metadata"]["name"]
+        [mount] = [mount for mount in containers(doc)[0]["volumeMounts"] if mount["name"] == "policy"]
+        assert mount == {"name": "policy", "mountPath": "/etc/proposalflow", "readOnly": True}
+    # The file in the ConfigMap is a policy the services accept.
+    policy_file = K8S / "overlays" / "production" / "policy.yaml"
+    assert policy["data"]["policy.yaml"] == policy_file.read_text(encoding="utf-8")
+    assert load_policy(policy_file).categories
+
+
 def test_an_overlay_patch_that_targets_nothing_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "kustomization.yaml").write_text(
-        f"resources: [{(K8S / 'base').as_posix()}]\npatches: [{{path: p.yaml}}]\n", encoding="utf-8"
+        f"resources: [{Path(os.path.relpath(K8S / 'base', tmp_path)).as_posix()}]\npatches: [{{path: p.yaml}}]\n",
+        encoding="utf-8",
     )
     (tmp_path / "p.yaml").write_text("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: intak}\n")
-    with pytest.raises(ValueError, match="matches no resource"):
+    with pytest.raises(ValueError, match="intak"):
         render(tmp_path)
 
 
@@ -262,3 +310,15 @@ def test_an_empty_variable_means_unset_so_deployments_can_list_every_setting(mon
     common = CommonSettings()
     assert common.kafka_sasl_mechanism is None and common.policy_file is None and common.topic_partitions == 12
     assert service_settings("intake").http_port == 8101
+
+
+def test_an_empty_notify_rules_file_means_the_packaged_rules(monkeypatch: pytest.MonkeyPatch) -> None:
+    """docker-compose.yml lists PROPOSALFLOW_NOTIFY_RULES_FILE empty; notify must start on its own rules
+    (it once read the empty value as the directory `.` and crashed at start)."""
+    from services.notify.settings import DEFAULT_RULES_FILE, NotifySettings
+
+    monkeypatch.setenv("PROPOSALFLOW_NOTIFY_RULES_FILE", "")
+    monkeypatch.setenv("PROPOSALFLOW_NOTIFY_SMTP_HOST", "")
+    settings = NotifySettings()
+    assert settings.rules_path == DEFAULT_RULES_FILE
+    assert settings.smtp_host is None
