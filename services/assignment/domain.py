@@ -12,28 +12,12 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.assignment.learning import Ranking
+from shared.errors import NotYours, RuleViolation, StateConflict
 from shared.events import AssignmentForm
 from shared.policy import Policy, WorkingCalendar, deadline_for
 
 UnitKind = Literal["bureau", "town", "street", "other"]
 """市直单位 (bureau), 镇 (town), 街道 (street), other (党委部门, 园区管委会…)."""
-
-
-class RuleViolation(Exception):
-    """A request that breaks a named rule; the message says which and what to do instead."""
-
-    def __init__(self, rule: str, message: str) -> None:
-        super().__init__(message)
-        self.rule = rule
-        self.message = message
-
-
-class StateConflict(RuleViolation):
-    """The request is fine but the assignment is not in a state that allows it."""
-
-
-class NotYours(RuleViolation):
-    """The caller may not act on this assignment."""
 
 
 class AssignmentStatus(StrEnum):

@@ -22,14 +22,13 @@ from services.assignment.domain import (
     Route,
     RoutingRules,
     RoutingTable,
-    RuleViolation,
-    StateConflict,
     Unit,
     UnitResponse,
 )
 from services.assignment.evaluate import load_labelled
 from services.assignment.learning import Example, UnitRanker, proposal_text
 from shared import db
+from shared.errors import NotFound, RuleViolation, StateConflict
 from shared.events import (
     Actor,
     AssignmentAccepted,
@@ -58,10 +57,6 @@ _TICK = timedelta(microseconds=1)
 
 def system_clock() -> datetime:
     return datetime.now(UTC)
-
-
-class NotFound(Exception):
-    pass
 
 
 def load_routing(path: Path = ROUTING_FILE) -> RoutingTable:

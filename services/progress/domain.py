@@ -11,6 +11,7 @@ from datetime import date
 from enum import StrEnum
 from typing import Any
 
+from shared.errors import RuleViolation, StateConflict
 from shared.events import (
     Actor,
     AssignmentAccepted,
@@ -188,19 +189,6 @@ MAX_ROUNDS = 2
 """A proposal is handled at most twice: the first reply and one 重新办理."""
 
 HANDLING_STAGES = (Stage.ASSIGNED, Stage.HANDLING, Stage.REPLY_REVIEW)
-
-
-class RuleViolation(Exception):
-    """A request that breaks a named rule; the message says which and what to do instead."""
-
-    def __init__(self, rule: str, message: str) -> None:
-        super().__init__(message)
-        self.rule = rule
-        self.message = message
-
-
-class StateConflict(RuleViolation):
-    """The request is fine but the proposal is not in a state that allows it."""
 
 
 class ReplyStatus(StrEnum):

@@ -16,9 +16,10 @@ from sqlalchemy import insert, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.progress import domain, store
-from services.progress.domain import Dossier, MeasureStatus, ReplyStatus, RuleViolation, Stage
+from services.progress.domain import Dossier, MeasureStatus, ReplyStatus, Stage
 from shared import db
 from shared.envelope import Envelope
+from shared.errors import NotFound, RuleViolation, StateConflict
 from shared.events import (
     Actor,
     AssignmentReassigned,
@@ -47,10 +48,6 @@ from shared.messaging import NotReady, add_to_outbox
 from shared.policy import Policy, WorkingCalendar, deadline_for, local_date
 
 SERVICE = "progress"
-
-
-class NotFound(Exception):
-    """No proposal (or reply, or measure) with that id."""
 
 
 async def record(conn: AsyncConnection, envelope: Envelope, event: Event) -> None:
@@ -596,7 +593,7 @@ async def update_measure(
         )
     approved = any(r["id"] == measure["reply_id"] and r["status"] == ReplyStatus.APPROVED for r in dossier.replies)
     if not approved:
-        raise domain.StateConflict("measure_after_approval", "a measure is tracked once its reply is approved")
+        raise StateConflict("measure_after_approval", "a measure is tracked once its reply is approved")
     domain.measure_transition(MeasureStatus(measure["status"]), status, note)
     await conn.execute(
         update(store.measures)

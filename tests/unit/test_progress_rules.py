@@ -13,8 +13,9 @@ from sqlalchemy import select
 
 from services.progress import domain, service, store
 from services.progress.app import build
-from services.progress.domain import Dossier, MeasureStatus, RuleViolation, Stage, StateConflict
+from services.progress.domain import Dossier, MeasureStatus, Stage
 from services.progress.stats import statistics
+from shared.errors import RuleViolation, StateConflict
 from shared.events import Actor, MeasurePlan, ProgressContent, ProgressKind, ReplyContent, Role, SuggestionAdoption
 from shared.migrate import upgrade_async
 from shared.policy import WorkingCalendar, default_policy
