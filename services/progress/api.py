@@ -15,8 +15,9 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.progress import domain, service, stats, store
+from services.progress import domain, service, stats, store, views
 from services.progress.domain import Dossier, MeasureStatus, ReplyStatus
+from services.progress.unit_of_work import SqlUnitOfWork, UnitOfWork
 from shared.auth import Principal, roles
 from shared.commands import CommandRunner, NotFound
 from shared.events import ProgressContent, ReplyContent, Role
@@ -116,7 +117,7 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         idempotency_key: str | None,
         body: BaseModel | None,
         proposal_id: str,
-        action: Callable[[AsyncConnection], Awaitable[None]],
+        action: Callable[[UnitOfWork], Awaitable[None]],
     ) -> Any:
         """One POST on a proposal the caller may see; the answer is the proposal as it now stands."""
 
@@ -124,7 +125,7 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
             proposal = await store.get_proposal(conn, proposal_id)
             if proposal is None or not may_see(principal, proposal):
                 raise Problem(404, "Not found", f"No proposal {proposal_id} that you may see.")
-            await action(conn)
+            await action(SqlUnitOfWork(conn))
             return await _view(conn, proposal_id)
 
         def missing(exc: NotFound) -> str:
@@ -135,7 +136,7 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
     async def _view(conn: AsyncConnection, proposal_id: str) -> dict[str, Any]:
         dossier = await store.load_dossier(conn, proposal_id)
         assert dossier is not None
-        return service.proposal_view(dossier, await store.get_timeline(conn, proposal_id), today())
+        return views.proposal_view(dossier, await store.get_timeline(conn, proposal_id), today())
 
     @routes.get("/proposals", summary="Proposals you may see, filtered (办理情况一览)")
     async def list_proposals(
@@ -167,7 +168,7 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
 
         found = [d for d in dossiers if wanted(d)]
         return {
-            "items": [service.summary_view(d, now) for d in found[offset : offset + limit]],
+            "items": [views.summary_view(d, now) for d in found[offset : offset + limit]],
             "total": len(found),
             "limit": limit,
             "offset": offset,
@@ -193,7 +194,7 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         items = [
             {"proposal_id": d.id, "title": d.proposal["title"], **step}
             for d in dossiers
-            for step in service.open_steps(d, now)
+            for step in views.open_steps(d, now)
             if step["unit"] == principal.unit and step["kind"] != "evaluation"
         ]
         items.sort(key=lambda item: (item["due"], item["proposal_id"]))
@@ -208,9 +209,9 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         idempotency_key: IdempotencyKey = None,
     ) -> Any:
 
-        async def action(conn: AsyncConnection) -> None:
+        async def action(uow: UnitOfWork) -> None:
             await service.report_progress(
-                conn,
+                uow,
                 proposal_id,
                 principal.unit,
                 content,
@@ -230,9 +231,9 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         idempotency_key: IdempotencyKey = None,
     ) -> Any:
 
-        async def action(conn: AsyncConnection) -> None:
+        async def action(uow: UnitOfWork) -> None:
             await service.submit_co_opinion(
-                conn,
+                uow,
                 proposal_id,
                 principal.unit,
                 body.text,
@@ -252,9 +253,9 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         idempotency_key: IdempotencyKey = None,
     ) -> Any:
 
-        async def action(conn: AsyncConnection) -> None:
+        async def action(uow: UnitOfWork) -> None:
             await service.draft_reply(
-                conn,
+                uow,
                 proposal_id,
                 principal.unit,
                 content,
@@ -276,9 +277,9 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         idempotency_key: IdempotencyKey = None,
     ) -> Any:
 
-        async def action(conn: AsyncConnection) -> None:
+        async def action(uow: UnitOfWork) -> None:
             await service.review_reply(
-                conn,
+                uow,
                 proposal_id,
                 reply_id,
                 approve=body.decision == "approve",
@@ -302,9 +303,9 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         idempotency_key: IdempotencyKey = None,
     ) -> Any:
 
-        async def action(conn: AsyncConnection) -> None:
+        async def action(uow: UnitOfWork) -> None:
             await service.evaluate(
-                conn,
+                uow,
                 proposal_id,
                 principal.id,
                 handling_grade=body.handling_grade,
@@ -329,9 +330,9 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         idempotency_key: IdempotencyKey = None,
     ) -> Any:
 
-        async def action(conn: AsyncConnection) -> None:
+        async def action(uow: UnitOfWork) -> None:
             await service.update_measure(
-                conn,
+                uow,
                 proposal_id,
                 measure_id,
                 status=body.status,
@@ -353,9 +354,9 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         idempotency_key: IdempotencyKey = None,
     ) -> Any:
 
-        async def action(conn: AsyncConnection) -> None:
+        async def action(uow: UnitOfWork) -> None:
             await service.record_supervision(
-                conn,
+                uow,
                 proposal_id,
                 kind=body.kind,
                 on=body.on,
@@ -381,7 +382,7 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         async with runtime.engine.connect() as conn:
             dossiers = await store.load_dossiers(conn, await store.proposals_with_public_replies(conn))
         items = [
-            service.public_reply_view(d, r)
+            views.public_reply_view(d, r)
             for d in dossiers
             for r in d.replies
             if r["public"] and r["status"] == ReplyStatus.APPROVED

@@ -15,6 +15,7 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.progress import service, store
+from services.progress.unit_of_work import SqlUnitOfWork, UnitOfWork
 from shared.commands import InboundDoor, NotFound, Refusal, RuleViolation, rejection
 from shared.envelope import Envelope
 from shared.events import (
@@ -38,7 +39,7 @@ UNIT_COMMANDS = (ReportProgress, SubmitCoOpinion, SubmitReply)
 async def on_lifecycle_event(conn: AsyncConnection, envelope: Envelope, _record: Record) -> None:
     event = parse_message(envelope.type, envelope.data)
     if isinstance(event, Event):
-        await service.record(conn, envelope, event)
+        await service.record(SqlUnitOfWork(conn), envelope, event)
 
 
 def unit_report_handler(policy: Policy, allowed_sources: Sequence[str], clock: Callable[[], datetime]) -> Handler:
@@ -55,7 +56,7 @@ def unit_report_handler(policy: Policy, allowed_sources: Sequence[str], clock: C
         try:
             command = door.admit(envelope, may_report)
             try:
-                await _carry_out(conn, command, correlation_id)
+                await _carry_out(SqlUnitOfWork(conn), command, correlation_id)
             except NotFound as exc:
                 raise Refusal(
                     f"unknown proposal {command.proposal_id}; send reports once it has been assigned to your unit",
@@ -70,21 +71,21 @@ def unit_report_handler(policy: Policy, allowed_sources: Sequence[str], clock: C
             await add_to_outbox(conn, store.metadata, service.SERVICE, [answer])
 
     async def _carry_out(
-        conn: AsyncConnection, command: ReportProgress | SubmitCoOpinion | SubmitReply, correlation_id: str
+        uow: UnitOfWork, command: ReportProgress | SubmitCoOpinion | SubmitReply, correlation_id: str
     ) -> None:
         actor = command.actor
         if isinstance(command, ReportProgress):
             content = ProgressContent(kind=command.kind, on=command.on, text=command.text)
             await service.report_progress(
-                conn, command.proposal_id, command.unit, content, actor, correlation_id, clock()
+                uow, command.proposal_id, command.unit, content, actor, correlation_id, clock()
             )
         elif isinstance(command, SubmitCoOpinion):
             await service.submit_co_opinion(
-                conn, command.proposal_id, command.unit, command.text, actor, correlation_id, clock()
+                uow, command.proposal_id, command.unit, command.text, actor, correlation_id, clock()
             )
         else:
             await service.draft_reply(
-                conn, command.proposal_id, command.unit, command, actor, correlation_id, clock(), policy
+                uow, command.proposal_id, command.unit, command, actor, correlation_id, clock(), policy
             )
 
     return on_unit_report
