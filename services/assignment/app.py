@@ -7,7 +7,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.assignment import api, handlers, service, store
+from services.assignment import api, catalogs, handlers, service, store
 from services.assignment.service import Clock, Context, Router, system_clock
 from shared import events
 from shared.policy import WorkingCalendar, load_policy
@@ -40,7 +40,7 @@ def build(clock: Clock = system_clock) -> tuple[ServiceRuntime, FastAPI]:
     )
     policy = load_policy(runtime.common.policy_file)
     ctx = Context(policy, WorkingCalendar.from_policy(policy), Router.from_labelled_set())
-    table = service.load_routing()
+    table = catalogs.load_routing()
     runtime.consume(
         [events.PROPOSALS],
         handlers.proposals_handler(ctx, clock),

@@ -8,14 +8,13 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-import yaml
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.assignment import domain, store
+from services.assignment.catalogs import load_labelled
 from services.assignment.domain import (
     AssignmentStatus,
     Leader,
@@ -25,7 +24,6 @@ from services.assignment.domain import (
     Unit,
     UnitResponse,
 )
-from services.assignment.evaluate import load_labelled
 from services.assignment.learning import Example, UnitRanker, proposal_text
 from shared import db
 from shared.errors import NotFound, RuleViolation, StateConflict
@@ -48,7 +46,6 @@ from shared.messaging import add_to_outbox
 from shared.policy import Policy, WorkingCalendar, local_date
 
 SERVICE = "assignment"
-ROUTING_FILE = Path(__file__).with_name("units.yaml")
 SYSTEM = Actor(id="assignment-engine", role=Role.SYSTEM)
 
 Clock = Callable[[], datetime]
@@ -57,10 +54,6 @@ _TICK = timedelta(microseconds=1)
 
 def system_clock() -> datetime:
     return datetime.now(UTC)
-
-
-def load_routing(path: Path = ROUTING_FILE) -> RoutingTable:
-    return RoutingTable.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
 
 
 @dataclass
