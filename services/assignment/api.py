@@ -10,9 +10,10 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.assignment import domain, service, store
+from services.assignment import domain, service, store, views
 from services.assignment.domain import Leader, RoutingRules, Unit, UnitKind
 from services.assignment.service import Clock, Context
+from services.assignment.unit_of_work import SqlUnitOfWork
 from shared.auth import Principal, roles
 from shared.commands import CommandRunner, RuleViolation
 from shared.events import AssignmentForm, Role
@@ -129,7 +130,7 @@ def router(runtime: ServiceRuntime, ctx: Context, clock: Clock) -> APIRouter:
             principal,
             idempotency_key,
             unit,
-            lambda conn: service.create_unit(conn, unit),
+            lambda conn: service.create_unit(SqlUnitOfWork(conn), unit),
             missing="",
             status=201,
         )
@@ -138,12 +139,14 @@ def router(runtime: ServiceRuntime, ctx: Context, clock: Clock) -> APIRouter:
     async def update_unit(unit_id: str, changes: UnitChanges, principal: AdminCaller) -> Any:
         values = changes.model_dump(exclude_none=True)
         return await commands.run(
-            missing=f"No unit {unit_id}.", action=lambda conn: service.update_unit(conn, unit_id, values)
+            lambda conn: service.update_unit(SqlUnitOfWork(conn), unit_id, values), missing=f"No unit {unit_id}."
         )
 
     @routes.delete("/units/{unit_id}", status_code=204, summary="Delete an unreferenced unit", tags=["catalogs"])
     async def delete_unit(unit_id: str, principal: AdminCaller) -> Response:
-        await commands.run(lambda conn: service.delete_unit(conn, unit_id), missing=f"No unit {unit_id}.")
+        await commands.run(
+            lambda conn: service.delete_unit(SqlUnitOfWork(conn), unit_id), missing=f"No unit {unit_id}."
+        )
         return Response(status_code=204)
 
     # Leaders catalog (市领导) ------------------------------------------------------------------------
@@ -163,7 +166,7 @@ def router(runtime: ServiceRuntime, ctx: Context, clock: Clock) -> APIRouter:
             principal,
             idempotency_key,
             leader,
-            lambda conn: service.create_leader(conn, leader),
+            lambda conn: service.create_leader(SqlUnitOfWork(conn), leader),
             missing="",
             status=201,
         )
@@ -172,7 +175,8 @@ def router(runtime: ServiceRuntime, ctx: Context, clock: Clock) -> APIRouter:
     async def update_leader(leader_id: str, changes: LeaderChanges, principal: AdminCaller) -> Any:
         values = changes.model_dump(exclude_none=True)
         return await commands.run(
-            missing=f"No leader {leader_id}.", action=lambda conn: service.update_leader(conn, leader_id, values)
+            lambda conn: service.update_leader(SqlUnitOfWork(conn), leader_id, values),
+            missing=f"No leader {leader_id}.",
         )
 
     # Routing rules (交办规则) ------------------------------------------------------------------------
@@ -180,13 +184,13 @@ def router(runtime: ServiceRuntime, ctx: Context, clock: Clock) -> APIRouter:
     @routes.get("/routing-rules", summary="The routing rules (交办规则)", tags=["catalogs"])
     async def get_rules(principal: RulesReader) -> dict[str, Any]:
         async with runtime.engine.connect() as conn:
-            return (await service.routing_rules(conn)).model_dump()
+            return (await service.routing_rules(SqlUnitOfWork(conn))).model_dump()
 
     @routes.put("/routing-rules", summary="Replace the routing rules (validated)", tags=["catalogs"])
     async def put_rules(rules: RoutingRules, principal: AdminCaller) -> dict[str, Any]:
 
         async def save(conn: AsyncConnection) -> dict[str, Any]:
-            await service.save_routing_rules(conn, rules, ctx.policy, principal.as_actor())
+            await service.save_routing_rules(SqlUnitOfWork(conn), rules, ctx.policy, principal.as_actor())
             return rules.model_dump()
 
         return await commands.run(save, missing="No routing rules.")  # type: ignore[no-any-return]
@@ -200,16 +204,16 @@ def router(runtime: ServiceRuntime, ctx: Context, clock: Clock) -> APIRouter:
         unit = principal.unit or "" if principal.role == Role.UNIT else None
         async with runtime.engine.connect() as conn:
             rows = await store.list_assignments(conn, status=status, unit=unit, limit=limit, offset=offset)
-        return {"items": [service.assignment_view(row) for row in rows], "limit": limit, "offset": offset}
+        return {"items": [views.assignment_view(row) for row in rows], "limit": limit, "offset": offset}
 
     @routes.get("/assignments/{proposal_id}", summary="The current assignment of a proposal")
     async def get_assignment(proposal_id: str, principal: AssignmentsReader) -> dict[str, Any]:
         async with runtime.engine.connect() as conn:
             row = await store.current_assignment(conn, proposal_id)
-            visible = row is not None and (principal.role != Role.UNIT or principal.unit in service.route_of(row).units)
+            visible = row is not None and (principal.role != Role.UNIT or principal.unit in domain.route_of(row).units)
             if row is None or not visible:
                 raise Problem(404, "Not found", f"No assignment of proposal {proposal_id} that you may see.")
-            return await service.view(conn, proposal_id)
+            return views.assignment_view(row, await store.responses_of(conn, row["id"]))
 
     missing = "No assignment of proposal {} yet; it is routed once filed."
 
@@ -231,7 +235,13 @@ def router(runtime: ServiceRuntime, ctx: Context, clock: Clock) -> APIRouter:
             elif body.co_units is not None or body.split_units is not None or body.form is not None:
                 raise RuleViolation("override_names_lead", "to change the routing, give lead_unit too")
             return await service.assign(
-                conn, proposal_id, override, principal.as_actor(), request.state.correlation_id, ctx, clock()
+                SqlUnitOfWork(conn),
+                proposal_id,
+                override,
+                principal.as_actor(),
+                request.state.correlation_id,
+                ctx,
+                clock(),
             )
 
         return await commands.once(request, principal, idempotency_key, body, act, missing=missing.format(proposal_id))
@@ -243,7 +253,7 @@ def router(runtime: ServiceRuntime, ctx: Context, clock: Clock) -> APIRouter:
 
         async def act(conn: AsyncConnection) -> dict[str, Any]:
             return await service.respond(
-                conn,
+                SqlUnitOfWork(conn),
                 proposal_id,
                 principal.as_actor(),
                 dispute_reason=None,
@@ -261,7 +271,7 @@ def router(runtime: ServiceRuntime, ctx: Context, clock: Clock) -> APIRouter:
 
         async def act(conn: AsyncConnection) -> dict[str, Any]:
             return await service.respond(
-                conn,
+                SqlUnitOfWork(conn),
                 proposal_id,
                 principal.as_actor(),
                 dispute_reason=body.reason,
@@ -284,7 +294,14 @@ def router(runtime: ServiceRuntime, ctx: Context, clock: Clock) -> APIRouter:
         async def act(conn: AsyncConnection) -> dict[str, Any]:
             route = domain.route_of_form(body.form, body.lead_unit, body.co_units, body.split_units)
             return await service.reassign(
-                conn, proposal_id, route, body.reason, principal.as_actor(), request.state.correlation_id, ctx, clock()
+                SqlUnitOfWork(conn),
+                proposal_id,
+                route,
+                body.reason,
+                principal.as_actor(),
+                request.state.correlation_id,
+                ctx,
+                clock(),
             )
 
         return await commands.once(request, principal, idempotency_key, body, act, missing=missing.format(proposal_id))
@@ -300,7 +317,13 @@ def router(runtime: ServiceRuntime, ctx: Context, clock: Clock) -> APIRouter:
 
         async def act(conn: AsyncConnection) -> dict[str, Any]:
             return await service.uphold(
-                conn, proposal_id, body.note, principal.as_actor(), request.state.correlation_id, ctx, clock()
+                SqlUnitOfWork(conn),
+                proposal_id,
+                body.note,
+                principal.as_actor(),
+                request.state.correlation_id,
+                ctx,
+                clock(),
             )
 
         return await commands.once(request, principal, idempotency_key, body, act, missing=missing.format(proposal_id))
@@ -316,7 +339,7 @@ def router(runtime: ServiceRuntime, ctx: Context, clock: Clock) -> APIRouter:
 
         async def act(conn: AsyncConnection) -> dict[str, Any]:
             items = await service.designate_key(
-                conn,
+                SqlUnitOfWork(conn),
                 proposal_ids=body.proposal_ids,
                 series_id=body.series_id,
                 supervising_leader=body.supervising_leader,
@@ -336,6 +359,6 @@ def router(runtime: ServiceRuntime, ctx: Context, clock: Clock) -> APIRouter:
         leader = principal.id if principal.role == Role.LEADER else None
         async with runtime.engine.connect() as conn:
             rows = await store.key_designations(conn, leader=leader, limit=limit, offset=offset)
-        return {"items": [service.key_view(row) for row in rows], "limit": limit, "offset": offset}
+        return {"items": [views.key_view(row) for row in rows], "limit": limit, "offset": offset}
 
     return routes
