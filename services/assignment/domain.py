@@ -370,6 +370,20 @@ def deemed_accept_id(assignment_id: str, unit: str) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"deemed-accept/{assignment_id}/{unit}"))
 
 
+def _handling(route: Route, catalog: Catalog, due: Deadlines, now: datetime) -> dict[str, Any]:
+    """Who handles the proposal and by when, as 交办 and 改办 announce it."""
+    return {
+        "form": route.form,
+        "lead_unit": unit_ref(catalog, route.lead),
+        "co_units": [unit_ref(catalog, unit) for unit in route.co],
+        "split_units": [unit_ref(catalog, unit) for unit in route.split],
+        "reply_due": due.reply_due,
+        "co_opinion_due": due.co_opinion_due,
+        "dispute_until": due.dispute_until,
+        "assigned_at": now,
+    }
+
+
 @dataclass
 class Assignment:
     """交办 of one proposal: its route, deadlines and the units' answers (签收, 异议, 维持), the aggregate
@@ -488,14 +502,7 @@ class Assignment:
                 actor=actor,
                 correlation_id=correlation_id,
                 assignment_id=self.id,
-                form=route.form,
-                lead_unit=unit_ref(catalog, route.lead),
-                co_units=[unit_ref(catalog, unit) for unit in route.co],
-                split_units=[unit_ref(catalog, unit) for unit in route.split],
-                reply_due=due.reply_due,
-                co_opinion_due=due.co_opinion_due,
-                dispute_until=due.dispute_until,
-                assigned_at=now,
+                **_handling(route, catalog, due, now),
             )
         )
 
@@ -590,14 +597,7 @@ class Assignment:
                 correlation_id=correlation_id,
                 assignment_id=new_id,
                 previous_assignment_id=self.id,
-                form=route.form,
-                lead_unit=unit_ref(catalog, route.lead),
-                co_units=[unit_ref(catalog, unit) for unit in route.co],
-                split_units=[unit_ref(catalog, unit) for unit in route.split],
-                reply_due=due.reply_due,
-                co_opinion_due=due.co_opinion_due,
-                dispute_until=due.dispute_until,
-                assigned_at=now,
+                **_handling(route, catalog, due, now),
                 reason=reason,
             )
         )
