@@ -19,12 +19,10 @@ from services.assignment import domain, views
 from services.assignment.catalogs import load_labelled
 from services.assignment.domain import Assignment, Leader, Route, RoutingRules, RoutingTable, Unit
 from services.assignment.learning import Example, UnitRanker, proposal_text
-from services.assignment.unit_of_work import SERVICE, UnitOfWork
+from services.assignment.unit_of_work import UnitOfWork
 from shared.errors import NotFound, RuleViolation, StateConflict
 from shared.events import Actor, KeyProposalDesignated, ProposalFiled, ProposalSubmitted, Role
 from shared.policy import Policy, WorkingCalendar, local_date
-
-__all__ = ["SERVICE"]
 
 SYSTEM = Actor(id="assignment-engine", role=Role.SYSTEM)
 

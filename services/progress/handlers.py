@@ -15,7 +15,7 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.progress import service, store
-from services.progress.unit_of_work import SqlUnitOfWork, UnitOfWork
+from services.progress.unit_of_work import SERVICE, SqlUnitOfWork, UnitOfWork
 from shared.commands import InboundDoor, NotFound, Refusal, RuleViolation, rejection
 from shared.envelope import Envelope
 from shared.events import (
@@ -68,7 +68,7 @@ def unit_report_handler(policy: Policy, allowed_sources: Sequence[str], clock: C
             named = envelope.data.get("proposal_id") if isinstance(envelope.data, dict) else None
             proposal_id = str(named or envelope.subject or envelope.id)[:100]
             answer = rejection(UnitReportRejected, envelope, refusal, proposal_id)
-            await add_to_outbox(conn, store.metadata, service.SERVICE, [answer])
+            await add_to_outbox(conn, store.metadata, SERVICE, [answer])
 
     async def _carry_out(
         uow: UnitOfWork, command: ReportProgress | SubmitCoOpinion | SubmitReply, correlation_id: str

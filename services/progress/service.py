@@ -14,13 +14,11 @@ from datetime import date, datetime
 
 from services.progress import domain
 from services.progress.domain import Dossier, MeasureStatus
-from services.progress.unit_of_work import SERVICE, UnitOfWork
+from services.progress.unit_of_work import UnitOfWork
 from shared.envelope import Envelope
 from shared.events import Actor, Event, ProgressContent, ProposalSubmitted, ReplyContent, SubmissionRejected
 from shared.messaging import NotReady
 from shared.policy import Policy, WorkingCalendar, local_date
-
-__all__ = ["SERVICE"]
 
 
 async def record(uow: UnitOfWork, envelope: Envelope, event: Event) -> None:
