@@ -74,7 +74,7 @@ class Suite:
         env = {**self.env, f"PROPOSALFLOW_{service.upper()}_HTTP_PORT": str(port)}
         log = self.log_dir / f"{service}-{replica}.log"
         process = subprocess.Popen(
-            [sys.executable, "-m", "shared.cli", "run", service],
+            [sys.executable, "-m", "proposalflow.cli", "run", service],
             cwd=ROOT,
             env=env,
             stdout=log.open("ab"),

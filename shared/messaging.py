@@ -25,7 +25,6 @@ import hashlib
 import json
 import logging
 import os
-import random
 import socket
 import ssl
 import time
@@ -63,6 +62,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from shared.backoff import backoff_delay as backoff_delay
 from shared.db import built_once, driver_connection
 from shared.envelope import Envelope, EnvelopeError, encode_data, from_kafka, to_kafka_headers
 from shared.events import Event, dlq_topic, source_of
@@ -831,12 +831,6 @@ def _error_text(exc: BaseException) -> str:
 def _kafka(topic: str) -> dict[str, str]:
     """OpenTelemetry messaging attributes of a Kafka topic."""
     return {"messaging.system": "kafka", "messaging.destination.name": topic}
-
-
-def backoff_delay(attempt: int, base: float, cap: float) -> float:
-    """Exponential backoff with full jitter: never a tight loop, never a thundering herd."""
-    ceiling = min(cap, base * 2.0 ** min(max(0, attempt - 1), 32))
-    return ceiling / 2 + random.random() * ceiling / 2  # noqa: S311 - jitter, not security
 
 
 # Reading ------------------------------------------------------------------------------------------

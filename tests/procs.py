@@ -33,7 +33,7 @@ def free_port() -> int:
 def start_service(service: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     handle = log.open("ab")
     return subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", "run", service],
+        [sys.executable, "-m", "proposalflow.cli", "run", service],
         cwd=ROOT,
         env=env,
         stdout=handle,

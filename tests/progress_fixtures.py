@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 from services.progress import service
+from services.progress.unit_of_work import SqlUnitOfWork
 from shared.events import (
     Actor,
     AssignmentForm,
@@ -107,4 +108,4 @@ async def feed(runtime: ServiceRuntime, events: list[Event]) -> None:
     """Apply events as if consumed from intake's and assignment's topics."""
     async with runtime.transaction() as conn:
         for event in events:
-            await service.record(conn, envelope_for(event, "intake"), event)
+            await service.record(SqlUnitOfWork(conn), envelope_for(event, "intake"), event)

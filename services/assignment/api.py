@@ -3,20 +3,21 @@ answers to them (交办, 签收, 异议, 改办, 维持), key proposals (重点�
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.assignment import domain, service, store
-from services.assignment.domain import Leader, NotYours, RoutingRules, RuleViolation, StateConflict, Unit, UnitKind
+from services.assignment import domain, service, store, views
+from services.assignment.domain import Leader, RoutingRules, Unit, UnitKind
 from services.assignment.service import Clock, Context
+from services.assignment.unit_of_work import SqlUnitOfWork
 from shared.auth import Principal, roles
+from shared.commands import CommandRunner, RuleViolation
 from shared.events import AssignmentForm, Role
-from shared.http import MAX_OFFSET, Problem, remember_idempotent, replay_idempotent, request_fingerprint
+from shared.http import MAX_OFFSET, Problem
 from shared.runtime import ServiceRuntime
 
 Limit = Annotated[int, Query(ge=1, le=200)]
@@ -104,46 +105,10 @@ class KeyDesignation(BaseModel):
     leading_leader: str | None = Field(default=None, description="领办领导 (leader id), optional")
 
 
-def _problem(exc: RuleViolation) -> Problem:
-    status = 403 if isinstance(exc, NotYours) else 409 if isinstance(exc, StateConflict) else 422
-    title = {403: "Forbidden", 409: "Conflict", 422: "Request refused"}[status]
-    return Problem(status, title, exc.message, errors=[{"rule": exc.rule, "message": exc.message}])
-
-
 def router(runtime: ServiceRuntime, ctx: Context, clock: Clock) -> APIRouter:
     routes = APIRouter(tags=["assignment"])
 
-    async def write(
-        principal: Principal,
-        key: str | None,
-        fingerprint: list[Any],
-        missing: str,
-        action: Callable[[AsyncConnection], Awaitable[Any]],
-        status: int = 200,
-    ) -> Any:
-        """One transaction: replay a repeated Idempotency-Key, else act and remember the answer."""
-        digest = request_fingerprint(fingerprint)
-        async with runtime.transaction() as conn:
-            replay = await replay_idempotent(conn, store.metadata, principal.id, key, digest)
-            if replay is not None:
-                return replay
-            try:
-                body = await action(conn)
-            except service.NotFound as exc:
-                raise Problem(404, "Not found", missing) from exc
-            except RuleViolation as exc:
-                raise _problem(exc) from exc
-            await remember_idempotent(conn, store.metadata, principal.id, key, digest, status, body)
-        return JSONResponse(body, status_code=status)
-
-    async def edit(missing: str, action: Callable[[AsyncConnection], Awaitable[Any]]) -> Any:
-        async with runtime.transaction() as conn:
-            try:
-                return await action(conn)
-            except service.NotFound as exc:
-                raise Problem(404, "Not found", missing) from exc
-            except RuleViolation as exc:
-                raise _problem(exc) from exc
+    commands = CommandRunner(runtime.transaction, store.metadata)
 
     # Units catalog (承办单位) ----------------------------------------------------------------------
 
@@ -157,24 +122,31 @@ def router(runtime: ServiceRuntime, ctx: Context, clock: Clock) -> APIRouter:
         return {"items": items[offset : offset + limit], "limit": limit, "offset": offset, "total": len(items)}
 
     @routes.post("/units", status_code=201, summary="Add a unit", tags=["catalogs"])
-    async def create_unit(unit: Unit, principal: AdminCaller, idempotency_key: IdempotencyKey = None) -> Any:
-        return await write(
+    async def create_unit(
+        unit: Unit, request: Request, principal: AdminCaller, idempotency_key: IdempotencyKey = None
+    ) -> Any:
+        return await commands.once(
+            request,
             principal,
             idempotency_key,
-            ["unit", unit.model_dump()],
-            "",
-            lambda conn: service.create_unit(conn, unit),
+            unit,
+            lambda conn: service.create_unit(SqlUnitOfWork(conn), unit),
+            missing="",
             status=201,
         )
 
     @routes.patch("/units/{unit_id}", summary="Change or deactivate a unit", tags=["catalogs"])
     async def update_unit(unit_id: str, changes: UnitChanges, principal: AdminCaller) -> Any:
         values = changes.model_dump(exclude_none=True)
-        return await edit(f"No unit {unit_id}.", lambda conn: service.update_unit(conn, unit_id, values))
+        return await commands.run(
+            lambda conn: service.update_unit(SqlUnitOfWork(conn), unit_id, values), missing=f"No unit {unit_id}."
+        )
 
     @routes.delete("/units/{unit_id}", status_code=204, summary="Delete an unreferenced unit", tags=["catalogs"])
     async def delete_unit(unit_id: str, principal: AdminCaller) -> Response:
-        await edit(f"No unit {unit_id}.", lambda conn: service.delete_unit(conn, unit_id))
+        await commands.run(
+            lambda conn: service.delete_unit(SqlUnitOfWork(conn), unit_id), missing=f"No unit {unit_id}."
+        )
         return Response(status_code=204)
 
     # Leaders catalog (市领导) ------------------------------------------------------------------------
@@ -186,36 +158,42 @@ def router(runtime: ServiceRuntime, ctx: Context, clock: Clock) -> APIRouter:
         return {"items": items[offset : offset + limit], "limit": limit, "offset": offset, "total": len(items)}
 
     @routes.post("/leaders", status_code=201, summary="Add a leader", tags=["catalogs"])
-    async def create_leader(leader: Leader, principal: AdminCaller, idempotency_key: IdempotencyKey = None) -> Any:
-        return await write(
+    async def create_leader(
+        leader: Leader, request: Request, principal: AdminCaller, idempotency_key: IdempotencyKey = None
+    ) -> Any:
+        return await commands.once(
+            request,
             principal,
             idempotency_key,
-            ["leader", leader.model_dump()],
-            "",
-            lambda conn: service.create_leader(conn, leader),
+            leader,
+            lambda conn: service.create_leader(SqlUnitOfWork(conn), leader),
+            missing="",
             status=201,
         )
 
     @routes.patch("/leaders/{leader_id}", summary="Change or deactivate a leader", tags=["catalogs"])
     async def update_leader(leader_id: str, changes: LeaderChanges, principal: AdminCaller) -> Any:
         values = changes.model_dump(exclude_none=True)
-        return await edit(f"No leader {leader_id}.", lambda conn: service.update_leader(conn, leader_id, values))
+        return await commands.run(
+            lambda conn: service.update_leader(SqlUnitOfWork(conn), leader_id, values),
+            missing=f"No leader {leader_id}.",
+        )
 
     # Routing rules (交办规则) ------------------------------------------------------------------------
 
     @routes.get("/routing-rules", summary="The routing rules (交办规则)", tags=["catalogs"])
     async def get_rules(principal: RulesReader) -> dict[str, Any]:
         async with runtime.engine.connect() as conn:
-            return (await service.routing_rules(conn)).model_dump()
+            return (await service.routing_rules(SqlUnitOfWork(conn))).model_dump()
 
     @routes.put("/routing-rules", summary="Replace the routing rules (validated)", tags=["catalogs"])
     async def put_rules(rules: RoutingRules, principal: AdminCaller) -> dict[str, Any]:
 
         async def save(conn: AsyncConnection) -> dict[str, Any]:
-            await service.save_routing_rules(conn, rules, ctx.policy, principal.as_actor())
+            await service.save_routing_rules(SqlUnitOfWork(conn), rules, ctx.policy, principal.as_actor())
             return rules.model_dump()
 
-        return await edit("No routing rules.", save)  # type: ignore[no-any-return]
+        return await commands.run(save, missing="No routing rules.")  # type: ignore[no-any-return]
 
     # Assignments (交办) ----------------------------------------------------------------------------
 
@@ -226,16 +204,16 @@ def router(runtime: ServiceRuntime, ctx: Context, clock: Clock) -> APIRouter:
         unit = principal.unit or "" if principal.role == Role.UNIT else None
         async with runtime.engine.connect() as conn:
             rows = await store.list_assignments(conn, status=status, unit=unit, limit=limit, offset=offset)
-        return {"items": [service.assignment_view(row) for row in rows], "limit": limit, "offset": offset}
+        return {"items": [views.assignment_view(row) for row in rows], "limit": limit, "offset": offset}
 
     @routes.get("/assignments/{proposal_id}", summary="The current assignment of a proposal")
     async def get_assignment(proposal_id: str, principal: AssignmentsReader) -> dict[str, Any]:
         async with runtime.engine.connect() as conn:
             row = await store.current_assignment(conn, proposal_id)
-            visible = row is not None and (principal.role != Role.UNIT or principal.unit in service.route_of(row).units)
+            visible = row is not None and (principal.role != Role.UNIT or principal.unit in domain.route_of(row).units)
             if row is None or not visible:
                 raise Problem(404, "Not found", f"No assignment of proposal {proposal_id} that you may see.")
-            return await service.view(conn, proposal_id)
+            return views.assignment_view(row, await store.responses_of(conn, row["id"]))
 
     missing = "No assignment of proposal {} yet; it is routed once filed."
 
@@ -257,11 +235,16 @@ def router(runtime: ServiceRuntime, ctx: Context, clock: Clock) -> APIRouter:
             elif body.co_units is not None or body.split_units is not None or body.form is not None:
                 raise RuleViolation("override_names_lead", "to change the routing, give lead_unit too")
             return await service.assign(
-                conn, proposal_id, override, principal.as_actor(), request.state.correlation_id, ctx, clock()
+                SqlUnitOfWork(conn),
+                proposal_id,
+                override,
+                principal.as_actor(),
+                request.state.correlation_id,
+                ctx,
+                clock(),
             )
 
-        fingerprint = ["confirm", proposal_id, body.model_dump(mode="json")]
-        return await write(principal, idempotency_key, fingerprint, missing.format(proposal_id), act)
+        return await commands.once(request, principal, idempotency_key, body, act, missing=missing.format(proposal_id))
 
     @routes.post("/assignments/{proposal_id}/accept", summary="Accept the assignment (签收), by a unit of it")
     async def accept(
@@ -270,7 +253,7 @@ def router(runtime: ServiceRuntime, ctx: Context, clock: Clock) -> APIRouter:
 
         async def act(conn: AsyncConnection) -> dict[str, Any]:
             return await service.respond(
-                conn,
+                SqlUnitOfWork(conn),
                 proposal_id,
                 principal.as_actor(),
                 dispute_reason=None,
@@ -279,7 +262,7 @@ def router(runtime: ServiceRuntime, ctx: Context, clock: Clock) -> APIRouter:
                 now=clock(),
             )
 
-        return await write(principal, idempotency_key, ["accept", proposal_id], missing.format(proposal_id), act)
+        return await commands.once(request, principal, idempotency_key, None, act, missing=missing.format(proposal_id))
 
     @routes.post("/assignments/{proposal_id}/dispute", summary="Dispute the assignment (异议), within the window")
     async def dispute(
@@ -288,7 +271,7 @@ def router(runtime: ServiceRuntime, ctx: Context, clock: Clock) -> APIRouter:
 
         async def act(conn: AsyncConnection) -> dict[str, Any]:
             return await service.respond(
-                conn,
+                SqlUnitOfWork(conn),
                 proposal_id,
                 principal.as_actor(),
                 dispute_reason=body.reason,
@@ -297,8 +280,7 @@ def router(runtime: ServiceRuntime, ctx: Context, clock: Clock) -> APIRouter:
                 now=clock(),
             )
 
-        fingerprint = ["dispute", proposal_id, body.model_dump()]
-        return await write(principal, idempotency_key, fingerprint, missing.format(proposal_id), act)
+        return await commands.once(request, principal, idempotency_key, body, act, missing=missing.format(proposal_id))
 
     @routes.post("/assignments/{proposal_id}/reassign", summary="Reassign to other units (改办)")
     async def reassign(
@@ -312,11 +294,17 @@ def router(runtime: ServiceRuntime, ctx: Context, clock: Clock) -> APIRouter:
         async def act(conn: AsyncConnection) -> dict[str, Any]:
             route = domain.route_of_form(body.form, body.lead_unit, body.co_units, body.split_units)
             return await service.reassign(
-                conn, proposal_id, route, body.reason, principal.as_actor(), request.state.correlation_id, ctx, clock()
+                SqlUnitOfWork(conn),
+                proposal_id,
+                route,
+                body.reason,
+                principal.as_actor(),
+                request.state.correlation_id,
+                ctx,
+                clock(),
             )
 
-        fingerprint = ["reassign", proposal_id, body.model_dump(mode="json")]
-        return await write(principal, idempotency_key, fingerprint, missing.format(proposal_id), act)
+        return await commands.once(request, principal, idempotency_key, body, act, missing=missing.format(proposal_id))
 
     @routes.post("/assignments/{proposal_id}/uphold", summary="Keep the assignment despite the dispute (维持)")
     async def uphold(
@@ -329,11 +317,16 @@ def router(runtime: ServiceRuntime, ctx: Context, clock: Clock) -> APIRouter:
 
         async def act(conn: AsyncConnection) -> dict[str, Any]:
             return await service.uphold(
-                conn, proposal_id, body.note, principal.as_actor(), request.state.correlation_id, ctx, clock()
+                SqlUnitOfWork(conn),
+                proposal_id,
+                body.note,
+                principal.as_actor(),
+                request.state.correlation_id,
+                ctx,
+                clock(),
             )
 
-        fingerprint = ["uphold", proposal_id, body.model_dump()]
-        return await write(principal, idempotency_key, fingerprint, missing.format(proposal_id), act)
+        return await commands.once(request, principal, idempotency_key, body, act, missing=missing.format(proposal_id))
 
     # Key proposals (重点提案) ------------------------------------------------------------------------
 
@@ -346,7 +339,7 @@ def router(runtime: ServiceRuntime, ctx: Context, clock: Clock) -> APIRouter:
 
         async def act(conn: AsyncConnection) -> dict[str, Any]:
             items = await service.designate_key(
-                conn,
+                SqlUnitOfWork(conn),
                 proposal_ids=body.proposal_ids,
                 series_id=body.series_id,
                 supervising_leader=body.supervising_leader,
@@ -357,8 +350,7 @@ def router(runtime: ServiceRuntime, ctx: Context, clock: Clock) -> APIRouter:
             )
             return {"items": items}
 
-        fingerprint = ["key", body.model_dump()]
-        return await write(principal, idempotency_key, fingerprint, "", act, status=201)
+        return await commands.once(request, principal, idempotency_key, body, act, missing="", status=201)
 
     @routes.get(
         "/key-proposals", summary="Key proposals; a leader sees those it supervises or leads", tags=["key proposals"]
@@ -367,6 +359,6 @@ def router(runtime: ServiceRuntime, ctx: Context, clock: Clock) -> APIRouter:
         leader = principal.id if principal.role == Role.LEADER else None
         async with runtime.engine.connect() as conn:
             rows = await store.key_designations(conn, leader=leader, limit=limit, offset=offset)
-        return {"items": [service.key_view(row) for row in rows], "limit": limit, "offset": offset}
+        return {"items": [views.key_view(row) for row in rows], "limit": limit, "offset": offset}
 
     return routes

@@ -7,8 +7,9 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.assignment import api, handlers, service, store
+from services.assignment import api, catalogs, handlers, service, store
 from services.assignment.service import Clock, Context, Router, system_clock
+from services.assignment.unit_of_work import SqlUnitOfWork
 from shared import events
 from shared.policy import WorkingCalendar, load_policy
 from shared.runtime import ServiceRuntime
@@ -40,7 +41,7 @@ def build(clock: Clock = system_clock) -> tuple[ServiceRuntime, FastAPI]:
     )
     policy = load_policy(runtime.common.policy_file)
     ctx = Context(policy, WorkingCalendar.from_policy(policy), Router.from_labelled_set())
-    table = service.load_routing()
+    table = catalogs.load_routing()
     runtime.consume(
         [events.PROPOSALS],
         handlers.proposals_handler(ctx, clock),
@@ -48,16 +49,16 @@ def build(clock: Clock = system_clock) -> tuple[ServiceRuntime, FastAPI]:
     )
 
     async def seed_and_learn(conn: AsyncConnection) -> None:
-        await service.seed(conn, table)
-        await ctx.router.refresh(conn)
+        await service.seed(SqlUnitOfWork(conn), table)
+        await ctx.router.refresh(SqlUnitOfWork(conn))
 
     async def sweep() -> None:
         async with runtime.transaction() as conn:
-            await service.accept_lapsed(conn, ctx, clock())
+            await service.accept_lapsed(SqlUnitOfWork(conn), ctx, clock())
 
     async def relearn() -> None:
         async with runtime.engine.connect() as conn:
-            await ctx.router.refresh(conn)
+            await ctx.router.refresh(SqlUnitOfWork(conn))
 
     runtime.on_startup(seed_and_learn)
     runtime.every(settings.sweep_interval_s, sweep)

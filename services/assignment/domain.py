@@ -3,37 +3,33 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.assignment.learning import Ranking
-from shared.events import AssignmentForm
+from shared.errors import NotYours, RuleViolation, StateConflict
+from shared.events import (
+    Actor,
+    AssignmentAccepted,
+    AssignmentDisputed,
+    AssignmentDisputeUpheld,
+    AssignmentForm,
+    AssignmentReassigned,
+    AssignmentSuggested,
+    Event,
+    ProposalAssigned,
+    UnitRef,
+)
 from shared.policy import Policy, WorkingCalendar, deadline_for
 
 UnitKind = Literal["bureau", "town", "street", "other"]
 """市直单位 (bureau), 镇 (town), 街道 (street), other (党委部门, 园区管委会…)."""
-
-
-class RuleViolation(Exception):
-    """A request that breaks a named rule; the message says which and what to do instead."""
-
-    def __init__(self, rule: str, message: str) -> None:
-        super().__init__(message)
-        self.rule = rule
-        self.message = message
-
-
-class StateConflict(RuleViolation):
-    """The request is fine but the assignment is not in a state that allows it."""
-
-
-class NotYours(RuleViolation):
-    """The caller may not act on this assignment."""
 
 
 class AssignmentStatus(StrEnum):
@@ -350,3 +346,293 @@ def leaders_must_be_active(leader_ids: Sequence[str], catalog: Mapping[str, Mapp
         raise RuleViolation(
             "leader_in_catalog", f"unknown or inactive leader(s): {', '.join(unknown)}; see GET /leaders"
         )
+
+
+# The aggregate -----------------------------------------------------------------------------------------
+
+Catalog = Mapping[str, Mapping[str, Any]]
+"""The units catalog (承办单位): id → its row (name, short_name, kind, active)."""
+
+_TICK = timedelta(microseconds=1)
+
+
+def unit_ref(catalog: Catalog, unit_id: str) -> UnitRef:
+    unit = catalog.get(unit_id)
+    return UnitRef(id=unit_id, name=str(unit["name"]) if unit else unit_id)
+
+
+def route_of(row: Mapping[str, Any]) -> Route:
+    return Route(row["lead_unit"], tuple(row["co_units"]), tuple(row["reasons"]), tuple(row["split_units"] or ()))
+
+
+def deemed_accept_id(assignment_id: str, unit: str) -> str:
+    """A deterministic id, so two replicas sweeping the same closed window make one event."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"deemed-accept/{assignment_id}/{unit}"))
+
+
+def _handling(route: Route, catalog: Catalog, due: Deadlines, now: datetime) -> dict[str, Any]:
+    """Who handles the proposal and by when, as 交办 and 改办 announce it."""
+    return {
+        "form": route.form,
+        "lead_unit": unit_ref(catalog, route.lead),
+        "co_units": [unit_ref(catalog, unit) for unit in route.co],
+        "split_units": [unit_ref(catalog, unit) for unit in route.split],
+        "reply_due": due.reply_due,
+        "co_opinion_due": due.co_opinion_due,
+        "dispute_until": due.dispute_until,
+        "assigned_at": now,
+    }
+
+
+@dataclass
+class Assignment:
+    """交办 of one proposal: its route, deadlines and the units' answers (签收, 异议, 维持), the aggregate
+    every step of the dispatcher and the units goes through. A step checks its rules, changes the
+    assignment and records the event it causes (`events`, published with the state in one transaction)."""
+
+    row: dict[str, Any]
+    responses: dict[str, dict[str, Any]] = field(default_factory=dict)
+    events: list[tuple[Event, str | None]] = field(default_factory=list, compare=False, repr=False)
+
+    @property
+    def id(self) -> str:
+        return str(self.row["id"])
+
+    @property
+    def proposal_id(self) -> str:
+        return str(self.row["proposal_id"])
+
+    @property
+    def status(self) -> AssignmentStatus:
+        return AssignmentStatus(self.row["status"])
+
+    @property
+    def route(self) -> Route:
+        return route_of(self.row)
+
+    def answers(self) -> dict[str, UnitResponse]:
+        return {unit: UnitResponse(row["response"]) for unit, row in self.responses.items()}
+
+    def window_closed(self, today: date) -> bool:
+        """异议期满 with answers still awaited: silent units are then deemed to accept."""
+        awaiting = self.status in (AssignmentStatus.ASSIGNED, AssignmentStatus.DISPUTED)
+        until = self.row["dispute_until"]
+        return awaiting and until is not None and not dispute_window_open(until, today)
+
+    @classmethod
+    def suggest(
+        cls,
+        assignment_id: str,
+        proposal_id: str,
+        route: Route,
+        catalog: Catalog,
+        correlation_id: str | None,
+        now: datetime,
+        actor: Actor,
+    ) -> Assignment:
+        """交办建议: the routing the dispatcher confirms (or that `auto` mode assigns at once)."""
+        suggested = cls(
+            {
+                "id": assignment_id,
+                "proposal_id": proposal_id,
+                "status": AssignmentStatus.SUGGESTED.value,
+                "form": route.form.value,
+                "lead_unit": route.lead,
+                "co_units": list(route.co),
+                "reasons": list(route.reasons),
+                "reply_due": None,
+                "co_opinion_due": None,
+                "dispute_until": None,
+                "suggested_at": now,
+                "assigned_at": None,
+                "split_units": [],
+                "previous_assignment_id": None,
+            }
+        )
+        suggested._record(
+            AssignmentSuggested(
+                proposal_id=proposal_id,
+                actor=actor,
+                correlation_id=correlation_id,
+                form=route.form,
+                lead_unit=unit_ref(catalog, route.lead),
+                co_units=[unit_ref(catalog, u) for u in route.co],
+                reasons=list(route.reasons),
+            )
+        )
+        return suggested
+
+    def _record(self, event: Event, event_id: str | None = None) -> None:
+        self.events.append((event, event_id))
+
+    def _settle(self, today: date) -> None:
+        window_open = dispute_window_open(self.row["dispute_until"], today)
+        self.row["status"] = settled_status(self.route, self.answers(), window_open).value
+
+    def confirm(
+        self,
+        override: Route | None,
+        catalog: Catalog,
+        actor: Actor,
+        correlation_id: str | None,
+        policy: Policy,
+        calendar: WorkingCalendar,
+        now: datetime,
+    ) -> None:
+        """交办: confirm the suggestion (or the dispatcher's edit of it) and compute the deadlines."""
+        confirm_only_suggested(self.status)
+        route = override or self.route
+        units_must_be_active(route.units, catalog)
+        due = deadlines(now, bool(route.co), policy, calendar)
+        self.row.update(
+            status=AssignmentStatus.ASSIGNED.value,
+            form=route.form.value,
+            lead_unit=route.lead,
+            co_units=list(route.co),
+            split_units=list(route.split),
+            reasons=list(route.reasons),
+            reply_due=due.reply_due,
+            co_opinion_due=due.co_opinion_due,
+            dispute_until=due.dispute_until,
+            assigned_at=now,
+        )
+        self._record(
+            ProposalAssigned(
+                proposal_id=self.proposal_id,
+                actor=actor,
+                correlation_id=correlation_id,
+                assignment_id=self.id,
+                **_handling(route, catalog, due, now),
+            )
+        )
+
+    def respond(
+        self,
+        actor: Actor,
+        dispute_reason: str | None,
+        catalog: Catalog,
+        correlation_id: str | None,
+        today: date,
+        now: datetime,
+    ) -> None:
+        """签收 (no reason) or 异议 (with a reason), by the acting unit, once, within the dispute window."""
+        unit = unit_may_respond(actor.unit, self.route, self.status, self.answers(), self.row["dispute_until"], today)
+        response = UnitResponse.ACCEPTED if dispute_reason is None else UnitResponse.DISPUTED
+        self._answer(unit, response, dispute_reason or "", deemed=False, actor_id=actor.id, at=now)
+        self._settle(today)
+        ref = unit_ref(catalog, unit)
+        event: Event
+        if dispute_reason is None:
+            event = AssignmentAccepted(
+                proposal_id=self.proposal_id,
+                actor=actor,
+                correlation_id=correlation_id,
+                assignment_id=self.id,
+                unit=ref,
+            )
+        else:
+            event = AssignmentDisputed(
+                proposal_id=self.proposal_id,
+                actor=actor,
+                correlation_id=correlation_id,
+                assignment_id=self.id,
+                unit=ref,
+                reason=dispute_reason,
+            )
+        self._record(event)
+
+    def _answer(
+        self, unit: str, response: UnitResponse, reason: str, *, deemed: bool, actor_id: str, at: datetime
+    ) -> None:
+        self.responses[unit] = {
+            "assignment_id": self.id,
+            "unit": unit,
+            "response": response.value,
+            "reason": reason,
+            "deemed": deemed,
+            "actor_id": actor_id,
+            "at": at,
+        }
+
+    def reassign(
+        self,
+        new_id: str,
+        route: Route,
+        reason: str,
+        catalog: Catalog,
+        actor: Actor,
+        correlation_id: str | None,
+        policy: Policy,
+        calendar: WorkingCalendar,
+        now: datetime,
+    ) -> Assignment:
+        """改办: a new assignment replaces this one (superseded); its deadlines run afresh from now."""
+        reassign_before_acceptance(self.status)
+        units_must_be_active(route.units, catalog)
+        due = deadlines(now, bool(route.co), policy, calendar)
+        self.row["status"] = AssignmentStatus.SUPERSEDED.value
+        successor = Assignment(
+            {
+                "id": new_id,
+                "proposal_id": self.proposal_id,
+                "status": AssignmentStatus.ASSIGNED.value,
+                "form": route.form.value,
+                "lead_unit": route.lead,
+                "co_units": list(route.co),
+                "reasons": [f"改办: {reason}" if reason else "改办"],
+                "reply_due": due.reply_due,
+                "co_opinion_due": due.co_opinion_due,
+                "dispute_until": due.dispute_until,
+                # Strictly later than the superseded row, so it is the current one even within a clock tick.
+                "suggested_at": max(now, self.row["suggested_at"]) + _TICK,
+                "assigned_at": now,
+                "split_units": list(route.split),
+                "previous_assignment_id": self.id,
+            }
+        )
+        successor._record(
+            AssignmentReassigned(
+                proposal_id=self.proposal_id,
+                actor=actor,
+                correlation_id=correlation_id,
+                assignment_id=new_id,
+                previous_assignment_id=self.id,
+                **_handling(route, catalog, due, now),
+                reason=reason,
+            )
+        )
+        return successor
+
+    def uphold(self, note: str, catalog: Catalog, actor: Actor, correlation_id: str | None, today: date) -> None:
+        """维持交办: the disputing units keep the assignment; they count as having accepted it."""
+        uphold_only_disputed(self.status)
+        disputing = [unit for unit, row in self.responses.items() if row["response"] == UnitResponse.DISPUTED.value]
+        for unit in disputing:
+            self.responses[unit] = {**self.responses[unit], "response": UnitResponse.UPHELD.value}
+        self._settle(today)
+        self._record(
+            AssignmentDisputeUpheld(
+                proposal_id=self.proposal_id,
+                actor=actor,
+                correlation_id=correlation_id,
+                assignment_id=self.id,
+                units=[unit_ref(catalog, unit) for unit in disputing],
+                note=note,
+            )
+        )
+
+    def deem_silent_accepted(self, catalog: Catalog, actor: Actor, today: date, now: datetime) -> int:
+        """异议期满: units that said nothing are deemed to accept (视为接受); returns how many."""
+        silent = silent_units(self.route, self.answers())
+        for unit in silent:
+            self._answer(unit, UnitResponse.ACCEPTED, "", deemed=True, actor_id=actor.id, at=now)
+            accepted = AssignmentAccepted(
+                proposal_id=self.proposal_id,
+                actor=actor,
+                assignment_id=self.id,
+                unit=unit_ref(catalog, unit),
+                deemed=True,
+            )
+            self._record(accepted, deemed_accept_id(self.id, unit))
+        self._settle(today)
+        return len(silent)

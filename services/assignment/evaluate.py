@@ -10,40 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-
-import yaml
-from pydantic import BaseModel, Field
 
 from services.assignment import domain
+from services.assignment.catalogs import LabelledProposal, load_labelled, load_routing
 from services.assignment.domain import RoutingRules
-from services.assignment.learning import Example, UnitRanker, proposal_text
+from services.assignment.learning import UnitRanker
 
-LABELLED_FILE = Path(__file__).parent / "data" / "labelled_proposals.yaml"
 HOLDOUT_EVERY = 5
-
-
-class LabelledProposal(BaseModel):
-    """A past proposal with the units that handled it."""
-
-    id: str
-    title: str
-    body: str
-    category: str
-    suggestions: list[str] = Field(default_factory=list)
-    lead_unit: str
-    co_units: list[str] = Field(default_factory=list)
-
-    @property
-    def text(self) -> str:
-        return proposal_text(self.title, self.body, self.suggestions)
-
-    def example(self) -> Example:
-        return Example(self.text, self.lead_unit)
-
-
-def load_labelled(path: Path = LABELLED_FILE) -> list[LabelledProposal]:
-    return [LabelledProposal.model_validate(item) for item in yaml.safe_load(path.read_text(encoding="utf-8"))]
 
 
 def split(
@@ -106,8 +79,6 @@ def evaluate(
 
 
 def main() -> None:
-    from services.assignment.service import load_routing
-
     table = load_routing()
     names = {unit.id: unit.short_name or unit.name for unit in table.units}
     items = load_labelled()

@@ -1,71 +1,36 @@
 """Assignment's use cases: route a filed proposal (交办建议), assign it (交办), the units' answers
 (签收/异议), the dispatcher's settlement (改办/维持), the dispute-window sweep, key proposals
-(重点提案) and the catalogs. Each reads as load → decide (domain) → save state + events."""
+(重点提案) and the catalogs.
+
+Each reads as: load (the unit of work) → decide (the `Assignment` aggregate and the rules in
+domain.py) → save state and events (`uow.commit()`, in the door's transaction). HTTP routes (api.py) and
+the consumer of `proposalflow.proposals` (handlers.py) call these functions.
+"""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import UTC, datetime
 from typing import Any
 
-import yaml
-from sqlalchemy import delete, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
-
-from services.assignment import domain, store
-from services.assignment.domain import (
-    AssignmentStatus,
-    Leader,
-    Route,
-    RoutingRules,
-    RoutingTable,
-    RuleViolation,
-    StateConflict,
-    Unit,
-    UnitResponse,
-)
-from services.assignment.evaluate import load_labelled
+from services.assignment import domain, views
+from services.assignment.catalogs import load_labelled
+from services.assignment.domain import Assignment, Leader, Route, RoutingRules, RoutingTable, Unit
 from services.assignment.learning import Example, UnitRanker, proposal_text
-from shared import db
-from shared.events import (
-    Actor,
-    AssignmentAccepted,
-    AssignmentDisputed,
-    AssignmentDisputeUpheld,
-    AssignmentReassigned,
-    AssignmentSuggested,
-    Event,
-    KeyProposalDesignated,
-    ProposalAssigned,
-    ProposalFiled,
-    ProposalSubmitted,
-    Role,
-    UnitRef,
-)
-from shared.messaging import add_to_outbox
+from services.assignment.unit_of_work import UnitOfWork
+from shared.errors import NotFound, RuleViolation, StateConflict
+from shared.events import Actor, KeyProposalDesignated, ProposalFiled, ProposalSubmitted, Role
 from shared.policy import Policy, WorkingCalendar, local_date
 
-SERVICE = "assignment"
-ROUTING_FILE = Path(__file__).with_name("units.yaml")
 SYSTEM = Actor(id="assignment-engine", role=Role.SYSTEM)
 
 Clock = Callable[[], datetime]
-_TICK = timedelta(microseconds=1)
 
 
 def system_clock() -> datetime:
     return datetime.now(UTC)
-
-
-class NotFound(Exception):
-    pass
-
-
-def load_routing(path: Path = ROUTING_FILE) -> RoutingTable:
-    return RoutingTable.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
 
 
 @dataclass
@@ -83,135 +48,126 @@ class Router:
         seed = [item.example() for item in load_labelled()]
         return cls(seed=seed, ranker=UnitRanker(seed))
 
-    async def refresh(self, conn: AsyncConnection) -> None:
+    async def refresh(self, uow: UnitOfWork) -> None:
         history = [
             Example(proposal_text(row["title"], row["body"], row["suggestions"] or []), row["lead_unit"])
-            for row in await store.learned_history(conn)
+            for row in await uow.learned_history()
         ]
         self.ranker = UnitRanker([*self.seed, *history])
 
 
 @dataclass(frozen=True)
 class Context:
-    """What the use cases need besides the connection: the policy, its calendar, the ranking."""
+    """What the use cases need besides storage: the policy, its calendar, the ranking."""
 
     policy: Policy
     calendar: WorkingCalendar
     router: Router
 
 
-async def _stage(conn: AsyncConnection, events: Sequence[Event | tuple[Event, str]]) -> None:
-    await add_to_outbox(conn, store.metadata, SERVICE, events)
-
-
 # Seeding and catalogs ------------------------------------------------------------------------------
 
 
-async def seed(conn: AsyncConnection, table: RoutingTable) -> None:
+async def seed(uow: UnitOfWork, table: RoutingTable) -> None:
     """Add the seed units and leaders the catalogs lack, and the rules if none were saved (edits are kept)."""
-    for target, items in ((store.units, table.units), (store.leaders, table.leaders)):
-        existing = set((await conn.execute(select(target.c.id))).scalars().all())
-        new = [item.model_dump() for item in items if item.id not in existing]
-        if new:
-            await conn.execute(insert(target), new)
-    if await store.routing_document(conn) is None:
-        await conn.execute(
-            insert(store.routing_config).values(
-                id=1, document=table.rules_only().model_dump(), updated_at=datetime.now(UTC), updated_by="seed"
-            )
-        )
+    async with uow:
+        units, leaders = await uow.units(), await uow.leaders()
+        for unit in table.units:
+            if unit.id not in units:
+                uow.put_unit(unit.model_dump(), new=True)
+        for leader in table.leaders:
+            if leader.id not in leaders:
+                uow.put_leader(leader.model_dump(), new=True)
+        if await uow.routing_document() is None:
+            uow.put_routing_rules(table.rules_only().model_dump(), "seed", datetime.now(UTC), new=True)
+        await uow.commit()
 
 
-async def routing_rules(conn: AsyncConnection) -> RoutingRules:
-    document = await store.routing_document(conn)
+async def routing_rules(uow: UnitOfWork) -> RoutingRules:
+    document = await uow.routing_document()
     if document is None:
         raise NotFound("routing rules")
     return RoutingRules.model_validate(document)
 
 
-async def save_routing_rules(conn: AsyncConnection, rules: RoutingRules, policy: Policy, actor: Actor) -> None:
-    catalog = await store.unit_catalog(conn)
-    active = [unit for unit, row in catalog.items() if row["active"]]
-    domain.rules_must_name_known_units(rules, active, policy.categories)
-    await conn.execute(
-        update(store.routing_config)
-        .where(store.routing_config.c.id == 1)
-        .values(document=rules.model_dump(), updated_at=datetime.now(UTC), updated_by=actor.id)
-    )
+def _named_by(rules: RoutingRules) -> set[str]:
+    return {rules.fallback, *rules.category_defaults.values(), *(u for r in rules.rules for u in (r.lead, *r.co))}
 
 
-async def create_unit(conn: AsyncConnection, unit: Unit) -> dict[str, Any]:
-    if unit.id in await store.unit_catalog(conn):
-        raise StateConflict("unit_id_unique", f"unit {unit.id} exists; change it with PATCH /units/{unit.id}")
-    await conn.execute(insert(store.units).values(**unit.model_dump()))
+async def save_routing_rules(uow: UnitOfWork, rules: RoutingRules, policy: Policy, actor: Actor) -> None:
+    async with uow:
+        active = [unit for unit, row in (await uow.units()).items() if row["active"]]
+        domain.rules_must_name_known_units(rules, active, policy.categories)
+        uow.put_routing_rules(rules.model_dump(), actor.id, datetime.now(UTC), new=False)
+        await uow.commit()
+
+
+async def create_unit(uow: UnitOfWork, unit: Unit) -> dict[str, Any]:
+    async with uow:
+        if unit.id in await uow.units():
+            raise StateConflict("unit_id_unique", f"unit {unit.id} exists; change it with PATCH /units/{unit.id}")
+        uow.put_unit(unit.model_dump(), new=True)
+        await uow.commit()
     return unit.model_dump()
 
 
-async def update_unit(conn: AsyncConnection, unit_id: str, changes: dict[str, Any]) -> dict[str, Any]:
-    catalog = await store.unit_catalog(conn)
-    if unit_id not in catalog:
-        raise NotFound(unit_id)
-    if changes.get("active") is False:
-        rules = await routing_rules(conn)
-        named = {rules.fallback, *rules.category_defaults.values(), *(u for r in rules.rules for u in (r.lead, *r.co))}
-        if unit_id in named:
+async def update_unit(uow: UnitOfWork, unit_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+    async with uow:
+        catalog = await uow.units()
+        if unit_id not in catalog:
+            raise NotFound(unit_id)
+        if changes.get("active") is False and unit_id in _named_by(await routing_rules(uow)):
             raise StateConflict(
                 "unit_not_routed_to", f"the routing rules still name {unit_id}; change them first (PUT /routing-rules)"
             )
-    merged = Unit.model_validate({**catalog[unit_id], **changes})
-    await conn.execute(update(store.units).where(store.units.c.id == unit_id).values(**merged.model_dump()))
+        merged = Unit.model_validate({**catalog[unit_id], **changes})
+        uow.put_unit(merged.model_dump(), new=False)
+        await uow.commit()
     return merged.model_dump()
 
 
-async def delete_unit(conn: AsyncConnection, unit_id: str) -> None:
+async def delete_unit(uow: UnitOfWork, unit_id: str) -> None:
     """A unit no assignment or rule names is deleted; one that is referenced is deactivated instead."""
-    if unit_id not in await store.unit_catalog(conn):
-        raise NotFound(unit_id)
-    rows = (await conn.execute(select(store.assignments))).mappings()
-    if any(unit_id in [r["lead_unit"], *r["co_units"], *(r["split_units"] or [])] for r in rows):
-        raise StateConflict(
-            "referenced_unit_deactivated_not_deleted",
-            f"assignments name {unit_id}; deactivate it instead (PATCH /units/{unit_id} with active=false)",
-        )
-    rules = await routing_rules(conn)
-    if unit_id in {
-        rules.fallback,
-        *rules.category_defaults.values(),
-        *(u for r in rules.rules for u in (r.lead, *r.co)),
-    }:
-        raise StateConflict("unit_not_routed_to", f"the routing rules name {unit_id}; change them first")
-    await conn.execute(delete(store.units).where(store.units.c.id == unit_id))
+    async with uow:
+        if unit_id not in await uow.units():
+            raise NotFound(unit_id)
+        if await uow.assignments_name(unit_id):
+            raise StateConflict(
+                "referenced_unit_deactivated_not_deleted",
+                f"assignments name {unit_id}; deactivate it instead (PATCH /units/{unit_id} with active=false)",
+            )
+        if unit_id in _named_by(await routing_rules(uow)):
+            raise StateConflict("unit_not_routed_to", f"the routing rules name {unit_id}; change them first")
+        uow.delete_unit(unit_id)
+        await uow.commit()
 
 
-async def create_leader(conn: AsyncConnection, leader: Leader) -> dict[str, Any]:
-    if leader.id in await store.leader_catalog(conn):
-        raise StateConflict("leader_id_unique", f"leader {leader.id} exists; change it with PATCH /leaders/{leader.id}")
-    await conn.execute(insert(store.leaders).values(**leader.model_dump()))
+async def create_leader(uow: UnitOfWork, leader: Leader) -> dict[str, Any]:
+    async with uow:
+        if leader.id in await uow.leaders():
+            raise StateConflict(
+                "leader_id_unique", f"leader {leader.id} exists; change it with PATCH /leaders/{leader.id}"
+            )
+        uow.put_leader(leader.model_dump(), new=True)
+        await uow.commit()
     return leader.model_dump()
 
 
-async def update_leader(conn: AsyncConnection, leader_id: str, changes: dict[str, Any]) -> dict[str, Any]:
-    catalog = await store.leader_catalog(conn)
-    if leader_id not in catalog:
-        raise NotFound(leader_id)
-    merged = Leader.model_validate({**catalog[leader_id], **changes})
-    await conn.execute(update(store.leaders).where(store.leaders.c.id == leader_id).values(**merged.model_dump()))
+async def update_leader(uow: UnitOfWork, leader_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+    async with uow:
+        catalog = await uow.leaders()
+        if leader_id not in catalog:
+            raise NotFound(leader_id)
+        merged = Leader.model_validate({**catalog[leader_id], **changes})
+        uow.put_leader(merged.model_dump(), new=False)
+        await uow.commit()
     return merged.model_dump()
 
 
 # Proposals and routing -----------------------------------------------------------------------------
 
 
-def _unit_ref(catalog: dict[str, dict[str, Any]], unit_id: str) -> UnitRef:
-    unit = catalog.get(unit_id)
-    return UnitRef(id=unit_id, name=unit["name"] if unit else unit_id)
-
-
-def route_of(row: dict[str, Any]) -> Route:
-    return Route(row["lead_unit"], tuple(row["co_units"]), tuple(row["reasons"]), tuple(row["split_units"] or ()))
-
-
-async def on_submitted(conn: AsyncConnection, event: ProposalSubmitted) -> None:
+async def on_submitted(uow: UnitOfWork, event: ProposalSubmitted) -> None:
     """Keep what routing and key designation need: the text, the suggestions, the series (系列提案)."""
     values = {
         "title": event.title,
@@ -220,75 +176,45 @@ async def on_submitted(conn: AsyncConnection, event: ProposalSubmitted) -> None:
         "series_id": event.series_id,
         "suggestions": [suggestion.text for suggestion in event.suggestions],
     }
-    if await store.get_proposal(conn, event.proposal_id) is None:
-        await db.insert_rows(conn, store.proposals, {"id": event.proposal_id, "status": "submitted", **values})
-    else:
-        await db.update_by(conn, store.proposals, event.proposal_id, values)
+    async with uow:
+        known = await uow.proposal(event.proposal_id) is not None
+        uow.put_proposal(event.proposal_id, values if known else {"status": "submitted", **values}, new=not known)
+        await uow.commit()
 
 
-async def on_filed(conn: AsyncConnection, event: ProposalFiled, ctx: Context, now: datetime) -> None:
+async def on_filed(uow: UnitOfWork, event: ProposalFiled, ctx: Context, now: datetime) -> None:
     """立案 → a routing suggestion with its reasons; in `auto` mode it is assigned at once."""
-    proposal = await store.get_proposal(conn, event.proposal_id)
-    if proposal is None:
-        proposal = {"title": event.title, "body": "", "suggestions": []}
-        await db.insert_rows(
-            conn,
-            store.proposals,
-            {"id": event.proposal_id, "title": event.title, "body": "", "category": event.category, "status": "filed"},
-        )
-    else:
-        await db.update_by(conn, store.proposals, event.proposal_id, {"status": "filed"})
-    if await store.current_assignment(conn, event.proposal_id) is not None:
-        return
-    catalog = await store.unit_catalog(conn)
-    names = {unit: row["short_name"] or row["name"] for unit, row in catalog.items() if row["active"]}
-    ranking = ctx.router.ranker.rank(proposal_text(proposal["title"], proposal["body"], proposal["suggestions"] or []))
-    route, _ = domain.combined_route(
-        proposal["title"], proposal["body"], event.category, await routing_rules(conn), ranking, names
-    )
-    assignment_id = str(uuid.uuid4())
-    await db.insert_rows(
-        conn,
-        store.assignments,
-        {
-            "id": assignment_id,
-            "proposal_id": event.proposal_id,
-            "status": AssignmentStatus.SUGGESTED.value,
-            "form": route.form.value,
-            "lead_unit": route.lead,
-            "co_units": list(route.co),
-            "split_units": [],
-            "reasons": list(route.reasons),
-            "suggested_at": now,
-        },
-    )
-    await _stage(
-        conn,
-        [
-            AssignmentSuggested(
-                proposal_id=event.proposal_id,
-                actor=SYSTEM,
-                correlation_id=event.correlation_id,
-                form=route.form,
-                lead_unit=_unit_ref(catalog, route.lead),
-                co_units=[_unit_ref(catalog, u) for u in route.co],
-                reasons=list(route.reasons),
+    async with uow:
+        proposal = await uow.proposal(event.proposal_id)
+        if proposal is None:
+            proposal = {"title": event.title, "body": "", "suggestions": []}
+            values = {"title": event.title, "body": "", "category": event.category, "status": "filed"}
+            uow.put_proposal(event.proposal_id, values, new=True)
+        else:
+            uow.put_proposal(event.proposal_id, {"status": "filed"}, new=False)
+        if await uow.find_current(event.proposal_id) is None:
+            catalog = await uow.units()
+            names = {unit: row["short_name"] or row["name"] for unit, row in catalog.items() if row["active"]}
+            text = proposal_text(proposal["title"], proposal["body"], proposal["suggestions"] or [])
+            route, _ = domain.combined_route(
+                proposal["title"],
+                proposal["body"],
+                event.category,
+                await routing_rules(uow),
+                ctx.router.ranker.rank(text),
+                names,
             )
-        ],
-    )
-    if ctx.policy.assignment_mode == "auto":
-        await assign(conn, event.proposal_id, None, SYSTEM, event.correlation_id, ctx, now)
-
-
-async def _current(conn: AsyncConnection, proposal_id: str) -> dict[str, Any]:
-    current = await store.current_assignment(conn, proposal_id)
-    if current is None:
-        raise NotFound(proposal_id)
-    return current
+            suggestion = Assignment.suggest(
+                str(uuid.uuid4()), event.proposal_id, route, catalog, event.correlation_id, now, SYSTEM
+            )
+            uow.add(suggestion)
+            if ctx.policy.assignment_mode == "auto":
+                suggestion.confirm(None, catalog, SYSTEM, event.correlation_id, ctx.policy, ctx.calendar, now)
+        await uow.commit()
 
 
 async def assign(
-    conn: AsyncConnection,
+    uow: UnitOfWork,
     proposal_id: str,
     override: Route | None,
     actor: Actor,
@@ -297,61 +223,18 @@ async def assign(
     now: datetime,
 ) -> dict[str, Any]:
     """交办: confirm the suggestion (or the dispatcher's edit of it) and compute the deadlines."""
-    current = await _current(conn, proposal_id)
-    domain.confirm_only_suggested(AssignmentStatus(current["status"]))
-    catalog = await store.unit_catalog(conn)
-    route = override or route_of(current)
-    domain.units_must_be_active(route.units, catalog)
-    due = domain.deadlines(now, bool(route.co), ctx.policy, ctx.calendar)
-    await conn.execute(
-        update(store.assignments)
-        .where(store.assignments.c.id == current["id"])
-        .values(
-            status=AssignmentStatus.ASSIGNED.value,
-            form=route.form.value,
-            lead_unit=route.lead,
-            co_units=list(route.co),
-            split_units=list(route.split),
-            reasons=list(route.reasons),
-            reply_due=due.reply_due,
-            co_opinion_due=due.co_opinion_due,
-            dispute_until=due.dispute_until,
-            assigned_at=now,
-        )
-    )
-    await _stage(
-        conn,
-        [
-            ProposalAssigned(
-                proposal_id=proposal_id,
-                actor=actor,
-                correlation_id=correlation_id,
-                assignment_id=current["id"],
-                form=route.form,
-                lead_unit=_unit_ref(catalog, route.lead),
-                co_units=[_unit_ref(catalog, unit) for unit in route.co],
-                split_units=[_unit_ref(catalog, unit) for unit in route.split],
-                reply_due=due.reply_due,
-                co_opinion_due=due.co_opinion_due,
-                dispute_until=due.dispute_until,
-                assigned_at=now,
-            )
-        ],
-    )
-    return await view(conn, proposal_id)
+    async with uow:
+        assignment = await uow.current(proposal_id)
+        assignment.confirm(override, await uow.units(), actor, correlation_id, ctx.policy, ctx.calendar, now)
+        await uow.commit()
+    return views.assignment_view(assignment.row, assignment.responses)
 
 
 # Units' answers and the dispatcher's settlement ------------------------------------------------------
 
 
-async def _settle(conn: AsyncConnection, row: dict[str, Any], today: Any) -> None:
-    responses = {unit: UnitResponse(r["response"]) for unit, r in (await store.responses_of(conn, row["id"])).items()}
-    status = domain.settled_status(route_of(row), responses, domain.dispute_window_open(row["dispute_until"], today))
-    await conn.execute(update(store.assignments).where(store.assignments.c.id == row["id"]).values(status=status.value))
-
-
 async def respond(
-    conn: AsyncConnection,
+    uow: UnitOfWork,
     proposal_id: str,
     actor: Actor,
     *,
@@ -361,48 +244,16 @@ async def respond(
     now: datetime,
 ) -> dict[str, Any]:
     """签收 (no reason) or 异议 (with a reason), by the acting unit, once, within the dispute window."""
-    current = await _current(conn, proposal_id)
-    responses = {
-        unit: UnitResponse(r["response"]) for unit, r in (await store.responses_of(conn, current["id"])).items()
-    }
-    today = local_date(now, ctx.policy.timezone)
-    unit = domain.unit_may_respond(
-        actor.unit, route_of(current), AssignmentStatus(current["status"]), responses, current["dispute_until"], today
-    )
-    response = UnitResponse.ACCEPTED if dispute_reason is None else UnitResponse.DISPUTED
-    await conn.execute(
-        insert(store.unit_responses).values(
-            assignment_id=current["id"],
-            unit=unit,
-            response=response.value,
-            reason=dispute_reason or "",
-            deemed=False,
-            actor_id=actor.id,
-            at=now,
-        )
-    )
-    await _settle(conn, current, today)
-    ref = _unit_ref(await store.unit_catalog(conn), unit)
-    event: Event
-    if dispute_reason is None:
-        event = AssignmentAccepted(
-            proposal_id=proposal_id, actor=actor, correlation_id=correlation_id, assignment_id=current["id"], unit=ref
-        )
-    else:
-        event = AssignmentDisputed(
-            proposal_id=proposal_id,
-            actor=actor,
-            correlation_id=correlation_id,
-            assignment_id=current["id"],
-            unit=ref,
-            reason=dispute_reason,
-        )
-    await _stage(conn, [event])
-    return await view(conn, proposal_id)
+    async with uow:
+        assignment = await uow.current(proposal_id)
+        today = local_date(now, ctx.policy.timezone)
+        assignment.respond(actor, dispute_reason, await uow.units(), correlation_id, today, now)
+        await uow.commit()
+    return views.assignment_view(assignment.row, assignment.responses)
 
 
 async def reassign(
-    conn: AsyncConnection,
+    uow: UnitOfWork,
     proposal_id: str,
     route: Route,
     reason: str,
@@ -412,62 +263,26 @@ async def reassign(
     now: datetime,
 ) -> dict[str, Any]:
     """改办: a new assignment replaces the current one; its deadlines run afresh from now."""
-    current = await _current(conn, proposal_id)
-    domain.reassign_before_acceptance(AssignmentStatus(current["status"]))
-    catalog = await store.unit_catalog(conn)
-    domain.units_must_be_active(route.units, catalog)
-    due = domain.deadlines(now, bool(route.co), ctx.policy, ctx.calendar)
-    await conn.execute(
-        update(store.assignments)
-        .where(store.assignments.c.id == current["id"])
-        .values(status=AssignmentStatus.SUPERSEDED.value)
-    )
-    assignment_id = str(uuid.uuid4())
-    await conn.execute(
-        insert(store.assignments).values(
-            id=assignment_id,
-            proposal_id=proposal_id,
-            status=AssignmentStatus.ASSIGNED.value,
-            form=route.form.value,
-            lead_unit=route.lead,
-            co_units=list(route.co),
-            split_units=list(route.split),
-            reasons=[f"改办: {reason}" if reason else "改办"],
-            reply_due=due.reply_due,
-            co_opinion_due=due.co_opinion_due,
-            dispute_until=due.dispute_until,
-            # Strictly later than the superseded row, so it is the current one even within a clock tick.
-            suggested_at=max(now, current["suggested_at"]) + _TICK,
-            assigned_at=now,
-            previous_assignment_id=current["id"],
+    async with uow:
+        current = await uow.current(proposal_id)
+        successor = current.reassign(
+            str(uuid.uuid4()),
+            route,
+            reason,
+            await uow.units(),
+            actor,
+            correlation_id,
+            ctx.policy,
+            ctx.calendar,
+            now,
         )
-    )
-    await _stage(
-        conn,
-        [
-            AssignmentReassigned(
-                proposal_id=proposal_id,
-                actor=actor,
-                correlation_id=correlation_id,
-                assignment_id=assignment_id,
-                previous_assignment_id=current["id"],
-                form=route.form,
-                lead_unit=_unit_ref(catalog, route.lead),
-                co_units=[_unit_ref(catalog, unit) for unit in route.co],
-                split_units=[_unit_ref(catalog, unit) for unit in route.split],
-                reply_due=due.reply_due,
-                co_opinion_due=due.co_opinion_due,
-                dispute_until=due.dispute_until,
-                assigned_at=now,
-                reason=reason,
-            )
-        ],
-    )
-    return await view(conn, proposal_id)
+        uow.add(successor)
+        await uow.commit()
+    return views.assignment_view(successor.row, successor.responses)
 
 
 async def uphold(
-    conn: AsyncConnection,
+    uow: UnitOfWork,
     proposal_id: str,
     note: str,
     actor: Actor,
@@ -476,69 +291,25 @@ async def uphold(
     now: datetime,
 ) -> dict[str, Any]:
     """维持交办: the disputing units keep the assignment; they count as having accepted it."""
-    current = await _current(conn, proposal_id)
-    domain.uphold_only_disputed(AssignmentStatus(current["status"]))
-    responses = await store.responses_of(conn, current["id"])
-    disputing = [unit for unit, row in responses.items() if row["response"] == UnitResponse.DISPUTED.value]
-    await conn.execute(
-        update(store.unit_responses)
-        .where(store.unit_responses.c.assignment_id == current["id"])
-        .where(store.unit_responses.c.unit.in_(disputing))
-        .values(response=UnitResponse.UPHELD.value)
-    )
-    await _settle(conn, current, local_date(now, ctx.policy.timezone))
-    catalog = await store.unit_catalog(conn)
-    await _stage(
-        conn,
-        [
-            AssignmentDisputeUpheld(
-                proposal_id=proposal_id,
-                actor=actor,
-                correlation_id=correlation_id,
-                assignment_id=current["id"],
-                units=[_unit_ref(catalog, unit) for unit in disputing],
-                note=note,
-            )
-        ],
-    )
-    return await view(conn, proposal_id)
+    async with uow:
+        assignment = await uow.current(proposal_id)
+        assignment.uphold(note, await uow.units(), actor, correlation_id, local_date(now, ctx.policy.timezone))
+        await uow.commit()
+    return views.assignment_view(assignment.row, assignment.responses)
 
 
-async def accept_lapsed(conn: AsyncConnection, ctx: Context, now: datetime) -> int:
+async def accept_lapsed(uow: UnitOfWork, ctx: Context, now: datetime) -> int:
     """异议期满: units that said nothing are deemed to accept (actor system); returns how many.
 
     Event ids are derived from the assignment and unit, so two replicas sweeping at once make one event.
     """
     today = local_date(now, ctx.policy.timezone)
-    catalog = await store.unit_catalog(conn)
-    deemed = 0
-    for row in await store.open_windows_closed_before(conn, today):
-        responses = {u: UnitResponse(r["response"]) for u, r in (await store.responses_of(conn, row["id"])).items()}
-        silent = domain.silent_units(route_of(row), responses)
-        events: list[Event | tuple[Event, str]] = []
-        for unit in silent:
-            await conn.execute(
-                insert(store.unit_responses).values(
-                    assignment_id=row["id"],
-                    unit=unit,
-                    response=UnitResponse.ACCEPTED.value,
-                    reason="",
-                    deemed=True,
-                    actor_id=SYSTEM.id,
-                    at=now,
-                )
-            )
-            accepted = AssignmentAccepted(
-                proposal_id=row["proposal_id"],
-                actor=SYSTEM,
-                assignment_id=row["id"],
-                unit=_unit_ref(catalog, unit),
-                deemed=True,
-            )
-            events.append((accepted, str(uuid.uuid5(uuid.NAMESPACE_URL, f"deemed-accept/{row['id']}/{unit}"))))
-        await _stage(conn, events)
-        await _settle(conn, row, today)
-        deemed += len(silent)
+    async with uow:
+        catalog = await uow.units()
+        deemed = sum(
+            assignment.deem_silent_accepted(catalog, SYSTEM, today, now) for assignment in await uow.lapsed(today)
+        )
+        await uow.commit()
     return deemed
 
 
@@ -546,7 +317,7 @@ async def accept_lapsed(conn: AsyncConnection, ctx: Context, now: datetime) -> i
 
 
 async def designate_key(
-    conn: AsyncConnection,
+    uow: UnitOfWork,
     *,
     proposal_ids: Sequence[str],
     series_id: str | None,
@@ -557,48 +328,38 @@ async def designate_key(
     now: datetime,
 ) -> list[dict[str, Any]]:
     """重点提案: one designation (and one event) per proposal, alone or as a whole series."""
-    domain.key_designation_target(proposal_ids, series_id)
-    domain.leaders_must_be_active(
-        [supervising_leader, *([leading_leader] if leading_leader else [])], await store.leader_catalog(conn)
-    )
-    if series_id:
-        targets = [row["id"] for row in await store.proposals_of_series(conn, series_id) if row["status"] == "filed"]
-        if not targets:
-            raise RuleViolation("key_proposal_filed", f"no filed proposal of series {series_id} is known here yet")
-    else:
-        known = await store.proposals_in(conn, proposal_ids)
-        unfiled = [pid for pid in proposal_ids if pid not in known or known[pid]["status"] != "filed"]
-        if unfiled:
-            raise RuleViolation(
-                "key_proposal_filed", f"only filed proposals can be key; not filed: {', '.join(unfiled)}"
-            )
-        targets = list(dict.fromkeys(proposal_ids))
-    existing = (
-        (
-            await conn.execute(
-                select(store.key_proposals.c.proposal_id).where(store.key_proposals.c.proposal_id.in_(targets))
-            )
+    async with uow:
+        domain.key_designation_target(proposal_ids, series_id)
+        domain.leaders_must_be_active(
+            [supervising_leader, *([leading_leader] if leading_leader else [])], await uow.leaders()
         )
-        .scalars()
-        .all()
-    )
-    if existing:
-        raise StateConflict("key_designated_once", f"already key proposals: {', '.join(sorted(existing))}")
-    rows = [
-        {
-            "proposal_id": pid,
-            "series_id": series_id,
-            "supervising_leader": supervising_leader,
-            "leading_leader": leading_leader,
-            "designated_by": actor.id,
-            "designated_at": now,
-        }
-        for pid in targets
-    ]
-    await conn.execute(insert(store.key_proposals), rows)
-    await _stage(
-        conn,
-        [
+        if series_id:
+            targets = [row["id"] for row in await uow.proposals_of_series(series_id) if row["status"] == "filed"]
+            if not targets:
+                raise RuleViolation("key_proposal_filed", f"no filed proposal of series {series_id} is known here yet")
+        else:
+            known = await uow.proposals_in(proposal_ids)
+            unfiled = [pid for pid in proposal_ids if pid not in known or known[pid]["status"] != "filed"]
+            if unfiled:
+                raise RuleViolation(
+                    "key_proposal_filed", f"only filed proposals can be key; not filed: {', '.join(unfiled)}"
+                )
+            targets = list(dict.fromkeys(proposal_ids))
+        existing = await uow.key_designated(targets)
+        if existing:
+            raise StateConflict("key_designated_once", f"already key proposals: {', '.join(sorted(existing))}")
+        rows = [
+            {
+                "proposal_id": pid,
+                "series_id": series_id,
+                "supervising_leader": supervising_leader,
+                "leading_leader": leading_leader,
+                "designated_by": actor.id,
+                "designated_at": now,
+            }
+            for pid in targets
+        ]
+        events = [
             KeyProposalDesignated(
                 proposal_id=pid,
                 actor=actor,
@@ -608,46 +369,7 @@ async def designate_key(
                 series_id=series_id,
             )
             for pid in targets
-        ],
-    )
-    return [key_view(row) for row in rows]
-
-
-def key_view(row: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "proposal_id": row["proposal_id"],
-        "series_id": row["series_id"],
-        "supervising_leader": row["supervising_leader"],
-        "leading_leader": row["leading_leader"],
-        "designated_at": row["designated_at"].isoformat(),
-    }
-
-
-# Views -----------------------------------------------------------------------------------------------
-
-
-async def view(conn: AsyncConnection, proposal_id: str) -> dict[str, Any]:
-    row = await _current(conn, proposal_id)
-    return assignment_view(row, await store.responses_of(conn, row["id"]))
-
-
-def assignment_view(row: dict[str, Any], responses: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
-    return {
-        "id": row["id"],
-        "proposal_id": row["proposal_id"],
-        "status": row["status"],
-        "form": row["form"],
-        "lead_unit": row["lead_unit"],
-        "co_units": row["co_units"],
-        "split_units": row["split_units"] or [],
-        "reasons": row["reasons"],
-        "reply_due": row["reply_due"].isoformat() if row["reply_due"] else None,
-        "co_opinion_due": row["co_opinion_due"].isoformat() if row["co_opinion_due"] else None,
-        "dispute_until": row["dispute_until"].isoformat() if row["dispute_until"] else None,
-        "assigned_at": row["assigned_at"].isoformat() if row["assigned_at"] else None,
-        "previous_assignment_id": row["previous_assignment_id"],
-        "responses": [
-            {"unit": unit, "response": r["response"], "reason": r["reason"], "deemed": r["deemed"]}
-            for unit, r in sorted((responses or {}).items())
-        ],
-    }
+        ]
+        uow.designate_key(rows, events)
+        await uow.commit()
+    return [views.key_view(row) for row in rows]

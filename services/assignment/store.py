@@ -162,12 +162,12 @@ async def responses_of(conn: AsyncConnection, assignment_id: str) -> dict[str, d
     return {row["unit"]: dict(row) for row in (await conn.execute(query)).mappings()}
 
 
-async def open_windows_closed_before(conn: AsyncConnection, day: Any) -> list[dict[str, Any]]:
-    """Assignments awaiting answers whose dispute window ended before `day`."""
+async def awaiting_answers(conn: AsyncConnection) -> list[dict[str, Any]]:
+    """Assignments still awaiting units' answers (assigned or disputed), oldest window first; whether a
+    window has closed is the domain's rule (`Assignment.window_closed`)."""
     query = (
         select(assignments)
         .where(assignments.c.status.in_(["assigned", "disputed"]))
-        .where(assignments.c.dispute_until < day)
         .order_by(assignments.c.dispute_until, assignments.c.id)
     )
     return [dict(row) for row in (await conn.execute(query)).mappings()]

@@ -10,8 +10,9 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.audit import service, store
+from shared.backoff import backoff_delay
 from shared.envelope import Envelope, EnvelopeError, from_kafka
-from shared.messaging import EventProcessor, Handler, Record, backoff_delay, is_transient
+from shared.messaging import EventProcessor, Handler, Record, is_transient
 
 
 def occurrence_key(envelope: Envelope, record: Record) -> str:

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.intake import service, store
-from services.intake.domain import RuleViolation, StateConflict
 from services.intake.service import Clock
 from shared.auth import Principal, roles
+from shared.commands import CommandRunner, NotFound
 from shared.events import ProposalContent, Proposer, Role, SessionKind
-from shared.http import MAX_OFFSET, Problem, remember_idempotent, replay_idempotent, request_fingerprint
+from shared.http import MAX_OFFSET, Problem
 from shared.policy import Policy
 from shared.runtime import ServiceRuntime
 
@@ -73,41 +70,16 @@ class Withdrawal(BaseModel):
     reason: str = Field(default="", max_length=2000)
 
 
-def _problem(exc: RuleViolation) -> Problem:
-    status = 409 if isinstance(exc, StateConflict) else 422
-    return Problem(
-        status,
-        "Request refused" if status == 422 else "Conflict",
-        exc.message,
-        errors=[{"rule": exc.rule, "message": exc.message}],
-    )
-
-
 def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
     routes = APIRouter(prefix="/proposals", tags=["proposals"])
 
-    async def once(
-        principal: Principal,
-        key: str | None,
-        fingerprint: list[Any],
-        status_code: int,
-        action: Callable[[AsyncConnection], Awaitable[dict[str, Any]]],
-    ) -> JSONResponse:
-        """Run a use case in one transaction, answering a repeated Idempotency-Key with the first answer."""
-        digest = request_fingerprint(fingerprint)
-        async with runtime.transaction() as conn:
-            replay = await replay_idempotent(conn, store.metadata, principal.id, key, digest)
-            if replay is not None:
-                return replay
-            try:
-                view = await action(conn)
-            except service.NotFound as exc:
-                raise Problem(404, "Not found", f"No proposal {exc} that you may see.") from exc
-            except RuleViolation as exc:
-                raise _problem(exc) from exc
-            await remember_idempotent(conn, store.metadata, principal.id, key, digest, status_code, view)
-        headers = {"location": f"/proposals/{view['id']}"} if status_code == 201 else None
-        return JSONResponse(view, status_code=status_code, headers=headers)
+    commands = CommandRunner(runtime.transaction, store.metadata)
+
+    def missing(exc: NotFound) -> str:
+        return f"No proposal {exc} that you may see."
+
+    def created(view: dict[str, Any]) -> dict[str, str]:
+        return {"location": f"/proposals/{view['id']}"}
 
     @routes.post("", status_code=201, summary="Submit a proposal (提交提案)")
     async def submit_proposal(
@@ -116,11 +88,11 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         principal: MemberOrCommitteeCaller,
         idempotency_key: IdempotencyKey = None,
     ) -> Any:
-        return await once(
+        return await commands.once(
+            request,
             principal,
             idempotency_key,
-            ["submit", content.model_dump(mode="json")],
-            201,
+            content,
             lambda conn: service.submit(
                 conn,
                 content,
@@ -130,41 +102,50 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
                 correlation_id=request.state.correlation_id,
                 now=clock(),
             ),
+            missing=missing,
+            status=201,
+            headers=created,
         )
 
     @routes.post("/drafts", status_code=201, summary="Save a draft (保存草稿)")
-    async def create_draft(draft: DraftContent, principal: MemberCaller, idempotency_key: IdempotencyKey = None) -> Any:
+    async def create_draft(
+        draft: DraftContent, request: Request, principal: MemberCaller, idempotency_key: IdempotencyKey = None
+    ) -> Any:
         changes = draft.model_dump(mode="json", exclude_unset=True)
         if "first_proposer" not in changes:
             changes["first_proposer"] = {"id": principal.id, "name": principal.name or principal.id}
-        return await once(
+        return await commands.once(
+            request,
             principal,
             idempotency_key,
-            ["draft", changes],
-            201,
+            changes,
             lambda conn: service.create_draft(conn, changes, principal.as_actor(), now=clock()),
+            missing=missing,
+            status=201,
+            headers=created,
         )
 
     @routes.patch("/{proposal_id}", summary="Edit a draft or a returned proposal (修改)")
-    async def edit_proposal(proposal_id: str, draft: DraftContent, principal: MemberCaller) -> Any:
+    async def edit_proposal(proposal_id: str, draft: DraftContent, request: Request, principal: MemberCaller) -> Any:
         changes = draft.model_dump(mode="json", exclude_unset=True)
-        return await once(
+        return await commands.once(
+            request,
             principal,
             None,
-            [],
-            200,
+            changes,
             lambda conn: service.edit(conn, proposal_id, changes, principal.as_actor(), now=clock()),
+            missing=missing,
         )
 
     @routes.post("/{proposal_id}/submit", summary="Submit a draft, or resubmit a returned proposal")
     async def submit_draft(
         proposal_id: str, request: Request, principal: MemberCaller, idempotency_key: IdempotencyKey = None
     ) -> Any:
-        return await once(
+        return await commands.once(
+            request,
             principal,
             idempotency_key,
-            ["submit-existing", proposal_id],
-            200,
+            None,
             lambda conn: service.submit_existing(
                 conn,
                 proposal_id,
@@ -173,17 +154,18 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
                 correlation_id=request.state.correlation_id,
                 now=clock(),
             ),
+            missing=missing,
         )
 
     @routes.post("/{proposal_id}/cosign", summary="Confirm as a cosigner (联名确认)")
     async def cosign_proposal(
         proposal_id: str, request: Request, principal: MemberCaller, idempotency_key: IdempotencyKey = None
     ) -> Any:
-        return await once(
+        return await commands.once(
+            request,
             principal,
             idempotency_key,
-            ["cosign", proposal_id],
-            200,
+            None,
             lambda conn: service.cosign(
                 conn,
                 proposal_id,
@@ -192,6 +174,7 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
                 correlation_id=request.state.correlation_id,
                 now=clock(),
             ),
+            missing=missing,
         )
 
     @routes.post("/{proposal_id}/withdraw", summary="Withdraw before filing (撤案)")
@@ -202,11 +185,11 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         principal: MemberCaller,
         idempotency_key: IdempotencyKey = None,
     ) -> Any:
-        return await once(
+        return await commands.once(
+            request,
             principal,
             idempotency_key,
-            ["withdraw", proposal_id, withdrawal.reason],
-            200,
+            withdrawal,
             lambda conn: service.withdraw(
                 conn,
                 proposal_id,
@@ -215,6 +198,7 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
                 correlation_id=request.state.correlation_id,
                 now=clock(),
             ),
+            missing=missing,
         )
 
     @routes.get("", summary="List proposals: a member's own, or all for the committee")
@@ -239,7 +223,7 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         async with runtime.engine.connect() as conn:
             try:
                 await service.visible_to(conn, proposal_id, principal.as_actor())
-            except service.NotFound as exc:
+            except NotFound as exc:
                 raise Problem(404, "Not found", f"No proposal {proposal_id} that you may see.") from exc
             return await service.view(conn, proposal_id)
 
@@ -250,7 +234,7 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         async with runtime.engine.connect() as conn:
             try:
                 items = await service.similar(conn, proposal_id, policy, limit=limit)
-            except service.NotFound as exc:
+            except NotFound as exc:
                 raise Problem(404, "Not found", f"No proposal {proposal_id}.") from exc
         return {"items": items, "limit": limit}
 
@@ -262,11 +246,11 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         principal: CommitteeCaller,
         idempotency_key: IdempotencyKey = None,
     ) -> Any:
-        return await once(
+        return await commands.once(
+            request,
             principal,
             idempotency_key,
-            ["review", proposal_id, decision.model_dump(mode="json")],
-            200,
+            decision,
             lambda conn: service.review(
                 conn,
                 proposal_id,
@@ -280,6 +264,7 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
                 correlation_id=request.state.correlation_id,
                 now=clock(),
             ),
+            missing=missing,
         )
 
     return routes

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from datetime import date
 from enum import StrEnum
 
+from shared.errors import RuleViolation, StateConflict
 from shared.events import Actor, Proposer, Role, Suggestion
 
 
@@ -30,19 +31,6 @@ BEFORE_FILING = (
     ProposalStatus.RETURNED,
 )
 MERGE_TARGETS = (ProposalStatus.SUBMITTED, ProposalStatus.FILED)
-
-
-class RuleViolation(Exception):
-    """A request that breaks a named rule; the message says which and what to do instead."""
-
-    def __init__(self, rule: str, message: str) -> None:
-        super().__init__(message)
-        self.rule = rule
-        self.message = message
-
-
-class StateConflict(RuleViolation):
-    """The request is fine but the proposal is not in a state that allows it."""
 
 
 def number_suggestions(texts: Sequence[str]) -> list[Suggestion]:

@@ -19,7 +19,8 @@ from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.intake import domain, similarity, store
-from services.intake.domain import ProposalStatus, RuleViolation
+from services.intake.domain import ProposalStatus
+from shared.errors import NotFound, RuleViolation, StateConflict
 from shared.events import (
     Actor,
     Event,
@@ -50,10 +51,6 @@ ReviewKind = Literal["file", "not_file", "merge", "return"]
 
 def system_clock() -> datetime:
     return datetime.now(UTC)
-
-
-class NotFound(Exception):
-    """No proposal with that id (or none the caller may see)."""
 
 
 async def _emit(conn: AsyncConnection, events: list[Event]) -> None:
@@ -357,7 +354,7 @@ async def submit_existing(
         review_started_at=now,
         updated_at=now,
     ):
-        raise domain.StateConflict("submit_only_draft_or_returned", "the proposal changed meanwhile; reload it")
+        raise StateConflict("submit_only_draft_or_returned", "the proposal changed meanwhile; reload it")
     confirmed, unconfirmed = _signed_cosigners(row, await store.get_signers(conn, proposal_id))
     await _emit(
         conn,
@@ -399,7 +396,7 @@ async def cosign(
     domain.cosigner_must_be_named(actor.id, cosigner_ids, confirmed_ids)
     today = local_date(now, policy.timezone)
     if not domain.cosign_window_open(today, row["cosign_due"]):
-        raise domain.StateConflict(
+        raise StateConflict(
             "cosign_window_open", f"the cosign window (联名确认期) closed after {row['cosign_due'].isoformat()}"
         )
     await store.confirm_signer(conn, proposal_id, actor.id, now)
@@ -477,7 +474,7 @@ async def withdraw(
     if not await store.transition(
         conn, proposal_id, status, ProposalStatus.WITHDRAWN, withdraw_reason=reason, updated_at=now
     ):
-        raise domain.StateConflict("withdraw_only_before_filing", "the proposal changed meanwhile; reload it")
+        raise StateConflict("withdraw_only_before_filing", "the proposal changed meanwhile; reload it")
     if status != ProposalStatus.DRAFT:
         await _emit(
             conn,
@@ -556,7 +553,7 @@ async def review(
         target = ProposalStatus.RETURNED
         event = ProposalReturned(**common, reason=note)
     if not await store.transition(conn, proposal_id, ProposalStatus.SUBMITTED, target, **changes):
-        raise domain.StateConflict("review_only_submitted", "the proposal changed meanwhile; reload it")
+        raise StateConflict("review_only_submitted", "the proposal changed meanwhile; reload it")
     await _emit(conn, [event])
     return await view(conn, proposal_id)
 

@@ -16,6 +16,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from services.notify.rules import Channel, CompiledRule, RecipientKind
+from shared.backoff import backoff_delay
 from shared.events import (
     ASSIGNMENTS,
     HANDLING,
@@ -29,7 +30,6 @@ from shared.events import (
     ProposalReviewStarted,
     UnitRef,
 )
-from shared.messaging import backoff_delay
 
 COMMITTEE = "committee"
 DISPATCHER = "dispatcher"

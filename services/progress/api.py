@@ -12,15 +12,16 @@ from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.progress import domain, service, stats, store
-from services.progress.domain import Dossier, MeasureStatus, ReplyStatus, RuleViolation, StateConflict
+from services.progress import domain, service, stats, store, views
+from services.progress.domain import Dossier, MeasureStatus, ReplyStatus
+from services.progress.unit_of_work import SqlUnitOfWork, UnitOfWork
 from shared.auth import Principal, roles
+from shared.commands import CommandRunner, NotFound
 from shared.events import ProgressContent, ReplyContent, Role
-from shared.http import MAX_OFFSET, Problem, remember_idempotent, replay_idempotent, request_fingerprint
+from shared.http import MAX_OFFSET, Problem
 from shared.policy import Policy, WorkingCalendar, local_date
 from shared.runtime import ServiceRuntime
 
@@ -101,16 +102,6 @@ def may_see(principal: Principal, proposal: dict[str, Any]) -> bool:
     return False
 
 
-def _problem(exc: RuleViolation) -> Problem:
-    status = 409 if isinstance(exc, StateConflict) else 422
-    return Problem(
-        status,
-        "Request refused" if status == 422 else "Conflict",
-        exc.message,
-        errors=[{"rule": exc.rule, "message": exc.message}],
-    )
-
-
 def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
     routes = APIRouter(tags=["progress"])
     calendar = WorkingCalendar.from_policy(policy)
@@ -118,37 +109,34 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
     def today() -> date:
         return local_date(clock(), policy.timezone)
 
+    commands = CommandRunner(runtime.transaction, store.metadata)
+
     async def act(
         request: Request,
         principal: Principal,
         idempotency_key: str | None,
-        fingerprint_of: list[Any],
+        body: BaseModel | None,
         proposal_id: str,
-        action: Callable[[AsyncConnection], Awaitable[None]],
+        action: Callable[[UnitOfWork], Awaitable[None]],
     ) -> Any:
-        """One POST: check visibility, replay an Idempotency-Key, run the use case, answer with the proposal."""
-        fingerprint = request_fingerprint(fingerprint_of)
-        async with runtime.transaction() as conn:
-            replay = await replay_idempotent(conn, store.metadata, principal.id, idempotency_key, fingerprint)
-            if replay is not None:
-                return replay
+        """One POST on a proposal the caller may see; the answer is the proposal as it now stands."""
+
+        async def visible_then(conn: AsyncConnection) -> dict[str, Any]:
             proposal = await store.get_proposal(conn, proposal_id)
             if proposal is None or not may_see(principal, proposal):
                 raise Problem(404, "Not found", f"No proposal {proposal_id} that you may see.")
-            try:
-                await action(conn)
-            except service.NotFound as exc:
-                raise Problem(404, "Not found", f"No {exc.args[0]} on proposal {proposal_id}.") from exc
-            except RuleViolation as exc:
-                raise _problem(exc) from exc
-            view = await _view(conn, proposal_id)
-            await remember_idempotent(conn, store.metadata, principal.id, idempotency_key, fingerprint, 200, view)
-        return JSONResponse(view)
+            await action(SqlUnitOfWork(conn))
+            return await _view(conn, proposal_id)
+
+        def missing(exc: NotFound) -> str:
+            return f"No {exc.args[0]} on proposal {proposal_id}."
+
+        return await commands.once(request, principal, idempotency_key, body, visible_then, missing=missing)
 
     async def _view(conn: AsyncConnection, proposal_id: str) -> dict[str, Any]:
         dossier = await store.load_dossier(conn, proposal_id)
         assert dossier is not None
-        return service.proposal_view(dossier, await store.get_timeline(conn, proposal_id), today())
+        return views.proposal_view(dossier, await store.get_timeline(conn, proposal_id), today())
 
     @routes.get("/proposals", summary="Proposals you may see, filtered (办理情况一览)")
     async def list_proposals(
@@ -180,7 +168,7 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
 
         found = [d for d in dossiers if wanted(d)]
         return {
-            "items": [service.summary_view(d, now) for d in found[offset : offset + limit]],
+            "items": [views.summary_view(d, now) for d in found[offset : offset + limit]],
             "total": len(found),
             "limit": limit,
             "offset": offset,
@@ -206,7 +194,7 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         items = [
             {"proposal_id": d.id, "title": d.proposal["title"], **step}
             for d in dossiers
-            for step in service.open_steps(d, now)
+            for step in views.open_steps(d, now)
             if step["unit"] == principal.unit and step["kind"] != "evaluation"
         ]
         items.sort(key=lambda item: (item["due"], item["proposal_id"]))
@@ -221,9 +209,9 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         idempotency_key: IdempotencyKey = None,
     ) -> Any:
 
-        async def action(conn: AsyncConnection) -> None:
+        async def action(uow: UnitOfWork) -> None:
             await service.report_progress(
-                conn,
+                uow,
                 proposal_id,
                 principal.unit,
                 content,
@@ -232,8 +220,7 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
                 clock(),
             )
 
-        fingerprint = ["progress", proposal_id, content.model_dump(mode="json")]
-        return await act(request, principal, idempotency_key, fingerprint, proposal_id, action)
+        return await act(request, principal, idempotency_key, content, proposal_id, action)
 
     @routes.post("/proposals/{proposal_id}/co-opinions", summary="Send the co-handling opinion (会办意见)")
     async def submit_co_opinion(
@@ -244,9 +231,9 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         idempotency_key: IdempotencyKey = None,
     ) -> Any:
 
-        async def action(conn: AsyncConnection) -> None:
+        async def action(uow: UnitOfWork) -> None:
             await service.submit_co_opinion(
-                conn,
+                uow,
                 proposal_id,
                 principal.unit,
                 body.text,
@@ -255,8 +242,7 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
                 clock(),
             )
 
-        fingerprint = ["co-opinion", proposal_id, body.model_dump(mode="json")]
-        return await act(request, principal, idempotency_key, fingerprint, proposal_id, action)
+        return await act(request, principal, idempotency_key, body, proposal_id, action)
 
     @routes.post("/proposals/{proposal_id}/replies", summary="Draft the reply for review (答复)")
     async def draft_reply(
@@ -267,9 +253,9 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         idempotency_key: IdempotencyKey = None,
     ) -> Any:
 
-        async def action(conn: AsyncConnection) -> None:
+        async def action(uow: UnitOfWork) -> None:
             await service.draft_reply(
-                conn,
+                uow,
                 proposal_id,
                 principal.unit,
                 content,
@@ -279,8 +265,7 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
                 policy,
             )
 
-        fingerprint = ["reply", proposal_id, content.model_dump(mode="json")]
-        return await act(request, principal, idempotency_key, fingerprint, proposal_id, action)
+        return await act(request, principal, idempotency_key, content, proposal_id, action)
 
     @routes.post("/proposals/{proposal_id}/replies/{reply_id}/review", summary="Review a reply (办复审查)")
     async def review_reply(
@@ -292,9 +277,9 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         idempotency_key: IdempotencyKey = None,
     ) -> Any:
 
-        async def action(conn: AsyncConnection) -> None:
+        async def action(uow: UnitOfWork) -> None:
             await service.review_reply(
-                conn,
+                uow,
                 proposal_id,
                 reply_id,
                 approve=body.decision == "approve",
@@ -307,8 +292,7 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
                 calendar=calendar,
             )
 
-        fingerprint = ["review", proposal_id, reply_id, body.model_dump(mode="json")]
-        return await act(request, principal, idempotency_key, fingerprint, proposal_id, action)
+        return await act(request, principal, idempotency_key, body, proposal_id, action)
 
     @routes.post("/proposals/{proposal_id}/evaluations", summary="Evaluate the reply (评价)")
     async def evaluate(
@@ -319,9 +303,9 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         idempotency_key: IdempotencyKey = None,
     ) -> Any:
 
-        async def action(conn: AsyncConnection) -> None:
+        async def action(uow: UnitOfWork) -> None:
             await service.evaluate(
-                conn,
+                uow,
                 proposal_id,
                 principal.id,
                 handling_grade=body.handling_grade,
@@ -334,8 +318,7 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
                 calendar=calendar,
             )
 
-        fingerprint = ["evaluation", proposal_id, body.model_dump(mode="json")]
-        return await act(request, principal, idempotency_key, fingerprint, proposal_id, action)
+        return await act(request, principal, idempotency_key, body, proposal_id, action)
 
     @routes.post("/proposals/{proposal_id}/measures/{measure_id}", summary="Update a measure (举措落实)")
     async def update_measure(
@@ -347,9 +330,9 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         idempotency_key: IdempotencyKey = None,
     ) -> Any:
 
-        async def action(conn: AsyncConnection) -> None:
+        async def action(uow: UnitOfWork) -> None:
             await service.update_measure(
-                conn,
+                uow,
                 proposal_id,
                 measure_id,
                 status=body.status,
@@ -360,8 +343,7 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
                 now=clock(),
             )
 
-        fingerprint = ["measure", proposal_id, measure_id, body.model_dump(mode="json")]
-        return await act(request, principal, idempotency_key, fingerprint, proposal_id, action)
+        return await act(request, principal, idempotency_key, body, proposal_id, action)
 
     @routes.post("/proposals/{proposal_id}/supervision", summary="Record supervision (督办)")
     async def record_supervision(
@@ -372,9 +354,9 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         idempotency_key: IdempotencyKey = None,
     ) -> Any:
 
-        async def action(conn: AsyncConnection) -> None:
+        async def action(uow: UnitOfWork) -> None:
             await service.record_supervision(
-                conn,
+                uow,
                 proposal_id,
                 kind=body.kind,
                 on=body.on,
@@ -384,8 +366,7 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
                 now=clock(),
             )
 
-        fingerprint = ["supervision", proposal_id, body.model_dump(mode="json")]
-        return await act(request, principal, idempotency_key, fingerprint, proposal_id, action)
+        return await act(request, principal, idempotency_key, body, proposal_id, action)
 
     @routes.get("/stats", summary="Statistics (办理统计): rates per unit, year and category; key proposals")
     async def statistics(principal: StatsReader) -> dict[str, Any]:
@@ -401,7 +382,7 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         async with runtime.engine.connect() as conn:
             dossiers = await store.load_dossiers(conn, await store.proposals_with_public_replies(conn))
         items = [
-            service.public_reply_view(d, r)
+            views.public_reply_view(d, r)
             for d in dossiers
             for r in d.replies
             if r["public"] and r["status"] == ReplyStatus.APPROVED

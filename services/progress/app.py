@@ -10,6 +10,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.progress import api, handlers, service, store
+from services.progress.unit_of_work import SqlUnitOfWork
 from shared import events
 from shared.policy import WorkingCalendar, load_policy
 from shared.runtime import ServiceRuntime
@@ -65,7 +66,7 @@ def build(clock: Callable[[], datetime] = system_clock) -> tuple[ServiceRuntime,
 
     async def check_deadlines() -> None:
         async with runtime.transaction() as conn:
-            await service.tick(conn, clock(), policy, calendar)
+            await service.tick(SqlUnitOfWork(conn), clock(), policy, calendar)
 
     runtime.every(SchedulerSettings().scheduler_interval_s, check_deadlines)
     app = runtime.http_app(

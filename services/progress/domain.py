@@ -7,10 +7,11 @@ import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Any, Literal
 
+from shared.errors import NotFound, RuleViolation, StateConflict
 from shared.events import (
     Actor,
     AssignmentAccepted,
@@ -24,7 +25,9 @@ from shared.events import (
     EvaluationSubmitted,
     Event,
     KeyProposalDesignated,
+    Measure,
     MeasureUpdated,
+    ProgressContent,
     ProgressReported,
     ProposalAssigned,
     ProposalClosed,
@@ -36,12 +39,13 @@ from shared.events import (
     ProposalWithdrawn,
     RehandlingStarted,
     ReplyApproved,
+    ReplyContent,
     ReplyDrafted,
     ReplyReturned,
     Role,
     SupervisionRecorded,
 )
-from shared.policy import Policy, WorkingCalendar, warning_date
+from shared.policy import Policy, WorkingCalendar, deadline_for, local_date, warning_date
 
 
 class Stage(StrEnum):
@@ -90,7 +94,9 @@ _FINAL = {Stage.NOT_FILED, Stage.MERGED, Stage.WITHDRAWN}
 
 
 def next_stage(current: Stage | None, event: Event) -> Stage | None:
-    """The stage after `event`, or `current` when the event does not move it."""
+    """The stage after `event`, or `current` when the event does not move it. On a dossier, a reply's
+    events move it by the whole round (分办: every unit's reply), and the first progress report takes it
+    from assigned to handling: `Dossier.apply`, the one place a dossier's stage changes."""
     target = _STAGE_AFTER.get(type(event))
     if target is None or current is None:
         return target or current
@@ -226,19 +232,8 @@ MAX_ROUNDS = 2
 """A proposal is handled at most twice: the first reply and one 重新办理."""
 
 HANDLING_STAGES = (Stage.ASSIGNED, Stage.HANDLING, Stage.REPLY_REVIEW)
-
-
-class RuleViolation(Exception):
-    """A request that breaks a named rule; the message says which and what to do instead."""
-
-    def __init__(self, rule: str, message: str) -> None:
-        super().__init__(message)
-        self.rule = rule
-        self.message = message
-
-
-class StateConflict(RuleViolation):
-    """The request is fine but the proposal is not in a state that allows it."""
+OPEN_STAGES = (*HANDLING_STAGES, Stage.ANSWERED, Stage.CLOSED)
+"""Stages with open steps (with measures, a closed proposal stays open until implemented, 落实)."""
 
 
 class ReplyStatus(StrEnum):
@@ -259,13 +254,18 @@ SETTLED_MEASURES = (MeasureStatus.DONE, MeasureStatus.DROPPED)
 
 @dataclass
 class Dossier:
-    """One proposal with everything progress knows of its handling (the read model, in memory)."""
+    """办理档案: one proposal with everything progress knows of its handling, the aggregate every handling
+    step goes through. A step checks its rules, then records the event it causes (`events`, published by
+    the unit of work with the state, in one transaction); `apply` is the one place an event, consumed
+    or our own, changes the dossier and its stage."""
 
     proposal: dict[str, Any]
     replies: list[dict[str, Any]] = field(default_factory=list)
     co_opinions: list[dict[str, Any]] = field(default_factory=list)
     evaluations: list[dict[str, Any]] = field(default_factory=list)
     measures: list[dict[str, Any]] = field(default_factory=list)
+    events: list[tuple[Event, str | None]] = field(default_factory=list, compare=False, repr=False)
+    """Our events to publish, in order, each with its fixed id (scheduled events) or None."""
 
     @property
     def id(self) -> str:
@@ -285,6 +285,385 @@ class Dossier:
 
     def evaluations_of_round(self) -> list[dict[str, Any]]:
         return [ev for ev in self.evaluations if ev["round"] == self.round]
+
+    # Consumed and own events ----------------------------------------------------------------------
+
+    @classmethod
+    def submitted(cls, event: ProposalSubmitted, at: datetime) -> Dossier:
+        """The dossier a proposal's first event opens."""
+        return cls(
+            {
+                "id": event.proposal_id,
+                "title": event.title,
+                "category": event.category,
+                "stage": Stage.SUBMITTED.value,
+                "filing_number": None,
+                "signers": [event.first_proposer.id, *(c.id for c in event.cosigners)],
+                "lead_unit": None,
+                "co_units": [],
+                "reply_due": None,
+                "submitted_at": event.submitted_at,
+                "updated_at": at,
+                "form": None,
+                "suggestion_count": len(event.suggestions),
+                "co_opinion_due": None,
+                "is_key": False,
+                "leaders": [],
+                "round": 1,
+                "evaluation_due": None,
+                "answered_at": None,
+                "closed_at": None,
+                "implemented_at": None,
+            }
+        )
+
+    def apply(self, event: Event, at: datetime) -> None:
+        """Fold one event into the dossier: what it changes, then the stage it leads to."""
+        proposal = self.proposal
+        filing_number = getattr(event, "filing_number", None)
+        if filing_number:
+            proposal["filing_number"] = filing_number
+        match event:
+            case ProposalFiled():
+                proposal["suggestion_count"] = event.suggestion_count
+            case ProposalAssigned() | AssignmentReassigned():
+                proposal.update(handling_units(event))
+            case KeyProposalDesignated():
+                leaders = [event.supervising_leader, *([event.leading_leader] if event.leading_leader else [])]
+                proposal.update(is_key=True, leaders=leaders)
+            case CoOpinionSubmitted():
+                self.co_opinions.append(
+                    {"proposal_id": self.id, "unit": event.unit, "text": event.text, "submitted_at": at}
+                )
+            case ReplyDrafted():
+                self._add_reply(event, at)
+            case ReplyApproved():
+                self._reply(event.reply_id).update(
+                    status=ReplyStatus.APPROVED.value, reviewed_at=at, public=event.public
+                )
+                if event.evaluation_due is not None:
+                    proposal.update(evaluation_due=event.evaluation_due, answered_at=proposal["answered_at"] or at)
+            case ReplyReturned():
+                self._reply(event.reply_id).update(
+                    status=ReplyStatus.RETURNED.value, reviewed_at=at, review_reason=event.reason, public=False
+                )
+                # A returned reply's measures go with it; the redraft commits to its own.
+                self.measures = [m for m in self.measures if m["reply_id"] != event.reply_id]
+            case EvaluationSubmitted():
+                self.evaluations.append(
+                    {
+                        "proposal_id": self.id,
+                        "round": event.round,
+                        "signer_id": event.signer_id,
+                        "handling_grade": event.handling_grade,
+                        "result_grade": event.result_grade,
+                        "comment": event.comment,
+                        "submitted_at": at,
+                    }
+                )
+            case RehandlingStarted():
+                proposal.update(round=event.round, reply_due=event.reply_due, evaluation_due=None)
+            case ProposalClosed():
+                proposal["closed_at"] = event.closed_at
+            case ProposalImplemented():
+                proposal["implemented_at"] = event.implemented_at
+            case MeasureUpdated():
+                self._measure(event.measure_id).update(status=event.status, note=event.note, updated_at=at)
+        proposal.update(updated_at=at, stage=self._stage_after(event).value)
+
+    def _stage_after(self, event: Event) -> Stage:
+        if isinstance(event, ReplyDrafted | ReplyApproved | ReplyReturned):
+            return round_stage(reply_units(self.proposal), self.replies_of_round())
+        if isinstance(event, ProgressReported):
+            # The first progress report is the unit taking the proposal up: assigned → handling.
+            return Stage.HANDLING if self.stage == Stage.ASSIGNED else self.stage
+        return next_stage(self.stage, event) or self.stage
+
+    def _add_reply(self, event: ReplyDrafted, at: datetime) -> None:
+        self.replies.append(
+            {
+                "id": event.reply_id,
+                "proposal_id": self.id,
+                "unit": event.unit,
+                "round": event.round,
+                "classification": event.classification,
+                "text": event.text,
+                "adoptions": [adoption.model_dump(mode="json") for adoption in event.adoptions],
+                "status": ReplyStatus.DRAFTED.value,
+                "reply_due": event.reply_due,
+                "drafted_at": at,
+                "reviewed_at": None,
+                "review_reason": None,
+                "public": False,
+            }
+        )
+        self.measures += [
+            {
+                "id": measure.id,
+                "proposal_id": self.id,
+                "reply_id": event.reply_id,
+                "text": measure.text,
+                "owner_unit": measure.owner_unit,
+                "due": measure.due,
+                "status": MeasureStatus.PLANNED.value,
+                "note": "",
+                "updated_at": at,
+            }
+            for measure in event.measures
+        ]
+
+    def _reply(self, reply_id: str) -> dict[str, Any]:
+        for reply in self.replies:
+            if reply["id"] == reply_id:
+                return reply
+        raise NotFound(reply_id)
+
+    def _measure(self, measure_id: str) -> dict[str, Any]:
+        for measure in self.measures:
+            if measure["id"] == measure_id:
+                return measure
+        raise NotFound(measure_id)
+
+    def _publish(self, event: Event, at: datetime, event_id: str | None = None) -> None:
+        self.apply(event, at)
+        self.events.append((event, event_id))
+
+    # Handling steps (办理) -------------------------------------------------------------------------
+
+    def report_progress(
+        self, unit: str | None, content: ProgressContent, actor: Actor, correlation_id: str | None, now: datetime
+    ) -> None:
+        """办理进展: a handling unit records contact with the proposer, a meeting, research…"""
+        unit = unit_must_handle(self.proposal, unit)
+        progress_while_handling(self.stage)
+        event = ProgressReported(
+            proposal_id=self.id,
+            unit=unit,
+            kind=content.kind.value,
+            on=content.on,
+            text=content.text,
+            actor=actor,
+            correlation_id=correlation_id,
+        )
+        self._publish(event, now)
+
+    def submit_co_opinion(
+        self, unit: str | None, text: str, actor: Actor, correlation_id: str | None, now: datetime
+    ) -> None:
+        """会办意见: a co-handling unit's opinion to the lead unit (late ones are kept, and stay overdue-marked)."""
+        unit = unit_must_handle(self.proposal, unit)
+        co_opinion_allowed(self, unit)
+        event = CoOpinionSubmitted(
+            proposal_id=self.id,
+            unit=unit,
+            text=text,
+            co_opinion_due=self.proposal["co_opinion_due"],
+            actor=actor,
+            correlation_id=correlation_id,
+        )
+        self._publish(event, now)
+
+    def draft_reply(
+        self,
+        reply_id: str,
+        unit: str | None,
+        content: ReplyContent,
+        actor: Actor,
+        correlation_id: str | None,
+        now: datetime,
+        policy: Policy,
+    ) -> None:
+        """答复: the lead unit (each unit, for 分办) drafts its reply for 办复审查."""
+        unit = unit_must_handle(self.proposal, unit)
+        reply_allowed(self, unit)
+        reply_content_valid(
+            content.classification,
+            [adoption.number for adoption in content.adoptions],
+            self.proposal["suggestion_count"],
+            policy,
+        )
+        measures_due_in_future([plan.due for plan in content.measures], local_date(now, policy.timezone))
+        measures = [
+            Measure(id=f"{reply_id}-m{n}", text=plan.text, owner_unit=plan.owner_unit, due=plan.due)
+            for n, plan in enumerate(content.measures, start=1)
+        ]
+        event = ReplyDrafted(
+            proposal_id=self.id,
+            reply_id=reply_id,
+            unit=unit,
+            classification=content.classification,
+            text=content.text,
+            adoptions=content.adoptions,
+            measures=measures,
+            round=self.round,
+            reply_due=self.proposal["reply_due"],
+            actor=actor,
+            correlation_id=correlation_id,
+        )
+        self._publish(event, now)
+
+    def review_reply(
+        self,
+        reply_id: str,
+        *,
+        approve: bool,
+        reason: str | None,
+        public: bool | None,
+        actor: Actor,
+        correlation_id: str | None,
+        now: datetime,
+        policy: Policy,
+        calendar: WorkingCalendar,
+    ) -> None:
+        """办复审查: the committee approves a reply (it goes to the proposers) or returns it with a reason."""
+        reply = self._reply(reply_id)
+        review_pending(reply)
+        if not approve and not (reason and reason.strip()):
+            raise RuleViolation("return_needs_reason", "a returned reply needs the reason, so the unit can redraft it")
+        event: Event
+        if approve:
+            others = [other for other in self.replies_of_round() if other["id"] != reply_id]
+            answered = round_stage(reply_units(self.proposal), [*others, {**reply, "status": ReplyStatus.APPROVED}])
+            event = ReplyApproved(
+                proposal_id=self.id,
+                reply_id=reply_id,
+                unit=reply["unit"],
+                approved_at=now,
+                evaluation_due=(
+                    deadline_for(policy, "evaluation_window", now, calendar) if answered == Stage.ANSWERED else None
+                ),
+                public=policy.publish_approved_replies if public is None else public,
+                actor=actor,
+                correlation_id=correlation_id,
+            )
+        else:
+            event = ReplyReturned(
+                proposal_id=self.id,
+                reply_id=reply_id,
+                unit=reply["unit"],
+                reason=reason or "",
+                actor=actor,
+                correlation_id=correlation_id,
+            )
+        self._publish(event, now)
+        reply["review_reason"] = reason
+
+    def evaluate(
+        self,
+        signer: str,
+        *,
+        handling_grade: str,
+        result_grade: str,
+        comment: str,
+        actor: Actor,
+        correlation_id: str | None,
+        now: datetime,
+        policy: Policy,
+        calendar: WorkingCalendar,
+    ) -> None:
+        """评价; then 重新办理 (unsatisfied first proposer) or 办结 (every signer has evaluated)."""
+        grades = [handling_grade, result_grade]
+        evaluation_allowed(self, signer, local_date(now, policy.timezone), grades, policy)
+        rehandling = rehandling_triggered(self, signer, grades, policy)
+        event = EvaluationSubmitted(
+            proposal_id=self.id,
+            signer_id=signer,
+            handling_grade=handling_grade,
+            result_grade=result_grade,
+            comment=comment,
+            round=self.round,
+            actor=actor,
+            correlation_id=correlation_id,
+        )
+        self._publish(event, now)
+        if rehandling:
+            restart = RehandlingStarted(
+                proposal_id=self.id,
+                reply_due=deadline_for(policy, "rehandling_deadline", now, calendar),
+                round=self.round + 1,
+                reason=comment,
+                actor=actor,
+                correlation_id=correlation_id,
+            )
+            self._publish(restart, now)
+        elif all_evaluated(self, extra_signer=signer):
+            self.close("all_evaluated", actor, correlation_id, now)
+
+    def close(self, reason: str, actor: Actor, correlation_id: str | None, now: datetime) -> None:
+        """办结 (its id is deterministic per round, so two replicas closing it make one event)."""
+        event = ProposalClosed(
+            proposal_id=self.id, closed_at=now, reason=reason, actor=actor, correlation_id=correlation_id
+        )
+        self._publish(event, now, closing_id(self))
+        self._maybe_implemented(actor, correlation_id, now)
+
+    def _maybe_implemented(self, actor: Actor, correlation_id: str | None, now: datetime) -> None:
+        if not implemented(self):
+            return
+        statuses = [measure["status"] for measure in self.measures]
+        event = ProposalImplemented(
+            proposal_id=self.id,
+            implemented_at=now,
+            measures_done=statuses.count(MeasureStatus.DONE.value),
+            measures_dropped=statuses.count(MeasureStatus.DROPPED.value),
+            actor=actor,
+            correlation_id=correlation_id,
+        )
+        self._publish(event, now)
+
+    def update_measure(
+        self,
+        measure_id: str,
+        *,
+        status: MeasureStatus,
+        note: str,
+        unit: str | None,
+        actor: Actor,
+        correlation_id: str | None,
+        now: datetime,
+    ) -> None:
+        """举措落实: its owner unit (or the lead unit) moves a measure on; all settled after 办结 = 落实."""
+        measure = self._measure(measure_id)
+        if unit not in (measure["owner_unit"], self.proposal["lead_unit"]):
+            raise RuleViolation(
+                "measure_by_owner",
+                f"measure {measure_id} is owned by {measure['owner_unit']}; only it or the lead unit update it",
+            )
+        approved = any(r["id"] == measure["reply_id"] and r["status"] == ReplyStatus.APPROVED for r in self.replies)
+        if not approved:
+            raise StateConflict("measure_after_approval", "a measure is tracked once its reply is approved")
+        measure_transition(MeasureStatus(measure["status"]), status, note)
+        event = MeasureUpdated(
+            proposal_id=self.id,
+            measure_id=measure_id,
+            status=status.value,
+            note=note,
+            owner_unit=measure["owner_unit"],
+            actor=actor,
+            correlation_id=correlation_id,
+        )
+        self._publish(event, now)
+        self._maybe_implemented(actor, correlation_id, now)
+
+    def record_supervision(
+        self, *, kind: str, on: date, text: str, actor: Actor, correlation_id: str | None, now: datetime
+    ) -> None:
+        """督办: a leader's meeting, visit or instruction on a key proposal it supervises."""
+        supervisor_must_lead(self.proposal, actor.id)
+        event = SupervisionRecorded(
+            proposal_id=self.id,
+            leader_id=actor.id,
+            kind=kind,
+            on=on,
+            text=text,
+            actor=actor,
+            correlation_id=correlation_id,
+        )
+        self._publish(event, now)
+
+    def send_notice(self, notice: DeadlineApproaching | DeadlineOverdue, notice_id: str, now: datetime) -> None:
+        """到期预警 or 逾期, under its deterministic id."""
+        self._publish(notice, now, notice_id)
 
 
 def handling_units(event: ProposalAssigned | AssignmentReassigned) -> dict[str, Any]:
@@ -553,9 +932,9 @@ SCHEDULER = Actor(id="progress-scheduler", role=Role.SYSTEM)
 
 def due_notices(
     dossiers: Sequence[Dossier], today: date, policy: Policy, calendar: WorkingCalendar
-) -> list[tuple[Event, str]]:
+) -> list[tuple[DeadlineApproaching | DeadlineOverdue, str]]:
     """到期预警 from the warning date to the due date, 逾期 from the day after; each once (its id)."""
-    notices: list[tuple[Event, str]] = []
+    notices: list[tuple[DeadlineApproaching | DeadlineOverdue, str]] = []
     for dossier in dossiers:
         for item in obligations(dossier):
             fields: dict[str, Any] = {

@@ -11,17 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
 
-from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.progress import service, store
-from services.progress.domain import RuleViolation
-from shared.auth import InboundAllowList
+from services.progress.unit_of_work import SERVICE, SqlUnitOfWork, UnitOfWork
+from shared.commands import InboundDoor, NotFound, Refusal, RuleViolation, rejection
 from shared.envelope import Envelope
 from shared.events import (
-    Actor,
+    UNIT_REPORTS,
     Event,
     ProgressContent,
     ReportProgress,
@@ -41,80 +39,53 @@ UNIT_COMMANDS = (ReportProgress, SubmitCoOpinion, SubmitReply)
 async def on_lifecycle_event(conn: AsyncConnection, envelope: Envelope, _record: Record) -> None:
     event = parse_message(envelope.type, envelope.data)
     if isinstance(event, Event):
-        await service.record(conn, envelope, event)
+        await service.record(SqlUnitOfWork(conn), envelope, event)
 
 
 def unit_report_handler(policy: Policy, allowed_sources: Sequence[str], clock: Callable[[], datetime]) -> Handler:
-    allow_list = InboundAllowList(allowed_sources)
+    door = InboundDoor(UNIT_REPORTS, UNIT_COMMANDS, allowed_sources, sends="send unit reports", noun="unit report")
+
+    def may_report(command: ReportProgress | SubmitCoOpinion | SubmitReply) -> str | None:
+        actor = command.actor
+        if actor.role not in REPORTER_ROLES or (actor.role == Role.UNIT and actor.unit != command.unit):
+            return f"{actor.role.value} {actor.id} may not report for unit {command.unit}"
+        return None
 
     async def on_unit_report(conn: AsyncConnection, envelope: Envelope, _record: Record) -> None:
         correlation_id = envelope.correlation_id or envelope.id
-
-        async def reject(
-            reason: str, errors: Sequence[dict[str, Any]] | None = None, actor: Actor | None = None
-        ) -> None:
-            proposal_id = envelope.data.get("proposal_id") if isinstance(envelope.data, dict) else None
-            rejection = UnitReportRejected(
-                proposal_id=str(proposal_id or envelope.subject or envelope.id)[:100],
-                actor=actor or Actor(id=envelope.source[:200], role=Role.SYSTEM),
-                correlation_id=correlation_id,
-                command_id=envelope.id,
-                command_source=envelope.source,
-                command_type=envelope.type,
-                reason=reason,
-                errors=list(errors or []),
-            )
-            await add_to_outbox(conn, store.metadata, service.SERVICE, [rejection])
-
-        known = {command.TYPE: command for command in UNIT_COMMANDS}
-        command_class = known.get(envelope.type)
-        if command_class is None:
-            await reject(
-                f"unknown command type {envelope.type!r} on proposalflow.unit-reports; send one of {', '.join(known)}"
-            )
-            return
-        if not allow_list.admits(envelope.source):
-            await reject(
-                f"source {envelope.source!r} is not allowed to send unit reports; "
-                "ask the proposal office to add it to PROPOSALFLOW_ALLOWED_SOURCES"
-            )
-            return
         try:
-            command = command_class.model_validate(envelope.data)
-        except ValidationError as exc:
-            errors = [{"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()]
-            await reject(
-                "invalid unit report: " + "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5]), errors
-            )
-            return
+            command = door.admit(envelope, may_report)
+            try:
+                await _carry_out(SqlUnitOfWork(conn), command, correlation_id)
+            except NotFound as exc:
+                raise Refusal(
+                    f"unknown proposal {command.proposal_id}; send reports once it has been assigned to your unit",
+                    actor=command.actor,
+                ) from exc
+            except RuleViolation as exc:
+                raise Refusal.of(exc, command.actor) from exc
+        except Refusal as refusal:
+            named = envelope.data.get("proposal_id") if isinstance(envelope.data, dict) else None
+            proposal_id = str(named or envelope.subject or envelope.id)[:100]
+            answer = rejection(UnitReportRejected, envelope, refusal, proposal_id)
+            await add_to_outbox(conn, store.metadata, SERVICE, [answer])
+
+    async def _carry_out(
+        uow: UnitOfWork, command: ReportProgress | SubmitCoOpinion | SubmitReply, correlation_id: str
+    ) -> None:
         actor = command.actor
-        if actor.role not in REPORTER_ROLES or (actor.role == Role.UNIT and actor.unit != command.unit):
-            await reject(f"{actor.role.value} {actor.id} may not report for unit {command.unit}", actor=actor)
-            return
-        forged = allow_list.forged_actor(envelope.source, actor)
-        if forged:
-            await reject(f"forged actor: {forged}", actor=actor)
-            return
-        try:
-            if isinstance(command, ReportProgress):
-                content = ProgressContent(kind=command.kind, on=command.on, text=command.text)
-                await service.report_progress(
-                    conn, command.proposal_id, command.unit, content, actor, correlation_id, clock()
-                )
-            elif isinstance(command, SubmitCoOpinion):
-                await service.submit_co_opinion(
-                    conn, command.proposal_id, command.unit, command.text, actor, correlation_id, clock()
-                )
-            else:
-                await service.draft_reply(
-                    conn, command.proposal_id, command.unit, command, actor, correlation_id, clock(), policy
-                )
-        except service.NotFound:
-            await reject(
-                f"unknown proposal {command.proposal_id}; send reports once it has been assigned to your unit",
-                actor=actor,
+        if isinstance(command, ReportProgress):
+            content = ProgressContent(kind=command.kind, on=command.on, text=command.text)
+            await service.report_progress(
+                uow, command.proposal_id, command.unit, content, actor, correlation_id, clock()
             )
-        except RuleViolation as exc:
-            await reject(exc.message, [{"rule": exc.rule, "message": exc.message}], actor)
+        elif isinstance(command, SubmitCoOpinion):
+            await service.submit_co_opinion(
+                uow, command.proposal_id, command.unit, command.text, actor, correlation_id, clock()
+            )
+        else:
+            await service.draft_reply(
+                uow, command.proposal_id, command.unit, command, actor, correlation_id, clock(), policy
+            )
 
     return on_unit_report

@@ -21,7 +21,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.progress.domain import Dossier
+from services.progress.domain import OPEN_STAGES, Dossier
 from shared import db
 from shared.db import BigId, UTCDateTime, add_plumbing_tables, new_metadata
 
@@ -173,12 +173,13 @@ async def load_dossier(conn: AsyncConnection, proposal_id: str) -> Dossier | Non
     return found[0] if found else None
 
 
-OPEN_STAGES = ("assigned", "handling", "reply_review", "answered", "closed")
-
-
 async def open_proposal_ids(conn: AsyncConnection) -> list[str]:
     """Proposals with open steps: handled and not yet implemented."""
-    query = select(proposals.c.id).where(proposals.c.stage.in_(OPEN_STAGES)).where(proposals.c.implemented_at.is_(None))
+    query = (
+        select(proposals.c.id)
+        .where(proposals.c.stage.in_([stage.value for stage in OPEN_STAGES]))
+        .where(proposals.c.implemented_at.is_(None))
+    )
     return list((await conn.execute(query)).scalars())
 
 

@@ -196,7 +196,7 @@ async def test_services_on_a_secured_broker_with_their_documented_acls(
     # A service's user may not create topics: `topics create` as intake fails, naming what is missing.
     intake_env = {**os.environ, **secured_broker.client_env(user_of("intake"), passwords[user_of("intake")])}
     as_intake = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "topics", "create"],
+        [sys.executable, "-m", "proposalflow.cli", "topics", "create"],
         env=intake_env,
         cwd=ROOT,
         capture_output=True,
@@ -209,7 +209,7 @@ async def test_services_on_a_secured_broker_with_their_documented_acls(
     # The migration Job's first step, as the ops user.
     ops_env = {**os.environ, **secured_broker.client_env(OPS_USER, passwords[OPS_USER])}
     created = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "topics", "create", "--partitions", "3"],
+        [sys.executable, "-m", "proposalflow.cli", "topics", "create", "--partitions", "3"],
         env=ops_env,
         cwd=ROOT,
         capture_output=True,
@@ -336,7 +336,7 @@ async def broker_refusal(http: httpx.AsyncClient, suite: Suite, service: str) ->
 def cli(env: dict[str, str], *args: str) -> str:
     """`proposalflow …` as an operator runs it beside the services (the outbox commands use only the database)."""
     done = subprocess.run(
-        [sys.executable, "-m", "shared.cli", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "proposalflow.cli", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout

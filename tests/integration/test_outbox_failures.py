@@ -24,8 +24,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from typer.testing import CliRunner
 
+from proposalflow.cli import app
 from services.intake import store as intake_store
-from shared.cli import app
 from shared.db import create_engine
 from shared.events import Actor, ProposalWithdrawn, Role
 from shared.messaging import KafkaPublisher, OutboxRelay, add_to_outbox

@@ -307,7 +307,7 @@ async def replay_after_a_fix(
         db.close()
 
     replayed = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "dlq", "replay", "progress"],
+        [sys.executable, "-m", "proposalflow.cli", "dlq", "replay", "progress"],
         env={**h.suite.env},
         cwd=ROOT,
         capture_output=True,

@@ -14,6 +14,7 @@ from sqlalchemy.engine import make_url
 from services.intake import store as intake_store
 from services.progress import service as progress_service
 from services.progress import store as progress_store
+from services.progress.unit_of_work import SqlUnitOfWork
 from shared.db import create_engine
 from shared.events import Actor, ProposalWithdrawn, Role, SubmissionRejected, parse_message
 from shared.messaging import EventProcessor, OutboxRelay, add_to_outbox, envelope_for, is_transient
@@ -155,7 +156,7 @@ async def test_progress_does_not_park_the_rejection_of_a_command_that_made_no_pr
     engine = create_engine(db_url)
 
     async def record(conn: Any, envelope: Any, _record: Any) -> None:
-        await progress_service.record(conn, envelope, parse_message(envelope.type, envelope.data))  # type: ignore[arg-type]
+        await progress_service.record(SqlUnitOfWork(conn), envelope, parse_message(envelope.type, envelope.data))  # type: ignore[arg-type]
 
     worker = EventProcessor(
         service="progress",

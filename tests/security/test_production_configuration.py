@@ -65,7 +65,7 @@ def test_a_production_service_without_a_secret_exits_with_the_reason_and_no_trac
     env = {name: value for name, value in os.environ.items() if not name.startswith("PROPOSALFLOW_JWT_")}
     env |= {"PROPOSALFLOW_ENVIRONMENT": "production", "PROPOSALFLOW_JWT_SECRET": ""}
     started = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "run", "intake", "--no-migrate"],
+        [sys.executable, "-m", "proposalflow.cli", "run", "intake", "--no-migrate"],
         env=env,
         capture_output=True,
         text=True,

@@ -8,10 +8,11 @@ from datetime import UTC, date, datetime
 import pytest
 
 from services.assignment import domain
-from services.assignment.domain import AssignmentStatus, Route, RoutingRules, RuleViolation, UnitResponse
-from services.assignment.evaluate import evaluate, load_labelled, split
+from services.assignment.catalogs import load_labelled, load_routing
+from services.assignment.domain import AssignmentStatus, Route, RoutingRules, UnitResponse
+from services.assignment.evaluate import evaluate, split
 from services.assignment.learning import Example, UnitRanker, bigrams
-from services.assignment.service import load_routing
+from shared.errors import RuleViolation
 from shared.events import AssignmentForm
 from shared.policy import WorkingCalendar, default_policy
 

@@ -8,8 +8,8 @@ import json
 from sqlalchemy import text
 from typer.testing import CliRunner
 
+from proposalflow.cli import app
 from services.audit import service
-from shared.cli import app
 from shared.db import create_engine
 from shared.envelope import Envelope
 from shared.migrate import upgrade_async

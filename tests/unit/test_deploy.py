@@ -18,8 +18,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from shared.cli import app
-from shared.configref import all_settings, is_secret, settings_of
+from proposalflow.cli import app
+from proposalflow.configref import all_settings, is_secret, settings_of
 from shared.settings import DEFAULT_HTTP_PORTS, SERVICES
 from tests.kustomize import containers, kubeconform, render
 

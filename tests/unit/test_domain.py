@@ -6,8 +6,8 @@ from datetime import UTC, date, datetime
 
 import pytest
 
+from services.assignment.catalogs import load_routing
 from services.assignment.domain import RoutingTable, deadlines, suggest_route
-from services.assignment.service import load_routing
 from services.intake import domain as intake
 from services.progress.domain import Stage, next_stage
 from shared.events import (

@@ -8,7 +8,7 @@ import pytest
 
 from services.intake import domain, similarity
 from services.intake.domain import ProposalStatus as S
-from services.intake.domain import RuleViolation, StateConflict
+from shared.errors import RuleViolation, StateConflict
 from shared.events import Actor, Proposer, Role
 from shared.policy import DEFAULT_NOT_FILED_GROUNDS, load_policy
 

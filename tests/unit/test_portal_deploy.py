@@ -8,8 +8,8 @@ from typing import Any
 import yaml
 from typer.testing import CliRunner
 
-from shared.cli import app
-from shared.configref import settings_of
+from proposalflow.cli import app
+from proposalflow.configref import settings_of
 from shared.settings import PORTAL, service_settings
 from tests.kustomize import containers, render
 from tests.unit.test_deploy import K8S, ROOT, compose

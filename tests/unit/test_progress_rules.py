@@ -13,8 +13,10 @@ from sqlalchemy import select
 
 from services.progress import domain, service, store
 from services.progress.app import build
-from services.progress.domain import Dossier, MeasureStatus, RuleViolation, Stage, StateConflict
+from services.progress.domain import Dossier, MeasureStatus, Stage
 from services.progress.stats import statistics
+from services.progress.unit_of_work import SqlUnitOfWork
+from shared.errors import RuleViolation, StateConflict
 from shared.events import Actor, MeasurePlan, ProgressContent, ProgressKind, ReplyContent, Role, SuggestionAdoption
 from shared.migrate import upgrade_async
 from shared.policy import WorkingCalendar, default_policy
@@ -173,7 +175,7 @@ async def test_a_year_of_days_through_the_scheduler_twice_a_day_makes_each_notic
     start = datetime(2026, 3, 2, 2, tzinfo=UTC)
     async with runtime.transaction() as conn:
         await service.report_progress(
-            conn,
+            SqlUnitOfWork(conn),
             "p-0002",
             "dg-zrzyj",
             ProgressContent(kind=ProgressKind.PHONE, on=date(2026, 3, 2), text="电话"),
@@ -187,9 +189,11 @@ async def test_a_year_of_days_through_the_scheduler_twice_a_day_makes_each_notic
             adoptions=[SuggestionAdoption(number=1, adopted=True), SuggestionAdoption(number=2, adopted=True)],
             measures=[MeasurePlan(text="建设平台", owner_unit="dg-zrzyj", due=date(2026, 9, 30))],
         )
-        reply_id = await service.draft_reply(conn, "p-0002", "dg-zrzyj", content, LEAD, None, start, POLICY)
+        reply_id = await service.draft_reply(
+            SqlUnitOfWork(conn), "p-0002", "dg-zrzyj", content, LEAD, None, start, POLICY
+        )
         await service.review_reply(
-            conn,
+            SqlUnitOfWork(conn),
             "p-0002",
             reply_id,
             approve=True,
@@ -204,7 +208,7 @@ async def test_a_year_of_days_through_the_scheduler_twice_a_day_makes_each_notic
     for day in range(366):
         for _replica in range(2):
             async with runtime.transaction() as conn:
-                await service.tick(conn, start + timedelta(days=day), POLICY, CALENDAR)
+                await service.tick(SqlUnitOfWork(conn), start + timedelta(days=day), POLICY, CALENDAR)
     outbox = store.metadata.tables["outbox"]
     async with runtime.engine.connect() as conn:
         rows = (await conn.execute(select(outbox.c.type, outbox.c.key, outbox.c.payload))).all()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from shared.cli import app, schema_documents
+from proposalflow.cli import app, schema_documents
 from shared.events import Message
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"

@@ -1,4 +1,4 @@
-"""How `labelled_proposals.yaml` was made: `python -m services.assignment.data.generate_labelled`.
+"""How assignment's `data/labelled_proposals.yaml` was made: `python -m tools.generate_labelled`.
 
 Each unit of `units.yaml` has six to eight matters written by hand in the style of 东莞市政协 proposals
 (a subject, the problem as proposers describe it, two concrete suggestions, the unit that would lead
@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-OUT = Path(__file__).with_name("labelled_proposals.yaml")
+OUT = Path(__file__).resolve().parent.parent / "services" / "assignment" / "data" / "labelled_proposals.yaml"
 
 CATEGORY = {"E": "经济建设", "P": "政治建设", "C": "文化建设", "S": "社会建设", "G": "生态文明建设"}
 
@@ -1049,7 +1049,7 @@ def generate(seed: int = 2026) -> list[dict[str, Any]]:
 
 def main() -> None:
     header = (
-        "# Labelled proposals for the routing ranking and its evaluation (see generate_labelled.py:\n"
+        "# Labelled proposals for the routing ranking and its evaluation (see tools/generate_labelled.py:\n"
         "# hand-written matters per unit, dressed from templates with a fixed seed; not real proposals).\n"
     )
     body = yaml.safe_dump(generate(), allow_unicode=True, sort_keys=False, width=200)

@@ -351,7 +351,7 @@ def settings_doc(
     check: Annotated[bool, typer.Option(help="Only compare; exit 1 if the committed file is stale")] = False,
 ) -> None:
     """Write docs/configuration.md: every environment variable of every service, from the settings models."""
-    from shared.configref import configuration_reference
+    from proposalflow.configref import configuration_reference
 
     text = configuration_reference()
     if check:

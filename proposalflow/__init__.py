@@ -1,0 +1,1 @@
+"""The `proposalflow` command (typer): the one place that knows every service, so `shared/` imports none."""

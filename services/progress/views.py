@@ -1,0 +1,131 @@
+"""Progress's JSON views of a dossier: what the routes answer with (the read side; no rules here)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from services.progress import domain
+from services.progress.domain import Dossier
+
+
+def _iso(value: date | datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def open_steps(dossier: Dossier, today: date) -> list[dict[str, Any]]:
+    """The steps still owed on a proposal, each with its due date and whether it is overdue."""
+    return [
+        {
+            "kind": item.kind,
+            "unit": item.unit or None,
+            "signer_id": item.signer_id,
+            "measure_id": item.measure_id,
+            "due": item.due.isoformat(),
+            "overdue": today > item.due,
+        }
+        for item in domain.obligations(dossier)
+    ]
+
+
+def summary_view(dossier: Dossier, today: date) -> dict[str, Any]:
+    """A proposal in a list: where it stands and whether anything is overdue."""
+    proposal = dossier.proposal
+    return {
+        "id": dossier.id,
+        "title": proposal["title"],
+        "category": proposal["category"],
+        "stage": proposal["stage"],
+        "filing_number": proposal["filing_number"],
+        "form": proposal["form"],
+        "lead_unit": proposal["lead_unit"],
+        "co_units": proposal["co_units"],
+        "key": proposal["is_key"],
+        "round": proposal["round"],
+        "reply_due": _iso(proposal["reply_due"]),
+        "evaluation_due": _iso(proposal["evaluation_due"]),
+        "closed_at": _iso(proposal["closed_at"]),
+        "implemented_at": _iso(proposal["implemented_at"]),
+        "overdue": domain.is_overdue(dossier, today),
+    }
+
+
+def proposal_view(dossier: Dossier, entries: list[dict[str, Any]], today: date) -> dict[str, Any]:
+    """A proposal with its handling records and the full timeline (办理全过程)."""
+    return {
+        **summary_view(dossier, today),
+        "suggestion_count": dossier.proposal["suggestion_count"],
+        "co_opinion_due": _iso(dossier.proposal["co_opinion_due"]),
+        "leaders": dossier.proposal["leaders"] or [],
+        "open_steps": open_steps(dossier, today),
+        "co_opinions": [
+            {"unit": o["unit"], "text": o["text"], "submitted_at": _iso(o["submitted_at"])} for o in dossier.co_opinions
+        ],
+        "replies": [
+            {
+                "id": r["id"],
+                "unit": r["unit"],
+                "round": r["round"],
+                "classification": r["classification"],
+                "text": r["text"],
+                "adoptions": r["adoptions"],
+                "status": r["status"],
+                "reply_due": _iso(r["reply_due"]),
+                "drafted_at": _iso(r["drafted_at"]),
+                "reviewed_at": _iso(r["reviewed_at"]),
+                "review_reason": r["review_reason"],
+                "public": r["public"],
+            }
+            for r in dossier.replies
+        ],
+        "evaluations": [
+            {
+                "signer_id": e["signer_id"],
+                "round": e["round"],
+                "handling_grade": e["handling_grade"],
+                "result_grade": e["result_grade"],
+                "comment": e["comment"],
+                "submitted_at": _iso(e["submitted_at"]),
+            }
+            for e in dossier.evaluations
+        ],
+        "measures": [
+            {
+                "id": m["id"],
+                "reply_id": m["reply_id"],
+                "text": m["text"],
+                "owner_unit": m["owner_unit"],
+                "due": _iso(m["due"]),
+                "status": m["status"],
+                "note": m["note"],
+            }
+            for m in dossier.measures
+        ],
+        "timeline": [
+            {
+                "type": entry["type"],
+                "at": entry["at"].isoformat(),
+                "actor": entry["actor"],
+                "summary": entry["summary"],
+                "facts": domain.timeline_facts(entry["data"]),
+                "event_id": entry["event_id"],
+            }
+            for entry in entries
+        ],
+    }
+
+
+def public_reply_view(dossier: Dossier, reply: dict[str, Any]) -> dict[str, Any]:
+    """答复公开: a reply with personal data removed — no proposers, no contact details, no comments."""
+    return {
+        "proposal_id": dossier.id,
+        "filing_number": dossier.proposal["filing_number"],
+        "title": dossier.proposal["title"],
+        "category": dossier.proposal["category"],
+        "unit": reply["unit"],
+        "lead_unit": dossier.proposal["lead_unit"],
+        "co_units": dossier.proposal["co_units"],
+        "classification": reply["classification"],
+        "text": domain.redact_personal_data(reply["text"]),
+        "approved_on": _iso(reply["reviewed_at"].date() if reply["reviewed_at"] else None),
+    }

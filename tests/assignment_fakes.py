@@ -1,0 +1,107 @@
+"""An in-memory unit of work for assignment: its use cases run against it without a database."""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from services.assignment.domain import Assignment, RoutingTable
+from services.assignment.unit_of_work import UnitOfWork
+from shared.events import Event
+
+Row = dict[str, Any]
+
+
+class FakeUnitOfWork(UnitOfWork):
+    """Tables as dicts; what a commit publishes is kept in `outbox` as (event id, event)."""
+
+    def __init__(self, table: RoutingTable | None = None) -> None:
+        super().__init__()
+        self.unit_rows: dict[str, Row] = {u.id: u.model_dump() for u in table.units} if table else {}
+        self.leader_rows: dict[str, Row] = {leader.id: leader.model_dump() for leader in table.leaders} if table else {}
+        self.rules: Row | None = table.rules_only().model_dump() if table else None
+        self.proposals: dict[str, Row] = {}
+        self.assignments: dict[str, Row] = {}
+        self.responses: dict[str, dict[str, Row]] = {}
+        self.keys: dict[str, Row] = {}
+        self.outbox: list[tuple[str, Event]] = []
+        self.commits = 0
+
+    def types(self) -> list[str]:
+        return [event.TYPE for _, event in self.outbox]
+
+    async def units(self) -> dict[str, Row]:
+        return copy.deepcopy(self.unit_rows)
+
+    async def leaders(self) -> dict[str, Row]:
+        return copy.deepcopy(self.leader_rows)
+
+    async def routing_document(self) -> Row | None:
+        return copy.deepcopy(self.rules)
+
+    async def proposal(self, proposal_id: str) -> Row | None:
+        return copy.deepcopy(self.proposals.get(proposal_id))
+
+    async def proposals_in(self, ids: Sequence[str]) -> dict[str, Row]:
+        return {pid: copy.deepcopy(row) for pid, row in self.proposals.items() if pid in ids}
+
+    async def proposals_of_series(self, series_id: str) -> list[Row]:
+        return [copy.deepcopy(row) for _, row in sorted(self.proposals.items()) if row.get("series_id") == series_id]
+
+    async def key_designated(self, proposal_ids: Sequence[str]) -> list[str]:
+        return [pid for pid in proposal_ids if pid in self.keys]
+
+    async def assignments_name(self, unit_id: str) -> bool:
+        return any(
+            unit_id in [r["lead_unit"], *r["co_units"], *(r["split_units"] or [])] for r in self.assignments.values()
+        )
+
+    async def learned_history(self) -> list[Row]:
+        return [
+            {**self.proposals[row["proposal_id"]], "lead_unit": row["lead_unit"]}
+            for row in self.assignments.values()
+            if row["status"] in ("assigned", "accepted") and row["proposal_id"] in self.proposals
+        ]
+
+    async def _current(self, proposal_id: str) -> Assignment | None:
+        rows = [row for row in self.assignments.values() if row["proposal_id"] == proposal_id]
+        if not rows:
+            return None
+        row = max(rows, key=lambda r: r["suggested_at"])
+        return Assignment(copy.deepcopy(row), copy.deepcopy(self.responses.get(row["id"], {})))
+
+    async def _awaiting_answers(self) -> list[Assignment]:
+        rows = [r for r in self.assignments.values() if r["status"] in ("assigned", "disputed")]
+        return [Assignment(copy.deepcopy(r)) for r in sorted(rows, key=lambda r: (r["dispute_until"], r["id"]))]
+
+    async def _responses(self, assignment_id: str) -> dict[str, Row]:
+        return copy.deepcopy(self.responses.get(assignment_id, {}))
+
+    async def _save(self, assignment: Assignment, row: Row | None, responses: dict[str, Row]) -> None:
+        self.assignments[assignment.id] = copy.deepcopy(assignment.row)
+        self.responses[assignment.id] = copy.deepcopy(assignment.responses)
+
+    async def _publish(self, events: list[tuple[Event, str | None]]) -> None:
+        self.outbox += [(event_id or str(uuid.uuid4()), event) for event, event_id in events]
+        self.commits += 1
+
+    async def _put_proposal(self, proposal_id: str, values: Row, new: bool) -> None:
+        self.proposals[proposal_id] = {**self.proposals.get(proposal_id, {"id": proposal_id}), **values}
+
+    async def _put_unit(self, row: Row, new: bool) -> None:
+        self.unit_rows[row["id"]] = dict(row)
+
+    async def _delete_unit(self, unit_id: str) -> None:
+        del self.unit_rows[unit_id]
+
+    async def _put_leader(self, row: Row, new: bool) -> None:
+        self.leader_rows[row["id"]] = dict(row)
+
+    async def _put_routing_rules(self, document: Row, updated_by: str, at: datetime, new: bool) -> None:
+        self.rules = dict(document)
+
+    async def _add_key_proposals(self, rows: list[Row]) -> None:
+        self.keys.update({row["proposal_id"]: dict(row) for row in rows})

@@ -1,0 +1,82 @@
+"""The shared command path (shared/commands.py): one problem mapping for every service's refusals, and
+the checks of an inbound command in the order a sender reads their reasons."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from shared.commands import InboundDoor, NotYours, Refusal, RuleViolation, StateConflict, problem_for, rejection
+from shared.envelope import Envelope
+from shared.events import UNIT_REPORTS, Actor, ReportProgress, Role, SubmitCoOpinion, UnitReportRejected
+
+OA = "/oa/dg-zrzyj"
+REPORT = {"proposal_id": "p-1", "unit": "dg-zrzyj", "kind": "phone", "on": "2026-04-01", "text": "电话沟通"}
+
+
+def test_each_kind_of_refusal_has_its_status_and_names_its_rule() -> None:
+    for exc, status, title in [
+        (RuleViolation("reply_class_known", "unknown class"), 422, "Request refused"),
+        (StateConflict("evaluate_once", "already evaluated"), 409, "Conflict"),
+        (NotYours("unit_answers_own", "another unit's assignment"), 403, "Forbidden"),
+    ]:
+        problem = problem_for(exc)
+        assert (problem.status, problem.title, problem.detail) == (status, title, exc.message)
+        assert problem.errors == [{"rule": exc.rule, "message": exc.message}]
+
+
+def _door() -> InboundDoor:
+    return InboundDoor(
+        UNIT_REPORTS,
+        [ReportProgress, SubmitCoOpinion],
+        [f"{OA}=unit:dg-zrzyj"],
+        sends="send unit reports",
+        noun="unit report",
+    )
+
+
+def _refusal(envelope: Envelope, authorise: Any = lambda command: None) -> Refusal:
+    with pytest.raises(Refusal) as refused:
+        _door().admit(envelope, authorise)
+    return refused.value
+
+
+def test_an_inbound_command_is_refused_with_the_first_reason_that_applies() -> None:
+    unit_actor = {"id": "u-1", "role": "unit", "unit": "dg-zrzyj"}
+    unknown = _refusal(Envelope(type="proposalflow.unit-report.other.v1", source=OA, data={}))
+    assert unknown.reason.startswith("unknown command type 'proposalflow.unit-report.other.v1' on " + UNIT_REPORTS)
+    assert f"send one of {ReportProgress.TYPE}, {SubmitCoOpinion.TYPE}" in unknown.reason
+    stranger = _refusal(Envelope(type=ReportProgress.TYPE, source="/oa/else", data={**REPORT, "actor": unit_actor}))
+    assert "'/oa/else' is not allowed to send unit reports" in stranger.reason
+    invalid = _refusal(Envelope(type=ReportProgress.TYPE, source=OA, data={**REPORT, "text": ""}))
+    assert invalid.reason.startswith("invalid unit report: ") and invalid.errors[0]["field"] == "actor"
+    member = {"id": "m-1", "role": "member"}
+    refused = _refusal(
+        Envelope(type=ReportProgress.TYPE, source=OA, data={**REPORT, "actor": member}),
+        lambda command: f"{command.actor.role.value} may not report",
+    )
+    assert (refused.reason, refused.actor) == ("member may not report", Actor(id="m-1", role=Role.MEMBER))
+    forged = _refusal(Envelope(type=ReportProgress.TYPE, source=OA, data={**REPORT, "actor": member}))
+    assert forged.reason.startswith("forged actor: source '/oa/dg-zrzyj' may act for unit:dg-zrzyj only")
+    admitted = _door().admit(
+        Envelope(type=ReportProgress.TYPE, source=OA, data={**REPORT, "actor": unit_actor}), lambda c: None
+    )
+    assert isinstance(admitted, ReportProgress) and admitted.unit == "dg-zrzyj"
+
+
+def test_a_rejection_carries_the_command_and_the_rule_that_refused_it() -> None:
+    envelope = Envelope(type=ReportProgress.TYPE, source=OA, data=REPORT, extensions={"correlationid": "corr-1"})
+    actor = Actor(id="u-1", role=Role.UNIT, unit="dg-zrzyj")
+    event = rejection(
+        UnitReportRejected, envelope, Refusal.of(RuleViolation("unit_handles_proposal", "not yours"), actor), "p-1"
+    )
+    assert (event.command_id, event.command_source, event.command_type) == (envelope.id, OA, ReportProgress.TYPE)
+    assert (event.reason, event.errors, event.actor, event.correlation_id) == (
+        "not yours",
+        [{"rule": "unit_handles_proposal", "message": "not yours"}],
+        actor,
+        "corr-1",
+    )
+    anonymous = rejection(UnitReportRejected, envelope, Refusal("unknown"), "p-1")
+    assert anonymous.actor == Actor(id=OA, role=Role.SYSTEM)
