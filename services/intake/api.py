@@ -1,19 +1,22 @@
-"""Intake's HTTP routes: thin; the rules live in domain.py and the use cases in service.py."""
+"""Intake's HTTP routes: thin; the rules live in domain.py, the use cases in service.py, the JSON in views.py."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.intake import service, store
+from services.intake import service, store, views
 from services.intake.service import Clock
+from services.intake.unit_of_work import SqlUnitOfWork
 from shared.auth import Principal, roles
 from shared.commands import CommandRunner, NotFound
 from shared.events import ProposalContent, Proposer, Role, SessionKind
 from shared.http import MAX_OFFSET, Problem
-from shared.policy import Policy
+from shared.policy import Policy, local_date
 from shared.runtime import ServiceRuntime
 
 IdempotencyKey = Annotated[str | None, Header(max_length=200)]
@@ -75,6 +78,16 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
 
     commands = CommandRunner(runtime.transaction, store.metadata)
 
+    async def view(conn: AsyncConnection, proposal_id: str) -> dict[str, Any]:
+        """The proposal as the command left it, read back in the command's transaction."""
+        row = await store.get_proposal(conn, proposal_id)
+        if row is None:
+            raise NotFound(proposal_id)
+        return views.proposal_view(row, await store.get_signers(conn, proposal_id))
+
+    async def answer(conn: AsyncConnection, done: Awaitable[str]) -> dict[str, Any]:
+        return await view(conn, await done)
+
     def missing(exc: NotFound) -> str:
         return f"No proposal {exc} that you may see."
 
@@ -93,14 +106,17 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
             principal,
             idempotency_key,
             content,
-            lambda conn: service.submit(
+            lambda conn: answer(
                 conn,
-                content,
-                principal.as_actor(),
-                policy,
-                via="http",
-                correlation_id=request.state.correlation_id,
-                now=clock(),
+                service.submit(
+                    SqlUnitOfWork(conn),
+                    content,
+                    principal.as_actor(),
+                    policy,
+                    via="http",
+                    correlation_id=request.state.correlation_id,
+                    now=clock(),
+                ),
             ),
             missing=missing,
             status=201,
@@ -119,7 +135,9 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
             principal,
             idempotency_key,
             changes,
-            lambda conn: service.create_draft(conn, changes, principal.as_actor(), now=clock()),
+            lambda conn: answer(
+                conn, service.create_draft(SqlUnitOfWork(conn), changes, principal.as_actor(), now=clock())
+            ),
             missing=missing,
             status=201,
             headers=created,
@@ -133,7 +151,9 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
             principal,
             None,
             changes,
-            lambda conn: service.edit(conn, proposal_id, changes, principal.as_actor(), now=clock()),
+            lambda conn: answer(
+                conn, service.edit(SqlUnitOfWork(conn), proposal_id, changes, principal.as_actor(), now=clock())
+            ),
             missing=missing,
         )
 
@@ -146,13 +166,16 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
             principal,
             idempotency_key,
             None,
-            lambda conn: service.submit_existing(
+            lambda conn: answer(
                 conn,
-                proposal_id,
-                principal.as_actor(),
-                policy,
-                correlation_id=request.state.correlation_id,
-                now=clock(),
+                service.submit_existing(
+                    SqlUnitOfWork(conn),
+                    proposal_id,
+                    principal.as_actor(),
+                    policy,
+                    correlation_id=request.state.correlation_id,
+                    now=clock(),
+                ),
             ),
             missing=missing,
         )
@@ -166,13 +189,16 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
             principal,
             idempotency_key,
             None,
-            lambda conn: service.cosign(
+            lambda conn: answer(
                 conn,
-                proposal_id,
-                principal.as_actor(),
-                policy,
-                correlation_id=request.state.correlation_id,
-                now=clock(),
+                service.cosign(
+                    SqlUnitOfWork(conn),
+                    proposal_id,
+                    principal.as_actor(),
+                    policy,
+                    correlation_id=request.state.correlation_id,
+                    now=clock(),
+                ),
             ),
             missing=missing,
         )
@@ -190,13 +216,16 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
             principal,
             idempotency_key,
             withdrawal,
-            lambda conn: service.withdraw(
+            lambda conn: answer(
                 conn,
-                proposal_id,
-                principal.as_actor(),
-                reason=withdrawal.reason,
-                correlation_id=request.state.correlation_id,
-                now=clock(),
+                service.withdraw(
+                    SqlUnitOfWork(conn),
+                    proposal_id,
+                    principal.as_actor(),
+                    reason=withdrawal.reason,
+                    correlation_id=request.state.correlation_id,
+                    now=clock(),
+                ),
             ),
             missing=missing,
         )
@@ -215,28 +244,29 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
                 conn, signer_id=signer, status=status, series_id=series_id, limit=limit, offset=offset
             )
             signers = await store.signers_of(conn, [row["id"] for row in rows])
-        items = [service.proposal_view(row, signers[row["id"]]) for row in rows]
+        items = [views.proposal_view(row, signers[row["id"]]) for row in rows]
         return {"items": items, "limit": limit, "offset": offset}
 
     @routes.get("/{proposal_id}", summary="One proposal")
     async def get_proposal(proposal_id: str, principal: MemberOrCommitteeCaller) -> dict[str, Any]:
         async with runtime.engine.connect() as conn:
-            try:
-                await service.visible_to(conn, proposal_id, principal.as_actor())
-            except NotFound as exc:
-                raise Problem(404, "Not found", f"No proposal {proposal_id} that you may see.") from exc
-            return await service.view(conn, proposal_id)
+            row = await store.get_proposal(conn, proposal_id)
+            signers = await store.get_signers(conn, proposal_id) if row is not None else []
+        if row is None or not views.may_see(principal.as_actor(), row, signers):
+            raise Problem(404, "Not found", f"No proposal {proposal_id} that you may see.")
+        return views.proposal_view(row, signers)
 
     @routes.get("/{proposal_id}/similar", summary="Similar filed proposals of the same year (相似提案, for 并案)")
     async def similar_proposals(
         proposal_id: str, principal: CommitteeCaller, limit: Annotated[int, Query(ge=1, le=50)] = 5
     ) -> dict[str, Any]:
         async with runtime.engine.connect() as conn:
-            try:
-                items = await service.similar(conn, proposal_id, policy, limit=limit)
-            except NotFound as exc:
-                raise Problem(404, "Not found", f"No proposal {proposal_id}.") from exc
-        return {"items": items, "limit": limit}
+            row = await store.get_proposal(conn, proposal_id)
+            if row is None or row["status"] == "draft":
+                raise Problem(404, "Not found", f"No proposal {proposal_id}.")
+            year = local_date(row["submitted_at"] or row["created_at"], policy.timezone).year
+            filed = await store.filed_in_year(conn, year)
+        return {"items": views.similar_view(row, filed, limit=limit), "limit": limit}
 
     @routes.post("/{proposal_id}/review", summary="Review: file, refuse, merge or return (审查立案)")
     async def review_proposal(
@@ -251,18 +281,21 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
             principal,
             idempotency_key,
             decision,
-            lambda conn: service.review(
+            lambda conn: answer(
                 conn,
-                proposal_id,
-                decision=decision.decision,
-                reason=decision.reason,
-                ground=decision.ground,
-                converted_to_opinion=decision.converted_to_opinion,
-                into_proposal_id=decision.into_proposal_id,
-                actor=principal.as_actor(),
-                policy=policy,
-                correlation_id=request.state.correlation_id,
-                now=clock(),
+                service.review(
+                    SqlUnitOfWork(conn),
+                    proposal_id,
+                    decision=decision.decision,
+                    reason=decision.reason,
+                    ground=decision.ground,
+                    converted_to_opinion=decision.converted_to_opinion,
+                    into_proposal_id=decision.into_proposal_id,
+                    actor=principal.as_actor(),
+                    policy=policy,
+                    correlation_id=request.state.correlation_id,
+                    now=clock(),
+                ),
             ),
             missing=missing,
         )

@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 from services.intake import api, handlers, service, store
 from services.intake.service import Clock
+from services.intake.unit_of_work import SqlUnitOfWork
 from shared import events
 from shared.policy import load_policy
 from shared.runtime import ServiceRuntime
@@ -42,7 +43,7 @@ def build(clock: Clock = service.system_clock) -> tuple[ServiceRuntime, FastAPI]
 
     async def close_cosign_windows() -> None:
         async with runtime.transaction() as conn:
-            await service.close_cosign_windows(conn, policy, now=clock())
+            await service.close_cosign_windows(SqlUnitOfWork(conn), policy, now=clock())
 
     runtime.every(COSIGN_SWEEP_INTERVAL_S, close_cosign_windows, name="cosign-sweep")
     app = runtime.http_app(

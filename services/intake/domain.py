@@ -1,13 +1,36 @@
-"""Intake rules: submission and review (提交与审查立案). Pure: no I/O."""
+"""Intake rules: submission and review (提交与审查立案), and the `Proposal` aggregate that applies them.
+Pure: no I/O, no clock."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import date
+from dataclasses import dataclass, field
+from datetime import date, datetime
 from enum import StrEnum
+from typing import Any, Literal
 
-from shared.errors import RuleViolation, StateConflict
-from shared.events import Actor, Proposer, Role, Suggestion
+from pydantic import ValidationError
+
+from shared.errors import NotFound, RuleViolation, StateConflict
+from shared.events import (
+    Actor,
+    Event,
+    ProposalContent,
+    ProposalCosigned,
+    ProposalCosignRequested,
+    ProposalFiled,
+    ProposalMerged,
+    ProposalNotFiled,
+    ProposalResubmitted,
+    ProposalReturned,
+    ProposalReviewStarted,
+    ProposalSubmitted,
+    ProposalWithdrawn,
+    Proposer,
+    Role,
+    Suggestion,
+)
+from shared.policy import Policy, deadline_for, local_date
 
 
 class ProposalStatus(StrEnum):
@@ -165,3 +188,467 @@ def merge_target_must_be_open(proposal_id: str, target_id: str, target_status: P
 def filing_number(year: int, sequence: int) -> str:
     """案号: the year and a sequence within it, e.g. 2026-0007."""
     return f"{year}-{sequence:04d}"
+
+
+# The aggregate ----------------------------------------------------------------------------------------
+
+SWEEPER = Actor(id="intake-cosign-sweep", role=Role.SYSTEM)
+"""The actor of what happens because time passed (the cosign window closing)."""
+
+CHANGED_MEANWHILE = "the proposal changed meanwhile; reload it"
+
+_REVIEW_FIELDS: dict[str, Any] = {
+    "filing_number": None,
+    "review_reason": None,
+    "reviewed_at": None,
+    "review_started_at": None,
+    "cosign_due": None,
+    "not_filed_ground": None,
+    "converted_to_opinion": False,
+    "merged_into": None,
+    "return_reason": None,
+    "withdraw_reason": None,
+}
+
+
+def _draft_changes(changes: dict[str, Any]) -> dict[str, Any]:
+    """Stored as written: completeness is checked on submission, not while drafting."""
+    stored = dict(changes)
+    if "suggestions" in stored:
+        stored["suggestions"] = [{"number": n, "text": t} for n, t in enumerate(stored["suggestions"], start=1)]
+    return stored
+
+
+def content_values(content: ProposalContent, policy: Policy, actor: Actor) -> dict[str, Any]:
+    """Complete content checked against the rules of submission, as it is stored."""
+    category_must_be_known(content.category, policy.categories)
+    submitter_must_sign(actor, content.first_proposer, content.cosigners)
+    suggestions = number_suggestions(content.suggestions)
+    return {
+        "title": content.title.strip(),
+        "body": content.body,
+        "category": content.category,
+        "session_kind": content.session_kind.value,
+        "first_proposer_id": content.first_proposer.id,
+        "first_proposer": content.first_proposer.model_dump(mode="json"),
+        "cosigners": [cosigner.model_dump(mode="json") for cosigner in content.cosigners],
+        "suggestions": [suggestion.model_dump(mode="json") for suggestion in suggestions],
+        "series_id": content.series_id,
+    }
+
+
+@dataclass
+class Proposal:
+    """提案: one proposal at intake with its signers (提案者), the aggregate every intake use case goes
+    through. A method checks the rules, changes the proposal and records the events it causes in
+    `events` (published by the unit of work with the state, in one transaction). `guard` names the rule
+    a concurrent change of status would break: the unit of work saves the proposal only if its status
+    is still the one it loaded (a compare-and-set), else it raises StateConflict with that rule."""
+
+    row: dict[str, Any]
+    signers: list[dict[str, Any]] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list, compare=False, repr=False)
+    guard: str = field(default="", compare=False, repr=False)
+
+    @property
+    def id(self) -> str:
+        return str(self.row["id"])
+
+    @property
+    def status(self) -> ProposalStatus:
+        return ProposalStatus(self.row["status"])
+
+    # Creation -------------------------------------------------------------------------------------------
+
+    @classmethod
+    def _blank(cls, proposal_id: str, actor: Actor, via: str, now: datetime) -> Proposal:
+        return cls(
+            {
+                "id": proposal_id,
+                "title": "",
+                "body": "",
+                "category": "",
+                "session_kind": "interim",
+                "first_proposer_id": actor.id,
+                "first_proposer": {"id": actor.id, "name": actor.id},
+                "cosigners": [],
+                "suggestions": [],
+                "series_id": None,
+                **_REVIEW_FIELDS,
+                "status": ProposalStatus.DRAFT.value,
+                "submitted_by": actor.model_dump(mode="json"),
+                "submitted_via": via,
+                "submitted_at": None,
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
+
+    @classmethod
+    def draft(cls, proposal_id: str, changes: dict[str, Any], actor: Actor, now: datetime) -> Proposal:
+        """草稿: saved by its first proposer, who may edit it until submitting; nothing is published."""
+        changes = dict(changes)
+        first = changes.pop("first_proposer", None) or {"id": actor.id, "name": actor.id}
+        if first["id"] != actor.id:
+            raise RuleViolation(
+                "submitter_is_first_proposer", "a draft is yours: first_proposer.id must be your own id"
+            )
+        proposal = cls._blank(proposal_id, actor, "http", now)
+        proposal.row |= {"first_proposer": first, **_draft_changes(changes)}
+        proposal.signers = [_signer(proposal_id, actor.id, is_first=True, at=None)]
+        return proposal
+
+    @classmethod
+    def submitted(
+        cls,
+        proposal_id: str,
+        content: ProposalContent,
+        actor: Actor,
+        policy: Policy,
+        *,
+        via: str,
+        correlation_id: str | None,
+        now: datetime,
+    ) -> Proposal:
+        """提交: a new proposal, complete, enters the system at once."""
+        proposal = cls._blank(proposal_id, actor, via, now)
+        proposal._enter_system(content, actor, policy, via=via, correlation_id=correlation_id, now=now)
+        return proposal
+
+    # The first proposer's steps -----------------------------------------------------------------------
+
+    def visible_to(self, actor: Actor) -> None:
+        """A member sees their own proposal (a draft only as its first proposer), the committee every
+        proposal that has left its draft. Else NotFound, so a member cannot learn which ids exist."""
+        if actor.role == Role.MEMBER:
+            if actor.id not in {s["signer_id"] for s in self.signers}:
+                raise NotFound(self.id)
+        elif self.status == ProposalStatus.DRAFT:
+            raise NotFound(self.id)
+
+    def edit(self, changes: dict[str, Any], actor: Actor, now: datetime) -> None:
+        """Edit a draft, or a proposal returned for revision (退回修改); signers are fixed once submitted."""
+        self.visible_to(actor)
+        only_the_first_proposer(actor, self.row["first_proposer_id"])
+        edit_only_draft_or_returned(self.status)
+        first = changes.get("first_proposer")
+        if first is not None and first["id"] != self.row["first_proposer_id"]:
+            raise RuleViolation("first_proposer_fixed", "the first proposer of a proposal cannot be changed")
+        if self.status == ProposalStatus.RETURNED and "cosigners" in changes:
+            raise RuleViolation(
+                "signers_fixed_after_submission",
+                "cosigners confirmed the proposal as submitted; they cannot be changed",
+            )
+        self.row |= {**_draft_changes(changes), "updated_at": now}
+        self.guard = "edit_only_draft_or_returned"
+
+    def submit(self, actor: Actor, policy: Policy, *, correlation_id: str | None, now: datetime) -> None:
+        """提交 a draft, or resubmit a proposal returned for revision (back to review, cosigners kept)."""
+        self.visible_to(actor)
+        only_the_first_proposer(actor, self.row["first_proposer_id"])
+        submit_only_draft_or_returned(self.status)
+        self.guard = "submit_only_draft_or_returned"
+        content = self.content()
+        if self.status == ProposalStatus.DRAFT:
+            self._enter_system(content, actor, policy, via="http", correlation_id=correlation_id, now=now)
+            return
+        values = content_values(content, policy, actor)
+        self.row |= {
+            **values,
+            "status": ProposalStatus.SUBMITTED.value,
+            "review_started_at": now,
+            "updated_at": now,
+        }
+        confirmed, unconfirmed = self.signed_cosigners()
+        self.events += [
+            ProposalResubmitted(
+                proposal_id=self.id,
+                actor=actor,
+                correlation_id=correlation_id,
+                title=values["title"],
+                body=content.body,
+                category=content.category,
+                session_kind=content.session_kind,
+                suggestions=values["suggestions"],
+                series_id=content.series_id,
+                resubmitted_at=now,
+            ),
+            ProposalReviewStarted(
+                proposal_id=self.id,
+                actor=actor,
+                correlation_id=correlation_id,
+                trigger="resubmitted",
+                confirmed_cosigners=confirmed,
+                unconfirmed_cosigners=unconfirmed,
+            ),
+        ]
+
+    def _enter_system(
+        self,
+        content: ProposalContent,
+        actor: Actor,
+        policy: Policy,
+        *,
+        via: str,
+        correlation_id: str | None,
+        now: datetime,
+    ) -> None:
+        """The moment a proposal leaves its draft: `submitted`; a proposal without cosigners is in review
+        from then on, a joint one first asks its cosigners to confirm."""
+        values = content_values(content, policy, actor)
+        joint = bool(content.cosigners)
+        cosign_due = deadline_for(policy, "cosign_window", now) if joint else None
+        self.row |= {
+            **values,
+            "status": (ProposalStatus.AWAITING_COSIGNERS if joint else ProposalStatus.SUBMITTED).value,
+            "cosign_due": cosign_due,
+            "review_started_at": None if joint else now,
+            "submitted_by": actor.model_dump(mode="json"),
+            "submitted_via": via,
+            "submitted_at": now,
+            "updated_at": now,
+        }
+        self.signers = [
+            _signer(self.id, content.first_proposer.id, is_first=True, at=now),
+            *(_signer(self.id, c.id, is_first=False, at=None) for c in content.cosigners),
+        ]
+        self.events.append(
+            ProposalSubmitted(
+                proposal_id=self.id,
+                actor=actor,
+                correlation_id=correlation_id,
+                title=values["title"],
+                body=content.body,
+                category=content.category,
+                session_kind=content.session_kind,
+                first_proposer=content.first_proposer,
+                cosigners=content.cosigners,
+                suggestions=values["suggestions"],
+                series_id=content.series_id,
+                submitted_at=now,
+            )
+        )
+        if cosign_due is not None:
+            self.events.append(
+                ProposalCosignRequested(
+                    proposal_id=self.id,
+                    actor=actor,
+                    correlation_id=correlation_id,
+                    cosigners=content.cosigners,
+                    due=cosign_due,
+                )
+            )
+
+    def withdraw(self, actor: Actor, *, reason: str, correlation_id: str | None, now: datetime) -> None:
+        """撤案 by the first proposer before the committee decides. A draft is withdrawn silently:
+        nobody outside intake ever heard of it."""
+        self.visible_to(actor)
+        only_the_first_proposer(actor, self.row["first_proposer_id"])
+        was = self.status
+        withdraw_only_before_filing(was)
+        self.row |= {"status": ProposalStatus.WITHDRAWN.value, "withdraw_reason": reason, "updated_at": now}
+        self.guard = "withdraw_only_before_filing"
+        if was != ProposalStatus.DRAFT:
+            self.events.append(
+                ProposalWithdrawn(proposal_id=self.id, actor=actor, correlation_id=correlation_id, reason=reason)
+            )
+
+    # Cosigners ------------------------------------------------------------------------------------------
+
+    def cosign(self, actor: Actor, policy: Policy, *, correlation_id: str | None, now: datetime) -> None:
+        """联名确认: a named cosigner confirms; when the last one does, the proposal goes to review."""
+        self.visible_to(actor)
+        cosign_only_while_awaiting(self.status)
+        cosigner_ids = [c["id"] for c in self.row["cosigners"]]
+        confirmed_ids = [s["signer_id"] for s in self.signers if not s["is_first"] and s["confirmed_at"] is not None]
+        cosigner_must_be_named(actor.id, cosigner_ids, confirmed_ids)
+        today = local_date(now, policy.timezone)
+        if not cosign_window_open(today, self.row["cosign_due"]):
+            raise StateConflict(
+                "cosign_window_open",
+                f"the cosign window (联名确认期) closed after {self.row['cosign_due'].isoformat()}",
+            )
+        for signer in self.signers:
+            if signer["signer_id"] == actor.id:
+                signer["confirmed_at"] = now
+        self.guard = "cosign_only_while_awaiting"
+        cosigner = next(Proposer.model_validate(c) for c in self.row["cosigners"] if c["id"] == actor.id)
+        self.events.append(
+            ProposalCosigned(
+                proposal_id=self.id, actor=actor, correlation_id=correlation_id, cosigner=cosigner, cosigned_at=now
+            )
+        )
+        if ready_for_review(cosigner_ids, [*confirmed_ids, actor.id], today, self.row["cosign_due"]):
+            self._start_review("all_cosigned", actor, correlation_id, now)
+
+    def close_cosign_window(self, today: date, now: datetime) -> bool:
+        """The 联名确认期 has closed: the proposal goes to review with whoever confirmed. False if it is
+        not awaiting cosigners or its window is still open."""
+        if self.status != ProposalStatus.AWAITING_COSIGNERS or cosign_window_open(today, self.row["cosign_due"]):
+            return False
+        self.guard = "cosign_only_while_awaiting"
+        self._start_review("cosign_window_closed", SWEEPER, None, now)
+        return True
+
+    def _start_review(
+        self,
+        trigger: Literal["all_cosigned", "cosign_window_closed"],
+        actor: Actor,
+        correlation_id: str | None,
+        now: datetime,
+    ) -> None:
+        """Awaiting cosigners → in review."""
+        self.row |= {"status": ProposalStatus.SUBMITTED.value, "review_started_at": now, "updated_at": now}
+        confirmed, unconfirmed = self.signed_cosigners()
+        self.events.append(
+            ProposalReviewStarted(
+                proposal_id=self.id,
+                actor=actor,
+                correlation_id=correlation_id,
+                trigger=trigger,
+                confirmed_cosigners=confirmed,
+                unconfirmed_cosigners=unconfirmed,
+            )
+        )
+
+    # 审查立案 --------------------------------------------------------------------------------------------
+
+    def may_be_reviewed(self) -> None:
+        """Only a submitted proposal is reviewed (before a filing number is taken for it)."""
+        review_may_decide(self.status)
+
+    def file(
+        self,
+        number: str,
+        merged_ids: list[str],
+        actor: Actor,
+        *,
+        reason: str | None,
+        correlation_id: str | None,
+        now: datetime,
+    ) -> None:
+        """立案 under a filing number (案号); the proposals merged into it travel with it."""
+        self.may_be_reviewed()
+        confirmed, _ = self.signed_cosigners()
+        self._decided(ProposalStatus.FILED, reason, now, filing_number=number)
+        self.events.append(
+            ProposalFiled(
+                proposal_id=self.id,
+                actor=actor,
+                correlation_id=correlation_id,
+                filing_number=number,
+                title=self.row["title"],
+                category=self.row["category"],
+                first_proposer=Proposer.model_validate(self.row["first_proposer"]),
+                cosigners=confirmed,
+                suggestion_count=len(self.row["suggestions"]),
+                filed_at=now,
+                merged_proposal_ids=merged_ids,
+            )
+        )
+
+    def not_file(
+        self,
+        actor: Actor,
+        policy: Policy,
+        *,
+        reason: str | None,
+        ground: str | None,
+        converted_to_opinion: bool,
+        correlation_id: str | None,
+        now: datetime,
+    ) -> None:
+        """不予立案 on one of the policy's grounds, optionally 转意见建议."""
+        self.may_be_reviewed()
+        chosen = not_filed_needs_reason_and_ground(reason, ground, policy.not_filed_grounds)
+        self._decided(
+            ProposalStatus.NOT_FILED, reason, now, not_filed_ground=chosen, converted_to_opinion=converted_to_opinion
+        )
+        self.events.append(
+            ProposalNotFiled(
+                proposal_id=self.id,
+                actor=actor,
+                correlation_id=correlation_id,
+                reason=reason or "",
+                ground=chosen,
+                converted_to_opinion=converted_to_opinion,
+            )
+        )
+
+    def merge(
+        self,
+        into_proposal_id: str | None,
+        into: Proposal | None,
+        actor: Actor,
+        *,
+        reason: str | None,
+        correlation_id: str | None,
+        now: datetime,
+    ) -> None:
+        """并案 into another proposal in review or filed (`into`: None if unknown or a draft)."""
+        self.may_be_reviewed()
+        if not into_proposal_id:
+            raise RuleViolation("merge_needs_target", "name the proposal to merge into (into_proposal_id)")
+        merge_target_must_be_open(self.id, into_proposal_id, None if into is None else into.status)
+        assert into is not None
+        confirmed, _ = self.signed_cosigners()
+        self._decided(ProposalStatus.MERGED, reason, now, merged_into=into_proposal_id)
+        self.events.append(
+            ProposalMerged(
+                proposal_id=self.id,
+                actor=actor,
+                correlation_id=correlation_id,
+                into_proposal_id=into_proposal_id,
+                reason=reason or "",
+                into_filing_number=into.row["filing_number"],
+                first_proposer=Proposer.model_validate(self.row["first_proposer"]),
+                cosigners=confirmed,
+            )
+        )
+
+    def return_for_revision(
+        self, actor: Actor, *, reason: str | None, correlation_id: str | None, now: datetime
+    ) -> None:
+        """退回修改: back to the first proposer, who edits and resubmits it."""
+        self.may_be_reviewed()
+        note = return_needs_reason(reason)
+        self._decided(ProposalStatus.RETURNED, reason, now, return_reason=note, reviewed_at=None)
+        self.events.append(
+            ProposalReturned(proposal_id=self.id, actor=actor, correlation_id=correlation_id, reason=note)
+        )
+
+    def _decided(self, status: ProposalStatus, reason: str | None, now: datetime, **changes: Any) -> None:
+        self.row |= {"reviewed_at": now, "review_reason": reason, "updated_at": now, **changes, "status": status.value}
+        self.guard = "review_only_submitted"
+
+    # Reading --------------------------------------------------------------------------------------------
+
+    def content(self) -> ProposalContent:
+        """A stored draft (or returned proposal) as complete content, or the rule it does not meet yet."""
+        row = self.row
+        try:
+            return ProposalContent.model_validate(
+                {
+                    "title": row["title"],
+                    "body": row["body"],
+                    "category": row["category"],
+                    "session_kind": row["session_kind"],
+                    "first_proposer": row["first_proposer"],
+                    "cosigners": row["cosigners"],
+                    "suggestions": [s["text"] for s in row["suggestions"]],
+                    "series_id": row["series_id"],
+                }
+            )
+        except ValidationError as exc:
+            missing = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5])
+            raise RuleViolation("content_complete", f"the proposal is not complete yet: {missing}") from exc
+
+    def signed_cosigners(self) -> tuple[list[Proposer], list[Proposer]]:
+        """The cosigners who confirmed, and those who did not (yet)."""
+        confirmed_ids = {s["signer_id"] for s in self.signers if not s["is_first"] and s["confirmed_at"] is not None}
+        named = [Proposer.model_validate(c) for c in self.row["cosigners"]]
+        return [c for c in named if c.id in confirmed_ids], [c for c in named if c.id not in confirmed_ids]
+
+
+def _signer(proposal_id: str, signer_id: str, *, is_first: bool, at: datetime | None) -> dict[str, Any]:
+    return {"proposal_id": proposal_id, "signer_id": signer_id, "is_first": is_first, "confirmed_at": at}

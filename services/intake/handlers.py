@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.intake import service, store
 from services.intake.service import Clock
+from services.intake.unit_of_work import SqlUnitOfWork
 from shared.commands import InboundDoor, Refusal, RuleViolation, rejection
 from shared.envelope import Envelope
 from shared.events import SUBMISSIONS, Role, SubmissionRejected, SubmitProposal
@@ -43,7 +44,7 @@ def submission_handler(policy: Policy, allowed_sources: Sequence[str], clock: Cl
             proposal_id = command.proposal_id or proposal_id_for(envelope)
             try:
                 await service.submit(
-                    conn,
+                    SqlUnitOfWork(conn),
                     command,
                     command.actor,
                     policy,

@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 
 from services.intake import service, store
 from services.intake.app import build
+from services.intake.unit_of_work import SqlUnitOfWork
 from shared.auth import issue_token
 from shared.events import Role
 from shared.messaging import limit_outbox_records, outbox_record_limit
@@ -252,7 +253,7 @@ async def review(client: httpx.AsyncClient, proposal_id: str, **decision: Any) -
 async def sweep(client: httpx.AsyncClient, clock: FakeClock) -> list[str]:
     runtime = client.runtime  # type: ignore[attr-defined]
     async with runtime.transaction() as conn:
-        return await service.close_cosign_windows(conn, load_policy(), now=clock())
+        return await service.close_cosign_windows(SqlUnitOfWork(conn), load_policy(), now=clock())
 
 
 async def test_cosign_refusals_name_the_rule(client: httpx.AsyncClient) -> None:

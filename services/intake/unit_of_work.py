@@ -1,0 +1,215 @@
+"""Intake's unit of work: load proposals with their signers, then save what a use case changed and stage
+the events it caused, in the caller's transaction.
+
+The transaction is the door's: over HTTP it also holds the `Idempotency-Key` answer, in the consumer of
+`proposalflow.submissions` the inbox mark. Nothing is written before `commit()` (except the filing-number
+counter, taken when the committee files, in that same transaction). A proposal is saved only if its
+status is still the one it was loaded with (a compare-and-set): a concurrent review, withdrawal or the
+cosign-window sweep that got there first makes `commit()` raise StateConflict, and nothing is saved.
+"""
+
+from __future__ import annotations
+
+import copy
+from abc import ABC, abstractmethod
+from datetime import date
+from types import TracebackType
+from typing import Any
+
+from sqlalchemy import and_, delete, insert, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.intake import store
+from services.intake.domain import CHANGED_MEANWHILE, Proposal, ProposalStatus
+from shared.errors import NotFound, RuleViolation, StateConflict
+from shared.events import Event
+from shared.messaging import add_to_outbox
+
+SERVICE = "intake"
+
+Row = dict[str, Any]
+
+
+class Snapshot:
+    """A proposal as it was loaded (None for a new one), to save only what changed."""
+
+    def __init__(self, proposal: Proposal | None) -> None:
+        self.row: Row | None = None if proposal is None else copy.deepcopy(proposal.row)
+        self.signers: list[Row] = [] if proposal is None else copy.deepcopy(proposal.signers)
+
+
+class UnitOfWork(ABC):
+    """What intake's use cases need of storage: proposals in, proposals and their events out, together."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, tuple[Proposal, Snapshot]] = {}
+
+    async def __aenter__(self) -> UnitOfWork:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.rollback()
+
+    async def find(self, proposal_id: str) -> Proposal | None:
+        """The proposal with its signers, or None if there is none."""
+        if proposal_id in self._seen:
+            return self._seen[proposal_id][0]
+        found = await self._fetch(proposal_id)
+        if found is not None:
+            self._seen[proposal_id] = (found, Snapshot(found))
+        return found
+
+    async def get(self, proposal_id: str) -> Proposal:
+        found = await self.find(proposal_id)
+        if found is None:
+            raise NotFound(proposal_id)
+        return found
+
+    async def submitted(self, proposal_id: str) -> Proposal:
+        """A proposal that has left its draft (the committee never sees drafts); NotFound otherwise."""
+        found = await self.find(proposal_id)
+        if found is None or found.status == ProposalStatus.DRAFT:
+            raise NotFound(proposal_id)
+        return found
+
+    async def add(self, proposal: Proposal) -> None:
+        """A new proposal; its id must be new."""
+        if proposal.id in self._seen or await self._exists(proposal.id):
+            raise RuleViolation("proposal_id_unique", f"a proposal with id {proposal.id!r} already exists")
+        self._seen[proposal.id] = (proposal, Snapshot(None))
+
+    async def awaiting_cosigners(self, due_before: date) -> list[Proposal]:
+        """Joint proposals still awaiting cosigners whose window ended before `due_before`."""
+        found = await self._fetch_awaiting(due_before)
+        for proposal in found:
+            self._seen.setdefault(proposal.id, (proposal, Snapshot(proposal)))
+        return [self._seen[proposal.id][0] for proposal in found]
+
+    async def merged_into(self, proposal_id: str) -> list[str]:
+        """The ids of the proposals merged into this one (并案)."""
+        return await self._merged_into(proposal_id)
+
+    async def next_filing_sequence(self, year: int) -> int:
+        """The next 案号 sequence of a year, taken in the door's transaction."""
+        return await self._next_sequence(year)
+
+    async def commit(self) -> None:
+        """Save every changed proposal (compare-and-set on its status) and stage its events in the outbox.
+        StateConflict if a proposal changed meanwhile; then this unit of work forgets what it held."""
+        events: list[Event] = []
+        for proposal, snapshot in self._seen.values():
+            if not await self._save(proposal, snapshot):
+                guard = proposal.guard or "status_unchanged"
+                self.rollback()
+                raise StateConflict(guard, CHANGED_MEANWHILE)
+            events += proposal.events
+        if events:
+            await self._publish(events)
+        for proposal, _ in self._seen.values():
+            proposal.events.clear()
+        self._seen = {key: (proposal, Snapshot(proposal)) for key, (proposal, _) in self._seen.items()}
+
+    def rollback(self) -> None:
+        """Forget what was not committed (the door's transaction rolls back what was written)."""
+        self._seen = {}
+
+    @abstractmethod
+    async def _fetch(self, proposal_id: str) -> Proposal | None: ...
+
+    @abstractmethod
+    async def _exists(self, proposal_id: str) -> bool: ...
+
+    @abstractmethod
+    async def _fetch_awaiting(self, due_before: date) -> list[Proposal]: ...
+
+    @abstractmethod
+    async def _merged_into(self, proposal_id: str) -> list[str]: ...
+
+    @abstractmethod
+    async def _next_sequence(self, year: int) -> int: ...
+
+    @abstractmethod
+    async def _save(self, proposal: Proposal, snapshot: Snapshot) -> bool:
+        """Write what changed; False (and nothing written) if the stored status is no longer the loaded one."""
+
+    @abstractmethod
+    async def _publish(self, events: list[Event]) -> None: ...
+
+
+def changes_of(proposal: Proposal, snapshot: Snapshot) -> tuple[Row, list[Row], list[Row], list[str]]:
+    """What to write: changed columns, signers added, signers changed, signer ids gone."""
+    assert snapshot.row is not None
+    changed = {k: v for k, v in proposal.row.items() if snapshot.row.get(k) != v}
+    old = {s["signer_id"]: s for s in snapshot.signers}
+    new = {s["signer_id"]: s for s in proposal.signers}
+    added = [row for key, row in new.items() if key not in old]
+    updated = [row for key, row in new.items() if key in old and old[key] != row]
+    gone = [key for key in old if key not in new]
+    return changed, added, updated, gone
+
+
+class SqlUnitOfWork(UnitOfWork):
+    """Intake's tables, on the door's connection (its transaction is the one everything commits in)."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        super().__init__()
+        self.conn = conn
+
+    async def _fetch(self, proposal_id: str) -> Proposal | None:
+        row = await store.get_proposal(self.conn, proposal_id)
+        if row is None:
+            return None
+        return Proposal(row, await store.get_signers(self.conn, proposal_id))
+
+    async def _exists(self, proposal_id: str) -> bool:
+        return await store.get_proposal(self.conn, proposal_id) is not None
+
+    async def _fetch_awaiting(self, due_before: date) -> list[Proposal]:
+        rows = await store.awaiting_cosigners(self.conn, due_before=due_before)
+        signers = await store.signers_of(self.conn, [row["id"] for row in rows]) if rows else {}
+        return [Proposal(row, signers[row["id"]]) for row in rows]
+
+    async def _merged_into(self, proposal_id: str) -> list[str]:
+        return await store.merged_into(self.conn, proposal_id)
+
+    async def _next_sequence(self, year: int) -> int:
+        return await store.next_filing_sequence(self.conn, year)
+
+    async def _save(self, proposal: Proposal, snapshot: Snapshot) -> bool:
+        conn = self.conn
+        if snapshot.row is None:
+            await store.insert_proposal(conn, proposal.row)
+            if proposal.signers:
+                await conn.execute(insert(store.signers), proposal.signers)
+            return True
+        changed, added, updated, gone = changes_of(proposal, snapshot)
+        if not (changed or added or updated or gone):
+            return True
+        # The compare-and-set: a concurrent review or sweep that moved the proposal wins, we write nothing.
+        if not await store.transition(
+            conn,
+            proposal.id,
+            ProposalStatus(snapshot.row["status"]),
+            proposal.status,
+            **{k: v for k, v in changed.items() if k != "status"},
+        ):
+            return False
+        signers = store.signers
+        if gone:
+            await conn.execute(
+                delete(signers).where(signers.c.proposal_id == proposal.id).where(signers.c.signer_id.in_(gone))
+            )
+        if added:
+            await conn.execute(insert(signers), added)
+        for row in updated:
+            await conn.execute(
+                update(signers)
+                .where(and_(signers.c.proposal_id == proposal.id, signers.c.signer_id == row["signer_id"]))
+                .values(is_first=row["is_first"], confirmed_at=row["confirmed_at"])
+            )
+        return True
+
+    async def _publish(self, events: list[Event]) -> None:
+        await add_to_outbox(self.conn, store.metadata, SERVICE, events)
