@@ -17,9 +17,11 @@ from sqlalchemy import func, select
 
 from services.intake import service, store
 from services.intake.app import build
+from services.intake.domain import ProposalStatus
 from services.intake.unit_of_work import SqlUnitOfWork
 from shared.auth import issue_token
-from shared.events import Role
+from shared.errors import StateConflict
+from shared.events import Actor, Role
 from shared.messaging import limit_outbox_records, outbox_record_limit
 from shared.migrate import upgrade_async
 from shared.policy import load_policy
@@ -45,6 +47,7 @@ STRANGER = token(Role.MEMBER, "m-7")
 COMMITTEE = token(Role.COMMITTEE, "c-1")
 UNIT = token(Role.UNIT, "u-1", unit="dg-fgj")
 SOLO = {**PROPOSAL, "cosigners": []}
+COMMITTEE_ACTOR = Actor(id="c-1", role=Role.COMMITTEE)
 
 
 class FakeClock:
@@ -295,6 +298,26 @@ async def test_the_cosign_window_closes_and_the_proposal_goes_to_review_with_who
     assert started["trigger"] == "cosign_window_closed"
     assert [c["id"] for c in started["confirmed_cosigners"]] == ["m-2"]
     assert [c["id"] for c in started["unconfirmed_cosigners"]] == ["m-3"]
+
+
+async def test_a_review_overtaken_by_a_concurrent_withdrawal_saves_nothing(client: httpx.AsyncClient) -> None:
+    """The unit of work saves a proposal only if its status is still the one it loaded (compare-and-set):
+    a review decided on a proposal withdrawn meanwhile is refused, and neither its state nor its event
+    is written."""
+    proposal_id = await submit(client, SOLO)
+    runtime = client.runtime  # type: ignore[attr-defined]
+    async with runtime.transaction() as conn:
+        uow = SqlUnitOfWork(conn)
+        async with uow:
+            proposal = await uow.submitted(proposal_id)
+            await store.transition(conn, proposal_id, ProposalStatus.SUBMITTED, ProposalStatus.WITHDRAWN)
+            proposal.return_for_revision(COMMITTEE_ACTOR, reason="请补充", correlation_id=None, now=datetime.now(UTC))
+            with pytest.raises(StateConflict) as overtaken:
+                await uow.commit()
+    assert overtaken.value.rule == "review_only_submitted"
+    stored = (await client.get(f"/proposals/{proposal_id}", headers=COMMITTEE)).json()
+    assert (stored["status"], stored["return_reason"]) == ("withdrawn", None)
+    assert await outbox_types(client) == ["proposalflow.proposal.submitted.v1"]
 
 
 async def test_a_draft_is_private_until_submitted_and_complete(client: httpx.AsyncClient) -> None:
