@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.intake import service, store
 from services.intake.service import Clock
-from services.intake.unit_of_work import SqlUnitOfWork
+from services.intake.unit_of_work import SERVICE, SqlUnitOfWork
 from shared.commands import InboundDoor, Refusal, RuleViolation, rejection
 from shared.envelope import Envelope
 from shared.events import SUBMISSIONS, Role, SubmissionRejected, SubmitProposal
@@ -57,6 +57,6 @@ def submission_handler(policy: Policy, allowed_sources: Sequence[str], clock: Cl
                 raise Refusal.of(exc, command.actor) from exc
         except Refusal as refusal:
             answer = rejection(SubmissionRejected, envelope, refusal, proposal_id or envelope.subject or envelope.id)
-            await add_to_outbox(conn, store.metadata, service.SERVICE, [answer])
+            await add_to_outbox(conn, store.metadata, SERVICE, [answer])
 
     return on_submission

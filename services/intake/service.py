@@ -18,13 +18,11 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from services.intake import domain
-from services.intake.domain import SWEEPER, Proposal
-from services.intake.unit_of_work import SERVICE, UnitOfWork
+from services.intake.domain import Proposal, ProposalStatus
+from services.intake.unit_of_work import UnitOfWork
 from shared.errors import StateConflict
 from shared.events import Actor, ProposalContent
 from shared.policy import Policy, local_date
-
-__all__ = ["SERVICE", "SWEEPER"]
 
 Clock = Callable[[], datetime]
 ReviewKind = Literal["file", "not_file", "merge", "return"]
@@ -102,7 +100,8 @@ async def close_cosign_windows(uow: UnitOfWork, policy: Policy, *, now: datetime
     today = local_date(now, policy.timezone)
     moved = []
     async with uow:
-        for proposal in await uow.awaiting_cosigners(due_before=today):
+        for candidate in await uow.awaiting_cosigners(due_before=today):
+            proposal = await uow.get(candidate.id)  # loaded afresh if a conflict made the unit of work forget it
             if not proposal.close_cosign_window(today, now):
                 continue
             try:
@@ -154,7 +153,7 @@ async def review(
             into = None
             if into_proposal_id and into_proposal_id != proposal_id:
                 into = await uow.find(into_proposal_id)
-                if into is not None and into.status == domain.ProposalStatus.DRAFT:
+                if into is not None and into.status == ProposalStatus.DRAFT:
                     into = None
             proposal.merge(into_proposal_id, into, actor, **common)
         else:

@@ -230,11 +230,14 @@ async def test_a_review_overtaken_by_a_withdrawal_saves_and_publishes_nothing() 
     assert uow.proposal("p-1").row["not_filed_ground"] is None
 
 
-async def test_the_sweep_leaves_a_proposal_a_concurrent_request_moved() -> None:
+async def test_the_sweep_leaves_a_proposal_a_concurrent_request_moved_and_moves_the_others() -> None:
     uow = FakeUnitOfWork()
     await submitted(uow, JOINT)
+    await submitted(uow, JOINT, proposal_id="p-2")
     uow.outbox.clear()
     uow.meanwhile = _withdrawn_meanwhile
     later = NOW + timedelta(days=30)
-    assert await service.close_cosign_windows(uow, POLICY, now=later) == []
-    assert (uow.outbox, uow.proposal("p-1").status) == ([], ProposalStatus.WITHDRAWN)
+    assert await service.close_cosign_windows(uow, POLICY, now=later) == ["p-2"]
+    assert uow.proposal("p-1").status == ProposalStatus.WITHDRAWN
+    assert (uow.proposal("p-2").status, uow.types()) == (ProposalStatus.SUBMITTED, [ProposalReviewStarted.TYPE])
+    assert uow.outbox[0].proposal_id == "p-2"
