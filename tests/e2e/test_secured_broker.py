@@ -336,7 +336,12 @@ async def broker_refusal(http: httpx.AsyncClient, suite: Suite, service: str) ->
 def cli(env: dict[str, str], *args: str) -> str:
     """`proposalflow …` as an operator runs it beside the services (the outbox commands use only the database)."""
     done = subprocess.run(
-        [sys.executable, "-m", "proposalflow.cli", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "proposalflow.cli", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
