@@ -16,7 +16,7 @@ from services.portal.settings import PortalSettings
 from shared.auth import issue_token
 from shared.events import Role
 from shared.settings import CommonSettings
-from shared.statistics import RATE_DEFINITIONS
+from shared.statistics import RATE_DEFINITIONS, UNIT_RULE
 
 SECRET = "portal-unit-test-secret-0123456789abcdef0123"
 COMMON = CommonSettings(jwt_secret=SECRET)
@@ -212,6 +212,7 @@ async def test_the_committee_sees_the_years_figures_charts_and_key_board_but_no_
     assert "A 类 (已解决或采纳) 答复占比" in page and "2 / 4 件" in page
     for name in ("filing_rate", "on_time_reply_rate", "satisfaction_rate", "suggestion_adoption_rate"):
         assert f'title="{RATE_DEFINITIONS[name]}"' in page
+    assert f'title="{UNIT_RULE}">各承办单位立案提案' in page  # 改办 and 分办: which unit a proposal counts for
     assert "办理全过程" in proposal and "立案, 案号 2026001" in proposal
     assert 'data-form="accept"' not in proposal and 'data-form="reply"' not in proposal
     assert 'data-form="supervision"' not in proposal and 'href="/unit"' not in proposal
