@@ -29,7 +29,7 @@ from aiokafka.errors import TopicAuthorizationFailedError
 
 from shared.events import ASSIGNMENTS, NOTIFICATIONS, Role
 from shared.kafka_access import connection_problem
-from shared.messaging import kafka_client_options
+from shared.producer import kafka_client_options
 from shared.settings import SERVICES, CommonSettings
 from tests.e2e.test_handling_lifecycle import PROPOSAL, REPLY
 from tests.e2e.test_lifecycle import eventually
@@ -336,7 +336,12 @@ async def broker_refusal(http: httpx.AsyncClient, suite: Suite, service: str) ->
 def cli(env: dict[str, str], *args: str) -> str:
     """`proposalflow …` as an operator runs it beside the services (the outbox commands use only the database)."""
     done = subprocess.run(
-        [sys.executable, "-m", "proposalflow.cli", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "proposalflow.cli", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
