@@ -21,7 +21,7 @@ from shared.events import (
     Suggestion,
     UnitRef,
 )
-from shared.messaging import envelope_for
+from shared.outbox import envelope_for
 from shared.runtime import ServiceRuntime
 
 COMMITTEE = Actor(id="c-1", role=Role.COMMITTEE)

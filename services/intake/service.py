@@ -38,7 +38,7 @@ from shared.events import (
     Proposer,
     Role,
 )
-from shared.messaging import add_to_outbox
+from shared.outbox import add_to_outbox
 from shared.policy import Policy, deadline_for, local_date
 
 SERVICE = "intake"

@@ -28,8 +28,10 @@ from proposalflow.cli import app
 from services.intake import store as intake_store
 from shared.db import create_engine
 from shared.events import Actor, ProposalWithdrawn, Role
-from shared.messaging import KafkaPublisher, OutboxRelay, add_to_outbox
 from shared.migrate import upgrade_async
+from shared.outbox import add_to_outbox
+from shared.producer import KafkaPublisher
+from shared.relay import OutboxRelay
 from shared.settings import CommonSettings
 from tests.fakes import RecordingPublisher
 

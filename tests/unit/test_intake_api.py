@@ -19,8 +19,8 @@ from services.intake import service, store
 from services.intake.app import build
 from shared.auth import issue_token
 from shared.events import Role
-from shared.messaging import limit_outbox_records, outbox_record_limit
 from shared.migrate import upgrade_async
+from shared.outbox import limit_outbox_records, outbox_record_limit
 from shared.policy import load_policy
 from shared.settings import CommonSettings
 
