@@ -45,7 +45,7 @@ from shared.events import (
     SuggestionAdoption,
     UnitRef,
 )
-from shared.messaging import envelope_for
+from shared.outbox import envelope_for
 from shared.policy import Policy, StatisticsRules, WorkingCalendar, default_policy
 from shared.statistics import RATE_DEFINITIONS
 from tests.progress_fakes import FakeUnitOfWork
