@@ -29,8 +29,10 @@ from services.intake import store as intake_store
 from shared.db import create_engine
 from shared.envelope import Envelope, to_kafka
 from shared.events import Actor, ProposalWithdrawn, Role
-from shared.messaging import EventProcessor, OutboxRelay, add_to_outbox
 from shared.migrate import upgrade_async
+from shared.outbox import add_to_outbox
+from shared.processor import EventProcessor
+from shared.relay import OutboxRelay
 
 ACTOR = Actor(id="m-bench", role=Role.MEMBER)
 

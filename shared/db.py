@@ -33,6 +33,7 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -89,7 +90,7 @@ def add_plumbing_tables(metadata: MetaData) -> None:
         Column("payload", LargeBinary, nullable=False),
         Column("created_at", UTCDateTime(), nullable=False),
         Column("sent_at", UTCDateTime(), nullable=True),
-        # Set by the relay when the row failed for good (shared/messaging.py: OutboxRelay); cleared by
+        # Set by the relay when the row failed for good (shared/relay.py: OutboxRelay); cleared by
         # `proposalflow outbox retry`. A failed row stays unsent and is skipped until then.
         Column("failed_at", UTCDateTime(), nullable=True),
         Column("error", Text, nullable=True),
@@ -194,7 +195,7 @@ def ping_when_idle(engine: AsyncEngine, idle_s: float) -> None:
     transaction, the relay for its turn and the processor for its after-commit look, that was as many
     round trips as the work itself (docs/performance.md). A connection used moments ago is alive unless
     the server went away since; then its first statement fails, SQLAlchemy invalidates it, and the error
-    is transient (`shared.messaging.is_transient`): retried like any outage. A connection that sat idle
+    is transient (`shared.failures.is_transient`): retried like any outage. A connection that sat idle
     (a firewall, a server restart during a quiet hour) is pinged as before, and replaced if dead."""
 
     @event.listens_for(engine.sync_engine, "checkin")
@@ -315,3 +316,23 @@ __all__ = [
     "rows_by",
     "update_by",
 ]
+
+
+_INSERTS: dict[tuple[Table, str, str | None], Any] = {}
+
+
+def insert_new(table: Table, dialect: str, unique: str | None = None) -> Any:
+    """`INSERT … ON CONFLICT DO NOTHING` into `table`, built once per table and dialect: executed with
+    its rows as parameters, SQLAlchemy compiles it once, not on every call (docs/performance.md)."""
+    key = (table, dialect, unique)
+    stmt = _INSERTS.get(key)
+    if stmt is None:
+        index = [unique] if unique else None
+        if dialect == "postgresql":
+            stmt = postgresql.insert(table).on_conflict_do_nothing(index_elements=index)
+        elif dialect == "sqlite":
+            stmt = sqlite.insert(table).on_conflict_do_nothing(index_elements=index)
+        else:
+            stmt = insert(table)
+        _INSERTS[key] = stmt
+    return stmt

@@ -1,4 +1,8 @@
-"""Dead letters (`proposalflow.dlq.<service>`): look at them, and send them back once the cause is fixed.
+"""Dead letters (`proposalflow.dlq.<service>`): the forms a letter is written in, and for an operator, look
+at them and send them back once the cause is fixed.
+
+The processor (shared/processor.py) writes a record it gives up on in the largest of its forms
+(:func:`dead_letter_forms`) within the producer's `max_request_size`.
 
 A replayed record goes back to its original topic as it came (the `x-dlq-*` headers removed), so every
 consumer of that topic sees it again; those that had already processed it skip it in their inbox. Replay
@@ -7,7 +11,7 @@ stops half-way resumes where it left off and never re-sends what it already sent
 
 A dead letter that was too large to send whole left out the original's value (and, rarer, its headers
 and key), naming it by `x-dlq-original-topic/-partition/-offset` and `x-dlq-value-sha256`
-(`shared.messaging.dead_letter_forms`). Replay fetches such an original from its source topic and sends
+(:func:`dead_letter_forms`). Replay fetches such an original from its source topic and sends
 it back exactly as it was. If retention has taken it, or the offset now holds another record, replay
 refuses (:class:`OriginalUnavailable`, naming topic[partition]@offset) and stops there, committing
 nothing past it: dropping the event is an operator's decision, not the tool's.
@@ -17,15 +21,19 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from shared.events import dlq_topic
-from shared.messaging import KafkaPublisher, kafka_client_options
+from shared.producer import KafkaPublisher, kafka_client_options, record_size
 from shared.settings import CommonSettings
+
+if TYPE_CHECKING:
+    from shared.processor import Record
 
 DLQ_PREFIX = "x-dlq-"
 
@@ -249,3 +257,83 @@ async def replay(settings: CommonSettings, service: str, *, limit: int | None = 
         return await _consume_to_end(settings, service, f"proposalflow-dlq-replay-{service}", send, limit)
     finally:
         await publisher.stop()
+
+
+# Writing ------------------------------------------------------------------------------------------
+
+
+DLQ_ERROR_BYTES = 4000
+"""The most of the error (`x-dlq-error`, UTF-8) a dead letter carries."""
+
+DLQ_TRIMMED_ERROR_BYTES = 500
+"""The most of the error a dead letter that had to shrink carries: the exception's type and the start of
+its message, which is what names the cause."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterForm:
+    """One way to write a dead letter: its key, value and headers, the `x-dlq-*` ones included."""
+
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+
+    @property
+    def size(self) -> int:
+        return record_size(self.key, self.value, self.headers)
+
+
+def utf8_within(text: str, limit: int) -> bytes:
+    """`text` in UTF-8, at most `limit` bytes, never cutting a character in two; a cut text ends in '…'."""
+    data = text.encode()
+    if len(data) <= limit:
+        return data
+    ellipsis = "…".encode()
+    return data[: limit - len(ellipsis)].decode(errors="ignore").encode() + ellipsis
+
+
+def dead_letter_forms(record: Record, error: str, facts: Sequence[tuple[str, bytes]]) -> Iterator[DeadLetterForm]:
+    """The forms of one dead letter, largest first, each leaving out more of the original record:
+
+    1. the record as it came, the error (`x-dlq-error`) up to :data:`DLQ_ERROR_BYTES`;
+    2. the error trimmed to :data:`DLQ_TRIMMED_ERROR_BYTES`;
+    3. the value left out: `x-dlq-value-omitted: <its size>`, `x-dlq-value-sha256: <hex digest>`;
+    4. the original headers left out too: `x-dlq-headers-omitted: <how many>`;
+    5. the key left out too: `x-dlq-key-omitted: <its size>`.
+
+    Every form carries `facts`, the other `x-dlq-*` headers, among them the original's topic, partition
+    and offset: what a form leaves out is still in the source topic there until its retention ends, and
+    `proposalflow dlq replay` fetches it from there (checking the digest). The error is trimmed first
+    because a letter that keeps its value can be replayed whatever the source's retention. A form that
+    leaves nothing out is skipped (no value, no headers, no key). The last form holds nothing of the
+    original but a trimmed error and the facts, well under the smallest `max_request_size` the settings
+    allow, so one form always fits. The value becomes empty (null), not a placeholder: a placeholder
+    under the original's `ce_*` headers would read as the event with other data.
+    """
+    key, value, headers = record.key, record.value, list(record.headers)
+    yield DeadLetterForm(key, value, [*headers, ("x-dlq-error", utf8_within(error, DLQ_ERROR_BYTES)), *facts])
+    trimmed = [("x-dlq-error", utf8_within(error, DLQ_TRIMMED_ERROR_BYTES)), *facts]
+    yield DeadLetterForm(key, value, [*headers, *trimmed])
+    if value is not None:
+        trimmed += [
+            ("x-dlq-value-omitted", str(len(value)).encode()),
+            ("x-dlq-value-sha256", hashlib.sha256(value).hexdigest().encode()),
+        ]
+        yield DeadLetterForm(key, None, [*headers, *trimmed])
+    if headers:
+        trimmed.append(("x-dlq-headers-omitted", str(len(headers)).encode()))
+        yield DeadLetterForm(key, None, trimmed)
+    if key is not None:
+        trimmed.append(("x-dlq-key-omitted", str(len(key)).encode()))
+        yield DeadLetterForm(None, None, trimmed)
+
+
+def left_out(form: DeadLetterForm) -> str:
+    """What a dead letter's form left out, for a log line."""
+    names = {
+        "x-dlq-value-omitted": "value",
+        "x-dlq-headers-omitted": "original headers",
+        "x-dlq-key-omitted": "key",
+    }
+    left_out = [label for name, label in names.items() if any(header == name for header, _ in form.headers)]
+    return "without its " + ", ".join(left_out) if left_out else "the error trimmed"

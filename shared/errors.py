@@ -23,3 +23,11 @@ class NotYours(RuleViolation):
 
 class NotFound(Exception):
     """No such item, or none the caller may see (404); `args[0]` names what was looked for."""
+
+
+class NotReady(Exception):
+    """The handler needs an event it has not seen yet (no order across topics): park and re-run."""
+
+
+class PermanentError(Exception):
+    """This record can never succeed as it is (bad schema, a rule it breaks): dead-letter it."""

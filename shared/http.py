@@ -25,8 +25,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.db import built_once
 from shared.jsonguard import json_depth_exceeds
-from shared.messaging import EventTooLarge
 from shared.observability import METRICS, bind_context, traced
+from shared.outbox import EventTooLarge
 
 PROBLEM_JSON = "application/problem+json"
 MAX_BODY_BYTES = 1_000_000

@@ -23,7 +23,7 @@ from aiokafka.errors import (
 )
 from aiokafka.protocol.metadata import MetadataRequest
 
-from shared.messaging import kafka_client_options, kafka_user
+from shared.producer import kafka_client_options, kafka_user
 from shared.settings import CommonSettings
 
 ACL_GUIDE = 'docs/operations.md, "Kafka users and ACLs"'

@@ -330,3 +330,8 @@ class Metrics:
 
 
 METRICS = Metrics()
+
+
+def kafka_attributes(topic: str) -> dict[str, str]:
+    """OpenTelemetry messaging attributes of a Kafka topic."""
+    return {"messaging.system": "kafka", "messaging.destination.name": topic}

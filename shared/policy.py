@@ -275,6 +275,16 @@ class CalendarOverrides(BaseModel):
         return self
 
 
+class StatisticsRules(BaseModel):
+    """统计口径 where cities differ (the definitions themselves: ``shared/statistics.py``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    merged_proposals: Literal["accepted", "not_accepted", "excluded"] = "accepted"
+    """立案率 and 并案: a merged proposal counts as accepted (立案, the default: its content is handled in
+    the proposal it joined), as not accepted, or is left out of both numerator and denominator."""
+
+
 def _check_unique(values: Iterable[str], what: str) -> None:
     seen: set[str] = set()
     dupes: set[str] = set()
@@ -319,6 +329,8 @@ class Policy(BaseModel):
     """工作日历调整 on top of the ``holidays`` package."""
     publish_approved_replies: bool = False
     """答复公开: approved replies are disclosed on the public route (personal data removed)."""
+    statistics: StatisticsRules = Field(default_factory=StatisticsRules)
+    """统计口径 choices (立案率 and merged proposals)."""
 
     @field_validator("timezone")
     @classmethod

@@ -23,24 +23,19 @@ from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.asyncapi import complete as complete_asyncapi
+from shared.backoff import backoff_delay
 from shared.db import create_engine, ping
 from shared.envelope import Envelope
 from shared.events import Event, dlq_topic
 from shared.http import document_problems, install_error_handlers, install_health_routes, install_middleware
 from shared.kafka_access import ACL_GUIDE, connection_problem, consumer_access_problems
-from shared.messaging import (
-    EventProcessor,
-    Handler,
-    KafkaPublisher,
-    OutboxRelay,
-    Record,
-    backoff_delay,
-    kafka_user,
-    measure_lag,
-    subscribe,
-)
 from shared.observability import configure_tracing
+from shared.offsets import measure_lag
+from shared.processor import EventProcessor, Handler, Record
+from shared.producer import KafkaPublisher, kafka_user
+from shared.relay import OutboxRelay
 from shared.settings import CommonSettings, ServiceSettings, service_settings
+from shared.subscriber import subscribe
 from shared.topics import create_topics
 
 log = logging.getLogger("proposalflow.runtime")

@@ -8,7 +8,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, TopicAuthorizationFailedError, for_code
 
 from shared.events import ALL_TOPICS, dlq_topic
-from shared.messaging import kafka_client_options, kafka_user
+from shared.producer import kafka_client_options, kafka_user
 from shared.settings import SERVICES, CommonSettings
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
 
 from shared.envelope import Envelope, to_kafka
-from shared.messaging import record_size
+from shared.producer import record_size
 
 
 @dataclass

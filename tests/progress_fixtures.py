@@ -21,7 +21,7 @@ from shared.events import (
     Suggestion,
     UnitRef,
 )
-from shared.messaging import envelope_for
+from shared.outbox import envelope_for
 from shared.runtime import ServiceRuntime
 
 COMMITTEE = Actor(id="c-1", role=Role.COMMITTEE)
@@ -53,7 +53,8 @@ def lifecycle(
     key_leader: str | None = None,
     cosigners: tuple[str, ...] = ("m-2",),
 ) -> list[Event]:
-    """The events intake and assignment publish for one proposal with two suggestions."""
+    """The events intake and assignment publish for one proposal with two suggestions (分办: `co` are the
+    other replying units)."""
     first = Proposer(id="m-1", name="张三")
     others = [Proposer(id=c, name=f"委员{c}") for c in cosigners]
     found: list[Event] = [
@@ -92,7 +93,8 @@ def lifecycle(
                 assignment_id=f"a-{proposal_id}",
                 form=form,
                 lead_unit=UnitRef(id=lead, name=lead),
-                co_units=[UnitRef(id=unit, name=unit) for unit in co],
+                co_units=[UnitRef(id=unit, name=unit) for unit in co] if form != AssignmentForm.SPLIT else [],
+                split_units=[UnitRef(id=unit, name=unit) for unit in co] if form == AssignmentForm.SPLIT else [],
                 reply_due=reply_due,
                 co_opinion_due=co_opinion_due if form == AssignmentForm.LEAD_CO else None,
                 dispute_until=date(2026, 3, 10),

@@ -9,7 +9,7 @@ from services.assignment.service import Clock, Context
 from services.assignment.unit_of_work import SqlUnitOfWork
 from shared.envelope import Envelope
 from shared.events import ProposalFiled, ProposalSubmitted, parse_message
-from shared.messaging import Handler, Record
+from shared.processor import Handler, Record
 
 
 def proposals_handler(ctx: Context, clock: Clock) -> Handler:

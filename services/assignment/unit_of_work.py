@@ -22,7 +22,7 @@ from services.assignment.domain import Assignment
 from shared import db
 from shared.errors import NotFound
 from shared.events import Event
-from shared.messaging import add_to_outbox
+from shared.outbox import add_to_outbox
 
 SERVICE = "assignment"
 

@@ -7,8 +7,8 @@ from fastapi import FastAPI
 from services.audit import anchors, api, handlers, store
 from services.audit.settings import AuditSettings
 from shared import events
-from shared.messaging import subscribe
 from shared.runtime import ServiceRuntime
+from shared.subscriber import subscribe
 
 # Every topic and the other services' dead letters; never audit's own, which would loop.
 AUDITED_TOPICS = [*events.ALL_TOPICS, *(events.dlq_topic(s) for s in ("intake", "assignment", "progress", "notify"))]

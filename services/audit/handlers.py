@@ -12,7 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.audit import service, store
 from shared.backoff import backoff_delay
 from shared.envelope import Envelope, EnvelopeError, from_kafka
-from shared.messaging import EventProcessor, Handler, Record, is_transient
+from shared.failures import is_transient
+from shared.processor import EventProcessor, Handler, Record
 
 
 def occurrence_key(envelope: Envelope, record: Record) -> str:

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.audit import domain, store
 from shared.envelope import Envelope
-from shared.messaging import Record
+from shared.processor import Record
 
 
 async def record_event(

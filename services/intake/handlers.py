@@ -17,8 +17,9 @@ from services.intake.unit_of_work import SERVICE, SqlUnitOfWork
 from shared.commands import InboundDoor, Refusal, RuleViolation, rejection
 from shared.envelope import Envelope
 from shared.events import SUBMISSIONS, Role, SubmissionRejected, SubmitProposal
-from shared.messaging import Handler, Record, add_to_outbox
+from shared.outbox import add_to_outbox
 from shared.policy import Policy
+from shared.processor import Handler, Record
 
 SUBMITTER_ROLES = (Role.MEMBER, Role.COMMITTEE, Role.SYSTEM)
 

@@ -23,7 +23,7 @@ from services.intake import store
 from services.intake.domain import CHANGED_MEANWHILE, Proposal, ProposalStatus
 from shared.errors import NotFound, RuleViolation, StateConflict
 from shared.events import Event
-from shared.messaging import add_to_outbox
+from shared.outbox import add_to_outbox
 
 SERVICE = "intake"
 

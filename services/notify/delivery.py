@@ -31,7 +31,7 @@ from services.notify.rules import Channel
 from services.notify.service import SERVICE, SYSTEM, outcome_event_id
 from services.notify.settings import NotifySettings
 from shared.events import Event, NotificationAttemptFailed, NotificationDelivered, NotificationFailed
-from shared.messaging import add_to_outbox
+from shared.outbox import add_to_outbox
 
 log = logging.getLogger("proposalflow.notify.delivery")
 

@@ -7,7 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.notify import service
 from shared.envelope import Envelope
 from shared.events import Event, parse_message
-from shared.messaging import Handler, Record
+from shared.processor import Handler, Record
 
 
 def on_event(notifier: service.Notifier) -> Handler:

@@ -18,8 +18,9 @@ from services.notify import domain, store
 from services.notify.rules import Channel, CompiledRule
 from services.notify.settings import NotifySettings
 from shared.envelope import Envelope
+from shared.errors import NotReady
 from shared.events import Actor, Event, NotificationDelivered, ProposalSubmitted, Role
-from shared.messaging import NotReady, add_to_outbox
+from shared.outbox import add_to_outbox
 
 SERVICE = "notify"
 SYSTEM = Actor(id="notify", role=Role.SYSTEM)

@@ -30,6 +30,7 @@ from shared.events import Role
 from shared.http import Problem
 from shared.policy import Policy, local_date
 from shared.settings import CommonSettings
+from shared.statistics import RATE_DEFINITIONS, UNIT_RULE
 
 SESSION_COOKIE = "pf_session"
 NOTICE_COOKIE = "pf_notice"
@@ -357,6 +358,9 @@ async def committee_home(request: Request) -> Response:
     context = {
         "year": year,
         "figures": figures,
+        "definitions": RATE_DEFINITIONS,
+        "unit_rule": UNIT_RULE,
+        "first_class": stats["reply_classes"]["first"],
         "unit_bars": _bars(stats["per_unit"], portal.unit, "filed"),
         "category_bars": _bars(stats["per_category"], str, "filed"),
         "overdue": (await api.get("progress", "/proposals", token, {"overdue": "true", "limit": 200}))["items"],

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.progress import domain, service, stats, store, views
 from services.progress.domain import Dossier, MeasureStatus, ReplyStatus
+from services.progress.stats_schema import Statistics
 from services.progress.unit_of_work import SqlUnitOfWork, UnitOfWork
 from shared.auth import Principal, roles
 from shared.commands import CommandRunner, NotFound
@@ -368,7 +369,12 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
 
         return await act(request, principal, idempotency_key, body, proposal_id, action)
 
-    @routes.get("/stats", summary="Statistics (办理统计): rates per unit, year and category; key proposals")
+    @routes.get(
+        "/stats",
+        summary="Statistics (办理统计): rates per unit, year and category; key proposals",
+        description="Every rate's definition (口径) is in its schema description and in docs/statistics.md.",
+        response_model=Statistics,
+    )
     async def statistics(principal: StatsReader) -> dict[str, Any]:
         async with runtime.engine.connect() as conn:
             dossiers = await store.load_dossiers(conn)

@@ -29,8 +29,9 @@ from shared.events import (
     UnitReportRejected,
     parse_message,
 )
-from shared.messaging import Handler, Record, add_to_outbox
+from shared.outbox import add_to_outbox
 from shared.policy import Policy
+from shared.processor import Handler, Record
 
 REPORTER_ROLES = (Role.UNIT, Role.SYSTEM)
 UNIT_COMMANDS = (ReportProgress, SubmitCoOpinion, SubmitReply)

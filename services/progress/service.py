@@ -16,8 +16,8 @@ from services.progress import domain
 from services.progress.domain import Dossier, MeasureStatus
 from services.progress.unit_of_work import UnitOfWork
 from shared.envelope import Envelope
+from shared.errors import NotReady
 from shared.events import Actor, Event, ProgressContent, ProposalSubmitted, ReplyContent, SubmissionRejected
-from shared.messaging import NotReady
 from shared.policy import Policy, WorkingCalendar, local_date
 
 

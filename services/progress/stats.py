@@ -1,98 +1,256 @@
-"""办理统计: the rates a proposal office reports, as one pure function over the read model.
+"""办理统计: the rates a proposal office reports, as pure functions over the read model.
 
-Definitions (the regulation is silent on the exact denominators; these are written down in
-docs/decisions.md):
+Each rate has one written definition (口径) in ``shared/statistics.py``, repeated in
+``docs/statistics.md``, the API schema and the portal's tooltips. In short, for the proposals of
+a year (the year of submission, in the policy's time zone):
 
-- 立案率: filed proposals (with a 案号) over submitted ones, withdrawn ones left out.
-- 按期办复率: approved replies drafted on or before their reply due date, over approved replies.
+- 立案率: accepted (filed, and 并案 as the policy says) over decided proposals; withdrawn ones and
+  ones still in review (审查中) are left out.
+- 按期办复率: replies approved whose approved draft came by the reply due date, over every reply that
+  fell due (one per proposal, round and replying unit; an overdue reply never sent counts).
 - 办结率: closed proposals (办结) over filed ones.
-- 满意率: evaluations whose result grade (办理结果) counts as satisfied (满意 + 基本满意), over evaluations.
-- 采纳率: adopted suggestions over the suggestions the approved replies answered; and replies of
-  the first reply class (A 已解决或采纳) over approved replies.
+- 满意率: per proposal (its latest evaluation round, every evaluation in it satisfied), and per
+  evaluation (each signer's result grade in each round).
+- 采纳率: adopted suggestions over the answered proposals' suggestions, each counted once (a unit's
+  latest approved answer wins; under 分办 a suggestion is adopted if any unit adopted it).
+- 答复占比: final answers (each unit's latest approved reply) of the classes the policy counts as
+  adopted, and of the policy's first class.
 - 逾期: open steps past their due date, by kind and by the unit that owes them.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from services.progress.domain import Dossier, ReplyStatus, Stage, implemented, obligations
+from services.progress.domain import Dossier, ReplyStatus, Stage, implemented, obligations, reply_units
 from shared.policy import Policy, local_date
+
+_OUT_OF_HANDLING = (Stage.WITHDRAWN, Stage.MERGED, Stage.NOT_FILED)
 
 
 def _rate(part: int, whole: int) -> float | None:
     return round(part / whole, 4) if whole else None
 
 
-def figures(dossiers: Sequence[Dossier], today: date, policy: Policy) -> dict[str, Any]:
-    """The headline figures of a set of proposals."""
-    submitted = [d for d in dossiers if d.stage != Stage.WITHDRAWN]
-    filed = [d for d in submitted if d.proposal["filing_number"]]
-    closed = [d for d in filed if d.proposal["closed_at"] is not None]
-    approved = [r for d in filed for r in d.replies if r["status"] == ReplyStatus.APPROVED]
-    on_time = [
-        r
-        for r in approved
-        if r["reply_due"] is not None and local_date(r["drafted_at"], policy.timezone) <= r["reply_due"]
-    ]
-    evaluations = [ev for d in filed for ev in d.evaluations]
-    satisfied_codes = {grade.code for grade in policy.evaluation_grades if grade.counts_as_satisfied}
+def year_of(dossier: Dossier, policy: Policy) -> str:
+    """The year a proposal counts in: its submission date in the policy's time zone."""
+    return str(local_date(dossier.proposal["submitted_at"], policy.timezone).year)
+
+
+def in_handling(dossier: Dossier) -> bool:
+    """Filed (with a 案号) and neither withdrawn nor merged: the proposals whose handling is counted."""
+    return bool(dossier.proposal["filing_number"]) and dossier.stage not in _OUT_OF_HANDLING
+
+
+# 立案率 ------------------------------------------------------------------------------------------
+
+
+def filing_outcome(dossier: Dossier, policy: Policy) -> bool | None:
+    """立案: True (accepted), False (not accepted), None (no outcome to count: withdrawn, in review, or
+    merged when the policy leaves merged proposals out)."""
+    if dossier.stage == Stage.WITHDRAWN:
+        return None
+    if dossier.stage == Stage.MERGED:
+        merged = policy.statistics.merged_proposals
+        return None if merged == "excluded" else merged == "accepted"
+    if dossier.stage == Stage.NOT_FILED:
+        return False
+    if dossier.proposal["filing_number"]:
+        return True
+    return None
+
+
+# 按期办复率 --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReplySlot:
+    """应答复: the reply one unit owes in one round of one proposal, and how it went."""
+
+    proposal_id: str
+    round: int
+    unit: str
+    due: date | None
+    fell_due: bool
+    """Counted: approved, sent late, or past its due date without an approved reply."""
+    on_time: bool
+
+
+def _latest(replies: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    return max(replies, key=lambda r: (r["round"], r["drafted_at"]), default=None)
+
+
+def reply_slots(dossier: Dossier, today: date, policy: Policy) -> list[ReplySlot]:
+    """The replies a proposal owed, round by round and unit by unit (分办: every unit)."""
+    if not in_handling(dossier):
+        return []
+    slots = []
+    for round_ in range(1, dossier.round + 1):
+        replies = dossier.replies_of_round(round_)
+        units = list(dict.fromkeys([r["unit"] for r in replies if r["status"] == ReplyStatus.APPROVED]))
+        if round_ == dossier.round:
+            units = list(dict.fromkeys([*reply_units(dossier.proposal), *units]))
+        for unit in units:
+            own = [r for r in replies if r["unit"] == unit]
+            approved = _latest([r for r in own if r["status"] == ReplyStatus.APPROVED])
+            pending = _latest([r for r in own if r["status"] == ReplyStatus.DRAFTED])
+            due = (approved or pending or {}).get("reply_due") or dossier.proposal["reply_due"]
+            if due is None:
+                continue
+            if approved is not None:
+                on_time = local_date(approved["drafted_at"], policy.timezone) <= due
+                slots.append(ReplySlot(dossier.id, round_, unit, due, True, on_time))
+            elif pending is not None:
+                late = local_date(pending["drafted_at"], policy.timezone) > due
+                slots.append(ReplySlot(dossier.id, round_, unit, due, late, False))
+            else:
+                slots.append(ReplySlot(dossier.id, round_, unit, due, today > due, False))
+    return slots
+
+
+# 采纳率 and 答复占比 ------------------------------------------------------------------------------
+
+
+def final_answers(dossier: Dossier, unit: str | None = None) -> list[dict[str, Any]]:
+    """Each replying unit's latest approved reply (重新办理's reply replaces the first one)."""
+    if not in_handling(dossier):
+        return []
+    by_unit: dict[str, list[dict[str, Any]]] = {}
+    for reply in dossier.replies:
+        if reply["status"] == ReplyStatus.APPROVED and unit in (None, reply["unit"]):
+            by_unit.setdefault(reply["unit"], []).append(reply)
+    return [answer for replies in by_unit.values() if (answer := _latest(replies)) is not None]
+
+
+def suggestion_adoption(dossier: Dossier, unit: str | None = None) -> tuple[int, int]:
+    """(adopted, suggestions) of one answered proposal, each suggestion once: adopted if any unit's
+    final answer adopted it (分办). (0, 0) while no reply is approved."""
+    answers = final_answers(dossier, unit)
+    if not answers:
+        return 0, 0
+    numbers = {a["number"] for answer in answers for a in answer["adoptions"]}
+    adopted = {a["number"] for answer in answers for a in answer["adoptions"] if a["adopted"]}
+    count = dossier.proposal["suggestion_count"] or 0
+    return len(adopted), max(count, len(numbers))
+
+
+# 满意率 ------------------------------------------------------------------------------------------
+
+
+def proposal_satisfied(dossier: Dossier, policy: Policy) -> bool | None:
+    """满意 (按件): every evaluation of the latest evaluated round is satisfied; None if none yet."""
+    if not in_handling(dossier) or not dossier.evaluations:
+        return None
+    latest = max(ev["round"] for ev in dossier.evaluations)
+    satisfied = _satisfied_codes(policy)
+    return all(ev["result_grade"] in satisfied for ev in dossier.evaluations if ev["round"] == latest)
+
+
+def _satisfied_codes(policy: Policy) -> set[str]:
+    return {grade.code for grade in policy.evaluation_grades if grade.counts_as_satisfied}
+
+
+# Figures -----------------------------------------------------------------------------------------
+
+
+def figures(dossiers: Sequence[Dossier], today: date, policy: Policy, unit: str | None = None) -> dict[str, Any]:
+    """The headline figures of a set of proposals; with `unit`, the reply-based ones count only that
+    unit's replies (per-unit statistics)."""
+    outcomes = [filing_outcome(d, policy) for d in dossiers]
+    decided = [o for o in outcomes if o is not None]
+    handled = [d for d in dossiers if in_handling(d)]
+    closed = [d for d in handled if d.proposal["closed_at"] is not None]
+    slots = [s for d in handled for s in reply_slots(d, today, policy) if s.fell_due and unit in (None, s.unit)]
+    on_time = [s for s in slots if s.on_time]
+    satisfied_codes = _satisfied_codes(policy)
+    evaluations = [ev for d in handled for ev in d.evaluations]
     satisfied = [ev for ev in evaluations if ev["result_grade"] in satisfied_codes]
-    adoptions = [a for r in approved for a in r["adoptions"]]
-    first_class = policy.reply_classes[0].code
-    overdue = [item for d in filed for item in obligations(d) if today > item.due]
+    judged = [s for d in handled if (s := proposal_satisfied(d, policy)) is not None]
+    adoption = [suggestion_adoption(d, unit) for d in handled]
+    adopted, suggestions = sum(a for a, _ in adoption), sum(s for _, s in adoption)
+    answers = [a for d in handled for a in final_answers(d, unit)]
+    adopted_classes = {c.code for c in policy.reply_classes if c.counts_as_adopted}
+    first_class = policy.reply_classes[0]
+    adopted_class = sum(1 for a in answers if a["classification"] in adopted_classes)
+    first = sum(1 for a in answers if a["classification"] == first_class.code)
+    overdue = [item for d in handled for item in obligations(d) if today > item.due]
     return {
-        "submitted": len(submitted),
-        "filed": len(filed),
-        "filing_rate": _rate(len(filed), len(submitted)),
-        "replies_approved": len(approved),
+        "submitted": sum(1 for d in dossiers if d.stage != Stage.WITHDRAWN),
+        "in_review": sum(1 for d in dossiers if d.stage == Stage.SUBMITTED and not d.proposal["filing_number"]),
+        "decided": len(decided),
+        "accepted": sum(decided),
+        "filed": len(handled),
+        "filing_rate": _rate(sum(decided), len(decided)),
+        "replies_due": len(slots),
         "replies_on_time": len(on_time),
-        "on_time_reply_rate": _rate(len(on_time), len(approved)),
+        "on_time_reply_rate": _rate(len(on_time), len(slots)),
         "closed": len(closed),
-        "closing_rate": _rate(len(closed), len(filed)),
+        "closing_rate": _rate(len(closed), len(handled)),
+        "proposals_evaluated": len(judged),
+        "proposals_satisfied": sum(judged),
+        "satisfaction_rate": _rate(sum(judged), len(judged)),
         "evaluations": len(evaluations),
         "satisfied": len(satisfied),
-        "satisfaction_rate": _rate(len(satisfied), len(evaluations)),
-        "suggestions_answered": len(adoptions),
-        "suggestions_adopted": sum(1 for a in adoptions if a["adopted"]),
-        "suggestion_adoption_rate": _rate(sum(1 for a in adoptions if a["adopted"]), len(adoptions)),
-        "first_class_replies": sum(1 for r in approved if r["classification"] == first_class),
-        "first_class_rate": _rate(sum(1 for r in approved if r["classification"] == first_class), len(approved)),
-        "implemented": sum(1 for d in filed if d.proposal["implemented_at"] is not None or implemented(d)),
+        "evaluation_satisfaction_rate": _rate(len(satisfied), len(evaluations)),
+        "suggestions": suggestions,
+        "suggestions_adopted": adopted,
+        "suggestion_adoption_rate": _rate(adopted, suggestions),
+        "replies_final": len(answers),
+        "adopted_class_replies": adopted_class,
+        "adopted_class_rate": _rate(adopted_class, len(answers)),
+        "first_class_replies": first,
+        "first_class_rate": _rate(first, len(answers)),
+        "implemented": sum(1 for d in handled if d.proposal["implemented_at"] is not None or implemented(d)),
         "overdue": dict(sorted(Counter(item.kind for item in overdue).items())),
     }
 
 
-def _grouped(
-    dossiers: Sequence[Dossier], keys: Callable[[Dossier], Iterable[str]], today: date, policy: Policy
-) -> dict[str, dict[str, Any]]:
+def _grouped_by(dossiers: Sequence[Dossier], key: Any) -> dict[str, list[Dossier]]:
     groups: dict[str, list[Dossier]] = {}
     for dossier in dossiers:
-        for key in keys(dossier):
-            groups.setdefault(key, []).append(dossier)
-    return {key: figures(members, today, policy) for key, members in sorted(groups.items())}
+        groups.setdefault(key(dossier), []).append(dossier)
+    return dict(sorted(groups.items()))
 
 
-def year_of(dossier: Dossier, policy: Policy) -> str:
-    return str(local_date(dossier.proposal["submitted_at"], policy.timezone).year)
+def units_of(dossier: Dossier) -> list[str]:
+    """The units a proposal counts for: its current replying units (改办 moves it to the new unit)."""
+    return reply_units(dossier.proposal) if in_handling(dossier) else []
+
+
+def per_unit(dossiers: Sequence[Dossier], today: date, policy: Policy) -> dict[str, dict[str, Any]]:
+    groups: dict[str, list[Dossier]] = {}
+    for dossier in dossiers:
+        for unit in units_of(dossier):
+            groups.setdefault(unit, []).append(dossier)
+    return {unit: figures(members, today, policy, unit) for unit, members in sorted(groups.items())}
 
 
 def statistics(dossiers: Sequence[Dossier], today: date, policy: Policy) -> dict[str, Any]:
-    """`GET /stats`: overall, per lead unit, per year, per category, overdue by unit, key board."""
+    """`GET /stats`: overall, per unit, per year, per category, overdue by unit, key board."""
     overdue_by_unit = Counter(
         item.unit for d in dossiers for item in obligations(d) if today > item.due and item.kind != "evaluation"
     )
+    first_class = policy.reply_classes[0]
     return {
         "as_of": today.isoformat(),
+        "reply_classes": {
+            "first": {"code": first_class.code, "label": first_class.label},
+            "adopted": [c.code for c in policy.reply_classes if c.counts_as_adopted],
+        },
         "overall": figures(dossiers, today, policy),
-        "per_unit": _grouped(
-            dossiers, lambda d: [d.proposal["lead_unit"]] if d.proposal["lead_unit"] else [], today, policy
-        ),
-        "per_year": _grouped(dossiers, lambda d: [year_of(d, policy)], today, policy),
-        "per_category": _grouped(dossiers, lambda d: [d.proposal["category"]], today, policy),
+        "per_unit": per_unit(dossiers, today, policy),
+        "per_year": {
+            year: figures(members, today, policy)
+            for year, members in _grouped_by(dossiers, lambda d: year_of(d, policy)).items()
+        },
+        "per_category": {
+            category: figures(members, today, policy)
+            for category, members in _grouped_by(dossiers, lambda d: d.proposal["category"]).items()
+        },
         "overdue_by_unit": dict(sorted(overdue_by_unit.items())),
         "key_proposals": [key_board_row(d, today) for d in dossiers if d.proposal["is_key"]],
     }

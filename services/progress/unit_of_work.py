@@ -2,7 +2,7 @@
 events to publish) in the caller's transaction.
 
 The transaction is the door's: over HTTP it also holds the `Idempotency-Key` answer, in a consumer the
-inbox mark (shared/messaging.py writes both on the same connection). Nothing is written before
+inbox mark (shared/processor.py writes both on the same connection). Nothing is written before
 `commit()`, so a use case refused half-way leaves the transaction as it found it; the door's transaction
 commits it all, or nothing.
 """
@@ -24,7 +24,7 @@ from shared import db
 from shared.envelope import Envelope
 from shared.errors import NotFound
 from shared.events import Event
-from shared.messaging import add_to_outbox
+from shared.outbox import add_to_outbox
 
 SERVICE = "progress"
 

@@ -95,6 +95,21 @@ async def test_a_proposal_is_answered_evaluated_closed_and_its_measures_implemen
         assert done.status_code == 200, done.text
         assert done.json()["implemented_at"] is not None
 
+        # 办理统计: replies and evaluations exist only in this suite's progress (other tests' proposals on the
+        # shared topics reach it at most assigned, due months ahead), so every reply-based rate is this story's.
+        stats = (await http.get(f"{url['progress']}/stats", headers=committee)).json()
+        overall = stats["overall"]
+        assert (overall["replies_on_time"], overall["replies_due"], overall["on_time_reply_rate"]) == (1, 1, 1.0)
+        assert (overall["suggestions_adopted"], overall["suggestions"]) == (2, 2)
+        assert (overall["proposals_satisfied"], overall["proposals_evaluated"], overall["satisfaction_rate"]) == (
+            1,
+            1,
+            1.0,
+        )
+        assert (overall["first_class_replies"], overall["replies_final"]) == (1, 1)
+        assert stats["reply_classes"]["first"] == {"code": "A", "label": "已解决或采纳"}
+        assert stats["per_unit"]["dg-zrzyj"]["replies_on_time"] == 1
+
         public = (await http.get(f"{url['progress']}/public/replies")).json()
         published = [item for item in public["items"] if item["title"] == PROPOSAL["title"]]
         assert published

@@ -29,7 +29,7 @@ from aiokafka.errors import TopicAuthorizationFailedError
 
 from shared.events import ASSIGNMENTS, NOTIFICATIONS, Role
 from shared.kafka_access import connection_problem
-from shared.messaging import kafka_client_options
+from shared.producer import kafka_client_options
 from shared.settings import SERVICES, CommonSettings
 from tests.e2e.test_handling_lifecycle import PROPOSAL, REPLY
 from tests.e2e.test_lifecycle import eventually

@@ -18,8 +18,8 @@ from aiokafka.errors import TopicAlreadyExistsError
 
 from shared.envelope import from_kafka, to_kafka
 from shared.events import ASSIGNMENTS, PROPOSALS, Actor, ProposalFiled, ProposalSubmitted, Proposer, Role, Suggestion
-from shared.messaging import envelope_for
 from shared.migrate import upgrade_async
+from shared.outbox import envelope_for
 from shared.policy import POLICY_ENV_VAR
 
 pytestmark = pytest.mark.kafka

@@ -20,10 +20,11 @@ from services.audit.handlers import AuditProcessor, occurrence_key, recorder
 from shared.db import create_engine
 from shared.envelope import Envelope, to_kafka
 from shared.events import Actor, ProposalWithdrawn, Role, dlq_topic
-from shared.messaging import KafkaPublisher, subscribe
 from shared.migrate import upgrade_async
+from shared.producer import KafkaPublisher
 from shared.runtime import make_broker
 from shared.settings import CommonSettings
+from shared.subscriber import subscribe
 
 pytestmark = pytest.mark.kafka
 

@@ -9,9 +9,11 @@ from sqlalchemy import func, select
 from services.intake import store as intake_store
 from shared.db import create_engine
 from shared.envelope import Envelope
+from shared.errors import NotReady
 from shared.events import Actor, ProposalWithdrawn, Role
-from shared.messaging import EventProcessor, NotReady, add_to_outbox
 from shared.migrate import upgrade_async
+from shared.outbox import add_to_outbox
+from shared.processor import EventProcessor
 from tests.fakes import FakeRecord, RecordingPublisher, record_of
 
 ACTOR = Actor(id="m-1", role=Role.MEMBER)

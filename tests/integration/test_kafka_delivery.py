@@ -18,9 +18,13 @@ from shared.db import add_plumbing_tables, create_all, create_engine, new_metada
 from shared.dlq import list_dead_letters, replay
 from shared.envelope import Envelope, to_kafka
 from shared.events import Actor, ProposalWithdrawn, Role, dlq_topic
-from shared.messaging import EventProcessor, KafkaPublisher, OutboxRelay, add_to_outbox, subscribe
+from shared.outbox import add_to_outbox
+from shared.processor import EventProcessor
+from shared.producer import KafkaPublisher
+from shared.relay import OutboxRelay
 from shared.runtime import make_broker
 from shared.settings import CommonSettings
+from shared.subscriber import subscribe
 
 pytestmark = pytest.mark.kafka
 

@@ -25,10 +25,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from shared.db import add_plumbing_tables, create_all, create_engine, new_metadata
 from shared.dlq import DeadLetter, list_dead_letters, replay
 from shared.envelope import Envelope, to_kafka
+from shared.errors import PermanentError
 from shared.events import Actor, ProposalWithdrawn, Role, dlq_topic
-from shared.messaging import EventProcessor, KafkaPublisher, PermanentError, subscribe
+from shared.processor import EventProcessor
+from shared.producer import KafkaPublisher
 from shared.runtime import make_broker
 from shared.settings import CommonSettings
+from shared.subscriber import subscribe
 
 pytestmark = pytest.mark.kafka
 

@@ -37,8 +37,8 @@ from services.notify.settings import NotifySettings
 from shared.auth import issue_token
 from shared.envelope import Envelope, from_kafka, to_kafka
 from shared.events import ASSIGNMENTS, HANDLING, NOTIFICATIONS, PROPOSALS, Event, Role
-from shared.messaging import envelope_for
 from shared.migrate import upgrade_async
+from shared.outbox import envelope_for
 from shared.runtime import ServiceRuntime
 from shared.settings import CommonSettings
 from shared.topics import create_topics

@@ -13,8 +13,8 @@ from services.notify.delivery import DeliveryWorker
 from services.notify.rules import load_rules
 from services.notify.settings import NotifySettings
 from shared.db import create_engine
-from shared.messaging import envelope_for
 from shared.migrate import upgrade_async
+from shared.outbox import envelope_for
 from tests.notify_fixtures import lifecycle
 
 SETTINGS = NotifySettings(smtp_host="127.0.0.1")

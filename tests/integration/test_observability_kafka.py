@@ -22,8 +22,9 @@ from prometheus_client import REGISTRY
 from shared.db import add_plumbing_tables, create_all, create_engine, new_metadata
 from shared.envelope import Envelope
 from shared.events import Actor, ProposalWithdrawn, Role
-from shared.messaging import OutboxRelay, add_to_outbox
 from shared.observability import current_traceparent, use_tracer_provider
+from shared.outbox import add_to_outbox
+from shared.relay import OutboxRelay
 from shared.runtime import ServiceRuntime
 from shared.settings import CommonSettings, ServiceSettings
 from tests.fakes import RecordingPublisher

@@ -28,8 +28,10 @@ from proposalflow.cli import app
 from services.intake import store as intake_store
 from shared.db import create_engine
 from shared.events import Actor, ProposalWithdrawn, Role
-from shared.messaging import KafkaPublisher, OutboxRelay, add_to_outbox
 from shared.migrate import upgrade_async
+from shared.outbox import add_to_outbox
+from shared.producer import KafkaPublisher
+from shared.relay import OutboxRelay
 from shared.settings import CommonSettings
 from tests.fakes import RecordingPublisher
 
@@ -256,6 +258,11 @@ async def test_a_row_too_large_for_its_topic_does_not_stall_the_outbox_and_is_pu
         assert retried.key == b"p-large"
         assert json.loads(retried.value)["reason"] == events[1].reason
         await eventually(lambda: sample("proposalflow_outbox_failed_rows", service) == 0, "the gauge back to 0")
+        # The relay marks the row sent when its turn commits, just after the broker has the record.
+        deadline = asyncio.get_running_loop().time() + 30
+        while not all(row["sent_at"] is not None for row in await rows(engine)):
+            assert asyncio.get_running_loop().time() < deadline, "the retried row not marked sent in 30s"
+            await asyncio.sleep(0.05)
         assert all(row["sent_at"] is not None and row["failed_at"] is None for row in await rows(engine))
         assert sample("proposalflow_outbox_failures_total", service) == 1
     finally:

@@ -18,9 +18,12 @@ from sqlalchemy import select
 from services.intake import store as intake_store
 from shared.db import create_engine
 from shared.envelope import Envelope
+from shared.errors import NotReady
 from shared.events import Actor, ProposalWithdrawn, Role
-from shared.messaging import EventProcessor, NotReady, OutboxRelay, add_to_outbox
 from shared.migrate import upgrade_async
+from shared.outbox import add_to_outbox
+from shared.processor import EventProcessor
+from shared.relay import OutboxRelay
 from shared.settings import SERVICES
 from tests.fakes import RecordingPublisher, record_of
 

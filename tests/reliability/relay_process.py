@@ -17,7 +17,8 @@ from typing import Any
 
 from services.intake import store as intake_store
 from shared.db import create_engine
-from shared.messaging import KafkaPublisher, OutboxRelay
+from shared.producer import KafkaPublisher
+from shared.relay import OutboxRelay
 from shared.settings import CommonSettings
 
 

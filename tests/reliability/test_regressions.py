@@ -17,8 +17,11 @@ from services.progress import store as progress_store
 from services.progress.unit_of_work import SqlUnitOfWork
 from shared.db import create_engine
 from shared.events import Actor, ProposalWithdrawn, Role, SubmissionRejected, parse_message
-from shared.messaging import EventProcessor, OutboxRelay, add_to_outbox, envelope_for, is_transient
+from shared.failures import is_transient
 from shared.migrate import upgrade_async
+from shared.outbox import add_to_outbox, envelope_for
+from shared.processor import EventProcessor
+from shared.relay import OutboxRelay
 from shared.runtime import make_broker
 from shared.settings import CommonSettings
 from tests.conftest import POSTGRES_URL, _dsn, fresh_postgres_database

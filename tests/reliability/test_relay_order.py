@@ -40,8 +40,8 @@ from sqlalchemy import func, select
 from services.intake import store as intake_store
 from shared.db import create_engine
 from shared.events import Actor, ProposalWithdrawn, Role
-from shared.messaging import add_to_outbox
 from shared.migrate import upgrade_async
+from shared.outbox import add_to_outbox
 from tests.conftest import fresh_postgres_database
 from tests.procs import ROOT, stop_service
 

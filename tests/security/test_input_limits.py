@@ -21,7 +21,7 @@ from shared.envelope import EnvelopeError, from_kafka
 from shared.events import Role
 from shared.http import MAX_BODY_BYTES, MAX_JSON_DEPTH
 from shared.jsonguard import MAX_EVENT_JSON_DEPTH, json_depth_exceeds
-from shared.messaging import EventProcessor
+from shared.processor import EventProcessor
 from tests.fakes import FakeRecord, RecordingPublisher
 from tests.security.conftest import ServiceFactory, bearer, is_problem, token_for
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from shared.events import Actor, ProposalFiled, ProposalSubmitted, Proposer, Role, Suggestion
-from shared.messaging import envelope_for
+from shared.outbox import envelope_for
 from tests.fakes import record_of
 from tests.progress_fixtures import feed, lifecycle
 from tests.security.conftest import OTHER_UNIT, OWN_UNIT, ServiceFactory, bearer, is_problem, token_for

@@ -20,8 +20,8 @@ from services.assignment import store
 from services.assignment.app import build
 from shared.auth import issue_token
 from shared.events import Actor, ProposalFiled, ProposalSubmitted, Proposer, Role, Suggestion
-from shared.messaging import envelope_for
 from shared.migrate import upgrade_async
+from shared.outbox import envelope_for
 from shared.runtime import ServiceRuntime
 from shared.settings import CommonSettings
 from tests.fakes import record_of

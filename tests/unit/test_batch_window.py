@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from faststream.kafka import KafkaBroker
 
-from shared.messaging import FETCH_MIN_BYTES_IN_WINDOW, subscribe
 from shared.settings import service_settings
+from shared.subscriber import FETCH_MIN_BYTES_IN_WINDOW, subscribe
 
 
 class Processor:

@@ -29,17 +29,12 @@ from aiokafka.errors import (
 
 from services.intake import store
 from shared.db import create_engine
+from shared.dlq import DLQ_ERROR_BYTES, DLQ_TRIMMED_ERROR_BYTES, dead_letter_forms
 from shared.dlq import _dead_letter as read_dead_letter
-from shared.messaging import (
-    DLQ_ERROR_BYTES,
-    DLQ_TRIMMED_ERROR_BYTES,
-    PERMANENT_KAFKA_ERRORS,
-    EventProcessor,
-    PermanentError,
-    dead_letter_forms,
-    is_transient,
-    record_size,
-)
+from shared.errors import PermanentError
+from shared.failures import PERMANENT_KAFKA_ERRORS, is_transient
+from shared.processor import EventProcessor
+from shared.producer import record_size
 from tests.fakes import FakeRecord, RecordingPublisher
 
 SMALLEST_LIMIT = 65_536

@@ -22,8 +22,8 @@ from services.intake.unit_of_work import SqlUnitOfWork
 from shared.auth import issue_token
 from shared.errors import StateConflict
 from shared.events import Actor, Role
-from shared.messaging import limit_outbox_records, outbox_record_limit
 from shared.migrate import upgrade_async
+from shared.outbox import limit_outbox_records, outbox_record_limit
 from shared.policy import load_policy
 from shared.settings import CommonSettings
 

@@ -13,7 +13,7 @@ from aiokafka.errors import (
 )
 
 from shared.kafka_access import connection_problem
-from shared.messaging import kafka_user, write_refused_hint
+from shared.producer import kafka_user, write_refused_hint
 from shared.runtime import make_broker
 from shared.settings import CommonSettings
 from tests.procs import free_port

@@ -15,8 +15,8 @@ from services.notify.rules import load_rules
 from services.notify.settings import NotifySettings
 from shared.auth import issue_token
 from shared.events import Event, Role
-from shared.messaging import envelope_for
 from shared.migrate import upgrade_async
+from shared.outbox import envelope_for
 from shared.settings import CommonSettings
 from tests.notify_fixtures import lifecycle
 

@@ -13,8 +13,8 @@ import yaml
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import REGISTRY
 
-from shared.messaging import record_lag
 from shared.observability import METRICS, otlp_tracer_provider
+from shared.offsets import record_lag
 from shared.settings import CommonSettings
 
 OBSERVABILITY = Path(__file__).resolve().parents[2] / "deploy" / "observability"

@@ -1,5 +1,5 @@
 """Offsets are committed only for records whose outcomes are stored, and at most every interval
-(shared/messaging.py `OffsetCommits`): fewer broker round trips, never a record skipped."""
+(shared/offsets.py `OffsetCommits`): fewer broker round trips, never a record skipped."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 from aiokafka import TopicPartition
 from aiokafka.errors import CommitFailedError
 
-from shared.messaging import OffsetCommits
+from shared.offsets import OffsetCommits
 
 
 @dataclass(frozen=True)

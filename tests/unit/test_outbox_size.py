@@ -15,19 +15,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.db import add_plumbing_tables, create_all, create_engine, new_metadata
 from shared.envelope import Envelope, to_kafka
+from shared.errors import PermanentError
 from shared.events import Actor, ProposalWithdrawn, Role
 from shared.http import too_large
-from shared.messaging import (
-    DEFAULT_MAX_REQUEST_SIZE,
-    EventProcessor,
-    EventTooLarge,
-    OutboxRelay,
-    PermanentError,
-    add_to_outbox,
-    limit_outbox_records,
-    outbox_record_limit,
-    record_size,
-)
+from shared.outbox import EventTooLarge, add_to_outbox, limit_outbox_records, outbox_record_limit
+from shared.processor import EventProcessor
+from shared.producer import DEFAULT_MAX_REQUEST_SIZE, record_size
+from shared.relay import OutboxRelay
 from shared.settings import CommonSettings
 from tests.fakes import RecordingPublisher, record_of
 

@@ -474,3 +474,17 @@ def test_invalid_yaml_and_duplicate_keys_are_reported(tmp_path: Path) -> None:
         parse_policy("city: 东莞市\ncity: 深圳市\n")
     with pytest.raises(PolicyError, match="expected a mapping of fields, got an empty file"):
         parse_policy("")
+
+
+def test_merged_proposals_in_the_filing_rate_default_to_accepted_and_a_typo_is_named(tmp_path: Path) -> None:
+    assert load_policy().statistics.merged_proposals == "accepted"
+    data = _dongguan_data()
+    data.pop("statistics")
+    assert parse_policy(yaml.safe_dump(data, allow_unicode=True)).statistics.merged_proposals == "accepted"
+    data["statistics"] = {"merged_proposals": "excluded"}
+    assert parse_policy(yaml.safe_dump(data, allow_unicode=True)).statistics.merged_proposals == "excluded"
+    data["statistics"] = {"merged_proposals": "accept"}
+    with pytest.raises(PolicyError) as excinfo:
+        load_policy(_write_policy(tmp_path, data))
+    assert "statistics.merged_proposals" in str(excinfo.value)
+    assert "'accepted', 'not_accepted' or 'excluded'" in str(excinfo.value)

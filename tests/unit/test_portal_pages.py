@@ -16,6 +16,7 @@ from services.portal.settings import PortalSettings
 from shared.auth import issue_token
 from shared.events import Role
 from shared.settings import CommonSettings
+from shared.statistics import RATE_DEFINITIONS, UNIT_RULE
 
 SECRET = "portal-unit-test-secret-0123456789abcdef0123"
 COMMON = CommonSettings(jwt_secret=SECRET)
@@ -25,19 +26,28 @@ SETTINGS = PortalSettings(
 
 FIGURES = {
     "submitted": 10,
+    "in_review": 0,
+    "decided": 10,
+    "accepted": 8,
     "filed": 8,
     "filing_rate": 0.8,
-    "replies_approved": 4,
+    "replies_due": 4,
     "replies_on_time": 4,
     "on_time_reply_rate": 1.0,
     "closed": 3,
     "closing_rate": 0.375,
+    "proposals_evaluated": 3,
+    "proposals_satisfied": 2,
+    "satisfaction_rate": 0.6667,
     "evaluations": 3,
     "satisfied": 3,
-    "satisfaction_rate": 1.0,
-    "suggestions_answered": 16,
+    "evaluation_satisfaction_rate": 1.0,
+    "suggestions": 16,
     "suggestions_adopted": 12,
     "suggestion_adoption_rate": 0.75,
+    "replies_final": 4,
+    "adopted_class_replies": 3,
+    "adopted_class_rate": 0.75,
     "first_class_replies": 2,
     "first_class_rate": 0.5,
     "implemented": 1,
@@ -139,6 +149,7 @@ class FakeServices:
             },
             ("progress", "/stats"): {
                 "as_of": "2026-06-10",
+                "reply_classes": {"first": {"code": "A", "label": "已解决或采纳"}, "adopted": ["A", "B"]},
                 "overall": FIGURES,
                 "per_unit": {"dg-zrzyj": FIGURES},
                 "per_year": {"2026": FIGURES},
@@ -196,6 +207,12 @@ async def test_the_committee_sees_the_years_figures_charts_and_key_board_but_no_
     for shown in ("立案率", "80.0%", "按期办复率", "办结率", "37.5%", "满意率", "采纳率", "75.0%", "12 / 16"):
         assert shown in page
     assert "市自然资源局" in page and "常务副市长" in page and "4 / 10" in page
+    # 满意率 both ways, labelled; the first class named from the policy; each card says its 口径.
+    assert "满意率 (按件)" in page and "66.7%" in page and "满意率 (按份)" in page and "100.0%" in page
+    assert "A 类 (已解决或采纳) 答复占比" in page and "2 / 4 件" in page
+    for name in ("filing_rate", "on_time_reply_rate", "satisfaction_rate", "suggestion_adoption_rate"):
+        assert f'title="{RATE_DEFINITIONS[name]}"' in page
+    assert f'title="{UNIT_RULE}">各承办单位立案提案' in page  # 改办 and 分办: which unit a proposal counts for
     assert "办理全过程" in proposal and "立案, 案号 2026001" in proposal
     assert 'data-form="accept"' not in proposal and 'data-form="reply"' not in proposal
     assert 'data-form="supervision"' not in proposal and 'href="/unit"' not in proposal

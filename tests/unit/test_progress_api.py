@@ -243,6 +243,8 @@ async def test_lists_inbox_and_stats(client: httpx.AsyncClient, clock: Clock) ->
         "p-0001"
     ]
     figures = (await client.get("/stats", headers=COMMITTEE)).json()
-    assert figures["overall"]["filing_rate"] == round(2 / 3, 4)
+    # 立案率: p-0001 and p-0002 filed; p-0003 is still in review (审查中), so it has no outcome to count yet.
+    assert figures["overall"]["filing_rate"] == 1.0
+    assert (figures["overall"]["accepted"], figures["overall"]["decided"], figures["overall"]["in_review"]) == (2, 2, 1)
     assert figures["overdue_by_unit"] == {"dg-czj": 1}
     assert [row["id"] for row in figures["key_proposals"]] == ["p-0001"]

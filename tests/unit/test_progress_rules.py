@@ -237,20 +237,26 @@ def test_statistics_of_a_small_year_match_the_hand_computed_figures() -> None:
     at = datetime(2026, 5, 1, 2, tzinfo=UTC)
     a = Dossier(
         proposal(id="A", stage="closed", closed_at=at, lead_unit="u1", co_units=[]),
-        replies=[reply("u1", adoptions=[{"adopted": True}, {"adopted": True}])],
-        evaluations=[{"result_grade": "satisfied"}, {"result_grade": "basically_satisfied"}],
+        replies=[reply("u1", adoptions=[{"number": 1, "adopted": True}, {"number": 2, "adopted": True}])],
+        evaluations=[{"round": 1, "result_grade": "satisfied"}, {"round": 1, "result_grade": "basically_satisfied"}],
     )
     b = Dossier(
-        proposal(id="B", stage="closed", closed_at=at, lead_unit="u1", co_units=[], category="社会建设"),
+        proposal(
+            id="B", stage="closed", closed_at=at, lead_unit="u1", co_units=[], category="社会建设", suggestion_count=3
+        ),
         replies=[
             reply(
                 "u1",
                 classification="C",
                 drafted_at=datetime(2026, 6, 10, 2, tzinfo=UTC),
-                adoptions=[{"adopted": True}, {"adopted": False}, {"adopted": False}],
+                adoptions=[
+                    {"number": 1, "adopted": True},
+                    {"number": 2, "adopted": False},
+                    {"number": 3, "adopted": False},
+                ],
             )
         ],
-        evaluations=[{"result_grade": "unsatisfied"}],
+        evaluations=[{"round": 1, "result_grade": "unsatisfied"}],
     )
     c = Dossier(proposal(id="C", lead_unit="u2", co_units=[], co_opinion_due=None, is_key=True, leaders=["l-1"]))
     d = Dossier(proposal(id="D", stage="not_filed", filing_number=None, lead_unit=None, co_units=[]))
@@ -258,9 +264,11 @@ def test_statistics_of_a_small_year_match_the_hand_computed_figures() -> None:
     figures = statistics([a, b, c, d, e], date(2026, 7, 1), POLICY)
     overall = figures["overall"]
     assert overall["filing_rate"] == 0.75  # 立案率: A, B, C filed of A, B, C, D (E withdrawn) = 3/4
-    assert overall["on_time_reply_rate"] == 0.5  # A drafted 05-01 ≤ 06-01; B drafted 06-10 > 06-01: 1/2
+    # A drafted 05-01 ≤ 06-01; B drafted 06-10 > 06-01; C never answered, due 06-01 (today 07-01): 1/3
+    assert overall["on_time_reply_rate"] == 0.3333
     assert overall["closing_rate"] == 0.6667  # 办结率: A, B closed of 3 filed = 2/3
-    assert overall["satisfaction_rate"] == 0.6667  # 满意 + 基本满意 (A's two) of 3 evaluations = 2/3
+    assert overall["evaluation_satisfaction_rate"] == 0.6667  # 满意 + 基本满意 (A's two) of 3 evaluations = 2/3
+    assert overall["satisfaction_rate"] == 0.5  # per proposal: A satisfied, B not = 1/2
     assert overall["suggestion_adoption_rate"] == 0.6  # (2 + 1) adopted of (2 + 3) answered = 3/5
     assert overall["first_class_rate"] == 0.5  # A-class: A's reply of 2 approved replies = 1/2
     assert overall["overdue"] == {"reply": 1}  # C has no reply, due 06-01, today 07-01

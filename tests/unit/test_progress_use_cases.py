@@ -11,7 +11,7 @@ import pytest
 
 from services.progress import service
 from services.progress.domain import MeasureStatus, Stage
-from shared.errors import NotFound, RuleViolation, StateConflict
+from shared.errors import NotFound, NotReady, RuleViolation, StateConflict
 from shared.events import (
     Actor,
     DeadlineOverdue,
@@ -30,7 +30,7 @@ from shared.events import (
     Role,
     SuggestionAdoption,
 )
-from shared.messaging import NotReady, envelope_for
+from shared.outbox import envelope_for
 from shared.policy import WorkingCalendar, default_policy
 from tests.progress_fakes import FakeUnitOfWork
 from tests.progress_fixtures import lifecycle

@@ -272,7 +272,7 @@ class Demo:
             overall = stats["overall"]
             self.say(
                 f"本年度: 提交 {overall['submitted']} 件, 立案 {overall['filed']} 件, 办结 {overall['closed']} 件, "
-                f"采纳建议 {overall['suggestions_adopted']}/{overall['suggestions_answered']} 条"
+                f"采纳建议 {overall['suggestions_adopted']}/{overall['suggestions']} 条"
             )
         finally:
             await self.api.close()
