@@ -2,7 +2,7 @@
 
 One proposal walks the whole lifecycle (joint, filed, assigned lead + co, disputed, key, deadlines,
 reply, unsatisfied evaluation, rehandling, overdue measure, closed); three short ones cover not filed,
-merged and returned; one is reassigned.
+merged and returned; one is reassigned (its 会办单位 loses it, its 主办单位 becomes 会办).
 """
 
 from __future__ import annotations
@@ -283,7 +283,15 @@ def lifecycle(prefix: str = "p") -> list[tuple[Event, Expected]]:
         ),
         (submitted(moved, "关于优化道路交通的建议", [LI]), set()),
         (filed(moved, "关于优化道路交通的建议", "2026-0002", [LI]), {("m-1", "提案已立案"), ("m-2", "提案已立案")}),
-        (assigned(moved, []), {("m-1", "提案已交办"), ("m-2", "提案已交办"), ("unit:dg-zrj", "新交办提案")}),
+        (
+            assigned(moved, [NYJ]),
+            {
+                ("m-1", "提案已交办"),
+                ("m-2", "提案已交办"),
+                ("unit:dg-zrj", "新交办提案"),
+                ("unit:dg-nyj", "新会办提案"),
+            },
+        ),
         (
             AssignmentReassigned(
                 proposal_id=moved,
@@ -304,6 +312,7 @@ def lifecycle(prefix: str = "p") -> list[tuple[Event, Expected]]:
                 ("m-2", "提案已改办"),
                 ("unit:dg-jtj", "新交办提案"),
                 ("unit:dg-zrj", "新会办提案"),
+                ("unit:dg-nyj", "提案已改由他单位办理"),  # 改办 left it no part; 自然资源局 stays as 会办
             },
         ),
         (

@@ -115,8 +115,27 @@ def _event_units(event: Event) -> list[str]:
     return [unit_recipient(unit_id) for unit_id in ids if isinstance(unit_id, str) and unit_id]
 
 
-def recipients_of(kind: RecipientKind, event: Event, view: ProposalView) -> list[str]:
-    """The recipients a rule's kind names for this event and proposal (possibly none)."""
+def _units(view: ProposalView) -> list[UnitRef]:
+    lead = [view.lead_unit] if view.lead_unit else []
+    return [*lead, *view.co_units, *view.split_units]
+
+
+def removed_units(previous: ProposalView, view: ProposalView) -> list[UnitRef]:
+    """The units that had the proposal before the event and have no part in it after (改办: the
+    units a reassignment took it from). A unit moved from 主办 to 会办 keeps a part and is not here."""
+    kept = {unit.id for unit in _units(view)}
+    removed: dict[str, UnitRef] = {}
+    for unit in _units(previous):
+        if unit.id not in kept:
+            removed.setdefault(unit.id, unit)
+    return list(removed.values())
+
+
+def recipients_of(
+    kind: RecipientKind, event: Event, view: ProposalView, previous: ProposalView | None = None
+) -> list[str]:
+    """The recipients a rule's kind names for this event and proposal (possibly none); `previous` is
+    the record before the event (the units a reassignment removed are read from it)."""
     match kind:
         case RecipientKind.PROPOSERS:
             return list(view.signers)
@@ -133,6 +152,8 @@ def recipients_of(kind: RecipientKind, event: Event, view: ProposalView) -> list
         case RecipientKind.REPLYING_UNITS:
             lead = [view.lead_unit] if view.lead_unit else []
             return [unit_recipient(unit.id) for unit in (*lead, *view.split_units)]
+        case RecipientKind.REMOVED_UNITS:
+            return [unit_recipient(unit.id) for unit in removed_units(previous or view, view)]
         case RecipientKind.EVENT_UNIT:
             return _event_units(event)
         case RecipientKind.EVALUATING_SIGNER:
@@ -161,7 +182,9 @@ class Notice:
     body: str
 
 
-def template_context(event: Event, view: ProposalView, link: str) -> dict[str, Any]:
+def template_context(
+    event: Event, view: ProposalView, link: str, previous: ProposalView | None = None
+) -> dict[str, Any]:
     return {
         "event": event.model_dump(mode="python"),
         "proposal": {
@@ -172,23 +195,30 @@ def template_context(event: Event, view: ProposalView, link: str) -> dict[str, A
             "co_units": [unit.model_dump() for unit in view.co_units],
             "split_units": [unit.model_dump() for unit in view.split_units],
             "key": view.supervising_leader is not None or bool(getattr(event, "supervising_leader", None)),
+            "removed_units": [unit.model_dump() for unit in removed_units(previous or view, view)],
         },
         "link": link,
     }
 
 
 def notices_for(
-    rules: Sequence[CompiledRule], event_type: str, event: Event, view: ProposalView, link: str
+    rules: Sequence[CompiledRule],
+    event_type: str,
+    event: Event,
+    view: ProposalView,
+    link: str,
+    previous: ProposalView | None = None,
 ) -> list[Notice]:
     """Every notice the rules give for this event: one per (recipient, channel); the first rule that
-    names a (recipient, channel) pair writes its message, so nobody is told the same thing twice."""
-    context = template_context(event, view, link)
+    names a (recipient, channel) pair writes its message, so nobody is told the same thing twice.
+    `view` is the record after the event, `previous` the one before it (None: the same)."""
+    context = template_context(event, view, link, previous)
     notices: dict[tuple[str, Channel], Notice] = {}
     for rule in rules:
         if not rule.matches(event_type, event):
             continue
         for kind in rule.rule.recipient_kinds():
-            for recipient in recipients_of(kind, event, view):
+            for recipient in recipients_of(kind, event, view, previous):
                 for channel in rule.rule.channels:
                     if (recipient, channel) not in notices:
                         title, body = rule.render(channel, context)

@@ -40,6 +40,7 @@ class RecipientKind(StrEnum):
     CO_UNITS = "co_units"  # 会办单位
     SPLIT_UNITS = "split_units"  # 分办单位 other than the lead
     REPLYING_UNITS = "replying_units"  # the units that reply: lead and split units
+    REMOVED_UNITS = "removed_units"  # 改办后不再办理的单位: units the event took the proposal from
     EVENT_UNIT = "event_unit"  # the unit(s) the event names (disputed, dispute upheld, deadline…)
     EVALUATING_SIGNER = "evaluating_signer"  # the signer the event names (evaluation deadline)
     SUPERVISING_LEADER = "supervising_leader"  # 督办领导

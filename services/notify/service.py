@@ -74,7 +74,9 @@ async def handle(conn: AsyncConnection, envelope: Envelope, event: Event, notifi
     updated = domain.updated_view(view, event)
     if updated != view:
         await store.save_proposal(conn, view, updated)
-    notices = domain.notices_for(notifier.rules, envelope.type, event, updated, notifier.link(event.proposal_id))
+    notices = domain.notices_for(
+        notifier.rules, envelope.type, event, updated, notifier.link(event.proposal_id), previous=view
+    )
     if notices:
         await plan(conn, envelope, event, notices, notifier)
 

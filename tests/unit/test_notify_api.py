@@ -94,6 +94,25 @@ async def test_a_disputed_assignment_reaches_the_dispatchers_inbox(client: httpx
     assert "不属于本单位职责" in items[0]["body"]
 
 
+async def test_the_unit_a_reassignment_removes_reads_it_once_in_its_inbox(client: httpx.AsyncClient) -> None:
+    """改办: notify knows the units from the assignment it read before, so the one left with no part
+    finds the notice in its inbox, once even when the reassignment is delivered twice."""
+    moved = [event for event, _ in lifecycle() if event.proposal_id.endswith("-moved")][:4]
+    assert moved[-1].TYPE == "proposalflow.assignment.reassigned.v1"
+    await happen(client, moved[:3])
+    runtime = client.runtime  # type: ignore[attr-defined]
+    notifier = service.Notifier(rules=load_rules(SETTINGS.rules_path), settings=SETTINGS)
+    reassigned = envelope_for(moved[3], WRITER[moved[3].TOPIC])
+    for _delivery in range(2):  # at-least-once: the same record twice
+        async with runtime.transaction() as conn:
+            await service.handle(conn, reassigned, moved[3], notifier)
+    removed = (await client.get("/inbox", headers=token(Role.UNIT, "u-2", unit="dg-nyj"))).json()["items"]
+    assert [item["title"] for item in removed] == ["提案已改由他单位办理", "新会办提案"]
+    assert "东莞市交通运输局 主办" in removed[0]["body"] and "贵单位不再承办" in removed[0]["body"]
+    new_lead = (await client.get("/inbox", headers=token(Role.UNIT, "u-3", unit="dg-jtj"))).json()["items"]
+    assert [item["title"] for item in new_lead] == ["新交办提案"]
+
+
 CONTACT = {
     "name": "张三",
     "kind": "member",

@@ -13,7 +13,7 @@ from services.notify.domain import Contact, ProposalView
 from services.notify.rules import Channel, CompiledRule, RulesError, load_rules, local_date
 from services.notify.settings import DEFAULT_RULES_FILE
 from shared.events import Event, ProposalSubmitted
-from tests.notify_fixtures import ZRJ, assigned, lifecycle
+from tests.notify_fixtures import JTJ, NYJ, ZRJ, assigned, lifecycle
 
 RULES = load_rules(DEFAULT_RULES_FILE)
 LINK = "https://proposals.example/proposals/p"
@@ -30,8 +30,9 @@ def walk(rules: list[CompiledRule]) -> list[tuple[Event, list[domain.Notice], se
                 title=event.title,
                 signers=(event.first_proposer.id, *(c.id for c in event.cosigners)),
             )
-        views[event.proposal_id] = domain.updated_view(views[event.proposal_id], event)
-        notices = domain.notices_for(rules, event.TYPE, event, views[event.proposal_id], LINK)
+        previous = views[event.proposal_id]
+        views[event.proposal_id] = domain.updated_view(previous, event)
+        notices = domain.notices_for(rules, event.TYPE, event, views[event.proposal_id], LINK, previous=previous)
         out.append((event, notices, expected))
     return out
 
@@ -67,6 +68,33 @@ def test_an_sms_uses_its_own_short_words() -> None:
     notices = domain.notices_for(RULES, assigned("p", []).TYPE, assigned("p", []), view, LINK)
     sms = next(n for n in notices if n.channel == Channel.SMS and n.recipient == "m-1")
     assert sms.body == "您的提案《关于X的建议》已交办东莞市自然资源局主办。"
+
+
+def test_the_unit_that_loses_a_proposal_to_reassignment_is_told_once_and_to_whom() -> None:
+    """改办: the unit left with no part is told where the proposal went; the new lead unit gets its
+    usual 新交办 notice; a unit moved from 主办 to 会办 is told it is 会办 now, not that it lost it."""
+    reassigned = next(e for e, _ in lifecycle() if e.TYPE == "proposalflow.assignment.reassigned.v1")
+    filed = ProposalView(id=reassigned.proposal_id, title="关于优化道路交通的建议", signers=("m-1",), filing_number="1")
+    before = domain.updated_view(filed, assigned(reassigned.proposal_id, [NYJ]))
+    after = domain.updated_view(before, reassigned)
+    notices = domain.notices_for(RULES, reassigned.TYPE, reassigned, after, LINK, previous=before)
+    pairs = [(n.recipient, n.channel) for n in notices]
+    assert len(pairs) == len(set(pairs))  # once per (recipient, channel)
+    inbox = {n.recipient: n for n in notices if n.channel == Channel.INBOX}
+    removed = inbox["unit:dg-nyj"]
+    assert removed.title == "提案已改由他单位办理"
+    assert f"已改由 {JTJ.name} 主办, {ZRJ.name} 会办, 贵单位不再承办。" in removed.body
+    assert "改办理由：职责调整" in removed.body and removed.body.endswith(LINK)
+    assert {(n.recipient, n.channel) for n in notices if n.recipient == "unit:dg-nyj"} == {
+        ("unit:dg-nyj", Channel.INBOX),
+        ("unit:dg-nyj", Channel.EMAIL),
+        ("unit:dg-nyj", Channel.WEBHOOK),
+    }
+    assert inbox["unit:dg-jtj"].title == "新交办提案"
+    assert inbox["unit:dg-zrj"].title == "新会办提案"
+    # Read again (a redelivery, the record already updated): nobody is newly removed, nothing new to say.
+    again = domain.notices_for(RULES, reassigned.TYPE, reassigned, after, LINK, previous=after)
+    assert "unit:dg-nyj" not in {n.recipient for n in again}
 
 
 def test_overdue_reply_tells_the_supervising_leader_only_of_a_key_proposal() -> None:
