@@ -135,6 +135,13 @@ class Measure(BaseModel):
     due: date
 
 
+ADOPTIONS_REQUIRED = (
+    "采纳情况: required by rule `adoption_for_every_suggestion` when the proposal has suggestions: one entry "
+    "for each suggestion number 1..n, exactly once, saying whether it was adopted. Empty only for a "
+    "proposal without numbered suggestions; otherwise the reply is rejected."
+)
+
+
 class SuggestionAdoption(BaseModel):
     """Whether one suggestion of the proposal was adopted, and how."""
 
@@ -267,7 +274,11 @@ class ReplyContent(BaseModel):
 
     text: str = Field(min_length=10, max_length=50_000)
     classification: str = Field(min_length=1, max_length=20, description="答复分类 code from the policy, e.g. A.")
-    adoptions: list[SuggestionAdoption] = Field(default_factory=list, max_length=100)
+    adoptions: list[SuggestionAdoption] = Field(
+        default_factory=list,
+        max_length=100,
+        description=ADOPTIONS_REQUIRED,
+    )
     measures: list[MeasurePlan] = Field(default_factory=list, max_length=100)
 
 
@@ -593,7 +604,7 @@ class ReplyDrafted(Event):
     unit: str
     classification: str
     text: str
-    adoptions: list[SuggestionAdoption] = Field(default_factory=list)
+    adoptions: list[SuggestionAdoption] = Field(default_factory=list, description=ADOPTIONS_REQUIRED)
     measures: list[Measure] = Field(default_factory=list)
     round: int = Field(default=1, ge=1, description="1 for the first reply, 2 after 重新办理.")
     reply_due: date | None = None

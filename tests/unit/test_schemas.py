@@ -6,10 +6,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from proposalflow.cli import app, schema_documents
+from services.progress.domain import reply_content_valid
+from shared.errors import RuleViolation
 from shared.events import Message
+from shared.policy import default_policy
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
@@ -44,3 +48,16 @@ def test_a_stale_file_is_reported(tmp_path: Path) -> None:
     result = runner.invoke(app, ["schemas", "export", "--check", "--out", str(tmp_path)])
     assert result.exit_code == 1
     assert "proposal.filed" in result.output
+
+
+def test_the_published_reply_schemas_say_the_adoption_rule_the_optional_field_hides() -> None:
+    """采纳情况 is optional in the schema (a proposal may have no suggestions), but progress refuses a
+    reply that leaves out a suggestion: the field's description names that rule, so an integrator
+    learns it from the schema before the first rejection."""
+    with pytest.raises(RuleViolation) as refused:
+        reply_content_valid(default_policy().reply_classes[0].code, [1], 2, default_policy())
+    for ce_type in ("proposalflow.unit-report.reply-submitted.v1", "proposalflow.reply.drafted.v1"):
+        schema = json.loads((DOCS / "schemas" / f"{ce_type}.json").read_text(encoding="utf-8"))
+        assert "adoptions" not in schema.get("required", []), ce_type
+        description = schema["properties"]["adoptions"].get("description", "")
+        assert refused.value.rule in description and "1..n" in description, ce_type
