@@ -30,9 +30,9 @@ prereqs-containers:
 help:
 	@echo "make run    - start Kafka and all five services locally (SQLite), print the API addresses"
 	@echo "make demo   - make run, then load a year of demo data and the key-proposal story; portal on :8080"
-	@echo "make test   - lint, type check and the whole test suite (real Kafka, SQLite and PostgreSQL)"
+	@echo "make test   - lint, type check, the whole test suite (real Kafka, SQLite and PostgreSQL) and the container stack (podman)"
 	@echo "make soak   - the long fault tests (tests/reliability, PROPOSALFLOW_SOAK=1), on a broker of their own"
-	@echo "make test-containers - build the images without a registry, run docker-compose.yml with podman, test it"
+	@echo "make test-containers - only the container part of make test: build the images without a registry, run docker-compose.yml with podman"
 	@echo "make stop   - stop the local Kafka brokers and PostgreSQL"
 	@echo "make schemas - regenerate docs/schemas and docs/asyncapi from the event models"
 	@echo "make bench  - the benchmark against a raw aiokafka baseline (BENCH_ARGS=--quick: about two minutes)"
@@ -81,7 +81,7 @@ pytest: $(STAMP) $(KUSTOMIZE_STAMP)
 	PROPOSALFLOW_TEST_POSTGRES_URL=$(PG_URL) \
 	$(BIN)/pytest -m "$(PYTEST_MARK)" $(PYTEST_ARGS)
 
-test: prereqs-test lint typecheck pytest
+test: prereqs-test lint typecheck pytest test-containers
 
 # The benchmark starts its own fresh broker too, and stops it however the run ends; it runs the services on
 # SQLite and on the test PostgreSQL server (`BENCH_ARGS=--databases sqlite` for SQLite alone). docs/performance.md.

@@ -2,9 +2,10 @@
 # prereqs.sh - what `make run`, `make test` and .ci/run need from the machine, before anything starts.
 #
 #   deploy/prereqs.sh run    Python 3.11+ (with venv), Java 17+, Maven          (make run, make demo)
-#   deploy/prereqs.sh test   the above, PostgreSQL's server, Chromium, a CJK font, OpenSSL (make test)
+#   deploy/prereqs.sh test   the above, PostgreSQL's server, Chromium, a CJK font, OpenSSL, and podman, runc
+#                            and debootstrap for the container test                    (make test)
 #   deploy/prereqs.sh ci     the above and make                                  (.ci/run)
-#   deploy/prereqs.sh containers  podman, runc, debootstrap                      (make test-containers)
+#   deploy/prereqs.sh containers  podman, runc, debootstrap              (make test-containers on its own)
 #
 # Whatever is missing is installed with apt-get when we are root on a Debian-like machine (non-interactive);
 # otherwise the script stops, before anything starts, with one message that lists what to install and the
@@ -105,8 +106,8 @@ check_make() {
 checks=(check_python check_java check_maven)
 [ "$NEEDS" = containers ] && checks=(check_python check_container_tools)
 case $NEEDS in
-  test) checks+=(check_postgresql check_chromium check_cjk_font check_openssl) ;;
-  ci) checks+=(check_postgresql check_chromium check_cjk_font check_openssl check_make) ;;
+  test) checks+=(check_postgresql check_chromium check_cjk_font check_openssl check_container_tools) ;;
+  ci) checks+=(check_postgresql check_chromium check_cjk_font check_openssl check_container_tools check_make) ;;
 esac
 
 find_missing() {
