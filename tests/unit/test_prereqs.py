@@ -20,7 +20,10 @@ SCRIPT = ROOT / "deploy" / "prereqs.sh"
 # What the script and make themselves use; everything else is absent unless a test adds it.
 BASICS = ("bash", "sh", "cut", "tr", "awk", "paste", "sed", "head", "cat", "echo", "sort", "uniq", "dirname")
 
-EVERY_PACKAGE = "python3 python3-venv openjdk-17-jre-headless maven postgresql chromium fonts-noto-cjk openssl podman runc debootstrap"
+EVERY_PACKAGE = (
+    "python3 python3-venv openjdk-17-jre-headless maven postgresql chromium fonts-noto-cjk openssl"
+    " podman runc debootstrap"
+)
 
 
 class Machine:
