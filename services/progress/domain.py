@@ -89,7 +89,9 @@ _ORDER = [
     Stage.ANSWERED,
     Stage.CLOSED,
 ]
-_BACKWARD_ALLOWED = {(Stage.REPLY_REVIEW, Stage.HANDLING), (Stage.ANSWERED, Stage.HANDLING)}
+# Only a returned reply (退回) or a new round (重新办理) sends a proposal back to handling; a unit's
+# acceptance (签收) that arrives after the reply was approved must not.
+_SENDS_BACK: set[type[Event]] = {ReplyReturned, RehandlingStarted}
 _FINAL = {Stage.NOT_FILED, Stage.MERGED, Stage.WITHDRAWN}
 
 
@@ -104,7 +106,7 @@ def next_stage(current: Stage | None, event: Event) -> Stage | None:
         return current
     if target in _FINAL:
         return target
-    if (current, target) in _BACKWARD_ALLOWED:
+    if type(event) in _SENDS_BACK and current in (Stage.REPLY_REVIEW, Stage.ANSWERED):
         return target
     if current in _ORDER and target in _ORDER and _ORDER.index(target) < _ORDER.index(current):
         return current

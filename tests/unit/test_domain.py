@@ -12,6 +12,7 @@ from services.intake import domain as intake
 from services.progress.domain import Stage, next_stage
 from shared.events import (
     Actor,
+    AssignmentAccepted,
     AssignmentForm,
     ProposalAssigned,
     ProposalFiled,
@@ -142,3 +143,14 @@ def test_the_lifecycle_moves_forward_and_a_late_event_does_not_move_it_back() ->
         next_stage(Stage.REPLY_REVIEW, ReplyReturned(proposal_id="p", actor=COMMITTEE, reply_id="r", reason="补充"))
         == Stage.HANDLING
     )
+
+
+def test_a_co_units_late_acceptance_does_not_reopen_an_answered_proposal() -> None:
+    """签收 by a co-handling unit can reach progress after the lead's reply was approved (the demo's year
+    hit it: the proposer could not evaluate, "the proposal is handling"). The proposal stays answered."""
+    accepted = AssignmentAccepted(
+        proposal_id="p", actor=COMMITTEE, assignment_id="a", unit=UnitRef(id="dg-jtj", name="市交通局")
+    )
+    assert next_stage(Stage.ANSWERED, accepted) == Stage.ANSWERED
+    assert next_stage(Stage.REPLY_REVIEW, accepted) == Stage.REPLY_REVIEW
+    assert next_stage(Stage.ASSIGNED, accepted) == Stage.HANDLING
