@@ -10,7 +10,7 @@ import importlib
 import json
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -440,6 +440,47 @@ def audit_export(
     with open(out, "w", encoding="utf-8", newline="") if out else contextlib.nullcontext(sys.stdout) as stream:
         written = asyncio.run(audit_cli.export(stream.write, fmt, selection))
     typer.echo(f"{written} entries exported", err=True)
+
+
+deadlines_app = typer.Typer(
+    help="Deadlines: recompute them after the working-day calendar changed.", no_args_is_help=True
+)
+app.add_typer(deadlines_app, name="deadlines")
+
+
+@deadlines_app.command("recompute")
+def deadlines_recompute(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show what would move; change nothing")] = False,
+    reason: Annotated[
+        str | None, typer.Option(help="Why, as the events and timelines say it (default: the declared years)")
+    ] = None,
+) -> None:
+    """Recompute the deadlines of open proposals on the policy's calendar (after declaring a year's
+    放假安排 in the policy): each moved deadline is saved by the service that owns it with a
+    `…deadlines-changed` event in its outbox, which its relay publishes. Closed and answered proposals
+    keep their dates; running it again changes nothing. Prints every deadline it moved."""
+    from proposalflow.deadlines import recompute
+    from shared.db import create_engine
+    from shared.policy import PolicyError, load_policy
+
+    try:
+        policy = load_policy(CommonSettings().policy_file)
+    except PolicyError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from exc
+
+    async def run() -> list[str]:
+        progress = create_engine(service_settings("progress").database_url)
+        assignment = create_engine(service_settings("assignment").database_url)
+        try:
+            report = await recompute(progress, assignment, policy, datetime.now(UTC), reason=reason, dry_run=dry_run)
+        finally:
+            await progress.dispose()
+            await assignment.dispose()
+        return report.lines()
+
+    for line in asyncio.run(run()):
+        typer.echo(line)
 
 
 def main() -> None:  # pragma: no cover - console entry point

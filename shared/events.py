@@ -150,6 +150,13 @@ class SuggestionAdoption(BaseModel):
     how: str = ""
 
 
+PROVISIONAL_CALENDAR = (
+    "暂定日历: a deadline of this event falls in a year whose official holiday calendar (国务院放假安排, "
+    "with its 调休 working days) was not known when it was computed; it may move once the year is "
+    "announced (then `…deadlines-changed` events follow)."
+)
+
+
 # Base classes -------------------------------------------------------------------------------------
 
 
@@ -388,6 +395,7 @@ class ProposalCosignRequested(Event):
 
     cosigners: list[Proposer]
     due: date
+    provisional_calendar: bool = Field(default=False, description=PROVISIONAL_CALENDAR)
 
 
 class ProposalCosigned(Event):
@@ -498,6 +506,7 @@ class ProposalAssigned(Event):
     co_opinion_due: date | None = None
     dispute_until: date
     assigned_at: datetime
+    provisional_calendar: bool = Field(default=False, description=PROVISIONAL_CALENDAR)
 
 
 class AssignmentReassigned(Event):
@@ -521,6 +530,7 @@ class AssignmentReassigned(Event):
     dispute_until: date
     assigned_at: datetime
     reason: str = ""
+    provisional_calendar: bool = Field(default=False, description=PROVISIONAL_CALENDAR)
 
 
 class AssignmentAccepted(Event):
@@ -566,6 +576,28 @@ class KeyProposalDesignated(Event):
     supervising_leader: str
     leading_leader: str | None = None
     series_id: str | None = Field(default=None, description="系列提案: set when designated as a series.")
+
+
+class AssignmentDeadlinesChanged(Event):
+    """期限调整: an assignment's deadlines were recomputed after the working-day calendar changed.
+
+    Sent by `proposalflow deadlines recompute` (a newly announced year, 放假安排) for a proposal still
+    being handled; `previous_*` are the dates it replaces. The new dates are final unless
+    `provisional_calendar` says otherwise.
+    """
+
+    TYPE = "proposalflow.assignment.deadlines-changed.v1"
+    TOPIC = ASSIGNMENTS
+
+    assignment_id: str
+    reply_due: date
+    co_opinion_due: date | None = None
+    dispute_until: date
+    previous_reply_due: date
+    previous_co_opinion_due: date | None = None
+    previous_dispute_until: date
+    reason: str = ""
+    provisional_calendar: bool = Field(default=False, description=PROVISIONAL_CALENDAR)
 
 
 # proposalflow.handling (progress) -----------------------------------------------------------------
@@ -623,6 +655,7 @@ class ReplyApproved(Event):
         default=None, description="评价期 end, once every unit's reply of the round is approved."
     )
     public: bool = Field(default=False, description="Disclosed on the public route (personal data removed).")
+    provisional_calendar: bool = Field(default=False, description=PROVISIONAL_CALENDAR)
 
 
 class ReplyReturned(Event):
@@ -658,6 +691,7 @@ class RehandlingStarted(Event):
     reply_due: date
     round: int = Field(default=2, ge=2)
     reason: str = ""
+    provisional_calendar: bool = Field(default=False, description=PROVISIONAL_CALENDAR)
 
 
 class ProposalClosed(Event):
@@ -737,6 +771,24 @@ class DeadlineOverdue(Event):
     signer_id: str | None = None
     measure_id: str | None = None
     supervising_leader: str | None = None
+
+
+class HandlingDeadlineChanged(Event):
+    """期限调整: a deadline progress owns was recomputed after the working-day calendar changed.
+
+    `kind` is `reply` (the 重新办理 reply deadline of `round`) or `evaluation` (评价期); `due`
+    replaces `previous_due`. Sent by `proposalflow deadlines recompute` for open proposals only.
+    """
+
+    TYPE = "proposalflow.handling.deadline-changed.v1"
+    TOPIC = HANDLING
+
+    kind: Literal["reply", "evaluation"]
+    round: int = Field(ge=1)
+    due: date
+    previous_due: date
+    reason: str = ""
+    provisional_calendar: bool = Field(default=False, description=PROVISIONAL_CALENDAR)
 
 
 class UnitReportRejected(Rejection):

@@ -16,7 +16,7 @@ import re
 import secrets
 import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from opentelemetry import trace
@@ -335,3 +335,35 @@ METRICS = Metrics()
 def kafka_attributes(topic: str) -> dict[str, str]:
     """OpenTelemetry messaging attributes of a Kafka topic."""
     return {"messaging.system": "kafka", "messaging.destination.name": topic}
+
+
+PROVISIONAL_DEADLINES = Counter(
+    "proposalflow_provisional_deadlines_total",
+    "Events whose deadlines were computed on a provisional holiday calendar (a year the State Council has "
+    "not announced yet, and the policy does not declare), by service and event type.",
+    ["service", "type"],
+)
+
+_provisional_log = logging.getLogger("proposalflow.calendar")
+
+
+def note_provisional_deadlines(service: str, event: Any) -> bool:
+    """暂定日历: warn (a log line and `proposalflow_provisional_deadlines_total`) when ``event`` carries
+    deadlines computed on a provisional calendar (its ``provisional_calendar`` flag). Returns whether it did."""
+    if not getattr(event, "provisional_calendar", False):
+        return False
+    dates = ", ".join(
+        f"{name} {value.isoformat()}"
+        for name, value in vars(event).items()
+        if isinstance(value, date) and not isinstance(value, datetime) and not name.startswith("previous_")
+    )
+    PROVISIONAL_DEADLINES.labels(service=service, type=event.TYPE).inc()
+    _provisional_log.warning(
+        "deadline on a provisional calendar: %s of proposal %s (%s) falls in a year without an official "
+        "holiday calendar (放假安排); declare the year in the policy (calendar.declared_years) once it is "
+        "announced, then run `proposalflow deadlines recompute`",
+        event.TYPE,
+        getattr(event, "proposal_id", "?"),
+        dates or "no date",
+    )
+    return True

@@ -29,7 +29,7 @@ from shared.db import insert_new
 from shared.envelope import Envelope, encode_data, to_kafka_headers
 from shared.errors import PermanentError
 from shared.events import Event, source_of
-from shared.observability import current_traceparent
+from shared.observability import current_traceparent, note_provisional_deadlines
 from shared.producer import DEFAULT_MAX_REQUEST_SIZE, record_size
 
 
@@ -133,6 +133,7 @@ async def add_to_outbox(
         size = record_size(key, payload, headers)
         if size > limit:
             raise EventTooLarge(envelope.type, envelope.subject, size, limit)
+        note_provisional_deadlines(service, event)
         envelopes.append(envelope)
         rows.append(
             {

@@ -17,6 +17,15 @@ its days and its ``weekend_workdays``), then the policy's ``calendar.extra_holid
 ``calendar.extra_workdays`` on top (they win), for an announcement the installed package does not
 know yet.
 
+Official and provisional years: the package carries the State Council's yearly announcement
+(国务院办公厅关于…部分节假日安排的通知) up to some year (:func:`latest_announced_year`); for a later
+year it only has the statutory days moved off weekends, without the 调休 working days, so a deadline
+that falls in such a year is *provisional* (:meth:`WorkingCalendar.provisional_years`): it may move
+once the year is announced. A policy declares an announced year in ``calendar.declared_years``
+(:class:`DeclaredYear`: every day off and every 调休 working day of the year); a declared year
+replaces the package's table for that year and counts as official. ``proposalflow deadlines
+recompute`` then moves the stored deadlines of open proposals (docs/operations.md).
+
 Every due date is computed by :func:`due_date`, with these rules:
 
 * The start is a date. An aware datetime is first converted to the policy's time zone
@@ -48,7 +57,7 @@ import difflib
 import io
 import os
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import date, datetime, timedelta
 from functools import lru_cache
 from importlib import resources
@@ -76,6 +85,7 @@ __all__ = [
     "CalendarOverrides",
     "ChinaYear",
     "DeadlineName",
+    "DeclaredYear",
     "Duration",
     "DurationKind",
     "EvaluationGrade",
@@ -88,6 +98,7 @@ __all__ = [
     "deadline_for",
     "default_policy",
     "due_date",
+    "latest_announced_year",
     "load_policy",
     "local_date",
     "parse_policy",
@@ -256,6 +267,57 @@ class EvaluationGrade(BaseModel):
         return self
 
 
+class DeclaredYear(BaseModel):
+    """放假安排: one year's official calendar as the State Council announced it (国务院办公厅通知).
+
+    It replaces the ``holidays`` package's table for that year, so it lists the whole year: every day
+    off (法定节假日 and the weekdays given off by 调休) and every Saturday or Sunday made a working day.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    holidays: list[date] = Field(min_length=1)
+    """放假: the year's days off (weekend days inside a holiday may be listed too, they change nothing)."""
+    workdays: list[date] = Field(default_factory=list)
+    """调休上班: the Saturdays and Sundays that are working days."""
+    announcement: str = ""
+    """Which notice this is (e.g. its title or 国办发明电 number), for whoever checks the file later."""
+
+
+_YEAR_RANGE = (1950, 2200)
+"""Years a policy may declare (the package's Chinese calendar starts in 1950)."""
+
+
+def _declared_year_problems(year: int, declared: DeclaredYear) -> list[str]:
+    """What is wrong with ``declared`` as the calendar of ``year``, one line per problem."""
+    where = f"declared_years[{year}]"
+    low, high = _YEAR_RANGE
+    if not low <= year <= high:
+        return [f"{where}: {year} is not a year between {low} and {high}"]
+    problems = []
+    for name, days in (("holidays", declared.holidays), ("workdays", declared.workdays)):
+        outside = sorted(d for d in days if d.year != year)
+        if outside:
+            listed = ", ".join(d.isoformat() for d in outside)
+            problems.append(
+                f"{where}.{name}: {listed} not in {year} (a day of another year goes in "
+                "extra_holidays or extra_workdays, or under its own year)"
+            )
+        repeated = sorted({d for d in days if days.count(d) > 1})
+        if repeated:
+            problems.append(f"{where}.{name}: listed twice: {', '.join(d.isoformat() for d in repeated)}")
+    weekdays = sorted(d for d in declared.workdays if d.weekday() < 5)
+    if weekdays:
+        listed = ", ".join(f"{d.isoformat()} ({d.strftime('%A')})" for d in weekdays)
+        problems.append(
+            f"{where}.workdays: {listed} is a weekday; list only the Saturdays and Sundays made working days (调休上班)"
+        )
+    both = sorted(set(declared.holidays) & set(declared.workdays))
+    if both:
+        problems.append(f"{where}: in both holidays and workdays: {', '.join(d.isoformat() for d in both)}")
+    return problems
+
+
 class CalendarOverrides(BaseModel):
     """工作日历调整: days off and working days the ``holidays`` package does not know (yet)."""
 
@@ -265,6 +327,9 @@ class CalendarOverrides(BaseModel):
     """Extra days off (放假), e.g. from a State Council announcement newer than the package."""
     extra_workdays: list[date] = Field(default_factory=list)
     """Extra working days (调休上班), e.g. a Saturday made a working day."""
+    declared_years: dict[int, DeclaredYear] = Field(default_factory=dict)
+    """Whole years as the State Council announced them (year → :class:`DeclaredYear`): each replaces
+    the package's table for its year and makes the year official (no longer provisional)."""
 
     @model_validator(mode="after")
     def _disjoint(self) -> CalendarOverrides:
@@ -272,6 +337,15 @@ class CalendarOverrides(BaseModel):
         if both:
             days = ", ".join(d.isoformat() for d in both)
             raise ValueError(f"dates in both extra_holidays and extra_workdays: {days}")
+        return self
+
+    @model_validator(mode="after")
+    def _declared_years_valid(self) -> CalendarOverrides:
+        problems = [
+            line for year, declared in self.declared_years.items() for line in _declared_year_problems(year, declared)
+        ]
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
 
@@ -403,6 +477,23 @@ def china_public_calendar(year: int) -> ChinaYear:
     return ChinaYear(days_off=days_off, shifted_workdays=shifted)
 
 
+@lru_cache(maxsize=1)
+def latest_announced_year() -> int:
+    """The newest year whose State Council announcement (放假安排) the installed ``holidays`` knows.
+
+    Later years are provisional (see the module docstring). Read from the package's table of
+    announced 调休 days; should a future version move that table, the newest year with any 调休
+    working day is taken instead.
+    """
+    try:
+        from holidays.countries.china import ChinaStaticHolidays
+
+        return max(int(year) for year in ChinaStaticHolidays.special_public_holidays)
+    except (ImportError, AttributeError, TypeError, ValueError):  # pragma: no cover - another package layout
+        years = range(_YEAR_RANGE[0], _YEAR_RANGE[1] + 1)
+        return max((y for y in years if china_public_calendar(y).shifted_workdays), default=_YEAR_RANGE[0])
+
+
 def _require_date(value: date, what: str = "day") -> date:
     if isinstance(value, datetime):
         raise TypeError(f"{what} must be a date, not a datetime (use local_date() first)")
@@ -414,24 +505,37 @@ class WorkingCalendar:
 
     A day is a working day if it is in ``extra_workdays``; else not if it is in
     ``extra_holidays``; else, on a Saturday or Sunday, if it is a 调休 workday; else, on a
-    weekday, if it is not a public holiday or 调休 day off. Immutable; the China tables are cached
-    per year for the whole process.
+    weekday, if it is not a public holiday or 调休 day off. The public holidays and 调休 workdays
+    of a declared year are the declaration's, of any other year the ``holidays`` package's.
+    Immutable; the China tables are cached per year for the whole process.
     """
 
-    __slots__ = ("_extra_holidays", "_extra_workdays")
+    __slots__ = ("_declared", "_extra_holidays", "_extra_workdays")
 
-    def __init__(self, extra_holidays: Iterable[date] = (), extra_workdays: Iterable[date] = ()) -> None:
+    def __init__(
+        self,
+        extra_holidays: Iterable[date] = (),
+        extra_workdays: Iterable[date] = (),
+        declared_years: Mapping[int, DeclaredYear] | None = None,
+    ) -> None:
         self._extra_holidays = frozenset(_require_date(d, "an extra holiday") for d in extra_holidays)
         self._extra_workdays = frozenset(_require_date(d, "an extra workday") for d in extra_workdays)
         both = self._extra_holidays & self._extra_workdays
         if both:
             days = ", ".join(d.isoformat() for d in sorted(both))
             raise ValueError(f"dates in both extra_holidays and extra_workdays: {days}")
+        problems = [line for y, dy in (declared_years or {}).items() for line in _declared_year_problems(y, dy)]
+        if problems:
+            raise ValueError("; ".join(problems))
+        self._declared = {
+            year: ChinaYear(days_off=frozenset(declared.holidays), shifted_workdays=frozenset(declared.workdays))
+            for year, declared in (declared_years or {}).items()
+        }
 
     @classmethod
     def from_overrides(cls, overrides: CalendarOverrides) -> WorkingCalendar:
-        """The calendar with a policy's ``calendar`` overrides."""
-        return cls(overrides.extra_holidays, overrides.extra_workdays)
+        """The calendar with a policy's ``calendar`` overrides and declared years."""
+        return cls(overrides.extra_holidays, overrides.extra_workdays, overrides.declared_years)
 
     @classmethod
     def from_policy(cls, policy: Policy) -> WorkingCalendar:
@@ -441,8 +545,27 @@ class WorkingCalendar:
     def __repr__(self) -> str:
         return (
             f"WorkingCalendar(extra_holidays={sorted(self._extra_holidays)!r}, "
-            f"extra_workdays={sorted(self._extra_workdays)!r})"
+            f"extra_workdays={sorted(self._extra_workdays)!r}, declared_years={sorted(self._declared)!r})"
         )
+
+    def is_official(self, year: int) -> bool:
+        """Whether ``year``'s calendar is the announced one: declared in the policy, or announced in
+        the ``holidays`` package (:func:`latest_announced_year`). Otherwise it is provisional."""
+        return year in self._declared or year <= latest_announced_year()
+
+    def provisional_years(self, first: date, last: date) -> tuple[int, ...]:
+        """The provisional years from ``first`` to ``last`` (in either order): a deadline counted
+        over these days may move once those years are announced (empty: it is final)."""
+        low, high = sorted((_require_date(first).year, _require_date(last).year))
+        return tuple(year for year in range(low, high + 1) if not self.is_official(year))
+
+    def is_provisional(self, first: date, last: date) -> bool:
+        """Whether any day from ``first`` to ``last`` lies in a provisional year (暂定日历)."""
+        return bool(self.provisional_years(first, last))
+
+    def _year(self, year: int) -> ChinaYear:
+        declared = self._declared.get(year)
+        return declared if declared is not None else china_public_calendar(year)
 
     def is_working_day(self, d: date) -> bool:
         """Whether ``d`` is a working day (工作日)."""
@@ -451,7 +574,7 @@ class WorkingCalendar:
             return True
         if d in self._extra_holidays:
             return False
-        year = china_public_calendar(d.year)
+        year = self._year(d.year)
         if d.weekday() >= 5:
             return d in year.shifted_workdays
         return d not in year.days_off

@@ -11,6 +11,7 @@ from datetime import UTC, date, datetime
 
 from shared.events import (
     Actor,
+    AssignmentDeadlinesChanged,
     AssignmentDisputed,
     AssignmentDisputeUpheld,
     AssignmentForm,
@@ -19,6 +20,7 @@ from shared.events import (
     DeadlineOverdue,
     EvaluationSubmitted,
     Event,
+    HandlingDeadlineChanged,
     KeyProposalDesignated,
     ProposalAssigned,
     ProposalClosed,
@@ -165,6 +167,21 @@ def lifecycle(prefix: str = "p") -> list[tuple[Event, Expected]]:
             {("unit:dg-nyj", "会办意见已逾期"), ("committee", "会办意见已逾期")},
         ),
         (
+            AssignmentDeadlinesChanged(
+                proposal_id=main,
+                actor=SYSTEM,
+                assignment_id=f"{main}-a1",
+                reply_due=date(2026, 6, 2),
+                co_opinion_due=date(2026, 5, 6),
+                dispute_until=date(2026, 3, 9),
+                previous_reply_due=date(2026, 6, 1),
+                previous_co_opinion_due=date(2026, 5, 1),
+                previous_dispute_until=date(2026, 3, 9),
+                reason="法定节假日安排调整",
+            ),
+            {("unit:dg-zrj", "办复期限调整"), ("unit:dg-nyj", "会办意见期限调整")},
+        ),
+        (
             DeadlineApproaching(
                 proposal_id=main,
                 actor=SYSTEM,
@@ -193,6 +210,17 @@ def lifecycle(prefix: str = "p") -> list[tuple[Event, Expected]]:
         (
             ReplyApproved(proposal_id=main, actor=COMMITTEE, reply_id="r-1", evaluation_due=date(2026, 7, 1)),
             {("m-1", "提案已答复, 请评价"), ("m-2", "提案已答复, 请评价")},
+        ),
+        (
+            HandlingDeadlineChanged(
+                proposal_id=main,
+                actor=SYSTEM,
+                kind="evaluation",
+                round=1,
+                due=date(2026, 7, 2),
+                previous_due=date(2026, 7, 1),
+            ),
+            {("m-1", "评价期限调整"), ("m-2", "评价期限调整")},
         ),
         (
             DeadlineApproaching(
@@ -230,6 +258,17 @@ def lifecycle(prefix: str = "p") -> list[tuple[Event, Expected]]:
         (
             RehandlingStarted(proposal_id=main, actor=SYSTEM, reply_due=date(2026, 8, 1)),
             {("unit:dg-zrj", "提案重新办理")},
+        ),
+        (
+            HandlingDeadlineChanged(
+                proposal_id=main,
+                actor=SYSTEM,
+                kind="reply",
+                round=2,
+                due=date(2026, 8, 3),
+                previous_due=date(2026, 8, 1),
+            ),
+            {("unit:dg-zrj", "重新办理期限调整")},
         ),
         (
             DeadlineApproaching(

@@ -204,7 +204,11 @@ def router(runtime: ServiceRuntime, ctx: Context, clock: Clock) -> APIRouter:
         unit = principal.unit or "" if principal.role == Role.UNIT else None
         async with runtime.engine.connect() as conn:
             rows = await store.list_assignments(conn, status=status, unit=unit, limit=limit, offset=offset)
-        return {"items": [views.assignment_view(row) for row in rows], "limit": limit, "offset": offset}
+        return {
+            "items": [views.assignment_view(row, calendar=ctx.calendar) for row in rows],
+            "limit": limit,
+            "offset": offset,
+        }
 
     @routes.get("/assignments/{proposal_id}", summary="The current assignment of a proposal")
     async def get_assignment(proposal_id: str, principal: AssignmentsReader) -> dict[str, Any]:
@@ -213,7 +217,7 @@ def router(runtime: ServiceRuntime, ctx: Context, clock: Clock) -> APIRouter:
             visible = row is not None and (principal.role != Role.UNIT or principal.unit in domain.route_of(row).units)
             if row is None or not visible:
                 raise Problem(404, "Not found", f"No assignment of proposal {proposal_id} that you may see.")
-            return views.assignment_view(row, await store.responses_of(conn, row["id"]))
+            return views.assignment_view(row, await store.responses_of(conn, row["id"]), calendar=ctx.calendar)
 
     missing = "No assignment of proposal {} yet; it is routed once filed."
 

@@ -37,6 +37,7 @@ def build(clock: Clock = system_clock) -> tuple[ServiceRuntime, FastAPI]:
             events.AssignmentDisputeUpheld,
             events.AssignmentReassigned,
             events.KeyProposalDesignated,
+            events.AssignmentDeadlinesChanged,
         ],
     )
     policy = load_policy(runtime.common.policy_file)

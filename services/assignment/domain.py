@@ -17,6 +17,7 @@ from shared.errors import NotYours, RuleViolation, StateConflict
 from shared.events import (
     Actor,
     AssignmentAccepted,
+    AssignmentDeadlinesChanged,
     AssignmentDisputed,
     AssignmentDisputeUpheld,
     AssignmentForm,
@@ -26,7 +27,7 @@ from shared.events import (
     ProposalAssigned,
     UnitRef,
 )
-from shared.policy import Policy, WorkingCalendar, deadline_for
+from shared.policy import Policy, WorkingCalendar, deadline_for, local_date
 
 UnitKind = Literal["bureau", "town", "street", "other"]
 """市直单位 (bureau), 镇 (town), 街道 (street), other (党委部门, 园区管委会…)."""
@@ -250,18 +251,37 @@ class Deadlines:
     reply_due: date
     co_opinion_due: date | None
     dispute_until: date
+    provisional: bool = False
+    """暂定日历: a day counted lies in a year whose official holiday calendar is not known yet."""
+
+    def dates(self) -> tuple[date, date | None, date]:
+        return (self.reply_due, self.co_opinion_due, self.dispute_until)
 
 
 def deadlines(assigned_at: datetime, route_has_co_units: bool, policy: Policy, calendar: WorkingCalendar) -> Deadlines:
     """办复期限, 会办意见期限 (only with co-handling units) and 异议期, all by the policy's one deadline
     function from the moment of 交办; a reassignment starts them again."""
+    reply_due = deadline_for(policy, "reply_deadline", assigned_at, calendar)
+    co_opinion_due = deadline_for(policy, "co_opinion_deadline", assigned_at, calendar) if route_has_co_units else None
+    dispute_until = deadline_for(policy, "dispute_window", assigned_at, calendar)
+    last = max(d for d in (reply_due, co_opinion_due, dispute_until) if d is not None)
     return Deadlines(
-        reply_due=deadline_for(policy, "reply_deadline", assigned_at, calendar),
-        co_opinion_due=deadline_for(policy, "co_opinion_deadline", assigned_at, calendar)
-        if route_has_co_units
-        else None,
-        dispute_until=deadline_for(policy, "dispute_window", assigned_at, calendar),
+        reply_due=reply_due,
+        co_opinion_due=co_opinion_due,
+        dispute_until=dispute_until,
+        provisional=calendar.is_provisional(local_date(assigned_at, policy.timezone), last),
     )
+
+
+@dataclass(frozen=True)
+class DeadlineChange:
+    """期限调整 of one proposal, as `proposalflow deadlines recompute` reports it."""
+
+    proposal_id: str
+    deadline: str
+    previous: date | None
+    due: date | None
+    provisional: bool
 
 
 def units_must_be_active(unit_ids: Sequence[str], catalog: Mapping[str, Mapping[str, object]]) -> None:
@@ -381,6 +401,7 @@ def _handling(route: Route, catalog: Catalog, due: Deadlines, now: datetime) -> 
         "co_opinion_due": due.co_opinion_due,
         "dispute_until": due.dispute_until,
         "assigned_at": now,
+        "provisional_calendar": due.provisional,
     }
 
 
@@ -620,6 +641,41 @@ class Assignment:
                 note=note,
             )
         )
+
+    def recompute_deadlines(
+        self, policy: Policy, calendar: WorkingCalendar, actor: Actor, reason: str
+    ) -> list[DeadlineChange]:
+        """期限调整: the deadlines again from the moment of 交办, on ``calendar`` (a newly announced year);
+        if any moved, the row takes them and an `AssignmentDeadlinesChanged` is recorded. Only an
+        assignment in force (assigned, disputed or accepted) has deadlines to move."""
+        if self.status in (AssignmentStatus.SUGGESTED, AssignmentStatus.SUPERSEDED) or not self.row["assigned_at"]:
+            return []
+        due = deadlines(self.row["assigned_at"], bool(self.route.co), policy, calendar)
+        names = ("reply_due", "co_opinion_due", "dispute_until")
+        before = tuple(self.row[name] for name in names)
+        if before == due.dates():
+            return []
+        self.row.update(zip(names, due.dates(), strict=True))
+        self._record(
+            AssignmentDeadlinesChanged(
+                proposal_id=self.proposal_id,
+                actor=actor,
+                assignment_id=self.id,
+                reply_due=due.reply_due,
+                co_opinion_due=due.co_opinion_due,
+                dispute_until=due.dispute_until,
+                previous_reply_due=before[0],
+                previous_co_opinion_due=before[1],
+                previous_dispute_until=before[2],
+                reason=reason,
+                provisional_calendar=due.provisional,
+            )
+        )
+        return [
+            DeadlineChange(self.proposal_id, name, old, new, due.provisional)
+            for name, old, new in zip(names, before, due.dates(), strict=True)
+            if old != new
+        ]
 
     def deem_silent_accepted(self, catalog: Catalog, actor: Actor, today: date, now: datetime) -> int:
         """异议期满: units that said nothing are deemed to accept (视为接受); returns how many."""

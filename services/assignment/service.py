@@ -227,7 +227,7 @@ async def assign(
         assignment = await uow.current(proposal_id)
         assignment.confirm(override, await uow.units(), actor, correlation_id, ctx.policy, ctx.calendar, now)
         await uow.commit()
-    return views.assignment_view(assignment.row, assignment.responses)
+    return views.assignment_view(assignment.row, assignment.responses, calendar=ctx.calendar)
 
 
 # Units' answers and the dispatcher's settlement ------------------------------------------------------
@@ -249,7 +249,7 @@ async def respond(
         today = local_date(now, ctx.policy.timezone)
         assignment.respond(actor, dispute_reason, await uow.units(), correlation_id, today, now)
         await uow.commit()
-    return views.assignment_view(assignment.row, assignment.responses)
+    return views.assignment_view(assignment.row, assignment.responses, calendar=ctx.calendar)
 
 
 async def reassign(
@@ -278,7 +278,7 @@ async def reassign(
         )
         uow.add(successor)
         await uow.commit()
-    return views.assignment_view(successor.row, successor.responses)
+    return views.assignment_view(successor.row, successor.responses, calendar=ctx.calendar)
 
 
 async def uphold(
@@ -295,7 +295,7 @@ async def uphold(
         assignment = await uow.current(proposal_id)
         assignment.uphold(note, await uow.units(), actor, correlation_id, local_date(now, ctx.policy.timezone))
         await uow.commit()
-    return views.assignment_view(assignment.row, assignment.responses)
+    return views.assignment_view(assignment.row, assignment.responses, calendar=ctx.calendar)
 
 
 async def accept_lapsed(uow: UnitOfWork, ctx: Context, now: datetime) -> int:
@@ -311,6 +311,22 @@ async def accept_lapsed(uow: UnitOfWork, ctx: Context, now: datetime) -> int:
         )
         await uow.commit()
     return deemed
+
+
+async def recompute_deadlines(
+    uow: UnitOfWork, proposal_ids: Sequence[str], ctx: Context, actor: Actor, reason: str
+) -> list[domain.DeadlineChange]:
+    """期限调整: recompute the deadlines of the named proposals' assignments on the policy's calendar
+    (after a year was declared); each assignment whose deadlines moved is saved with an
+    `AssignmentDeadlinesChanged` in the outbox. Running it again changes nothing."""
+    changes: list[domain.DeadlineChange] = []
+    async with uow:
+        for proposal_id in dict.fromkeys(proposal_ids):
+            assignment = await uow.find_current(proposal_id)
+            if assignment is not None:
+                changes += assignment.recompute_deadlines(ctx.policy, ctx.calendar, actor, reason)
+        await uow.commit()
+    return changes
 
 
 # Key proposals ---------------------------------------------------------------------------------------

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
+
+from shared.policy import WorkingCalendar
+
+
+def provisional_dues(dues: list[date | None], calendar: WorkingCalendar) -> bool:
+    """暂定日历: whether a due date lies in a year whose official holiday calendar is not known yet."""
+    known = [due for due in dues if due is not None]
+    return bool(known) and calendar.is_provisional(min(known), max(known))
 
 
 def key_view(row: dict[str, Any]) -> dict[str, Any]:
@@ -15,7 +24,14 @@ def key_view(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def assignment_view(row: dict[str, Any], responses: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+def assignment_view(
+    row: dict[str, Any],
+    responses: dict[str, dict[str, Any]] | None = None,
+    *,
+    calendar: WorkingCalendar,
+) -> dict[str, Any]:
+    """An assignment; `provisional_calendar` (with the policy's ``calendar``) says a due date may still
+    move because its year's official holiday calendar is not known yet."""
     return {
         "id": row["id"],
         "proposal_id": row["proposal_id"],
@@ -30,6 +46,9 @@ def assignment_view(row: dict[str, Any], responses: dict[str, dict[str, Any]] | 
         "dispute_until": row["dispute_until"].isoformat() if row["dispute_until"] else None,
         "assigned_at": row["assigned_at"].isoformat() if row["assigned_at"] else None,
         "previous_assignment_id": row["previous_assignment_id"],
+        "provisional_calendar": provisional_dues(
+            [row["reply_due"], row["co_opinion_due"], row["dispute_until"]], calendar
+        ),
         "responses": [
             {"unit": unit, "response": r["response"], "reason": r["reason"], "deemed": r["deemed"]}
             for unit, r in sorted((responses or {}).items())

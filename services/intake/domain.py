@@ -30,7 +30,7 @@ from shared.events import (
     Role,
     Suggestion,
 )
-from shared.policy import Policy, deadline_for, local_date
+from shared.policy import Policy, WorkingCalendar, deadline_for, local_date
 
 
 class ProposalStatus(StrEnum):
@@ -436,6 +436,9 @@ class Proposal:
                     correlation_id=correlation_id,
                     cosigners=content.cosigners,
                     due=cosign_due,
+                    provisional_calendar=WorkingCalendar.from_policy(policy).is_provisional(
+                        local_date(now, policy.timezone), cosign_due
+                    ),
                 )
             )
 

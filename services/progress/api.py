@@ -137,7 +137,7 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
     async def _view(conn: AsyncConnection, proposal_id: str) -> dict[str, Any]:
         dossier = await store.load_dossier(conn, proposal_id)
         assert dossier is not None
-        return views.proposal_view(dossier, await store.get_timeline(conn, proposal_id), today())
+        return views.proposal_view(dossier, await store.get_timeline(conn, proposal_id), today(), calendar)
 
     @routes.get("/proposals", summary="Proposals you may see, filtered (办理情况一览)")
     async def list_proposals(
@@ -169,7 +169,7 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
 
         found = [d for d in dossiers if wanted(d)]
         return {
-            "items": [views.summary_view(d, now) for d in found[offset : offset + limit]],
+            "items": [views.summary_view(d, now, calendar) for d in found[offset : offset + limit]],
             "total": len(found),
             "limit": limit,
             "offset": offset,
@@ -195,7 +195,7 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         items = [
             {"proposal_id": d.id, "title": d.proposal["title"], **step}
             for d in dossiers
-            for step in views.open_steps(d, now)
+            for step in views.open_steps(d, now, calendar)
             if step["unit"] == principal.unit and step["kind"] != "evaluation"
         ]
         items.sort(key=lambda item: (item["due"], item["proposal_id"]))

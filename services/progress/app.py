@@ -48,6 +48,7 @@ def build(clock: Callable[[], datetime] = system_clock) -> tuple[ServiceRuntime,
             events.DeadlineApproaching,
             events.DeadlineOverdue,
             events.UnitReportRejected,
+            events.HandlingDeadlineChanged,
         ],
     )
     policy = load_policy(runtime.common.policy_file)

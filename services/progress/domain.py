@@ -15,6 +15,7 @@ from shared.errors import NotFound, RuleViolation, StateConflict
 from shared.events import (
     Actor,
     AssignmentAccepted,
+    AssignmentDeadlinesChanged,
     AssignmentDisputed,
     AssignmentForm,
     AssignmentReassigned,
@@ -24,6 +25,7 @@ from shared.events import (
     DeadlineOverdue,
     EvaluationSubmitted,
     Event,
+    HandlingDeadlineChanged,
     KeyProposalDesignated,
     Measure,
     MeasureUpdated,
@@ -45,7 +47,7 @@ from shared.events import (
     Role,
     SupervisionRecorded,
 )
-from shared.policy import Policy, WorkingCalendar, deadline_for, local_date, warning_date
+from shared.policy import DeadlineName, Policy, WorkingCalendar, deadline_for, local_date, warning_date
 
 
 class Stage(StrEnum):
@@ -171,6 +173,15 @@ def summary(event: Event) -> str:
             return "全部举措已落实"
         case SupervisionRecorded():
             return f"督办 ({event.kind}, {event.on}): {event.text}"
+        case AssignmentDeadlinesChanged():
+            return f"期限调整: 办复期限 {event.previous_reply_due} → {event.reply_due}" + (
+                f" ({event.reason})" if event.reason else ""
+            )
+        case HandlingDeadlineChanged():
+            what = "评价期" if event.kind == "evaluation" else "办复期限"
+            return f"期限调整: {what} {event.previous_due} → {event.due}" + (
+                f" ({event.reason})" if event.reason else ""
+            )
         case DeadlineApproaching():
             return f"到期预警: {event.kind} {event.unit or event.signer_id} 于 {event.due} 到期"
         case DeadlineOverdue():
@@ -210,6 +221,11 @@ TIMELINE_FACTS = frozenset(
         "note",
         "due",
         "signer_id",
+        "previous_due",
+        "previous_reply_due",
+        "co_opinion_due",
+        "dispute_until",
+        "provisional_calendar",
     }
 )
 """What a timeline entry tells a reader besides its summary: the codes and references the summary was
@@ -365,6 +381,13 @@ class Dossier:
                 )
             case RehandlingStarted():
                 proposal.update(round=event.round, reply_due=event.reply_due, evaluation_due=None)
+            case AssignmentDeadlinesChanged():
+                # Assignment's deadlines hold for the first round only; a later round's reply deadline
+                # is progress's own (重新办理), and a proposal past handling keeps the dates it was held to.
+                if self.round == 1 and self.stage in HANDLING_STAGES:
+                    proposal.update(reply_due=event.reply_due, co_opinion_due=event.co_opinion_due)
+            case HandlingDeadlineChanged():
+                proposal["reply_due" if event.kind == "reply" else "evaluation_due"] = event.due
             case ProposalClosed():
                 proposal["closed_at"] = event.closed_at
             case ProposalImplemented():
@@ -526,14 +549,17 @@ class Dossier:
         if approve:
             others = [other for other in self.replies_of_round() if other["id"] != reply_id]
             answered = round_stage(reply_units(self.proposal), [*others, {**reply, "status": ReplyStatus.APPROVED}])
+            evaluation_due = (
+                deadline_for(policy, "evaluation_window", now, calendar) if answered == Stage.ANSWERED else None
+            )
             event = ReplyApproved(
                 proposal_id=self.id,
                 reply_id=reply_id,
                 unit=reply["unit"],
                 approved_at=now,
-                evaluation_due=(
-                    deadline_for(policy, "evaluation_window", now, calendar) if answered == Stage.ANSWERED else None
-                ),
+                evaluation_due=evaluation_due,
+                provisional_calendar=evaluation_due is not None
+                and calendar.is_provisional(local_date(now, policy.timezone), evaluation_due),
                 public=policy.publish_approved_replies if public is None else public,
                 actor=actor,
                 correlation_id=correlation_id,
@@ -579,9 +605,11 @@ class Dossier:
         )
         self._publish(event, now)
         if rehandling:
+            reply_due = deadline_for(policy, "rehandling_deadline", now, calendar)
             restart = RehandlingStarted(
                 proposal_id=self.id,
-                reply_due=deadline_for(policy, "rehandling_deadline", now, calendar),
+                reply_due=reply_due,
+                provisional_calendar=calendar.is_provisional(local_date(now, policy.timezone), reply_due),
                 round=self.round + 1,
                 reason=comment,
                 actor=actor,
@@ -662,6 +690,57 @@ class Dossier:
             correlation_id=correlation_id,
         )
         self._publish(event, now)
+
+    def deadline_starts(self) -> dict[Literal["reply", "evaluation"], datetime]:
+        """When the deadlines progress owns started, for those still running: the 重新办理 reply
+        deadline (from the first proposer's unsatisfied evaluation of the round before) while the new
+        round is handled, the 评价期 (from the approval that answered the round) while it is answered.
+        The first round's reply deadline is assignment's (交办), not here."""
+        starts: dict[Literal["reply", "evaluation"], datetime] = {}
+        if self.stage in HANDLING_STAGES and self.round > 1 and self.proposal["reply_due"] is not None:
+            first = self.proposal["signers"][0] if self.proposal["signers"] else None
+            sent_back = [
+                e["submitted_at"] for e in self.evaluations if e["round"] == self.round - 1 and e["signer_id"] == first
+            ]
+            if sent_back:
+                starts["reply"] = max(sent_back)
+        if self.stage == Stage.ANSWERED and self.proposal["evaluation_due"] is not None:
+            approvals = [
+                r["reviewed_at"]
+                for r in self.replies_of_round()
+                if r["status"] == ReplyStatus.APPROVED and r["reviewed_at"] is not None
+            ]
+            if approvals:
+                starts["evaluation"] = max(approvals)
+        return starts
+
+    def recompute_deadlines(
+        self, policy: Policy, calendar: WorkingCalendar, actor: Actor, reason: str, now: datetime
+    ) -> list[HandlingDeadlineChanged]:
+        """期限调整: the deadlines progress owns again from when they started, on ``calendar`` (a newly
+        announced year); each that moved is published as `HandlingDeadlineChanged` (and applied).
+        Nothing for a proposal no longer handled or answered: a closed one keeps its dates."""
+        changed: list[HandlingDeadlineChanged] = []
+        periods: dict[str, DeadlineName] = {"reply": "rehandling_deadline", "evaluation": "evaluation_window"}
+        fields = {"reply": "reply_due", "evaluation": "evaluation_due"}
+        for kind, start in self.deadline_starts().items():
+            previous = self.proposal[fields[kind]]
+            due = deadline_for(policy, periods[kind], start, calendar)
+            if due == previous:
+                continue
+            event = HandlingDeadlineChanged(
+                proposal_id=self.id,
+                actor=actor,
+                kind=kind,
+                round=self.round,
+                due=due,
+                previous_due=previous,
+                reason=reason,
+                provisional_calendar=calendar.is_provisional(local_date(start, policy.timezone), due),
+            )
+            self._publish(event, now)
+            changed.append(event)
+        return changed
 
     def send_notice(self, notice: DeadlineApproaching | DeadlineOverdue, notice_id: str, now: datetime) -> None:
         """到期预警 or 逾期, under its deterministic id."""

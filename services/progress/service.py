@@ -11,13 +11,22 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime
+from typing import NamedTuple
 
 from services.progress import domain
 from services.progress.domain import Dossier, MeasureStatus
 from services.progress.unit_of_work import UnitOfWork
 from shared.envelope import Envelope
 from shared.errors import NotReady
-from shared.events import Actor, Event, ProgressContent, ProposalSubmitted, ReplyContent, SubmissionRejected
+from shared.events import (
+    Actor,
+    Event,
+    HandlingDeadlineChanged,
+    ProgressContent,
+    ProposalSubmitted,
+    ReplyContent,
+    SubmissionRejected,
+)
 from shared.policy import Policy, WorkingCalendar, local_date
 
 
@@ -189,6 +198,31 @@ async def record_supervision(
         dossier = await uow.get(proposal_id)
         dossier.record_supervision(kind=kind, on=on, text=text, actor=actor, correlation_id=correlation_id, now=now)
         await uow.commit()
+
+
+class Recomputed(NamedTuple):
+    """What `recompute_deadlines` did."""
+
+    changed: list[HandlingDeadlineChanged]
+    """The deadlines progress owns that moved (each event is in the outbox)."""
+    open_proposals: list[str]
+    """Every proposal still handled or answered (a closed one keeps its dates)."""
+    first_round: list[str]
+    """The open proposals in their first round of handling: their deadlines are assignment's (交办)."""
+
+
+async def recompute_deadlines(
+    uow: UnitOfWork, policy: Policy, calendar: WorkingCalendar, actor: Actor, reason: str, now: datetime
+) -> Recomputed:
+    """期限调整 after the working-day calendar changed (a year declared in the policy): the deadlines
+    progress owns (重新办理, 评价期) of every open proposal, recomputed and, where they moved, saved with
+    a `HandlingDeadlineChanged` in the outbox. Running it again changes nothing."""
+    async with uow:
+        dossiers = [d for d in await uow.open_dossiers() if d.stage in (*domain.HANDLING_STAGES, domain.Stage.ANSWERED)]
+        changed = [event for d in dossiers for event in d.recompute_deadlines(policy, calendar, actor, reason, now)]
+        await uow.commit()
+    first_round = [d.id for d in dossiers if d.stage in domain.HANDLING_STAGES and d.round == 1]
+    return Recomputed(changed, [d.id for d in dossiers], first_round)
 
 
 async def tick(uow: UnitOfWork, now: datetime, policy: Policy, calendar: WorkingCalendar) -> int:

@@ -7,14 +7,17 @@ from typing import Any
 
 from services.progress import domain
 from services.progress.domain import Dossier
+from shared.policy import WorkingCalendar
 
 
 def _iso(value: date | datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def open_steps(dossier: Dossier, today: date) -> list[dict[str, Any]]:
-    """The steps still owed on a proposal, each with its due date and whether it is overdue."""
+def open_steps(dossier: Dossier, today: date, calendar: WorkingCalendar) -> list[dict[str, Any]]:
+    """The steps still owed on a proposal, each with its due date, whether it is overdue, and whether
+    the due date may still move (`provisional_calendar`: its year's official holiday calendar is not
+    known yet)."""
     return [
         {
             "kind": item.kind,
@@ -23,13 +26,15 @@ def open_steps(dossier: Dossier, today: date) -> list[dict[str, Any]]:
             "measure_id": item.measure_id,
             "due": item.due.isoformat(),
             "overdue": today > item.due,
+            "provisional_calendar": calendar.is_provisional(item.due, item.due),
         }
         for item in domain.obligations(dossier)
     ]
 
 
-def summary_view(dossier: Dossier, today: date) -> dict[str, Any]:
-    """A proposal in a list: where it stands and whether anything is overdue."""
+def summary_view(dossier: Dossier, today: date, calendar: WorkingCalendar) -> dict[str, Any]:
+    """A proposal in a list: where it stands, whether anything is overdue, and whether a due date still
+    owed may move (`provisional_calendar`)."""
     proposal = dossier.proposal
     return {
         "id": dossier.id,
@@ -47,17 +52,22 @@ def summary_view(dossier: Dossier, today: date) -> dict[str, Any]:
         "closed_at": _iso(proposal["closed_at"]),
         "implemented_at": _iso(proposal["implemented_at"]),
         "overdue": domain.is_overdue(dossier, today),
+        "provisional_calendar": any(
+            calendar.is_provisional(item.due, item.due) for item in domain.obligations(dossier)
+        ),
     }
 
 
-def proposal_view(dossier: Dossier, entries: list[dict[str, Any]], today: date) -> dict[str, Any]:
+def proposal_view(
+    dossier: Dossier, entries: list[dict[str, Any]], today: date, calendar: WorkingCalendar
+) -> dict[str, Any]:
     """A proposal with its handling records and the full timeline (办理全过程)."""
     return {
-        **summary_view(dossier, today),
+        **summary_view(dossier, today, calendar),
         "suggestion_count": dossier.proposal["suggestion_count"],
         "co_opinion_due": _iso(dossier.proposal["co_opinion_due"]),
         "leaders": dossier.proposal["leaders"] or [],
-        "open_steps": open_steps(dossier, today),
+        "open_steps": open_steps(dossier, today, calendar),
         "co_opinions": [
             {"unit": o["unit"], "text": o["text"], "submitted_at": _iso(o["submitted_at"])} for o in dossier.co_opinions
         ],
