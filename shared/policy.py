@@ -345,7 +345,7 @@ class CalendarOverrides(BaseModel):
             line for year, declared in self.declared_years.items() for line in _declared_year_problems(year, declared)
         ]
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ValueError("\n".join(problems))
         return self
 
 
@@ -526,7 +526,7 @@ class WorkingCalendar:
             raise ValueError(f"dates in both extra_holidays and extra_workdays: {days}")
         problems = [line for y, dy in (declared_years or {}).items() for line in _declared_year_problems(y, dy)]
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ValueError("\n".join(problems))
         self._declared = {
             year: ChinaYear(days_off=frozenset(declared.holidays), shifted_workdays=frozenset(declared.workdays))
             for year, declared in (declared_years or {}).items()
