@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 from sqlalchemy import MetaData, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -63,6 +64,26 @@ DECLARED_2027 = DeclaredYear(
     workdays=[date(2027, 1, 31), date(2027, 2, 20), date(2027, 5, 8), date(2027, 9, 26), date(2027, 10, 9)],
     announcement="a made-up 2027 notice for the tests",
 )
+
+PACKAGED = Path(__file__).resolve().parents[1] / "shared" / "policies" / "dongguan.yaml"
+
+DECLARED_YAML = """
+  declared_years:
+    2027:
+      announcement: 国务院办公厅关于2027年部分节假日安排的通知 (made up for the tests)
+      holidays: [2027-01-01, 2027-02-05, 2027-02-06, 2027-02-07, 2027-02-08, 2027-02-09, 2027-02-10,
+                 2027-02-11, 2027-02-12, 2027-04-03, 2027-04-04, 2027-04-05, 2027-05-01, 2027-05-02,
+                 2027-05-03, 2027-05-04, 2027-05-05, 2027-06-09, 2027-09-15, 2027-10-01, 2027-10-02,
+                 2027-10-03, 2027-10-04, 2027-10-05, 2027-10-06, 2027-10-07]
+      workdays: [2027-01-31, 2027-02-20, 2027-05-08, 2027-09-26, 2027-10-09]
+"""
+
+
+def policy_text(calendar_block: str) -> str:
+    """The packaged Dongguan policy with ``calendar_block`` under `calendar:`."""
+    text = PACKAGED.read_text(encoding="utf-8")
+    return text + calendar_block
+
 
 P1, P2, P3, P4, P5 = "p-cal-handling", "p-cal-assigned", "p-cal-answered", "p-cal-rehandling", "p-cal-closed"
 LEAD, CO = "dg-zrzyj", "dg-czj"

@@ -28,27 +28,8 @@ from shared.policy import (
     latest_announced_year,
     parse_policy,
 )
-from tests.calendar_fixtures import DECLARED_2027, beijing_10am, dongguan
+from tests.calendar_fixtures import DECLARED_2027, DECLARED_YAML, beijing_10am, dongguan, policy_text
 from tests.progress_fixtures import Clock, feed, lifecycle
-
-PACKAGED = Path(__file__).resolve().parents[2] / "shared" / "policies" / "dongguan.yaml"
-
-DECLARED_YAML = """
-  declared_years:
-    2027:
-      announcement: 国务院办公厅关于2027年部分节假日安排的通知 (made up for the tests)
-      holidays: [2027-01-01, 2027-02-05, 2027-02-06, 2027-02-07, 2027-02-08, 2027-02-09, 2027-02-10,
-                 2027-02-11, 2027-02-12, 2027-04-03, 2027-04-04, 2027-04-05, 2027-05-01, 2027-05-02,
-                 2027-05-03, 2027-05-04, 2027-05-05, 2027-06-09, 2027-09-15, 2027-10-01, 2027-10-02,
-                 2027-10-03, 2027-10-04, 2027-10-05, 2027-10-06, 2027-10-07]
-      workdays: [2027-01-31, 2027-02-20, 2027-05-08, 2027-09-26, 2027-10-09]
-"""
-
-
-def policy_text(calendar_block: str) -> str:
-    """The packaged Dongguan policy with ``calendar_block`` under `calendar:`."""
-    text = PACKAGED.read_text(encoding="utf-8")
-    return text + calendar_block
 
 
 def test_2027_is_provisional_until_declared_and_2026_is_official() -> None:
