@@ -131,6 +131,73 @@ def all_settings() -> list[Setting]:
     return list(unique.values())
 
 
+_CALENDAR_FIELDS: dict[str, tuple[str, str]] = {
+    "extra_holidays": ("list of dates", "Extra days off (放假) on top of everything else; they win."),
+    "extra_workdays": (
+        "list of dates",
+        "Extra working days (调休上班), e.g. a 31 December worked for the next year's 2 January; they win.",
+    ),
+    "declared_years": (
+        "mapping year → declared year",
+        "Whole years as the State Council announced them (国务院办公厅放假安排通知). A declared year replaces "
+        "the `holidays` package's table for that year and counts as official: deadlines in it are no longer "
+        "provisional. Then run `proposalflow deadlines recompute` (docs/operations.md).",
+    ),
+}
+_DECLARED_YEAR_FIELDS: dict[str, tuple[str, str]] = {
+    "holidays": (
+        "list of dates (at least one)",
+        "Every day off of the year: 法定节假日 and the weekdays given off by 调休 (weekend days inside a "
+        "holiday may be listed too). Each must be in the declared year, and listed once.",
+    ),
+    "workdays": (
+        "list of dates",
+        "调休上班: the Saturdays and Sundays worked. Each must be a Saturday or Sunday of the declared year, "
+        "and not also a holiday.",
+    ),
+    "announcement": ("text", "Which notice this is (its title or number), for whoever checks the file later."),
+}
+
+
+def policy_calendar_reference() -> list[str]:
+    """The policy's `calendar` section, field by field (a field added to the models without a line here fails)."""
+    from shared.policy import CalendarOverrides, DeclaredYear
+
+    for model, documented in ((CalendarOverrides, _CALENDAR_FIELDS), (DeclaredYear, _DECLARED_YEAR_FIELDS)):
+        if set(model.model_fields) != set(documented):
+            raise RuntimeError(f"document every field of {model.__name__} in proposalflow/configref.py")
+    lines = [
+        "## Policy: the working-day calendar (`calendar`)",
+        "",
+        "The policy file (`PROPOSALFLOW_POLICY_FILE`, default `shared/policies/dongguan.yaml`) is YAML, validated at",
+        "start (a wrong field stops the service, naming the file, the field and the reason). Working days are",
+        "mainland China's from the `holidays` package (法定节假日 and 调休), with these on top. A year the package",
+        "has no State Council announcement for (today: after 2026) is provisional until declared here; deadlines",
+        'in it are flagged `provisional_calendar` (docs/operations.md, "The holiday calendar").',
+        "",
+        "| field | type | meaning |",
+        "|---|---|---|",
+    ]
+    lines += [f"| `calendar.{name}` | {kind} | {meaning} |" for name, (kind, meaning) in _CALENDAR_FIELDS.items()]
+    lines += [
+        f"| `calendar.declared_years.<year>.{name}` | {kind} | {meaning} |"
+        for name, (kind, meaning) in _DECLARED_YEAR_FIELDS.items()
+    ]
+    lines += [
+        "",
+        "```yaml",
+        "calendar:",
+        "  declared_years:",
+        "    2027:",
+        "      announcement: 国务院办公厅关于2027年部分节假日安排的通知",
+        "      holidays: [2027-01-01, 2027-02-05, 2027-02-06, 2027-02-07]   # … every day off of the year",
+        "      workdays: [2027-01-31, 2027-02-20]                           # … every weekend day worked",
+        "```",
+        "",
+    ]
+    return lines
+
+
 def configuration_reference() -> str:
     """docs/configuration.md, generated from the settings models."""
     lines = [
@@ -152,4 +219,5 @@ def configuration_reference() -> str:
             meaning = setting.description + (" **secret**" if setting.secret else "")
             lines.append(f"| `{setting.env}` | {setting.type} | {setting.default} | {meaning.strip()} |")
         lines.append("")
+    lines += policy_calendar_reference()
     return "\n".join(lines)

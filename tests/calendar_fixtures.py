@@ -80,9 +80,11 @@ DECLARED_YAML = """
 
 
 def policy_text(calendar_block: str) -> str:
-    """The packaged Dongguan policy with ``calendar_block`` under `calendar:`."""
+    """The packaged Dongguan policy with ``calendar_block`` in place of its empty `declared_years`."""
     text = PACKAGED.read_text(encoding="utf-8")
-    return text + calendar_block
+    empty = "\n  declared_years: {}\n"
+    assert text.endswith(empty), "the packaged policy should end with its empty calendar.declared_years"
+    return text.removesuffix(empty) + calendar_block
 
 
 P1, P2, P3, P4, P5 = "p-cal-handling", "p-cal-assigned", "p-cal-answered", "p-cal-rehandling", "p-cal-closed"
