@@ -459,6 +459,8 @@ def deadlines_recompute(
     放假安排 in the policy): each moved deadline is saved by the service that owns it with a
     `…deadlines-changed` event in its outbox, which its relay publishes. Closed and answered proposals
     keep their dates; running it again changes nothing. Prints every deadline it moved."""
+    from sqlalchemy.exc import DBAPIError
+
     from proposalflow.deadlines import recompute
     from shared.db import create_engine
     from shared.policy import PolicyError, load_policy
@@ -479,7 +481,17 @@ def deadlines_recompute(
             await assignment.dispose()
         return report.lines()
 
-    for line in asyncio.run(run()):
+    try:
+        lines = asyncio.run(run())
+    except DBAPIError as exc:
+        typer.echo(
+            f"cannot recompute: a service database is not reachable or not migrated ({exc.orig}); "
+            "check PROPOSALFLOW_PROGRESS_DATABASE_URL and PROPOSALFLOW_ASSIGNMENT_DATABASE_URL, "
+            "then `proposalflow migrate`",
+            err=True,
+        )
+        raise typer.Exit(1) from exc
+    for line in lines:
         typer.echo(line)
 
 

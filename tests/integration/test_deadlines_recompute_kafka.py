@@ -20,6 +20,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+from sqlalchemy import select
 
 from services.assignment import store as assignment_store
 from services.progress import store as progress_store
@@ -188,8 +189,6 @@ async def test_recompute_publishes_the_moved_deadlines_and_progress_follows(
 
 
 async def deadlines_of_progress(conn: Any) -> dict[str, object]:
-    from sqlalchemy import select
-
     table = progress_store.proposals
     rows = await conn.execute(select(table.c.id, table.c.reply_due))
     return {row.id: row.reply_due for row in rows}

@@ -17,7 +17,9 @@ from prometheus_client import REGISTRY
 from services.assignment.domain import deadlines
 from services.assignment.views import assignment_view
 from services.progress.app import build
+from shared.auth import issue_token
 from shared.events import Actor, ProposalAssigned, Role
+from shared.migrate import upgrade_async
 from shared.observability import note_provisional_deadlines
 from shared.policy import (
     POLICY_ENV_VAR,
@@ -28,6 +30,7 @@ from shared.policy import (
     latest_announced_year,
     parse_policy,
 )
+from shared.settings import CommonSettings
 from tests.calendar_fixtures import DECLARED_2027, DECLARED_YAML, beijing_10am, dongguan, policy_text
 from tests.progress_fixtures import Clock, feed, lifecycle
 
@@ -183,9 +186,6 @@ def test_the_assignment_view_says_whether_a_due_date_may_move() -> None:
 async def progress_api(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[tuple[httpx.AsyncClient, bool]]:
-    from services.progress import store  # noqa: F401 - the app's tables
-    from shared.migrate import upgrade_async
-
     url = f"sqlite+aiosqlite:///{tmp_path}/progress.db"
     policy = tmp_path / "policy.yaml"
     policy.write_text(policy_text(DECLARED_YAML if request.param else ""), encoding="utf-8")
@@ -210,9 +210,6 @@ async def progress_api(
 async def test_the_progress_api_flags_open_steps_due_in_a_provisional_year(
     progress_api: tuple[httpx.AsyncClient, bool],
 ) -> None:
-    from shared.auth import issue_token
-    from shared.settings import CommonSettings
-
     http, declared = progress_api
     headers = {"Authorization": f"Bearer {issue_token(CommonSettings(), subject='c-1', role=Role.COMMITTEE)}"}
     proposal = (await http.get("/proposals/p-0001", headers=headers)).json()

@@ -8,6 +8,10 @@ has the declaration and the proposals).
 
 from __future__ import annotations
 
+import contextlib
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
 from typing import Any
@@ -64,8 +68,6 @@ async def engines(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterato
 
 
 def _database(kind: str, tmp_path: Any, name: str) -> Any:
-    import contextlib
-
     if kind == "postgres":
         return fresh_postgres_database()
 
@@ -183,3 +185,15 @@ async def test_a_dry_run_shows_what_would_move_and_changes_nothing(engines: tupl
     assert await deadlines_of(assignment, progress) == before
     assert await unsent(assignment, assignment_store.metadata) == []
     assert await unsent(progress, progress_store.metadata) == []
+
+
+def test_the_command_says_what_to_do_when_the_databases_are_not_migrated(tmp_path: Any) -> None:
+    env = {
+        **os.environ,
+        "PROPOSALFLOW_PROGRESS_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/progress.db",
+        "PROPOSALFLOW_ASSIGNMENT_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/assignment.db",
+    }
+    command = [sys.executable, "-m", "proposalflow.cli", "deadlines", "recompute"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 1
+    assert "not migrated" in done.stderr and "proposalflow migrate" in done.stderr
