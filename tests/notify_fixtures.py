@@ -179,7 +179,7 @@ def lifecycle(prefix: str = "p") -> list[tuple[Event, Expected]]:
                 previous_dispute_until=date(2026, 3, 9),
                 reason="法定节假日安排调整",
             ),
-            {("unit:dg-zrj", "办复期限调整"), ("unit:dg-nyj", "会办意见期限调整")},
+            {("unit:dg-zrj", "办复期限调整"), ("unit:dg-nyj", "提案期限调整")},
         ),
         (
             DeadlineApproaching(

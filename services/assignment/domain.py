@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Literal
@@ -647,10 +647,14 @@ class Assignment:
     ) -> list[DeadlineChange]:
         """期限调整: the deadlines again from the moment of 交办, on ``calendar`` (a newly announced year);
         if any moved, the row takes them and an `AssignmentDeadlinesChanged` is recorded. Only an
-        assignment in force (assigned, disputed or accepted) has deadlines to move."""
+        assignment in force (assigned, disputed or accepted) has deadlines to move, and once accepted its
+        dispute window (异议期) is settled and stays."""
         if self.status in (AssignmentStatus.SUGGESTED, AssignmentStatus.SUPERSEDED) or not self.row["assigned_at"]:
             return []
         due = deadlines(self.row["assigned_at"], bool(self.route.co), policy, calendar)
+        if self.status == AssignmentStatus.ACCEPTED:
+            # The dispute window is settled (every unit answered, or it closed): it does not reopen or move.
+            due = replace(due, dispute_until=self.row["dispute_until"])
         names = ("reply_due", "co_opinion_due", "dispute_until")
         before = tuple(self.row[name] for name in names)
         if before == due.dates():

@@ -14,11 +14,11 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY
 
-from services.assignment.domain import deadlines
+from services.assignment.domain import Assignment, AssignmentStatus, deadlines
 from services.assignment.views import assignment_view
 from services.progress.app import build
 from shared.auth import issue_token
-from shared.events import Actor, ProposalAssigned, Role
+from shared.events import Actor, AssignmentDeadlinesChanged, ProposalAssigned, Role
 from shared.migrate import upgrade_async
 from shared.observability import note_provisional_deadlines
 from shared.policy import (
@@ -220,3 +220,43 @@ async def test_the_progress_api_flags_open_steps_due_in_a_provisional_year(
     assert proposal["provisional_calendar"] is not declared
     listed = (await http.get("/proposals", headers=headers)).json()["items"]
     assert [item["provisional_calendar"] for item in listed] == [not declared]
+
+
+def test_recompute_moves_an_accepted_assignments_reply_deadline_but_not_its_settled_dispute_window() -> None:
+    wednesday = beijing_10am(date(2027, 2, 3))
+    before, after = dongguan(declared=False), dongguan(declared=True)
+    due = deadlines(wednesday, False, before, WorkingCalendar.from_policy(before))
+    row = {
+        "id": "a-1",
+        "proposal_id": "p-1",
+        "status": AssignmentStatus.ACCEPTED.value,
+        "form": "single",
+        "lead_unit": "dg-zrzyj",
+        "co_units": [],
+        "split_units": [],
+        "reasons": [],
+        "reply_due": due.reply_due,
+        "co_opinion_due": None,
+        "dispute_until": due.dispute_until,
+        "assigned_at": wednesday,
+    }
+    accepted = Assignment(dict(row))
+    system = Actor(id="deadlines-recompute", role=Role.SYSTEM)
+    changes = accepted.recompute_deadlines(after, WorkingCalendar.from_policy(after), system, "2027 declared")
+    # 3 months from 02-03 = Mon 05-03; declared 05-03..05-05 off: Thu 05-06 (it was Wed 05-05).
+    assert [(c.deadline, c.previous, c.due) for c in changes] == [("reply_due", date(2027, 5, 5), date(2027, 5, 6))]
+    assert accepted.row["dispute_until"] == date(2027, 2, 16)
+    [(event, _)] = accepted.events
+    assert isinstance(event, AssignmentDeadlinesChanged)
+    assert (event.dispute_until, event.previous_dispute_until, event.provisional_calendar) == (
+        date(2027, 2, 16),
+        date(2027, 2, 16),
+        False,
+    )
+    # Still waiting for the units' answers, the window moves with the calendar: 02-16 → 02-18.
+    waiting = Assignment({**row, "status": AssignmentStatus.ASSIGNED.value})
+    waiting.recompute_deadlines(after, WorkingCalendar.from_policy(after), system, "2027 declared")
+    assert waiting.row["dispute_until"] == date(2027, 2, 18)
+    # Nothing left to move: a second pass records nothing.
+    assert waiting.recompute_deadlines(after, WorkingCalendar.from_policy(after), system, "again") == []
+    assert len(waiting.events) == 1
