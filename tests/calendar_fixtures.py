@@ -226,6 +226,13 @@ async def handle_year(assignment: AsyncEngine, progress: AsyncEngine, policy: Po
         await _step(progress, "evaluate", P5, beijing_10am(date(2027, 1, 6)), policy, signer=signer, grade="satisfied")
 
 
+async def handled_and_published(assignment: AsyncEngine, progress: AsyncEngine) -> None:
+    """P1 to P5 handled before 2027 was declared, everything they caused long published."""
+    await handle_year(assignment, progress, dongguan(declared=False))
+    await mark_outbox_sent(assignment, assignment_store.metadata)
+    await mark_outbox_sent(progress, progress_store.metadata)
+
+
 async def deadlines_of(assignment: AsyncEngine, progress: AsyncEngine) -> dict[str, dict[str, object]]:
     """Every proposal's stored deadlines, in both services, plus progress's stage and round."""
     found: dict[str, dict[str, object]] = {}

@@ -22,7 +22,6 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from sqlalchemy import select
 
-from services.assignment import store as assignment_store
 from services.progress import store as progress_store
 from shared.db import create_engine
 from shared.envelope import from_kafka
@@ -37,9 +36,7 @@ from tests.calendar_fixtures import (
     P4,
     P5,
     deadlines_of,
-    dongguan,
-    handle_year,
-    mark_outbox_sent,
+    handled_and_published,
     policy_text,
 )
 from tests.progress_fixtures import Clock
@@ -59,10 +56,8 @@ async def test_recompute_publishes_the_moved_deadlines_and_progress_follows(
     await upgrade_async("progress", progress_url)
     assignment, progress = create_engine(assignment_url), create_engine(progress_url)
     try:
-        await handle_year(assignment, progress, dongguan(declared=False))
         # What was published then is long gone to the broker; only the recompute's events are new.
-        await mark_outbox_sent(assignment, assignment_store.metadata)
-        await mark_outbox_sent(progress, progress_store.metadata)
+        await handled_and_published(assignment, progress)
     finally:
         await assignment.dispose()
         await progress.dispose()

@@ -23,7 +23,7 @@ from proposalflow.deadlines import recompute
 from services.assignment import store as assignment_store
 from services.progress import store as progress_store
 from shared.db import create_engine
-from shared.events import ProposalAssigned
+from shared.events import ProposalAssigned, RehandlingStarted, ReplyApproved
 from shared.migrate import upgrade_async
 from shared.policy import latest_announced_year
 from tests.calendar_fixtures import (
@@ -35,7 +35,7 @@ from tests.calendar_fixtures import (
     deadlines_of,
     dongguan,
     handle_year,
-    mark_outbox_sent,
+    handled_and_published,
     published,
     unsent,
 )
@@ -107,16 +107,25 @@ async def test_deadlines_in_2027_are_flagged_provisional_until_the_year_is_decla
         if isinstance(event, ProposalAssigned)
     }
     assert flags == {P1: True, P2: True, P3: True, P4: False, P5: True}
+    progress_flags = {
+        (event.TYPE, event.proposal_id): event.provisional_calendar
+        for event in await published(progress, progress_store.metadata)
+        if isinstance(event, ReplyApproved | RehandlingStarted)
+    }
+    assert progress_flags == {
+        (ReplyApproved.TYPE, P3): True,  # 评价期 to 2027-03-02
+        (ReplyApproved.TYPE, P4): True,  # approved 2026-12-29, 评价期 into January 2027
+        (RehandlingStarted.TYPE, P4): True,
+        (ReplyApproved.TYPE, P5): True,
+    }
 
 
 async def test_recompute_after_declaring_2027_moves_the_open_proposals_deadlines_once(
     engines: tuple[AsyncEngine, AsyncEngine],
 ) -> None:
     assignment, progress = engines
-    await handle_year(assignment, progress, dongguan(declared=False))
+    await handled_and_published(assignment, progress)
     before = await deadlines_of(assignment, progress)
-    await mark_outbox_sent(assignment, assignment_store.metadata)
-    await mark_outbox_sent(progress, progress_store.metadata)
 
     report = await recompute(progress, assignment, dongguan(declared=True), NOW)
 
@@ -173,10 +182,8 @@ async def test_recompute_after_declaring_2027_moves_the_open_proposals_deadlines
 
 async def test_a_dry_run_shows_what_would_move_and_changes_nothing(engines: tuple[AsyncEngine, AsyncEngine]) -> None:
     assignment, progress = engines
-    await handle_year(assignment, progress, dongguan(declared=False))
+    await handled_and_published(assignment, progress)
     before = await deadlines_of(assignment, progress)
-    await mark_outbox_sent(assignment, assignment_store.metadata)
-    await mark_outbox_sent(progress, progress_store.metadata)
 
     report = await recompute(progress, assignment, dongguan(declared=True), NOW, dry_run=True)
 
