@@ -327,6 +327,12 @@ class Metrics:
         self.deliveries_failed = Counter(
             "proposalflow_deliveries_failed_total", "Notification deliveries that failed, by channel.", ["channel"]
         )
+        self.provisional_deadlines = Counter(
+            "proposalflow_provisional_deadlines_total",
+            "Events whose deadlines were computed on a provisional holiday calendar (a year the State Council has "
+            "not announced yet, and the policy does not declare), by service and event type.",
+            ["service", "type"],
+        )
 
 
 METRICS = Metrics()
@@ -336,13 +342,6 @@ def kafka_attributes(topic: str) -> dict[str, str]:
     """OpenTelemetry messaging attributes of a Kafka topic."""
     return {"messaging.system": "kafka", "messaging.destination.name": topic}
 
-
-PROVISIONAL_DEADLINES = Counter(
-    "proposalflow_provisional_deadlines_total",
-    "Events whose deadlines were computed on a provisional holiday calendar (a year the State Council has "
-    "not announced yet, and the policy does not declare), by service and event type.",
-    ["service", "type"],
-)
 
 _provisional_log = logging.getLogger("proposalflow.calendar")
 
@@ -357,7 +356,7 @@ def note_provisional_deadlines(service: str, event: Any) -> bool:
         for name, value in vars(event).items()
         if isinstance(value, date) and not isinstance(value, datetime) and not name.startswith("previous_")
     )
-    PROVISIONAL_DEADLINES.labels(service=service, type=event.TYPE).inc()
+    METRICS.provisional_deadlines.labels(service=service, type=event.TYPE).inc()
     _provisional_log.warning(
         "deadline on a provisional calendar: %s of proposal %s (%s) falls in a year without an official "
         "holiday calendar (放假安排); declare the year in the policy (calendar.declared_years) once it is "
