@@ -119,6 +119,7 @@ DeadlineName = Literal[
     "evaluation_window",
     "cosign_window",
     "rehandling_deadline",
+    "implementation_evaluation_window",
 ]
 """The policy periods that yield a due date (``warning_lead_time`` is a lead, not a deadline)."""
 
@@ -331,6 +332,12 @@ class Policy(BaseModel):
     """答复公开: approved replies are disclosed on the public route (personal data removed)."""
     statistics: StatisticsRules = Field(default_factory=StatisticsRules)
     """统计口径 choices (立案率 and merged proposals)."""
+    implementation_evaluation_window: Duration = Duration(working_days=15)
+    """落实评价期: the proposers evaluate what was implemented, once every measure is settled (15 working
+    days, like the 评价期)."""
+    implementation_evaluation_rounds: PositiveCount = 2
+    """落实评价轮次上限: how many times the proposers evaluate the implementation; an unsatisfied evaluation
+    reopens measures only before the last round (2: one reopening)."""
 
     @field_validator("timezone")
     @classmethod

@@ -79,6 +79,27 @@ class MeasureChange(BaseModel):
     note: str = Field(default="", max_length=5000)
 
 
+class ImplementationEvaluationBody(BaseModel):
+    """落实评价: a grade on what was implemented (the policy's grade codes) and an optional comment. An
+    unsatisfied first proposer names the measures to reopen (`reopen`) or asks for a new one (`new_measure`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    grade: str = Field(min_length=1, max_length=50)
+    comment: str = Field(default="", max_length=5000)
+    reopen: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(default_factory=list, max_length=100)
+    new_measure: bool = False
+
+
+class NewMeasure(BaseModel):
+    """新举措: the measure the lead unit commits to after a 落实评价 asked for one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(min_length=1, max_length=5000)
+    due: date
+
+
 class Supervision(BaseModel):
     """督办: a leader's meeting, visit or instruction."""
 
@@ -196,7 +217,7 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
             {"proposal_id": d.id, "title": d.proposal["title"], **step}
             for d in dossiers
             for step in views.open_steps(d, now)
-            if step["unit"] == principal.unit and step["kind"] != "evaluation"
+            if step["unit"] == principal.unit and step["kind"] not in domain.SIGNER_STEPS
         ]
         items.sort(key=lambda item: (item["due"], item["proposal_id"]))
         return {"items": items[offset : offset + limit], "total": len(items), "limit": limit, "offset": offset}
@@ -342,6 +363,61 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
                 actor=principal.as_actor(),
                 correlation_id=request.state.correlation_id,
                 now=clock(),
+                policy=policy,
+                calendar=calendar,
+            )
+
+        return await act(request, principal, idempotency_key, body, proposal_id, action)
+
+    @routes.post(
+        "/proposals/{proposal_id}/implementation-evaluations", summary="Evaluate the implementation (落实评价)"
+    )
+    async def evaluate_implementation(
+        proposal_id: str,
+        body: ImplementationEvaluationBody,
+        request: Request,
+        principal: MemberCaller,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Any:
+
+        async def action(uow: UnitOfWork) -> None:
+            await service.evaluate_implementation(
+                uow,
+                proposal_id,
+                principal.id,
+                grade=body.grade,
+                comment=body.comment,
+                reopen=body.reopen,
+                new_measure=body.new_measure,
+                actor=principal.as_actor(),
+                correlation_id=request.state.correlation_id,
+                now=clock(),
+                policy=policy,
+                calendar=calendar,
+            )
+
+        return await act(request, principal, idempotency_key, body, proposal_id, action)
+
+    @routes.post("/proposals/{proposal_id}/measures", summary="Commit to a requested new measure (新举措)")
+    async def add_measure(
+        proposal_id: str,
+        body: NewMeasure,
+        request: Request,
+        principal: UnitCaller,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Any:
+
+        async def action(uow: UnitOfWork) -> None:
+            await service.add_measure(
+                uow,
+                proposal_id,
+                unit=principal.unit,
+                text=body.text,
+                due=body.due,
+                actor=principal.as_actor(),
+                correlation_id=request.state.correlation_id,
+                now=clock(),
+                policy=policy,
             )
 
         return await act(request, principal, idempotency_key, body, proposal_id, action)

@@ -48,6 +48,12 @@ def build(clock: Callable[[], datetime] = system_clock) -> tuple[ServiceRuntime,
             events.DeadlineApproaching,
             events.DeadlineOverdue,
             events.UnitReportRejected,
+            events.ImplementationEvaluationOpened,
+            events.ImplementationEvaluated,
+            events.ImplementationEvaluationClosed,
+            events.MeasureReopened,
+            events.MeasureRequested,
+            events.MeasureAdded,
         ],
     )
     policy = load_policy(runtime.common.policy_file)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from services.progress.domain import Dossier, ReplyStatus, Stage, implemented, obligations, reply_units
+from services.progress.domain import SIGNER_STEPS, Dossier, ReplyStatus, Stage, implemented, obligations, reply_units
 from shared.policy import Policy, local_date
 
 _OUT_OF_HANDLING = (Stage.WITHDRAWN, Stage.MERGED, Stage.NOT_FILED)
@@ -232,7 +232,7 @@ def per_unit(dossiers: Sequence[Dossier], today: date, policy: Policy) -> dict[s
 def statistics(dossiers: Sequence[Dossier], today: date, policy: Policy) -> dict[str, Any]:
     """`GET /stats`: overall, per unit, per year, per category, overdue by unit, key board."""
     overdue_by_unit = Counter(
-        item.unit for d in dossiers for item in obligations(d) if today > item.due and item.kind != "evaluation"
+        item.unit for d in dossiers for item in obligations(d) if today > item.due and item.kind not in SIGNER_STEPS
     )
     first_class = policy.reply_classes[0]
     return {

@@ -140,7 +140,8 @@ async def test_from_assignment_to_implementation_with_one_rehandling(client: htt
     types = await published(client)
     assert types.count("proposalflow.reply.drafted.v1") == 3
     assert "proposalflow.handling.rehandling-started.v1" in types
-    assert types[-2:] == ["proposalflow.measure.updated.v1", "proposalflow.proposal.implemented.v1"]
+    assert types[-3:-1] == ["proposalflow.measure.updated.v1", "proposalflow.proposal.implemented.v1"]
+    assert types[-1] == "proposalflow.implementation.evaluation-opened.v1"  # 落实 asks for the 落实评价
     timeline = [entry["type"] for entry in done.json()["timeline"]]
     assert timeline[:3] == [
         "proposalflow.proposal.submitted.v1",
