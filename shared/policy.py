@@ -315,7 +315,8 @@ class Policy(BaseModel):
     warning_lead_time: Duration
     """到期预警提前量: a 到期预警 is raised this long before a due date (10 working days)."""
     rehandling_deadline: Duration
-    """重新办理期限: the new reply deadline after an unsatisfied evaluation (1 month)."""
+    """重新办理期限: the new reply deadline after an unsatisfied evaluation, and a reopened measure's new due
+    date after an unsatisfied 落实评价 (1 month)."""
     reply_classes: list[ReplyClass] = Field(min_length=1)
     """答复分类, codes unique."""
     evaluation_grades: list[EvaluationGrade] = Field(min_length=1)
