@@ -35,7 +35,7 @@ IdempotencyKey = Annotated[str | None, Header(max_length=200)]
 # Who may call what (tests/security/authz_matrix.yaml). A route takes its caller as one of these, so the
 # role is checked before the request's parameters and body are validated (shared.auth.roles).
 ProposalsReader = Annotated[Principal, Depends(roles(*READERS))]
-StatsReader = Annotated[Principal, Depends(roles(Role.COMMITTEE, Role.DISPATCHER, Role.ADMIN))]
+StatsReader = Annotated[Principal, Depends(roles(Role.COMMITTEE, Role.DISPATCHER, Role.ADMIN, Role.LEADER))]
 UnitCaller = Annotated[Principal, Depends(roles(Role.UNIT))]
 CommitteeCaller = Annotated[Principal, Depends(roles(Role.COMMITTEE))]
 MemberCaller = Annotated[Principal, Depends(roles(Role.MEMBER))]
@@ -448,12 +448,17 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
     @routes.get(
         "/stats",
         summary="Statistics (办理统计): rates per unit, year and category; key proposals",
-        description="Every rate's definition (口径) is in its schema description and in docs/statistics.md.",
+        description=(
+            "Every rate's definition (口径) is in its schema description and in docs/statistics.md. "
+            "A leader (督办领导) gets the figures of the key proposals it supervises or leads only."
+        ),
         response_model=Statistics,
     )
     async def statistics(principal: StatsReader) -> dict[str, Any]:
         async with runtime.engine.connect() as conn:
             dossiers = await store.load_dossiers(conn)
+        if principal.role == Role.LEADER:
+            dossiers = [d for d in dossiers if may_see(principal, d.proposal)]
         return stats.statistics(dossiers, today(), policy)
 
     @routes.get("/public/replies", summary="Published replies, personal data removed (答复公开); no login")

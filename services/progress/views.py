@@ -98,8 +98,23 @@ def proposal_view(dossier: Dossier, entries: list[dict[str, Any]], today: date) 
                 "due": _iso(m["due"]),
                 "status": m["status"],
                 "note": m["note"],
+                "done_at": _iso(m.get("done_at")),
+                "reopened": int(m.get("reopened") or 0),
             }
             for m in dossier.measures
+        ],
+        "implementation_evaluation": implementation_view(dossier),
+        "implementation_evaluations": [
+            {
+                "signer_id": e["signer_id"],
+                "round": e["round"],
+                "grade": e["grade"],
+                "comment": e["comment"],
+                "reopened_measures": e["reopened_measures"],
+                "new_measure_requested": e["new_measure_requested"],
+                "submitted_at": _iso(e["submitted_at"]),
+            }
+            for e in dossier.implementation_evaluations
         ],
         "timeline": [
             {
@@ -128,4 +143,16 @@ def public_reply_view(dossier: Dossier, reply: dict[str, Any]) -> dict[str, Any]
         "classification": reply["classification"],
         "text": domain.redact_personal_data(reply["text"]),
         "approved_on": _iso(reply["reviewed_at"].date() if reply["reviewed_at"] else None),
+    }
+
+
+def implementation_view(dossier: Dossier) -> dict[str, Any]:
+    """落实评价: where it stands (null before 落实: due, open, closed, reopened), its round and due date,
+    and the new measure the lead unit owes, if one was asked for."""
+    proposal = dossier.proposal
+    return {
+        "state": proposal.get("implementation_evaluation"),
+        "round": int(proposal.get("implementation_round") or 0),
+        "due": _iso(proposal.get("implementation_evaluation_due")),
+        "new_measure_due": _iso(proposal.get("measure_request_due")),
     }

@@ -192,6 +192,10 @@ async def test_roles_are_checked_on_every_route(client: httpx.AsyncClient) -> No
     assert (await post(client, "/supervision", supervision, OTHER_LEADER)).status_code == 404
     assert (await post(client, "/supervision", supervision, COMMITTEE)).status_code == 403
     assert (await client.get("/stats", headers=LEAD)).status_code == 403
+    # A leader's figures are those of the key proposals it supervises, and nobody else's.
+    assert [row["id"] for row in (await client.get("/stats", headers=LEADER)).json()["key_proposals"]] == ["p-0001"]
+    others = (await client.get("/stats", headers=OTHER_LEADER)).json()
+    assert (others["key_proposals"], others["overall"]["submitted"]) == ([], 0)
     assert (await client.get("/inbox", headers=FIRST)).status_code == 403
     assert (await client.get("/proposals/p-0001", headers=LEADER)).status_code == 200
     assert (await client.get("/proposals/p-0001", headers=OTHER_MEMBER)).status_code == 404
