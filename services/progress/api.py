@@ -158,7 +158,7 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
     async def _view(conn: AsyncConnection, proposal_id: str) -> dict[str, Any]:
         dossier = await store.load_dossier(conn, proposal_id)
         assert dossier is not None
-        return views.proposal_view(dossier, await store.get_timeline(conn, proposal_id), today())
+        return views.proposal_view(dossier, await store.get_timeline(conn, proposal_id), today(), policy.timezone)
 
     @routes.get("/proposals", summary="Proposals you may see, filtered (办理情况一览)")
     async def list_proposals(
@@ -216,7 +216,7 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         items = [
             {"proposal_id": d.id, "title": d.proposal["title"], **step}
             for d in dossiers
-            for step in views.open_steps(d, now)
+            for step in views.open_steps(d, now, policy.timezone)
             if step["unit"] == principal.unit and step["kind"] not in domain.SIGNER_STEPS
         ]
         items.sort(key=lambda item: (item["due"], item["proposal_id"]))

@@ -863,6 +863,10 @@ class Dossier:
         """What the 落实 and 落实评价 events change (folded after the handling events in `apply`)."""
         proposal = self.proposal
         match event:
+            case ReplyApproved():
+                for measure in self.measures:
+                    if measure["reply_id"] == event.reply_id and measure.get("promised_at") is None:
+                        measure["promised_at"] = at
             case MeasureUpdated():
                 measure = self._measure(event.measure_id)
                 measure["done_at"] = at if event.status == MeasureStatus.DONE.value else None
@@ -920,6 +924,7 @@ class Dossier:
                         "updated_at": at,
                         "done_at": None,
                         "reopened": 0,
+                        "promised_at": at,
                     }
                 )
                 proposal["measure_request_due"] = None
@@ -1353,3 +1358,17 @@ def implementation_obligations(dossier: Dossier) -> list[Obligation]:
     if request_due is not None and dossier.stage == Stage.CLOSED:
         found.append(Obligation(dossier.id, "new_measure", request_due, unit=proposal["lead_unit"] or ""))
     return found
+
+
+# 跨年度落实 ---------------------------------------------------------------------------------------
+
+
+def proposal_year(dossier: Dossier, timezone: str) -> int:
+    """The year a proposal belongs to: its submission date in the policy's time zone."""
+    return local_date(dossier.proposal["submitted_at"], timezone).year
+
+
+def carried_over(dossier: Dossier, measure: dict[str, Any], timezone: str) -> bool:
+    """跨年度落实: a measure due after the year of its proposal, carried over into the next year's work."""
+    due: date = measure["due"]
+    return due.year > proposal_year(dossier, timezone)

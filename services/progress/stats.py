@@ -35,6 +35,7 @@ from services.progress.domain import (
     MeasureStatus,
     ReplyStatus,
     Stage,
+    carried_over,
     implemented,
     obligations,
     reply_units,
@@ -254,6 +255,7 @@ def implementation_figures(
     measures = [m for d in handled for m in d.measures if unit in (None, m["owner_unit"])]
     due = [m for m in measures if measure_fell_due(m, today)]
     on_time = [m for m in due if measure_on_time(m, policy)]
+    carried = [m for d in handled for m in d.measures if unit in (None, m["owner_unit"]) and _carried(d, m, policy)]
     satisfied_codes = _satisfied_codes(policy)
     evaluations = [ev for d in handled for ev in d.implementation_evaluations]
     satisfied = [ev for ev in evaluations if ev["grade"] in satisfied_codes]
@@ -267,7 +269,35 @@ def implementation_figures(
         "implementation_evaluations": len(evaluations),
         "implementation_satisfied": len(satisfied),
         "implementation_satisfaction_rate": _rate(len(satisfied), len(evaluations)),
+        "carried_over_measures": len(carried),
+        "carried_over_done": sum(1 for m in carried if m["status"] == MeasureStatus.DONE),
+        "carried_in_measures": 0,
+        "carried_in_done": 0,
     }
+
+
+def _carried(dossier: Dossier, measure: dict[str, Any], policy: Policy) -> bool:
+    return measure["status"] != MeasureStatus.DROPPED and carried_over(dossier, measure, policy.timezone)
+
+
+def carried_into_years(
+    per_year: dict[str, dict[str, Any]], dossiers: Sequence[Dossier], today: date, policy: Policy
+) -> dict[str, dict[str, Any]]:
+    """跨年度落实: each year's figures also count the measures of earlier years' proposals due in it
+    (carried in), and a year with only such measures gets its figures too."""
+    carried: dict[str, list[dict[str, Any]]] = {}
+    for dossier in dossiers:
+        if not in_handling(dossier):
+            continue
+        for measure in dossier.measures:
+            if _carried(dossier, measure, policy):
+                carried.setdefault(str(measure["due"].year), []).append(measure)
+    for year, measures in carried.items():
+        if year not in per_year:
+            per_year[year] = figures([], today, policy)
+        per_year[year]["carried_in_measures"] = len(measures)
+        per_year[year]["carried_in_done"] = sum(1 for m in measures if m["status"] == MeasureStatus.DONE)
+    return dict(sorted(per_year.items()))
 
 
 def _grouped_by(dossiers: Sequence[Dossier], key: Any) -> dict[str, list[Dossier]]:
@@ -304,10 +334,15 @@ def statistics(dossiers: Sequence[Dossier], today: date, policy: Policy) -> dict
         },
         "overall": figures(dossiers, today, policy),
         "per_unit": per_unit(dossiers, today, policy),
-        "per_year": {
-            year: figures(members, today, policy)
-            for year, members in _grouped_by(dossiers, lambda d: year_of(d, policy)).items()
-        },
+        "per_year": carried_into_years(
+            {
+                year: figures(members, today, policy)
+                for year, members in _grouped_by(dossiers, lambda d: year_of(d, policy)).items()
+            },
+            dossiers,
+            today,
+            policy,
+        ),
         "per_category": {
             category: figures(members, today, policy)
             for category, members in _grouped_by(dossiers, lambda d: d.proposal["category"]).items()

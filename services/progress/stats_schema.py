@@ -49,6 +49,13 @@ class Figures(BaseModel):
     implementation_satisfaction_rate: float | None = Field(
         description=RATE_DEFINITIONS["implementation_satisfaction_rate"]
     )
+    carried_over_measures: int = Field(description="跨年度落实: 这些提案中期限在提案年度之后的举措 (不计已取消的)。")
+    carried_over_done: int = Field(description="其中已完成的。")
+    carried_in_measures: int = Field(
+        default=0,
+        description="按年度统计: 往年提案中期限在本年度的举措 (跨年度落实转入本年度, 不计已取消的); 其他分组为 0。",
+    )
+    carried_in_done: int = Field(default=0, description="其中已完成的。")
     overdue: dict[str, int] = Field(description="逾期的待办事项, 按种类 (reply, co_opinion, evaluation, measure)。")
 
 

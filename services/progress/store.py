@@ -128,6 +128,7 @@ measures = Table(
     Column("updated_at", UTCDateTime(), nullable=False),
     Column("done_at", UTCDateTime(), nullable=True),
     Column("reopened", Integer, nullable=False, server_default=text("0")),
+    Column("promised_at", UTCDateTime(), nullable=True),
 )
 
 implementation_evaluations = Table(

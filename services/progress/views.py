@@ -7,14 +7,17 @@ from typing import Any
 
 from services.progress import domain
 from services.progress.domain import Dossier
+from shared.policy import DEFAULT_TIMEZONE
 
 
 def _iso(value: date | datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def open_steps(dossier: Dossier, today: date) -> list[dict[str, Any]]:
-    """The steps still owed on a proposal, each with its due date and whether it is overdue."""
+def open_steps(dossier: Dossier, today: date, timezone: str = DEFAULT_TIMEZONE) -> list[dict[str, Any]]:
+    """The steps still owed on a proposal, each with its due date and whether it is overdue (and, for a
+    measure, whether it is carried over from its proposal's year, 跨年度落实)."""
+    measures = {measure["id"]: measure for measure in dossier.measures}
     return [
         {
             "kind": item.kind,
@@ -23,6 +26,8 @@ def open_steps(dossier: Dossier, today: date) -> list[dict[str, Any]]:
             "measure_id": item.measure_id,
             "due": item.due.isoformat(),
             "overdue": today > item.due,
+            "carried_over": item.measure_id in measures
+            and domain.carried_over(dossier, measures[item.measure_id], timezone),
         }
         for item in domain.obligations(dossier)
     ]
@@ -50,14 +55,16 @@ def summary_view(dossier: Dossier, today: date) -> dict[str, Any]:
     }
 
 
-def proposal_view(dossier: Dossier, entries: list[dict[str, Any]], today: date) -> dict[str, Any]:
+def proposal_view(
+    dossier: Dossier, entries: list[dict[str, Any]], today: date, timezone: str = DEFAULT_TIMEZONE
+) -> dict[str, Any]:
     """A proposal with its handling records and the full timeline (办理全过程)."""
     return {
         **summary_view(dossier, today),
         "suggestion_count": dossier.proposal["suggestion_count"],
         "co_opinion_due": _iso(dossier.proposal["co_opinion_due"]),
         "leaders": dossier.proposal["leaders"] or [],
-        "open_steps": open_steps(dossier, today),
+        "open_steps": open_steps(dossier, today, timezone),
         "co_opinions": [
             {"unit": o["unit"], "text": o["text"], "submitted_at": _iso(o["submitted_at"])} for o in dossier.co_opinions
         ],
@@ -100,6 +107,8 @@ def proposal_view(dossier: Dossier, entries: list[dict[str, Any]], today: date) 
                 "note": m["note"],
                 "done_at": _iso(m.get("done_at")),
                 "reopened": int(m.get("reopened") or 0),
+                "promised_at": _iso(m.get("promised_at")),
+                "carried_over": domain.carried_over(dossier, m, timezone),
             }
             for m in dossier.measures
         ],

@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from services.progress import domain, service
+from services.progress import domain, service, views
 from services.progress.domain import ImplementationEvaluation, MeasureStatus
 from shared.errors import RuleViolation, StateConflict
 from shared.events import (
@@ -240,3 +240,26 @@ async def test_the_scheduler_opens_a_missed_evaluation_warns_the_signers_and_clo
     assert await service.tick(uow, after, POLICY, CALENDAR) == 0
     with pytest.raises(StateConflict):
         await judge(uow, "m-2", "satisfied", now=after)
+
+
+async def test_a_measure_due_next_year_shows_as_carried_over_with_when_it_was_promised_and_done() -> None:
+    uow = await assigned()
+    content = two_measures()
+    content.measures[1] = MeasurePlan(text="设立专项资金", owner_unit="dg-czj", due=date(2027, 3, 31))
+    reply_id = await service.draft_reply(uow, "p-0001", "dg-zrzyj", content, LEAD, None, NOW, POLICY)
+    approved_at = NOW + timedelta(hours=3)
+    await review(uow, reply_id, approve=True, now=approved_at)
+    dossier = uow.dossier("p-0001")
+    steps = views.open_steps(dossier, NOW.date(), POLICY.timezone)
+    assert [(s["measure_id"], s["carried_over"]) for s in steps if s["kind"] == "measure"] == [
+        (f"{reply_id}-m1", False),
+        (f"{reply_id}-m2", True),  # 跨年度落实: a 2026 proposal's measure due in 2027
+    ]
+    await settle(uow, f"{reply_id}-m2", LATER)
+    shown = views.proposal_view(uow.dossier("p-0001"), [], LATER.date(), POLICY.timezone)["measures"]
+    carried = next(m for m in shown if m["id"] == f"{reply_id}-m2")
+    assert (carried["carried_over"], carried["promised_at"], carried["done_at"]) == (
+        True,
+        approved_at.isoformat(),
+        LATER.isoformat(),
+    )

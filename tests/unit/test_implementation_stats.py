@@ -166,3 +166,13 @@ def test_each_implementation_figure_has_one_definition_in_the_docs_and_the_api_s
     for name in IMPLEMENTATION_RATES:
         assert RATE_DEFINITIONS[name] in written, f"docs/statistics.md lacks the definition of {name}"
         assert properties[name]["description"] == RATE_DEFINITIONS[name]
+
+
+async def test_a_measure_due_next_year_is_carried_over_into_that_years_figures(year: list[Dossier]) -> None:
+    per_year = statistics(year, TODAY, POLICY)["per_year"]
+    # 跨年度落实: p-02's M4 (2026 proposal, due 2027-03-31) is the one measure due after its proposal's year.
+    assert (per_year["2026"]["carried_over_measures"], per_year["2026"]["carried_over_done"]) == (1, 0)
+    assert (per_year["2027"]["carried_in_measures"], per_year["2027"]["carried_in_done"]) == (1, 0)
+    assert per_year["2027"]["filed"] == 0  # no 2027 proposal yet: the year is there for what it carries
+    assert (per_year["2025"]["carried_over_measures"], per_year["2025"]["carried_in_measures"]) == (0, 0)
+    assert per_year["2026"]["carried_in_measures"] == 0

@@ -25,9 +25,11 @@ IMPLEMENTATION = {
 }
 MEASURES = [
     {"id": "r1-m1", "reply_id": "r1", "text": "设立整治专项资金", "owner_unit": "dg-zrzyj", "due": "2027-06-30",
-     "status": "done", "note": "", "done_at": "2026-11-02T09:00:00+08:00", "reopened": 0},
+     "status": "done", "note": "", "done_at": "2026-11-02T09:00:00+08:00", "reopened": 0,
+     "promised_at": "2026-05-10T09:00:00+08:00", "carried_over": True},
     {"id": "r1-m2", "reply_id": "r1", "text": "开展镇街试点", "owner_unit": "dg-nyj", "due": "2027-01-30",
-     "status": "in_progress", "note": "试点只覆盖一个镇街", "done_at": None, "reopened": 1},
+     "status": "in_progress", "note": "试点只覆盖一个镇街", "done_at": None, "reopened": 1,
+     "promised_at": "2026-05-10T09:00:00+08:00", "carried_over": True},
 ]  # fmt: skip
 
 
@@ -81,6 +83,8 @@ async def test_the_proposer_evaluates_the_implementation_and_names_the_measure_t
         page = (await http.get("/proposals/p-land")).text
         assert 'data-form="implementation-evaluation"' in page and "落实评价中 · 第 1 轮" in page
         assert 'name="reopen_r1-m2"' in page and "开展镇街试点" in page
+        # 跨年度落实: the measures carried into next year, when each was promised and done.
+        assert "跨年度" in page and "承诺于 2026-05-10 · 完成于 2026-11-02" in page and "重新落实" in page
         sent = await http.post(
             "/proposals/p-land/implementation-evaluation",
             data={

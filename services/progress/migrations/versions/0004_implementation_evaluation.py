@@ -1,4 +1,4 @@
-"""落实评价: the proposers' evaluation of what was implemented, and when a measure was done
+"""落实评价: the proposers' evaluation of what was implemented, and when a measure was promised and done
 
 Revision ID: 0004
 Revises: 0003
@@ -31,6 +31,7 @@ def upgrade() -> None:
     with op.batch_alter_table("measures", schema=None) as batch_op:
         batch_op.add_column(sa.Column("done_at", sa.DateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column("reopened", sa.Integer(), server_default=sa.text("0"), nullable=False))
+        batch_op.add_column(sa.Column("promised_at", sa.DateTime(timezone=True), nullable=True))
     op.create_table(
         "implementation_evaluations",
         sa.Column("proposal_id", sa.String(length=100), nullable=False),
@@ -48,6 +49,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("implementation_evaluations")
     with op.batch_alter_table("measures", schema=None) as batch_op:
+        batch_op.drop_column("promised_at")
         batch_op.drop_column("reopened")
         batch_op.drop_column("done_at")
     with op.batch_alter_table("proposals", schema=None) as batch_op:
