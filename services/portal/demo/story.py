@@ -1,5 +1,6 @@
 """The demo: a year of the city's proposals, and the story of a key proposal from submission to
-implemented measures and the proposer's 落实评价, played through the services' public HTTP APIs (nothing writes a database).
+implemented measures and the proposer's 落实评价, played through the services' public HTTP APIs (nothing
+writes a database).
 
 Every step is done by the person who would do it, with that person's token: the member submits,
 the committee files and designates key proposals, the dispatcher assigns, units accept, report and
