@@ -27,72 +27,87 @@ PROPOSAL = {
 LEADER = "leader-cwfsz"
 
 
+async def closed_key_proposal(
+    http: httpx.AsyncClient, suite: Suite, member_id: str, proposal: dict[str, Any] = PROPOSAL
+) -> dict[str, Any]:
+    """Submitted by `member_id`, filed, key (supervised by the executive vice mayor), assigned to 市自然资源局
+    with 市农业农村局, answered with two measures (one each), evaluated satisfied: closed, as progress shows it."""
+    member = suite.token(Role.MEMBER, member_id)
+    committee = suite.token(Role.COMMITTEE, "c-office")
+    dispatcher = suite.token(Role.DISPATCHER, "d-office")
+    lead = suite.token(Role.UNIT, "u-zrzyj", unit="dg-zrzyj")
+    url = suite.urls
+    progress = url["progress"]
+    created = await http.post(f"{url['intake']}/proposals", json=proposal, headers=member)
+    assert created.status_code == 201, created.text
+    pid = created.json()["id"]
+    filed = await http.post(f"{url['intake']}/proposals/{pid}/review", json={"decision": "file"}, headers=committee)
+    assert filed.status_code == 200, filed.text
+
+    async def suggested() -> bool:
+        response = await http.get(f"{url['assignment']}/assignments/{pid}", headers=dispatcher)
+        return response.status_code == 200
+
+    await eventually(suggested, "a routing suggestion", suite)
+    key = await http.post(
+        f"{url['assignment']}/key-proposals",
+        json={"proposal_ids": [pid], "supervising_leader": LEADER},
+        headers=committee,
+    )
+    assert key.status_code == 201, key.text
+    confirmed = await http.post(f"{url['assignment']}/assignments/{pid}/confirm", json={}, headers=dispatcher)
+    assert confirmed.status_code == 200, confirmed.text
+    assert confirmed.json()["lead_unit"] == "dg-zrzyj" and "dg-nyj" in confirmed.json()["co_units"]
+
+    async def in_progress(check: Any) -> dict[str, Any] | None:
+        response = await http.get(f"{progress}/proposals/{pid}", headers=committee)
+        body = response.json() if response.status_code == 200 else None
+        return body if body and check(body) else None
+
+    await eventually(lambda: in_progress(lambda p: p["stage"] == "assigned" and p["key"]), "key, assigned", suite)
+    accepted = await http.post(f"{url['assignment']}/assignments/{pid}/accept", json={}, headers=lead)
+    assert accepted.status_code == 200, accepted.text
+    await eventually(lambda: in_progress(lambda p: p["stage"] == "handling"), "handling", suite)
+
+    reply = {
+        "text": "经研究, 我局将设立整治专项资金, 并会同市农业农村局开展镇街试点。",
+        "classification": "B",
+        "adoptions": [{"number": 1, "adopted": True}, {"number": 2, "adopted": True}],
+        "measures": [
+            {"text": "设立整治专项资金", "owner_unit": "dg-zrzyj", "due": "2027-06-30"},
+            {"text": "开展镇街试点", "owner_unit": "dg-nyj", "due": "2027-09-30"},
+        ],
+    }
+    drafted = await http.post(f"{progress}/proposals/{pid}/replies", json=reply, headers=lead)
+    assert drafted.status_code == 200, drafted.text
+    reply_id = drafted.json()["replies"][-1]["id"]
+    approved = await http.post(
+        f"{progress}/proposals/{pid}/replies/{reply_id}/review", json={"decision": "approve"}, headers=committee
+    )
+    assert approved.status_code == 200, approved.text
+    evaluated = await http.post(
+        f"{progress}/proposals/{pid}/evaluations",
+        json={"handling_grade": "satisfied", "result_grade": "satisfied"},
+        headers=member,
+    )
+    assert evaluated.json()["stage"] == "closed", evaluated.text
+    return dict(evaluated.json())
+
+
 async def test_an_unsatisfied_implementation_evaluation_reopens_a_measure_until_the_proposer_is_satisfied(
     suite: Suite,
 ) -> None:
     member = suite.token(Role.MEMBER, "m-zhao")
     committee = suite.token(Role.COMMITTEE, "c-office")
-    dispatcher = suite.token(Role.DISPATCHER, "d-office")
     leader = suite.token(Role.LEADER, LEADER)
     lead = suite.token(Role.UNIT, "u-zrzyj", unit="dg-zrzyj")
     co = suite.token(Role.UNIT, "u-nyj", unit="dg-nyj")
     url = suite.urls
     progress = url["progress"]
     async with httpx.AsyncClient(timeout=10) as http:
-        created = await http.post(f"{url['intake']}/proposals", json=PROPOSAL, headers=member)
-        assert created.status_code == 201, created.text
-        pid = created.json()["id"]
-        filed = await http.post(f"{url['intake']}/proposals/{pid}/review", json={"decision": "file"}, headers=committee)
-        assert filed.status_code == 200, filed.text
-
-        async def suggested() -> bool:
-            response = await http.get(f"{url['assignment']}/assignments/{pid}", headers=dispatcher)
-            return response.status_code == 200
-
-        await eventually(suggested, "a routing suggestion", suite)
-        key = await http.post(
-            f"{url['assignment']}/key-proposals",
-            json={"proposal_ids": [pid], "supervising_leader": LEADER},
-            headers=committee,
-        )
-        assert key.status_code == 201, key.text
-        confirmed = await http.post(f"{url['assignment']}/assignments/{pid}/confirm", json={}, headers=dispatcher)
-        assert confirmed.status_code == 200, confirmed.text
-        assert confirmed.json()["lead_unit"] == "dg-zrzyj" and "dg-nyj" in confirmed.json()["co_units"]
-
-        async def in_progress(check: Any) -> dict[str, Any] | None:
-            response = await http.get(f"{progress}/proposals/{pid}", headers=committee)
-            body = response.json() if response.status_code == 200 else None
-            return body if body and check(body) else None
-
-        await eventually(lambda: in_progress(lambda p: p["stage"] == "assigned" and p["key"]), "key, assigned", suite)
-        accepted = await http.post(f"{url['assignment']}/assignments/{pid}/accept", json={}, headers=lead)
-        assert accepted.status_code == 200, accepted.text
-        await eventually(lambda: in_progress(lambda p: p["stage"] == "handling"), "handling", suite)
-
-        reply = {
-            "text": "经研究, 我局将设立整治专项资金, 并会同市农业农村局开展镇街试点。",
-            "classification": "B",
-            "adoptions": [{"number": 1, "adopted": True}, {"number": 2, "adopted": True}],
-            "measures": [
-                {"text": "设立整治专项资金", "owner_unit": "dg-zrzyj", "due": "2027-06-30"},
-                {"text": "开展镇街试点", "owner_unit": "dg-nyj", "due": "2027-09-30"},
-            ],
-        }
-        drafted = await http.post(f"{progress}/proposals/{pid}/replies", json=reply, headers=lead)
-        assert drafted.status_code == 200, drafted.text
-        reply_id = drafted.json()["replies"][-1]["id"]
-        approved = await http.post(
-            f"{progress}/proposals/{pid}/replies/{reply_id}/review", json={"decision": "approve"}, headers=committee
-        )
-        assert approved.status_code == 200, approved.text
-        evaluated = await http.post(
-            f"{progress}/proposals/{pid}/evaluations",
-            json={"handling_grade": "satisfied", "result_grade": "satisfied"},
-            headers=member,
-        )
-        assert evaluated.json()["stage"] == "closed", evaluated.text
-        funds, pilot = (m["id"] for m in evaluated.json()["measures"])
+        closed = await closed_key_proposal(http, suite, "m-zhao")
+        pid = closed["id"]
+        funds, pilot = (m["id"] for m in closed["measures"])
 
         too_early = await http.post(
             f"{progress}/proposals/{pid}/implementation-evaluations", json={"grade": "satisfied"}, headers=member
