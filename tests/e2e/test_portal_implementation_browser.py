@@ -25,7 +25,8 @@ async def test_the_proposer_reopens_a_measure_on_the_form_and_the_pages_show_the
     suite: Suite, portal: str, browser: Browser
 ) -> None:
     async with httpx.AsyncClient(timeout=10) as http:
-        closed = await closed_key_proposal(http, suite, "m-chen", {**PROPOSAL, "title": TITLE})
+        content = {**PROPOSAL, "title": TITLE, "first_proposer": {"id": "m-chen", "name": "陈委员"}}
+        closed = await closed_key_proposal(http, suite, "m-chen", content)
         pid = closed["id"]
         funds, pilot = closed["measures"]
         for measure, unit in ((funds, "dg-zrzyj"), (pilot, "dg-nyj")):
