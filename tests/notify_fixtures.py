@@ -314,6 +314,21 @@ def lifecycle(prefix: str = "p") -> list[tuple[Event, Expected]]:
             {("unit:dg-zrj", "请提出新举措")},
         ),
         (
+            DeadlineApproaching(proposal_id=main, actor=SYSTEM, unit=ZRJ.id, kind="new_measure", due=date(2026, 11, 9)),
+            {("unit:dg-zrj", "新举措即将到期")},
+        ),
+        (
+            DeadlineOverdue(
+                proposal_id=main,
+                actor=SYSTEM,
+                supervising_leader="l-1",
+                unit=ZRJ.id,
+                kind="new_measure",
+                due=date(2026, 11, 9),
+            ),
+            {(recipient, "新举措已逾期") for recipient in units},
+        ),
+        (
             ImplementationEvaluated(
                 proposal_id=main,
                 actor=Actor(id="m-2", role=Role.MEMBER),
