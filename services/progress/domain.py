@@ -631,6 +631,8 @@ class Dossier:
             self._publish(restart, now)
         elif all_evaluated(self, extra_signer=signer):
             self.close("all_evaluated", actor, correlation_id, now)
+            # Measures all settled before 办结: 办结 is 落实 too, and its 落实评价 opens at once.
+            self.open_implementation_evaluation(actor, correlation_id, now, policy, calendar)
 
     def close(self, reason: str, actor: Actor, correlation_id: str | None, now: datetime) -> None:
         """办结 (its id is deterministic per round, so two replicas closing it make one event)."""

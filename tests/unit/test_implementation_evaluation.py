@@ -23,6 +23,7 @@ from shared.events import (
     MeasureReopened,
     MeasureRequested,
     MeasureUpdated,
+    ProposalClosed,
     ProposalImplemented,
     ReplyContent,
     Role,
@@ -263,3 +264,15 @@ async def test_a_measure_due_next_year_shows_as_carried_over_with_when_it_was_pr
         approved_at.isoformat(),
         LATER.isoformat(),
     )
+
+
+async def test_measures_settled_before_the_last_evaluation_open_the_implementation_evaluation_at_closing() -> None:
+    uow = await assigned()
+    reply_id = await service.draft_reply(uow, "p-0001", "dg-zrzyj", two_measures(), LEAD, None, NOW, POLICY)
+    await review(uow, reply_id, approve=True)
+    for n in (1, 2):
+        await settle(uow, f"{reply_id}-m{n}", NOW)
+    assert ProposalImplemented.TYPE not in uow.types()  # not 落实 before 办结
+    await evaluate(uow, "m-1", "satisfied")
+    await evaluate(uow, "m-2", "satisfied")
+    assert uow.types()[-3:] == [ProposalClosed.TYPE, ProposalImplemented.TYPE, ImplementationEvaluationOpened.TYPE]
