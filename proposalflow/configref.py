@@ -8,8 +8,12 @@ deployment checks (compose, Kubernetes) use :func:`settings_of` so a new setting
 
 from __future__ import annotations
 
+import ast
 import importlib
+import inspect
+import itertools
 import re
+import textwrap
 import types
 import typing
 from dataclasses import dataclass
@@ -220,4 +224,46 @@ def configuration_reference() -> str:
             lines.append(f"| `{setting.env}` | {setting.type} | {setting.default} | {meaning.strip()} |")
         lines.append("")
     lines += policy_calendar_reference()
+    lines += policy_reference()
     return "\n".join(lines)
+
+
+def _attribute_docstrings(cls: type[Any]) -> dict[str, str]:
+    """A class's attribute docstrings (the string right after `name: type = …`), by attribute."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body if isinstance(tree.body[0], ast.ClassDef) else []
+    found: dict[str, str] = {}
+    for node, following in itertools.pairwise(body):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(following, ast.Expr)
+            and isinstance(following.value, ast.Constant)
+            and isinstance(following.value.value, str)
+        ):
+            found[node.target.id] = " ".join(following.value.value.split())
+    return found
+
+
+def policy_reference() -> list[str]:
+    """The policy file's fields (办理规则), with the Dongguan default and each field's own docstring."""
+    from shared.policy import Policy, default_policy
+
+    dongguan = default_policy().model_dump(mode="json")
+    meaning = _attribute_docstrings(Policy)
+    lines = [
+        "## Policy file (办理规则)",
+        "",
+        "The YAML file `PROPOSALFLOW_POLICY_FILE` names (default: the packaged Dongguan policy,",
+        "shared/policies/dongguan.yaml); unknown keys are refused. Periods are written `N months`, `N days`",
+        "or `N working days`. Lists and mappings (reply classes, grades, categories…): see the file itself.",
+        "",
+        "| field | Dongguan | meaning |",
+        "|---|---|---|",
+    ]
+    for name in Policy.model_fields:
+        value = dongguan.get(name)
+        shown = f"`{value}`" if isinstance(value, str | int | bool) else "see the file"
+        lines.append(f"| `{name}` | {shown} | {meaning.get(name, '')} |")
+    lines.append("")
+    return lines

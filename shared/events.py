@@ -798,6 +798,95 @@ class UnitReportRejected(Rejection):
     TOPIC = HANDLING
 
 
+# 落实评价 (progress): the proposers judge what was implemented -----------------------------------
+
+
+class ImplementationEvaluationOpened(Event):
+    """落实评价开始: every measure is settled (落实); the signers evaluate what was implemented by
+    `evaluation_due` (the policy's implementation_evaluation_window, in working days)."""
+
+    TYPE = "proposalflow.implementation.evaluation-opened.v1"
+    TOPIC = HANDLING
+
+    round: int = Field(ge=1, description="1 for the first 落实评价, 2 after measures were reopened, …")
+    evaluation_due: date
+    signers: list[str] = Field(default_factory=list, description="Who is asked to evaluate (every signer).")
+    last_round: bool = Field(
+        default=False, description="No reopening after this round (policy implementation_evaluation_rounds)."
+    )
+
+
+class ImplementationEvaluated(Event):
+    """落实评价: one signer's grade on what was implemented, with an optional comment.
+
+    An unsatisfied first proposer (领衔提案者) names the measures to reopen (`reopened_measures`) or asks
+    the lead unit for a new measure (`new_measure_requested`), unless this is the policy's last round.
+    `supervising_leader` is the 督办领导 of a key proposal, told when the implementation is judged
+    unsatisfied."""
+
+    TYPE = "proposalflow.implementation.evaluated.v1"
+    TOPIC = HANDLING
+
+    signer_id: str
+    grade: str
+    comment: str = ""
+    round: int = Field(default=1, ge=1)
+    satisfied: bool = Field(description="Whether the grade counts as satisfied in the policy (满意, 基本满意).")
+    reopened_measures: list[str] = Field(default_factory=list)
+    new_measure_requested: bool = False
+    supervising_leader: str | None = None
+
+
+class ImplementationEvaluationClosed(Event):
+    """落实评价结束: every signer evaluated, or the window closed (the round's result is final)."""
+
+    TYPE = "proposalflow.implementation.evaluation-closed.v1"
+    TOPIC = HANDLING
+
+    round: int = Field(ge=1)
+    reason: Literal["all_evaluated", "evaluation_window_closed"]
+    evaluations: int = Field(ge=0)
+    satisfied: int = Field(ge=0, description="Evaluations of the round whose grade counts as satisfied.")
+
+
+class MeasureReopened(Event):
+    """举措重新落实: an unsatisfied 落实评价 reopened a settled measure; its owner `unit` works on it again
+    by `due`, supervised by `supervising_leader` for a key proposal."""
+
+    TYPE = "proposalflow.measure.reopened.v1"
+    TOPIC = HANDLING
+
+    measure_id: str
+    unit: str = Field(description="The measure's owner unit.")
+    due: date
+    round: int = Field(ge=1, description="The 落实评价 round that reopened it.")
+    reason: str = ""
+    supervising_leader: str | None = None
+
+
+class MeasureRequested(Event):
+    """新举措: an unsatisfied 落实评价 asked the lead `unit` for a new measure by `due`."""
+
+    TYPE = "proposalflow.measure.requested.v1"
+    TOPIC = HANDLING
+
+    unit: str
+    due: date
+    round: int = Field(ge=1)
+    reason: str = ""
+    supervising_leader: str | None = None
+
+
+class MeasureAdded(Event):
+    """新举措: the lead unit committed to a new measure after an unsatisfied 落实评价."""
+
+    TYPE = "proposalflow.measure.added.v1"
+    TOPIC = HANDLING
+
+    measure: Measure
+    unit: str
+
+
 # proposalflow.notifications (notify) --------------------------------------------------------------
 
 

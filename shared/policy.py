@@ -130,6 +130,7 @@ DeadlineName = Literal[
     "evaluation_window",
     "cosign_window",
     "rehandling_deadline",
+    "implementation_evaluation_window",
 ]
 """The policy periods that yield a due date (``warning_lead_time`` is a lead, not a deadline)."""
 
@@ -388,7 +389,8 @@ class Policy(BaseModel):
     warning_lead_time: Duration
     """到期预警提前量: a 到期预警 is raised this long before a due date (10 working days)."""
     rehandling_deadline: Duration
-    """重新办理期限: the new reply deadline after an unsatisfied evaluation (1 month)."""
+    """重新办理期限: the new reply deadline after an unsatisfied evaluation, and a reopened measure's new due
+    date after an unsatisfied 落实评价 (1 month)."""
     reply_classes: list[ReplyClass] = Field(min_length=1)
     """答复分类, codes unique."""
     evaluation_grades: list[EvaluationGrade] = Field(min_length=1)
@@ -405,6 +407,12 @@ class Policy(BaseModel):
     """答复公开: approved replies are disclosed on the public route (personal data removed)."""
     statistics: StatisticsRules = Field(default_factory=StatisticsRules)
     """统计口径 choices (立案率 and merged proposals)."""
+    implementation_evaluation_window: Duration = Duration(working_days=15)
+    """落实评价期: the proposers evaluate what was implemented, once every measure is settled (15 working
+    days, like the 评价期)."""
+    implementation_evaluation_rounds: PositiveCount = 2
+    """落实评价轮次上限: how many times the proposers evaluate the implementation; an unsatisfied evaluation
+    reopens measures only before the last round (2: one reopening)."""
 
     @field_validator("timezone")
     @classmethod

@@ -1,8 +1,9 @@
 """Sample lifecycle events for notify's tests, each with the inbox notices the default rules give.
 
 One proposal walks the whole lifecycle (joint, filed, assigned lead + co, disputed, key, deadlines,
-reply, unsatisfied evaluation, rehandling, overdue measure, closed); three short ones cover not filed,
-merged and returned; one is reassigned (its 会办单位 loses it, its 主办单位 becomes 会办).
+reply, unsatisfied evaluation, rehandling, overdue measure, closed, 落实评价 with a reopened measure);
+three short ones cover not filed, merged and returned; one is reassigned (its 会办单位 loses it, its
+主办单位 becomes 会办).
 """
 
 from __future__ import annotations
@@ -21,7 +22,11 @@ from shared.events import (
     EvaluationSubmitted,
     Event,
     HandlingDeadlineChanged,
+    ImplementationEvaluated,
+    ImplementationEvaluationOpened,
     KeyProposalDesignated,
+    MeasureReopened,
+    MeasureRequested,
     ProposalAssigned,
     ProposalClosed,
     ProposalCosignRequested,
@@ -297,6 +302,80 @@ def lifecycle(prefix: str = "p") -> list[tuple[Event, Expected]]:
         (
             ProposalClosed(proposal_id=main, actor=SYSTEM, closed_at=AT, reason="all_evaluated"),
             {("m-1", "提案已办结"), ("m-2", "提案已办结")},
+        ),
+        (
+            ImplementationEvaluationOpened(
+                proposal_id=main, actor=SYSTEM, round=1, evaluation_due=date(2026, 10, 9), signers=["m-1", "m-2"]
+            ),
+            {("m-1", "提案举措已落实, 请评价落实情况"), ("m-2", "提案举措已落实, 请评价落实情况")},
+        ),
+        (
+            DeadlineApproaching(
+                proposal_id=main,
+                actor=SYSTEM,
+                unit=ZRJ.id,
+                kind="implementation_evaluation",
+                due=date(2026, 10, 9),
+                signer_id="m-2",
+            ),
+            {("m-2", "落实评价即将到期")},
+        ),
+        (
+            ImplementationEvaluated(
+                proposal_id=main,
+                actor=Actor(id="m-1", role=Role.MEMBER),
+                signer_id="m-1",
+                grade="unsatisfied",
+                comment="资金尚未到位",
+                satisfied=False,
+                reopened_measures=["ms-1"],
+                supervising_leader="l-1",
+            ),
+            {("l-1", "提案者对落实情况不满意"), ("committee", "提案者对落实情况不满意")},
+        ),
+        (
+            MeasureReopened(
+                proposal_id=main,
+                actor=Actor(id="m-1", role=Role.MEMBER),
+                measure_id="ms-1",
+                unit=ZRJ.id,
+                due=date(2026, 11, 9),
+                round=1,
+                reason="资金尚未到位",
+                supervising_leader="l-1",
+            ),
+            {("unit:dg-zrj", "举措需重新落实")},
+        ),
+        (
+            MeasureRequested(
+                proposal_id=main, actor=Actor(id="m-1", role=Role.MEMBER), unit=ZRJ.id, due=date(2026, 11, 9), round=1
+            ),
+            {("unit:dg-zrj", "请提出新举措")},
+        ),
+        (
+            DeadlineApproaching(proposal_id=main, actor=SYSTEM, unit=ZRJ.id, kind="new_measure", due=date(2026, 11, 9)),
+            {("unit:dg-zrj", "新举措即将到期")},
+        ),
+        (
+            DeadlineOverdue(
+                proposal_id=main,
+                actor=SYSTEM,
+                supervising_leader="l-1",
+                unit=ZRJ.id,
+                kind="new_measure",
+                due=date(2026, 11, 9),
+            ),
+            {(recipient, "新举措已逾期") for recipient in units},
+        ),
+        (
+            ImplementationEvaluated(
+                proposal_id=main,
+                actor=Actor(id="m-2", role=Role.MEMBER),
+                signer_id="m-2",
+                grade="satisfied",
+                satisfied=True,
+            ),
+            set(),
         ),
         (submitted(refused, "关于调整个人所得税的建议", []), set()),
         (

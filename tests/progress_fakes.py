@@ -39,7 +39,8 @@ class FakeUnitOfWork(UnitOfWork):
         return [
             copy.deepcopy(d)
             for d in self.stored.values()
-            if d.stage in OPEN_STAGES and d.proposal["implemented_at"] is None
+            if d.stage in OPEN_STAGES
+            and (d.proposal["implemented_at"] is None or d.proposal.get("implementation_evaluation") in ("due", "open"))
         ]
 
     async def _on_timeline(self, event_id: str) -> bool:
@@ -61,4 +62,10 @@ class FakeUnitOfWork(UnitOfWork):
 
 
 def _records(dossier: Dossier) -> tuple[list[dict[str, Any]], ...]:
-    return dossier.replies, dossier.co_opinions, dossier.evaluations, dossier.measures
+    return (
+        dossier.replies,
+        dossier.co_opinions,
+        dossier.evaluations,
+        dossier.measures,
+        dossier.implementation_evaluations,
+    )

@@ -37,6 +37,16 @@ RULE_MESSAGES = {
     "measure_moves_forward": "举措状态只能向前推进。",
     "measure_dropped_with_reason": "取消举措时请说明理由。",
     "measure_due_in_future": "举措完成时限须晚于今天。",
+    "implementation_evaluation_open": "目前不在落实评价期内: 举措全部落实后才能评价落实情况。",
+    "implementation_evaluated_once": "您已评价过本轮落实情况。",
+    "implementation_evaluation_window_open": "落实评价期已过。",
+    "implementation_evaluator_is_signer": "只有提案人可以评价落实情况。",
+    "unsatisfied_names_measures": "评价为不满意时, 请勾选需要重新落实的举措, 或要求承办单位提出新举措。",
+    "reopen_when_unsatisfied": "只有评价为不满意时才能要求重新落实。",
+    "reopen_by_first_proposer": "只有领衔提案人可以要求重新落实举措。",
+    "implementation_rounds_limit": "落实评价已到最后一轮, 不能再要求重新落实; 您的评价将如实记录。",
+    "new_measure_by_lead_unit": "只有主办单位可以提出新举措。",
+    "new_measure_requested": "提案者未要求新举措。",
 }
 
 STATUS_MESSAGES = {

@@ -174,3 +174,26 @@ async def evaluate(api: Backend, _: Principal, token: str, pid: str, form: dict[
     }
     await api.post("progress", f"/proposals/{pid}/evaluations", token, body, idempotency_key=_key(form))
     return "评价已提交, 感谢您的意见。"
+
+
+@action("implementation-evaluation", Role.MEMBER)
+async def evaluate_implementation(api: Backend, _: Principal, token: str, pid: str, form: dict[str, str]) -> str:
+    """落实评价 → progress: the grade, a comment, and (unsatisfied) the ticked measures to reopen or a new one."""
+    body = {
+        "grade": form.get("grade", ""),
+        "comment": _text(form, "comment"),
+        "reopen": [
+            name.removeprefix("reopen_") for name, value in form.items() if name.startswith("reopen_") and value
+        ],
+        "new_measure": form.get("new_measure") == "on",
+    }
+    await api.post("progress", f"/proposals/{pid}/implementation-evaluations", token, body, idempotency_key=_key(form))
+    return "落实评价已提交, 感谢您的意见。"
+
+
+@action("new-measure", Role.UNIT)
+async def add_measure(api: Backend, _: Principal, token: str, pid: str, form: dict[str, str]) -> str:
+    """新举措 (asked for by a 落实评价) → progress."""
+    body = {"text": _required(form, "text", "举措内容"), "due": _required(form, "due", "完成时限")}
+    await api.post("progress", f"/proposals/{pid}/measures", token, body, idempotency_key=_key(form))
+    return "新举措已提交。"

@@ -51,6 +51,8 @@ STEP_KINDS = {
     "co_opinion": "会办意见",
     "measure": "举措落实",
     "evaluation": "评价",
+    "implementation_evaluation": "落实评价",
+    "new_measure": "新举措",
 }
 
 PROGRESS_KINDS = {
@@ -69,6 +71,14 @@ SUPERVISION_KINDS = {"meeting": "督办会议", "visit": "实地督办", "instru
 UNIT_RESPONSES = {"accepted": "已签收", "disputed": "提出异议", "upheld": "异议未获支持"}
 
 CLOSE_REASONS = {"all_evaluated": "提案者均已评价", "evaluation_window_closed": "评价期满"}
+
+IMPLEMENTATION_STATES = {
+    "due": "待评价落实情况",
+    "open": "落实评价中",
+    "closed": "落实评价已结束",
+    "reopened": "举措重新落实中",
+}
+"""落实评价: where the proposers' evaluation of what was implemented stands."""
 
 CHANNELS = {"inbox": "站内消息", "webhook": "接口推送", "email": "电子邮件", "sms": "短信"}
 
@@ -220,6 +230,31 @@ def timeline_line(entry: Mapping[str, Any], names: Names) -> str:
             return (
                 f"督办 ({word(SUPERVISION_KINDS, facts.get('kind'))}, {facts.get('on', '')}): {facts.get('text', '')}"
             )
+        case "implementation.evaluation-opened":
+            due = facts.get("evaluation_due", "—")
+            return f"请提案者评价落实情况 (第 {facts.get('round', '')} 轮), 落实评价期至 {due}"
+        case "implementation.evaluated":
+            reopened = [names.measure(str(m)) for m in facts.get("reopened_measures") or []]
+            return (
+                f"提案者落实评价: {names.grade(str(facts.get('grade', '')))}"
+                + (f", 重新落实举措「{'」「'.join(reopened)}」" if reopened else "")
+                + (", 要求提出新举措" if facts.get("new_measure_requested") else "")
+            )
+        case "implementation.evaluation-closed":
+            reason = facts.get("reason")
+            return (
+                f"落实评价结束 (第 {facts.get('round', '')} 轮): {facts.get('satisfied', 0)} / "
+                f"{facts.get('evaluations', 0)} 份满意" + (f", {word(CLOSE_REASONS, reason)}" if reason else "")
+            )
+        case "measure.reopened":
+            return (
+                f"举措「{names.measure(str(facts.get('measure_id', '')))}」重新落实, "
+                f"{_unit(names, facts.get('unit'))} 应于 {facts.get('due', '')} 前完成"
+            )
+        case "measure.requested":
+            return f"请 {_unit(names, facts.get('unit'))} 于 {facts.get('due', '')} 前提出新举措"
+        case "measure.added":
+            return f"{_unit(names, facts.get('unit'))} 承诺新举措"
         case "deadline.approaching":
             return (
                 f"到期预警: {word(STEP_KINDS, facts.get('kind'))} · {_who(names, facts)} 于 {facts.get('due', '')} 到期"

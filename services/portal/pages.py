@@ -51,6 +51,7 @@ templates.env.globals.update(
     supervision_kinds=labels.SUPERVISION_KINDS,
     reply_statuses=labels.REPLY_STATUSES,
     assignment_statuses=labels.ASSIGNMENT_STATUSES,
+    implementation_states=labels.IMPLEMENTATION_STATES,
     percent=labels.percent,
     Role=Role,
 )
@@ -426,7 +427,13 @@ async def leader_home(request: Request) -> Response:
     await portal.refresh_catalogs(session.principal, token)
     listed = await api.get("progress", "/proposals", token, {"key": "true", "limit": 200})
     proposals = [await api.get("progress", f"/proposals/{item['id']}", token) for item in listed["items"]]
-    return render(request, "leader.html", session, {"proposals": proposals, "values": {}})
+    # 落实率 and 落实满意率 of the key proposals this leader supervises (progress counts only those for it).
+    stats = await _optional(api.get("progress", "/stats", token))
+    figures = None
+    if stats is not None:
+        figures = stats["per_year"].get(stats["as_of"][:4], stats["overall"])
+    context = {"proposals": proposals, "values": {}, "figures": figures, "definitions": RATE_DEFINITIONS}
+    return render(request, "leader.html", session, context)
 
 
 # Member (委员) -------------------------------------------------------------------------------------
@@ -541,6 +548,9 @@ async def _proposal_page(
         "supervise": role == Role.LEADER and handling is not None,
         "evaluate": role == Role.MEMBER
         and any(step["kind"] == "evaluation" and step["signer_id"] == me.id for step in steps),
+        "evaluate_implementation": role == Role.MEMBER
+        and any(step["kind"] == "implementation_evaluation" and step["signer_id"] == me.id for step in steps),
+        "add_measure": "new_measure" in mine,
     }
     my_measures = [
         m

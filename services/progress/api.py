@@ -35,7 +35,7 @@ IdempotencyKey = Annotated[str | None, Header(max_length=200)]
 # Who may call what (tests/security/authz_matrix.yaml). A route takes its caller as one of these, so the
 # role is checked before the request's parameters and body are validated (shared.auth.roles).
 ProposalsReader = Annotated[Principal, Depends(roles(*READERS))]
-StatsReader = Annotated[Principal, Depends(roles(Role.COMMITTEE, Role.DISPATCHER, Role.ADMIN))]
+StatsReader = Annotated[Principal, Depends(roles(Role.COMMITTEE, Role.DISPATCHER, Role.ADMIN, Role.LEADER))]
 UnitCaller = Annotated[Principal, Depends(roles(Role.UNIT))]
 CommitteeCaller = Annotated[Principal, Depends(roles(Role.COMMITTEE))]
 MemberCaller = Annotated[Principal, Depends(roles(Role.MEMBER))]
@@ -77,6 +77,27 @@ class MeasureChange(BaseModel):
 
     status: MeasureStatus
     note: str = Field(default="", max_length=5000)
+
+
+class ImplementationEvaluationBody(BaseModel):
+    """落实评价: a grade on what was implemented (the policy's grade codes) and an optional comment. An
+    unsatisfied first proposer names the measures to reopen (`reopen`) or asks for a new one (`new_measure`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    grade: str = Field(min_length=1, max_length=50)
+    comment: str = Field(default="", max_length=5000)
+    reopen: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(default_factory=list, max_length=100)
+    new_measure: bool = False
+
+
+class NewMeasure(BaseModel):
+    """新举措: the measure the lead unit commits to after a 落实评价 asked for one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(min_length=1, max_length=5000)
+    due: date
 
 
 class Supervision(BaseModel):
@@ -137,7 +158,9 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
     async def _view(conn: AsyncConnection, proposal_id: str) -> dict[str, Any]:
         dossier = await store.load_dossier(conn, proposal_id)
         assert dossier is not None
-        return views.proposal_view(dossier, await store.get_timeline(conn, proposal_id), today(), calendar)
+        return views.proposal_view(
+            dossier, await store.get_timeline(conn, proposal_id), today(), calendar, policy.timezone
+        )
 
     @routes.get("/proposals", summary="Proposals you may see, filtered (办理情况一览)")
     async def list_proposals(
@@ -195,8 +218,8 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         items = [
             {"proposal_id": d.id, "title": d.proposal["title"], **step}
             for d in dossiers
-            for step in views.open_steps(d, now, calendar)
-            if step["unit"] == principal.unit and step["kind"] != "evaluation"
+            for step in views.open_steps(d, now, calendar, policy.timezone)
+            if step["unit"] == principal.unit and step["kind"] not in domain.SIGNER_STEPS
         ]
         items.sort(key=lambda item: (item["due"], item["proposal_id"]))
         return {"items": items[offset : offset + limit], "total": len(items), "limit": limit, "offset": offset}
@@ -342,6 +365,61 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
                 actor=principal.as_actor(),
                 correlation_id=request.state.correlation_id,
                 now=clock(),
+                policy=policy,
+                calendar=calendar,
+            )
+
+        return await act(request, principal, idempotency_key, body, proposal_id, action)
+
+    @routes.post(
+        "/proposals/{proposal_id}/implementation-evaluations", summary="Evaluate the implementation (落实评价)"
+    )
+    async def evaluate_implementation(
+        proposal_id: str,
+        body: ImplementationEvaluationBody,
+        request: Request,
+        principal: MemberCaller,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Any:
+
+        async def action(uow: UnitOfWork) -> None:
+            await service.evaluate_implementation(
+                uow,
+                proposal_id,
+                principal.id,
+                grade=body.grade,
+                comment=body.comment,
+                reopen=body.reopen,
+                new_measure=body.new_measure,
+                actor=principal.as_actor(),
+                correlation_id=request.state.correlation_id,
+                now=clock(),
+                policy=policy,
+                calendar=calendar,
+            )
+
+        return await act(request, principal, idempotency_key, body, proposal_id, action)
+
+    @routes.post("/proposals/{proposal_id}/measures", summary="Commit to a requested new measure (新举措)")
+    async def add_measure(
+        proposal_id: str,
+        body: NewMeasure,
+        request: Request,
+        principal: UnitCaller,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Any:
+
+        async def action(uow: UnitOfWork) -> None:
+            await service.add_measure(
+                uow,
+                proposal_id,
+                unit=principal.unit,
+                text=body.text,
+                due=body.due,
+                actor=principal.as_actor(),
+                correlation_id=request.state.correlation_id,
+                now=clock(),
+                policy=policy,
             )
 
         return await act(request, principal, idempotency_key, body, proposal_id, action)
@@ -372,12 +450,17 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
     @routes.get(
         "/stats",
         summary="Statistics (办理统计): rates per unit, year and category; key proposals",
-        description="Every rate's definition (口径) is in its schema description and in docs/statistics.md.",
+        description=(
+            "Every rate's definition (口径) is in its schema description and in docs/statistics.md. "
+            "A leader (督办领导) gets the figures of the key proposals it supervises or leads only."
+        ),
         response_model=Statistics,
     )
     async def statistics(principal: StatsReader) -> dict[str, Any]:
         async with runtime.engine.connect() as conn:
             dossiers = await store.load_dossiers(conn)
+        if principal.role == Role.LEADER:
+            dossiers = [d for d in dossiers if may_see(principal, d.proposal)]
         return stats.statistics(dossiers, today(), policy)
 
     @routes.get("/public/replies", summary="Published replies, personal data removed (答复公开); no login")

@@ -49,6 +49,12 @@ def build(clock: Callable[[], datetime] = system_clock) -> tuple[ServiceRuntime,
             events.DeadlineOverdue,
             events.UnitReportRejected,
             events.HandlingDeadlineChanged,
+            events.ImplementationEvaluationOpened,
+            events.ImplementationEvaluated,
+            events.ImplementationEvaluationClosed,
+            events.MeasureReopened,
+            events.MeasureRequested,
+            events.MeasureAdded,
         ],
     )
     policy = load_policy(runtime.common.policy_file)

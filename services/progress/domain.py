@@ -26,8 +26,14 @@ from shared.events import (
     EvaluationSubmitted,
     Event,
     HandlingDeadlineChanged,
+    ImplementationEvaluated,
+    ImplementationEvaluationClosed,
+    ImplementationEvaluationOpened,
     KeyProposalDesignated,
     Measure,
+    MeasureAdded,
+    MeasureReopened,
+    MeasureRequested,
     MeasureUpdated,
     ProgressContent,
     ProgressReported,
@@ -186,6 +192,24 @@ def summary(event: Event) -> str:
             return f"到期预警: {event.kind} {event.unit or event.signer_id} 于 {event.due} 到期"
         case DeadlineOverdue():
             return f"逾期: {event.kind} {event.unit or event.signer_id} 应于 {event.due} 完成"
+        case ImplementationEvaluationOpened():
+            return f"请提案者评价落实情况 (第 {event.round} 轮), 落实评价期至 {event.evaluation_due}"
+        case ImplementationEvaluated():
+            return (
+                f"提案者落实评价: {event.grade}"
+                + (f", 重新落实举措 {'、'.join(event.reopened_measures)}" if event.reopened_measures else "")
+                + (", 要求新举措" if event.new_measure_requested else "")
+            )
+        case ImplementationEvaluationClosed():
+            return f"落实评价结束 (第 {event.round} 轮): {event.satisfied}/{event.evaluations} 满意"
+        case MeasureReopened():
+            return f"举措 {event.measure_id} 重新落实, 期限 {event.due}" + (
+                f" ({event.reason})" if event.reason else ""
+            )
+        case MeasureRequested():
+            return f"要求 {event.unit} 提出新举措, 期限 {event.due}"
+        case MeasureAdded():
+            return f"{event.unit} 承诺新举措 {event.measure.id}, 期限 {event.measure.due}"
         case _:
             return event.TYPE
 
@@ -226,6 +250,11 @@ TIMELINE_FACTS = frozenset(
         "co_opinion_due",
         "dispute_until",
         "provisional_calendar",
+        "grade",
+        "satisfied",
+        "reopened_measures",
+        "new_measure_requested",
+        "evaluations",
     }
 )
 """What a timeline entry tells a reader besides its summary: the codes and references the summary was
@@ -270,6 +299,15 @@ class MeasureStatus(StrEnum):
 SETTLED_MEASURES = (MeasureStatus.DONE, MeasureStatus.DROPPED)
 
 
+class ImplementationEvaluation(StrEnum):
+    """落实评价 of the current 落实: where the proposers' evaluation of what was implemented stands."""
+
+    DUE = "due"  # 已落实, 待发起落实评价
+    OPEN = "open"  # 落实评价中
+    CLOSED = "closed"  # 落实评价结束
+    REOPENED = "reopened"  # 不满意, 举措重新落实
+
+
 @dataclass
 class Dossier:
     """办理档案: one proposal with everything progress knows of its handling, the aggregate every handling
@@ -282,6 +320,8 @@ class Dossier:
     co_opinions: list[dict[str, Any]] = field(default_factory=list)
     evaluations: list[dict[str, Any]] = field(default_factory=list)
     measures: list[dict[str, Any]] = field(default_factory=list)
+    implementation_evaluations: list[dict[str, Any]] = field(default_factory=list)
+    """落实评价, every signer's in every round."""
     events: list[tuple[Event, str | None]] = field(default_factory=list, compare=False, repr=False)
     """Our events to publish, in order, each with its fixed id (scheduled events) or None."""
 
@@ -394,6 +434,7 @@ class Dossier:
                 proposal["implemented_at"] = event.implemented_at
             case MeasureUpdated():
                 self._measure(event.measure_id).update(status=event.status, note=event.note, updated_at=at)
+        self._apply_implementation(event, at)
         proposal.update(updated_at=at, stage=self._stage_after(event).value)
 
     def _stage_after(self, event: Event) -> Stage:
@@ -618,6 +659,8 @@ class Dossier:
             self._publish(restart, now)
         elif all_evaluated(self, extra_signer=signer):
             self.close("all_evaluated", actor, correlation_id, now)
+            # Measures all settled before 办结: 办结 is 落实 too, and its 落实评价 opens at once.
+            self.open_implementation_evaluation(actor, correlation_id, now, policy, calendar)
 
     def close(self, reason: str, actor: Actor, correlation_id: str | None, now: datetime) -> None:
         """办结 (its id is deterministic per round, so two replicas closing it make one event)."""
@@ -651,8 +694,11 @@ class Dossier:
         actor: Actor,
         correlation_id: str | None,
         now: datetime,
+        policy: Policy | None = None,
+        calendar: WorkingCalendar | None = None,
     ) -> None:
-        """举措落实: its owner unit (or the lead unit) moves a measure on; all settled after 办结 = 落实."""
+        """举措落实: its owner unit (or the lead unit) moves a measure on; all settled after 办结 = 落实.
+        With the policy, 落实 opens the 落实评价 (without it, the next scheduler pass opens it)."""
         measure = self._measure(measure_id)
         if unit not in (measure["owner_unit"], self.proposal["lead_unit"]):
             raise RuleViolation(
@@ -674,6 +720,8 @@ class Dossier:
         )
         self._publish(event, now)
         self._maybe_implemented(actor, correlation_id, now)
+        if policy is not None and calendar is not None:
+            self.open_implementation_evaluation(actor, correlation_id, now, policy, calendar)
 
     def record_supervision(
         self, *, kind: str, on: date, text: str, actor: Actor, correlation_id: str | None, now: datetime
@@ -745,6 +793,222 @@ class Dossier:
     def send_notice(self, notice: DeadlineApproaching | DeadlineOverdue, notice_id: str, now: datetime) -> None:
         """到期预警 or 逾期, under its deterministic id."""
         self._publish(notice, now, notice_id)
+
+    # 落实评价: the proposers judge what was implemented ------------------------------------------------
+
+    def implementation_evaluations_of_round(self, round_: int | None = None) -> list[dict[str, Any]]:
+        wanted = implementation_round(self) if round_ is None else round_
+        return [ev for ev in self.implementation_evaluations if ev["round"] == wanted]
+
+    def open_implementation_evaluation(
+        self, actor: Actor, correlation_id: str | None, now: datetime, policy: Policy, calendar: WorkingCalendar
+    ) -> None:
+        """落实评价开始: once implemented (落实), the signers are asked to evaluate within the 落实评价期
+        (its id is deterministic per round, so the scheduler and a request opening it make one event)."""
+        if not implementation_evaluation_due_to_open(self):
+            return
+        round_ = implementation_round(self) + 1
+        event = ImplementationEvaluationOpened(
+            proposal_id=self.id,
+            round=round_,
+            evaluation_due=deadline_for(policy, "implementation_evaluation_window", now, calendar),
+            signers=list(self.proposal["signers"]),
+            last_round=round_ >= policy.implementation_evaluation_rounds,
+            actor=actor,
+            correlation_id=correlation_id,
+        )
+        self._publish(event, now, implementation_event_id(self.id, round_, "opened"))
+
+    def evaluate_implementation(
+        self,
+        signer: str,
+        *,
+        grade: str,
+        comment: str,
+        reopen: Sequence[str],
+        new_measure: bool,
+        actor: Actor,
+        correlation_id: str | None,
+        now: datetime,
+        policy: Policy,
+        calendar: WorkingCalendar,
+    ) -> None:
+        """落实评价: a signer grades what was implemented. An unsatisfied first proposer reopens the measures
+        it names, or asks the lead unit for a new measure (before the policy's last round); once every
+        signer has evaluated, the round closes."""
+        implementation_evaluation_allowed(self, signer, local_date(now, policy.timezone), grade, policy)
+        satisfied = policy.evaluation_grade(grade).counts_as_satisfied
+        reopening = reopening_valid(self, signer, satisfied, reopen, new_measure, policy)
+        leader = supervising_leader(self)
+        round_ = implementation_round(self)
+        event = ImplementationEvaluated(
+            proposal_id=self.id,
+            signer_id=signer,
+            grade=grade,
+            comment=comment,
+            round=round_,
+            satisfied=satisfied,
+            reopened_measures=list(dict.fromkeys(reopen)),
+            new_measure_requested=new_measure,
+            supervising_leader=leader if not satisfied else None,
+            actor=actor,
+            correlation_id=correlation_id,
+        )
+        self._publish(event, now)
+        if reopening:
+            due = deadline_for(policy, "rehandling_deadline", now, calendar)
+            for measure_id in dict.fromkeys(reopen):
+                measure = self._measure(measure_id)
+                reopened = MeasureReopened(
+                    proposal_id=self.id,
+                    measure_id=measure_id,
+                    unit=measure["owner_unit"],
+                    due=due,
+                    round=round_,
+                    reason=comment,
+                    supervising_leader=leader,
+                    actor=actor,
+                    correlation_id=correlation_id,
+                )
+                self._publish(reopened, now)
+            if new_measure:
+                requested = MeasureRequested(
+                    proposal_id=self.id,
+                    unit=self.proposal["lead_unit"] or "",
+                    due=due,
+                    round=round_,
+                    reason=comment,
+                    supervising_leader=leader,
+                    actor=actor,
+                    correlation_id=correlation_id,
+                )
+                self._publish(requested, now)
+        elif all_implementation_evaluated(self):
+            self.close_implementation_evaluation("all_evaluated", actor, correlation_id, now, policy)
+
+    def close_implementation_evaluation(
+        self,
+        reason: Literal["all_evaluated", "evaluation_window_closed"],
+        actor: Actor,
+        correlation_id: str | None,
+        now: datetime,
+        policy: Policy,
+    ) -> None:
+        """落实评价结束: every signer evaluated, or the 落实评价期 closed (id per proposal and round)."""
+        round_ = implementation_round(self)
+        satisfied_codes = {grade.code for grade in policy.evaluation_grades if grade.counts_as_satisfied}
+        evaluations = self.implementation_evaluations_of_round(round_)
+        event = ImplementationEvaluationClosed(
+            proposal_id=self.id,
+            round=round_,
+            reason=reason,
+            evaluations=len(evaluations),
+            satisfied=sum(1 for ev in evaluations if ev["grade"] in satisfied_codes),
+            actor=actor,
+            correlation_id=correlation_id,
+        )
+        self._publish(event, now, implementation_event_id(self.id, round_, "closed"))
+
+    def add_measure(
+        self,
+        measure_id: str,
+        *,
+        unit: str | None,
+        text: str,
+        due: date,
+        actor: Actor,
+        correlation_id: str | None,
+        now: datetime,
+        policy: Policy,
+    ) -> None:
+        """新举措: the lead unit answers a 落实评价's request for a new measure."""
+        if unit is None or unit != self.proposal["lead_unit"]:
+            raise RuleViolation(
+                "new_measure_by_lead_unit", f"only the lead unit of proposal {self.id} adds a requested measure"
+            )
+        if self.proposal.get("measure_request_due") is None:
+            raise StateConflict(
+                "new_measure_requested", "no new measure was asked for; measures come with the reply or a 落实评价"
+            )
+        measures_due_in_future([due], local_date(now, policy.timezone))
+        event = MeasureAdded(
+            proposal_id=self.id,
+            measure=Measure(id=measure_id, text=text, owner_unit=unit, due=due),
+            unit=unit,
+            actor=actor,
+            correlation_id=correlation_id,
+        )
+        self._publish(event, now)
+
+    def _apply_implementation(self, event: Event, at: datetime) -> None:
+        """What the 落实 and 落实评价 events change (folded after the handling events in `apply`)."""
+        proposal = self.proposal
+        match event:
+            case ReplyApproved():
+                for measure in self.measures:
+                    if measure["reply_id"] == event.reply_id and measure.get("promised_at") is None:
+                        measure["promised_at"] = at
+            case MeasureUpdated():
+                measure = self._measure(event.measure_id)
+                measure["done_at"] = at if event.status == MeasureStatus.DONE.value else None
+            case ProposalImplemented():
+                proposal["implementation_evaluation"] = ImplementationEvaluation.DUE.value
+            case ImplementationEvaluationOpened():
+                proposal.update(
+                    implementation_round=event.round,
+                    implementation_evaluation_due=event.evaluation_due,
+                    implementation_evaluation=ImplementationEvaluation.OPEN.value,
+                )
+            case ImplementationEvaluated():
+                self.implementation_evaluations.append(
+                    {
+                        "proposal_id": self.id,
+                        "round": event.round,
+                        "signer_id": event.signer_id,
+                        "grade": event.grade,
+                        "comment": event.comment,
+                        "reopened_measures": list(event.reopened_measures),
+                        "new_measure_requested": event.new_measure_requested,
+                        "submitted_at": at,
+                    }
+                )
+                if event.reopened_measures or event.new_measure_requested:
+                    proposal.update(
+                        implementation_evaluation=ImplementationEvaluation.REOPENED.value, implemented_at=None
+                    )
+            case ImplementationEvaluationClosed():
+                proposal["implementation_evaluation"] = ImplementationEvaluation.CLOSED.value
+            case MeasureReopened():
+                measure = self._measure(event.measure_id)
+                measure.update(
+                    status=MeasureStatus.IN_PROGRESS.value,
+                    due=event.due,
+                    note=event.reason,
+                    done_at=None,
+                    reopened=int(measure.get("reopened") or 0) + 1,
+                    updated_at=at,
+                )
+            case MeasureRequested():
+                proposal["measure_request_due"] = event.due
+            case MeasureAdded():
+                approved = [r for r in self.replies if r["status"] == ReplyStatus.APPROVED and r["unit"] == event.unit]
+                self.measures.append(
+                    {
+                        "id": event.measure.id,
+                        "proposal_id": self.id,
+                        "reply_id": approved[-1]["id"] if approved else "",
+                        "text": event.measure.text,
+                        "owner_unit": event.measure.owner_unit,
+                        "due": event.measure.due,
+                        "status": MeasureStatus.PLANNED.value,
+                        "note": "",
+                        "updated_at": at,
+                        "done_at": None,
+                        "reopened": 0,
+                        "promised_at": at,
+                    }
+                )
+                proposal["measure_request_due"] = None
 
 
 def handling_units(event: ProposalAssigned | AssignmentReassigned) -> dict[str, Any]:
@@ -920,6 +1184,7 @@ def implemented(dossier: Dossier) -> bool:
     return (
         dossier.stage == Stage.CLOSED
         and dossier.proposal["implemented_at"] is None
+        and dossier.proposal.get("measure_request_due") is None
         and bool(statuses)
         and all(status in SETTLED_MEASURES for status in statuses)
         and MeasureStatus.DONE in statuses
@@ -937,8 +1202,12 @@ def supervisor_must_lead(proposal: dict[str, Any], leader: str) -> None:
 # Deadlines (到期预警, 逾期) ---------------------------------------------------------------------------
 
 
-StepKind = Literal["reply", "co_opinion", "evaluation", "measure"]
-"""待办事项: what an open step asks for (答复, 会办意见, 评价, 举措落实); also the `kind` of 到期预警 and 逾期."""
+StepKind = Literal["reply", "co_opinion", "evaluation", "measure", "implementation_evaluation", "new_measure"]
+"""待办事项: what an open step asks for (答复, 会办意见, 评价, 举措落实, 落实评价, 新举措); also the `kind` of
+到期预警 and 逾期."""
+
+SIGNER_STEPS = ("evaluation", "implementation_evaluation")
+"""The steps a signer owes, not a unit (left out of a unit's inbox and of overdue by unit)."""
 
 
 @dataclass(frozen=True)
@@ -993,6 +1262,7 @@ def obligations(dossier: Dossier) -> list[Obligation]:
         for measure in dossier.measures
         if MeasureStatus(measure["status"]) not in SETTLED_MEASURES
     ]
+    found += implementation_obligations(dossier)
     return found
 
 
@@ -1056,3 +1326,130 @@ _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 def redact_personal_data(text: str) -> str:
     """答复公开: phone numbers and e-mail addresses in a reply text are masked before disclosure."""
     return _EMAIL.sub("[邮箱已隐去]", _PHONE.sub("[电话已隐去]", text))
+
+
+# 落实评价 -----------------------------------------------------------------------------------------
+
+
+def implementation_round(dossier: Dossier) -> int:
+    """The current 落实评价 round (0 before the first one opens)."""
+    return int(dossier.proposal.get("implementation_round") or 0)
+
+
+def implementation_evaluation_due_to_open(dossier: Dossier) -> bool:
+    """落实 happened and its 落实评价 has not been opened yet."""
+    proposal = dossier.proposal
+    return (
+        proposal["implemented_at"] is not None
+        and proposal.get("implementation_evaluation") == ImplementationEvaluation.DUE
+    )
+
+
+def implementation_event_id(proposal_id: str, round_: int, which: str) -> str:
+    """A deterministic id for opening and closing a 落实评价 round (replicas and reruns make one event)."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"{proposal_id}:implementation-evaluation:{round_}:{which}"))
+
+
+def implementation_evaluation_allowed(dossier: Dossier, signer: str, today: date, grade: str, policy: Policy) -> None:
+    """落实评价: every signer, once per round, within the 落实评价期, with the policy's grades."""
+    known = [g.code for g in policy.evaluation_grades]
+    if grade not in known:
+        raise RuleViolation("grade_known", f"unknown grade {grade!r}; use one of: {', '.join(known)}")
+    if signer not in dossier.proposal["signers"]:
+        raise RuleViolation(
+            "implementation_evaluator_is_signer",
+            f"only the signers of proposal {dossier.id} evaluate its implementation",
+        )
+    if dossier.proposal.get("implementation_evaluation") != ImplementationEvaluation.OPEN:
+        raise StateConflict(
+            "implementation_evaluation_open",
+            "the implementation (落实) is evaluated once every measure is settled and the 落实评价 is open; "
+            "it is not open now",
+        )
+    if any(ev["signer_id"] == signer for ev in dossier.implementation_evaluations_of_round()):
+        raise StateConflict("implementation_evaluated_once", "you already evaluated this implementation")
+    due = dossier.proposal.get("implementation_evaluation_due")
+    if due is not None and today > due:
+        raise StateConflict(
+            "implementation_evaluation_window_open",
+            f"the implementation evaluation window (落实评价期) closed on {due}",
+        )
+
+
+def reopening_valid(
+    dossier: Dossier, signer: str, satisfied: bool, reopen: Sequence[str], new_measure: bool, policy: Policy
+) -> bool:
+    """重新落实: only an unsatisfied first proposer (领衔提案者) reopens measures or asks for a new one, and
+    only before the policy's last 落实评价 round; an unsatisfied first proposer then must say which (the
+    measures to reopen, or a new measure). Returns whether this evaluation reopens."""
+    asks = bool(reopen) or new_measure
+    first_proposer = dossier.proposal["signers"][0]
+    if asks and satisfied:
+        raise RuleViolation(
+            "reopen_when_unsatisfied", "measures are reopened (or a new one asked for) only with an unsatisfied grade"
+        )
+    if asks and signer != first_proposer:
+        raise RuleViolation(
+            "reopen_by_first_proposer", "only the first proposer (领衔提案者) reopens measures or asks for a new one"
+        )
+    last_round = implementation_round(dossier) >= policy.implementation_evaluation_rounds
+    if asks and last_round:
+        raise StateConflict(
+            "implementation_rounds_limit",
+            f"this is the last implementation evaluation round ({policy.implementation_evaluation_rounds} in the "
+            "policy); the evaluation is recorded as it is, without reopening measures",
+        )
+    known = {measure["id"] for measure in dossier.measures}
+    unknown = [measure_id for measure_id in reopen if measure_id not in known]
+    if unknown:
+        raise RuleViolation("reopen_known_measure", f"proposal {dossier.id} has no measure(s) {unknown}")
+    if not satisfied and signer == first_proposer and not last_round and not asks:
+        raise RuleViolation(
+            "unsatisfied_names_measures",
+            "an unsatisfied first proposer names the measures to reopen (`reopen`) or asks for a new measure "
+            "(`new_measure`)",
+        )
+    return asks
+
+
+def all_implementation_evaluated(dossier: Dossier) -> bool:
+    done = {ev["signer_id"] for ev in dossier.implementation_evaluations_of_round()}
+    return set(dossier.proposal["signers"]) <= done
+
+
+def implementation_evaluation_window_closed(dossier: Dossier, today: date) -> bool:
+    """落实评价期 over without every evaluation: the round closes with what came in."""
+    due = dossier.proposal.get("implementation_evaluation_due")
+    open_ = dossier.proposal.get("implementation_evaluation") == ImplementationEvaluation.OPEN
+    return open_ and due is not None and today > due
+
+
+def implementation_obligations(dossier: Dossier) -> list[Obligation]:
+    """The 落实评价 each signer still owes, and the new measure the lead unit was asked for."""
+    proposal, found = dossier.proposal, []
+    due = proposal.get("implementation_evaluation_due")
+    if proposal.get("implementation_evaluation") == ImplementationEvaluation.OPEN and due is not None:
+        done = {ev["signer_id"] for ev in dossier.implementation_evaluations_of_round()}
+        found += [
+            Obligation(dossier.id, "implementation_evaluation", due, unit=proposal["lead_unit"] or "", signer_id=s)
+            for s in proposal["signers"]
+            if s not in done
+        ]
+    request_due = proposal.get("measure_request_due")
+    if request_due is not None and dossier.stage == Stage.CLOSED:
+        found.append(Obligation(dossier.id, "new_measure", request_due, unit=proposal["lead_unit"] or ""))
+    return found
+
+
+# 跨年度落实 ---------------------------------------------------------------------------------------
+
+
+def proposal_year(dossier: Dossier, timezone: str) -> int:
+    """The year a proposal belongs to: its submission date in the policy's time zone."""
+    return local_date(dossier.proposal["submitted_at"], timezone).year
+
+
+def carried_over(dossier: Dossier, measure: dict[str, Any], timezone: str) -> bool:
+    """跨年度落实: a measure due after the year of its proposal, carried over into the next year's work."""
+    due: date = measure["due"]
+    return due.year > proposal_year(dossier, timezone)

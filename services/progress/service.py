@@ -172,12 +172,23 @@ async def update_measure(
     actor: Actor,
     correlation_id: str | None,
     now: datetime,
+    policy: Policy | None = None,
+    calendar: WorkingCalendar | None = None,
 ) -> None:
-    """举措落实: its owner unit (or the lead unit) moves a measure on; all settled after 办结 = 落实."""
+    """举措落实: its owner unit (or the lead unit) moves a measure on; all settled after 办结 = 落实, which
+    opens the 落实评价 (with the policy; else the scheduler's next pass opens it)."""
     async with uow:
         dossier = await uow.get(proposal_id)
         dossier.update_measure(
-            measure_id, status=status, note=note, unit=unit, actor=actor, correlation_id=correlation_id, now=now
+            measure_id,
+            status=status,
+            note=note,
+            unit=unit,
+            actor=actor,
+            correlation_id=correlation_id,
+            now=now,
+            policy=policy,
+            calendar=calendar,
         )
         await uow.commit()
 
@@ -244,5 +255,85 @@ async def tick(uow: UnitOfWork, now: datetime, policy: Policy, calendar: Working
             if domain.evaluation_window_closed(dossier, today) and not await uow.published(domain.closing_id(dossier)):
                 dossier.close("evaluation_window_closed", domain.SCHEDULER, None, now)
                 staged += 1
+        staged += _implementation_tick(dossiers, today, now, policy, calendar)
         await uow.commit()
     return staged
+
+
+def _implementation_tick(
+    dossiers: list[Dossier], today: date, now: datetime, policy: Policy, calendar: WorkingCalendar
+) -> int:
+    """落实评价 the scheduler looks after: opened when 落实 came without it (e.g. through a command door),
+    closed when its window is over. Both have deterministic ids (the state also says they were done)."""
+    staged = 0
+    for dossier in dossiers:
+        if domain.implementation_evaluation_due_to_open(dossier):
+            dossier.open_implementation_evaluation(domain.SCHEDULER, None, now, policy, calendar)
+            staged += 1
+        elif domain.implementation_evaluation_window_closed(dossier, today):
+            dossier.close_implementation_evaluation("evaluation_window_closed", domain.SCHEDULER, None, now, policy)
+            staged += 1
+    return staged
+
+
+async def evaluate_implementation(
+    uow: UnitOfWork,
+    proposal_id: str,
+    signer: str,
+    *,
+    grade: str,
+    comment: str,
+    reopen: list[str],
+    new_measure: bool,
+    actor: Actor,
+    correlation_id: str | None,
+    now: datetime,
+    policy: Policy,
+    calendar: WorkingCalendar,
+) -> None:
+    """落实评价: a signer grades what was implemented; an unsatisfied first proposer reopens measures."""
+    async with uow:
+        dossier = await uow.get(proposal_id)
+        dossier.evaluate_implementation(
+            signer,
+            grade=grade,
+            comment=comment,
+            reopen=reopen,
+            new_measure=new_measure,
+            actor=actor,
+            correlation_id=correlation_id,
+            now=now,
+            policy=policy,
+            calendar=calendar,
+        )
+        await uow.commit()
+
+
+async def add_measure(
+    uow: UnitOfWork,
+    proposal_id: str,
+    *,
+    unit: str | None,
+    text: str,
+    due: date,
+    actor: Actor,
+    correlation_id: str | None,
+    now: datetime,
+    policy: Policy,
+) -> str:
+    """新举措: the lead unit answers a 落实评价's request for a new measure. Returns the measure id."""
+    measure_id = f"{uuid.uuid4()}-new"
+    async with uow:
+        dossier = await uow.get(proposal_id)
+        dossier.add_measure(
+            measure_id,
+            unit=unit,
+            text=text,
+            due=due,
+            actor=actor,
+            correlation_id=correlation_id,
+            now=now,
+            policy=policy,
+        )
+        await uow.commit()
+    return measure_id

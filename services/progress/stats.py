@@ -16,6 +16,9 @@ a year (the year of submission, in the policy's time zone):
 - 答复占比: final answers (each unit's latest approved reply) of the classes the policy counts as
   adopted, and of the policy's first class.
 - 逾期: open steps past their due date, by kind and by the unit that owes them.
+- 落实率: implemented proposals over closed proposals with measures; 举措按期完成率: measures done by their
+  due date over measures done or past due (dropped ones left out); 落实满意率: satisfied implementation
+  evaluations over implementation evaluations.
 """
 
 from __future__ import annotations
@@ -26,7 +29,17 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from services.progress.domain import Dossier, ReplyStatus, Stage, implemented, obligations, reply_units
+from services.progress.domain import (
+    SIGNER_STEPS,
+    Dossier,
+    MeasureStatus,
+    ReplyStatus,
+    Stage,
+    carried_over,
+    implemented,
+    obligations,
+    reply_units,
+)
 from shared.policy import Policy, local_date
 
 _OUT_OF_HANDLING = (Stage.WITHDRAWN, Stage.MERGED, Stage.NOT_FILED)
@@ -206,7 +219,85 @@ def figures(dossiers: Sequence[Dossier], today: date, policy: Policy, unit: str 
         "first_class_rate": _rate(first, len(answers)),
         "implemented": sum(1 for d in handled if d.proposal["implemented_at"] is not None or implemented(d)),
         "overdue": dict(sorted(Counter(item.kind for item in overdue).items())),
+        **implementation_figures(handled, today, policy, unit),
     }
+
+
+# 落实率, 举措按期完成率, 落实满意率 ------------------------------------------------------------------------
+
+
+def measure_fell_due(measure: dict[str, Any], today: date) -> bool:
+    """A measure counts once it is done or past its (current) due date; a dropped one never counts."""
+    if measure["status"] == MeasureStatus.DROPPED:
+        return False
+    due: date = measure["due"]
+    return measure["status"] == MeasureStatus.DONE or today > due
+
+
+def measure_on_time(measure: dict[str, Any], policy: Policy) -> bool:
+    """Done on or before its (current) due date, in the policy's time zone."""
+    done_at = measure.get("done_at")
+    if measure["status"] != MeasureStatus.DONE:
+        return False
+    # A measure done before its done date was recorded (older rows) counts by its last update.
+    done_on = local_date(done_at or measure["updated_at"], policy.timezone)
+    due: date = measure["due"]
+    return done_on <= due
+
+
+def implementation_figures(
+    handled: Sequence[Dossier], today: date, policy: Policy, unit: str | None = None
+) -> dict[str, Any]:
+    """落实率 (per proposal), 举措按期完成率 (per measure; with `unit`, its own measures only) and 落实满意率
+    (per implementation evaluation) of the proposals in handling."""
+    closed = [d for d in handled if d.proposal["closed_at"] is not None and d.measures]
+    done = [d for d in closed if d.proposal["implemented_at"] is not None]
+    measures = [m for d in handled for m in d.measures if unit in (None, m["owner_unit"])]
+    due = [m for m in measures if measure_fell_due(m, today)]
+    on_time = [m for m in due if measure_on_time(m, policy)]
+    carried = [m for d in handled for m in d.measures if unit in (None, m["owner_unit"]) and _carried(d, m, policy)]
+    satisfied_codes = _satisfied_codes(policy)
+    evaluations = [ev for d in handled for ev in d.implementation_evaluations]
+    satisfied = [ev for ev in evaluations if ev["grade"] in satisfied_codes]
+    return {
+        "closed_with_measures": len(closed),
+        "implemented_proposals": len(done),
+        "implementation_rate": _rate(len(done), len(closed)),
+        "measures_due": len(due),
+        "measures_on_time": len(on_time),
+        "measure_on_time_rate": _rate(len(on_time), len(due)),
+        "implementation_evaluations": len(evaluations),
+        "implementation_satisfied": len(satisfied),
+        "implementation_satisfaction_rate": _rate(len(satisfied), len(evaluations)),
+        "carried_over_measures": len(carried),
+        "carried_over_done": sum(1 for m in carried if m["status"] == MeasureStatus.DONE),
+        "carried_in_measures": 0,
+        "carried_in_done": 0,
+    }
+
+
+def _carried(dossier: Dossier, measure: dict[str, Any], policy: Policy) -> bool:
+    return measure["status"] != MeasureStatus.DROPPED and carried_over(dossier, measure, policy.timezone)
+
+
+def carried_into_years(
+    per_year: dict[str, dict[str, Any]], dossiers: Sequence[Dossier], today: date, policy: Policy
+) -> dict[str, dict[str, Any]]:
+    """跨年度落实: each year's figures also count the measures of earlier years' proposals due in it
+    (carried in), and a year with only such measures gets its figures too."""
+    carried: dict[str, list[dict[str, Any]]] = {}
+    for dossier in dossiers:
+        if not in_handling(dossier):
+            continue
+        for measure in dossier.measures:
+            if _carried(dossier, measure, policy):
+                carried.setdefault(str(measure["due"].year), []).append(measure)
+    for year, measures in carried.items():
+        if year not in per_year:
+            per_year[year] = figures([], today, policy)
+        per_year[year]["carried_in_measures"] = len(measures)
+        per_year[year]["carried_in_done"] = sum(1 for m in measures if m["status"] == MeasureStatus.DONE)
+    return dict(sorted(per_year.items()))
 
 
 def _grouped_by(dossiers: Sequence[Dossier], key: Any) -> dict[str, list[Dossier]]:
@@ -232,7 +323,7 @@ def per_unit(dossiers: Sequence[Dossier], today: date, policy: Policy) -> dict[s
 def statistics(dossiers: Sequence[Dossier], today: date, policy: Policy) -> dict[str, Any]:
     """`GET /stats`: overall, per unit, per year, per category, overdue by unit, key board."""
     overdue_by_unit = Counter(
-        item.unit for d in dossiers for item in obligations(d) if today > item.due and item.kind != "evaluation"
+        item.unit for d in dossiers for item in obligations(d) if today > item.due and item.kind not in SIGNER_STEPS
     )
     first_class = policy.reply_classes[0]
     return {
@@ -243,10 +334,15 @@ def statistics(dossiers: Sequence[Dossier], today: date, policy: Policy) -> dict
         },
         "overall": figures(dossiers, today, policy),
         "per_unit": per_unit(dossiers, today, policy),
-        "per_year": {
-            year: figures(members, today, policy)
-            for year, members in _grouped_by(dossiers, lambda d: year_of(d, policy)).items()
-        },
+        "per_year": carried_into_years(
+            {
+                year: figures(members, today, policy)
+                for year, members in _grouped_by(dossiers, lambda d: year_of(d, policy)).items()
+            },
+            dossiers,
+            today,
+            policy,
+        ),
         "per_category": {
             category: figures(members, today, policy)
             for category, members in _grouped_by(dossiers, lambda d: d.proposal["category"]).items()

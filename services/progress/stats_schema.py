@@ -38,6 +38,24 @@ class Figures(BaseModel):
     first_class_replies: int = Field(description="首类答复占比的分子。")
     first_class_rate: float | None = Field(description=RATE_DEFINITIONS["first_class_rate"])
     implemented: int = Field(description="举措已全部落实的提案。")
+    closed_with_measures: int = Field(description="落实率的分母: 已办结且有举措的提案。")
+    implemented_proposals: int = Field(description="落实率的分子: 其中已落实的提案。")
+    implementation_rate: float | None = Field(description=RATE_DEFINITIONS["implementation_rate"])
+    measures_due: int = Field(description="举措按期完成率的分母: 已到期的举措。")
+    measures_on_time: int = Field(description="举措按期完成率的分子: 按期完成的举措。")
+    measure_on_time_rate: float | None = Field(description=RATE_DEFINITIONS["measure_on_time_rate"])
+    implementation_evaluations: int = Field(description="落实满意率的分母: 落实评价份数。")
+    implementation_satisfied: int = Field(description="落实满意率的分子: 满意或基本满意的落实评价份数。")
+    implementation_satisfaction_rate: float | None = Field(
+        description=RATE_DEFINITIONS["implementation_satisfaction_rate"]
+    )
+    carried_over_measures: int = Field(description="跨年度落实: 这些提案中期限在提案年度之后的举措 (不计已取消的)。")
+    carried_over_done: int = Field(description="其中已完成的。")
+    carried_in_measures: int = Field(
+        default=0,
+        description="按年度统计: 往年提案中期限在本年度的举措 (跨年度落实转入本年度, 不计已取消的); 其他分组为 0。",
+    )
+    carried_in_done: int = Field(default=0, description="其中已完成的。")
     overdue: dict[str, int] = Field(description="逾期的待办事项, 按种类 (reply, co_opinion, evaluation, measure)。")
 
 

@@ -16,6 +16,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    or_,
     select,
     text,
 )
@@ -52,6 +53,10 @@ proposals = Table(
     Column("answered_at", UTCDateTime(), nullable=True),
     Column("closed_at", UTCDateTime(), nullable=True),
     Column("implemented_at", UTCDateTime(), nullable=True),
+    Column("implementation_round", Integer, nullable=False, server_default=text("0")),
+    Column("implementation_evaluation", String(20), nullable=True),
+    Column("implementation_evaluation_due", Date, nullable=True),
+    Column("measure_request_due", Date, nullable=True),
 )
 
 timeline = Table(
@@ -121,6 +126,23 @@ measures = Table(
     Column("status", String(20), nullable=False),
     Column("note", Text, nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
+    Column("done_at", UTCDateTime(), nullable=True),
+    Column("reopened", Integer, nullable=False, server_default=text("0")),
+    Column("promised_at", UTCDateTime(), nullable=True),
+)
+
+implementation_evaluations = Table(
+    "implementation_evaluations",
+    metadata,
+    Column("proposal_id", String(100), nullable=False),
+    Column("round", Integer, nullable=False),
+    Column("signer_id", String(200), nullable=False),
+    Column("grade", String(50), nullable=False),
+    Column("comment", Text, nullable=False),
+    Column("reopened_measures", JSON, nullable=False),
+    Column("new_measure_requested", Boolean, nullable=False),
+    Column("submitted_at", UTCDateTime(), nullable=False),
+    PrimaryKeyConstraint("proposal_id", "round", "signer_id"),
 )
 
 
@@ -165,6 +187,10 @@ async def load_dossiers(conn: AsyncConnection, proposal_ids: list[str] | None = 
         found[row["proposal_id"]].evaluations.append(row)
     for row in sorted(await _rows(conn, measures, ids), key=lambda r: (r["due"], r["id"])):
         found[row["proposal_id"]].measures.append(row)
+    for row in sorted(
+        await _rows(conn, implementation_evaluations, ids), key=lambda r: (r["round"], r["submitted_at"])
+    ):
+        found[row["proposal_id"]].implementation_evaluations.append(row)
     return list(found.values())
 
 
@@ -175,10 +201,12 @@ async def load_dossier(conn: AsyncConnection, proposal_id: str) -> Dossier | Non
 
 async def open_proposal_ids(conn: AsyncConnection) -> list[str]:
     """Proposals with open steps: handled and not yet implemented."""
+    # 落实评价 keeps an implemented proposal open until its round is opened and closed.
+    evaluating = proposals.c.implementation_evaluation.in_(["due", "open"])
     query = (
         select(proposals.c.id)
         .where(proposals.c.stage.in_([stage.value for stage in OPEN_STAGES]))
-        .where(proposals.c.implemented_at.is_(None))
+        .where(or_(proposals.c.implemented_at.is_(None), evaluating))
     )
     return list((await conn.execute(query)).scalars())
 

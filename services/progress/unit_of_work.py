@@ -128,12 +128,13 @@ class UnitOfWork(ABC):
     async def _save(self, seen: list[tuple[Dossier, Snapshot]], consumed: list[tuple[Envelope, Event]]) -> None: ...
 
 
-_RECORDS = ("replies", "co_opinions", "evaluations", "measures")
+_RECORDS = ("replies", "co_opinions", "evaluations", "measures", "implementation_evaluations")
 _KEYS: dict[str, tuple[str, ...]] = {
     "replies": ("id",),
     "co_opinions": ("proposal_id", "unit"),
     "evaluations": ("proposal_id", "round", "signer_id"),
     "measures": ("id",),
+    "implementation_evaluations": ("proposal_id", "round", "signer_id"),
 }
 
 

@@ -7,17 +7,20 @@ from typing import Any
 
 from services.progress import domain
 from services.progress.domain import Dossier
-from shared.policy import WorkingCalendar
+from shared.policy import DEFAULT_TIMEZONE, WorkingCalendar
 
 
 def _iso(value: date | datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def open_steps(dossier: Dossier, today: date, calendar: WorkingCalendar) -> list[dict[str, Any]]:
-    """The steps still owed on a proposal, each with its due date, whether it is overdue, and whether
-    the due date may still move (`provisional_calendar`: its year's official holiday calendar is not
-    known yet)."""
+def open_steps(
+    dossier: Dossier, today: date, calendar: WorkingCalendar, timezone: str = DEFAULT_TIMEZONE
+) -> list[dict[str, Any]]:
+    """The steps still owed on a proposal, each with its due date, whether it is overdue, whether the
+    due date may still move (`provisional_calendar`: its year's official holiday calendar is not known
+    yet), and, for a measure, whether it is carried over from its proposal's year (跨年度落实)."""
+    measures = {measure["id"]: measure for measure in dossier.measures}
     return [
         {
             "kind": item.kind,
@@ -27,6 +30,8 @@ def open_steps(dossier: Dossier, today: date, calendar: WorkingCalendar) -> list
             "due": item.due.isoformat(),
             "overdue": today > item.due,
             "provisional_calendar": calendar.is_provisional(item.due, item.due),
+            "carried_over": item.measure_id in measures
+            and domain.carried_over(dossier, measures[item.measure_id], timezone),
         }
         for item in domain.obligations(dossier)
     ]
@@ -59,7 +64,11 @@ def summary_view(dossier: Dossier, today: date, calendar: WorkingCalendar) -> di
 
 
 def proposal_view(
-    dossier: Dossier, entries: list[dict[str, Any]], today: date, calendar: WorkingCalendar
+    dossier: Dossier,
+    entries: list[dict[str, Any]],
+    today: date,
+    calendar: WorkingCalendar,
+    timezone: str = DEFAULT_TIMEZONE,
 ) -> dict[str, Any]:
     """A proposal with its handling records and the full timeline (办理全过程)."""
     return {
@@ -67,7 +76,7 @@ def proposal_view(
         "suggestion_count": dossier.proposal["suggestion_count"],
         "co_opinion_due": _iso(dossier.proposal["co_opinion_due"]),
         "leaders": dossier.proposal["leaders"] or [],
-        "open_steps": open_steps(dossier, today, calendar),
+        "open_steps": open_steps(dossier, today, calendar, timezone),
         "co_opinions": [
             {"unit": o["unit"], "text": o["text"], "submitted_at": _iso(o["submitted_at"])} for o in dossier.co_opinions
         ],
@@ -108,8 +117,25 @@ def proposal_view(
                 "due": _iso(m["due"]),
                 "status": m["status"],
                 "note": m["note"],
+                "done_at": _iso(m.get("done_at")),
+                "reopened": int(m.get("reopened") or 0),
+                "promised_at": _iso(m.get("promised_at")),
+                "carried_over": domain.carried_over(dossier, m, timezone),
             }
             for m in dossier.measures
+        ],
+        "implementation_evaluation": implementation_view(dossier),
+        "implementation_evaluations": [
+            {
+                "signer_id": e["signer_id"],
+                "round": e["round"],
+                "grade": e["grade"],
+                "comment": e["comment"],
+                "reopened_measures": e["reopened_measures"],
+                "new_measure_requested": e["new_measure_requested"],
+                "submitted_at": _iso(e["submitted_at"]),
+            }
+            for e in dossier.implementation_evaluations
         ],
         "timeline": [
             {
@@ -138,4 +164,16 @@ def public_reply_view(dossier: Dossier, reply: dict[str, Any]) -> dict[str, Any]
         "classification": reply["classification"],
         "text": domain.redact_personal_data(reply["text"]),
         "approved_on": _iso(reply["reviewed_at"].date() if reply["reviewed_at"] else None),
+    }
+
+
+def implementation_view(dossier: Dossier) -> dict[str, Any]:
+    """落实评价: where it stands (null before 落实: due, open, closed, reopened), its round and due date,
+    and the new measure the lead unit owes, if one was asked for."""
+    proposal = dossier.proposal
+    return {
+        "state": proposal.get("implementation_evaluation"),
+        "round": int(proposal.get("implementation_round") or 0),
+        "due": _iso(proposal.get("implementation_evaluation_due")),
+        "new_measure_due": _iso(proposal.get("measure_request_due")),
     }

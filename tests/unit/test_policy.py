@@ -355,6 +355,7 @@ def test_deadline_for_every_policy_period() -> None:
         "evaluation_window": date(2025, 3, 24),
         "cosign_window": date(2025, 3, 10),
         "rehandling_deadline": date(2025, 4, 3),
+        "implementation_evaluation_window": date(2025, 3, 24),
     }
     with pytest.raises(ValueError, match="unknown deadline 'warning_lead_time'"):
         deadline_for(policy, "warning_lead_time", start)  # type: ignore[arg-type]

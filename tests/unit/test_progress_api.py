@@ -140,7 +140,8 @@ async def test_from_assignment_to_implementation_with_one_rehandling(client: htt
     types = await published(client)
     assert types.count("proposalflow.reply.drafted.v1") == 3
     assert "proposalflow.handling.rehandling-started.v1" in types
-    assert types[-2:] == ["proposalflow.measure.updated.v1", "proposalflow.proposal.implemented.v1"]
+    assert types[-3:-1] == ["proposalflow.measure.updated.v1", "proposalflow.proposal.implemented.v1"]
+    assert types[-1] == "proposalflow.implementation.evaluation-opened.v1"  # 落实 asks for the 落实评价
     timeline = [entry["type"] for entry in done.json()["timeline"]]
     assert timeline[:3] == [
         "proposalflow.proposal.submitted.v1",
@@ -191,6 +192,10 @@ async def test_roles_are_checked_on_every_route(client: httpx.AsyncClient) -> No
     assert (await post(client, "/supervision", supervision, OTHER_LEADER)).status_code == 404
     assert (await post(client, "/supervision", supervision, COMMITTEE)).status_code == 403
     assert (await client.get("/stats", headers=LEAD)).status_code == 403
+    # A leader's figures are those of the key proposals it supervises, and nobody else's.
+    assert [row["id"] for row in (await client.get("/stats", headers=LEADER)).json()["key_proposals"]] == ["p-0001"]
+    others = (await client.get("/stats", headers=OTHER_LEADER)).json()
+    assert (others["key_proposals"], others["overall"]["submitted"]) == ([], 0)
     assert (await client.get("/inbox", headers=FIRST)).status_code == 403
     assert (await client.get("/proposals/p-0001", headers=LEADER)).status_code == 200
     assert (await client.get("/proposals/p-0001", headers=OTHER_MEMBER)).status_code == 404

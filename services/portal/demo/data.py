@@ -50,6 +50,10 @@ LAND_MEASURES = [
     ("建立整治成效年度评估机制", "dg-zrzyj", 10),
 ]
 
+# The one measure dropped over the year, and why (a dropped measure always says why).
+LAND_DROPPED_MEASURE = "争取整治项目纳入省重大项目库"
+LAND_DROPPED_REASON = "省重大项目库本年度不再增补, 改由市级专项债券支持, 资金已落实"
+
 AI_SERIES = "2026-ai-manufacturing"
 
 # 系列提案: three proposals on AI for manufacturing, 16 suggestions, 12 of them adopted.

@@ -1,5 +1,6 @@
 """The demo: a year of the city's proposals, and the story of a key proposal from submission to
-implemented measures, played through the services' public HTTP APIs (nothing writes a database).
+implemented measures and the proposer's 落实评价, played through the services' public HTTP APIs (nothing
+writes a database).
 
 Every step is done by the person who would do it, with that person's token: the member submits,
 the committee files and designates key proposals, the dispatcher assigns, units accept, report and
@@ -182,7 +183,8 @@ class Demo:
 
     async def land_story(self) -> str:
         """全域土地综合整治: filed, key, supervised, assigned to 市自然资源局 with three co-handlers,
-        answered with ten measures, evaluated satisfied, its measures being implemented."""
+        answered with ten measures, evaluated satisfied, its measures implemented over the year and the
+        implementation evaluated (落实评价)."""
         say, today = self.say, date.today()
         pid = await self.submit("m-chen", data.LAND)
         say(f"陈委员提交《{data.LAND['title']}》")
@@ -231,7 +233,24 @@ class Demo:
             owner = self.unit(measure["owner_unit"])
             await self.api.post("progress", f"/proposals/{pid}/measures/{measure['id']}", owner, started)
         say("十项举措: 四项已完成, 三项推进中 (答复型转落实型, 持续跟踪)")
+        await self.implementation(pid, closed["measures"])
         return pid
+
+    async def implementation(self, pid: str, measures: list[dict[str, Any]]) -> None:
+        """落实 to the end: the remaining measures are settled over the year (one dropped, with the reason),
+        and 陈委员 evaluates what was implemented (落实评价)."""
+        for measure in measures[4:]:
+            owner = self.unit(measure["owner_unit"])
+            if measure["text"] == data.LAND_DROPPED_MEASURE:
+                change = {"status": "dropped", "note": data.LAND_DROPPED_REASON}
+            else:
+                change = {"status": "done", "note": "已完成, 经验收合格"}
+            await self.api.post("progress", f"/proposals/{pid}/measures/{measure['id']}", owner, change)
+        self.say("年内十项举措全部办结 (九项完成, 一项说明理由后取消): 提案已落实, 请陈委员评价落实情况")
+        member = self.token("m-chen", Role.MEMBER)
+        evaluation = {"grade": "satisfied", "comment": "规划、资金和试点均已落地, 对落实情况满意。"}
+        await self.api.post("progress", f"/proposals/{pid}/implementation-evaluations", member, evaluation)
+        self.say("陈委员落实评价: 满意")
 
     async def ai_series(self) -> list[str]:
         """人工智能赋能制造业: a series of three proposals, sixteen suggestions, twelve adopted."""
@@ -273,6 +292,10 @@ class Demo:
             self.say(
                 f"本年度: 提交 {overall['submitted']} 件, 立案 {overall['filed']} 件, 办结 {overall['closed']} 件, "
                 f"采纳建议 {overall['suggestions_adopted']}/{overall['suggestions']} 条"
+            )
+            self.say(
+                f"落实: 落实率 {overall['implemented_proposals']}/{overall['closed_with_measures']} 件, "
+                f"落实满意率 {overall['implementation_satisfied']}/{overall['implementation_evaluations']} 份"
             )
         finally:
             await self.api.close()
