@@ -375,6 +375,24 @@ async def committee_home(request: Request) -> Response:
     return render(request, "committee.html", session, context)
 
 
+EXPORTS = {"figures.csv": "/stats/export.csv", "trace.csv": "/stats/trace.csv", "figures.xlsx": "/stats/export.xlsx"}
+"""统计导出 the committee's page links to: the portal's name → progress's route."""
+
+
+@router.get("/committee/export/{year}/{name}")
+@guarded
+async def committee_export(request: Request) -> Response:
+    """统计导出: the year's figures (CSV, XLSX) or the proposals behind them (CSV), from progress, passed on
+    with the file name progress gave it."""
+    session = require_session(request, Role.COMMITTEE, Role.ADMIN)
+    name, year = request.path_params["name"], request.path_params["year"]
+    if name not in EXPORTS or not year.isdigit():
+        raise ApiError(404, "没有这个导出文件。")
+    answer = await portal_of(request).backend.download("progress", EXPORTS[name], session.token, {"year": year})
+    passed_on = {key: answer.headers[key] for key in ("content-type", "content-disposition") if key in answer.headers}
+    return Response(answer.content, headers=passed_on)
+
+
 # Dispatcher (交办机关) ------------------------------------------------------------------------------
 
 

@@ -11,11 +11,11 @@ from collections.abc import Awaitable, Callable
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.progress import domain, service, stats, store, views
+from services.progress import domain, export, service, stats, store, views
 from services.progress.domain import Dossier, MeasureStatus, ReplyStatus
 from services.progress.stats_schema import Statistics
 from services.progress.unit_of_work import SqlUnitOfWork, UnitOfWork
@@ -31,6 +31,9 @@ SEES_ALL = (Role.COMMITTEE, Role.DISPATCHER, Role.ADMIN)
 READERS = (Role.MEMBER, Role.UNIT, Role.LEADER, *SEES_ALL)
 Clock = Callable[[], datetime]
 IdempotencyKey = Annotated[str | None, Header(max_length=200)]
+CSV = "text/csv; charset=utf-8"
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+ExportYear = Annotated[int | None, Query(ge=2000, le=2100, description="年度 (提交年份); left out: every year.")]
 
 # Who may call what (tests/security/authz_matrix.yaml). A route takes its caller as one of these, so the
 # role is checked before the request's parameters and body are validated (shared.auth.roles).
@@ -379,6 +382,48 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         async with runtime.engine.connect() as conn:
             dossiers = await store.load_dossiers(conn)
         return stats.statistics(dossiers, today(), policy)
+
+    async def year_export(year: int | None) -> export.Export:
+        async with runtime.engine.connect() as conn:
+            dossiers = await store.load_dossiers(conn)
+        return export.build(dossiers, today(), policy, None if year is None else str(year))
+
+    def download(content: bytes, media_type: str, name: str, year: int | None) -> Response:
+        """The file as an attachment named after what it is and its year (`proposal-statistics-2026.csv`)."""
+        filename = f"{name}-{year or 'all'}{'.xlsx' if media_type == XLSX else '.csv'}"
+        disposition = f'attachment; filename="{filename}"'
+        return Response(content, media_type=media_type, headers={"content-disposition": disposition})
+
+    @routes.get(
+        "/stats/export.csv",
+        summary="统计表 as CSV: the year's figures overall, per unit and per category",
+        description="UTF-8 with a byte order mark. Rates as fractions (empty while the denominator is 0); "
+        "the definitions are in docs/statistics.md and the XLSX's 口径 sheet.",
+        response_class=Response,
+    )
+    async def export_figures_csv(principal: StatsReader, year: ExportYear = None) -> Response:
+        table = await year_export(year)
+        return download(export.figures_csv(table), CSV, "proposal-statistics", year)
+
+    @routes.get(
+        "/stats/trace.csv",
+        summary="统计明细 as CSV: the items behind every figure (which proposals each rate counts)",
+        description="One row per item a rate's denominator counts (proposal, reply owed, evaluation, suggestion, "
+        "final answer), per row of the figures; 计入分子 says whether the numerator counts it too.",
+        response_class=Response,
+    )
+    async def export_trace_csv(principal: StatsReader, year: ExportYear = None) -> Response:
+        table = await year_export(year)
+        return download(export.trace_csv(table), CSV, "proposal-statistics-trace", year)
+
+    @routes.get(
+        "/stats/export.xlsx",
+        summary="统计表 as XLSX: sheets 统计 (figures), 明细 (the items behind them) and 口径 (definitions)",
+        response_class=Response,
+    )
+    async def export_workbook(principal: StatsReader, year: ExportYear = None) -> Response:
+        table = await year_export(year)
+        return download(export.workbook(table), XLSX, "proposal-statistics", year)
 
     @routes.get("/public/replies", summary="Published replies, personal data removed (答复公开); no login")
     async def public_replies(

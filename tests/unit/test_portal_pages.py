@@ -53,6 +53,7 @@ FIGURES = {
     "implemented": 1,
     "overdue": {},
 }
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 SUMMARY = {
     "id": "p-land",
     "title": "关于推进全域土地综合整治的建议",
@@ -116,6 +117,8 @@ class FakeServices:
         if key in self.refusals:
             status, problem = self.refusals[key]
             return httpx.Response(status, json=problem, headers={"content-type": "application/problem+json"})
+        if (exported := self.file(request)) is not None:
+            return exported
         answer = self.answer(request.method, request.url.host, request.url.path, request.url.params)
         if answer is None:
             return httpx.Response(404, json={"title": "Not found", "status": 404, "detail": "no such thing"})
@@ -180,6 +183,17 @@ class FakeServices:
         }
         return routes.get((host, path))
 
+    def file(self, request: httpx.Request) -> httpx.Response | None:
+        """An export, as progress sends it: bytes with their type and file name."""
+        if (request.url.host, request.url.path) != ("progress", "/stats/export.xlsx"):
+            return None
+        name = f"proposal-statistics-{request.url.params['year']}.xlsx"
+        return httpx.Response(
+            200,
+            content=b"PK\x03\x04 workbook",
+            headers={"content-type": XLSX, "content-disposition": f'attachment; filename="{name}"'},
+        )
+
 
 @pytest.fixture
 def services() -> FakeServices:
@@ -216,6 +230,26 @@ async def test_the_committee_sees_the_years_figures_charts_and_key_board_but_no_
     assert "办理全过程" in proposal and "立案, 案号 2026001" in proposal
     assert 'data-form="accept"' not in proposal and 'data-form="reply"' not in proposal
     assert 'data-form="supervision"' not in proposal and 'href="/unit"' not in proposal
+
+
+async def test_the_committee_downloads_the_years_export_from_its_page(services: FakeServices) -> None:
+    async with client(services) as http:
+        token = login(http, Role.COMMITTEE, "c-office")
+        page = (await http.get("/committee")).text
+        workbook = await http.get("/committee/export/2026/figures.xlsx")
+        unknown = await http.get("/committee/export/2026/everything.zip")
+        login(http, Role.UNIT, "u-zrzyj", unit="dg-zrzyj")
+        refused = await http.get("/committee/export/2026/figures.xlsx")
+    for link in ("figures.xlsx", "figures.csv", "trace.csv"):
+        assert f'href="/committee/export/2026/{link}"' in page
+    assert workbook.status_code == 200 and workbook.content == b"PK\x03\x04 workbook"
+    assert workbook.headers["content-type"] == XLSX
+    assert workbook.headers["content-disposition"] == 'attachment; filename="proposal-statistics-2026.xlsx"'
+    sent = services.sent[-1]
+    assert sent.url.path == "/stats/export.xlsx" and sent.url.params["year"] == "2026"
+    assert sent.headers["authorization"] == f"Bearer {token}"
+    assert unknown.status_code == 404 and "没有这个导出文件" in unknown.text
+    assert refused.status_code == 403
 
 
 async def test_a_lead_unit_may_sign_and_reply_but_a_co_unit_only_sends_its_co_opinion(services: FakeServices) -> None:
