@@ -333,6 +333,8 @@ class Policy(BaseModel):
     """答复公开: approved replies are disclosed on the public route (personal data removed)."""
     statistics: StatisticsRules = Field(default_factory=StatisticsRules)
     """统计口径 choices (立案率 and merged proposals)."""
+    title: NonEmptyStr | None = None
+    """平台名称: the portal's title; left out, ``{city}政协提案办理平台``."""
 
     @field_validator("timezone")
     @classmethod
@@ -367,6 +369,11 @@ class Policy(BaseModel):
         if found:
             raise ValueError("\n".join(str(c) for c in found))
         return self
+
+    @property
+    def platform_title(self) -> str:
+        """The portal's title (平台名称): ``title``, else the city's 政协提案办理平台."""
+        return self.title or f"{self.city}政协提案办理平台"
 
     def reply_class(self, code: str) -> ReplyClass:
         """答复分类 by code; ``KeyError`` if the policy has no such class."""

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from services.portal.app import build
 from services.portal.settings import PortalSettings
@@ -424,3 +426,19 @@ async def test_the_leaders_page_shows_supervision_and_the_timeline_in_words_not_
     assert "提案者评价: 办理态度 满意, 办理结果 基本满意" in proposal
     assert "列为重点提案, 督办领导 常务副市长" in proposal
     assert "(progress's own words)" not in proposal
+
+
+async def test_the_portals_title_and_city_come_from_the_policy_file(services: FakeServices, tmp_path: Any) -> None:
+    packaged = yaml.safe_load((Path(__file__).parents[2] / "shared" / "policies" / "dongguan.yaml").read_text("utf-8"))
+    file = tmp_path / "jiangmen.yaml"
+    file.write_text(yaml.safe_dump({**packaged, "city": "江门市"}, allow_unicode=True), encoding="utf-8")
+    async with client(services, COMMON.model_copy(update={"policy_file": file})) as http:
+        default_title = (await http.get("/public")).text
+    file.write_text(
+        yaml.safe_dump({**packaged, "city": "江门市", "title": "江门市政协提案工作平台"}, allow_unicode=True), "utf-8"
+    )
+    async with client(services, COMMON.model_copy(update={"policy_file": file})) as http:
+        own_title = (await http.get("/public")).text
+    assert "<title>答复公开 · 江门市政协提案办理平台</title>" in default_title
+    assert "江门市政协提案工作平台</a>" in own_title and "江门市政协提案办理平台" not in own_title
+    assert "东莞" not in default_title + own_title
