@@ -321,11 +321,15 @@ def _has_rules(units_data: Any) -> bool:
 
 @dataclass(frozen=True)
 class _Default:
+    """A category's default unit (or, with no category, the fallback), with where it was written."""
+
     category: str
     unit: str
     line: int
     field: str
     file: str
+    category_field: str = ""
+    """Where the category was written, when not in ``field`` (routing.csv: its own column)."""
 
 
 def _read_routing(
@@ -388,7 +392,7 @@ def _routing_csv(
         if "lead" not in data:
             problems.append(Problem(path.name, record.line, "lead", "missing: the unit this row routes to"))
             continue
-        where = _Default(category or "", data["lead"], record.line, "lead", path.name)
+        where = _Default(category or "", data["lead"], record.line, "lead", path.name, "category")
         (defaults if category else fallbacks).append(where)
     if not fallbacks:
         problems.append(
@@ -445,7 +449,7 @@ def _check_together(
             )
     for default in defaults:
         known(default.unit, default.file, default.line, default.field)
-        a_category(default.category, default.file, default.line, default.field)
+        a_category(default.category, default.file, default.line, default.category_field or default.field)
     if fallback is not None:
         known(fallback.unit, fallback.file, fallback.line, fallback.field)
     for proposal, record in labelled:
