@@ -117,7 +117,7 @@ def test_yaml_problems_name_the_line_and_the_path_in_the_file(linjiang: Path) ->
         "  - id: 副市长\n    titel: x\n",
         encoding="utf-8",
     )
-    replace(linjiang / "policy.yaml", "co_opinion_deadline: 20 working days", "co_opinion_deadline: 3 months")
+    replace(linjiang / "policy.yaml", "co_opinion_deadline: 15 working days", "co_opinion_deadline: 3 months")
     replace(linjiang / "policy.yaml", "dispute_window: 10 working days", "dispute_window: 10 weekdays")
     found = problems(linjiang)
     assert found[0].startswith("policy.yaml, line 9, dispute_window: cannot parse duration '10 weekdays'")
