@@ -33,6 +33,14 @@ Clock = Callable[[], datetime]
 IdempotencyKey = Annotated[str | None, Header(max_length=200)]
 CSV = "text/csv; charset=utf-8"
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
+
+def file_response(media_type: str) -> dict[int | str, dict[str, Any]]:
+    """An export's answer in the OpenAPI document: a file of `media_type`, as an attachment."""
+    binary = {"type": "string", "format": "binary"}
+    return {200: {"description": "The file, as an attachment.", "content": {media_type: {"schema": binary}}}}
+
+
 ExportYear = Annotated[int | None, Query(ge=2000, le=2100, description="年度 (提交年份); left out: every year.")]
 
 # Who may call what (tests/security/authz_matrix.yaml). A route takes its caller as one of these, so the
@@ -400,6 +408,7 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         description="UTF-8 with a byte order mark. Rates as fractions (empty while the denominator is 0); "
         "the definitions are in docs/statistics.md and the XLSX's 口径 sheet.",
         response_class=Response,
+        responses=file_response(CSV),
     )
     async def export_figures_csv(principal: StatsReader, year: ExportYear = None) -> Response:
         table = await year_export(year)
@@ -411,6 +420,7 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         description="One row per item a rate's denominator counts (proposal, reply owed, evaluation, suggestion, "
         "final answer), per row of the figures; 计入分子 says whether the numerator counts it too.",
         response_class=Response,
+        responses=file_response(CSV),
     )
     async def export_trace_csv(principal: StatsReader, year: ExportYear = None) -> Response:
         table = await year_export(year)
@@ -420,6 +430,7 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         "/stats/export.xlsx",
         summary="统计表 as XLSX: sheets 统计 (figures), 明细 (the items behind them) and 口径 (definitions)",
         response_class=Response,
+        responses=file_response(XLSX),
     )
     async def export_workbook(principal: StatsReader, year: ExportYear = None) -> Response:
         table = await year_export(year)
