@@ -165,7 +165,7 @@ def _yaml_records(path: Path, data: Any, node: yaml.Node | None, key: str | None
         item_node = nodes[index] if index < len(nodes) else None
         line = item_node.start_mark.line + 1 if item_node is not None else 1
         prefix = f"{key}[{index}]" if key is not None and isinstance(data, dict) else f"[{index}]"
-        yield Record(path.name, prefix, item if isinstance(item, dict) else {"": item}, line, _key_lines(item_node))
+        yield Record(path.name, prefix, item if isinstance(item, dict) else {}, line, _key_lines(item_node))
 
 
 def _csv_records(path: Path, lists: Sequence[str], problems: list[Problem]) -> list[Record]:
@@ -309,6 +309,9 @@ def _section(
         records = list(_yaml_records(path, data, node, key if wrapped else None))
     found = []
     for record in records:
+        if not record.data:
+            problems.append(Problem(record.file, record.line, record.path, "expected a mapping of fields"))
+            continue
         item = _validated(model, record, problems)
         if item is not None:
             found.append((item, record))
