@@ -163,3 +163,8 @@ def test_the_command_reports_every_problem_or_writes_the_city(linjiang: Path, tm
     assert refused.exit_code == 1
     assert "units.csv, line 3, name: String should have at least 2 characters (got '局')" in refused.output
     assert not (tmp_path / "again").exists()
+
+
+def test_a_list_item_that_is_not_a_record_is_named(linjiang: Path) -> None:
+    (linjiang / "leaders.yaml").write_text("leaders:\n  - 市长\n  - {id: leader-lj-sz, title: 市长}\n", "utf-8")
+    assert problems(linjiang) == ["leaders.yaml, line 2, leaders[0]: expected a mapping of fields"]
