@@ -104,12 +104,6 @@ class Backend:
         headers = {"idempotency-key": idempotency_key or str(uuid.uuid4())}
         return await self._call("POST", service, path, token, json=body, headers=headers)
 
-    async def download(
-        self, service: Service, path: str, token: str, params: dict[str, Any] | None = None
-    ) -> httpx.Response:
-        """A file (an export), as the service sent it: its bytes, content type and file name."""
-        return await self._send("GET", service, path, token, params=params)
-
     async def _call(
         self,
         method: str,
@@ -121,23 +115,6 @@ class Backend:
         json: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
     ) -> dict[str, Any]:
-        response = await self._send(method, service, path, token, params=params, json=json, headers=headers)
-        if response.status_code == 204 or not response.content:
-            return {}
-        answer: dict[str, Any] = response.json()
-        return answer
-
-    async def _send(
-        self,
-        method: str,
-        service: Service,
-        path: str,
-        token: str | None,
-        *,
-        params: dict[str, Any] | None = None,
-        json: dict[str, Any] | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> httpx.Response:
         all_headers = dict(headers or {})
         if token:
             all_headers["authorization"] = f"Bearer {token}"
@@ -153,7 +130,10 @@ class Backend:
             except ValueError:
                 body = {"detail": response.text[:200]}
             raise ApiError(response.status_code, problem_message(response.status_code, body), str(body))
-        return response
+        if response.status_code == 204 or not response.content:
+            return {}
+        answer: dict[str, Any] = response.json()
+        return answer
 
 
 SERVICE_NAMES: dict[Service, str] = {"intake": "提案受理", "assignment": "交办", "progress": "办理"}

@@ -25,14 +25,13 @@ from shared.events import ProgressContent, ReplyContent, Role
 from shared.http import MAX_OFFSET, Problem
 from shared.policy import Policy, WorkingCalendar, local_date
 from shared.runtime import ServiceRuntime
+from shared.statistics_export import CSV_TYPE, XLSX_TYPE, ExportData, render
 
 SEES_ALL = (Role.COMMITTEE, Role.DISPATCHER, Role.ADMIN)
 # The proposal office's roles; the public reads /public/replies only, and `system` is a Kafka source.
 READERS = (Role.MEMBER, Role.UNIT, Role.LEADER, *SEES_ALL)
 Clock = Callable[[], datetime]
 IdempotencyKey = Annotated[str | None, Header(max_length=200)]
-CSV = "text/csv; charset=utf-8"
-XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 
 def file_response(media_type: str) -> dict[int | str, dict[str, Any]]:
@@ -391,16 +390,26 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
             dossiers = await store.load_dossiers(conn)
         return stats.statistics(dossiers, today(), policy)
 
-    async def year_export(year: int | None) -> export.Export:
+    async def year_export(year: int | None) -> ExportData:
         async with runtime.engine.connect() as conn:
             dossiers = await store.load_dossiers(conn)
         return export.build(dossiers, today(), policy, None if year is None else str(year))
 
-    def download(content: bytes, media_type: str, name: str, year: int | None) -> Response:
+    async def download(name: str, year: int | None) -> Response:
         """The file as an attachment named after what it is and its year (`proposal-statistics-2026.csv`)."""
-        filename = f"{name}-{year or 'all'}{'.xlsx' if media_type == XLSX else '.csv'}"
+        content, media_type, filename = render(await year_export(year), name, export.PolicyWords(policy))
         disposition = f'attachment; filename="{filename}"'
         return Response(content, media_type=media_type, headers={"content-disposition": disposition})
+
+    @routes.get(
+        "/stats/export",
+        summary="统计导出 as data: the year's figures per unit and category, and the items behind each figure",
+        description="What the CSV and XLSX files hold, with ids and codes (the portal renders it with words): "
+        "`figures` per group (全部, 承办单位, 类别), `trace` (明细) one item per thing a rate's denominator counts, "
+        "`counted` when its numerator counts it too. docs/statistics.md.",
+    )
+    async def export_data(principal: StatsReader, year: ExportYear = None) -> dict[str, Any]:
+        return dict(await year_export(year))
 
     @routes.get(
         "/stats/export.csv",
@@ -408,11 +417,10 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         description="UTF-8 with a byte order mark. Rates as fractions (empty while the denominator is 0); "
         "the definitions are in docs/statistics.md and the XLSX's 口径 sheet.",
         response_class=Response,
-        responses=file_response(CSV),
+        responses=file_response(CSV_TYPE),
     )
     async def export_figures_csv(principal: StatsReader, year: ExportYear = None) -> Response:
-        table = await year_export(year)
-        return download(export.figures_csv(table), CSV, "proposal-statistics", year)
+        return await download("figures.csv", year)
 
     @routes.get(
         "/stats/trace.csv",
@@ -420,21 +428,19 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         description="One row per item a rate's denominator counts (proposal, reply owed, evaluation, suggestion, "
         "final answer), per row of the figures; 计入分子 says whether the numerator counts it too.",
         response_class=Response,
-        responses=file_response(CSV),
+        responses=file_response(CSV_TYPE),
     )
     async def export_trace_csv(principal: StatsReader, year: ExportYear = None) -> Response:
-        table = await year_export(year)
-        return download(export.trace_csv(table), CSV, "proposal-statistics-trace", year)
+        return await download("trace.csv", year)
 
     @routes.get(
         "/stats/export.xlsx",
         summary="统计表 as XLSX: sheets 统计 (figures), 明细 (the items behind them) and 口径 (definitions)",
         response_class=Response,
-        responses=file_response(XLSX),
+        responses=file_response(XLSX_TYPE),
     )
     async def export_workbook(principal: StatsReader, year: ExportYear = None) -> Response:
-        table = await year_export(year)
-        return download(export.workbook(table), XLSX, "proposal-statistics", year)
+        return await download("figures.xlsx", year)
 
     @routes.get("/public/replies", summary="Published replies, personal data removed (答复公开); no login")
     async def public_replies(

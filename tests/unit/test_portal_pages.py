@@ -4,6 +4,7 @@ Idempotency-Key, and an API's refusal is shown in Chinese on the form's page, ne
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -12,9 +13,11 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from openpyxl import load_workbook
 
 from services.portal.app import build
 from services.portal.settings import PortalSettings
+from shared import statistics_export
 from shared.auth import issue_token
 from shared.events import Role
 from shared.settings import CommonSettings
@@ -55,7 +58,36 @@ FIGURES = {
     "implemented": 1,
     "overdue": {},
 }
-XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+EXPORT = {
+    "year": "2026",
+    "first_class": {"code": "A", "label": "已解决或采纳"},
+    "figures": [
+        {"scope": "全部", "key": "全部", "figures": {**FIGURES, "overdue_total": 0}},
+        {"scope": "承办单位", "key": "dg-zrzyj", "figures": {**FIGURES, "overdue_total": 0}},
+    ],
+    "trace": [
+        {
+            "scope": "承办单位",
+            "key": "dg-zrzyj",
+            "rate": rate,
+            "proposal_id": "p-land",
+            "filing_number": "2026001",
+            "title": "关于推进全域土地综合整治的建议",
+            "kind": kind,
+            "unit": "dg-zrzyj" if kind == "answer" else None,
+            "round": 1 if kind != "proposal" else None,
+            "subject": "m-chen" if kind == "evaluation" else None,
+            "code": code,
+            "due": None,
+            "counted": True,
+        }
+        for rate, kind, code in (
+            ("closing_rate", "proposal", "closed"),
+            ("evaluation_satisfaction_rate", "evaluation", "basically_satisfied"),
+            ("first_class_rate", "answer", "A"),
+        )
+    ],
+}
 SUMMARY = {
     "id": "p-land",
     "title": "关于推进全域土地综合整治的建议",
@@ -119,8 +151,6 @@ class FakeServices:
         if key in self.refusals:
             status, problem = self.refusals[key]
             return httpx.Response(status, json=problem, headers={"content-type": "application/problem+json"})
-        if (exported := self.file(request)) is not None:
-            return exported
         answer = self.answer(request.method, request.url.host, request.url.path, request.url.params)
         if answer is None:
             return httpx.Response(404, json={"title": "Not found", "status": 404, "detail": "no such thing"})
@@ -182,19 +212,9 @@ class FakeServices:
             ),
             ("progress", "/public/replies"): items([]),
             ("intake", "/proposals"): items([]),
+            ("progress", "/stats/export"): EXPORT if params.get("year") == "2026" else None,
         }
         return routes.get((host, path))
-
-    def file(self, request: httpx.Request) -> httpx.Response | None:
-        """An export, as progress sends it: bytes with their type and file name."""
-        if (request.url.host, request.url.path) != ("progress", "/stats/export.xlsx"):
-            return None
-        name = f"proposal-statistics-{request.url.params['year']}.xlsx"
-        return httpx.Response(
-            200,
-            content=b"PK\x03\x04 workbook",
-            headers={"content-type": XLSX, "content-disposition": f'attachment; filename="{name}"'},
-        )
 
 
 @pytest.fixture
@@ -234,22 +254,27 @@ async def test_the_committee_sees_the_years_figures_charts_and_key_board_but_no_
     assert 'data-form="supervision"' not in proposal and 'href="/unit"' not in proposal
 
 
-async def test_the_committee_downloads_the_years_export_from_its_page(services: FakeServices) -> None:
+async def test_the_committee_downloads_the_years_export_from_its_page_in_words(services: FakeServices) -> None:
     async with client(services) as http:
         token = login(http, Role.COMMITTEE, "c-office")
         page = (await http.get("/committee")).text
         workbook = await http.get("/committee/export/2026/figures.xlsx")
+        trace = await http.get("/committee/export/2026/trace.csv")
         unknown = await http.get("/committee/export/2026/everything.zip")
         login(http, Role.UNIT, "u-zrzyj", unit="dg-zrzyj")
         refused = await http.get("/committee/export/2026/figures.xlsx")
     for link in ("figures.xlsx", "figures.csv", "trace.csv"):
         assert f'href="/committee/export/2026/{link}"' in page
-    assert workbook.status_code == 200 and workbook.content == b"PK\x03\x04 workbook"
-    assert workbook.headers["content-type"] == XLSX
+    assert workbook.status_code == 200
+    assert workbook.headers["content-type"] == statistics_export.XLSX_TYPE
     assert workbook.headers["content-disposition"] == 'attachment; filename="proposal-statistics-2026.xlsx"'
-    sent = services.sent[-1]
-    assert sent.url.path == "/stats/export.xlsx" and sent.url.params["year"] == "2026"
-    assert sent.headers["authorization"] == f"Bearer {token}"
+    rows = list(load_workbook(io.BytesIO(workbook.content))["统计"].iter_rows(values_only=True))
+    assert [row[:3] for row in rows[1:]] == [("2026", "全部", "全部"), ("2026", "承办单位", "市自然资源局")]
+    assert rows[1][rows[0].index("立案率")] == 0.8
+    sent = [r for r in services.sent if r.url.path == "/stats/export"][-1]
+    assert sent.url.params["year"] == "2026" and sent.headers["authorization"] == f"Bearer {token}"
+    said = [line.split(",")[7] for line in trace.content.decode("utf-8-sig").splitlines()[1:]]
+    assert said == ["提案 (已办结)", "m-chen 第 1 轮评价 (基本满意)", "市自然资源局 第 1 轮答复 (A 类 (已解决或采纳))"]
     assert unknown.status_code == 404 and "没有这个导出文件" in unknown.text
     assert refused.status_code == 403
 

@@ -22,12 +22,15 @@ from services.progress import export
 from services.progress.app import build
 from services.progress.domain import Dossier
 from services.progress.stats import statistics
+from shared import statistics_export as files
 from shared.migrate import upgrade_async
 from shared.statistics import RATE_DEFINITIONS
+from shared.statistics_export import Codes
 from tests.progress_fixtures import Clock, feed, lifecycle
 from tests.unit.test_progress_api import COMMITTEE, LEAD, REPLY
 from tests.unit.test_progress_stats import POLICY, RATES, TODAY, U1, U2, U3, U4, made_up_year, rates
 
+CODES = Codes()
 Row = tuple[str, str]
 """A row of the figures: (范围, 分组)."""
 
@@ -42,7 +45,7 @@ def read_csv(content: bytes) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(content.decode("utf-8-sig"))))
 
 
-HEADING = dict(export.FIGURE_COLUMNS)
+HEADING = dict(files.FIGURE_COLUMNS)
 
 
 def figures_by_row(records: list[dict[str, Any]]) -> dict[Row, dict[str, Any]]:
@@ -60,7 +63,7 @@ def csv_rates(row: dict[str, Any]) -> dict[str, float | None]:
 
 
 async def test_the_years_figures_in_the_csv_match_the_hand_computed_year(year: list[Dossier]) -> None:
-    rows = figures_by_row(read_csv(export.figures_csv(export.build(year, TODAY, POLICY, "2026"))))
+    rows = figures_by_row(read_csv(files.figures_csv(export.build(year, TODAY, POLICY, "2026"), CODES)))
     assert list(rows) == [
         ("全部", "全部"),
         *(("承办单位", unit) for unit in sorted([U1, U2, U3, U4])),
@@ -81,7 +84,7 @@ async def test_the_years_figures_in_the_csv_match_the_hand_computed_year(year: l
 
 async def test_the_csv_of_every_year_carries_the_statistics_numbers(year: list[Dossier]) -> None:
     stats = statistics(year, TODAY, POLICY)
-    rows = figures_by_row(read_csv(export.figures_csv(export.build(year, TODAY, POLICY, None))))
+    rows = figures_by_row(read_csv(files.figures_csv(export.build(year, TODAY, POLICY, None), CODES)))
     expected = {
         ("全部", "全部"): stats["overall"],
         **{("承办单位", unit): figures for unit, figures in stats["per_unit"].items()},
@@ -99,19 +102,19 @@ async def test_the_workbook_holds_the_same_numbers_as_the_csv_the_trace_and_the_
     year: list[Dossier],
 ) -> None:
     table = export.build(year, TODAY, POLICY, "2026")
-    book = load_workbook(io.BytesIO(export.workbook(table)))
+    book = load_workbook(io.BytesIO(files.workbook(table, CODES)))
     assert book.sheetnames == ["统计", "明细", "口径"]
     sheet = [list(row) for row in book["统计"].iter_rows(values_only=True)]
-    assert tuple(sheet[0]) == export.FIGURE_HEADINGS
-    assert [[None if c == "" else c for c in row] for row in sheet[1:]] == table.figures
-    from_csv = figures_by_row(read_csv(export.figures_csv(table)))
+    assert tuple(sheet[0]) == files.FIGURE_HEADINGS
+    assert [[None if c == "" else c for c in row] for row in sheet[1:]] == files.figure_rows(table, CODES)
+    from_csv = figures_by_row(read_csv(files.figures_csv(table, CODES)))
     from_book = figures_by_row([dict(zip(sheet[0], row, strict=True)) for row in sheet[1:]])
     for row, figures in from_csv.items():
         assert {k: None if v is None else float(v) for k, v in figures.items()} == from_book[row]
     rate_column = sheet[0].index("按期办复率") + 1
     assert book["统计"].cell(row=2, column=rate_column).number_format == "0.00%"
     details = [list(row) for row in book["明细"].iter_rows(values_only=True)]
-    assert details[1:] == [[None if c == "" else c for c in row] for row in table.trace]
+    assert details[1:] == [[None if c == "" else c for c in row] for row in files.trace_rows(table, CODES)]
     written = {row[0]: row[3] for row in book["口径"].iter_rows(min_row=2, values_only=True)}
     assert written["立案率"] == RATE_DEFINITIONS["filing_rate"]
     assert written["首类答复占比 (A 类 (已解决或采纳))"] == RATE_DEFINITIONS["first_class_rate"]
@@ -120,16 +123,16 @@ async def test_the_workbook_holds_the_same_numbers_as_the_csv_the_trace_and_the_
 @pytest.mark.parametrize("which_year", ["2026", "2025", None])
 async def test_counting_the_trace_gives_every_figure(year: list[Dossier], which_year: str | None) -> None:
     table = export.build(year, TODAY, POLICY, which_year)
-    rows = figures_by_row(read_csv(export.figures_csv(table)))
+    rows = figures_by_row(read_csv(files.figures_csv(table, CODES)))
     denominators: Counter[tuple[str, str, str]] = Counter()
     numerators: Counter[tuple[str, str, str]] = Counter()
-    for item in read_csv(export.trace_csv(table)):
+    for item in read_csv(files.trace_csv(table, CODES)):
         where = (item["范围"], item["分组"], item["指标"])
         denominators[where] += 1
         numerators[where] += item["计入分子"] == "是"
     for (scope, key), figures in rows.items():
-        for rate, (numerator, denominator) in export.RATE_PARTS.items():
-            where = (scope, key, export.RATE_NAMES[rate])
+        for rate, (numerator, denominator) in files.RATE_PARTS.items():
+            where = (scope, key, files.RATE_NAMES[rate])
             assert (numerators[where], denominators[where]) == (
                 int(figures[numerator]),
                 int(figures[denominator]),
@@ -137,7 +140,7 @@ async def test_counting_the_trace_gives_every_figure(year: list[Dossier], which_
 
 
 async def test_the_trace_names_the_proposals_behind_a_figure(year: list[Dossier]) -> None:
-    trace = read_csv(export.trace_csv(export.build(year, TODAY, POLICY, "2026")))
+    trace = read_csv(files.trace_csv(export.build(year, TODAY, POLICY, "2026"), CODES))
 
     def items(scope: str, key: str, rate: str) -> list[tuple[str, str, str]]:
         return [
@@ -156,6 +159,40 @@ async def test_the_trace_names_the_proposals_behind_a_figure(year: list[Dossier]
     filing = {pid: counted for pid, _, counted in items("全部", "全部", "立案率")}
     assert "p-0008" not in filing and "p-0011" not in filing
     assert (filing["p-0009"], filing["p-0010"]) == ("否", "是")
+
+
+class Names(Codes):
+    """Words as the portal gives them (a few, for the test)."""
+
+    def unit(self, unit_id: str) -> str:
+        return {U3: "市农业农村局", U4: "市交通运输局"}.get(unit_id, unit_id)
+
+    def stage(self, code: str) -> str:
+        return {"not_filed": "不予立案", "merged": "已并案"}.get(code, code)
+
+    def grade(self, code: str) -> str:
+        return {"unsatisfied": "不满意"}.get(code, code)
+
+    def reply_class(self, code: str) -> str:
+        return {"C": "C 类 (留作参考)"}.get(code, code)
+
+
+async def test_the_files_name_units_stages_grades_and_classes_in_the_words_they_are_given(
+    year: list[Dossier],
+) -> None:
+    data = export.build(year, TODAY, POLICY, "2026")
+    trace = read_csv(files.trace_csv(data, Names()))
+    units = {row["分组"] for row in read_csv(files.figures_csv(data, Names())) if row["范围"] == "承办单位"}
+    assert units == {U1, U2, "市农业农村局", "市交通运输局"}
+    said = {(t["提案ID"], t["指标"], t["计入项"]) for t in trace if t["范围"] == "全部"}
+    assert ("p-0009", "立案率", "提案 (不予立案)") in said
+    assert ("p-0010", "立案率", "提案 (已并案)") in said
+    assert ("p-0004", "按期办复率", "第 1 轮 市交通运输局 的答复 (期限 2026-06-22)") in said
+    assert ("p-0003", "满意率 (按份)", "m-2 第 1 轮评价 (不满意)") in said
+    assert ("p-0003", "采纳类答复占比", "市农业农村局 第 1 轮答复 (C 类 (留作参考))") in said
+    # Progress's own files: ids and stage codes, the policy's labels for grades and classes.
+    own = {t["计入项"] for t in read_csv(files.trace_csv(data, export.PolicyWords(POLICY)))}
+    assert {"提案 (not_filed)", "m-2 第 1 轮评价 (不满意)", f"{U3} 第 1 轮答复 (C 类 (留作参考))"} <= own
 
 
 # Over HTTP -----------------------------------------------------------------------------------------
@@ -209,13 +246,17 @@ async def test_the_exported_files_carry_the_numbers_of_the_stats_api(client: htt
     for category, figures in stats["per_category"].items():
         assert book["类别", category] == expected_row(figures)
 
+    data = (await client.get("/stats/export", params={"year": 2026}, headers=COMMITTEE)).json()
+    assert data["year"] == "2026" and data["first_class"] == {"code": "A", "label": "已解决或采纳"}
+    assert (data["figures"][0]["scope"], data["figures"][0]["key"]) == ("全部", "全部")
+    assert data["figures"][0]["figures"]["replies_on_time"] == stats["per_year"]["2026"]["replies_on_time"]
     trace = read_csv((await client.get("/stats/trace.csv", params={"year": 2026}, headers=COMMITTEE)).content)
     on_time = [(t["提案ID"], t["计入分子"]) for t in trace if (t["范围"], t["指标"]) == ("全部", "按期办复率")]
     assert on_time == [("p-0001", "是")]
 
 
 async def test_only_the_proposal_office_may_export(client: httpx.AsyncClient) -> None:
-    for path in ("/stats/export.csv", "/stats/trace.csv", "/stats/export.xlsx"):
+    for path in ("/stats/export", "/stats/export.csv", "/stats/trace.csv", "/stats/export.xlsx"):
         assert (await client.get(path, headers=LEAD)).status_code == 403
         assert (await client.get(path)).status_code == 401
     assert (await client.get("/stats/export.csv", params={"year": 1066}, headers=COMMITTEE)).status_code == 422
