@@ -222,7 +222,8 @@ def read_city(source: Path) -> City:
     units_data, units_node = (
         _yaml(units_file, problems) if units_file and units_file.suffix == ".yaml" else (None, None)
     )
-    units = _section(units_file, units_data, units_node, "units", Unit, [], problems)
+    broken_units: list[Record] = []
+    units = _section(units_file, units_data, units_node, "units", Unit, [], problems, failed=broken_units)
 
     leaders_file = _one_of(source, "leaders", problems, required=False)
     leaders: list[tuple[Leader, Record]]
@@ -243,7 +244,8 @@ def read_city(source: Path) -> City:
         data, node = _yaml(training_file, problems) if training_file.suffix == ".yaml" else (None, None)
         labelled = _section(training_file, data, node, None, LabelledProposal, ["suggestions", "co_units"], problems)
 
-    catalog = _check_together(policy, units, leaders, rules, defaults, fallback, labelled, problems)
+    broken = {str(record.data["id"]) for record in broken_units if record.data.get("id")}
+    catalog = _check_together(policy, units, broken, leaders, rules, defaults, fallback, labelled, problems)
     if problems or policy is None or catalog is None:
         raise CityError(source, problems)
     return City(policy, policy_text, catalog, [item for item, _ in labelled])
@@ -289,8 +291,10 @@ def _section(
     problems: list[Problem],
     *,
     optional: bool = False,
+    failed: list[Record] | None = None,
 ) -> list[tuple[M, Record]]:
-    """The valid records of one kind, each with where it came from; the others become problems."""
+    """The valid records of one kind, each with where it came from; the others become problems (and go
+    to ``failed``)."""
     if path is None:
         return []
     if path.suffix == ".csv":
@@ -309,12 +313,15 @@ def _section(
         records = list(_yaml_records(path, data, node, key if wrapped else None))
     found = []
     for record in records:
+        item = None
         if not record.data:
             problems.append(Problem(record.file, record.line, record.path, "expected a mapping of fields"))
-            continue
-        item = _validated(model, record, problems)
+        else:
+            item = _validated(model, record, problems)
         if item is not None:
             found.append((item, record))
+        elif failed is not None:
+            failed.append(record)
     return found
 
 
@@ -414,6 +421,7 @@ def _routing_csv(
 def _check_together(
     policy: Policy | None,
     units: list[tuple[Unit, Record]],
+    broken_units: set[str],
     leaders: list[tuple[Leader, Record]],
     rules: list[tuple[RoutingRule, Record]],
     defaults: list[_Default],
@@ -421,7 +429,8 @@ def _check_together(
     labelled: list[tuple[LabelledProposal, Record]],
     problems: list[Problem],
 ) -> RoutingTable | None:
-    """What no single record can check: unique ids, units and categories that exist."""
+    """What no single record can check: unique ids, units and categories that exist. A unit whose own
+    record has a problem (``broken_units``) is not reported again where it is named."""
     _unique([(u.id, r) for u, r in units], "id", "unit", problems)
     _unique([(leader.id, r) for leader, r in leaders], "id", "leader", problems)
     _unique([(p.id, r) for p, r in labelled], "id", "past proposal", problems)
@@ -430,7 +439,7 @@ def _check_together(
     categories = policy.categories if policy is not None else None
 
     def known(unit: str, file: str, line: int, field: str) -> None:
-        if unit not in active:
+        if unit not in active and unit not in broken_units:
             problems.append(Problem(file, line, field, f"{unit!r} is not an active unit of the catalog ({catalog})"))
 
     def known_in(unit: str, record: Record, loc: tuple[int | str, ...]) -> None:
