@@ -1,6 +1,6 @@
 """The `proposalflow` command: run a service, create topics, migrate, issue a development token,
 export the event schemas and AsyncAPI documents, verify and export the audit log, list and replay dead
-letters, list and retry outbox rows the relay could not publish."""
+letters, list and retry outbox rows the relay could not publish, onboard a city from its files."""
 
 from __future__ import annotations
 
@@ -493,6 +493,42 @@ def deadlines_recompute(
         raise typer.Exit(1) from exc
     for line in lines:
         typer.echo(line)
+
+
+city_app = typer.Typer(help="Cities (城市接入): a city's policy, units, leaders, routing rules and training data.")
+app.add_typer(city_app, name="city")
+
+
+@city_app.command("init")
+def city_init(
+    source: Annotated[
+        Path, typer.Argument(help="The city's files: policy.yaml, units, leaders, routing, labelled_proposals")
+    ],
+    out: Annotated[Path, typer.Option(help="Where to write the checked city (and its city.env)")] = Path(".data/city"),
+    check: Annotated[bool, typer.Option(help="Only check the files; write nothing")] = False,
+) -> None:
+    """Check a city's files (every problem with its file, line and field) and write them where the services
+    read them; `city.env` then names them (`set -a; . <out>/city.env; set +a` before `make run`)."""
+    from proposalflow.city import CityError, read_city, write_city
+
+    try:
+        city = read_city(source)
+    except CityError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from exc
+    table = city.table
+    summary = (
+        f"{city.policy.city}: {len(table.units)} units, {len(table.leaders)} leaders, {len(table.rules)} routing "
+        f"rules, {len(table.category_defaults)} category defaults, {len(city.labelled)} labelled proposals"
+    )
+    if check:
+        typer.echo(f"{summary}: no problems")
+        return
+    files = write_city(city, out)
+    typer.echo(f"{summary}; written to {out}:")
+    for setting, path in files.items():
+        typer.echo(f"  {setting}={path}")
+    typer.echo(f"  (all in {out / 'city.env'})")
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -57,7 +57,7 @@ import difflib
 import io
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import date, datetime, timedelta
 from functools import lru_cache
 from importlib import resources
@@ -84,6 +84,7 @@ __all__ = [
     "POLICY_ENV_VAR",
     "CalendarOverrides",
     "ChinaYear",
+    "Contradiction",
     "DeadlineName",
     "DeclaredYear",
     "Duration",
@@ -95,6 +96,7 @@ __all__ = [
     "WorkingCalendar",
     "add_months",
     "china_public_calendar",
+    "contradictions",
     "deadline_for",
     "default_policy",
     "due_date",
@@ -413,6 +415,8 @@ class Policy(BaseModel):
     implementation_evaluation_rounds: PositiveCount = 2
     """落实评价轮次上限: how many times the proposers evaluate the implementation; an unsatisfied evaluation
     reopens measures only before the last round (2: one reopening)."""
+    title: NonEmptyStr | None = None
+    """平台名称: the portal's title; left out, ``{city}政协提案办理平台``."""
 
     @field_validator("timezone")
     @classmethod
@@ -441,6 +445,18 @@ class Policy(BaseModel):
         _check_unique(value, "categories")
         return value
 
+    @model_validator(mode="after")
+    def _consistent(self) -> Policy:
+        found = contradictions(self)
+        if found:
+            raise ValueError("\n".join(str(c) for c in found))
+        return self
+
+    @property
+    def platform_title(self) -> str:
+        """The portal's title (平台名称): ``title``, else the city's 政协提案办理平台."""
+        return self.title or f"{self.city}政协提案办理平台"
+
     def reply_class(self, code: str) -> ReplyClass:
         """答复分类 by code; ``KeyError`` if the policy has no such class."""
         for reply_class in self.reply_classes:
@@ -454,6 +470,139 @@ class Policy(BaseModel):
             if grade.code == code:
                 return grade
         raise KeyError(code)
+
+
+# Contradictions ---------------------------------------------------------------------------------
+
+CONSISTENCY_YEARS = (2025, 2026)
+"""The years whose every day is tried as a start date when periods of different kinds (months, working
+days) are compared: years with a published official calendar (调休 included), so that holidays such as
+the Spring Festival, which stretch a working-day period, are part of the comparison."""
+
+
+class Contradiction(NamedTuple):
+    """A policy rule that cannot hold together with another: the fields involved, the rule, and why."""
+
+    fields: tuple[str, ...]
+    rule: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{', '.join(self.fields)}: {self.message} (rule {self.rule})"
+
+
+def _start_days() -> Iterator[date]:
+    day, last = date(CONSISTENCY_YEARS[0], 1, 1), date(CONSISTENCY_YEARS[-1], 12, 31)
+    while day <= last:
+        yield day
+        day += timedelta(days=1)
+
+
+def _first_start_where(policy: Policy, broken: Callable[[date, WorkingCalendar], bool]) -> date | None:
+    calendar = WorkingCalendar.from_policy(policy)
+    return next((start for start in _start_days() if broken(start, calendar)), None)
+
+
+def _ends_later(policy: Policy, later: DeadlineName, earlier: DeadlineName, *, or_same_day: bool) -> str | None:
+    """Why ``later`` ends after (or, with ``or_same_day``, on the day of) ``earlier`` for some start date."""
+
+    def broken(start: date, calendar: WorkingCalendar) -> bool:
+        first = due_date(start, getattr(policy, later), calendar)
+        second = due_date(start, getattr(policy, earlier), calendar)
+        return first >= second if or_same_day else first > second
+
+    start = _first_start_where(policy, broken)
+    if start is None:
+        return None
+    calendar = WorkingCalendar.from_policy(policy)
+    first, second = (due_date(start, getattr(policy, name), calendar) for name in (later, earlier))
+    return (
+        f"{later} ({getattr(policy, later)}) does not end before {earlier} ({getattr(policy, earlier)}): "
+        f"from {start.isoformat()} the first is due {first.isoformat()}, the second {second.isoformat()}"
+    )
+
+
+WARNED_DEADLINES: tuple[DeadlineName, ...] = (
+    "reply_deadline",
+    "co_opinion_deadline",
+    "evaluation_window",
+    "rehandling_deadline",
+)
+"""The periods a 到期预警 is raised for (progress's open steps: the reply, 会办意见, the evaluation)."""
+
+
+def contradictions(policy: Policy) -> list[Contradiction]:
+    """The rules of ``policy`` that contradict each other; empty for a policy that can be followed.
+
+    * 会办意见 before the reply: co-handling units send their opinion to the lead unit for its reply, so
+      ``co_opinion_deadline`` may not end after ``reply_deadline`` (for any start date).
+    * 异议 before the work it would undo: a unit may dispute its assignment only while nothing is due yet,
+      so ``dispute_window`` must end before ``co_opinion_deadline`` and ``reply_deadline``.
+    * 到期预警 inside its period: ``warning_lead_time`` must be shorter than every period it warns of
+      (the reply, 会办意见, the evaluation, 重新办理), else the warning is raised the day the period starts.
+    * 采纳 and 满意 can happen: at least one reply class ``counts_as_adopted`` (else 采纳类答复占比 is 0 by
+      definition) and at least one evaluation grade ``counts_as_satisfied`` (else 满意率 is).
+
+    Periods of different kinds are compared on every start day of :data:`CONSISTENCY_YEARS`.
+    """
+    found: list[Contradiction] = []
+    why = _ends_later(policy, "co_opinion_deadline", "reply_deadline", or_same_day=False)
+    if why:
+        found.append(
+            Contradiction(
+                ("co_opinion_deadline", "reply_deadline"),
+                "co_opinion_before_reply",
+                why + "; the lead unit needs the co-handling units' opinions (会办意见) before its reply is due",
+            )
+        )
+    for due in ("co_opinion_deadline", "reply_deadline"):
+        why = _ends_later(policy, "dispute_window", due, or_same_day=True)
+        if why:
+            found.append(
+                Contradiction(
+                    ("dispute_window", due),
+                    "dispute_before_due",
+                    why + "; a unit could still dispute (异议) an assignment whose work is already due",
+                )
+            )
+    for period in WARNED_DEADLINES:
+        duration: Duration = getattr(policy, period)
+
+        def at_once(start: date, calendar: WorkingCalendar, duration: Duration = duration) -> bool:
+            return warning_date(due_date(start, duration, calendar), policy.warning_lead_time, calendar) <= start
+
+        start = _first_start_where(policy, at_once)
+        if start is not None:
+            found.append(
+                Contradiction(
+                    ("warning_lead_time", period),
+                    "warning_inside_period",
+                    f"warning_lead_time ({policy.warning_lead_time}) is not shorter than {period} ({duration}): "
+                    f"from {start.isoformat()} the 到期预警 would be raised the day the period starts; "
+                    "shorten warning_lead_time or lengthen the period",
+                )
+            )
+    if not any(c.counts_as_adopted for c in policy.reply_classes):
+        codes = ", ".join(c.code for c in policy.reply_classes)
+        found.append(
+            Contradiction(
+                ("reply_classes",),
+                "some_class_counts_as_adopted",
+                f"no reply class counts as adopted (classes {codes}); set counts_as_adopted: true on the "
+                "classes that mean the proposal was adopted (Dongguan: A and B)",
+            )
+        )
+    if not any(g.counts_as_satisfied for g in policy.evaluation_grades):
+        codes = ", ".join(g.code for g in policy.evaluation_grades)
+        found.append(
+            Contradiction(
+                ("evaluation_grades",),
+                "some_grade_counts_as_satisfied",
+                f"no evaluation grade counts as satisfied (grades {codes}); set counts_as_satisfied: true on "
+                "满意 and 基本满意",
+            )
+        )
+    return found
 
 
 # Working-day calendar ---------------------------------------------------------------------------
@@ -769,6 +918,17 @@ def _describe(error: Any) -> str:
     return f"{_format_loc(loc)}: {message}"
 
 
+def _problems(exc: ValidationError) -> list[str]:
+    """One line per problem; the cross-field ones (:func:`contradictions`) already name their fields."""
+    problems: list[str] = []
+    for error in exc.errors(include_url=False):
+        if not error["loc"] and error["type"] == "value_error":
+            problems += str(error["msg"]).removeprefix("Value error, ").split("\n")
+        else:
+            problems.append(_describe(error))
+    return problems
+
+
 def parse_policy(text: str, source: str = "<string>") -> Policy:
     """The :class:`Policy` in YAML ``text``; ``source`` names it in a :class:`PolicyError`."""
     try:
@@ -783,7 +943,7 @@ def parse_policy(text: str, source: str = "<string>") -> Policy:
     try:
         return Policy.model_validate(data)
     except ValidationError as exc:
-        raise PolicyError(source, [_describe(e) for e in exc.errors(include_url=False)]) from None
+        raise PolicyError(source, _problems(exc)) from None
 
 
 def load_policy(path: str | Path | None = None) -> Policy:

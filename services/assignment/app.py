@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fastapi import FastAPI
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -18,10 +20,20 @@ from shared.runtime import ServiceRuntime
 class AssignmentSettings(BaseSettings):
     """`PROPOSALFLOW_ASSIGNMENT_*` beside the common service settings."""
 
-    model_config = SettingsConfigDict(env_prefix="PROPOSALFLOW_ASSIGNMENT_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="PROPOSALFLOW_ASSIGNMENT_", extra="ignore", env_ignore_empty=True)
 
     sweep_interval_s: float = Field(default=60.0, gt=0, description="How often lapsed dispute windows are settled.")
     learning_refresh_s: float = Field(default=600.0, gt=0, description="How often the learned ranking is rebuilt.")
+    catalog_file: Path | None = Field(
+        default=None,
+        description="The city's units, leaders and routing rules (YAML, as `proposalflow city init` writes it), "
+        "seeded at start; unset: Dongguan's (services/assignment/units.yaml).",
+    )
+    training_file: Path | None = Field(
+        default=None,
+        description="The city's past proposals with their units, the routing ranking's training data (YAML); "
+        "unset: Dongguan's (services/assignment/data/labelled_proposals.yaml).",
+    )
 
 
 def build(clock: Clock = system_clock) -> tuple[ServiceRuntime, FastAPI]:
@@ -41,8 +53,8 @@ def build(clock: Clock = system_clock) -> tuple[ServiceRuntime, FastAPI]:
         ],
     )
     policy = load_policy(runtime.common.policy_file)
-    ctx = Context(policy, WorkingCalendar.from_policy(policy), Router.from_labelled_set())
-    table = catalogs.load_routing()
+    ctx = Context(policy, WorkingCalendar.from_policy(policy), Router.from_labelled_set(settings.training_file))
+    table = catalogs.load_routing(settings.catalog_file or catalogs.ROUTING_FILE)
     runtime.consume(
         [events.PROPOSALS],
         handlers.proposals_handler(ctx, clock),

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from services.assignment import domain, views
@@ -44,8 +45,9 @@ class Router:
     ranker: UnitRanker = field(default_factory=lambda: UnitRanker([]))
 
     @classmethod
-    def from_labelled_set(cls) -> Router:
-        seed = [item.example() for item in load_labelled()]
+    def from_labelled_set(cls, path: Path | None = None) -> Router:
+        """The ranking learned from a city's labelled proposals (`path`; unset: Dongguan's)."""
+        seed = [item.example() for item in (load_labelled(path) if path is not None else load_labelled())]
         return cls(seed=seed, ranker=UnitRanker(seed))
 
     async def refresh(self, uow: UnitOfWork) -> None:

@@ -20,7 +20,7 @@ from services.portal import pages
 from services.portal.client import Backend
 from services.portal.settings import PortalSettings
 from shared.http import install_health_routes
-from shared.policy import default_policy
+from shared.policy import load_policy
 from shared.settings import DEVELOPMENT_JWT_SECRET, CommonSettings
 
 HERE = Path(__file__).resolve().parent
@@ -46,7 +46,7 @@ def build(
         backend=backend,
         common=common,
         settings=settings,
-        policy=default_policy(),
+        policy=load_policy(common.policy_file),
         # The development login mints tokens for anyone; it is only offered where anyone could
         # mint them anyway (the built-in development secret), or where it is asked for explicitly.
         dev_login=common.jwt_algorithm == "HS256"

@@ -25,6 +25,7 @@ from fastapi.templating import Jinja2Templates
 from services.portal import forms, labels
 from services.portal.client import ApiError, Backend
 from services.portal.settings import PortalSettings
+from shared import statistics_export
 from shared.auth import Principal, decode_token, issue_token
 from shared.events import Role
 from shared.http import Problem
@@ -374,6 +375,43 @@ async def committee_home(request: Request) -> Response:
         "recent": (await api.get("progress", "/proposals", token, {"limit": 200}))["items"],
     }
     return render(request, "committee.html", session, context)
+
+
+@dataclass(frozen=True)
+class ExportWords:
+    """统计导出 in the portal's words: unit names, stage words, the policy's grade and class labels."""
+
+    portal: Portal
+
+    def unit(self, unit_id: str) -> str:
+        return self.portal.unit(unit_id)
+
+    def stage(self, code: str) -> str:
+        return labels.word(labels.STAGES, code)
+
+    def grade(self, code: str) -> str:
+        return self.portal.grade_label(code)
+
+    def reply_class(self, code: str) -> str:
+        return self.portal.reply_class_label(code)
+
+
+@router.get("/committee/export/{year}/{name}")
+@guarded
+async def committee_export(request: Request) -> Response:
+    """统计导出: the year's figures (CSV, XLSX) or the proposals behind them (CSV), from progress's data, with
+    units, stages, grades and classes in words."""
+    session = require_session(request, Role.COMMITTEE, Role.ADMIN)
+    portal = portal_of(request)
+    name, year = request.path_params["name"], request.path_params["year"]
+    if name not in statistics_export.EXPORT_FILES or not year.isdigit():
+        raise ApiError(404, "没有这个导出文件。")
+    await portal.refresh_catalogs(session.principal, session.token)
+    data: Any = await portal.backend.get("progress", "/stats/export", session.token, {"year": year})
+    content, media_type, filename = statistics_export.render(data, name, ExportWords(portal))
+    return Response(
+        content, media_type=media_type, headers={"content-disposition": f'attachment; filename="{filename}"'}
+    )
 
 
 # Dispatcher (交办机关) ------------------------------------------------------------------------------

@@ -11,11 +11,11 @@ from collections.abc import Awaitable, Callable
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.progress import domain, service, stats, store, views
+from services.progress import domain, export, service, stats, store, views
 from services.progress.domain import Dossier, MeasureStatus, ReplyStatus
 from services.progress.stats_schema import Statistics
 from services.progress.unit_of_work import SqlUnitOfWork, UnitOfWork
@@ -25,12 +25,22 @@ from shared.events import ProgressContent, ReplyContent, Role
 from shared.http import MAX_OFFSET, Problem
 from shared.policy import Policy, WorkingCalendar, local_date
 from shared.runtime import ServiceRuntime
+from shared.statistics_export import CSV_TYPE, XLSX_TYPE, ExportData, render
 
 SEES_ALL = (Role.COMMITTEE, Role.DISPATCHER, Role.ADMIN)
 # The proposal office's roles; the public reads /public/replies only, and `system` is a Kafka source.
 READERS = (Role.MEMBER, Role.UNIT, Role.LEADER, *SEES_ALL)
 Clock = Callable[[], datetime]
 IdempotencyKey = Annotated[str | None, Header(max_length=200)]
+
+
+def file_response(media_type: str) -> dict[int | str, dict[str, Any]]:
+    """An export's answer in the OpenAPI document: a file of `media_type`, as an attachment."""
+    binary = {"type": "string", "format": "binary"}
+    return {200: {"description": "The file, as an attachment.", "content": {media_type: {"schema": binary}}}}
+
+
+ExportYear = Annotated[int | None, Query(ge=2000, le=2100, description="年度 (提交年份); left out: every year.")]
 
 # Who may call what (tests/security/authz_matrix.yaml). A route takes its caller as one of these, so the
 # role is checked before the request's parameters and body are validated (shared.auth.roles).
@@ -457,11 +467,67 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         response_model=Statistics,
     )
     async def statistics(principal: StatsReader) -> dict[str, Any]:
+        return stats.statistics(await counted_dossiers(principal), today(), policy)
+
+    async def counted_dossiers(principal: Principal) -> list[Dossier]:
+        """The dossiers a reader's figures count: all of them, or a leader's (督办领导) key proposals only."""
         async with runtime.engine.connect() as conn:
             dossiers = await store.load_dossiers(conn)
         if principal.role == Role.LEADER:
             dossiers = [d for d in dossiers if may_see(principal, d.proposal)]
-        return stats.statistics(dossiers, today(), policy)
+        return dossiers
+
+    async def year_export(principal: Principal, year: int | None) -> ExportData:
+        dossiers = await counted_dossiers(principal)
+        return export.build(dossiers, today(), policy, None if year is None else str(year))
+
+    async def download(principal: Principal, name: str, year: int | None) -> Response:
+        """The file as an attachment named after what it is and its year (`proposal-statistics-2026.csv`)."""
+        data = await year_export(principal, year)
+        content, media_type, filename = render(data, name, export.PolicyWords(policy))
+        disposition = f'attachment; filename="{filename}"'
+        return Response(content, media_type=media_type, headers={"content-disposition": disposition})
+
+    @routes.get(
+        "/stats/export",
+        summary="统计导出 as data: the year's figures per unit and category, and the items behind each figure",
+        description="What the CSV and XLSX files hold, with ids and codes (the portal renders it with words): "
+        "`figures` per group (全部, 承办单位, 类别), `trace` (明细) one item per thing a rate's denominator counts, "
+        "`counted` when its numerator counts it too. docs/statistics.md.",
+    )
+    async def export_data(principal: StatsReader, year: ExportYear = None) -> dict[str, Any]:
+        return dict(await year_export(principal, year))
+
+    @routes.get(
+        "/stats/export.csv",
+        summary="统计表 as CSV: the year's figures overall, per unit and per category",
+        description="UTF-8 with a byte order mark. Rates as fractions (empty while the denominator is 0); "
+        "the definitions are in docs/statistics.md and the XLSX's 口径 sheet.",
+        response_class=Response,
+        responses=file_response(CSV_TYPE),
+    )
+    async def export_figures_csv(principal: StatsReader, year: ExportYear = None) -> Response:
+        return await download(principal, "figures.csv", year)
+
+    @routes.get(
+        "/stats/trace.csv",
+        summary="统计明细 as CSV: the items behind every figure (which proposals each rate counts)",
+        description="One row per item a rate's denominator counts (proposal, reply owed, evaluation, suggestion, "
+        "final answer), per row of the figures; 计入分子 says whether the numerator counts it too.",
+        response_class=Response,
+        responses=file_response(CSV_TYPE),
+    )
+    async def export_trace_csv(principal: StatsReader, year: ExportYear = None) -> Response:
+        return await download(principal, "trace.csv", year)
+
+    @routes.get(
+        "/stats/export.xlsx",
+        summary="统计表 as XLSX: sheets 统计 (figures), 明细 (the items behind them) and 口径 (definitions)",
+        response_class=Response,
+        responses=file_response(XLSX_TYPE),
+    )
+    async def export_workbook(principal: StatsReader, year: ExportYear = None) -> Response:
+        return await download(principal, "figures.xlsx", year)
 
     @routes.get("/public/replies", summary="Published replies, personal data removed (答复公开); no login")
     async def public_replies(

@@ -4,15 +4,20 @@ Idempotency-Key, and an API's refusal is shown in Chinese on the form's page, ne
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import yaml
+from openpyxl import load_workbook
 
 from services.portal.app import build
 from services.portal.settings import PortalSettings
+from shared import statistics_export
 from shared.auth import issue_token
 from shared.events import Role
 from shared.settings import CommonSettings
@@ -52,6 +57,36 @@ FIGURES = {
     "first_class_rate": 0.5,
     "implemented": 1,
     "overdue": {},
+}
+EXPORT = {
+    "year": "2026",
+    "first_class": {"code": "A", "label": "已解决或采纳"},
+    "figures": [
+        {"scope": "全部", "key": "全部", "figures": {**FIGURES, "overdue_total": 0}},
+        {"scope": "承办单位", "key": "dg-zrzyj", "figures": {**FIGURES, "overdue_total": 0}},
+    ],
+    "trace": [
+        {
+            "scope": "承办单位",
+            "key": "dg-zrzyj",
+            "rate": rate,
+            "proposal_id": "p-land",
+            "filing_number": "2026001",
+            "title": "关于推进全域土地综合整治的建议",
+            "kind": kind,
+            "unit": "dg-zrzyj" if kind == "answer" else None,
+            "round": 1 if kind != "proposal" else None,
+            "subject": "m-chen" if kind == "evaluation" else None,
+            "code": code,
+            "due": None,
+            "counted": True,
+        }
+        for rate, kind, code in (
+            ("closing_rate", "proposal", "closed"),
+            ("evaluation_satisfaction_rate", "evaluation", "basically_satisfied"),
+            ("first_class_rate", "answer", "A"),
+        )
+    ],
 }
 SUMMARY = {
     "id": "p-land",
@@ -177,6 +212,7 @@ class FakeServices:
             ),
             ("progress", "/public/replies"): items([]),
             ("intake", "/proposals"): items([]),
+            ("progress", "/stats/export"): EXPORT if params.get("year") == "2026" else None,
         }
         return routes.get((host, path))
 
@@ -216,6 +252,31 @@ async def test_the_committee_sees_the_years_figures_charts_and_key_board_but_no_
     assert "办理全过程" in proposal and "立案, 案号 2026001" in proposal
     assert 'data-form="accept"' not in proposal and 'data-form="reply"' not in proposal
     assert 'data-form="supervision"' not in proposal and 'href="/unit"' not in proposal
+
+
+async def test_the_committee_downloads_the_years_export_from_its_page_in_words(services: FakeServices) -> None:
+    async with client(services) as http:
+        token = login(http, Role.COMMITTEE, "c-office")
+        page = (await http.get("/committee")).text
+        workbook = await http.get("/committee/export/2026/figures.xlsx")
+        trace = await http.get("/committee/export/2026/trace.csv")
+        unknown = await http.get("/committee/export/2026/everything.zip")
+        login(http, Role.UNIT, "u-zrzyj", unit="dg-zrzyj")
+        refused = await http.get("/committee/export/2026/figures.xlsx")
+    for link in ("figures.xlsx", "figures.csv", "trace.csv"):
+        assert f'href="/committee/export/2026/{link}"' in page
+    assert workbook.status_code == 200
+    assert workbook.headers["content-type"] == statistics_export.XLSX_TYPE
+    assert workbook.headers["content-disposition"] == 'attachment; filename="proposal-statistics-2026.xlsx"'
+    rows = list(load_workbook(io.BytesIO(workbook.content))["统计"].iter_rows(values_only=True))
+    assert [row[:3] for row in rows[1:]] == [("2026", "全部", "全部"), ("2026", "承办单位", "市自然资源局")]
+    assert rows[1][rows[0].index("立案率")] == 0.8
+    sent = [r for r in services.sent if r.url.path == "/stats/export"][-1]
+    assert sent.url.params["year"] == "2026" and sent.headers["authorization"] == f"Bearer {token}"
+    said = [line.split(",")[7] for line in trace.content.decode("utf-8-sig").splitlines()[1:]]
+    assert said == ["提案 (已办结)", "m-chen 第 1 轮评价 (基本满意)", "市自然资源局 第 1 轮答复 (A 类 (已解决或采纳))"]
+    assert unknown.status_code == 404 and "没有这个导出文件" in unknown.text
+    assert refused.status_code == 403
 
 
 async def test_a_lead_unit_may_sign_and_reply_but_a_co_unit_only_sends_its_co_opinion(services: FakeServices) -> None:
@@ -390,3 +451,19 @@ async def test_the_leaders_page_shows_supervision_and_the_timeline_in_words_not_
     assert "提案者评价: 办理态度 满意, 办理结果 基本满意" in proposal
     assert "列为重点提案, 督办领导 常务副市长" in proposal
     assert "(progress's own words)" not in proposal
+
+
+async def test_the_portals_title_and_city_come_from_the_policy_file(services: FakeServices, tmp_path: Any) -> None:
+    packaged = yaml.safe_load((Path(__file__).parents[2] / "shared" / "policies" / "dongguan.yaml").read_text("utf-8"))
+    file = tmp_path / "jiangmen.yaml"
+    file.write_text(yaml.safe_dump({**packaged, "city": "江门市"}, allow_unicode=True), encoding="utf-8")
+    async with client(services, COMMON.model_copy(update={"policy_file": file})) as http:
+        default_title = (await http.get("/public")).text
+    file.write_text(
+        yaml.safe_dump({**packaged, "city": "江门市", "title": "江门市政协提案工作平台"}, allow_unicode=True), "utf-8"
+    )
+    async with client(services, COMMON.model_copy(update={"policy_file": file})) as http:
+        own_title = (await http.get("/public")).text
+    assert "<title>答复公开 · 江门市政协提案办理平台</title>" in default_title
+    assert "江门市政协提案工作平台</a>" in own_title and "江门市政协提案办理平台" not in own_title
+    assert "东莞" not in default_title + own_title
