@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.progress import domain, service, stats, store, views
 from services.progress.domain import Dossier, MeasureStatus, ReplyStatus
+from services.progress.responses import ProposalDetail, ProposalSummaryPage, PublicReplyPage, UnitInbox
 from services.progress.stats_schema import Statistics
 from services.progress.unit_of_work import SqlUnitOfWork, UnitOfWork
 from shared.auth import Principal, roles
@@ -24,6 +25,7 @@ from shared.commands import CommandRunner, NotFound
 from shared.events import ProgressContent, ReplyContent, Role
 from shared.http import MAX_OFFSET, Problem
 from shared.policy import Policy, WorkingCalendar, local_date
+from shared.responses import documented
 from shared.runtime import ServiceRuntime
 
 SEES_ALL = (Role.COMMITTEE, Role.DISPATCHER, Role.ADMIN)
@@ -139,7 +141,11 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         assert dossier is not None
         return views.proposal_view(dossier, await store.get_timeline(conn, proposal_id), today())
 
-    @routes.get("/proposals", summary="Proposals you may see, filtered (办理情况一览)")
+    @routes.get(
+        "/proposals",
+        summary="Proposals you may see, filtered (办理情况一览)",
+        **documented(ProposalSummaryPage, "One page of proposals."),
+    )
     async def list_proposals(
         principal: ProposalsReader,
         stage: str | None = None,
@@ -175,7 +181,11 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
             "offset": offset,
         }
 
-    @routes.get("/proposals/{proposal_id}", summary="Where a proposal stands, with its timeline (办理进度)")
+    @routes.get(
+        "/proposals/{proposal_id}",
+        summary="Where a proposal stands, with its timeline (办理进度)",
+        **documented(ProposalDetail, "The proposal, its handling records and its timeline."),
+    )
     async def get_proposal(proposal_id: str, principal: ProposalsReader) -> dict[str, Any]:
         async with runtime.engine.connect() as conn:
             row = await store.get_proposal(conn, proposal_id)
@@ -183,7 +193,11 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
                 raise Problem(404, "Not found", f"No proposal {proposal_id} that you may see.")
             return await _view(conn, proposal_id)
 
-    @routes.get("/inbox", summary="A unit's open work: replies, 会办意见 and measures it owes (待办)")
+    @routes.get(
+        "/inbox",
+        summary="A unit's open work: replies, 会办意见 and measures it owes (待办)",
+        **documented(UnitInbox, "One page of the unit's open steps, soonest due first."),
+    )
     async def unit_inbox(
         principal: UnitCaller,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
@@ -201,7 +215,11 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         items.sort(key=lambda item: (item["due"], item["proposal_id"]))
         return {"items": items[offset : offset + limit], "total": len(items), "limit": limit, "offset": offset}
 
-    @routes.post("/proposals/{proposal_id}/progress", summary="Report progress (办理进展)")
+    @routes.post(
+        "/proposals/{proposal_id}/progress",
+        summary="Report progress (办理进展)",
+        **documented(ProposalDetail, "The proposal as it now stands."),
+    )
     async def report_progress(
         proposal_id: str,
         content: ProgressContent,
@@ -223,7 +241,11 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
 
         return await act(request, principal, idempotency_key, content, proposal_id, action)
 
-    @routes.post("/proposals/{proposal_id}/co-opinions", summary="Send the co-handling opinion (会办意见)")
+    @routes.post(
+        "/proposals/{proposal_id}/co-opinions",
+        summary="Send the co-handling opinion (会办意见)",
+        **documented(ProposalDetail, "The proposal as it now stands."),
+    )
     async def submit_co_opinion(
         proposal_id: str,
         body: CoOpinion,
@@ -245,7 +267,11 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
 
         return await act(request, principal, idempotency_key, body, proposal_id, action)
 
-    @routes.post("/proposals/{proposal_id}/replies", summary="Draft the reply for review (答复)")
+    @routes.post(
+        "/proposals/{proposal_id}/replies",
+        summary="Draft the reply for review (答复)",
+        **documented(ProposalDetail, "The proposal as it now stands."),
+    )
     async def draft_reply(
         proposal_id: str,
         content: ReplyContent,
@@ -268,7 +294,11 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
 
         return await act(request, principal, idempotency_key, content, proposal_id, action)
 
-    @routes.post("/proposals/{proposal_id}/replies/{reply_id}/review", summary="Review a reply (办复审查)")
+    @routes.post(
+        "/proposals/{proposal_id}/replies/{reply_id}/review",
+        summary="Review a reply (办复审查)",
+        **documented(ProposalDetail, "The proposal as it now stands."),
+    )
     async def review_reply(
         proposal_id: str,
         reply_id: str,
@@ -295,7 +325,11 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
 
         return await act(request, principal, idempotency_key, body, proposal_id, action)
 
-    @routes.post("/proposals/{proposal_id}/evaluations", summary="Evaluate the reply (评价)")
+    @routes.post(
+        "/proposals/{proposal_id}/evaluations",
+        summary="Evaluate the reply (评价)",
+        **documented(ProposalDetail, "The proposal as it now stands."),
+    )
     async def evaluate(
         proposal_id: str,
         body: Evaluation,
@@ -321,7 +355,11 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
 
         return await act(request, principal, idempotency_key, body, proposal_id, action)
 
-    @routes.post("/proposals/{proposal_id}/measures/{measure_id}", summary="Update a measure (举措落实)")
+    @routes.post(
+        "/proposals/{proposal_id}/measures/{measure_id}",
+        summary="Update a measure (举措落实)",
+        **documented(ProposalDetail, "The proposal as it now stands."),
+    )
     async def update_measure(
         proposal_id: str,
         measure_id: str,
@@ -346,7 +384,11 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
 
         return await act(request, principal, idempotency_key, body, proposal_id, action)
 
-    @routes.post("/proposals/{proposal_id}/supervision", summary="Record supervision (督办)")
+    @routes.post(
+        "/proposals/{proposal_id}/supervision",
+        summary="Record supervision (督办)",
+        **documented(ProposalDetail, "The proposal as it now stands."),
+    )
     async def record_supervision(
         proposal_id: str,
         body: Supervision,
@@ -380,7 +422,11 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
             dossiers = await store.load_dossiers(conn)
         return stats.statistics(dossiers, today(), policy)
 
-    @routes.get("/public/replies", summary="Published replies, personal data removed (答复公开); no login")
+    @routes.get(
+        "/public/replies",
+        summary="Published replies, personal data removed (答复公开); no login",
+        **documented(PublicReplyPage, "One page of published replies."),
+    )
     async def public_replies(
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
         offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
