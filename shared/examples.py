@@ -74,6 +74,7 @@ def _samples(policy: Policy) -> dict[str, Any]:
         "lead_unit": {"id": EXAMPLE_UNIT, "name": "东莞市发展和改革局"},
         "first_proposer": {"id": "member-1", "name": "张三", "kind": "member"},
         "cosigner": {"id": "member-2", "name": "李四", "kind": "member"},
+        "adoptions": [{"number": 1, "adopted": True, "how": "已编制整治规划"}],
         "reply_due": "2027-03-04",
         "dispute_until": "2026-12-11",
         "due": "2027-03-04",
