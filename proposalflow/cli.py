@@ -351,6 +351,8 @@ def _what(schema: dict[str, Any]) -> str:
     description = schema.get("description", "")
     if description == events.UNIT_ID:
         return " (bare unit id)"
+    if events.UNIT_REF in description:
+        return ' (`{"id", "name"}`)'
     if events.POLICY_CODES in description:
         return " (code, docs/policy-codes.md)"
     return ""
