@@ -259,7 +259,11 @@ def demo() -> None:
 
 
 def schema_documents() -> dict[Path, Any]:
-    """Every generated document, by path under docs/: JSON Schema per event type, AsyncAPI per service."""
+    """Every generated document, by path under docs/: JSON Schema per event type, AsyncAPI per service,
+    the event catalog and the policy's code tables."""
+    from shared.codes import codes_markdown
+    from shared.policy import default_policy
+
     documents: dict[Path, Any] = {}
     for ce_type, model in events.Message.registry().items():
         schema = model.model_json_schema()
@@ -271,6 +275,7 @@ def schema_documents() -> dict[Path, Any]:
         module = importlib.import_module(f"services.{service}.app")
         documents[Path("asyncapi") / f"{service}.json"] = module.runtime.asyncapi()
     documents[Path("event-catalog.md")] = event_catalog()
+    documents[Path("policy-codes.md")] = codes_markdown(default_policy())
     return documents
 
 
@@ -280,10 +285,13 @@ def event_catalog() -> str:
         "# Event catalog",
         "",
         "Generated from `shared/events.py` by `proposalflow schemas export`; do not edit by hand.",
-        "Envelope: CloudEvents 1.0, binary mode (`ce_*` headers, JSON data), Kafka key = proposal id.",
-        "JSON Schema of each type: `docs/schemas/<type>.json`; AsyncAPI per service: `docs/asyncapi/`.",
+        "Envelope: CloudEvents 1.0, binary mode (`ce_*` headers, JSON data), Kafka key = proposal id;",
+        "structured mode (`application/cloudevents+json`) is accepted wherever a service receives.",
+        "JSON Schema of each type: `docs/schemas/<type>.json`; AsyncAPI per service: `docs/asyncapi/`;",
+        "codes: `docs/policy-codes.md`; how to integrate: `docs/integration.md`.",
         "",
     ]
+    shapes: dict[str, Any] = {}
     for topic in [*events.INBOUND_TOPICS, *events.EVENT_TOPICS]:
         lines += [
             f"## `{topic}`",
@@ -295,11 +303,9 @@ def event_catalog() -> str:
         ]
         for model in events.messages_on(topic):
             doc = (model.__doc__ or "").strip().splitlines()[0]
-            fields = ", ".join(
-                f"`{name}`" + ("" if info.is_required() else "?") for name, info in model.model_fields.items()
-            )
-            lines.append(f"| `{model.TYPE}` | {doc} | {fields} |")
+            lines.append(f"| `{model.TYPE}` | {doc} | {catalog_fields(model, shapes)} |")
         lines.append("")
+    lines += catalog_shapes(shapes)
     lines += [
         "## Dead letters",
         "",
@@ -315,6 +321,77 @@ def event_catalog() -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+UNITS_IN_THE_CATALOG = [
+    "## Units: an object in the assignment events, a bare id elsewhere",
+    "",
+    'The assignment events name a unit (承办单位) as `UnitRef` `{"id", "name"}` (`lead_unit`, `co_units`,',
+    "`split_units`, `unit`, `units`). Commands and the progress events carry the bare unit id (`unit`,",
+    '`owner_unit`, an actor\'s `unit`): send `"dg-fgj"`, not an object; it is the `id` of the `UnitRef`.',
+    "",
+]
+
+
+def catalog_fields(model: type[events.Message], shapes: dict[str, Any]) -> str:
+    """`name`: type for every field of a model (`?` after an optional one); the named shapes it uses
+    are gathered into `shapes` for the catalog's shapes section."""
+    schema = model.model_json_schema()
+    definitions = schema.get("$defs", {})
+    shapes.update(definitions)
+    required = set(schema.get("required", []))
+    return ", ".join(
+        f"`{name}`{'' if name in required else '?'}: {_type_of(prop)}{_what(prop)}"
+        for name, prop in schema["properties"].items()
+    )
+
+
+def _what(schema: dict[str, Any]) -> str:
+    """What a plain string field holds when its description says: a bare unit id, or a code."""
+    description = schema.get("description", "")
+    if description == events.UNIT_ID:
+        return " (bare unit id)"
+    if events.UNIT_REF in description:
+        return ' (`{"id", "name"}`)'
+    if events.POLICY_CODES in description:
+        return " (code, docs/policy-codes.md)"
+    return ""
+
+
+def _type_of(schema: dict[str, Any]) -> str:
+    """A JSON Schema type as the catalog writes it: string, date, list[UnitRef], `a` / `b`, … or null."""
+    if "$ref" in schema:
+        return str(schema["$ref"]).rsplit("/", 1)[-1]
+    if "anyOf" in schema:
+        return " or ".join(_type_of(branch) for branch in schema["anyOf"])
+    if "const" in schema:
+        return f"`{schema['const']}`"
+    if "enum" in schema:
+        return " / ".join(f"`{value}`" for value in schema["enum"])
+    kind = schema.get("type", "any")
+    if kind == "array":
+        return f"list[{_type_of(schema.get('items', {}))}]"
+    if kind == "string" and schema.get("format") in ("date", "date-time"):
+        return str(schema["format"])
+    return str(kind)
+
+
+def catalog_shapes(shapes: dict[str, Any]) -> list[str]:
+    """The objects and enumerations the event fields name, with their fields or values."""
+    lines = [*UNITS_IN_THE_CATALOG, "## Shapes", "", "| shape | fields or values |", "|---|---|"]
+    for name in sorted(shapes):
+        shape = shapes[name]
+        if "enum" in shape:
+            content = " / ".join(f"`{value}`" for value in shape["enum"])
+        else:
+            required = set(shape.get("required", []))
+            content = ", ".join(
+                f"`{field}`{'' if field in required else '?'}: {_type_of(prop)}"
+                for field, prop in shape.get("properties", {}).items()
+            )
+        lines.append(f"| `{name}` | {content} |")
+    lines += ["", "Codes (categories, reply classes, grades, kinds): `docs/policy-codes.md`.", ""]
+    return lines
 
 
 def _render(document: Any) -> str:

@@ -52,6 +52,30 @@ def source_of(service: str) -> str:
     return f"/proposalflow/{service}"
 
 
+# Field descriptions an integrator reads in the schemas ------------------------------------------
+
+POLICY_CODES = "GET /policy/codes on the progress service (public) or docs/policy-codes.md lists them"
+"""Where a field that takes a code sends the reader (shared/codes.py serves and documents the codes)."""
+
+UNIT_ID = (
+    '承办单位: the bare unit id (e.g. "dg-fgj"). Commands and the progress events carry only the id; the '
+    'assignment events name a unit as {"id", "name"} (UnitRef), and this is its `id`.'
+)
+UNIT_REF = (
+    '承办单位 as {"id", "name"} (UnitRef). Only the assignment events name units this way; commands and the '
+    "progress events carry the bare unit id, which is the `id` here."
+)
+ACTOR_UNIT = "For a unit user: the bare id of the unit it acts for (a UnitRef's `id`)."
+CATEGORY = f"提案分类: one of the policy's categories; {POLICY_CODES}."
+REPLY_CLASS = f"答复分类: one of the policy's reply class codes (e.g. A); {POLICY_CODES}."
+EVALUATION_GRADE = f"one of the policy's evaluation grade codes (e.g. satisfied); {POLICY_CODES}."
+PROGRESS_KIND = f"办理进展方式: one of the progress kinds; {POLICY_CODES}."
+SUPERVISION_KIND = f"督办方式: one of the supervision kinds; {POLICY_CODES}."
+MEASURE_STATUS = f"举措状态: one of the measure statuses; {POLICY_CODES}."
+NOT_FILED_GROUND = f"不予立案理由: one of the policy's not_filed_grounds; {POLICY_CODES}."
+DEADLINE_KIND = f"待办事项: reply, co_opinion, evaluation or measure; {POLICY_CODES}."
+
+
 # Shared value types -------------------------------------------------------------------------------
 
 
@@ -75,7 +99,7 @@ class Actor(BaseModel):
 
     id: str = Field(min_length=1, max_length=200)
     role: Role
-    unit: str | None = Field(default=None, max_length=200)
+    unit: str | None = Field(default=None, max_length=200, description=ACTOR_UNIT)
 
 
 class ProposerKind(StrEnum):
@@ -120,7 +144,8 @@ class AssignmentForm(StrEnum):
 
 
 class UnitRef(BaseModel):
-    """A handling unit (承办单位) as events name it."""
+    """A handling unit (承办单位) as the assignment events name it: its id and its name. Commands and
+    the progress events carry the bare unit id instead (the `id` here)."""
 
     id: str = Field(min_length=1, max_length=200)
     name: str = Field(min_length=1, max_length=200)
@@ -131,7 +156,7 @@ class Measure(BaseModel):
 
     id: str
     text: str = Field(min_length=1, max_length=5000)
-    owner_unit: str
+    owner_unit: str = Field(description=UNIT_ID)
     due: date
 
 
@@ -226,7 +251,7 @@ class ProposalContent(BaseModel):
 
     title: str = Field(min_length=4, max_length=200)
     body: str = Field(min_length=10, max_length=50_000)
-    category: str = Field(min_length=1, max_length=50)
+    category: str = Field(min_length=1, max_length=50, description=CATEGORY)
     session_kind: SessionKind = SessionKind.INTERIM
     first_proposer: Proposer
     cosigners: list[Proposer] = Field(default_factory=list, max_length=200)
@@ -259,7 +284,7 @@ class ProgressContent(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: ProgressKind
+    kind: ProgressKind = Field(description=PROGRESS_KIND)
     on: date
     text: str = Field(min_length=1, max_length=20_000)
 
@@ -270,7 +295,7 @@ class MeasurePlan(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     text: str = Field(min_length=1, max_length=5000)
-    owner_unit: str = Field(min_length=1, max_length=200)
+    owner_unit: str = Field(min_length=1, max_length=200, description=UNIT_ID)
     due: date
 
 
@@ -280,7 +305,7 @@ class ReplyContent(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     text: str = Field(min_length=10, max_length=50_000)
-    classification: str = Field(min_length=1, max_length=20, description="答复分类 code from the policy, e.g. A.")
+    classification: str = Field(min_length=1, max_length=20, description=REPLY_CLASS)
     adoptions: list[SuggestionAdoption] = Field(
         default_factory=list,
         max_length=100,
@@ -296,8 +321,8 @@ class ReportProgress(Command):
     TOPIC = UNIT_REPORTS
 
     proposal_id: str = Field(min_length=1, max_length=100)
-    unit: str
-    kind: Literal["face_to_face", "phone", "written", "meeting", "research", "other"]
+    unit: str = Field(description=UNIT_ID)
+    kind: Literal["face_to_face", "phone", "written", "meeting", "research", "other"] = Field(description=PROGRESS_KIND)
     on: date
     text: str = Field(min_length=1, max_length=20_000)
 
@@ -309,7 +334,7 @@ class SubmitCoOpinion(Command):
     TOPIC = UNIT_REPORTS
 
     proposal_id: str = Field(min_length=1, max_length=100)
-    unit: str
+    unit: str = Field(description=UNIT_ID)
     text: str = Field(min_length=1, max_length=20_000)
 
 
@@ -320,7 +345,7 @@ class SubmitReply(Command, ReplyContent):
     TOPIC = UNIT_REPORTS
 
     proposal_id: str = Field(min_length=1, max_length=100)
-    unit: str
+    unit: str = Field(description=UNIT_ID)
 
 
 # proposalflow.proposals (intake) ------------------------------------------------------------------
@@ -334,7 +359,7 @@ class ProposalSubmitted(Event):
 
     title: str
     body: str
-    category: str
+    category: str = Field(description=CATEGORY)
     session_kind: SessionKind
     first_proposer: Proposer
     cosigners: list[Proposer] = Field(default_factory=list)
@@ -351,7 +376,7 @@ class ProposalFiled(Event):
 
     filing_number: str
     title: str
-    category: str
+    category: str = Field(description=CATEGORY)
     first_proposer: Proposer
     cosigners: list[Proposer] = Field(default_factory=list)
     suggestion_count: int = Field(ge=1)
@@ -367,7 +392,7 @@ class ProposalNotFiled(Event):
 
     reason: str
     converted_to_opinion: bool = False
-    ground: str | None = Field(default=None, description="不予立案理由: one of the policy's not_filed_grounds.")
+    ground: str | None = Field(default=None, description=NOT_FILED_GROUND)
 
 
 class ProposalMerged(Event):
@@ -441,7 +466,7 @@ class ProposalResubmitted(Event):
 
     title: str
     body: str
-    category: str
+    category: str = Field(description=CATEGORY)
     session_kind: SessionKind
     suggestions: list[Suggestion]
     series_id: str | None = None
@@ -474,8 +499,8 @@ class AssignmentSuggested(Event):
     TOPIC = ASSIGNMENTS
 
     form: AssignmentForm
-    lead_unit: UnitRef
-    co_units: list[UnitRef] = Field(default_factory=list)
+    lead_unit: UnitRef = Field(description=UNIT_REF)
+    co_units: list[UnitRef] = Field(default_factory=list, description=UNIT_REF)
     reasons: list[str] = Field(default_factory=list)
 
 
@@ -499,9 +524,11 @@ class ProposalAssigned(Event):
 
     assignment_id: str
     form: AssignmentForm
-    lead_unit: UnitRef
-    co_units: list[UnitRef] = Field(default_factory=list)
-    split_units: list[UnitRef] = Field(default_factory=list, description="分办: the other units that each reply.")
+    lead_unit: UnitRef = Field(description=UNIT_REF)
+    co_units: list[UnitRef] = Field(default_factory=list, description=UNIT_REF)
+    split_units: list[UnitRef] = Field(
+        default_factory=list, description="分办: the other units that each reply. " + UNIT_REF
+    )
     reply_due: date
     co_opinion_due: date | None = None
     dispute_until: date
@@ -522,9 +549,9 @@ class AssignmentReassigned(Event):
     assignment_id: str
     previous_assignment_id: str
     form: AssignmentForm
-    lead_unit: UnitRef
-    co_units: list[UnitRef] = Field(default_factory=list)
-    split_units: list[UnitRef] = Field(default_factory=list)
+    lead_unit: UnitRef = Field(description=UNIT_REF)
+    co_units: list[UnitRef] = Field(default_factory=list, description=UNIT_REF)
+    split_units: list[UnitRef] = Field(default_factory=list, description=UNIT_REF)
     reply_due: date
     co_opinion_due: date | None = None
     dispute_until: date
@@ -541,7 +568,7 @@ class AssignmentAccepted(Event):
     TOPIC = ASSIGNMENTS
 
     assignment_id: str
-    unit: UnitRef
+    unit: UnitRef = Field(description=UNIT_REF)
     deemed: bool = False
 
 
@@ -552,7 +579,7 @@ class AssignmentDisputed(Event):
     TOPIC = ASSIGNMENTS
 
     assignment_id: str
-    unit: UnitRef
+    unit: UnitRef = Field(description=UNIT_REF)
     reason: str
 
 
@@ -563,7 +590,7 @@ class AssignmentDisputeUpheld(Event):
     TOPIC = ASSIGNMENTS
 
     assignment_id: str
-    units: list[UnitRef]
+    units: list[UnitRef] = Field(description=UNIT_REF)
     note: str = ""
 
 
@@ -609,8 +636,8 @@ class ProgressReported(Event):
     TYPE = "proposalflow.handling.progress-reported.v1"
     TOPIC = HANDLING
 
-    unit: str
-    kind: str
+    unit: str = Field(description=UNIT_ID)
+    kind: str = Field(description=PROGRESS_KIND)
     on: date
     text: str
 
@@ -621,7 +648,7 @@ class CoOpinionSubmitted(Event):
     TYPE = "proposalflow.handling.co-opinion-submitted.v1"
     TOPIC = HANDLING
 
-    unit: str
+    unit: str = Field(description=UNIT_ID)
     text: str
     co_opinion_due: date | None = None
 
@@ -633,8 +660,8 @@ class ReplyDrafted(Event):
     TOPIC = HANDLING
 
     reply_id: str
-    unit: str
-    classification: str
+    unit: str = Field(description=UNIT_ID)
+    classification: str = Field(description=REPLY_CLASS)
     text: str
     adoptions: list[SuggestionAdoption] = Field(default_factory=list, description=ADOPTIONS_REQUIRED)
     measures: list[Measure] = Field(default_factory=list)
@@ -649,7 +676,7 @@ class ReplyApproved(Event):
     TOPIC = HANDLING
 
     reply_id: str
-    unit: str | None = None
+    unit: str | None = Field(default=None, description=UNIT_ID)
     approved_at: datetime | None = None
     evaluation_due: date | None = Field(
         default=None, description="评价期 end, once every unit's reply of the round is approved."
@@ -666,7 +693,7 @@ class ReplyReturned(Event):
 
     reply_id: str
     reason: str
-    unit: str | None = None
+    unit: str | None = Field(default=None, description=UNIT_ID)
 
 
 class EvaluationSubmitted(Event):
@@ -676,8 +703,8 @@ class EvaluationSubmitted(Event):
     TOPIC = HANDLING
 
     signer_id: str
-    handling_grade: str
-    result_grade: str
+    handling_grade: str = Field(description="办理态度: " + EVALUATION_GRADE)
+    result_grade: str = Field(description="办理结果: " + EVALUATION_GRADE)
     comment: str = ""
     round: int = Field(default=1, ge=1)
 
@@ -711,9 +738,9 @@ class MeasureUpdated(Event):
     TOPIC = HANDLING
 
     measure_id: str
-    status: Literal["planned", "in_progress", "done", "dropped"]
+    status: Literal["planned", "in_progress", "done", "dropped"] = Field(description=MEASURE_STATUS)
     note: str = ""
-    owner_unit: str | None = None
+    owner_unit: str | None = Field(default=None, description=UNIT_ID)
 
 
 class ProposalImplemented(Event):
@@ -734,7 +761,7 @@ class SupervisionRecorded(Event):
     TOPIC = HANDLING
 
     leader_id: str
-    kind: Literal["meeting", "visit", "instruction", "other"]
+    kind: Literal["meeting", "visit", "instruction", "other"] = Field(description=SUPERVISION_KIND)
     on: date
     text: str
 
@@ -751,8 +778,8 @@ class DeadlineApproaching(Event):
     TYPE = "proposalflow.deadline.approaching.v1"
     TOPIC = HANDLING
 
-    unit: str
-    kind: str
+    unit: str = Field(description=UNIT_ID)
+    kind: str = Field(description=DEADLINE_KIND)
     due: date
     signer_id: str | None = None
     measure_id: str | None = None
@@ -765,8 +792,8 @@ class DeadlineOverdue(Event):
     TYPE = "proposalflow.deadline.overdue.v1"
     TOPIC = HANDLING
 
-    unit: str
-    kind: str
+    unit: str = Field(description=UNIT_ID)
+    kind: str = Field(description=DEADLINE_KIND)
     due: date
     signer_id: str | None = None
     measure_id: str | None = None

@@ -12,9 +12,11 @@ from fastapi.responses import StreamingResponse
 
 from services.audit import export, service, store
 from services.audit.domain import rfc3339
+from services.audit.responses import AuditPage, ProposalHistory
 from shared.auth import Principal, roles
 from shared.events import Role
 from shared.http import MAX_OFFSET, Problem
+from shared.responses import documented
 from shared.runtime import ServiceRuntime
 
 
@@ -75,13 +77,21 @@ Until = Annotated[datetime | None, Query(alias="to", description="Event time to 
 def router(runtime: ServiceRuntime, key: bytes | None) -> APIRouter:
     routes = APIRouter(prefix="/audit", tags=["audit"])
 
-    @routes.get("/proposals/{proposal_id}", summary="The ordered history of one proposal, with actors")
+    @routes.get(
+        "/proposals/{proposal_id}",
+        summary="The ordered history of one proposal, with actors",
+        **documented(ProposalHistory, "The proposal's audit entries, in order."),
+    )
     async def proposal_history(proposal_id: str, principal: LogReader) -> dict[str, Any]:
         async with runtime.engine.connect() as conn:
             rows = await store.history(conn, proposal_id)
         return {"proposal_id": proposal_id, "entries": [_view(row) for row in rows]}
 
-    @routes.get("/entries", summary="Search the log by actor, unit, type, proposal, topic and time")
+    @routes.get(
+        "/entries",
+        summary="Search the log by actor, unit, type, proposal, topic and time",
+        **documented(AuditPage, "One page of matching entries."),
+    )
     async def search(
         principal: LogReader,
         actor: Actor = None,

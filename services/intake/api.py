@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.intake import service, store, views
+from services.intake.responses import ProposalPage, ProposalView, SimilarProposals
 from services.intake.service import Clock
 from services.intake.unit_of_work import SqlUnitOfWork
 from shared.auth import Principal, roles
@@ -17,6 +18,7 @@ from shared.commands import CommandRunner, NotFound
 from shared.events import ProposalContent, Proposer, Role, SessionKind
 from shared.http import MAX_OFFSET, Problem
 from shared.policy import Policy, local_date
+from shared.responses import documented
 from shared.runtime import ServiceRuntime
 
 IdempotencyKey = Annotated[str | None, Header(max_length=200)]
@@ -94,7 +96,12 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
     def created(view: dict[str, Any]) -> dict[str, str]:
         return {"location": f"/proposals/{view['id']}"}
 
-    @routes.post("", status_code=201, summary="Submit a proposal (提交提案)")
+    @routes.post(
+        "",
+        status_code=201,
+        summary="Submit a proposal (提交提案)",
+        **documented(ProposalView, "The proposal as submitted; `Location` names it.", status=201),
+    )
     async def submit_proposal(
         content: ProposalContent,
         request: Request,
@@ -123,7 +130,12 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
             headers=created,
         )
 
-    @routes.post("/drafts", status_code=201, summary="Save a draft (保存草稿)")
+    @routes.post(
+        "/drafts",
+        status_code=201,
+        summary="Save a draft (保存草稿)",
+        **documented(ProposalView, "The draft as saved; `Location` names it.", status=201),
+    )
     async def create_draft(
         draft: DraftContent, request: Request, principal: MemberCaller, idempotency_key: IdempotencyKey = None
     ) -> Any:
@@ -143,7 +155,11 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
             headers=created,
         )
 
-    @routes.patch("/{proposal_id}", summary="Edit a draft or a returned proposal (修改)")
+    @routes.patch(
+        "/{proposal_id}",
+        summary="Edit a draft or a returned proposal (修改)",
+        **documented(ProposalView, "The proposal as edited."),
+    )
     async def edit_proposal(proposal_id: str, draft: DraftContent, request: Request, principal: MemberCaller) -> Any:
         changes = draft.model_dump(mode="json", exclude_unset=True)
         return await commands.once(
@@ -157,7 +173,11 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
             missing=missing,
         )
 
-    @routes.post("/{proposal_id}/submit", summary="Submit a draft, or resubmit a returned proposal")
+    @routes.post(
+        "/{proposal_id}/submit",
+        summary="Submit a draft, or resubmit a returned proposal",
+        **documented(ProposalView, "The proposal as submitted."),
+    )
     async def submit_draft(
         proposal_id: str, request: Request, principal: MemberCaller, idempotency_key: IdempotencyKey = None
     ) -> Any:
@@ -180,7 +200,11 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
             missing=missing,
         )
 
-    @routes.post("/{proposal_id}/cosign", summary="Confirm as a cosigner (联名确认)")
+    @routes.post(
+        "/{proposal_id}/cosign",
+        summary="Confirm as a cosigner (联名确认)",
+        **documented(ProposalView, "The proposal with your confirmation."),
+    )
     async def cosign_proposal(
         proposal_id: str, request: Request, principal: MemberCaller, idempotency_key: IdempotencyKey = None
     ) -> Any:
@@ -203,7 +227,11 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
             missing=missing,
         )
 
-    @routes.post("/{proposal_id}/withdraw", summary="Withdraw before filing (撤案)")
+    @routes.post(
+        "/{proposal_id}/withdraw",
+        summary="Withdraw before filing (撤案)",
+        **documented(ProposalView, "The proposal, withdrawn."),
+    )
     async def withdraw_proposal(
         proposal_id: str,
         withdrawal: Withdrawal,
@@ -230,7 +258,11 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
             missing=missing,
         )
 
-    @routes.get("", summary="List proposals: a member's own, or all for the committee")
+    @routes.get(
+        "",
+        summary="List proposals: a member's own, or all for the committee",
+        **documented(ProposalPage, "One page of proposals."),
+    )
     async def list_proposals(
         principal: MemberOrCommitteeCaller,
         status: str | None = None,
@@ -247,7 +279,7 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         items = [views.proposal_view(row, signers[row["id"]]) for row in rows]
         return {"items": items, "limit": limit, "offset": offset}
 
-    @routes.get("/{proposal_id}", summary="One proposal")
+    @routes.get("/{proposal_id}", summary="One proposal", **documented(ProposalView, "The proposal."))
     async def get_proposal(proposal_id: str, principal: MemberOrCommitteeCaller) -> dict[str, Any]:
         async with runtime.engine.connect() as conn:
             row = await store.get_proposal(conn, proposal_id)
@@ -256,7 +288,11 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
             raise Problem(404, "Not found", f"No proposal {proposal_id} that you may see.")
         return views.proposal_view(row, signers)
 
-    @routes.get("/{proposal_id}/similar", summary="Similar filed proposals of the same year (相似提案, for 并案)")
+    @routes.get(
+        "/{proposal_id}/similar",
+        summary="Similar filed proposals of the same year (相似提案, for 并案)",
+        **documented(SimilarProposals, "The most similar filed proposals, best first."),
+    )
     async def similar_proposals(
         proposal_id: str, principal: CommitteeCaller, limit: Annotated[int, Query(ge=1, le=50)] = 5
     ) -> dict[str, Any]:
@@ -268,7 +304,11 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
             filed = await store.filed_in_year(conn, year)
         return {"items": views.similar_view(row, filed, limit=limit), "limit": limit}
 
-    @routes.post("/{proposal_id}/review", summary="Review: file, refuse, merge or return (审查立案)")
+    @routes.post(
+        "/{proposal_id}/review",
+        summary="Review: file, refuse, merge or return (审查立案)",
+        **documented(ProposalView, "The proposal after the decision."),
+    )
     async def review_proposal(
         proposal_id: str,
         decision: ReviewDecision,

@@ -11,9 +11,11 @@ from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
 
 from services.notify import domain, store
+from services.notify.responses import InboxPage
 from shared.auth import Principal, roles
 from shared.events import Role
 from shared.http import MAX_OFFSET, Problem
+from shared.responses import documented
 from shared.runtime import ServiceRuntime
 
 Limit = Annotated[int, Query(ge=1, le=200)]
@@ -62,7 +64,11 @@ def _notification_view(row: dict[str, Any]) -> dict[str, Any]:
 def inbox_router(runtime: ServiceRuntime) -> APIRouter:
     routes = APIRouter(prefix="/inbox", tags=["inbox"])
 
-    @routes.get("", summary="My notifications, newest first, with the unread count")
+    @routes.get(
+        "",
+        summary="My notifications, newest first, with the unread count",
+        **documented(InboxPage, "One page of the caller's inbox."),
+    )
     async def list_inbox(recipient: Recipient, unread: bool = False, limit: Limit = 50, offset: Offset = 0) -> Any:
         async with runtime.engine.connect() as conn:
             rows, unread_count = await store.inbox(conn, recipient, unread_only=unread, limit=limit, offset=offset)

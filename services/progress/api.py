@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.progress import domain, export, service, stats, store, views
 from services.progress.domain import Dossier, MeasureStatus, ReplyStatus
+from services.progress.responses import ProposalDetail, ProposalSummaryPage, PublicReplyPage, UnitInbox
 from services.progress.stats_schema import Statistics
 from services.progress.unit_of_work import SqlUnitOfWork, UnitOfWork
 from shared.auth import Principal, roles
@@ -24,6 +25,7 @@ from shared.commands import CommandRunner, NotFound
 from shared.events import ProgressContent, ReplyContent, Role
 from shared.http import MAX_OFFSET, Problem
 from shared.policy import Policy, WorkingCalendar, local_date
+from shared.responses import documented
 from shared.runtime import ServiceRuntime
 from shared.statistics_export import CSV_TYPE, XLSX_TYPE, ExportData, render
 
@@ -172,7 +174,11 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
             dossier, await store.get_timeline(conn, proposal_id), today(), calendar, policy.timezone
         )
 
-    @routes.get("/proposals", summary="Proposals you may see, filtered (办理情况一览)")
+    @routes.get(
+        "/proposals",
+        summary="Proposals you may see, filtered (办理情况一览)",
+        **documented(ProposalSummaryPage, "One page of proposals."),
+    )
     async def list_proposals(
         principal: ProposalsReader,
         stage: str | None = None,
@@ -208,7 +214,11 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
             "offset": offset,
         }
 
-    @routes.get("/proposals/{proposal_id}", summary="Where a proposal stands, with its timeline (办理进度)")
+    @routes.get(
+        "/proposals/{proposal_id}",
+        summary="Where a proposal stands, with its timeline (办理进度)",
+        **documented(ProposalDetail, "The proposal, its handling records and its timeline."),
+    )
     async def get_proposal(proposal_id: str, principal: ProposalsReader) -> dict[str, Any]:
         async with runtime.engine.connect() as conn:
             row = await store.get_proposal(conn, proposal_id)
@@ -216,7 +226,11 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
                 raise Problem(404, "Not found", f"No proposal {proposal_id} that you may see.")
             return await _view(conn, proposal_id)
 
-    @routes.get("/inbox", summary="A unit's open work: replies, 会办意见 and measures it owes (待办)")
+    @routes.get(
+        "/inbox",
+        summary="A unit's open work: replies, 会办意见 and measures it owes (待办)",
+        **documented(UnitInbox, "One page of the unit's open steps, soonest due first."),
+    )
     async def unit_inbox(
         principal: UnitCaller,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
@@ -234,7 +248,11 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         items.sort(key=lambda item: (item["due"], item["proposal_id"]))
         return {"items": items[offset : offset + limit], "total": len(items), "limit": limit, "offset": offset}
 
-    @routes.post("/proposals/{proposal_id}/progress", summary="Report progress (办理进展)")
+    @routes.post(
+        "/proposals/{proposal_id}/progress",
+        summary="Report progress (办理进展)",
+        **documented(ProposalDetail, "The proposal as it now stands."),
+    )
     async def report_progress(
         proposal_id: str,
         content: ProgressContent,
@@ -256,7 +274,11 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
 
         return await act(request, principal, idempotency_key, content, proposal_id, action)
 
-    @routes.post("/proposals/{proposal_id}/co-opinions", summary="Send the co-handling opinion (会办意见)")
+    @routes.post(
+        "/proposals/{proposal_id}/co-opinions",
+        summary="Send the co-handling opinion (会办意见)",
+        **documented(ProposalDetail, "The proposal as it now stands."),
+    )
     async def submit_co_opinion(
         proposal_id: str,
         body: CoOpinion,
@@ -278,7 +300,11 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
 
         return await act(request, principal, idempotency_key, body, proposal_id, action)
 
-    @routes.post("/proposals/{proposal_id}/replies", summary="Draft the reply for review (答复)")
+    @routes.post(
+        "/proposals/{proposal_id}/replies",
+        summary="Draft the reply for review (答复)",
+        **documented(ProposalDetail, "The proposal as it now stands."),
+    )
     async def draft_reply(
         proposal_id: str,
         content: ReplyContent,
@@ -301,7 +327,11 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
 
         return await act(request, principal, idempotency_key, content, proposal_id, action)
 
-    @routes.post("/proposals/{proposal_id}/replies/{reply_id}/review", summary="Review a reply (办复审查)")
+    @routes.post(
+        "/proposals/{proposal_id}/replies/{reply_id}/review",
+        summary="Review a reply (办复审查)",
+        **documented(ProposalDetail, "The proposal as it now stands."),
+    )
     async def review_reply(
         proposal_id: str,
         reply_id: str,
@@ -328,7 +358,11 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
 
         return await act(request, principal, idempotency_key, body, proposal_id, action)
 
-    @routes.post("/proposals/{proposal_id}/evaluations", summary="Evaluate the reply (评价)")
+    @routes.post(
+        "/proposals/{proposal_id}/evaluations",
+        summary="Evaluate the reply (评价)",
+        **documented(ProposalDetail, "The proposal as it now stands."),
+    )
     async def evaluate(
         proposal_id: str,
         body: Evaluation,
@@ -354,7 +388,11 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
 
         return await act(request, principal, idempotency_key, body, proposal_id, action)
 
-    @routes.post("/proposals/{proposal_id}/measures/{measure_id}", summary="Update a measure (举措落实)")
+    @routes.post(
+        "/proposals/{proposal_id}/measures/{measure_id}",
+        summary="Update a measure (举措落实)",
+        **documented(ProposalDetail, "The proposal as it now stands."),
+    )
     async def update_measure(
         proposal_id: str,
         measure_id: str,
@@ -434,7 +472,11 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
 
         return await act(request, principal, idempotency_key, body, proposal_id, action)
 
-    @routes.post("/proposals/{proposal_id}/supervision", summary="Record supervision (督办)")
+    @routes.post(
+        "/proposals/{proposal_id}/supervision",
+        summary="Record supervision (督办)",
+        **documented(ProposalDetail, "The proposal as it now stands."),
+    )
     async def record_supervision(
         proposal_id: str,
         body: Supervision,
@@ -529,7 +571,11 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
     async def export_workbook(principal: StatsReader, year: ExportYear = None) -> Response:
         return await download(principal, "figures.xlsx", year)
 
-    @routes.get("/public/replies", summary="Published replies, personal data removed (答复公开); no login")
+    @routes.get(
+        "/public/replies",
+        summary="Published replies, personal data removed (答复公开); no login",
+        **documented(PublicReplyPage, "One page of published replies."),
+    )
     async def public_replies(
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
         offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,

@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from services.progress import api, handlers, service, store
 from services.progress.unit_of_work import SqlUnitOfWork
 from shared import events
+from shared.codes import codes_router
 from shared.policy import WorkingCalendar, load_policy
 from shared.runtime import ServiceRuntime
 
@@ -77,7 +78,7 @@ def build(clock: Callable[[], datetime] = system_clock) -> tuple[ServiceRuntime,
 
     runtime.every(SchedulerSettings().scheduler_interval_s, check_deadlines)
     app = runtime.http_app(
-        [api.router(runtime, policy, clock)],
+        [api.router(runtime, policy, clock), codes_router(policy)],
         title="ProposalFlow progress",
         description="Handling, replies, evaluation, measures and the lifecycle read model (办理、答复、评价、落实).",
     )
