@@ -300,6 +300,14 @@ def event_catalog() -> str:
             )
             lines.append(f"| `{model.TYPE}` | {doc} | {fields} |")
         lines.append("")
+    lines += ["## Actions without an event door", ""]
+    lines += [f"- {action}." for action in events.HTTP_ONLY_ACTIONS]
+    lines += [
+        "",
+        "These are the CPPCC office's own steps, taken in ProposalFlow's screens; every step an outside system",
+        "owns has a command above.",
+        "",
+    ]
     lines += [
         "## Dead letters",
         "",
