@@ -103,7 +103,7 @@ async def everything_about(
     found: dict[str, list[Envelope]] = {}
     try:
         deadline = asyncio.get_running_loop().time() + timeout
-        while set(found) < wanted and asyncio.get_running_loop().time() < deadline:
+        while not wanted <= set(found) and asyncio.get_running_loop().time() < deadline:
             for records in (await consumer.getmany(timeout_ms=500)).values():
                 for record in records:
                     try:
