@@ -304,8 +304,7 @@ def event_catalog() -> str:
     lines += [f"- {action}." for action in events.HTTP_ONLY_ACTIONS]
     lines += [
         "",
-        "These are the CPPCC office's own steps, taken in ProposalFlow's screens; every step an outside system",
-        "owns has a command above.",
+        "These are the CPPCC office's own steps, taken in ProposalFlow's own screens: they have no command event.",
         "",
     ]
     lines += [

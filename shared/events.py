@@ -319,9 +319,9 @@ class SubmitReply(Command, ReplyContent):
 
 
 class CosignProposal(Command):
-    """联名确认 by a named cosigner, from a member platform (topic proposalflow.submissions; intake).
+    """联名确认 by a named cosigner, from a member platform (intake).
 
-    The cosigner is the command's `actor` (role member)."""
+    On topic proposalflow.submissions. The cosigner is the command's `actor` (role member)."""
 
     TYPE = "proposalflow.submission.cosign-confirmed.v1"
     TOPIC = SUBMISSIONS
@@ -330,7 +330,9 @@ class CosignProposal(Command):
 
 
 class WithdrawProposal(Command):
-    """撤案 by the first proposer before filing, from a member platform (topic proposalflow.submissions; intake)."""
+    """撤案 by the first proposer before filing, from a member platform (intake).
+
+    On topic proposalflow.submissions. The first proposer is the command's `actor` (role member)."""
 
     TYPE = "proposalflow.submission.withdrawal-requested.v1"
     TOPIC = SUBMISSIONS
@@ -340,11 +342,11 @@ class WithdrawProposal(Command):
 
 
 class ResubmitProposal(Command):
-    """修改后重新提交: the first proposer resubmits a returned proposal (退回修改), from a member platform
-    (topic proposalflow.submissions; intake).
+    """修改后重新提交 of a returned proposal (退回修改) by its first proposer, from a member platform (intake).
 
-    The fields given replace the returned proposal's, those left out keep what it holds; the revision
-    and the resubmission are one step (both or neither). Signers are fixed once submitted."""
+    On topic proposalflow.submissions. The fields given replace the returned proposal's, those left out
+    keep what it holds; the revision and the resubmission are one step (both or neither). Signers are
+    fixed once submitted."""
 
     TYPE = "proposalflow.submission.resubmission-requested.v1"
     TOPIC = SUBMISSIONS
@@ -373,8 +375,10 @@ class ResubmitProposal(Command):
 
 
 class EvaluateReply(Command):
-    """评价 by a signer of the reply to their proposal, from a member platform (topic
-    proposalflow.submissions; progress). The signer is the command's `actor` (role member)."""
+    """评价 by a signer of the reply to their proposal, from a member platform (progress).
+
+    On topic proposalflow.submissions, beside intake's commands. The signer is the command's `actor`
+    (role member); the grades are the policy's evaluation grade codes."""
 
     TYPE = "proposalflow.submission.evaluation-submitted.v1"
     TOPIC = SUBMISSIONS
@@ -386,8 +390,9 @@ class EvaluateReply(Command):
 
 
 class RecordSupervision(Command):
-    """督办 recorded by a leader's office system for a key proposal the leader supervises (topic
-    proposalflow.leader-reports; progress). The leader is the command's `actor` (role leader)."""
+    """督办 recorded by a leader's office system on a key proposal the leader supervises (progress).
+
+    On topic proposalflow.leader-reports. The leader is the command's `actor` (role leader)."""
 
     TYPE = "proposalflow.leader-report.supervision-recorded.v1"
     TOPIC = LEADER_REPORTS
