@@ -306,6 +306,13 @@ def event_catalog() -> str:
             lines.append(f"| `{model.TYPE}` | {doc} | {catalog_fields(model, shapes)} |")
         lines.append("")
     lines += catalog_shapes(shapes)
+    lines += ["## Actions without an event door", ""]
+    lines += [f"- {action}." for action in events.HTTP_ONLY_ACTIONS]
+    lines += [
+        "",
+        "These are the CPPCC office's own steps, taken in ProposalFlow's own screens: they have no command event.",
+        "",
+    ]
     lines += [
         "## Dead letters",
         "",

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from shared.auth import InboundAllowList, Principal
 from shared.envelope import Envelope
 from shared.errors import NotFound, NotYours, RuleViolation, StateConflict
-from shared.events import Actor, Command, Rejection, Role
+from shared.events import Actor, Command, Rejection, Role, messages_on
 from shared.http import Problem, remember_idempotent, replay_idempotent, request_fingerprint
 
 __all__ = [
@@ -151,6 +151,13 @@ class InboundDoor:
         self.allow_list = InboundAllowList(allowed_sources)
         self.sends = sends
         self.noun = noun
+
+    def leaves(self, envelope: Envelope) -> bool:
+        """Whether the command is another service's on this shared topic (a command type of the topic that
+        this door does not take): that service carries it out or answers it, so this one ignores it."""
+        return envelope.type not in self.commands and envelope.type in {
+            message.TYPE for message in messages_on(self.topic) if issubclass(message, Command)
+        }
 
     def admit(self, envelope: Envelope, authorise: Callable[[Any], str | None]) -> Any:
         """The command, validated; or :class:`Refusal` saying what was wrong."""

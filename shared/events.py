@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 # Topics -------------------------------------------------------------------------------------------
 
@@ -26,6 +26,7 @@ PROPOSALS = "proposalflow.proposals"
 ASSIGNMENTS = "proposalflow.assignments"
 HANDLING = "proposalflow.handling"
 NOTIFICATIONS = "proposalflow.notifications"
+LEADER_REPORTS = "proposalflow.leader-reports"
 
 TOPIC_WRITERS = {
     SUBMISSIONS: "outside systems (allow-listed sources)",
@@ -34,10 +35,11 @@ TOPIC_WRITERS = {
     ASSIGNMENTS: "assignment",
     HANDLING: "progress",
     NOTIFICATIONS: "notify",
+    LEADER_REPORTS: "outside systems (allow-listed leaders' office systems)",
 }
 """Who writes each topic: one writer per topic."""
 
-INBOUND_TOPICS = (SUBMISSIONS, UNIT_REPORTS)
+INBOUND_TOPICS = (SUBMISSIONS, UNIT_REPORTS, LEADER_REPORTS)
 EVENT_TOPICS = (PROPOSALS, ASSIGNMENTS, HANDLING, NOTIFICATIONS)
 ALL_TOPICS = INBOUND_TOPICS + EVENT_TOPICS
 
@@ -346,6 +348,99 @@ class SubmitReply(Command, ReplyContent):
 
     proposal_id: str = Field(min_length=1, max_length=100)
     unit: str = Field(description=UNIT_ID)
+
+
+class CosignProposal(Command):
+    """联名确认 by a named cosigner, from a member platform (intake).
+
+    On topic proposalflow.submissions. The cosigner is the command's `actor` (role member)."""
+
+    TYPE = "proposalflow.submission.cosign-confirmed.v1"
+    TOPIC = SUBMISSIONS
+
+    proposal_id: str = Field(min_length=1, max_length=100)
+
+
+class WithdrawProposal(Command):
+    """撤案 by the first proposer before filing, from a member platform (intake).
+
+    On topic proposalflow.submissions. The first proposer is the command's `actor` (role member)."""
+
+    TYPE = "proposalflow.submission.withdrawal-requested.v1"
+    TOPIC = SUBMISSIONS
+
+    proposal_id: str = Field(min_length=1, max_length=100)
+    reason: str = Field(default="", max_length=2000)
+
+
+class ResubmitProposal(Command):
+    """修改后重新提交 of a returned proposal (退回修改) by its first proposer, from a member platform (intake).
+
+    On topic proposalflow.submissions. The fields given replace the returned proposal's, those left out
+    keep what it holds; the revision and the resubmission are one step (both or neither). Signers are
+    fixed once submitted."""
+
+    TYPE = "proposalflow.submission.resubmission-requested.v1"
+    TOPIC = SUBMISSIONS
+
+    proposal_id: str = Field(min_length=1, max_length=100)
+    title: str | None = Field(default=None, min_length=4, max_length=200)
+    body: str | None = Field(default=None, min_length=10, max_length=50_000)
+    category: str | None = Field(default=None, min_length=1, max_length=50)
+    session_kind: SessionKind | None = None
+    suggestions: list[Annotated[str, Field(min_length=1, max_length=5000)]] | None = Field(
+        default=None, min_length=1, max_length=100, description="建议, in order; numbered from 1."
+    )
+    series_id: str | None = Field(default=None, max_length=100, description="null leaves the series.")
+
+    @model_validator(mode="after")
+    def _null_clears_only_the_series(self) -> ResubmitProposal:
+        nulls = sorted(name for name in self.model_fields_set if getattr(self, name) is None and name != "series_id")
+        if nulls:
+            raise ValueError(f"{', '.join(nulls)} cannot be null; leave a field out to keep what it holds")
+        return self
+
+    def changes(self) -> dict[str, Any]:
+        """The revision: the content fields the command sets."""
+        content = self.model_fields_set - {"actor", "proposal_id"}
+        return self.model_dump(mode="json", include=content)
+
+
+class EvaluateReply(Command):
+    """评价 by a signer of the reply to their proposal, from a member platform (progress).
+
+    On topic proposalflow.submissions, beside intake's commands. The signer is the command's `actor`
+    (role member); the grades are the policy's evaluation grade codes."""
+
+    TYPE = "proposalflow.submission.evaluation-submitted.v1"
+    TOPIC = SUBMISSIONS
+
+    proposal_id: str = Field(min_length=1, max_length=100)
+    handling_grade: str = Field(min_length=1, max_length=50, description="办理态度: a grade code from the policy.")
+    result_grade: str = Field(min_length=1, max_length=50, description="办理结果: a grade code from the policy.")
+    comment: str = Field(default="", max_length=5000)
+
+
+class RecordSupervision(Command):
+    """督办 recorded by a leader's office system on a key proposal the leader supervises (progress).
+
+    On topic proposalflow.leader-reports. The leader is the command's `actor` (role leader)."""
+
+    TYPE = "proposalflow.leader-report.supervision-recorded.v1"
+    TOPIC = LEADER_REPORTS
+
+    proposal_id: str = Field(min_length=1, max_length=100)
+    kind: Literal["meeting", "visit", "instruction", "other"]
+    on: date
+    text: str = Field(min_length=1, max_length=20_000)
+
+
+HTTP_ONLY_ACTIONS = (
+    "审查立案 (file, refuse, merge or return a proposal): the proposal committee, over intake's HTTP API",
+    "交办 (confirm or change a suggested assignment, settle a dispute): the dispatcher, over assignment's HTTP API",
+    "办复审查 (approve or return a reply): the proposal committee, over progress's HTTP API",
+)
+"""The CPPCC office's own steps: done in ProposalFlow's own screens, so they have no command event."""
 
 
 # proposalflow.proposals (intake) ------------------------------------------------------------------
@@ -912,6 +1007,20 @@ class MeasureAdded(Event):
 
     measure: Measure
     unit: str
+
+
+class EvaluationRejected(Rejection):
+    """An evaluation command (评价, from a member platform) that could not be accepted, and why."""
+
+    TYPE = "proposalflow.evaluation.rejected.v1"
+    TOPIC = HANDLING
+
+
+class LeaderReportRejected(Rejection):
+    """A leader's office command (督办) that could not be accepted, and why."""
+
+    TYPE = "proposalflow.leader-report.rejected.v1"
+    TOPIC = HANDLING
 
 
 # proposalflow.notifications (notify) --------------------------------------------------------------

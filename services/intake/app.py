@@ -38,7 +38,8 @@ def build(clock: Clock = service.system_clock) -> tuple[ServiceRuntime, FastAPI]
     runtime.consume(
         [events.SUBMISSIONS],
         handlers.submission_handler(policy, runtime.common.allowed_sources, clock),
-        description="Submission commands (提交提案) from member portals and the CPPCC platform.",
+        description="Member commands from member portals and the CPPCC platform: 提交提案, 联名确认, 撤案, 重新提交 "
+        "(评价 on this topic is progress's).",
     )
 
     async def close_cosign_windows() -> None:

@@ -73,11 +73,23 @@ async def edit(uow: UnitOfWork, proposal_id: str, changes: dict[str, Any], actor
 
 
 async def submit_existing(
-    uow: UnitOfWork, proposal_id: str, actor: Actor, policy: Policy, *, correlation_id: str | None, now: datetime
+    uow: UnitOfWork,
+    proposal_id: str,
+    actor: Actor,
+    policy: Policy,
+    *,
+    correlation_id: str | None,
+    now: datetime,
+    changes: dict[str, Any] | None = None,
 ) -> str:
-    """提交 a draft, or resubmit a proposal returned for revision (back to review, cosigners kept)."""
+    """提交 a draft, or resubmit a proposal returned for revision (back to review, cosigners kept).
+
+    `changes` revise it first, in the same step: the event door's 修改后重新提交 carries its revision,
+    and a revision the submission refuses is not kept either."""
     async with uow:
         proposal = await uow.get(proposal_id)
+        if changes:
+            proposal.edit(changes, actor, now)
         proposal.submit(actor, policy, correlation_id=correlation_id, now=now)
         await uow.commit()
     return proposal_id

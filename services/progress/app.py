@@ -56,6 +56,8 @@ def build(clock: Callable[[], datetime] = system_clock) -> tuple[ServiceRuntime,
             events.MeasureReopened,
             events.MeasureRequested,
             events.MeasureAdded,
+            events.EvaluationRejected,
+            events.LeaderReportRejected,
         ],
     )
     policy = load_policy(runtime.common.policy_file)
@@ -70,6 +72,18 @@ def build(clock: Callable[[], datetime] = system_clock) -> tuple[ServiceRuntime,
         handlers.unit_report_handler(policy, runtime.common.allowed_sources, clock),
         consumer="progress-unit-reports",
         description="Unit reports (办理进展, 会办意见, 答复) from allow-listed unit systems.",
+    )
+    runtime.consume(
+        [events.SUBMISSIONS],
+        handlers.evaluation_handler(policy, runtime.common.allowed_sources, clock),
+        consumer="progress-member-commands",
+        description="Evaluations (评价) from member platforms; the topic's other commands are intake's.",
+    )
+    runtime.consume(
+        [events.LEADER_REPORTS],
+        handlers.supervision_handler(runtime.common.allowed_sources, clock),
+        consumer="progress-leader-reports",
+        description="Supervision records (督办) from allow-listed leaders' office systems.",
     )
 
     async def check_deadlines() -> None:

@@ -24,21 +24,22 @@ from shared.events import (
     HandlingDeadlineChanged,
     ProgressContent,
     ProposalSubmitted,
+    Rejection,
     ReplyContent,
-    SubmissionRejected,
 )
 from shared.policy import Policy, WorkingCalendar, local_date
 
 
 async def record(uow: UnitOfWork, envelope: Envelope, event: Event) -> None:
     """Apply one consumed event: the first one of a proposal must be `submitted`; others wait for it."""
+    if isinstance(event, Rejection):
+        # The answer to a refused command, which changed nothing: nothing to track or show. Parked (for a
+        # command that made no proposal), it would wait forever, and hold up every event of a proposal
+        # later submitted under that id.
+        return
     async with uow:
         dossier = await uow.lifecycle(event.proposal_id)
         if dossier is None:
-            if isinstance(event, SubmissionRejected):
-                # The answer to a command that made no proposal: nothing to track. Parked, it would wait
-                # forever, and hold up every event of a proposal later submitted under that id.
-                return
             if not isinstance(event, ProposalSubmitted):
                 raise NotReady(f"proposal {event.proposal_id} not known yet (waiting for its submitted event)")
             uow.add(Dossier.submitted(event, envelope.time))

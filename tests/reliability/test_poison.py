@@ -3,7 +3,7 @@ type, and a huge payload. Each consumer dead-letters what can never succeed (to
 `proposalflow.dlq.<service>`, the error in the `x-dlq-error` header) and moves on: the valid events
 behind the poison on the same partition are processed. Decisions the design makes for the other cases:
 
-- an inbound command (submissions, unit-reports) that decodes but is invalid or of an unknown type is
+- an inbound command (submissions, unit-reports, leader-reports) that decodes but is invalid or of an unknown type is
   answered with a `…rejected` event, so the sending system learns why (DESIGN.md §2);
 - an event of a type a consumer does not know is skipped, not dead-lettered: producers may add event
   types before every consumer knows them (forward compatibility);
@@ -37,9 +37,11 @@ from shared.envelope import Envelope, to_kafka
 from shared.events import (
     ASSIGNMENTS,
     HANDLING,
+    LEADER_REPORTS,
     PROPOSALS,
     SUBMISSIONS,
     UNIT_REPORTS,
+    RecordSupervision,
     ReportProgress,
     Role,
     SubmitProposal,
@@ -56,15 +58,24 @@ pytestmark = [pytest.mark.reliability, pytest.mark.e2e, pytest.mark.kafka, pytes
 KNOWN_TYPE = {
     SUBMISSIONS: SubmitProposal.TYPE,
     UNIT_REPORTS: ReportProgress.TYPE,
+    LEADER_REPORTS: RecordSupervision.TYPE,
     PROPOSALS: "proposalflow.proposal.submitted.v1",
     ASSIGNMENTS: "proposalflow.assignment.assigned.v1",
     HANDLING: "proposalflow.handling.progress-reported.v1",
 }
-WRITER = {SUBMISSIONS: "", UNIT_REPORTS: "", PROPOSALS: "intake", ASSIGNMENTS: "assignment", HANDLING: "progress"}
+WRITER = {
+    SUBMISSIONS: "",
+    UNIT_REPORTS: "",
+    LEADER_REPORTS: "",
+    PROPOSALS: "intake",
+    ASSIGNMENTS: "assignment",
+    HANDLING: "progress",
+}
 """Who writes each topic: a service, or (empty) the run's member portal."""
 CONSUMERS = {
-    SUBMISSIONS: ["intake"],
+    SUBMISSIONS: ["intake", "progress"],  # progress takes the evaluations (评价)
     UNIT_REPORTS: ["progress"],
+    LEADER_REPORTS: ["progress"],
     PROPOSALS: ["assignment", "progress", "notify"],
     ASSIGNMENTS: ["progress", "notify"],
     HANDLING: ["notify"],
@@ -201,7 +212,7 @@ async def test_poison_is_dead_lettered_the_partition_moves_on_and_replay_works_o
                 for topic, services in CONSUMERS.items()
                 for service in services
                 for kind in ("invalid JSON", "wrong schema", "huge payload")
-                if topic not in (SUBMISSIONS, UNIT_REPORTS) or kind == "invalid JSON"
+                if topic not in (SUBMISSIONS, UNIT_REPORTS, LEADER_REPORTS) or kind == "invalid JSON"
             }
             assert set(found) == expected_dead, (
                 f"missing {sorted(expected_dead - set(found))}, unexpected {sorted(set(found) - expected_dead)}"
@@ -211,7 +222,12 @@ async def test_poison_is_dead_lettered_the_partition_moves_on_and_replay_works_o
             async with httpx.AsyncClient(timeout=10) as http:
                 # The sending systems hear why their malformed commands were refused.
                 rejected = []
-                for topic, rejection in ((SUBMISSIONS, "submission"), (UNIT_REPORTS, "unit-report")):
+                answers = (
+                    (SUBMISSIONS, "submission"),
+                    (UNIT_REPORTS, "unit-report"),
+                    (LEADER_REPORTS, "leader-report"),
+                )
+                for topic, rejection in answers:
                     response = await http.get(
                         f"{h.suite.urls['audit']}/audit/entries",
                         params={"type": f"proposalflow.{rejection}.rejected.v1", "limit": 500},
@@ -223,7 +239,7 @@ async def test_poison_is_dead_lettered_the_partition_moves_on_and_replay_works_o
                         for kind in ("wrong schema", "unknown type", "huge payload")
                         if sent[(topic, kind)] in commands
                     ]
-                assert len(rejected) == 6, f"rejections found only for {rejected}"
+                assert len(rejected) == 9, f"rejections found only for {rejected}"
 
                 # Audit keeps even the undecodable records, once each.
                 response = await http.get(
@@ -297,9 +313,14 @@ async def replay_after_a_fix(
             async with httpx.AsyncClient(timeout=10) as http:
                 response = await http.get(f"{h.suite.urls['audit']}/audit/proposals/{proposal_id}", headers=committee)
             entries = [e for e in response.json()["entries"] if e["topic"] in (PROPOSALS, ASSIGNMENTS)]
-            letters = [x for x in await list_dead_letters(settings, "progress") if x.key == proposal_id.encode()]
+            dead = await list_dead_letters(settings, "progress")
+            about = [x for x in dead if x.key == proposal_id.encode()]
+            # Progress reads proposalflow.submissions too (for 评价): the submission command is its dead letter
+            # as well, though it would only have skipped it; replayed, intake drops it as a duplicate.
+            command_letters = [x for x in dead if x.key == envelope.id.encode()]
+            letters = about + command_letters
             assigned = any(e["type"] == "proposalflow.assignment.assigned.v1" for e in entries)
-            return assigned and len(letters) == len(entries)
+            return assigned and len(about) == len(entries) and len(command_letters) == 1
 
         await until(all_dead_lettered, "progress dead-lettering every event of the proposal", h)
     finally:

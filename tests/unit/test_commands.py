@@ -9,9 +9,23 @@ import pytest
 
 from shared.commands import InboundDoor, NotYours, Refusal, RuleViolation, StateConflict, problem_for, rejection
 from shared.envelope import Envelope
-from shared.events import UNIT_REPORTS, Actor, ReportProgress, Role, SubmitCoOpinion, UnitReportRejected
+from shared.events import (
+    SUBMISSIONS,
+    UNIT_REPORTS,
+    Actor,
+    CosignProposal,
+    EvaluateReply,
+    ReportProgress,
+    ResubmitProposal,
+    Role,
+    SubmitCoOpinion,
+    SubmitProposal,
+    UnitReportRejected,
+    WithdrawProposal,
+)
 
 OA = "/oa/dg-zrzyj"
+PORTAL = "/portal/members"
 REPORT = {"proposal_id": "p-1", "unit": "dg-zrzyj", "kind": "phone", "on": "2026-04-01", "text": "电话沟通"}
 
 
@@ -80,3 +94,25 @@ def test_a_rejection_carries_the_command_and_the_rule_that_refused_it() -> None:
     )
     anonymous = rejection(UnitReportRejected, envelope, Refusal("unknown"), "p-1")
     assert anonymous.actor == Actor(id=OA, role=Role.SYSTEM)
+
+
+def test_a_door_leaves_the_other_services_commands_on_its_topic_and_refuses_unknown_ones() -> None:
+    """Intake and progress share `proposalflow.submissions`: each takes its own commands, leaves the
+    other's alone (no rejection), and only a type no service takes is refused as unknown."""
+    intake = InboundDoor(
+        SUBMISSIONS,
+        [SubmitProposal, CosignProposal, WithdrawProposal, ResubmitProposal],
+        [PORTAL],
+        sends="submit proposals",
+        noun="submission",
+    )
+    member = {"id": "m-1", "role": "member"}
+    evaluation = Envelope(type=EvaluateReply.TYPE, source=PORTAL, data={"actor": member, "proposal_id": "p-1"})
+    assert intake.leaves(evaluation)
+    assert not intake.leaves(Envelope(type=CosignProposal.TYPE, source=PORTAL, data={}))
+    unknown = Envelope(type="proposalflow.submission.other.v1", source=PORTAL, data={})
+    assert not intake.leaves(unknown)
+    with pytest.raises(Refusal, match="unknown command type"):
+        intake.admit(unknown, lambda command: None)
+    # A command of another topic is not "another service's" here: it was sent to the wrong topic.
+    assert not intake.leaves(Envelope(type=ReportProgress.TYPE, source=PORTAL, data={}))
