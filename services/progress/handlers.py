@@ -90,3 +90,9 @@ def unit_report_handler(policy: Policy, allowed_sources: Sequence[str], clock: C
             )
 
     return on_unit_report
+
+
+async def prefetch_lifecycle(conn: AsyncConnection, envelopes: Sequence[Envelope]) -> None:
+    """The lifecycle consumer's `prepare`: its batch's proposals in one statement (each record then reads
+    its own without one, shared/db.py `prefetch_by_id`)."""
+    await store.prefetch_proposals(conn, [envelope.subject for envelope in envelopes if envelope.subject])
