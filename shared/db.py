@@ -9,7 +9,7 @@ keys), so a service's state and its messaging bookkeeping commit in one transact
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -250,7 +250,12 @@ def _statement(kind: str, table: Table, column: str) -> Any:
 
 
 async def row_by(conn: AsyncConnection, table: Table, value: Any, column: str = "id") -> dict[str, Any] | None:
-    """The row whose `column` equals `value` (the first, if several), or None."""
+    """The row whose `column` equals `value` (the first, if several), or None. A row :func:`prefetch_by_id`
+    read for this transaction serves the first read of it, without a statement."""
+    if column == "id":
+        prefetched = _prefetched(conn, table)
+        if prefetched is not None and value in prefetched:
+            return prefetched.pop(value)
     row = (await conn.execute(_statement("select", table, column), {_KEY: value})).mappings().first()
     return dict(row) if row is not None else None
 
@@ -262,6 +267,7 @@ async def rows_by(conn: AsyncConnection, table: Table, value: Any, column: str) 
 
 async def insert_rows(conn: AsyncConnection, table: Table, rows: dict[str, Any] | list[dict[str, Any]]) -> None:
     """Insert one row or several (every row with the same columns)."""
+    _forget(conn, table, [row.get("id") for row in ([rows] if isinstance(rows, dict) else rows)])
     await conn.execute(_statement("insert", table, ""), rows)
 
 
@@ -269,8 +275,60 @@ async def update_by(conn: AsyncConnection, table: Table, value: Any, values: dic
     """Set `values` on the rows whose `column` equals `value`; returns how many rows matched."""
     if not values:
         return 0
+    if column == "id":
+        _forget(conn, table, [value])
     result = await conn.execute(_statement("update", table, column), {**values, _KEY: value})
     return int(result.rowcount)
+
+
+# Rows read ahead for a batch ----------------------------------------------------------------------
+# A consumer's batch handles many records in one transaction, and each handler reads its proposal by id:
+# on PostgreSQL a round trip each. `prefetch_by_id` reads the batch's rows in one statement; each serves
+# the first `row_by(conn, table, id)` of it in the same transaction and is then gone, so a later read of
+# that row, after whatever the handler changed, is a statement again. `insert_rows` and `update_by` drop
+# the rows they write; a row written otherwise must not be read ahead in that transaction.
+
+_PREFETCHED = "proposalflow.prefetched"
+
+
+def _prefetched(conn: AsyncConnection, table: Table, *, new: bool = False) -> dict[Any, dict[str, Any] | None] | None:
+    """This transaction's rows read ahead from `table` (None if none; a fresh dict with `new`)."""
+    transaction = conn.sync_connection.get_transaction() if conn.sync_connection is not None else None
+    if transaction is None:
+        return None
+    held = conn.info.get((_PREFETCHED, table.name))
+    if held is not None and held[0] is transaction:
+        rows: dict[Any, dict[str, Any] | None] = held[1]
+        return rows
+    if not new:
+        return None
+    rows = {}
+    conn.info[(_PREFETCHED, table.name)] = (transaction, rows)
+    return rows
+
+
+def _forget(conn: AsyncConnection, table: Table, ids: list[Any]) -> None:
+    prefetched = _prefetched(conn, table)
+    if prefetched:
+        for value in ids:
+            prefetched.pop(value, None)
+
+
+async def prefetch_by_id(conn: AsyncConnection, table: Table, ids: Iterable[Any]) -> None:
+    """Read the rows of `table` with these ids in one statement, for the reads of this transaction
+    (`row_by`); an id without a row is remembered as None. Outside a transaction it does nothing."""
+    prefetched = _prefetched(conn, table, new=True)
+    if prefetched is None:
+        return
+    wanted = sorted({value for value in ids if value is not None and value not in prefetched})
+    if not wanted:
+        return
+    query = built_once(
+        ("prefetch", table), lambda: select(table).where(table.c.id.in_(bindparam("ids", expanding=True)))
+    )
+    found = {row["id"]: dict(row) for row in (await conn.execute(query, {"ids": wanted})).mappings()}
+    for value in wanted:
+        prefetched[value] = found.get(value)
 
 
 async def driver_connection(conn: AsyncConnection) -> Any:
@@ -312,6 +370,7 @@ __all__ = [
     "is_sqlite",
     "new_metadata",
     "ping",
+    "prefetch_by_id",
     "row_by",
     "rows_by",
     "update_by",

@@ -175,8 +175,10 @@ class ServiceRuntime:
         consumer: str | None = None,
         description: str = "",
         dedupe_key: Callable[[Envelope, Record], str] | None = None,
+        prepare: Callable[[AsyncConnection, Sequence[Envelope]], Awaitable[None]] | None = None,
     ) -> EventProcessor:
-        """Run `handler` for every event on `topics`, in this service's consumer group."""
+        """Run `handler` for every event on `topics`, in this service's consumer group; `prepare` first in
+        each of its transactions, with the batch's envelopes (EventProcessor)."""
         processor = EventProcessor(
             service=self.name,
             consumer=consumer or self.name,
@@ -189,6 +191,7 @@ class ServiceRuntime:
             retry_attempts=self.common.retry_attempts,
             base_delay=self.common.retry_base_delay_s,
             max_delay=self.common.retry_max_delay_s,
+            prepare=prepare,
         )
         self.processors.append(processor)
         subscribe(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -60,10 +61,11 @@ class Notifier:
 
 async def handle(conn: AsyncConnection, envelope: Envelope, event: Event, notifier: Notifier) -> None:
     """Update the record of the proposal, then plan the notices the rules give for the event."""
-    if isinstance(event, ProposalSubmitted) and await store.get_proposal(conn, event.proposal_id) is None:
-        signers = (event.first_proposer.id, *(cosigner.id for cosigner in event.cosigners))
-        await store.insert_proposal(conn, domain.ProposalView(id=event.proposal_id, title=event.title, signers=signers))
     view = await store.get_proposal(conn, event.proposal_id)
+    if isinstance(event, ProposalSubmitted) and view is None:
+        signers = (event.first_proposer.id, *(cosigner.id for cosigner in event.cosigners))
+        view = domain.ProposalView(id=event.proposal_id, title=event.title, signers=signers)
+        await store.insert_proposal(conn, view)
     if not (domain.changes_view(event) or domain.rules_apply(notifier.rules, envelope.type, event)):
         return
     if view is None:
@@ -84,13 +86,15 @@ async def handle(conn: AsyncConnection, envelope: Envelope, event: Event, notifi
 async def plan(
     conn: AsyncConnection, envelope: Envelope, event: Event, notices: list[domain.Notice], notifier: Notifier
 ) -> None:
+    """The event's notices: inbox notifications in one statement, outside-channel deliveries in another,
+    and a delivered event for each inbox notification that is new."""
     now = datetime.now(UTC)
     contacts = await store.contacts_by_id(conn, sorted({notice.recipient for notice in notices}))
-    delivered: list[tuple[Event, str]] = []
+    inbox: list[dict[str, Any]] = []
+    deliveries: list[dict[str, Any]] = []
     for notice in notices:
-        nid = notification_id(envelope, notice.recipient, notice.channel)
         common = {
-            "id": nid,
+            "id": notification_id(envelope, notice.recipient, notice.channel),
             "recipient": notice.recipient,
             "channel": notice.channel.value,
             "proposal_id": event.proposal_id,
@@ -101,23 +105,8 @@ async def plan(
             "created_at": now,
         }
         if notice.channel == Channel.INBOX:
-            if await store.add_notification(conn, {**common, "read_at": None}):
-                delivered.append(
-                    (
-                        NotificationDelivered(
-                            proposal_id=event.proposal_id,
-                            actor=SYSTEM,
-                            correlation_id=event.correlation_id,
-                            notification_id=nid,
-                            recipient=notice.recipient,
-                            channel="inbox",
-                            cause_event_id=envelope.id,
-                            cause_event_type=envelope.type,
-                            attempts=1,
-                        ),
-                        outcome_event_id(nid, "delivered"),
-                    )
-                )
+            if all(row["id"] != common["id"] for row in inbox):
+                inbox.append({**common, "read_at": None})
             continue
         contact = contacts.get(notice.recipient)
         address = domain.deliverable_address(notice.channel, contact, notifier.configured_channels)
@@ -126,8 +115,7 @@ async def plan(
         not_before = now
         if notice.channel == Channel.SMS:
             not_before = domain.sms_not_before(now, contact.quiet_hours, notifier.settings.timezone)
-        await store.plan_delivery(
-            conn,
+        deliveries.append(
             {
                 **common,
                 "address": address,
@@ -139,6 +127,26 @@ async def plan(
                 "claimed_until": None,
                 "last_error": None,
                 "finished_at": None,
-            },
+            }
         )
+    new = await store.add_notifications(conn, inbox)
+    await store.plan_deliveries(conn, deliveries)
+    delivered: list[tuple[Event, str]] = [
+        (
+            NotificationDelivered(
+                proposal_id=event.proposal_id,
+                actor=SYSTEM,
+                correlation_id=event.correlation_id,
+                notification_id=row["id"],
+                recipient=row["recipient"],
+                channel="inbox",
+                cause_event_id=envelope.id,
+                cause_event_type=envelope.type,
+                attempts=1,
+            ),
+            outcome_event_id(row["id"], "delivered"),
+        )
+        for row in inbox
+        if row["id"] in new
+    ]
     await add_to_outbox(conn, store.metadata, SERVICE, delivered)

@@ -145,6 +145,12 @@ def _proposal_values(view: ProposalView) -> dict[str, Any]:
     }
 
 
+async def prefetch_proposals(conn: AsyncConnection, proposal_ids: list[str]) -> None:
+    """Read a batch's proposals in one statement: each serves the first `get_proposal` of it in this
+    transaction (shared/db.py `prefetch_by_id`)."""
+    await db.prefetch_by_id(conn, proposals, proposal_ids)
+
+
 async def insert_proposal(conn: AsyncConnection, view: ProposalView) -> None:
     await db.insert_rows(conn, proposals, {"id": view.id, **_proposal_values(view)})
 
@@ -244,6 +250,21 @@ async def plan_delivery(conn: AsyncConnection, values: dict[str, Any]) -> bool:
     """Plan an outside-channel delivery once; False if it was already planned (a replayed event)."""
     result = await conn.execute(_insert_once(conn, deliveries), values)
     return bool(result.rowcount)
+
+
+async def add_notifications(conn: AsyncConnection, rows: list[dict[str, Any]]) -> set[str]:
+    """Store inbox notifications once, in one statement; the ids of those that were new (the others
+    were already there: a replayed event)."""
+    if not rows:
+        return set()
+    stored = await conn.execute(_insert_once(conn, notifications).returning(notifications.c.id), rows)
+    return {row.id for row in stored}
+
+
+async def plan_deliveries(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    """Plan outside-channel deliveries once each, in one statement (a planned one stays as it is)."""
+    if rows:
+        await conn.execute(_insert_once(conn, deliveries), rows)
 
 
 async def claim_due(conn: AsyncConnection, now: datetime, lease_until: datetime, limit: int) -> list[dict[str, Any]]:

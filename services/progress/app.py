@@ -66,6 +66,7 @@ def build(clock: Callable[[], datetime] = system_clock) -> tuple[ServiceRuntime,
         [events.PROPOSALS, events.ASSIGNMENTS],
         handlers.on_lifecycle_event,
         description="The lifecycle of every proposal, for the read model and timeline.",
+        prepare=handlers.prefetch_lifecycle,
     )
     runtime.consume(
         [events.UNIT_REPORTS],

@@ -200,3 +200,9 @@ async def _door_step(
     except Refusal as refusal:
         answer = rejection(refused_as, envelope, refusal, named_proposal(envelope))
         await add_to_outbox(conn, store.metadata, SERVICE, [answer])
+
+
+async def prefetch_lifecycle(conn: AsyncConnection, envelopes: Sequence[Envelope]) -> None:
+    """The lifecycle consumer's `prepare`: its batch's proposals in one statement (each record then reads
+    its own without one, shared/db.py `prefetch_by_id`)."""
+    await store.prefetch_proposals(conn, [envelope.subject for envelope in envelopes if envelope.subject])

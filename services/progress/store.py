@@ -150,6 +150,11 @@ async def get_proposal(conn: AsyncConnection, proposal_id: str) -> dict[str, Any
     return await db.row_by(conn, proposals, proposal_id)
 
 
+async def prefetch_proposals(conn: AsyncConnection, proposal_ids: list[str]) -> None:
+    """Read a batch's proposals in one statement, for the first `get_proposal` of each in this transaction."""
+    await db.prefetch_by_id(conn, proposals, proposal_ids)
+
+
 async def get_timeline(conn: AsyncConnection, proposal_id: str) -> list[dict[str, Any]]:
     rows = (
         (

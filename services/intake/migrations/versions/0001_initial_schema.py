@@ -3,6 +3,9 @@
 Revision ID: 0001
 Revises:
 Create Date: 2026-11-26 00:08:57.801257
+
+The plumbing tables (outbox, inbox, parked events, idempotency keys) this revision used to create are
+the `plumbing` branch's first revision (shared/migrations/versions), which this one depends on.
 """
 
 from collections.abc import Sequence
@@ -13,7 +16,7 @@ from alembic import op
 revision: str = "0001"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = "plumbing_0001"
 
 
 def upgrade() -> None:
@@ -24,64 +27,6 @@ def upgrade() -> None:
         sa.Column("last", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint("year", name=op.f("pk_filing_counters")),
     )
-    op.create_table(
-        "idempotency_keys",
-        sa.Column("principal", sa.String(length=200), nullable=False),
-        sa.Column("key", sa.String(length=200), nullable=False),
-        sa.Column("request_hash", sa.String(length=64), nullable=False),
-        sa.Column("status_code", sa.Integer(), nullable=False),
-        sa.Column("response", sa.LargeBinary(), nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.PrimaryKeyConstraint("principal", "key", name=op.f("pk_idempotency_keys")),
-    )
-    op.create_table(
-        "inbox",
-        sa.Column("consumer", sa.String(length=100), nullable=False),
-        sa.Column("event_id", sa.String(length=200), nullable=False),
-        sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
-        sa.PrimaryKeyConstraint("consumer", "event_id", name=op.f("pk_inbox")),
-    )
-    op.create_table(
-        "outbox",
-        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
-        sa.Column("event_id", sa.String(length=100), nullable=False),
-        sa.Column("topic", sa.String(length=200), nullable=False),
-        sa.Column("key", sa.String(length=200), nullable=True),
-        sa.Column("type", sa.String(length=200), nullable=False),
-        sa.Column("headers", sa.Text(), nullable=False),
-        sa.Column("payload", sa.LargeBinary(), nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_outbox")),
-        sa.UniqueConstraint("event_id", name=op.f("uq_outbox_event_id")),
-    )
-    with op.batch_alter_table("outbox", schema=None) as batch_op:
-        batch_op.create_index(
-            "ix_outbox_unsent",
-            ["id"],
-            unique=False,
-            sqlite_where=sa.text("sent_at IS NULL"),
-            postgresql_where=sa.text("sent_at IS NULL"),
-        )
-
-    op.create_table(
-        "parked_events",
-        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
-        sa.Column("consumer", sa.String(length=100), nullable=False),
-        sa.Column("subject", sa.String(length=200), nullable=False),
-        sa.Column("topic", sa.String(length=200), nullable=False),
-        sa.Column("partition", sa.Integer(), nullable=False),
-        sa.Column("offset", sa.BigInteger(), nullable=False),
-        sa.Column("key", sa.LargeBinary(), nullable=True),
-        sa.Column("value", sa.LargeBinary(), nullable=True),
-        sa.Column("headers", sa.Text(), nullable=False),
-        sa.Column("reason", sa.Text(), nullable=False),
-        sa.Column("parked_at", sa.DateTime(timezone=True), nullable=False),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_parked_events")),
-    )
-    with op.batch_alter_table("parked_events", schema=None) as batch_op:
-        batch_op.create_index("ix_parked_events_subject", ["consumer", "subject", "topic"], unique=False)
-
     op.create_table(
         "proposals",
         sa.Column("id", sa.String(length=100), nullable=False),
@@ -118,17 +63,5 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_proposals_first_proposer_id"))
 
     op.drop_table("proposals")
-    with op.batch_alter_table("parked_events", schema=None) as batch_op:
-        batch_op.drop_index("ix_parked_events_subject")
-
-    op.drop_table("parked_events")
-    with op.batch_alter_table("outbox", schema=None) as batch_op:
-        batch_op.drop_index(
-            "ix_outbox_unsent", sqlite_where=sa.text("sent_at IS NULL"), postgresql_where=sa.text("sent_at IS NULL")
-        )
-
-    op.drop_table("outbox")
-    op.drop_table("inbox")
-    op.drop_table("idempotency_keys")
     op.drop_table("filing_counters")
     # ### end Alembic commands ###
