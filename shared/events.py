@@ -421,6 +421,26 @@ class EvaluateReply(Command):
     comment: str = Field(default="", max_length=5000)
 
 
+class EvaluateImplementation(Command):
+    """落实评价 by a signer of what was implemented, once every measure is settled, from a member platform
+    (progress); the command form of `POST /proposals/{id}/implementation-evaluations`.
+
+    On topic proposalflow.submissions, beside intake's commands. The signer is the command's `actor`
+    (role member). An unsatisfied first proposer names the measures to reopen (`reopen`) or asks the lead
+    unit for a new measure (`new_measure`)."""
+
+    TYPE = "proposalflow.submission.implementation-evaluation-submitted.v1"
+    TOPIC = SUBMISSIONS
+
+    proposal_id: str = Field(min_length=1, max_length=100)
+    grade: str = Field(min_length=1, max_length=50, description="落实评价: a grade code from the policy.")
+    comment: str = Field(default="", max_length=5000)
+    reopen: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(
+        default_factory=list, max_length=100, description="Ids of the settled measures to reopen."
+    )
+    new_measure: bool = Field(default=False, description="Ask the lead unit for a new measure (新举措).")
+
+
 class RecordSupervision(Command):
     """督办 recorded by a leader's office system on a key proposal the leader supervises (progress).
 

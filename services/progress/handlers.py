@@ -27,6 +27,7 @@ from shared.events import (
     LEADER_REPORTS,
     SUBMISSIONS,
     UNIT_REPORTS,
+    EvaluateImplementation,
     EvaluateReply,
     EvaluationRejected,
     Event,
@@ -47,7 +48,7 @@ from shared.processor import Handler, Record
 
 REPORTER_ROLES = (Role.UNIT, Role.SYSTEM)
 UNIT_COMMANDS = (ReportProgress, SubmitCoOpinion, SubmitReply)
-MEMBER_COMMANDS = (EvaluateReply,)
+MEMBER_COMMANDS = (EvaluateReply, EvaluateImplementation)
 LEADER_COMMANDS = (RecordSupervision,)
 
 
@@ -113,16 +114,34 @@ def named_proposal(envelope: Envelope) -> str:
 
 
 def evaluation_handler(policy: Policy, allowed_sources: Sequence[str], clock: Callable[[], datetime]) -> Handler:
-    """评价 from a member platform on `proposalflow.submissions`, through the HTTP route's use case."""
+    """评价 and 落实评价 from a member platform on `proposalflow.submissions`, through the HTTP routes' use
+    cases."""
     door = InboundDoor(SUBMISSIONS, MEMBER_COMMANDS, allowed_sources, sends="send evaluations", noun="evaluation")
     calendar = WorkingCalendar.from_policy(policy)
 
-    def may_evaluate(command: EvaluateReply) -> str | None:
+    def may_evaluate(command: EvaluateReply | EvaluateImplementation) -> str | None:
         if command.actor.role != Role.MEMBER:
-            return f"role {command.actor.role.value} may not evaluate a reply (评价); only its signers may"
+            what = "a reply (评价)" if isinstance(command, EvaluateReply) else "an implementation (落实评价)"
+            return f"role {command.actor.role.value} may not evaluate {what}; only its signers may"
         return None
 
-    async def evaluate(uow: UnitOfWork, command: EvaluateReply, correlation_id: str) -> None:
+    async def evaluate(uow: UnitOfWork, command: EvaluateReply | EvaluateImplementation, correlation_id: str) -> None:
+        if isinstance(command, EvaluateImplementation):
+            await service.evaluate_implementation(
+                uow,
+                command.proposal_id,
+                command.actor.id,
+                grade=command.grade,
+                comment=command.comment,
+                reopen=command.reopen,
+                new_measure=command.new_measure,
+                actor=command.actor,
+                correlation_id=correlation_id,
+                now=clock(),
+                policy=policy,
+                calendar=calendar,
+            )
+            return
         await service.evaluate(
             uow,
             command.proposal_id,
