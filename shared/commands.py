@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from shared.auth import InboundAllowList, Principal
 from shared.envelope import Envelope
 from shared.errors import NotFound, NotYours, RuleViolation, StateConflict
-from shared.events import Actor, Command, Rejection, Role
+from shared.events import Actor, Command, Message, Rejection, Role
 from shared.http import Problem, remember_idempotent, replay_idempotent, request_fingerprint
 
 __all__ = [
@@ -135,7 +135,10 @@ class Refusal(Exception):
 class InboundDoor:
     """The checks every command on an inbound topic passes, in order: a known type, an allow-listed
     source, a valid body, a role that may send it (the service's `authorise`), an actor the source may
-    speak for."""
+    speak for.
+
+    Several services may read one topic, each carrying out its own commands: a handler first asks
+    :meth:`ignores`, and one door per topic (`answers_unknown`) refuses a type no service knows."""
 
     def __init__(
         self,
@@ -145,18 +148,33 @@ class InboundDoor:
         *,
         sends: str,
         noun: str,
+        answers_unknown: bool = True,
     ) -> None:
         self.topic = topic
         self.commands = {command.TYPE: command for command in commands}
         self.allow_list = InboundAllowList(allowed_sources)
         self.sends = sends
         self.noun = noun
+        self.answers_unknown = answers_unknown
+        self.elsewhere = [
+            cls.TYPE
+            for cls in Message.registry().values()
+            if issubclass(cls, Command) and cls.TOPIC == topic and cls.TYPE not in self.commands
+        ]
+        """The commands on this topic another service carries out: not this door's to answer."""
+
+    def ignores(self, envelope: Envelope) -> bool:
+        """A command for another service on a shared topic, or (unless this door `answers_unknown`) of a
+        type nobody carries out: the door leaves it alone, so a command is answered once, by its owner."""
+        if envelope.type in self.commands:
+            return False
+        return envelope.type in self.elsewhere or not self.answers_unknown
 
     def admit(self, envelope: Envelope, authorise: Callable[[Any], str | None]) -> Any:
         """The command, validated; or :class:`Refusal` saying what was wrong."""
         command_class = self.commands.get(envelope.type)
         if command_class is None:
-            known = list(self.commands)
+            known = [*self.commands, *self.elsewhere]
             send = known[0] if len(known) == 1 else f"one of {', '.join(known)}"
             raise Refusal(f"unknown command type {envelope.type!r} on {self.topic}; send {send}")
         if not self.allow_list.admits(envelope.source):

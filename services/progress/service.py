@@ -17,7 +17,7 @@ from services.progress.domain import Dossier, MeasureStatus
 from services.progress.unit_of_work import UnitOfWork
 from shared.envelope import Envelope
 from shared.errors import NotReady
-from shared.events import Actor, Event, ProgressContent, ProposalSubmitted, ReplyContent, SubmissionRejected
+from shared.events import Actor, Event, ProgressContent, ProposalSubmitted, Rejection, ReplyContent
 from shared.policy import Policy, WorkingCalendar, local_date
 
 
@@ -26,9 +26,10 @@ async def record(uow: UnitOfWork, envelope: Envelope, event: Event) -> None:
     async with uow:
         dossier = await uow.lifecycle(event.proposal_id)
         if dossier is None:
-            if isinstance(event, SubmissionRejected):
-                # The answer to a command that made no proposal: nothing to track. Parked, it would wait
-                # forever, and hold up every event of a proposal later submitted under that id.
+            if isinstance(event, Rejection):
+                # The answer to a command about no proposal known here (a submission that made none, a
+                # unit's answer naming a wrong id): nothing to track. Parked, it would wait forever, and
+                # hold up every event of a proposal later submitted under that id.
                 return
             if not isinstance(event, ProposalSubmitted):
                 raise NotReady(f"proposal {event.proposal_id} not known yet (waiting for its submitted event)")

@@ -64,7 +64,7 @@ WRITER = {SUBMISSIONS: "", UNIT_REPORTS: "", PROPOSALS: "intake", ASSIGNMENTS: "
 """Who writes each topic: a service, or (empty) the run's member portal."""
 CONSUMERS = {
     SUBMISSIONS: ["intake"],
-    UNIT_REPORTS: ["progress"],
+    UNIT_REPORTS: ["assignment", "progress"],
     PROPOSALS: ["assignment", "progress", "notify"],
     ASSIGNMENTS: ["progress", "notify"],
     HANDLING: ["notify"],
