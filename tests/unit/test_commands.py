@@ -9,7 +9,15 @@ import pytest
 
 from shared.commands import InboundDoor, NotYours, Refusal, RuleViolation, StateConflict, problem_for, rejection
 from shared.envelope import Envelope
-from shared.events import UNIT_REPORTS, Actor, ReportProgress, Role, SubmitCoOpinion, UnitReportRejected
+from shared.events import (
+    UNIT_REPORTS,
+    AcceptAssignment,
+    Actor,
+    ReportProgress,
+    Role,
+    SubmitCoOpinion,
+    UnitReportRejected,
+)
 
 OA = "/oa/dg-zrzyj"
 REPORT = {"proposal_id": "p-1", "unit": "dg-zrzyj", "kind": "phone", "on": "2026-04-01", "text": "电话沟通"}
@@ -80,3 +88,17 @@ def test_a_rejection_carries_the_command_and_the_rule_that_refused_it() -> None:
     )
     anonymous = rejection(UnitReportRejected, envelope, Refusal("unknown"), "p-1")
     assert anonymous.actor == Actor(id=OA, role=Role.SYSTEM)
+
+
+def test_doors_sharing_a_topic_each_leave_the_others_commands_alone_and_one_answers_unknown_types() -> None:
+    progress = _door()
+    assignment = InboundDoor(
+        UNIT_REPORTS, [AcceptAssignment], [OA], sends="send unit reports", noun="unit report", answers_unknown=False
+    )
+    accept = Envelope(type=AcceptAssignment.TYPE, source=OA, data={})
+    report = Envelope(type=ReportProgress.TYPE, source=OA, data={})
+    unknown = Envelope(type="proposalflow.unit-report.other.v1", source=OA, data={})
+    assert (progress.ignores(accept), progress.ignores(report), progress.ignores(unknown)) == (True, False, False)
+    assert (assignment.ignores(accept), assignment.ignores(report), assignment.ignores(unknown)) == (False, True, True)
+    refused = _refusal(unknown)
+    assert AcceptAssignment.TYPE in refused.reason and ReportProgress.TYPE in refused.reason
