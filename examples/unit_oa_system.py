@@ -260,7 +260,7 @@ class UnitOASystem:
         )
         message = ce_kafka.to_binary_event(event, key_mapper=lambda _event: proposal_id)
         self.sent[command_id] = command
-        self.producer.produce(UNIT_REPORTS, value=message.value, key=message.key, headers=message.headers)
+        self.producer.produce(UNIT_REPORTS, value=message.value, key=message.key, headers=list(message.headers.items()))
         self.producer.flush(10)
         log("sent", command=command.type, id=command_id, proposal=proposal_id, step=command.step)
 

@@ -36,6 +36,7 @@ __all__ = [
     "Refusal",
     "RuleViolation",
     "StateConflict",
+    "named_proposal",
     "problem_for",
     "rejection",
 ]
@@ -209,3 +210,9 @@ def rejection(kind: type[Rejection], envelope: Envelope, refusal: Refusal, propo
         reason=refusal.reason,
         errors=refusal.errors,
     )
+
+
+def named_proposal(envelope: Envelope) -> str:
+    """The proposal a refused command is about: the one its data names, else its subject, else its id."""
+    named = envelope.data.get("proposal_id") if isinstance(envelope.data, dict) else None
+    return str(named or envelope.subject or envelope.id)[:100]

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.assignment import service, store
 from services.assignment.service import Clock, Context
 from services.assignment.unit_of_work import SERVICE, SqlUnitOfWork
-from shared.commands import InboundDoor, NotFound, Refusal, RuleViolation, rejection
+from shared.commands import InboundDoor, NotFound, Refusal, RuleViolation, named_proposal, rejection
 from shared.envelope import Envelope
 from shared.events import (
     UNIT_REPORTS,
@@ -96,9 +96,7 @@ def unit_report_handler(ctx: Context, allowed_sources: Sequence[str], clock: Clo
             except RuleViolation as exc:
                 raise Refusal.of(exc, command.actor) from exc
         except Refusal as refusal:
-            named = envelope.data.get("proposal_id") if isinstance(envelope.data, dict) else None
-            proposal_id = str(named or envelope.subject or envelope.id)[:100]
-            answer = rejection(AssignmentReportRejected, envelope, refusal, proposal_id)
+            answer = rejection(AssignmentReportRejected, envelope, refusal, named_proposal(envelope))
             await add_to_outbox(conn, store.metadata, SERVICE, [answer])
 
     return on_unit_report

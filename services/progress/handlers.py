@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.progress import domain, service, store
 from services.progress.domain import MeasureStatus
 from services.progress.unit_of_work import SERVICE, SqlUnitOfWork, UnitOfWork
-from shared.commands import InboundDoor, NotFound, Refusal, RuleViolation, rejection
+from shared.commands import InboundDoor, NotFound, Refusal, RuleViolation, named_proposal, rejection
 from shared.envelope import Envelope
 from shared.errors import NotReady
 from shared.events import (
@@ -107,9 +107,7 @@ def unit_report_handler(
                     await _hold_or_refuse(conn, record, command, exc)
                 raise Refusal.of(exc, command.actor) from exc
         except Refusal as refusal:
-            named = envelope.data.get("proposal_id") if isinstance(envelope.data, dict) else None
-            proposal_id = str(named or envelope.subject or envelope.id)[:100]
-            answer = rejection(UnitReportRejected, envelope, refusal, proposal_id)
+            answer = rejection(UnitReportRejected, envelope, refusal, named_proposal(envelope))
             await add_to_outbox(conn, store.metadata, SERVICE, [answer])
 
     async def _hold_or_refuse(conn: AsyncConnection, record: Record, command: UnitCommand, exc: Exception) -> NoReturn:

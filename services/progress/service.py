@@ -22,15 +22,16 @@ from shared.policy import Policy, WorkingCalendar, local_date
 
 
 async def record(uow: UnitOfWork, envelope: Envelope, event: Event) -> None:
-    """Apply one consumed event: the first one of a proposal must be `submitted`; others wait for it."""
+    """Apply one consumed event: the first one of a proposal must be `submitted`; others wait for it.
+
+    A `…rejected` (a refused submission, a unit's refused 签收 or 异议) changes nothing of a proposal and is
+    not kept: its sender hears of it on the topic, the audit log keeps it. Parked for a proposal unknown
+    here, it would wait forever, and hold up every event of a proposal later submitted under that id."""
+    if isinstance(event, Rejection):
+        return
     async with uow:
         dossier = await uow.lifecycle(event.proposal_id)
         if dossier is None:
-            if isinstance(event, Rejection):
-                # The answer to a command about no proposal known here (a submission that made none, a
-                # unit's answer naming a wrong id): nothing to track. Parked, it would wait forever, and
-                # hold up every event of a proposal later submitted under that id.
-                return
             if not isinstance(event, ProposalSubmitted):
                 raise NotReady(f"proposal {event.proposal_id} not known yet (waiting for its submitted event)")
             uow.add(Dossier.submitted(event, envelope.time))

@@ -24,20 +24,16 @@ from shared.events import (
     PROPOSALS,
     UNIT_REPORTS,
     AcceptAssignment,
-    Actor,
     DisputeAssignment,
-    ProposalFiled,
-    ProposalSubmitted,
-    Proposer,
     ReportProgress,
     Role,
-    Suggestion,
 )
 from shared.migrate import upgrade_async
 from shared.outbox import envelope_for
 from shared.runtime import ServiceRuntime
 from shared.settings import CommonSettings
 from shared.topics import create_topics
+from tests.assignment_fakes import filed_events
 from tests.security.test_inbound_commands import send
 
 pytestmark = pytest.mark.kafka
@@ -101,32 +97,7 @@ async def read_until(kafka: str, topics: list[str], done: Any, timeout: float = 
 
 
 def filed(proposal_id: str) -> list[Envelope]:
-    actor = Actor(id="c-1", role=Role.COMMITTEE)
-    proposer = Proposer(id="m-1", name="张委员")
-    title = "关于推进全域土地综合整治的建议"
-    now = datetime.now(UTC)
-    submitted = ProposalSubmitted(
-        proposal_id=proposal_id,
-        actor=actor,
-        title=title,
-        body="我市土地利用碎片化问题突出。",
-        category="经济建设",
-        session_kind="interim",
-        first_proposer=proposer,
-        suggestions=[Suggestion(number=1, text="编制整治规划")],
-        submitted_at=now,
-    )
-    filing = ProposalFiled(
-        proposal_id=proposal_id,
-        actor=actor,
-        filing_number=f"2026-{proposal_id[-4:]}",
-        title=title,
-        category="经济建设",
-        first_proposer=proposer,
-        suggestion_count=1,
-        filed_at=now,
-    )
-    return [envelope_for(submitted, "intake"), envelope_for(filing, "intake")]
+    return [envelope_for(event, "intake") for event in filed_events(proposal_id, datetime.now(UTC))]
 
 
 async def test_unit_commands_are_answered_once_by_their_owner_with_the_command_as_correlation(

@@ -29,13 +29,10 @@ from shared.events import (
     UNIT_REPORTS,
     AcceptAssignment,
     Actor,
+    AssignmentReportRejected,
     DisputeAssignment,
-    ProposalFiled,
-    ProposalSubmitted,
-    Proposer,
     ReportProgress,
     Role,
-    Suggestion,
     UpdateMeasure,
 )
 from shared.migrate import upgrade_async
@@ -43,6 +40,7 @@ from shared.outbox import envelope_for
 from shared.processor import EventProcessor
 from shared.runtime import ServiceRuntime
 from shared.settings import CommonSettings
+from tests.assignment_fakes import filed_events
 from tests.fakes import record_of
 from tests.progress_fixtures import Clock, feed, lifecycle
 
@@ -95,32 +93,7 @@ class Assignment:
 
     async def assigned(self, proposal_id: str, *, confirm: bool = True) -> None:
         """A filed proposal (over its Kafka door), then 交办 confirmed by the dispatcher (HTTP)."""
-        actor = Actor(id="c-1", role=Role.COMMITTEE)
-        proposer = Proposer(id="m-1", name="张委员")
-        title = "关于推进全域土地综合整治的建议"
-        for event in (
-            ProposalSubmitted(
-                proposal_id=proposal_id,
-                actor=actor,
-                title=title,
-                body="我市土地利用碎片化问题突出。",
-                category="经济建设",
-                session_kind="interim",
-                first_proposer=proposer,
-                suggestions=[Suggestion(number=1, text="编制整治规划")],
-                submitted_at=START,
-            ),
-            ProposalFiled(
-                proposal_id=proposal_id,
-                actor=actor,
-                filing_number="2026-0001",
-                title=title,
-                category="经济建设",
-                first_proposer=proposer,
-                suggestion_count=1,
-                filed_at=START,
-            ),
-        ):
+        for event in filed_events(proposal_id, START):
             record = record_of(envelope_for(event, "intake"), "proposalflow.proposals", next(OFFSETS))
             assert await processor(self.runtime, "assignment").process(record) == "handled"
         if confirm:
@@ -415,4 +388,27 @@ async def test_a_report_held_past_the_hold_is_refused_saying_it_may_be_resent(pr
     assert rejected["type"] == "proposalflow.unit-report.rejected.v1" and rejected["command_id"] == early.id
     assert rejected["errors"][0]["rule"] == "command_after_assignment"
     assert "send the command again with a new id" in rejected["reason"]
+    assert await progress.parked() == []
+
+
+async def test_a_refused_answer_on_assignments_leaves_progress_s_proposal_and_timeline_as_they_were(
+    progress: Progress,
+) -> None:
+    await feed(progress.runtime, lifecycle("p-15"))
+    before = (await progress.http.get("/proposals/p-15", headers=token(Role.COMMITTEE, "c-1"))).json()
+    refusal = AssignmentReportRejected(
+        proposal_id="p-15",
+        actor=Actor(id="u-1", role=Role.UNIT, unit="dg-zrzyj"),
+        command_id="c-1",
+        command_source=LEAD_OA,
+        command_type=AcceptAssignment.TYPE,
+        reason="unit dg-zrzyj already answered: accepted",
+    )
+    unknown = refusal.model_copy(update={"proposal_id": "p-nowhere"})
+    lifecycle_consumer = processor(progress.runtime, "progress")
+    for offset, event in enumerate((refusal, unknown), start=next(OFFSETS)):
+        record = record_of(envelope_for(event, "assignment"), "proposalflow.assignments", offset)
+        assert await lifecycle_consumer.process(record) == "handled"
+    after = (await progress.http.get("/proposals/p-15", headers=token(Role.COMMITTEE, "c-1"))).json()
+    assert after == before
     assert await progress.parked() == []
