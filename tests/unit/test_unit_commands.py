@@ -169,12 +169,15 @@ async def test_refused_answers_are_rejected_on_assignments_with_the_rule_and_cha
     misspelt = command(AcceptAssignment.TYPE, {**lead, "unti": "dg-zrzyj"})
     too_early = command(AcceptAssignment.TYPE, {**lead, "proposal_id": "p-3"})
     unknown = command(AcceptAssignment.TYPE, {**lead, "proposal_id": "p-none"})
-    refused = [stranger, forged, other_unit, malformed, misspelt, too_early, unknown]
+    reason = {"reason": "属农村宅基地管理, 应由市农业农村局主办"}
+    dispute_stranger = command(DisputeAssignment.TYPE, {**lead, **reason}, "/oa/not-listed")
+    dispute_forged = command(DisputeAssignment.TYPE, {**lead, **reason}, CO_OA)
+    refused = [stranger, forged, other_unit, malformed, misspelt, too_early, unknown, dispute_stranger, dispute_forged]
     for envelope in refused:
         assert await assignment.send(envelope) == "handled"
     twice = command(AcceptAssignment.TYPE, lead)
     assert await assignment.send(twice) == "handled"
-    again = command(DisputeAssignment.TYPE, {**lead, "reason": "属农村宅基地管理, 应由市农业农村局主办"})
+    again = command(DisputeAssignment.TYPE, {**lead, **reason})
     assert await assignment.send(again) == "handled"
 
     events = await assignment.events()
@@ -184,10 +187,12 @@ async def test_refused_answers_are_rejected_on_assignments_with_the_rule_and_cha
         rejected = rejections[envelope.id]
         assert (rejected["command_source"], rejected["command_type"]) == (envelope.source, envelope.type)
         assert rejected["correlation_id"] == envelope.id
-    assert "PROPOSALFLOW_ALLOWED_SOURCES" in rejections[stranger.id]["reason"]
-    assert rejections[forged.id]["reason"] == (
-        f"forged actor: source {CO_OA!r} may act for unit:dg-nyj only; the command names unit:dg-zrzyj 'u-1'"
-    )
+    for envelope in (stranger, dispute_stranger):
+        assert "PROPOSALFLOW_ALLOWED_SOURCES" in rejections[envelope.id]["reason"]
+    for envelope in (forged, dispute_forged):
+        assert rejections[envelope.id]["reason"] == (
+            f"forged actor: source {CO_OA!r} may act for unit:dg-nyj only; the command names unit:dg-zrzyj 'u-1'"
+        )
     assert rejections[other_unit.id]["reason"] == "unit u-1 may not answer the assignment for unit dg-zrzyj"
     assert rejections[malformed.id]["reason"].startswith("invalid unit report: reason:")
     assert "unti" in rejections[misspelt.id]["reason"]
