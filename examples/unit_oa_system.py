@@ -190,7 +190,7 @@ class UnitOASystem:
         assignment = data["assignment_id"]
         commands = [self._command(case, "acceptance-submitted", {}, f"accept:{assignment}")]
         if role == "co":
-            opinion = {"text": f"{self.unit} 会办意见: 同意主办单位意见, 并将在职责范围内配合落实。"}
+            opinion = {"text": "同意主办单位的办理意见, 并将在职责范围内配合落实。"}
             commands.append(self._command(case, "co-opinion-submitted", opinion, f"co-opinion:{assignment}"))
         else:
             progress = {"kind": "phone", "on": date.today().isoformat(), "text": "已电话联系提案者, 了解具体诉求。"}
