@@ -57,7 +57,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy shared services proposalflow tools
+	$(BIN)/mypy shared services proposalflow tools examples
 
 # kustomize itself renders deploy/k8s in the tests and kubeconform validates what it renders
 # (tests/kustomize.py): pinned Go modules, built once under .cache/tools.

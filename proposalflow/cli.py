@@ -306,6 +306,7 @@ def event_catalog() -> str:
             lines.append(f"| `{model.TYPE}` | {doc} | {catalog_fields(model, shapes)} |")
         lines.append("")
     lines += catalog_shapes(shapes)
+    lines += unit_door_notes()
     lines += ["## Actions without an event door", ""]
     lines += [f"- {action}." for action in events.HTTP_ONLY_ACTIONS]
     lines += [
@@ -398,6 +399,66 @@ def catalog_shapes(shapes: dict[str, Any]) -> list[str]:
             )
         lines.append(f"| `{name}` | {content} |")
     lines += ["", "Codes (categories, reply classes, grades, kinds): `docs/policy-codes.md`.", ""]
+    return lines
+
+
+UNIT_DOOR = [
+    ("acceptance-submitted", "签收", "assignment", "POST /assignments/{id}/accept", "assignment.unit-report-rejected"),
+    ("dispute-submitted", "异议", "assignment", "POST /assignments/{id}/dispute", "assignment.unit-report-rejected"),
+    ("progress-submitted", "办理进展", "progress", "POST /proposals/{id}/progress", "unit-report.rejected"),
+    ("co-opinion-submitted", "会办意见", "progress", "POST /proposals/{id}/co-opinions", "unit-report.rejected"),
+    ("reply-submitted", "答复", "progress", "POST /proposals/{id}/replies", "unit-report.rejected"),
+    (
+        "measure-update-submitted",
+        "举措落实",
+        "progress",
+        "POST /proposals/{id}/measures/{measure_id}",
+        "unit-report.rejected",
+    ),
+]
+"""The unit's commands on `proposalflow.unit-reports`: who carries each out, its HTTP twin, its refusal."""
+
+
+def unit_door_notes() -> list[str]:
+    """The event catalog's section on the unit door: owners, refusals, correlation, early commands."""
+    lines = [
+        "## The unit door (`proposalflow.unit-reports`)",
+        "",
+        "A unit's OA system does every step a unit owns by command. Each command is carried out by the",
+        "service that owns its rule, through the same use case as its HTTP route (same rules, same answer),",
+        "with the same `PROPOSALFLOW_ALLOWED_SOURCES` grants. Two services read the topic; each leaves the",
+        "other's commands alone, and a type nobody knows is refused once, by progress.",
+        "",
+        "| command (`proposalflow.unit-report.….v1`) | step | carried out by | same as | refused with |",
+        "|---|---|---|---|---|",
+    ]
+    for name, step, service, route, refusal in UNIT_DOOR:
+        topic = events.ASSIGNMENTS if service == "assignment" else events.HANDLING
+        lines.append(f"| `{name}` | {step} | {service} | `{route}` | `proposalflow.{refusal}.v1` on `{topic}` |")
+    lines += [
+        "",
+        "- **Once per command id.** A command is carried out at most once per CloudEvents (`source`, `id`): a",
+        "  redelivered or re-sent command with the same id does nothing more (and gets no second answer). To",
+        "  try again after a refusal, send a new id.",
+        "- **Correlation.** Every event a command causes (and its refusal) carries the command's `correlationid`",
+        "  extension if it sent one, else the command's `id`: in the data as `correlation_id` and in the",
+        "  `ce_correlationid` header. A refusal also names the command in `command_id`, `command_source` and",
+        "  `command_type`, the rule broken in `errors[].rule`, and what to do in `reason`. Example: the OA sends",
+        "  `acceptance-submitted` with id `c-42`; assignment publishes `proposalflow.assignment.accepted.v1` with",
+        "  `correlation_id` `c-42`, or `proposalflow.assignment.unit-report-rejected.v1` with `command_id` `c-42`.",
+        "- **Early commands are held.** Progress reads `assignment.assigned` from another topic than the unit's",
+        "  commands, so a unit's first report may arrive before progress has seen its proposal assigned. Such a",
+        "  command (the proposal unknown to progress, or known only as submitted or filed) is held and tried",
+        "  again every `PROPOSALFLOW_PROGRESS_EARLY_COMMAND_RETRY_S` (5 s); later commands about the same",
+        "  proposal (`ce_subject`, which a command should set to the proposal id) wait behind it, in order.",
+        "  Once `assignment.assigned` is read it is carried out; after",
+        "  `PROPOSALFLOW_PROGRESS_EARLY_COMMAND_HOLD_S` (15 min) it is refused (rule `command_after_assignment`)",
+        "  with a reason that says it may be sent again with a new id. Assignment's commands need no hold: the",
+        "  unit learns of the assignment from assignment itself.",
+        "- **The CPPCC office's own steps stay HTTP-only**: 审查立案 (filing), 交办 confirmation, 改办 and 维持,",
+        "  办复审查 (reply review), key designation (重点提案). They are not an outside system's to send.",
+        "",
+    ]
     return lines
 
 

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from shared.auth import InboundAllowList, Principal
 from shared.envelope import Envelope
 from shared.errors import NotFound, NotYours, RuleViolation, StateConflict
-from shared.events import Actor, Command, Rejection, Role, messages_on
+from shared.events import Actor, Command, Message, Rejection, Role
 from shared.http import Problem, remember_idempotent, replay_idempotent, request_fingerprint
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "Refusal",
     "RuleViolation",
     "StateConflict",
+    "named_proposal",
     "problem_for",
     "rejection",
 ]
@@ -135,7 +136,10 @@ class Refusal(Exception):
 class InboundDoor:
     """The checks every command on an inbound topic passes, in order: a known type, an allow-listed
     source, a valid body, a role that may send it (the service's `authorise`), an actor the source may
-    speak for."""
+    speak for.
+
+    Several services may read one topic, each carrying out its own commands: a handler first asks
+    :meth:`ignores`, and one door per topic (`answers_unknown`) refuses a type no service knows."""
 
     def __init__(
         self,
@@ -145,25 +149,33 @@ class InboundDoor:
         *,
         sends: str,
         noun: str,
+        answers_unknown: bool = True,
     ) -> None:
         self.topic = topic
         self.commands = {command.TYPE: command for command in commands}
         self.allow_list = InboundAllowList(allowed_sources)
         self.sends = sends
         self.noun = noun
+        self.answers_unknown = answers_unknown
+        self.elsewhere = [
+            cls.TYPE
+            for cls in Message.registry().values()
+            if issubclass(cls, Command) and cls.TOPIC == topic and cls.TYPE not in self.commands
+        ]
+        """The commands on this topic another service carries out: not this door's to answer."""
 
-    def leaves(self, envelope: Envelope) -> bool:
-        """Whether the command is another service's on this shared topic (a command type of the topic that
-        this door does not take): that service carries it out or answers it, so this one ignores it."""
-        return envelope.type not in self.commands and envelope.type in {
-            message.TYPE for message in messages_on(self.topic) if issubclass(message, Command)
-        }
+    def ignores(self, envelope: Envelope) -> bool:
+        """A command for another service on a shared topic, or (unless this door `answers_unknown`) of a
+        type nobody carries out: the door leaves it alone, so a command is answered once, by its owner."""
+        if envelope.type in self.commands:
+            return False
+        return envelope.type in self.elsewhere or not self.answers_unknown
 
     def admit(self, envelope: Envelope, authorise: Callable[[Any], str | None]) -> Any:
         """The command, validated; or :class:`Refusal` saying what was wrong."""
         command_class = self.commands.get(envelope.type)
         if command_class is None:
-            known = list(self.commands)
+            known = [*self.commands, *self.elsewhere]
             send = known[0] if len(known) == 1 else f"one of {', '.join(known)}"
             raise Refusal(f"unknown command type {envelope.type!r} on {self.topic}; send {send}")
         if not self.allow_list.admits(envelope.source):
@@ -198,3 +210,9 @@ def rejection(kind: type[Rejection], envelope: Envelope, refusal: Refusal, propo
         reason=refusal.reason,
         errors=refusal.errors,
     )
+
+
+def named_proposal(envelope: Envelope) -> str:
+    """The proposal a refused command is about: the one its data names, else its subject, else its id."""
+    named = envelope.data.get("proposal_id") if isinstance(envelope.data, dict) else None
+    return str(named or envelope.subject or envelope.id)[:100]

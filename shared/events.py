@@ -463,6 +463,49 @@ HTTP_ONLY_ACTIONS = (
 """The CPPCC office's own steps: done in ProposalFlow's own screens, so they have no command event."""
 
 
+class AcceptAssignment(Command):
+    """签收 sent by a unit's own system: the unit takes on its assignment (topic proposalflow.unit-reports).
+
+    Handled by the assignment service, through the same rules as `POST /assignments/{id}/accept`.
+    """
+
+    TYPE = "proposalflow.unit-report.acceptance-submitted.v1"
+    TOPIC = UNIT_REPORTS
+
+    proposal_id: str = Field(min_length=1, max_length=100)
+    unit: str = Field(min_length=1, max_length=200, description="The unit that accepts: one of the assignment's.")
+
+
+class DisputeAssignment(Command):
+    """异议 sent by a unit's own system within the dispute window (topic proposalflow.unit-reports).
+
+    Handled by the assignment service, through the same rules as `POST /assignments/{id}/dispute`.
+    """
+
+    TYPE = "proposalflow.unit-report.dispute-submitted.v1"
+    TOPIC = UNIT_REPORTS
+
+    proposal_id: str = Field(min_length=1, max_length=100)
+    unit: str = Field(min_length=1, max_length=200, description="The unit that disputes: one of the assignment's.")
+    reason: str = Field(min_length=5, max_length=2000, description="Why the unit should not handle it, and who should.")
+
+
+class UpdateMeasure(Command):
+    """举措落实 sent by the owner unit's (or the lead unit's) system (topic proposalflow.unit-reports).
+
+    Handled by the progress service, through the same rules as `POST /proposals/{id}/measures/{measure_id}`.
+    """
+
+    TYPE = "proposalflow.unit-report.measure-update-submitted.v1"
+    TOPIC = UNIT_REPORTS
+
+    proposal_id: str = Field(min_length=1, max_length=100)
+    unit: str = Field(min_length=1, max_length=200, description="The measure's owner unit, or the lead unit.")
+    measure_id: str = Field(min_length=1, max_length=100, description="`id` of the measure in `reply.drafted`.")
+    status: Literal["planned", "in_progress", "done", "dropped"]
+    note: str = Field(default="", max_length=5000, description="How it was done; required to drop a measure.")
+
+
 # proposalflow.proposals (intake) ------------------------------------------------------------------
 
 
@@ -740,6 +783,13 @@ class AssignmentDeadlinesChanged(Event):
     previous_dispute_until: date
     reason: str = ""
     provisional_calendar: bool = Field(default=False, description=PROVISIONAL_CALENDAR)
+
+
+class AssignmentReportRejected(Rejection):
+    """A unit's 签收 or 异议 command (on proposalflow.unit-reports) that could not be accepted, and why."""
+
+    TYPE = "proposalflow.assignment.unit-report-rejected.v1"
+    TOPIC = ASSIGNMENTS
 
 
 # proposalflow.handling (progress) -----------------------------------------------------------------

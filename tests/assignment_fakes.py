@@ -10,7 +10,16 @@ from typing import Any
 
 from services.assignment.domain import Assignment, RoutingTable
 from services.assignment.unit_of_work import UnitOfWork
-from shared.events import Event
+from shared.events import (
+    Actor,
+    Event,
+    ProposalFiled,
+    ProposalSubmitted,
+    Proposer,
+    Role,
+    SessionKind,
+    Suggestion,
+)
 
 Row = dict[str, Any]
 
@@ -105,3 +114,33 @@ class FakeUnitOfWork(UnitOfWork):
 
     async def _add_key_proposals(self, rows: list[Row]) -> None:
         self.keys.update({row["proposal_id"]: dict(row) for row in rows})
+
+
+def filed_events(proposal_id: str, at: datetime) -> list[Event]:
+    """What intake publishes for a land-consolidation proposal (routed to dg-zrzyj): submitted, then filed."""
+    actor = Actor(id="c-1", role=Role.COMMITTEE)
+    proposer = Proposer(id="m-1", name="张委员")
+    title = "关于推进全域土地综合整治的建议"
+    return [
+        ProposalSubmitted(
+            proposal_id=proposal_id,
+            actor=actor,
+            title=title,
+            body="我市土地利用碎片化问题突出。",
+            category="经济建设",
+            session_kind=SessionKind.INTERIM,
+            first_proposer=proposer,
+            suggestions=[Suggestion(number=1, text="编制整治规划")],
+            submitted_at=at,
+        ),
+        ProposalFiled(
+            proposal_id=proposal_id,
+            actor=actor,
+            filing_number=f"2026-{proposal_id[-4:]:0>4}",
+            title=title,
+            category="经济建设",
+            first_proposer=proposer,
+            suggestion_count=1,
+            filed_at=at,
+        ),
+    ]

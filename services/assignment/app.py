@@ -50,6 +50,7 @@ def build(clock: Clock = system_clock) -> tuple[ServiceRuntime, FastAPI]:
             events.AssignmentReassigned,
             events.KeyProposalDesignated,
             events.AssignmentDeadlinesChanged,
+            events.AssignmentReportRejected,
         ],
     )
     policy = load_policy(runtime.common.policy_file)
@@ -59,6 +60,12 @@ def build(clock: Clock = system_clock) -> tuple[ServiceRuntime, FastAPI]:
         [events.PROPOSALS],
         handlers.proposals_handler(ctx, clock),
         description="Filed proposals to route to their units.",
+    )
+    runtime.consume(
+        [events.UNIT_REPORTS],
+        handlers.unit_report_handler(ctx, runtime.common.allowed_sources, clock),
+        consumer="assignment-unit-reports",
+        description="Units' 签收 and 异议 from allow-listed unit systems (progress carries out the other reports).",
     )
 
     async def seed_and_learn(conn: AsyncConnection) -> None:

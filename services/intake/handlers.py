@@ -67,7 +67,7 @@ def submission_handler(policy: Policy, allowed_sources: Sequence[str], clock: Cl
         return None
 
     async def on_submission(conn: AsyncConnection, envelope: Envelope, _record: Record) -> None:
-        if door.leaves(envelope):
+        if door.ignores(envelope):
             return
         proposal_id: str | None = None if envelope.type == SubmitProposal.TYPE else named_proposal(envelope)
         try:

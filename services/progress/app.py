@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from fastapi import FastAPI
 from pydantic import Field
@@ -23,6 +23,20 @@ class SchedulerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PROPOSALFLOW_PROGRESS_", extra="ignore")
 
     scheduler_interval_s: float = Field(default=300.0, gt=0)
+
+
+class EarlyCommandSettings(BaseSettings):
+    """How long a unit's command that arrives before progress has seen its proposal assigned is held."""
+
+    model_config = SettingsConfigDict(env_prefix="PROPOSALFLOW_PROGRESS_", extra="ignore")
+
+    early_command_hold_s: float = Field(
+        default=900.0,
+        ge=0,
+        description="A unit command about a proposal progress does not yet know as assigned (交办 comes on "
+        "another topic) is held and retried this long, then refused saying it may be resent; 0 refuses at once.",
+    )
+    early_command_retry_s: float = Field(default=5.0, gt=0, description="How often held unit commands are tried again.")
 
 
 def system_clock() -> datetime:
@@ -68,11 +82,15 @@ def build(clock: Callable[[], datetime] = system_clock) -> tuple[ServiceRuntime,
         description="The lifecycle of every proposal, for the read model and timeline.",
         prepare=handlers.prefetch_lifecycle,
     )
-    runtime.consume(
+    early = EarlyCommandSettings()
+    unit_reports = runtime.consume(
         [events.UNIT_REPORTS],
-        handlers.unit_report_handler(policy, runtime.common.allowed_sources, clock),
-        consumer="progress-unit-reports",
-        description="Unit reports (办理进展, 会办意见, 答复) from allow-listed unit systems.",
+        handlers.unit_report_handler(
+            policy, runtime.common.allowed_sources, clock, timedelta(seconds=early.early_command_hold_s)
+        ),
+        consumer=handlers.UNIT_REPORTS_CONSUMER,
+        description="Unit reports (办理进展, 会办意见, 答复, 举措落实) from allow-listed unit systems "
+        "(assignment carries out 签收 and 异议).",
     )
     runtime.consume(
         [events.SUBMISSIONS],
@@ -86,6 +104,8 @@ def build(clock: Callable[[], datetime] = system_clock) -> tuple[ServiceRuntime,
         consumer="progress-leader-reports",
         description="Supervision records (督办) from allow-listed leaders' office systems.",
     )
+    # A held command waits for its proposal's assignment, which another consumer reads: try them again.
+    runtime.every(early.early_command_retry_s, unit_reports.rerun_all_parked)
 
     async def check_deadlines() -> None:
         async with runtime.transaction() as conn:

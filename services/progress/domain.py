@@ -1044,6 +1044,15 @@ def unit_must_handle(proposal: dict[str, Any], unit: str | None) -> str:
     return unit
 
 
+def awaits_assignment(dossier: Dossier | None) -> bool:
+    """Progress has not caught up with the proposal's 交办: it does not know the proposal, or knows it
+    only as submitted or filed (the `assignment.assigned` event comes on another topic, and may come later
+    than a unit's first command about it)."""
+    if dossier is None:
+        return True
+    return dossier.proposal["lead_unit"] is None and dossier.stage in (Stage.SUBMITTED, Stage.FILED)
+
+
 def progress_while_handling(stage: Stage) -> None:
     """办理进展 is reported while the proposal is being handled."""
     if stage not in HANDLING_STAGES:

@@ -2,9 +2,13 @@
 
 - `proposalflow.proposals` and `proposalflow.assignments`: the lifecycle, into the read model;
   event types this version does not know are ignored.
-- `proposalflow.unit-reports`: commands from allow-listed unit systems (办理进展, 会办意见, 答复).
-  A command that fails validation or authorisation is answered with `unit-report.rejected` on
-  `proposalflow.handling`, carrying the command id and the reason: the sender always learns its fate.
+- `proposalflow.unit-reports`: commands from allow-listed unit systems (办理进展, 会办意见, 答复, 举措落实);
+  the unit's 签收 and 异议 on the same topic are assignment's, and left to it. A command that fails
+  validation, authorisation or a rule is answered with `unit-report.rejected` on `proposalflow.handling`,
+  carrying the command id and the reason: the sender always learns its fate.
+- A command that comes before progress has caught up with its proposal (a report right after
+  `assignment.assigned`, which progress reads from another topic) is held (parked, as events are) and
+  tried again until `hold` has passed; only then is it refused, with a reason that says it may be resent.
 - `proposalflow.submissions`: 评价 from member platforms, answered on refusal with `evaluation.rejected`.
   The topic's other commands are intake's, and intake answers a type nobody knows: progress ignores both.
 - `proposalflow.leader-reports`: 督办 from leaders' office systems, answered on refusal with
@@ -14,15 +18,18 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, NoReturn
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.progress import service, store
+from services.progress import domain, service, store
+from services.progress.domain import MeasureStatus
 from services.progress.unit_of_work import SERVICE, SqlUnitOfWork, UnitOfWork
-from shared.commands import InboundDoor, NotFound, Refusal, RuleViolation, rejection
+from shared.commands import InboundDoor, NotFound, Refusal, RuleViolation, named_proposal, rejection
 from shared.envelope import Envelope
+from shared.errors import NotReady
 from shared.events import (
     LEADER_REPORTS,
     SUBMISSIONS,
@@ -40,6 +47,7 @@ from shared.events import (
     SubmitCoOpinion,
     SubmitReply,
     UnitReportRejected,
+    UpdateMeasure,
     parse_message,
 )
 from shared.outbox import add_to_outbox
@@ -47,7 +55,10 @@ from shared.policy import Policy, WorkingCalendar
 from shared.processor import Handler, Record
 
 REPORTER_ROLES = (Role.UNIT, Role.SYSTEM)
-UNIT_COMMANDS = (ReportProgress, SubmitCoOpinion, SubmitReply)
+UNIT_COMMANDS = (ReportProgress, SubmitCoOpinion, SubmitReply, UpdateMeasure)
+UNIT_REPORTS_CONSUMER = "progress-unit-reports"
+
+UnitCommand = ReportProgress | SubmitCoOpinion | SubmitReply | UpdateMeasure
 MEMBER_COMMANDS = (EvaluateReply, EvaluateImplementation)
 LEADER_COMMANDS = (RecordSupervision,)
 
@@ -58,37 +69,76 @@ async def on_lifecycle_event(conn: AsyncConnection, envelope: Envelope, _record:
         await service.record(SqlUnitOfWork(conn), envelope, event)
 
 
-def unit_report_handler(policy: Policy, allowed_sources: Sequence[str], clock: Callable[[], datetime]) -> Handler:
+async def held_since(conn: AsyncConnection, record: Record) -> datetime | None:
+    """When this command was first parked, or None the first time it is tried."""
+    parked = store.metadata.tables["parked_events"]
+    query = (
+        select(parked.c.parked_at)
+        .where(parked.c.consumer == UNIT_REPORTS_CONSUMER)
+        .where(parked.c.topic == record.topic)
+        .where(parked.c.partition == record.partition)
+        .where(parked.c.offset == record.offset)
+        .order_by(parked.c.id)
+        .limit(1)
+    )
+    return (await conn.execute(query)).scalar_one_or_none()
+
+
+def unit_report_handler(
+    policy: Policy,
+    allowed_sources: Sequence[str],
+    clock: Callable[[], datetime],
+    hold: timedelta = timedelta(0),
+) -> Handler:
+    """`hold`: how long a command for a proposal progress has not yet seen assigned is held and retried."""
     door = InboundDoor(UNIT_REPORTS, UNIT_COMMANDS, allowed_sources, sends="send unit reports", noun="unit report")
 
-    def may_report(command: ReportProgress | SubmitCoOpinion | SubmitReply) -> str | None:
+    def may_report(command: UnitCommand) -> str | None:
         actor = command.actor
         if actor.role not in REPORTER_ROLES or (actor.role == Role.UNIT and actor.unit != command.unit):
             return f"{actor.role.value} {actor.id} may not report for unit {command.unit}"
         return None
 
-    async def on_unit_report(conn: AsyncConnection, envelope: Envelope, _record: Record) -> None:
+    async def on_unit_report(conn: AsyncConnection, envelope: Envelope, record: Record) -> None:
+        if door.ignores(envelope):
+            return
         correlation_id = envelope.correlation_id or envelope.id
         try:
             command = door.admit(envelope, may_report)
             try:
                 await _carry_out(SqlUnitOfWork(conn), command, correlation_id)
             except NotFound as exc:
-                raise Refusal(
-                    f"unknown proposal {command.proposal_id}; send reports once it has been assigned to your unit",
-                    actor=command.actor,
-                ) from exc
+                if exc.args and exc.args[0] != command.proposal_id:
+                    raise Refusal(
+                        f"unknown measure {exc.args[0]!r} of proposal {command.proposal_id}: a measure is named by "
+                        "its `id` in `proposalflow.reply.drafted.v1` (`measures`)",
+                        [{"rule": "measure_exists", "message": f"no measure {exc.args[0]}"}],
+                        actor=command.actor,
+                    ) from exc
+                await _hold_or_refuse(conn, record, command, exc)
             except RuleViolation as exc:
+                if domain.awaits_assignment(await SqlUnitOfWork(conn).lifecycle(command.proposal_id)):
+                    await _hold_or_refuse(conn, record, command, exc)
                 raise Refusal.of(exc, command.actor) from exc
         except Refusal as refusal:
-            named = envelope.data.get("proposal_id") if isinstance(envelope.data, dict) else None
-            proposal_id = str(named or envelope.subject or envelope.id)[:100]
-            answer = rejection(UnitReportRejected, envelope, refusal, proposal_id)
+            answer = rejection(UnitReportRejected, envelope, refusal, named_proposal(envelope))
             await add_to_outbox(conn, store.metadata, SERVICE, [answer])
 
-    async def _carry_out(
-        uow: UnitOfWork, command: ReportProgress | SubmitCoOpinion | SubmitReply, correlation_id: str
-    ) -> None:
+    async def _hold_or_refuse(conn: AsyncConnection, record: Record, command: UnitCommand, exc: Exception) -> NoReturn:
+        """Park the command (NotReady) while `hold` lasts; then refuse it, saying it may be sent again."""
+        since = await held_since(conn, record)
+        if hold > timedelta(0) and (since is None or datetime.now(UTC) - since < hold):
+            raise NotReady(f"proposal {command.proposal_id} is not assigned here yet; holding the command") from exc
+        waited = f" after holding it for {hold.total_seconds():.0f} s" if hold else ""
+        raise Refusal(
+            f"proposal {command.proposal_id} is not known here as assigned to a unit yet{waited}; "
+            "if it has been assigned to your unit (proposalflow.assignment.assigned.v1), send the command "
+            "again with a new id",
+            [{"rule": "command_after_assignment", "message": f"proposal {command.proposal_id} is not assigned yet"}],
+            actor=command.actor,
+        ) from exc
+
+    async def _carry_out(uow: UnitOfWork, command: UnitCommand, correlation_id: str) -> None:
         actor = command.actor
         if isinstance(command, ReportProgress):
             content = ProgressContent(kind=command.kind, on=command.on, text=command.text)
@@ -99,18 +149,24 @@ def unit_report_handler(policy: Policy, allowed_sources: Sequence[str], clock: C
             await service.submit_co_opinion(
                 uow, command.proposal_id, command.unit, command.text, actor, correlation_id, clock()
             )
+        elif isinstance(command, UpdateMeasure):
+            await service.update_measure(
+                uow,
+                command.proposal_id,
+                command.measure_id,
+                status=MeasureStatus(command.status),
+                note=command.note,
+                unit=command.unit,
+                actor=actor,
+                correlation_id=correlation_id,
+                now=clock(),
+            )
         else:
             await service.draft_reply(
                 uow, command.proposal_id, command.unit, command, actor, correlation_id, clock(), policy
             )
 
     return on_unit_report
-
-
-def named_proposal(envelope: Envelope) -> str:
-    """The proposal a command names, even one that failed validation; else its subject or id."""
-    named = envelope.data.get("proposal_id") if isinstance(envelope.data, dict) else None
-    return str(named or envelope.subject or envelope.id)[:100]
 
 
 def evaluation_handler(policy: Policy, allowed_sources: Sequence[str], clock: Callable[[], datetime]) -> Handler:

@@ -31,11 +31,12 @@ from shared.policy import Policy, WorkingCalendar, local_date
 
 
 async def record(uow: UnitOfWork, envelope: Envelope, event: Event) -> None:
-    """Apply one consumed event: the first one of a proposal must be `submitted`; others wait for it."""
+    """Apply one consumed event: the first one of a proposal must be `submitted`; others wait for it.
+
+    A `…rejected` (a refused submission, a unit's refused 签收 or 异议) changes nothing of a proposal and is
+    not kept: its sender hears of it on the topic, the audit log keeps it. Parked for a proposal unknown
+    here, it would wait forever, and hold up every event of a proposal later submitted under that id."""
     if isinstance(event, Rejection):
-        # The answer to a refused command, which changed nothing: nothing to track or show. Parked (for a
-        # command that made no proposal), it would wait forever, and hold up every event of a proposal
-        # later submitted under that id.
         return
     async with uow:
         dossier = await uow.lifecycle(event.proposal_id)

@@ -16,9 +16,22 @@ from tests.conftest import fresh_postgres_database
 from tests.procs import ROOT, Suite, free_port, running, start_service, stop_service, wait_ready
 
 # The process helpers moved to tests/procs.py (the reliability tests share them); still importable here.
-__all__ = ["PORTAL", "ROOT", "Suite", "free_port", "running", "start_service", "stop_service", "suite", "wait_ready"]
+__all__ = [
+    "PORTAL",
+    "ROOT",
+    "UNIT_SYSTEMS",
+    "Suite",
+    "free_port",
+    "running",
+    "start_service",
+    "stop_service",
+    "suite",
+    "wait_ready",
+]
 
 PORTAL = "/portal/members-e2e"
+UNIT_SYSTEMS = {"dg-zrzyj": "/oa/dg-zrzyj-e2e", "dg-nyj": "/oa/dg-nyj-e2e"}
+"""Unit OA systems allowed to write `proposalflow.unit-reports`, each for its own unit only."""
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -28,7 +41,7 @@ async def suite(request: pytest.FixtureRequest, tmp_path: Path, kafka_bootstrap:
         **os.environ,
         "PROPOSALFLOW_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
         "PROPOSALFLOW_DATA_DIR": str(tmp_path / "data"),
-        "PROPOSALFLOW_ALLOWED_SOURCES": PORTAL,
+        "PROPOSALFLOW_ALLOWED_SOURCES": ",".join([PORTAL, *(f"{s}=unit:{u}" for u, s in UNIT_SYSTEMS.items())]),
         "PROPOSALFLOW_JWT_SECRET": f"e2e-secret-{run}-0123456789abcdef0123456789",
         "PROPOSALFLOW_LOG_LEVEL": "INFO",
         "PYTHONUNBUFFERED": "1",

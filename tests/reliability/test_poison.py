@@ -73,8 +73,8 @@ WRITER = {
 }
 """Who writes each topic: a service, or (empty) the run's member portal."""
 CONSUMERS = {
-    SUBMISSIONS: ["intake", "progress"],  # progress takes the evaluations (评价)
-    UNIT_REPORTS: ["progress"],
+    SUBMISSIONS: ["intake", "progress"],  # progress takes the evaluations (评价, 落实评价)
+    UNIT_REPORTS: ["assignment", "progress"],  # assignment takes 签收 and 异议
     LEADER_REPORTS: ["progress"],
     PROPOSALS: ["assignment", "progress", "notify"],
     ASSIGNMENTS: ["progress", "notify"],

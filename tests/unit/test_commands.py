@@ -12,6 +12,7 @@ from shared.envelope import Envelope
 from shared.events import (
     SUBMISSIONS,
     UNIT_REPORTS,
+    AcceptAssignment,
     Actor,
     CosignProposal,
     EvaluateReply,
@@ -96,7 +97,7 @@ def test_a_rejection_carries_the_command_and_the_rule_that_refused_it() -> None:
     assert anonymous.actor == Actor(id=OA, role=Role.SYSTEM)
 
 
-def test_a_door_leaves_the_other_services_commands_on_its_topic_and_refuses_unknown_ones() -> None:
+def test_intake_leaves_progress_commands_on_the_submissions_topic_and_refuses_unknown_ones() -> None:
     """Intake and progress share `proposalflow.submissions`: each takes its own commands, leaves the
     other's alone (no rejection), and only a type no service takes is refused as unknown."""
     intake = InboundDoor(
@@ -108,11 +109,25 @@ def test_a_door_leaves_the_other_services_commands_on_its_topic_and_refuses_unkn
     )
     member = {"id": "m-1", "role": "member"}
     evaluation = Envelope(type=EvaluateReply.TYPE, source=PORTAL, data={"actor": member, "proposal_id": "p-1"})
-    assert intake.leaves(evaluation)
-    assert not intake.leaves(Envelope(type=CosignProposal.TYPE, source=PORTAL, data={}))
+    assert intake.ignores(evaluation)
+    assert not intake.ignores(Envelope(type=CosignProposal.TYPE, source=PORTAL, data={}))
     unknown = Envelope(type="proposalflow.submission.other.v1", source=PORTAL, data={})
-    assert not intake.leaves(unknown)
+    assert not intake.ignores(unknown)
     with pytest.raises(Refusal, match="unknown command type"):
         intake.admit(unknown, lambda command: None)
     # A command of another topic is not "another service's" here: it was sent to the wrong topic.
-    assert not intake.leaves(Envelope(type=ReportProgress.TYPE, source=PORTAL, data={}))
+    assert not intake.ignores(Envelope(type=ReportProgress.TYPE, source=PORTAL, data={}))
+
+
+def test_doors_sharing_a_topic_each_leave_the_others_commands_alone_and_one_answers_unknown_types() -> None:
+    progress = _door()
+    assignment = InboundDoor(
+        UNIT_REPORTS, [AcceptAssignment], [OA], sends="send unit reports", noun="unit report", answers_unknown=False
+    )
+    accept = Envelope(type=AcceptAssignment.TYPE, source=OA, data={})
+    report = Envelope(type=ReportProgress.TYPE, source=OA, data={})
+    unknown = Envelope(type="proposalflow.unit-report.other.v1", source=OA, data={})
+    assert (progress.ignores(accept), progress.ignores(report), progress.ignores(unknown)) == (True, False, False)
+    assert (assignment.ignores(accept), assignment.ignores(report), assignment.ignores(unknown)) == (False, True, True)
+    refused = _refusal(unknown)
+    assert AcceptAssignment.TYPE in refused.reason and ReportProgress.TYPE in refused.reason
