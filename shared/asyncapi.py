@@ -4,11 +4,12 @@ because decoding is ProposalFlow's own: binary and structured CloudEvents, inbox
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
-from shared.events import messages_on
+from shared.events import ALL_TOPICS, Message, messages_on
 
 CLOUDEVENTS_HEADERS: dict[str, Any] = {
     "type": "object",
@@ -44,7 +45,7 @@ def complete(document: dict[str, Any]) -> dict[str, Any]:
             message["correlationId"] = {"location": "$message.header#/ce_correlationid"}
             if not _untyped(message.get("payload", {}), schemas):
                 continue
-            models = messages_on(topic) if topic else []
+            models = _messages_at(topic) if topic else []
             if not models:
                 continue
             _, definitions = models_json_schema(
@@ -56,6 +57,14 @@ def complete(document: dict[str, Any]) -> dict[str, Any]:
     for name in [name for name, schema in schemas.items() if _is_any(schema) and name not in still_used]:
         del schemas[name]
     return document
+
+
+def _messages_at(address: str) -> list[type[Message]]:
+    """The types on a channel: one topic, or every ProposalFlow topic a subscription pattern (`^…$`) matches."""
+    if not address.startswith("^"):
+        return messages_on(address)
+    pattern = re.compile(address)
+    return [model for topic in ALL_TOPICS if pattern.match(topic) for model in messages_on(topic)]
 
 
 def _is_any(schema: dict[str, Any]) -> bool:

@@ -6,8 +6,9 @@
 - :func:`problem_for`: the one mapping of those errors to RFC 9457 problem+json.
 - :class:`CommandRunner`: one HTTP write in one transaction, with `Idempotency-Key` replay; the
   request's fingerprint is its method, path and body, so a key reused for another request is refused.
-- :class:`InboundDoor`: the checks of a command on an inbound topic (type, source, schema, role, forged
-  actor); a command that fails them becomes a :class:`Refusal`, published as the service's `…rejected`.
+- :class:`InboundDoor`: the checks of a command on an inbound topic (type, source, the source's own topic,
+  schema, role, forged actor); a command that fails them becomes a :class:`Refusal`, published as the
+  service's `…rejected`.
 """
 
 from __future__ import annotations
@@ -152,8 +153,11 @@ class InboundDoor:
         self.sends = sends
         self.noun = noun
 
-    def admit(self, envelope: Envelope, authorise: Callable[[Any], str | None]) -> Any:
-        """The command, validated; or :class:`Refusal` saying what was wrong."""
+    def admit(self, envelope: Envelope, authorise: Callable[[Any], str | None], topic: str | None = None) -> Any:
+        """The command, validated; or :class:`Refusal` saying what was wrong. With the `topic` it was read
+        from, also a source that belongs on another system's topic is refused, and the command's actor
+        comes back stamped with the topic (`Actor.via`): every event it causes names the system it came
+        through."""
         command_class = self.commands.get(envelope.type)
         if command_class is None:
             known = list(self.commands)
@@ -164,6 +168,9 @@ class InboundDoor:
                 f"source {envelope.source!r} is not allowed to {self.sends}; "
                 "ask the proposal office to add it to PROPOSALFLOW_ALLOWED_SOURCES"
             )
+        elsewhere = self.allow_list.wrong_topic(envelope.source, topic, self.topic) if topic else None
+        if elsewhere:
+            raise Refusal(f"forged source: {elsewhere}")
         try:
             command = command_class.model_validate(envelope.data)
         except ValidationError as exc:
@@ -176,6 +183,10 @@ class InboundDoor:
         forged = self.allow_list.forged_actor(envelope.source, command.actor)
         if forged:
             raise Refusal(f"forged actor: {forged}", actor=command.actor)
+        if command.actor.via is not None:
+            raise Refusal("actor.via is set by ProposalFlow from the topic a command arrives on; leave it out")
+        if topic:
+            command = command.model_copy(update={"actor": command.actor.model_copy(update={"via": topic})})
         return command
 
 

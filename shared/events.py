@@ -12,6 +12,8 @@ JSON Schema for every type and the AsyncAPI documents are generated from these m
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from datetime import date, datetime
 from enum import StrEnum
 from typing import Any, ClassVar, Literal
@@ -52,6 +54,31 @@ def source_of(service: str) -> str:
     return f"/proposalflow/{service}"
 
 
+SYSTEM_NAME = r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}"
+"""An outside system's name, as its own inbound topics end (Kafka's topic characters)."""
+
+
+def system_topic(inbound: str, system: str) -> str:
+    """The inbound topic of one outside system, `proposalflow.unit-reports.<system>`: only that system's
+    Kafka user may write it (an ACL), so what arrives on it comes from that system (docs/decisions.md)."""
+    return f"{inbound}.{system}"
+
+
+def system_of_topic(inbound: str, topic: str) -> str | None:
+    """The outside system whose inbound topic `topic` is, or None for the shared topic `inbound` itself."""
+    prefix = f"{inbound}."
+    return topic[len(prefix) :] if topic.startswith(prefix) else None
+
+
+def inbound_topic_pattern(literal: Sequence[str], inbound: Sequence[str]) -> str:
+    """The regex a consumer subscribes with to read `literal` topics, and the `inbound` topics together
+    with every outside system's own (`proposalflow.submissions.<system>`), including systems added later."""
+    names = "|".join(re.escape(topic) for topic in literal)
+    systems = "|".join(re.escape(topic) for topic in inbound)
+    alternatives = [f"(?:{systems})(?:\\.{SYSTEM_NAME})?"] + ([names] if names else [])
+    return "^(?:" + "|".join(alternatives) + ")$"
+
+
 # Shared value types -------------------------------------------------------------------------------
 
 
@@ -76,6 +103,14 @@ class Actor(BaseModel):
     id: str = Field(min_length=1, max_length=200)
     role: Role
     unit: str | None = Field(default=None, max_length=200)
+    via: str | None = Field(
+        default=None,
+        max_length=300,
+        exclude_if=lambda value: value is None,
+        description="The inbound topic through which an outside system sent the command that this actor's event "
+        "answers (`proposalflow.unit-reports.<system>`: the Kafka user allowed to write it is the authenticated "
+        "system). Set by ProposalFlow, never by the sender; absent for what was done over HTTP or by a service.",
+    )
 
 
 class ProposerKind(StrEnum):

@@ -38,7 +38,9 @@ def build(clock: Clock = service.system_clock) -> tuple[ServiceRuntime, FastAPI]
     runtime.consume(
         [events.SUBMISSIONS],
         handlers.submission_handler(policy, runtime.common.allowed_sources, clock),
-        description="Submission commands (提交提案) from member portals and the CPPCC platform.",
+        description="Submission commands (提交提案) from member portals and the CPPCC platform, on the shared topic "
+        "and each outside system's own (proposalflow.submissions.<system>).",
+        per_system=True,
     )
 
     async def close_cosign_windows() -> None:

@@ -38,10 +38,10 @@ def submission_handler(policy: Policy, allowed_sources: Sequence[str], clock: Cl
             return f"role {command.actor.role.value} may not submit proposals"
         return None
 
-    async def on_submission(conn: AsyncConnection, envelope: Envelope, _record: Record) -> None:
+    async def on_submission(conn: AsyncConnection, envelope: Envelope, record: Record) -> None:
         proposal_id: str | None = None
         try:
-            command: SubmitProposal = door.admit(envelope, may_submit)
+            command: SubmitProposal = door.admit(envelope, may_submit, topic=record.topic)
             proposal_id = command.proposal_id or proposal_id_for(envelope)
             try:
                 await service.submit(

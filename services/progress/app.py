@@ -61,7 +61,9 @@ def build(clock: Callable[[], datetime] = system_clock) -> tuple[ServiceRuntime,
         [events.UNIT_REPORTS],
         handlers.unit_report_handler(policy, runtime.common.allowed_sources, clock),
         consumer="progress-unit-reports",
-        description="Unit reports (办理进展, 会办意见, 答复) from allow-listed unit systems.",
+        description="Unit reports (办理进展, 会办意见, 答复) from allow-listed unit systems, on the shared topic and "
+        "each system's own (proposalflow.unit-reports.<system>).",
+        per_system=True,
     )
 
     async def check_deadlines() -> None:

@@ -52,10 +52,10 @@ def unit_report_handler(policy: Policy, allowed_sources: Sequence[str], clock: C
             return f"{actor.role.value} {actor.id} may not report for unit {command.unit}"
         return None
 
-    async def on_unit_report(conn: AsyncConnection, envelope: Envelope, _record: Record) -> None:
+    async def on_unit_report(conn: AsyncConnection, envelope: Envelope, record: Record) -> None:
         correlation_id = envelope.correlation_id or envelope.id
         try:
-            command = door.admit(envelope, may_report)
+            command = door.admit(envelope, may_report, topic=record.topic)
             try:
                 await _carry_out(SqlUnitOfWork(conn), command, correlation_id)
             except NotFound as exc:

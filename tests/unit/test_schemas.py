@@ -4,6 +4,7 @@ from the event models, and a change that forgets to regenerate them fails here."
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -34,8 +35,14 @@ def test_every_event_type_has_a_schema_and_every_service_an_asyncapi_document() 
 
 def test_asyncapi_shows_what_intake_consumes_and_publishes() -> None:
     document = json.loads((DOCS / "asyncapi" / "intake.json").read_text(encoding="utf-8"))
-    addresses = {channel["address"] for channel in document["channels"].values()}
-    assert addresses == {"proposalflow.submissions", "proposalflow.proposals"}
+    addresses = {name: channel["address"] for name, channel in document["channels"].items()}
+    # Intake reads the shared topic and every outside system's own, by pattern (docs/decisions.md).
+    consumed = re.compile(addresses.pop("intake:subscribe"))
+    assert consumed.match("proposalflow.submissions") and consumed.match("proposalflow.submissions.portal-a")
+    assert not consumed.match("proposalflow.proposals") and not consumed.match("proposalflow.unit-reports.oa-a")
+    assert set(addresses.values()) == {"proposalflow.proposals"}
+    consumes = document["components"]["messages"]["intake:subscribe:SubscribeMessage"]["payload"]
+    assert consumes == {"oneOf": [{"$ref": "#/components/schemas/SubmitProposal"}]}
     schemas = document["components"]["schemas"]
     assert {"SubmitProposal", "ProposalSubmitted", "ProposalFiled", "SubmissionRejected"} <= set(schemas)
 
