@@ -48,8 +48,8 @@ class CommonSettings(BaseSettings):
 
     environment: Literal["development", "production"] = Field(
         default="development",
-        description="production refuses to start with the development JWT secret, a short secret, or RS256 "
-        "without a JWKS URL.",
+        description="production refuses to start with the development JWT secret, a short secret, RS256 "
+        "without a JWKS URL, or an allowed source bound to no outside system.",
     )
     kafka_bootstrap_servers: str = Field(
         default="127.0.0.1:19092", description="Kafka brokers, host:port, comma-separated."
@@ -157,6 +157,22 @@ class CommonSettings(BaseSettings):
             raise ValueError(
                 f"PROPOSALFLOW_JWT_SECRET is {len(self.jwt_secret.encode())} bytes; production needs at least "
                 f"{MIN_JWT_SECRET_BYTES} random bytes"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _production_binds_every_source(self) -> CommonSettings:
+        """Refuse to start a production service that would take an outside system's word for who it is: every
+        allowed source must name its system, whose own topic only its Kafka user may write."""
+        if self.environment != "production":
+            return self
+        unbound = [source for source, system in parse_source_systems(self.allowed_sources).items() if system is None]
+        if unbound:
+            raise ValueError(
+                f"PROPOSALFLOW_ENVIRONMENT=production but PROPOSALFLOW_ALLOWED_SOURCES has source(s) bound to no "
+                f"system: {', '.join(unbound)}. Write each as <system>@<source>[=grants], the system sending on its "
+                "own topic proposalflow.unit-reports.<system> or proposalflow.submissions.<system> "
+                '(docs/operations.md, "Adding an outside system")'
             )
         return self
 

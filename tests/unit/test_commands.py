@@ -10,6 +10,8 @@ import pytest
 from shared.commands import InboundDoor, NotYours, Refusal, RuleViolation, StateConflict, problem_for, rejection
 from shared.envelope import Envelope
 from shared.events import UNIT_REPORTS, Actor, ReportProgress, Role, SubmitCoOpinion, UnitReportRejected
+from shared.settings import parse_source_grants, parse_source_systems
+from shared.topics import outside_system_topic
 
 OA = "/oa/dg-zrzyj"
 REPORT = {"proposal_id": "p-1", "unit": "dg-zrzyj", "kind": "phone", "on": "2026-04-01", "text": "电话沟通"}
@@ -80,3 +82,73 @@ def test_a_rejection_carries_the_command_and_the_rule_that_refused_it() -> None:
     )
     anonymous = rejection(UnitReportRejected, envelope, Refusal("unknown"), "p-1")
     assert anonymous.actor == Actor(id=OA, role=Role.SYSTEM)
+
+
+# Outside systems bound to their own topics (docs/decisions.md, "Outside systems proven") ----------------
+
+OA_A, OA_B = "/oa/dg-zrzyj", "/oa/dg-czj"
+TOPIC_A, TOPIC_B = f"{UNIT_REPORTS}.oa-zrzyj", f"{UNIT_REPORTS}.oa-czj"
+
+
+def _bound_door() -> InboundDoor:
+    return InboundDoor(
+        UNIT_REPORTS,
+        [ReportProgress],
+        [f"oa-zrzyj@{OA_A}=unit:dg-zrzyj", f"oa-czj@{OA_B}=unit:dg-czj", "/oa/legacy=unit:dg-jtj"],
+        sends="send unit reports",
+        noun="unit report",
+    )
+
+
+def _report(source: str, unit: str, **actor: Any) -> Envelope:
+    data = {**REPORT, "unit": unit, "actor": {"id": "u-1", "role": "unit", "unit": unit, **actor}}
+    return Envelope(type=ReportProgress.TYPE, source=source, data=data)
+
+
+def _refused_on(topic: str, envelope: Envelope) -> str:
+    with pytest.raises(Refusal) as refused:
+        _bound_door().admit(envelope, lambda command: None, topic=topic)
+    return refused.value.reason
+
+
+def test_a_system_may_send_only_its_own_sources_on_its_own_topic() -> None:
+    admitted = _bound_door().admit(_report(OA_A, "dg-zrzyj"), lambda command: None, topic=TOPIC_A)
+    assert admitted.actor == Actor(id="u-1", role=Role.UNIT, unit="dg-zrzyj", via=TOPIC_A)
+    # System A, on its own topic, claiming system B's source: the topic proves who sent it.
+    assert _refused_on(TOPIC_A, _report(OA_B, "dg-czj")) == (
+        f"forged source: topic {TOPIC_A} belongs to system 'oa-zrzyj', but source '{OA_B}' is system "
+        "'oa-czj''s: a system may send only under its own sources"
+    )
+    # A bound source is not taken from the shared topic, which any holder of its old ACL might write.
+    assert _refused_on(UNIT_REPORTS, _report(OA_A, "dg-zrzyj")) == (
+        f"forged source: source '{OA_A}' belongs to system 'oa-zrzyj', which sends on {TOPIC_A}, "
+        f"not on the shared topic {UNIT_REPORTS}"
+    )
+    # A source bound to no system travels on the shared topic only.
+    assert "is not one of its sources" in _refused_on(TOPIC_A, _report("/oa/legacy", "dg-jtj"))
+    legacy = _bound_door().admit(_report("/oa/legacy", "dg-jtj"), lambda command: None, topic=UNIT_REPORTS)
+    assert legacy.actor.via == UNIT_REPORTS
+    # Its own source, another unit: the grant still holds on the system's own topic.
+    assert _refused_on(TOPIC_A, _report(OA_A, "dg-czj")).startswith(
+        f"forged actor: source '{OA_A}' may act for unit:dg-zrzyj only"
+    )
+    # `via` is ProposalFlow's to write: a sender cannot pass off its command as another system's.
+    assert _refused_on(TOPIC_A, _report(OA_A, "dg-zrzyj", via=TOPIC_B)).startswith("actor.via is set by ProposalFlow")
+
+
+def test_a_source_belongs_to_one_system_and_system_names_are_checked_at_start() -> None:
+    with pytest.raises(ValueError, match="names source '/oa/dg-czj' twice, for systems oa-a and oa-b"):
+        parse_source_systems(["oa-a@/oa/dg-czj", "oa-b@/oa/dg-czj=unit:dg-czj"])
+    assert parse_source_systems(["oa-a@/oa/x=unit:x", "/plain", "mailto:ops@example.org"]) == {
+        "/oa/x": "oa-a",
+        "/plain": None,
+        "mailto:ops@example.org": None,
+    }
+    assert parse_source_grants(["oa-a@/oa/x=unit:x"]) == {"/oa/x": frozenset({("unit", "x")})}
+
+
+def test_only_an_outside_systems_own_inbound_topic_may_be_created_for_it() -> None:
+    assert outside_system_topic(TOPIC_A) == TOPIC_A
+    for wrong in (UNIT_REPORTS, "proposalflow.proposals.oa-a", f"{UNIT_REPORTS}.bad/name", f"{UNIT_REPORTS}."):
+        with pytest.raises(ValueError, match="is not an outside system's topic"):
+            outside_system_topic(wrong)
