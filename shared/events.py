@@ -30,8 +30,10 @@ HANDLING = "proposalflow.handling"
 NOTIFICATIONS = "proposalflow.notifications"
 
 TOPIC_WRITERS = {
-    SUBMISSIONS: "outside systems (allow-listed sources)",
-    UNIT_REPORTS: "outside systems (allow-listed unit systems)",
+    SUBMISSIONS: "outside systems (allow-listed sources), each on its own `proposalflow.submissions.<system>` "
+    "(only its Kafka user may write it; production) or on this shared topic (development)",
+    UNIT_REPORTS: "outside systems (allow-listed unit systems), each on its own `proposalflow.unit-reports.<system>` "
+    "(only its Kafka user may write it; production) or on this shared topic (development)",
     PROPOSALS: "intake",
     ASSIGNMENTS: "assignment",
     HANDLING: "progress",
