@@ -44,7 +44,14 @@ log = logging.getLogger("proposalflow.runtime")
 CONSUMER_LAG_INTERVAL_S = 30.0
 
 
-def make_broker(common: CommonSettings, *, service: str) -> KafkaBroker:
+NEW_TOPICS_FOUND_WITHIN_MS = 60_000
+"""How often the consumers refresh the brokers' metadata (aiokafka: 5 minutes): an outside system's topic
+made while a service runs is read, from its first record, within this time (shared/subscriber.py)."""
+
+
+def make_broker(
+    common: CommonSettings, *, service: str, metadata_max_age_ms: int = NEW_TOPICS_FOUND_WITHIN_MS
+) -> KafkaBroker:
     """The FastStream broker: subscribers and the AsyncAPI document; security passes through."""
     from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 
@@ -80,6 +87,7 @@ def make_broker(common: CommonSettings, *, service: str) -> KafkaBroker:
         # with the configured partitions. FastStream's own attempt would make a missing one with a single
         # partition, and with a service's own Kafka user (no CREATE) warn about every topic it consumes.
         allow_auto_create_topics=False,
+        metadata_max_age_ms=metadata_max_age_ms,
     )
 
 
