@@ -147,8 +147,9 @@ class ServiceRuntime:
         )
         self.broker = make_broker(self.common, service=self.name)
         self.processors: list[EventProcessor] = []
-        self._inbound_topics: list[str] = []
-        """Inbound command topics read by pattern (with every outside system's own): named for the ACL check."""
+        self._pattern_topics: list[str] = []
+        """The topics of the subscriptions that read by pattern (those with inbound command topics, read with
+        every outside system's own): the pattern hides them from the subscriber, the ACL check needs them."""
         self._tasks: list[asyncio.Task[None]] = []
         self._startup: list[Callable[[AsyncConnection], Awaitable[None]]] = []
         self._periodic: list[tuple[str, float, Callable[[], Awaitable[None]]]] = []
@@ -216,7 +217,8 @@ class ServiceRuntime:
     ) -> None:
         """Feed `processor` from `topics` and the `inbound` command topics with every outside system's own
         (shared/subscriber.py), in this service's consumer group."""
-        self._inbound_topics.extend(topic for topic in inbound if topic not in self._inbound_topics)
+        if inbound:
+            self._pattern_topics.extend(name for name in [*inbound, *topics] if name not in self._pattern_topics)
         subscribe(
             self.broker,
             processor,
@@ -297,9 +299,9 @@ class ServiceRuntime:
         return problem
 
     def consumed_topics(self) -> list[str]:
-        """Every topic this service's subscribers read by name, and the shared inbound topics of those that
-        read by pattern (its ACL, a prefix, covers every system's own topic too)."""
-        names: list[str] = list(self._inbound_topics)
+        """Every topic this service's subscribers read: by name, or by a pattern (then the shared inbound
+        topics stand for every outside system's own, which their prefix ACL covers)."""
+        names: list[str] = list(self._pattern_topics)
         for subscriber in self.broker.subscribers:
             for topic in getattr(subscriber, "topics", []):
                 name = getattr(topic, "name", topic)
