@@ -105,14 +105,30 @@ def migrate(
 def topics_create(
     partitions: Annotated[int | None, typer.Option(help="Partitions per topic (default from settings: 12)")] = None,
     replication_factor: Annotated[int | None, typer.Option(help="Replication factor")] = None,
+    system_topic: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--system-topic",
+            help="Also an outside system's own inbound topic, e.g. proposalflow.unit-reports.oa-dg-fgj (repeatable)",
+        ),
+    ] = None,
 ) -> None:
-    """Create every ProposalFlow topic, dead-letter topics included; existing ones are left alone."""
-    from shared.topics import create_topics
+    """Create every ProposalFlow topic, dead-letter topics included, and the outside systems' own inbound
+    topics named; existing ones are left alone."""
+    from shared.topics import create_topics, outside_system_topic
 
+    for name in system_topic or []:
+        try:
+            outside_system_topic(name)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--system-topic") from exc
     common = CommonSettings()
     created = asyncio.run(
         create_topics(
-            common, partitions or common.topic_partitions, replication_factor or common.topic_replication_factor
+            common,
+            partitions or common.topic_partitions,
+            replication_factor or common.topic_replication_factor,
+            system_topic or [],
         )
     )
     for name, state in created.items():

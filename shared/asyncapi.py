@@ -19,6 +19,7 @@ headers.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic.json_schema import models_json_schema
@@ -26,6 +27,7 @@ from pydantic.json_schema import models_json_schema
 from shared import events
 from shared.envelope import CLOUDEVENTS_JSON, JSON
 from shared.examples import EXAMPLE_SOURCES, EXAMPLE_TIME, example_id, example_of
+from shared.settings import SERVICES
 
 KAFKA_BINDING_VERSION = "0.4.0"
 
@@ -223,6 +225,7 @@ def complete(document: dict[str, Any]) -> dict[str, Any]:
     components = document.setdefault("components", {})
     schemas = components.setdefault("schemas", {})
     messages: dict[str, Any] = components.setdefault("messages", {})
+    _split_pattern_channels(document)
     channels = document.get("channels", {})
     receiving = {
         op["channel"]["$ref"].rsplit("/", 1)[-1]
@@ -238,7 +241,7 @@ def complete(document: dict[str, Any]) -> dict[str, Any]:
             ids = ["dead-letter"]
             messages["dead-letter"] = dead_letter_message("proposalflow.dlq.<service>")
         else:
-            models = events.messages_on(topic)
+            models = _messages_at(topic)
             if not models:
                 continue
             ids = []
@@ -280,6 +283,49 @@ def _refs(node: Any) -> set[str]:
         for value in node:
             found |= _refs(value)
     return found
+
+
+def _split_pattern_channels(document: dict[str, Any]) -> None:
+    """A consumer subscribed by pattern (the inbound topics with every outside system's own, docs/decisions.md)
+    has a regex for its channel address, which no integrator's tool can map a record to: give it one channel
+    per ProposalFlow topic the pattern matches, an inbound one saying that each outside system writes its
+    own `<topic>.<system>`, and one receive operation each."""
+    channels = document.get("channels", {})
+    operations = document.get("operations", {})
+    for channel_id, channel in list(channels.items()):
+        address = channel.get("address", "")
+        if not address.startswith("^"):
+            continue
+        pattern = re.compile(address)
+        del channels[channel_id]
+        ops = {op_id: op for op_id, op in operations.items() if op["channel"]["$ref"].endswith(f"/{channel_id}")}
+        for op_id in ops:
+            del operations[op_id]
+        first: dict[str, Any] = next(iter(ops.values()), {"action": "receive"})
+        action = str(first.get("action", "receive"))
+        known = [*events.ALL_TOPICS, *(events.dlq_topic(service) for service in SERVICES)]
+        for topic in (t for t in known if pattern.match(t)):
+            new_id = f"{topic}:{'subscribe' if action == 'receive' else 'publish'}"
+            description = channel.get("description", "")
+            if topic in events.INBOUND_TOPICS:
+                description = (
+                    f"{description} Read together with every outside system's own topic `{topic}.<system>` "
+                    "(written only by that system's Kafka user; the same messages)."
+                ).strip()
+            channels[new_id] = {**channel, "address": topic, "description": description, "messages": {}}
+            operations[new_id] = {
+                **first,
+                "channel": {"$ref": f"#/channels/{new_id}"},
+                "messages": [],
+            }
+
+
+def _messages_at(address: str) -> list[type[events.Message]]:
+    """The types on a channel: one topic, or every ProposalFlow topic a subscription pattern (`^…$`) matches."""
+    if not address.startswith("^"):
+        return events.messages_on(address)
+    pattern = re.compile(address)
+    return [model for topic in events.ALL_TOPICS if pattern.match(topic) for model in events.messages_on(topic)]
 
 
 def _drop_unused(document: dict[str, Any]) -> None:

@@ -19,9 +19,9 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ValidationError
 
-from shared.events import Actor, Role
+from shared.events import Actor, Role, system_of_topic, system_topic
 from shared.http import Problem
-from shared.settings import CommonSettings, parse_source_grants
+from shared.settings import CommonSettings, parse_source_grants, parse_source_systems
 
 
 class Principal(BaseModel):
@@ -156,6 +156,7 @@ class InboundAllowList:
 
     def __init__(self, entries: Sequence[str]) -> None:
         self._grants = parse_source_grants(list(entries))
+        self._systems = parse_source_systems(list(entries))
 
     def admits(self, source: str) -> bool:
         return source in self._grants
@@ -172,3 +173,29 @@ class InboundAllowList:
         allowed = ", ".join(sorted(f"{role}:{unit}" if unit else role for role, unit in grants))
         named = f"{actor.role.value}:{actor.unit}" if actor.unit else actor.role.value
         return f"source {source!r} may act for {allowed} only; the command names {named} {actor.id!r}"
+
+    def wrong_topic(self, source: str, topic: str, inbound: str) -> str | None:
+        """Why an allowed source may not arrive on `topic` (the shared inbound topic `inbound`, or one system's
+        own `inbound.<system>`), or None when it may. The brokers let only a system's Kafka user write its
+        own topic, so the topic proves which system sent a command; the source it claims must be that
+        system's. A source bound to a system is accepted only on that system's topic."""
+        system = system_of_topic(inbound, topic)
+        bound = self._systems.get(source)
+        if system is None:
+            if topic != inbound or bound is None:
+                return None
+            return (
+                f"source {source!r} belongs to system {bound!r}, which sends on {system_topic(inbound, bound)}, "
+                f"not on the shared topic {inbound}"
+            )
+        if bound == system:
+            return None
+        if bound is None:
+            return (
+                f"topic {topic} carries the commands of system {system!r}, and source {source!r} is not one of "
+                f"its sources: ask the proposal office to bind it in PROPOSALFLOW_ALLOWED_SOURCES ({system}@{source})"
+            )
+        return (
+            f"topic {topic} belongs to system {system!r}, but source {source!r} is system {bound!r}'s: "
+            "a system may send only under its own sources"
+        )

@@ -6,8 +6,9 @@
 - :func:`problem_for`: the one mapping of those errors to RFC 9457 problem+json.
 - :class:`CommandRunner`: one HTTP write in one transaction, with `Idempotency-Key` replay; the
   request's fingerprint is its method, path and body, so a key reused for another request is refused.
-- :class:`InboundDoor`: the checks of a command on an inbound topic (type, source, schema, role, forged
-  actor); a command that fails them becomes a :class:`Refusal`, published as the service's `…rejected`.
+- :class:`InboundDoor`: the checks of a command on an inbound topic (type, source, the source's own topic,
+  schema, role, forged actor); a command that fails them becomes a :class:`Refusal`, published as the
+  service's `…rejected`.
 """
 
 from __future__ import annotations
@@ -171,8 +172,13 @@ class InboundDoor:
             return False
         return envelope.type in self.elsewhere or not self.answers_unknown
 
-    def admit(self, envelope: Envelope, authorise: Callable[[Any], str | None]) -> Any:
-        """The command, validated; or :class:`Refusal` saying what was wrong."""
+    def admit(self, envelope: Envelope, authorise: Callable[[Any], str | None], *, topic: str | None) -> Any:
+        """The command, validated; or :class:`Refusal` saying what was wrong.
+
+        `topic` is the one the command was read from: required, so no door forgets it (None only where
+        there is no topic, e.g. a unit test). With it, a source that belongs on another system's topic is
+        refused, and the command's actor comes back stamped with the topic (`Actor.via`): every event it
+        causes names the system it came through."""
         command_class = self.commands.get(envelope.type)
         if command_class is None:
             known = [*self.commands, *self.elsewhere]
@@ -183,6 +189,9 @@ class InboundDoor:
                 f"source {envelope.source!r} is not allowed to {self.sends}; "
                 "ask the proposal office to add it to PROPOSALFLOW_ALLOWED_SOURCES"
             )
+        elsewhere = self.allow_list.wrong_topic(envelope.source, topic, self.topic) if topic else None
+        if elsewhere:
+            raise Refusal(f"forged source: {elsewhere}")
         try:
             command = command_class.model_validate(envelope.data)
         except ValidationError as exc:
@@ -195,6 +204,10 @@ class InboundDoor:
         forged = self.allow_list.forged_actor(envelope.source, command.actor)
         if forged:
             raise Refusal(f"forged actor: {forged}", actor=command.actor)
+        if command.actor.via is not None:
+            raise Refusal("actor.via is set by ProposalFlow from the topic a command arrives on; leave it out")
+        if topic:
+            command = command.model_copy(update={"actor": command.actor.model_copy(update={"via": topic})})
         return command
 
 

@@ -12,6 +12,8 @@ JSON Schema for every type and the AsyncAPI documents are generated from these m
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal
@@ -29,8 +31,10 @@ NOTIFICATIONS = "proposalflow.notifications"
 LEADER_REPORTS = "proposalflow.leader-reports"
 
 TOPIC_WRITERS = {
-    SUBMISSIONS: "outside systems (allow-listed sources)",
-    UNIT_REPORTS: "outside systems (allow-listed unit systems)",
+    SUBMISSIONS: "outside systems (allow-listed sources), each on its own `proposalflow.submissions.<system>` "
+    "(only its Kafka user may write it; production) or on this shared topic (development)",
+    UNIT_REPORTS: "outside systems (allow-listed unit systems), each on its own `proposalflow.unit-reports.<system>` "
+    "(only its Kafka user may write it; production) or on this shared topic (development)",
     PROPOSALS: "intake",
     ASSIGNMENTS: "assignment",
     HANDLING: "progress",
@@ -78,6 +82,31 @@ NOT_FILED_GROUND = f"不予立案理由: one of the policy's not_filed_grounds; 
 DEADLINE_KIND = f"待办事项: reply, co_opinion, evaluation or measure; {POLICY_CODES}."
 
 
+SYSTEM_NAME = r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}"
+"""An outside system's name, as its own inbound topics end (Kafka's topic characters)."""
+
+
+def system_topic(inbound: str, system: str) -> str:
+    """The inbound topic of one outside system, `proposalflow.unit-reports.<system>`: only that system's
+    Kafka user may write it (an ACL), so what arrives on it comes from that system (docs/decisions.md)."""
+    return f"{inbound}.{system}"
+
+
+def system_of_topic(inbound: str, topic: str) -> str | None:
+    """The outside system whose inbound topic `topic` is, or None for the shared topic `inbound` itself."""
+    prefix = f"{inbound}."
+    return topic[len(prefix) :] if topic.startswith(prefix) else None
+
+
+def inbound_topic_pattern(literal: Sequence[str], inbound: Sequence[str]) -> str:
+    """The regex a consumer subscribes with to read `literal` topics, and the `inbound` topics together
+    with every outside system's own (`proposalflow.submissions.<system>`), including systems added later."""
+    names = "|".join(re.escape(topic) for topic in literal)
+    systems = "|".join(re.escape(topic) for topic in inbound)
+    alternatives = [f"(?:{systems})(?:\\.{SYSTEM_NAME})?"] + ([names] if names else [])
+    return "^(?:" + "|".join(alternatives) + ")$"
+
+
 # Shared value types -------------------------------------------------------------------------------
 
 
@@ -102,6 +131,14 @@ class Actor(BaseModel):
     id: str = Field(min_length=1, max_length=200)
     role: Role
     unit: str | None = Field(default=None, max_length=200, description=ACTOR_UNIT)
+    via: str | None = Field(
+        default=None,
+        max_length=300,
+        exclude_if=lambda value: value is None,
+        description="The inbound topic through which an outside system sent the command that this actor's event "
+        "answers (`proposalflow.unit-reports.<system>`: the Kafka user allowed to write it is the authenticated "
+        "system). Set by ProposalFlow, never by the sender; absent for what was done over HTTP or by a service.",
+    )
 
 
 class ProposerKind(StrEnum):

@@ -11,11 +11,14 @@ compose file can then list every setting, the optional ones empty.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from shared.events import SYSTEM_NAME
 
 SERVICES = ("intake", "assignment", "progress", "notify", "audit")
 
@@ -45,8 +48,8 @@ class CommonSettings(BaseSettings):
 
     environment: Literal["development", "production"] = Field(
         default="development",
-        description="production refuses to start with the development JWT secret, a short secret, or RS256 "
-        "without a JWKS URL.",
+        description="production refuses to start with the development JWT secret, a short secret, RS256 "
+        "without a JWKS URL, or an allowed source bound to no outside system.",
     )
     kafka_bootstrap_servers: str = Field(
         default="127.0.0.1:19092", description="Kafka brokers, host:port, comma-separated."
@@ -89,7 +92,9 @@ class CommonSettings(BaseSettings):
         default_factory=list,
         description="CloudEvents `source` values allowed to write the inbound command topics (comma-separated). "
         "`source=role` or `source=unit:<unit id>` (several joined by +) restricts whom a source may act for; "
-        "a bare `source` may act for any role the command allows.",
+        "a bare `source` may act for any role the command allows. `<system>@<source>` binds the source to that "
+        "outside system's own topics (`proposalflow.unit-reports.<system>`, `proposalflow.submissions.<system>`): "
+        "it is accepted there only, and those topics carry only its system's sources; production binds every source.",
     )
     http_max_body_bytes: int = Field(
         default=1_000_000, ge=1024, description="Largest HTTP request body accepted (413 above, read no further)."
@@ -155,6 +160,22 @@ class CommonSettings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _production_binds_every_source(self) -> CommonSettings:
+        """Refuse to start a production service that would take an outside system's word for who it is: every
+        allowed source must name its system, whose own topic only its Kafka user may write."""
+        if self.environment != "production":
+            return self
+        unbound = [source for source, system in parse_source_systems(self.allowed_sources).items() if system is None]
+        if unbound:
+            raise ValueError(
+                f"PROPOSALFLOW_ENVIRONMENT=production but PROPOSALFLOW_ALLOWED_SOURCES has source(s) bound to no "
+                f"system: {', '.join(unbound)}. Write each as <system>@<source>[=grants], the system sending on its "
+                "own topic proposalflow.unit-reports.<system> or proposalflow.submissions.<system> "
+                '(docs/operations.md, "Adding an outside system")'
+            )
+        return self
+
     @field_validator("allowed_sources", mode="before")
     @classmethod
     def _split_sources(cls, value: Any) -> Any:
@@ -166,6 +187,7 @@ class CommonSettings(BaseSettings):
     @classmethod
     def _grants_name_roles(cls, value: list[str]) -> list[str]:
         parse_source_grants(value)  # a typo in a grant stops the service at start, naming the entry
+        parse_source_systems(value)
         return value
 
 
@@ -176,10 +198,12 @@ _GRANTABLE_ROLES = ("member", "committee", "dispatcher", "unit", "leader", "syst
 
 
 def parse_source_grants(entries: list[str]) -> SourceGrants:
-    """`/portal/members=member`, `/oa/dg-fgj=unit:dg-fgj`, `/cppcc/platform=member+committee`, `/bare`."""
+    """`/portal/members=member`, `/oa/dg-fgj=unit:dg-fgj`, `/cppcc/platform=member+committee`, `/bare`;
+    each may name its system first (`oa-dg-fgj@/oa/dg-fgj=unit:dg-fgj`, see :func:`parse_source_systems`)."""
     grants: SourceGrants = {}
     for entry in entries:
-        source, _, granted = entry.partition("=")
+        named, _, granted = entry.partition("=")
+        source = split_system(named)[1]
         if not granted:
             grants[source] = None
             continue
@@ -194,6 +218,36 @@ def parse_source_grants(entries: list[str]) -> SourceGrants:
             parsed.add((role, unit or None))
         grants[source] = frozenset(parsed)
     return grants
+
+
+_SYSTEM_PREFIX = re.compile(rf"({SYSTEM_NAME})@(.+)")
+
+
+def split_system(named: str) -> tuple[str | None, str]:
+    """`oa-dg-fgj@/oa/dg-fgj` -> ("oa-dg-fgj", "/oa/dg-fgj"); a source without a system name -> (None, source).
+    A source that itself holds an `@` is told apart by what precedes it: a system name has no `/` or `:`."""
+    bound = _SYSTEM_PREFIX.fullmatch(named)
+    return (bound.group(1), bound.group(2)) if bound else (None, named)
+
+
+SourceSystems = dict[str, str | None]
+"""Per allowed source, the outside system it is bound to (whose own inbound topics alone may carry it), or
+None for a source sent on the shared inbound topics (development, or systems not yet moved)."""
+
+
+def parse_source_systems(entries: list[str]) -> SourceSystems:
+    """Which system each allowed source belongs to: `<system>@<source>[=grants]` binds the source to
+    `proposalflow.submissions.<system>` and `proposalflow.unit-reports.<system>` (docs/decisions.md)."""
+    systems: SourceSystems = {}
+    for entry in entries:
+        system, source = split_system(entry.partition("=")[0])
+        if source in systems and systems[source] != system:
+            raise ValueError(
+                f"PROPOSALFLOW_ALLOWED_SOURCES names source {source!r} twice, for systems "
+                f"{systems[source] or '(none)'} and {system or '(none)'}: a source belongs to one system"
+            )
+        systems[source] = system
+    return systems
 
 
 DEFAULT_BATCH_WINDOW_MS = {"audit": 25}

@@ -9,6 +9,7 @@ from typing import Any
 from faststream.kafka import KafkaBroker
 from faststream.middlewares import AckPolicy
 
+from shared.events import inbound_topic_pattern
 from shared.offsets import OffsetCommits, record_lag
 from shared.processor import EventProcessor
 
@@ -28,10 +29,13 @@ def subscribe(
     description: str,
     commit_interval: float = 0.0,
     batch_window_ms: int = 0,
+    inbound: Sequence[str] = (),
 ) -> None:
     """Wire a processor to a FastStream batch subscriber; offsets are committed (manual
     acknowledgement) only after every record of the batch has its outcome stored, at most every
-    `commit_interval` seconds (:class:`OffsetCommits`)."""
+    `commit_interval` seconds (:class:`OffsetCommits`). `inbound` topics are read together with every
+    outside system's own (`proposalflow.unit-reports.<system>`), by a pattern subscription that also finds
+    a system's topic made later (at the consumer's next metadata refresh)."""
     commits = OffsetCommits(commit_interval)
 
     async def raw(message: Any) -> Any:
@@ -41,7 +45,8 @@ def subscribe(
         return message
 
     @broker.subscriber(
-        *topics,
+        *([] if inbound else topics),
+        pattern=inbound_topic_pattern(topics, inbound) if inbound else None,
         group_id=group_id,
         ack_policy=AckPolicy.MANUAL,
         auto_offset_reset="earliest",

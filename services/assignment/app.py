@@ -65,7 +65,9 @@ def build(clock: Clock = system_clock) -> tuple[ServiceRuntime, FastAPI]:
         [events.UNIT_REPORTS],
         handlers.unit_report_handler(ctx, runtime.common.allowed_sources, clock),
         consumer="assignment-unit-reports",
-        description="Units' 签收 and 异议 from allow-listed unit systems (progress carries out the other reports).",
+        description="Units' 签收 and 异议 from allow-listed unit systems, on the shared topic and each system's own "
+        "(proposalflow.unit-reports.<system>); progress carries out the other reports.",
+        per_system=True,
     )
 
     async def seed_and_learn(conn: AsyncConnection) -> None:

@@ -64,11 +64,11 @@ def unit_report_handler(ctx: Context, allowed_sources: Sequence[str], clock: Clo
             return f"{actor.role.value} {actor.id} may not answer the assignment for unit {command.unit}"
         return None
 
-    async def on_unit_report(conn: AsyncConnection, envelope: Envelope, _record: Record) -> None:
+    async def on_unit_report(conn: AsyncConnection, envelope: Envelope, record: Record) -> None:
         if door.ignores(envelope):
             return
         try:
-            command: AcceptAssignment | DisputeAssignment = door.admit(envelope, may_answer)
+            command: AcceptAssignment | DisputeAssignment = door.admit(envelope, may_answer, topic=record.topic)
             # A unit system acting as itself (role system) answers for the unit the command names.
             acting = command.actor.model_copy(update={"unit": command.unit})
             try:

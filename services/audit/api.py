@@ -14,7 +14,7 @@ from services.audit import export, service, store
 from services.audit.domain import rfc3339
 from services.audit.responses import AuditPage, ProposalHistory
 from shared.auth import Principal, roles
-from shared.events import Role
+from shared.events import INBOUND_TOPICS, Role, system_of_topic
 from shared.http import MAX_OFFSET, Problem
 from shared.responses import documented
 from shared.runtime import ServiceRuntime
@@ -29,7 +29,7 @@ def _view(row: dict[str, Any]) -> dict[str, Any]:
         "type": row["type"],
         "subject": row["subject"],
         "time": rfc3339(row["time"]),
-        "actor": {"id": row["actor_id"], "role": row["actor_role"], "unit": row["actor_unit"]},
+        "actor": _actor(row),
         "correlation_id": row["correlation_id"],
         "topic": row["topic"],
         "partition": row["partition"],
@@ -41,6 +41,25 @@ def _view(row: dict[str, Any]) -> dict[str, Any]:
         "subject_prev_hash": row["subject_prev_hash"],
         "hash": row["hash"],
     }
+
+
+def _actor(row: dict[str, Any]) -> dict[str, Any]:
+    """Who acted; with `via`, the outside system's topic it came through, when it came through one."""
+    actor = {"id": row["actor_id"], "role": row["actor_role"], "unit": row["actor_unit"]}
+    via = _via(row)
+    return {**actor, "via": via} if via else actor
+
+
+def _via(row: dict[str, Any]) -> str | None:
+    """Which outside system's topic it came through: for a command, the inbound topic it was read from (the
+    brokers let only that system write it); for an event, the `actor.via` ProposalFlow stamped on it from the
+    command that caused it (both covered by the entry's hash: the topic, and the payload)."""
+    topic = row["topic"]
+    if any(topic == inbound or system_of_topic(inbound, topic) for inbound in INBOUND_TOPICS):
+        return str(topic)
+    actor = row["payload"].get("actor") if isinstance(row["payload"], dict) else None
+    via = actor.get("via") if isinstance(actor, dict) else None
+    return str(via) if via else None
 
 
 LogReader = Annotated[Principal, Depends(roles(Role.COMMITTEE, Role.ADMIN))]

@@ -8,10 +8,11 @@ from services.audit import anchors, api, handlers, store
 from services.audit.settings import AuditSettings
 from shared import events
 from shared.runtime import ServiceRuntime
-from shared.subscriber import subscribe
 
-# Every topic and the other services' dead letters; never audit's own, which would loop.
-AUDITED_TOPICS = [*events.ALL_TOPICS, *(events.dlq_topic(s) for s in ("intake", "assignment", "progress", "notify"))]
+# Every topic and the other services' dead letters; never audit's own, which would loop. The inbound command
+# topics are read with every outside system's own (proposalflow.unit-reports.<system>), by pattern.
+AUDITED_TOPICS = [*events.EVENT_TOPICS, *(events.dlq_topic(s) for s in ("intake", "assignment", "progress", "notify"))]
+AUDITED_INBOUND_TOPICS = list(events.INBOUND_TOPICS)
 
 
 def build() -> tuple[ServiceRuntime, FastAPI]:
@@ -40,14 +41,12 @@ def build() -> tuple[ServiceRuntime, FastAPI]:
         max_delay=runtime.common.retry_max_delay_s,
     )
     runtime.processors.append(processor)
-    subscribe(
-        runtime.broker,
+    runtime.subscribe(
         processor,
         AUDITED_TOPICS,
-        group_id=runtime.service_settings.consumer_group,
-        description="Every topic, inbound commands and dead letters included, into the audit log.",
-        commit_interval=runtime.common.offset_commit_interval_s,
-        batch_window_ms=runtime.service_settings.batch_window_ms,
+        inbound=AUDITED_INBOUND_TOPICS,
+        description="Every topic, inbound commands (each outside system's own topic too) and dead letters "
+        "included, into the audit log.",
     )
     app = runtime.http_app(
         [api.router(runtime, key)],

@@ -39,7 +39,9 @@ def build(clock: Clock = service.system_clock) -> tuple[ServiceRuntime, FastAPI]
         [events.SUBMISSIONS],
         handlers.submission_handler(policy, runtime.common.allowed_sources, clock),
         description="Member commands from member portals and the CPPCC platform: 提交提案, 联名确认, 撤案, 重新提交 "
-        "(评价 on this topic is progress's).",
+        "(评价 and 落实评价 on this topic are progress's), on the shared topic and each outside system's own "
+        "(proposalflow.submissions.<system>).",
+        per_system=True,
     )
 
     async def close_cosign_windows() -> None:

@@ -66,12 +66,12 @@ def submission_handler(policy: Policy, allowed_sources: Sequence[str], clock: Cl
             return f"role {command.actor.role.value} may not {MEMBER_ACTIONS[type(command)]}; only the member may"
         return None
 
-    async def on_submission(conn: AsyncConnection, envelope: Envelope, _record: Record) -> None:
+    async def on_submission(conn: AsyncConnection, envelope: Envelope, record: Record) -> None:
         if door.ignores(envelope):
             return
         proposal_id: str | None = None if envelope.type == SubmitProposal.TYPE else named_proposal(envelope)
         try:
-            command: SubmitProposal | MemberCommand = door.admit(envelope, may_send)
+            command: SubmitProposal | MemberCommand = door.admit(envelope, may_send, topic=record.topic)
             correlation_id = envelope.correlation_id or envelope.id
             try:
                 if isinstance(command, SubmitProposal):

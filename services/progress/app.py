@@ -89,20 +89,25 @@ def build(clock: Callable[[], datetime] = system_clock) -> tuple[ServiceRuntime,
             policy, runtime.common.allowed_sources, clock, timedelta(seconds=early.early_command_hold_s)
         ),
         consumer=handlers.UNIT_REPORTS_CONSUMER,
-        description="Unit reports (办理进展, 会办意见, 答复, 举措落实) from allow-listed unit systems "
-        "(assignment carries out 签收 and 异议).",
+        description="Unit reports (办理进展, 会办意见, 答复, 举措落实) from allow-listed unit systems, on the shared "
+        "topic and each system's own (proposalflow.unit-reports.<system>); assignment carries out 签收 and 异议.",
+        per_system=True,
     )
     runtime.consume(
         [events.SUBMISSIONS],
         handlers.evaluation_handler(policy, runtime.common.allowed_sources, clock),
         consumer="progress-member-commands",
-        description="Evaluations (评价) from member platforms; the topic's other commands are intake's.",
+        description="Evaluations (评价, 落实评价) from member platforms, on the shared topic and each system's own "
+        "(proposalflow.submissions.<system>); the topic's other commands are intake's.",
+        per_system=True,
     )
     runtime.consume(
         [events.LEADER_REPORTS],
         handlers.supervision_handler(runtime.common.allowed_sources, clock),
         consumer="progress-leader-reports",
-        description="Supervision records (督办) from allow-listed leaders' office systems.",
+        description="Supervision records (督办) from allow-listed leaders' office systems, on the shared topic and "
+        "each system's own (proposalflow.leader-reports.<system>).",
+        per_system=True,
     )
     # A held command waits for its proposal's assignment, which another consumer reads: try them again.
     runtime.every(early.early_command_retry_s, unit_reports.rerun_all_parked)

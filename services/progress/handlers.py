@@ -104,7 +104,7 @@ def unit_report_handler(
             return
         correlation_id = envelope.correlation_id or envelope.id
         try:
-            command = door.admit(envelope, may_report)
+            command = door.admit(envelope, may_report, topic=record.topic)
             try:
                 await _carry_out(SqlUnitOfWork(conn), command, correlation_id)
             except NotFound as exc:
@@ -212,10 +212,10 @@ def evaluation_handler(policy: Policy, allowed_sources: Sequence[str], clock: Ca
             calendar=calendar,
         )
 
-    async def on_member_command(conn: AsyncConnection, envelope: Envelope, _record: Record) -> None:
+    async def on_member_command(conn: AsyncConnection, envelope: Envelope, record: Record) -> None:
         if envelope.type not in door.commands:
             return  # intake's command, or one intake answers as unknown
-        await _door_step(conn, envelope, door, may_evaluate, evaluate, EvaluationRejected)
+        await _door_step(conn, envelope, record, door, may_evaluate, evaluate, EvaluationRejected)
 
     return on_member_command
 
@@ -243,8 +243,8 @@ def supervision_handler(allowed_sources: Sequence[str], clock: Callable[[], date
             now=clock(),
         )
 
-    async def on_leader_report(conn: AsyncConnection, envelope: Envelope, _record: Record) -> None:
-        await _door_step(conn, envelope, door, may_supervise, record, LeaderReportRejected)
+    async def on_leader_report(conn: AsyncConnection, envelope: Envelope, kafka_record: Record) -> None:
+        await _door_step(conn, envelope, kafka_record, door, may_supervise, record, LeaderReportRejected)
 
     return on_leader_report
 
@@ -252,6 +252,7 @@ def supervision_handler(allowed_sources: Sequence[str], clock: Callable[[], date
 async def _door_step(
     conn: AsyncConnection,
     envelope: Envelope,
+    record: Record,
     door: InboundDoor,
     authorise: Callable[[Any], str | None],
     carry_out: Callable[[UnitOfWork, Any, str], Awaitable[None]],
@@ -260,7 +261,7 @@ async def _door_step(
     """Admit the command and carry it out, or answer it with `refused_as` saying why; a refused command
     changes nothing (its use case commits nothing before its rules pass)."""
     try:
-        command = door.admit(envelope, authorise)
+        command = door.admit(envelope, authorise, topic=record.topic)
         try:
             await carry_out(SqlUnitOfWork(conn), command, envelope.correlation_id or envelope.id)
         except NotFound as exc:

@@ -2,7 +2,10 @@
 user per service, and the StandardAuthorizer holding exactly the ACLs docs/operations.md lists (read from
 that file). A proposal goes through its whole lifecycle. A service with a wrong password, a service
 missing the ACL to consume and one missing the ACL to publish say which setting or ACL, keep their work,
-and do it once fixed.
+and do it once fixed. Two outside systems (two units' OA systems), each a Kafka user of its own writing
+only its own topic, as docs/operations.md adds one: system A cannot act for system B, neither by writing
+B's topic (the brokers refuse it) nor by claiming B's source on its own (`unit-report.rejected`), nor for a
+unit outside its grant; nothing changes, and the audit log shows which system sent what.
 
 The broker is the test's own (deploy/kafka-local with KAFKA_LOCAL_SECURITY=SASL_SSL, on free ports).
 """
@@ -15,7 +18,7 @@ import secrets
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +30,8 @@ import yaml
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import TopicAuthorizationFailedError
 
-from shared.events import ASSIGNMENTS, NOTIFICATIONS, Role
+from shared.envelope import Envelope, to_kafka
+from shared.events import ASSIGNMENTS, NOTIFICATIONS, UNIT_REPORTS, ReportProgress, Role, system_topic
 from shared.kafka_access import connection_problem
 from shared.producer import kafka_client_options
 from shared.settings import SERVICES, CommonSettings
@@ -42,6 +46,32 @@ OPERATIONS = ROOT / "docs" / "operations.md"
 OVERLAY = ROOT / "deploy" / "k8s" / "overlays" / "production"
 KAFKA_LOCAL = ROOT / "deploy" / "kafka-local" / "kafka-local.sh"
 OPS_USER = "proposalflow-ops"
+
+
+@dataclass(frozen=True)
+class OutsideSystem:
+    """A unit's OA system: its Kafka user is its name, and it writes only its own topic."""
+
+    name: str
+    source: str
+    unit: str
+
+    @property
+    def topic(self) -> str:
+        return system_topic(UNIT_REPORTS, self.name)
+
+    @property
+    def allow_list_entry(self) -> str:
+        return f"{self.name}@{self.source}=unit:{self.unit}"
+
+    def grant(self) -> Grant:
+        """docs/operations.md, "Adding an outside system": WRITE on its own topic, nothing else."""
+        return Grant(self.name, ("Write",), (("topic", self.topic),), prefixed=False)
+
+
+# The lead unit of the lifecycle's proposal, and another unit.
+SYSTEM_A = OutsideSystem("oa-zrzyj", "/oa/dg-zrzyj", "dg-zrzyj")
+SYSTEM_B = OutsideSystem("oa-czj", "/oa/dg-czj", "dg-czj")
 
 
 def user_of(service: str) -> str:
@@ -130,7 +160,7 @@ class SecuredBroker:
 
 @pytest.fixture
 def passwords() -> dict[str, str]:
-    return {user: secrets.token_hex(16) for user in [*map(user_of, SERVICES), OPS_USER]}
+    return {user: secrets.token_hex(16) for user in [*map(user_of, SERVICES), OPS_USER, SYSTEM_A.name, SYSTEM_B.name]}
 
 
 @pytest.fixture
@@ -164,6 +194,10 @@ def test_the_production_overlay_runs_each_service_as_the_user_this_test_proves()
     assert config["PROPOSALFLOW_KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512"
     assert config["PROPOSALFLOW_KAFKA_SSL_CAFILE"]
     assert config["PROPOSALFLOW_KAFKA_SASL_USERNAME"] == OPS_USER, "one-off jobs (topics, dlq) run as the ops user"
+    # Production mode, as this test runs the services: every allowed source bound to its system's own topic.
+    base = yaml.safe_load((OVERLAY.parent.parent / "base" / "configmap.yaml").read_text(encoding="utf-8"))["data"]
+    assert base["PROPOSALFLOW_ENVIRONMENT"] == "production"
+    assert "PROPOSALFLOW_ALLOWED_SOURCES" in config
     documented = documented_grants()
     for service in SERVICES:
         patch = yaml.safe_load((OVERLAY / "kafka-users" / f"{service}.yaml").read_text(encoding="utf-8"))
@@ -191,6 +225,7 @@ async def test_services_on_a_secured_broker_with_their_documented_acls(
                     assert len(kept) < len(grant.resources), f"the table no longer grants {withheld}"
                     grant = Grant(grant.user, grant.operations, kept, grant.prefixed)
             commands.append(grant.args())
+    commands += [SYSTEM_A.grant().args(), SYSTEM_B.grant().args()]
     with ThreadPoolExecutor(3) as pool:  # each is a JVM start: in parallel they take a third of the time
         list(pool.map(lambda args: secured_broker("acls", *args), commands))
 
@@ -207,17 +242,19 @@ async def test_services_on_a_secured_broker_with_their_documented_acls(
     assert "refused: Kafka user User:proposalflow-intake may not create it" in as_intake.stdout
     assert f"could not create {len(all_topic_names())} topics" in as_intake.stderr
 
-    # The migration Job's first step, as the ops user.
+    # The migration Job's first step, as the ops user, with the outside systems' own topics.
     ops_env = {**os.environ, **secured_broker.client_env(OPS_USER, passwords[OPS_USER])}
+    system_topics = [arg for system in (SYSTEM_A, SYSTEM_B) for arg in ("--system-topic", system.topic)]
     created = subprocess.run(
-        [sys.executable, "-m", "proposalflow.cli", "topics", "create", "--partitions", "3"],
+        [sys.executable, "-m", "proposalflow.cli", "topics", "create", "--partitions", "3", *system_topics],
         env=ops_env,
         cwd=ROOT,
         capture_output=True,
         text=True,
     )
     assert created.returncode == 0, created.stdout + created.stderr
-    assert created.stdout.count(": created") == len(all_topic_names()), created.stdout
+    assert created.stdout.count(": created") == len(all_topic_names()) + len(system_topics) // 2, created.stdout
+    assert f"{SYSTEM_A.topic}: created" in created.stdout
 
     # Single writer, enforced by the brokers: intake's user may not write assignment's topic.
     intake_settings = CommonSettings.model_validate(
@@ -248,6 +285,9 @@ async def test_services_on_a_secured_broker_with_their_documented_acls(
         **os.environ,
         "PROPOSALFLOW_DATA_DIR": str(tmp_path / "data"),
         "PROPOSALFLOW_JWT_SECRET": f"secured-{run}-0123456789abcdef0123456789abcdef",
+        # As the production overlay: production mode, which takes no allowed source bound to no system.
+        "PROPOSALFLOW_ENVIRONMENT": "production",
+        "PROPOSALFLOW_ALLOWED_SOURCES": ",".join(system.allow_list_entry for system in (SYSTEM_A, SYSTEM_B)),
         "PROPOSALFLOW_LOG_LEVEL": "INFO",
         "PROPOSALFLOW_LOG_FORMAT": "human",
         "PYTHONUNBUFFERED": "1",
@@ -310,7 +350,11 @@ async def test_services_on_a_secured_broker_with_their_documented_acls(
             # The ACL granted: assignment starts consuming by itself, from where its group never committed.
             secured_broker("acls", *no_group.args())
             await wait_ready(suite, ["assignment"], timeout=90)
-            await lifecycle(http, suite, pid)
+
+            async def while_handling() -> None:
+                await outside_systems_proven(http, suite, pid, secured_broker, passwords)
+
+            await lifecycle(http, suite, pid, while_handling)
 
             # Notify told everyone (its inbox is its own database) but may not publish what it did: the
             # rows wait in its outbox, marked failed, the log naming the ACL.
@@ -368,8 +412,11 @@ async def stage(
     return body if body and body["stage"] in stages else None
 
 
-async def lifecycle(http: httpx.AsyncClient, suite: Suite, pid: str) -> None:
-    """From the routing suggestion to the implemented measure, every hop over the secured broker."""
+async def lifecycle(
+    http: httpx.AsyncClient, suite: Suite, pid: str, while_handling: Callable[[], Awaitable[None]]
+) -> None:
+    """From the routing suggestion to the implemented measure, every hop over the secured broker;
+    `while_handling` runs once the lead unit handles the proposal."""
     url = suite.urls
     member = suite.token(Role.MEMBER, "m-wang")
     committee = suite.token(Role.COMMITTEE, "c-office")
@@ -387,6 +434,7 @@ async def lifecycle(http: httpx.AsyncClient, suite: Suite, pid: str) -> None:
     accepted = await http.post(f"{url['assignment']}/assignments/{pid}/accept", json={}, headers=lead)
     assert accepted.status_code == 200, accepted.text
     await eventually(lambda: stage(http, suite, pid, committee, "handling"), "handling", suite)
+    await while_handling()
     drafted = await http.post(f"{url['progress']}/proposals/{pid}/replies", json=REPLY, headers=lead)
     assert drafted.status_code == 200, drafted.text
     reply_id = drafted.json()["replies"][-1]["id"]
@@ -424,3 +472,90 @@ async def lifecycle(http: httpx.AsyncClient, suite: Suite, pid: str) -> None:
         "proposalflow.evaluation.submitted.v1",
     ):
         assert expected in types, expected
+
+
+def system_producer(broker: SecuredBroker, system: OutsideSystem, password: str) -> AIOKafkaProducer:
+    """A producer as the outside system runs it: its own Kafka user over SASL_SSL."""
+    settings = CommonSettings.model_validate(
+        {
+            key.removeprefix("PROPOSALFLOW_").lower(): value
+            for key, value in broker.client_env(system.name, password).items()
+        }
+    )
+    return AIOKafkaProducer(acks="all", **kafka_client_options(settings))
+
+
+def progress_report(pid: str, source: str, unit: str) -> Envelope:
+    """办理进展 for `unit`, sent under `source`, by a clerk of that unit."""
+    data = {
+        "proposal_id": pid,
+        "unit": unit,
+        "kind": "phone",
+        "on": "2026-12-01",
+        "text": f"{unit} 电话联系提案人",
+        "actor": {"id": f"clerk-{unit}", "role": "unit", "unit": unit},
+    }
+    return Envelope(type=ReportProgress.TYPE, source=source, subject=pid, data=data)
+
+
+async def outside_systems_proven(
+    http: httpx.AsyncClient, suite: Suite, pid: str, broker: SecuredBroker, passwords: dict[str, str]
+) -> None:
+    """System A, authenticated as itself, reports for its unit; it cannot make ProposalFlow act for system B
+    or for a unit outside its grant, and the audit log shows which system sent each command and caused each
+    change."""
+    committee = suite.token(Role.COMMITTEE, "c-office")
+    honest = progress_report(pid, SYSTEM_A.source, SYSTEM_A.unit)
+    as_b = progress_report(pid, SYSTEM_B.source, SYSTEM_B.unit)  # B's source and unit, on A's own topic
+    other_unit = progress_report(pid, SYSTEM_A.source, SYSTEM_B.unit)  # A's source, a unit outside its grant
+    producer = system_producer(broker, SYSTEM_A, passwords[SYSTEM_A.name])
+    await producer.start()
+    try:
+        for envelope in (honest, as_b, other_unit):
+            key, value, headers = to_kafka(envelope)
+            await producer.send_and_wait(SYSTEM_A.topic, value, key=key, headers=headers)
+        # The brokers refuse A on B's topic, and on the shared topic, which in production nobody writes.
+        for elsewhere in (SYSTEM_B.topic, UNIT_REPORTS):
+            key, value, headers = to_kafka(as_b)
+            with pytest.raises(TopicAuthorizationFailedError):
+                await producer.send_and_wait(elsewhere, value, key=key, headers=headers)
+    finally:
+        await producer.stop()
+
+    async def audited() -> dict[str, list[dict[str, Any]]] | None:
+        response = await http.get(f"{suite.urls['audit']}/audit/proposals/{pid}", headers=committee)
+        entries: dict[str, list[dict[str, Any]]] = {}
+        for entry in response.json()["entries"]:
+            entries.setdefault(entry["type"], []).append(entry)
+        rejected = {entry["payload"]["command_id"] for entry in entries.get("proposalflow.unit-report.rejected.v1", [])}
+        reported = entries.get("proposalflow.handling.progress-reported.v1", [])
+        return entries if {as_b.id, other_unit.id} <= rejected and reported else None
+
+    entries = await eventually(audited, "the honest report carried out and both forgeries rejected", suite)
+    reasons = {
+        entry["payload"]["command_id"]: entry["payload"]["reason"]
+        for entry in entries["proposalflow.unit-report.rejected.v1"]
+    }
+    assert reasons[as_b.id] == (
+        f"forged source: topic {SYSTEM_A.topic} belongs to system {SYSTEM_A.name!r}, but source "
+        f"{SYSTEM_B.source!r} is system {SYSTEM_B.name!r}'s: a system may send only under its own sources"
+    )
+    assert reasons[other_unit.id].startswith(
+        f"forged actor: source {SYSTEM_A.source!r} may act for unit:{SYSTEM_A.unit} only"
+    )
+    # Proof kept: every command in the log under the topic it came on, which only A may write, whatever
+    # source it claimed; the change it caused names that topic too.
+    commands = {entry["event_id"]: entry for entry in entries[ReportProgress.TYPE]}
+    assert set(commands) == {honest.id, as_b.id, other_unit.id}
+    assert {(entry["topic"], entry["actor"]["via"]) for entry in commands.values()} == {(SYSTEM_A.topic,) * 2}
+    assert commands[as_b.id]["source"] == SYSTEM_B.source
+    (reported,) = entries["proposalflow.handling.progress-reported.v1"]
+    assert reported["actor"] == {"id": "clerk-dg-zrzyj", "role": "unit", "unit": "dg-zrzyj", "via": SYSTEM_A.topic}
+    assert reported["correlation_id"] == honest.id
+
+    # Nothing changed for B's unit or beyond A's grant: the one report on the record is A's own.
+    response = await http.get(f"{suite.urls['progress']}/proposals/{pid}", headers=committee)
+    view = response.json()
+    assert view["stage"] == "handling"
+    reports = [item for item in view["timeline"] if item["type"] == "proposalflow.handling.progress-reported.v1"]
+    assert [item["actor"]["unit"] for item in reports] == [SYSTEM_A.unit]

@@ -5,6 +5,7 @@ without the identity provider's JWKS. In development the fallback keeps `make ru
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -75,3 +76,20 @@ def test_a_production_service_without_a_secret_exits_with_the_reason_and_no_trac
     assert started.returncode == 2
     assert started.stderr.startswith("intake refuses to start: PROPOSALFLOW_ENVIRONMENT=production but ")
     assert "Traceback" not in started.stderr
+
+
+def test_production_takes_no_outside_system_at_its_word(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In production every allowed source names its system, so only that system's own topic (which only its
+    Kafka user may write) carries it: a source on the shared topic would be whatever a producer claims."""
+    monkeypatch.setenv("PROPOSALFLOW_ENVIRONMENT", "production")
+    monkeypatch.setenv("PROPOSALFLOW_JWT_SECRET", REAL_SECRET)
+    monkeypatch.setenv("PROPOSALFLOW_ALLOWED_SOURCES", "oa-fgj@/oa/dg-fgj=unit:dg-fgj,/portal/members=member")
+    with pytest.raises(
+        ValidationError, match=re.escape("bound to no system: /portal/members. Write each as <system>@<source>")
+    ):
+        CommonSettings()
+    monkeypatch.setenv("PROPOSALFLOW_ALLOWED_SOURCES", "oa-fgj@/oa/dg-fgj=unit:dg-fgj,portal@/portal/members=member")
+    assert CommonSettings().allowed_sources == ["oa-fgj@/oa/dg-fgj=unit:dg-fgj", "portal@/portal/members=member"]
+    monkeypatch.setenv("PROPOSALFLOW_ENVIRONMENT", "development")
+    monkeypatch.setenv("PROPOSALFLOW_ALLOWED_SOURCES", "/portal/members=member")
+    assert CommonSettings().allowed_sources == ["/portal/members=member"]

@@ -198,3 +198,34 @@ async def test_verify_reports_that_all_entries_hold_with_the_key(client: httpx.A
     assert report["checked"] == 6
     assert report["hmac"] is True
     assert report["head"]["hash"] == (await stored(client))[-1]["hash"]
+
+
+async def test_the_log_shows_which_outside_system_each_command_and_its_effects_came_through(
+    client: httpx.AsyncClient,
+) -> None:
+    """An inbound command is known by the topic it was read from (only its system's Kafka user may write
+    it), whatever its payload claims; the event it caused by the `actor.via` the door stamped on it."""
+    processor = client.runtime.processors[0]  # type: ignore[attr-defined]
+    topic = "proposalflow.unit-reports.oa-zrzyj"
+    claims = {"id": "u-1", "role": "unit", "unit": "dg-zrzyj", "via": "proposalflow.unit-reports.oa-other"}
+    command = Envelope(
+        type="proposalflow.unit-report.progress-submitted.v1",
+        source="/oa/dg-zrzyj",
+        subject="p-3",
+        data={"proposal_id": "p-3", "actor": claims},
+    )
+    caused = Envelope(
+        type="proposalflow.handling.progress-reported.v1",
+        source="/proposalflow/progress",
+        subject="p-3",
+        data={"proposal_id": "p-3", "actor": {**claims, "via": topic}},
+    )
+    assert await processor.process(record_of(command, topic=topic, offset=0)) == "handled"
+    assert await processor.process(record_of(caused, topic="proposalflow.handling", offset=0)) == "handled"
+    entries = (await client.get("/audit/proposals/p-3", headers=COMMITTEE)).json()["entries"]
+    assert [(entry["topic"], entry["actor"]["via"]) for entry in entries] == [
+        (topic, topic),
+        ("proposalflow.handling", topic),
+    ]
+    by_system = (await client.get("/audit/entries", params={"topic": topic}, headers=COMMITTEE)).json()["items"]
+    assert [entry["event_id"] for entry in by_system] == [command.id]

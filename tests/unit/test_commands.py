@@ -24,6 +24,8 @@ from shared.events import (
     UnitReportRejected,
     WithdrawProposal,
 )
+from shared.settings import parse_source_grants, parse_source_systems
+from shared.topics import outside_system_topic
 
 OA = "/oa/dg-zrzyj"
 PORTAL = "/portal/members"
@@ -53,7 +55,7 @@ def _door() -> InboundDoor:
 
 def _refusal(envelope: Envelope, authorise: Any = lambda command: None) -> Refusal:
     with pytest.raises(Refusal) as refused:
-        _door().admit(envelope, authorise)
+        _door().admit(envelope, authorise, topic=None)
     return refused.value
 
 
@@ -75,7 +77,7 @@ def test_an_inbound_command_is_refused_with_the_first_reason_that_applies() -> N
     forged = _refusal(Envelope(type=ReportProgress.TYPE, source=OA, data={**REPORT, "actor": member}))
     assert forged.reason.startswith("forged actor: source '/oa/dg-zrzyj' may act for unit:dg-zrzyj only")
     admitted = _door().admit(
-        Envelope(type=ReportProgress.TYPE, source=OA, data={**REPORT, "actor": unit_actor}), lambda c: None
+        Envelope(type=ReportProgress.TYPE, source=OA, data={**REPORT, "actor": unit_actor}), lambda c: None, topic=None
     )
     assert isinstance(admitted, ReportProgress) and admitted.unit == "dg-zrzyj"
 
@@ -114,7 +116,7 @@ def test_intake_leaves_progress_commands_on_the_submissions_topic_and_refuses_un
     unknown = Envelope(type="proposalflow.submission.other.v1", source=PORTAL, data={})
     assert not intake.ignores(unknown)
     with pytest.raises(Refusal, match="unknown command type"):
-        intake.admit(unknown, lambda command: None)
+        intake.admit(unknown, lambda command: None, topic=SUBMISSIONS)
     # A command of another topic is not "another service's" here: it was sent to the wrong topic.
     assert not intake.ignores(Envelope(type=ReportProgress.TYPE, source=PORTAL, data={}))
 
@@ -131,3 +133,73 @@ def test_doors_sharing_a_topic_each_leave_the_others_commands_alone_and_one_answ
     assert (assignment.ignores(accept), assignment.ignores(report), assignment.ignores(unknown)) == (False, True, True)
     refused = _refusal(unknown)
     assert AcceptAssignment.TYPE in refused.reason and ReportProgress.TYPE in refused.reason
+
+
+# Outside systems bound to their own topics (docs/decisions.md, "Outside systems proven") ----------------
+
+OA_A, OA_B = "/oa/dg-zrzyj", "/oa/dg-czj"
+TOPIC_A, TOPIC_B = f"{UNIT_REPORTS}.oa-zrzyj", f"{UNIT_REPORTS}.oa-czj"
+
+
+def _bound_door() -> InboundDoor:
+    return InboundDoor(
+        UNIT_REPORTS,
+        [ReportProgress],
+        [f"oa-zrzyj@{OA_A}=unit:dg-zrzyj", f"oa-czj@{OA_B}=unit:dg-czj", "/oa/legacy=unit:dg-jtj"],
+        sends="send unit reports",
+        noun="unit report",
+    )
+
+
+def _report(source: str, unit: str, **actor: Any) -> Envelope:
+    data = {**REPORT, "unit": unit, "actor": {"id": "u-1", "role": "unit", "unit": unit, **actor}}
+    return Envelope(type=ReportProgress.TYPE, source=source, data=data)
+
+
+def _refused_on(topic: str, envelope: Envelope) -> str:
+    with pytest.raises(Refusal) as refused:
+        _bound_door().admit(envelope, lambda command: None, topic=topic)
+    return refused.value.reason
+
+
+def test_a_system_may_send_only_its_own_sources_on_its_own_topic() -> None:
+    admitted = _bound_door().admit(_report(OA_A, "dg-zrzyj"), lambda command: None, topic=TOPIC_A)
+    assert admitted.actor == Actor(id="u-1", role=Role.UNIT, unit="dg-zrzyj", via=TOPIC_A)
+    # System A, on its own topic, claiming system B's source: the topic proves who sent it.
+    assert _refused_on(TOPIC_A, _report(OA_B, "dg-czj")) == (
+        f"forged source: topic {TOPIC_A} belongs to system 'oa-zrzyj', but source '{OA_B}' is system "
+        "'oa-czj''s: a system may send only under its own sources"
+    )
+    # A bound source is not taken from the shared topic, which any holder of its old ACL might write.
+    assert _refused_on(UNIT_REPORTS, _report(OA_A, "dg-zrzyj")) == (
+        f"forged source: source '{OA_A}' belongs to system 'oa-zrzyj', which sends on {TOPIC_A}, "
+        f"not on the shared topic {UNIT_REPORTS}"
+    )
+    # A source bound to no system travels on the shared topic only.
+    assert "is not one of its sources" in _refused_on(TOPIC_A, _report("/oa/legacy", "dg-jtj"))
+    legacy = _bound_door().admit(_report("/oa/legacy", "dg-jtj"), lambda command: None, topic=UNIT_REPORTS)
+    assert legacy.actor.via == UNIT_REPORTS
+    # Its own source, another unit: the grant still holds on the system's own topic.
+    assert _refused_on(TOPIC_A, _report(OA_A, "dg-czj")).startswith(
+        f"forged actor: source '{OA_A}' may act for unit:dg-zrzyj only"
+    )
+    # `via` is ProposalFlow's to write: a sender cannot pass off its command as another system's.
+    assert _refused_on(TOPIC_A, _report(OA_A, "dg-zrzyj", via=TOPIC_B)).startswith("actor.via is set by ProposalFlow")
+
+
+def test_a_source_belongs_to_one_system_and_system_names_are_checked_at_start() -> None:
+    with pytest.raises(ValueError, match="names source '/oa/dg-czj' twice, for systems oa-a and oa-b"):
+        parse_source_systems(["oa-a@/oa/dg-czj", "oa-b@/oa/dg-czj=unit:dg-czj"])
+    assert parse_source_systems(["oa-a@/oa/x=unit:x", "/plain", "mailto:ops@example.org"]) == {
+        "/oa/x": "oa-a",
+        "/plain": None,
+        "mailto:ops@example.org": None,
+    }
+    assert parse_source_grants(["oa-a@/oa/x=unit:x"]) == {"/oa/x": frozenset({("unit", "x")})}
+
+
+def test_only_an_outside_systems_own_inbound_topic_may_be_created_for_it() -> None:
+    assert outside_system_topic(TOPIC_A) == TOPIC_A
+    for wrong in (UNIT_REPORTS, "proposalflow.proposals.oa-a", f"{UNIT_REPORTS}.bad/name", f"{UNIT_REPORTS}."):
+        with pytest.raises(ValueError, match="is not an outside system's topic"):
+            outside_system_topic(wrong)

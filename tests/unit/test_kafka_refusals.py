@@ -63,3 +63,20 @@ def test_a_consumer_refused_while_running_logs_the_acl_not_a_stack_trace(caplog:
     assert group.exc_info is None
     assert "proposalflow.handling" in topic.getMessage() and "READ on the topics it consumes" in topic.getMessage()
     assert other.getMessage() == "Kafka error occurred" and other.exc_info is not None
+
+
+def test_the_consumers_access_check_names_every_topic_even_those_read_by_pattern() -> None:
+    """Audit and progress read the inbound topics by pattern (with every outside system's own), which hides
+    all of a subscription's topics from FastStream's subscriber: the check before the consumers start
+    still names each one (the shared inbound topics standing for the systems' own, under one prefix ACL)."""
+    from services.audit.app import AUDITED_TOPICS
+    from services.audit.app import runtime as audit
+    from services.progress.app import runtime as progress
+
+    assert set(audit.consumed_topics()) == {*AUDITED_TOPICS, "proposalflow.submissions", "proposalflow.unit-reports"}
+    assert "proposalflow.dlq.audit" not in audit.consumed_topics()
+    assert set(progress.consumed_topics()) == {
+        "proposalflow.proposals",
+        "proposalflow.assignments",
+        "proposalflow.unit-reports",
+    }

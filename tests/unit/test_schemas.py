@@ -36,6 +36,10 @@ def test_asyncapi_shows_what_intake_consumes_and_publishes() -> None:
     document = json.loads((DOCS / "asyncapi" / "intake.json").read_text(encoding="utf-8"))
     addresses = {channel["address"] for channel in document["channels"].values()}
     assert addresses == {"proposalflow.submissions", "proposalflow.proposals"}
+    # Intake reads the shared topic and every outside system's own, by pattern (docs/decisions.md): the
+    # document names the topic and says so.
+    inbound = next(c for c in document["channels"].values() if c["address"] == "proposalflow.submissions")
+    assert "`proposalflow.submissions.<system>`" in inbound["description"]
     schemas = document["components"]["schemas"]
     assert {"SubmitProposal", "ProposalSubmitted", "ProposalFiled", "SubmissionRejected"} <= set(schemas)
 
