@@ -73,10 +73,7 @@ def test_the_consumers_access_check_names_every_topic_even_those_read_by_pattern
     from services.audit.app import runtime as audit
     from services.progress.app import runtime as progress
 
-    assert set(audit.consumed_topics()) == {*AUDITED_TOPICS, "proposalflow.submissions", "proposalflow.unit-reports"}
+    inbound = {"proposalflow.submissions", "proposalflow.unit-reports", "proposalflow.leader-reports"}
+    assert set(audit.consumed_topics()) == {*AUDITED_TOPICS, *inbound}
     assert "proposalflow.dlq.audit" not in audit.consumed_topics()
-    assert set(progress.consumed_topics()) == {
-        "proposalflow.proposals",
-        "proposalflow.assignments",
-        "proposalflow.unit-reports",
-    }
+    assert set(progress.consumed_topics()) == {"proposalflow.proposals", "proposalflow.assignments", *inbound}

@@ -150,7 +150,8 @@ async def test_a_unit_system_accepts_and_disputes_by_command_once_with_the_comma
     disputed = (await assignment.events())[-1]
     assert disputed["type"] == "proposalflow.assignment.disputed.v1"
     assert (disputed["unit"]["id"], disputed["reason"], disputed["correlation_id"]) == ("dg-zrzyj", reason, dispute.id)
-    assert disputed["actor"] == {"id": PLATFORM, "role": "system", "unit": "dg-zrzyj"}
+    # The actor names the topic the command came through (actor.via: the shared topic here).
+    assert disputed["actor"] == {"id": PLATFORM, "role": "system", "unit": "dg-zrzyj", "via": UNIT_REPORTS}
     view = await assignment.view("p-1")
     assert view["status"] == "disputed"
     assert {r["unit"]: r["response"] for r in view["responses"]} == {"dg-nyj": "accepted", "dg-zrzyj": "disputed"}
