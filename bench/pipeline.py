@@ -305,6 +305,9 @@ class LeadUnit:
                     reported.add(proposal_id)
                     await self._report(proposal_id, lead[proposal_id])
         finally:
+            # A resend still waiting when the scenario ends would find the producer closed.
+            for task in pending:
+                task.cancel()
             await consumer.stop()
 
 

@@ -6,7 +6,8 @@ shares one transaction when every record goes the ordinary way; otherwise its re
 A transient failure (database or broker down) is retried with capped backoff for as long as it
 takes; any other failure is retried a few times and then dead-lettered (shared/dlq.py), and the
 partition moves on. A handler that needs an event it has not seen yet raises :class:`NotReady`: the
-record is parked and re-run after the next event of the same subject.
+record is parked and re-run after the next event of the same subject, whichever consumer of the process
+handles it (:meth:`EventProcessor.rerun_soon`), and by a periodic sweep.
 """
 
 from __future__ import annotations
@@ -112,12 +113,15 @@ class EventProcessor:
         max_delay: float = 30.0,
         prepare: Callable[[AsyncConnection, Sequence[Envelope]], Awaitable[None]] | None = None,
         finish: Callable[[AsyncConnection], Awaitable[None]] | None = None,
+        after_handled: Callable[[Iterable[str]], None] = lambda _subjects: None,
     ) -> None:
         """`prepare` and `finish` are for handlers that work faster by the batch: `prepare` runs first in
         each transaction with the envelopes about to be handled (to read what they need in one query),
         `finish` runs last in each transaction that handled something (to write what they deferred).
         Both run in every transaction that calls the handler, a batch's or a single record's. A handler
-        may carry them itself, as attributes of the same names (services/audit/handlers.py)."""
+        may carry them itself, as attributes of the same names (services/audit/handlers.py).
+        `after_handled` is told, after each commit, the proposals whose records were handled (the service's
+        runtime passes them to its other consumers' :meth:`rerun_soon`)."""
         self.service = service
         self.consumer = consumer
         self._engine = engine
@@ -137,6 +141,10 @@ class EventProcessor:
         self._max_delay = max_delay
         self._prepare = prepare or getattr(handler, "prepare", None)
         self._finish = finish or getattr(handler, "finish", None)
+        self._after_handled = after_handled
+        self._parked_here: set[str] = set()
+        """Proposals this process parked records of and has not seen drained since."""
+        self._reruns: set[asyncio.Task[None]] = set()
 
     async def process(self, record: Record) -> str:
         """Handle one record; returns what happened: handled, duplicate, parked or dead-lettered.
@@ -265,6 +273,8 @@ class EventProcessor:
         for outcome in outcomes:
             METRICS.events_processed.labels(self.consumer, outcome).inc()
         handled = {e.subject for e, o in zip(envelopes, outcomes, strict=True) if o == "handled" and e.subject}
+        if handled:
+            self._after_handled(handled)
         if handled and self._engine.dialect.name != "sqlite":
             # Another replica may have parked, while this transaction ran, an event of these proposals
             # that was waiting for them (a replica re-runs what it parks at once, but that may have been
@@ -347,6 +357,8 @@ class EventProcessor:
             staged = staged_events(conn)
         if staged:
             self._after_commit()
+        if outcome == "handled" and envelope.subject:
+            self._after_handled([envelope.subject])
         return outcome
 
     async def _first_time(self, conn: AsyncConnection, event_key: str) -> bool:
@@ -413,6 +425,8 @@ class EventProcessor:
 
     async def _park_until_stored(self, record: Record, envelope: Envelope, reason: str) -> None:
         await self._retry_transient(lambda: self._park(record, envelope, reason))
+        if envelope.subject:
+            self._parked_here.add(envelope.subject)
 
     async def _park(self, record: Record, envelope: Envelope, reason: str) -> None:
         async with self._engine.begin() as conn:
@@ -447,6 +461,8 @@ class EventProcessor:
             )
             async with self._engine.connect() as conn:
                 rows = (await conn.execute(query, {"consumer": self.consumer, "subject": subject})).all()
+            if not rows:
+                self._parked_here.discard(subject)
             blocked_topics: set[str] = set()
             for row in rows:
                 if row.topic in blocked_topics:
@@ -472,6 +488,27 @@ class EventProcessor:
                     async with self._engine.begin() as conn:
                         await conn.execute(delete(self._parked).where(self._parked.c.id == row.id))
                 progressed = True
+
+    def rerun_soon(self, subjects: Iterable[str]) -> None:
+        """Another consumer of this process has just committed records of these proposals: re-run now, in
+        the background, what this one parked of them. A unit's command that came before its proposal's
+        assignment waits for the assignment, which another consumer reads; without this it would wait
+        for the next sweep (:meth:`rerun_all_parked`). Only proposals this process parked: the sweep still
+        covers another replica's and those from before a restart."""
+        for subject in subjects:
+            if subject not in self._parked_here:
+                continue
+            task = asyncio.get_running_loop().create_task(
+                self._rerun_parked(subject), name=f"{self.consumer} rerun {subject}"
+            )
+            self._reruns.add(task)
+            task.add_done_callback(self._rerun_done)
+
+    def _rerun_done(self, task: asyncio.Task[None]) -> None:
+        self._reruns.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # The sweep tries again; a database outage is the usual cause.
+            log.warning("re-running parked records failed (%r); the next sweep tries again", task.exception())
 
     async def rerun_all_parked(self) -> None:
         """A sweep over every parked subject (after a restart, or as a periodic safety net)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -205,6 +205,7 @@ class ServiceRuntime:
             base_delay=self.common.retry_base_delay_s,
             max_delay=self.common.retry_max_delay_s,
             prepare=prepare,
+            after_handled=lambda subjects: self._handled(processor, subjects),
         )
         self.processors.append(processor)
         self.subscribe(
@@ -214,6 +215,14 @@ class ServiceRuntime:
             description=description or f"{self.name} consumes {', '.join(topics)}",
         )
         return processor
+
+    def _handled(self, by: EventProcessor, subjects: Iterable[str]) -> None:
+        """One consumer committed records of these proposals: what the others parked of them may go now
+        (progress's unit commands wait for the assignment its lifecycle consumer reads)."""
+        subjects = tuple(subjects)
+        for processor in self.processors:
+            if processor is not by:
+                processor.rerun_soon(subjects)
 
     def subscribe(
         self, processor: EventProcessor, topics: Sequence[str], *, inbound: Sequence[str] = (), description: str

@@ -3,6 +3,8 @@ outcomes are those of the records processed one at a time, whatever the batch ho
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from sqlalchemy import func, select
 
@@ -163,3 +165,43 @@ async def test_the_relay_is_woken_after_a_batch_that_staged_events_and_only_then
     assert await worker.process(record_of(envelope("p-3", "quiet"), offset=2)) == "handled"
     assert await worker.process(record_of(envelope("p-4", "stages"), offset=3)) == "handled"
     assert wakes == [1, 1]
+
+
+async def test_a_record_parked_by_one_consumer_goes_once_another_consumer_handles_its_cause(engine) -> None:
+    """Progress's unit commands wait for the proposal's assignment, which its lifecycle consumer reads: the
+    held command goes as soon as that consumer commits the assignment, not at the next sweep."""
+    assigned: set[str] = set()
+    carried_out: list[str] = []
+
+    async def lifecycle(conn, env, record) -> None:
+        assigned.add(env.subject)
+
+    async def unit_commands(conn, env, record) -> None:
+        if env.subject not in assigned:
+            raise NotReady("the proposal is not assigned yet")
+        carried_out.append(env.subject)
+
+    commands = processor(engine, unit_commands, RecordingPublisher())
+    other = EventProcessor(
+        service="intake",
+        consumer="test-lifecycle",
+        engine=engine,
+        metadata=intake_store.metadata,
+        handler=lifecycle,
+        producer=RecordingPublisher(),  # type: ignore[arg-type]
+        after_handled=commands.rerun_soon,
+    )
+    report = record_of(envelope("p-1", "report"), topic="unit-reports")
+    assert await commands.process_batch([report]) == ["parked"]
+    # A proposal nobody parked anything of starts no re-run.
+    assert await other.process_batch([record_of(envelope("p-2", "assigned"), topic="assignments")]) == ["handled"]
+    assert carried_out == []
+    assert await other.process_batch([record_of(envelope("p-1", "assigned"), topic="assignments")]) == ["handled"]
+    for _ in range(200):
+        if carried_out:
+            break
+        await asyncio.sleep(0.01)
+    assert carried_out == ["p-1"]
+    async with engine.connect() as conn:
+        parked = intake_store.metadata.tables["parked_events"]
+        assert (await conn.execute(select(func.count()).select_from(parked))).scalar_one() == 0
