@@ -2,8 +2,8 @@
 
 Each proposal of the run walks the lifecycle of tests/notify_fixtures.py (submitted, co-signing, filed,
 assigned, disputed, deadlines, reply, evaluation, rehandling, closed: the events of several proposals);
-the events go through each service's own processor and handler (prepare included) in batches that take
-the next event of `--batch` proposals at a time, as a consumer's batch across partitions does. Prints,
+the events go through each service's own processor and handler (prepare and finish included) in batches
+that take the next event of `--batch` proposals at a time, as a consumer's batch across partitions does. Prints,
 per record: CPU ms of this process, CPU ms of the PostgreSQL server (the postmaster on the URL's port and
 its backends), the statements sent through SQLAlchemy (the plumbing's own, on the driver's connection,
 are not counted), and the wall time. Without `--postgres` it runs on a SQLite file. Run it from two
@@ -31,6 +31,7 @@ from services.notify.service import Notifier
 from services.notify.settings import NotifySettings
 from services.progress import handlers as progress_handlers
 from services.progress import store as progress_store
+from services.progress.unit_of_work import deferring_writes, write_deferred
 from shared.db import create_engine
 from shared.envelope import Envelope, to_kafka
 from shared.events import ASSIGNMENTS, PROPOSALS, Event
@@ -63,7 +64,13 @@ def _record(event: Event, offset: int) -> Record:
 
 
 async def run(
-    name: str, url: str, postmaster: int | None, handler: Any, prepare: Callable[..., Any] | None, args: Any
+    name: str,
+    url: str,
+    postmaster: int | None,
+    handler: Any,
+    prepare: Callable[..., Any] | None,
+    args: Any,
+    finish: Callable[..., Any] | None = None,
 ) -> None:
     await upgrade_async(name, url)
     metadata = (notify_store if name == "notify" else progress_store).metadata
@@ -82,6 +89,7 @@ async def run(
         handler=handler,
         producer=AcknowledgingProducer(),  # type: ignore[arg-type]
         prepare=prepare,
+        finish=finish,
     )
     topics = (PROPOSALS, ASSIGNMENTS) if name == "progress" else None
     outcomes: dict[str, int] = {}
@@ -111,8 +119,9 @@ async def main(args: argparse.Namespace) -> None:
     async with database(args.postgres) as url:
         await run("notify", url, postmaster, notify, getattr(notify, "prepare", None), args)
     async with database(args.postgres) as url:
-        prefetch = getattr(progress_handlers, "prefetch_lifecycle", None)
-        await run("progress", url, postmaster, progress_handlers.on_lifecycle_event, prefetch, args)
+        # As services/progress/app.py wires its lifecycle consumer.
+        prepare = deferring_writes(progress_handlers.prefetch_lifecycle)
+        await run("progress", url, postmaster, progress_handlers.on_lifecycle_event, prepare, args, write_deferred)
 
 
 def parse() -> argparse.Namespace:

@@ -281,6 +281,19 @@ async def update_by(conn: AsyncConnection, table: Table, value: Any, values: dic
     return int(result.rowcount)
 
 
+async def update_rows(conn: AsyncConnection, table: Table, changes: dict[Any, dict[str, Any]]) -> None:
+    """Set each row's changed values (`changes`: id → values): the rows that change the same columns in one
+    statement executed for all of them (`executemany`: one round trip on PostgreSQL, where asyncpg sends
+    them together)."""
+    by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for value, values in changes.items():
+        if values:
+            by_columns.setdefault(tuple(sorted(values)), []).append({**values, _KEY: value})
+    _forget(conn, table, list(changes))
+    for rows in by_columns.values():
+        await conn.execute(_statement("update", table, "id"), rows)
+
+
 # Rows read ahead for a batch ----------------------------------------------------------------------
 # A consumer's batch handles many records in one transaction, and each handler reads its proposal by id:
 # on PostgreSQL a round trip each. `prefetch_by_id` reads the batch's rows in one statement; each serves
@@ -291,19 +304,32 @@ async def update_by(conn: AsyncConnection, table: Table, value: Any, values: dic
 _PREFETCHED = "proposalflow.prefetched"
 
 
-def _prefetched(conn: AsyncConnection, table: Table, *, new: bool = False) -> dict[Any, dict[str, Any] | None] | None:
-    """This transaction's rows read ahead from `table` (None if none; a fresh dict with `new`)."""
+def transaction_state(conn: AsyncConnection, key: Any, make: Callable[[], Any] | None = None) -> Any:
+    """What is kept under `key` for the transaction `conn` is in now, or None; with `make`, made if there is
+    none. It never outlives its transaction: after a commit or a rollback the next one starts without."""
     transaction = conn.sync_connection.get_transaction() if conn.sync_connection is not None else None
     if transaction is None:
         return None
-    held = conn.info.get((_PREFETCHED, table.name))
+    held = conn.info.get(key)
     if held is not None and held[0] is transaction:
-        rows: dict[Any, dict[str, Any] | None] = held[1]
-        return rows
-    if not new:
+        return held[1]
+    if make is None:
         return None
-    rows = {}
-    conn.info[(_PREFETCHED, table.name)] = (transaction, rows)
+    state = make()
+    conn.info[key] = (transaction, state)
+    return state
+
+
+def end_transaction_state(conn: AsyncConnection, key: Any) -> None:
+    """Forget what :func:`transaction_state` keeps under `key`."""
+    conn.info.pop(key, None)
+
+
+def _prefetched(conn: AsyncConnection, table: Table, *, new: bool = False) -> dict[Any, dict[str, Any] | None] | None:
+    """This transaction's rows read ahead from `table` (None if none; a fresh dict with `new`)."""
+    rows: dict[Any, dict[str, Any] | None] | None = transaction_state(
+        conn, (_PREFETCHED, table.name), dict if new else None
+    )
     return rows
 
 
@@ -314,21 +340,23 @@ def _forget(conn: AsyncConnection, table: Table, ids: list[Any]) -> None:
             prefetched.pop(value, None)
 
 
-async def prefetch_by_id(conn: AsyncConnection, table: Table, ids: Iterable[Any]) -> None:
+async def prefetch_by_id(conn: AsyncConnection, table: Table, ids: Iterable[Any]) -> list[dict[str, Any]]:
     """Read the rows of `table` with these ids in one statement, for the reads of this transaction
-    (`row_by`); an id without a row is remembered as None. Outside a transaction it does nothing."""
+    (`row_by`); an id without a row is remembered as None. Outside a transaction it does nothing.
+    Returns the rows it read (copies: the caller may look, for what else to read ahead)."""
     prefetched = _prefetched(conn, table, new=True)
     if prefetched is None:
-        return
+        return []
     wanted = sorted({value for value in ids if value is not None and value not in prefetched})
     if not wanted:
-        return
+        return []
     query = built_once(
         ("prefetch", table), lambda: select(table).where(table.c.id.in_(bindparam("ids", expanding=True)))
     )
     found = {row["id"]: dict(row) for row in (await conn.execute(query, {"ids": wanted})).mappings()}
     for value in wanted:
         prefetched[value] = found.get(value)
+    return [dict(row) for row in found.values()]
 
 
 async def driver_connection(conn: AsyncConnection) -> Any:
@@ -366,6 +394,7 @@ __all__ = [
     "create_all",
     "create_engine",
     "driver_connection",
+    "end_transaction_state",
     "insert_rows",
     "is_sqlite",
     "new_metadata",
@@ -373,7 +402,9 @@ __all__ = [
     "prefetch_by_id",
     "row_by",
     "rows_by",
+    "transaction_state",
     "update_by",
+    "update_rows",
 ]
 
 

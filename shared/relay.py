@@ -388,6 +388,9 @@ class OutboxRelay:
                 if time.monotonic() - self._counted_at >= self._recount_interval:
                     # Failed rows outlive a restart, and a retry from the command line clears them.
                     await self.backlog()
+                # Cleared before the batch reads, not after it: a commit that wakes the relay while the
+                # batch is under way is then published at once by the next one, not at the next poll.
+                self._wake.clear()
                 done = await self.publish_batch()
                 if done.waiting is not None:
                     raise done.waiting
@@ -407,7 +410,6 @@ class OutboxRelay:
                 continue
             # A short batch took every unsent row this relay could claim: nothing is waiting.
             self._backlog_gauge.set(0)
-            self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=self._poll_interval)
             except TimeoutError:

@@ -188,10 +188,11 @@ class ServiceRuntime:
         dedupe_key: Callable[[Envelope, Record], str] | None = None,
         prepare: Callable[[AsyncConnection, Sequence[Envelope]], Awaitable[None]] | None = None,
         per_system: bool = False,
+        finish: Callable[[AsyncConnection], Awaitable[None]] | None = None,
     ) -> EventProcessor:
         """Run `handler` for every event on `topics`, in this service's consumer group; `prepare` first in
-        each of its transactions, with the batch's envelopes (EventProcessor); with `per_system`, `topics`
-        are inbound command topics, read together with every outside system's own."""
+        each of its transactions, with the batch's envelopes, and `finish` last (EventProcessor); with
+        `per_system`, `topics` are inbound command topics, read together with every outside system's own."""
         processor = EventProcessor(
             service=self.name,
             consumer=consumer or self.name,
@@ -205,6 +206,7 @@ class ServiceRuntime:
             base_delay=self.common.retry_base_delay_s,
             max_delay=self.common.retry_max_delay_s,
             prepare=prepare,
+            finish=finish,
             after_handled=lambda subjects: self._handled(processor, subjects),
         )
         self.processors.append(processor)

@@ -120,7 +120,11 @@ class CommonSettings(BaseSettings):
     retry_base_delay_s: float = Field(default=0.2, gt=0, description="First retry delay (doubles, with jitter).")
     retry_max_delay_s: float = Field(default=30.0, gt=0, description="Longest retry delay.")
     outbox_poll_interval_s: float = Field(
-        default=0.5, gt=0, description="How often the outbox relay looks for unsent events when not woken."
+        default=2.0,
+        gt=0,
+        description="How often the outbox relay looks for unsent events when not woken. Every commit that stages "
+        "events wakes its own process's relay; the poll finds the rest (a crashed replica's rows, a retry from "
+        "the command line), and on PostgreSQL each look is a relay turn, in every replica.",
     )
     outbox_batch_size: int = Field(default=200, ge=1, description="Outbox rows published per batch.")
     offset_commit_interval_s: float = Field(
@@ -254,6 +258,11 @@ DEFAULT_BATCH_WINDOW_MS = {"audit": 25}
 """Audit reads every record of every topic and nothing waits for it: a short window turns its one-record
 batches into larger ones (docs/performance.md)."""
 
+DEFAULT_BATCH_WINDOW_MS_ON_POSTGRESQL = {"audit": 25, "notify": 10, "progress": 10}
+"""On PostgreSQL a batch's fixed statements (`BEGIN`, admit, `COMMIT`, the after-commit look, a relay
+turn) are round trips, and replicas split the records into more, smaller batches: a short window for the
+two consumers that read the most records gathers them (docs/performance.md, "The fifth round")."""
+
 
 class ServiceSettings(BaseSettings):
     """A service's own settings: its database and HTTP address. Subclassed per service."""
@@ -273,9 +282,9 @@ class ServiceSettings(BaseSettings):
         default=-1,
         ge=-1,
         description="How long the consumer may wait for more records to handle them as one batch (0: never; "
-        "default: 25 for audit, whose records end the pipeline, 0 for the others). A longer window means "
-        "fewer, larger batches (less CPU per record, for the service and the broker) and that much more "
-        "latency at this hop.",
+        "default: 25 for audit, whose records end the pipeline, and on PostgreSQL 10 for notify and progress, "
+        "0 for the others). A longer window means fewer, larger batches (less CPU per record, for the service, "
+        "the database and the broker) and that much more latency at this hop.",
     )
 
     def with_defaults(self, common: CommonSettings) -> ServiceSettings:
@@ -289,7 +298,11 @@ class ServiceSettings(BaseSettings):
         if not self.consumer_group:
             updates["consumer_group"] = f"proposalflow-{self.service}"
         if self.batch_window_ms < 0:
-            updates["batch_window_ms"] = DEFAULT_BATCH_WINDOW_MS.get(self.service, 0)
+            url = updates.get("database_url", self.database_url)
+            defaults = (
+                DEFAULT_BATCH_WINDOW_MS_ON_POSTGRESQL if url.startswith("postgresql") else DEFAULT_BATCH_WINDOW_MS
+            )
+            updates["batch_window_ms"] = defaults.get(self.service, 0)
         return self.model_copy(update=updates)
 
 

@@ -63,3 +63,13 @@ class FakeRecord:
 def record_of(envelope: Envelope, topic: str = "t", offset: int = 0) -> FakeRecord:
     key, value, headers = to_kafka(envelope)
     return FakeRecord(topic, 0, offset, key, value, headers)
+
+
+def event_records(events: list[Any], first_offset: int = 0) -> list[FakeRecord]:
+    """Records of these events (`shared.events` models), each on its own topic, from `first_offset` on."""
+    return [
+        record_of(
+            Envelope(type=e.TYPE, source="/test", subject=e.proposal_id, data=e.model_dump(mode="json")), e.TOPIC, n
+        )
+        for n, e in enumerate(events, start=first_offset)
+    ]

@@ -60,6 +60,7 @@ def build(clock: Clock = system_clock) -> tuple[ServiceRuntime, FastAPI]:
         [events.PROPOSALS],
         handlers.proposals_handler(ctx, clock),
         description="Filed proposals to route to their units.",
+        prepare=handlers.prefetch_proposals,
     )
     runtime.consume(
         [events.UNIT_REPORTS],

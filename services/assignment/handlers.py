@@ -45,6 +45,12 @@ def proposals_handler(ctx: Context, clock: Clock) -> Handler:
     return on_proposal_event
 
 
+async def prefetch_proposals(conn: AsyncConnection, envelopes: Sequence[Envelope]) -> None:
+    """The proposals consumer's `prepare`: its batch's proposals in one statement (each record then reads
+    its own without one, shared/db.py `prefetch_by_id`)."""
+    await store.prefetch_proposals(conn, [envelope.subject for envelope in envelopes if envelope.subject])
+
+
 def unit_report_handler(ctx: Context, allowed_sources: Sequence[str], clock: Clock) -> Handler:
     """签收 and 异议 from unit systems, through `service.respond` as `POST /assignments/{id}/accept|dispute`.
 

@@ -177,6 +177,12 @@ async def get_proposal(conn: AsyncConnection, proposal_id: str) -> dict[str, Any
     return await db.row_by(conn, proposals, proposal_id)
 
 
+async def prefetch_proposals(conn: AsyncConnection, proposal_ids: list[str]) -> None:
+    """Read a batch's proposals in one statement, for the first `get_proposal` of each in this transaction
+    (shared/db.py `prefetch_by_id`; proposals are written only through its helpers)."""
+    await db.prefetch_by_id(conn, proposals, proposal_ids)
+
+
 async def proposals_in(conn: AsyncConnection, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
     rows = (await conn.execute(select(proposals).where(proposals.c.id.in_(list(ids))))).mappings()
     return {row["id"]: dict(row) for row in rows}

@@ -172,6 +172,28 @@ def recipients_of(
             return [DISPATCHER]
 
 
+def possible_recipients(data: dict[str, Any], proposal: dict[str, Any] | None) -> set[str]:
+    """Everyone an event (its data as sent) about a proposal (notify's stored row, if any) could notify,
+    whatever the rules: more than the rules name, never fewer, so a batch can read their contacts at once."""
+    people: set[str] = {COMMITTEE, DISPATCHER}
+    units: list[Any] = []
+    for source in (data, proposal or {}):
+        for key in ("signer_id", "supervising_leader", "leading_leader"):
+            if isinstance(source.get(key), str):
+                people.add(source[key])
+        for person in [source.get("first_proposer"), *(source.get("cosigners") or [])]:
+            if isinstance(person, dict) and isinstance(person.get("id"), str):
+                people.add(person["id"])
+        people.update(signer for signer in source.get("signers") or [] if isinstance(signer, str))
+        units += [source.get("unit"), source.get("lead_unit"), *(source.get("units") or [])]
+        units += [*(source.get("co_units") or []), *(source.get("split_units") or [])]
+    for unit in units:
+        unit_id = unit.get("id") if isinstance(unit, dict) else unit
+        if isinstance(unit_id, str) and unit_id:
+            people.add(unit_recipient(unit_id))
+    return people
+
+
 @dataclass(frozen=True)
 class Notice:
     """One message to one recipient on one channel, rendered."""

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.notify import service, store
+from services.notify.domain import possible_recipients
 from shared.envelope import Envelope
 from shared.events import Event, parse_message
 from shared.processor import Handler, Record
@@ -14,19 +15,26 @@ from shared.processor import Handler, Record
 
 class EventHandler:
     """Each event through :func:`service.handle`. `prepare` (which the processor calls first in every
-    transaction, shared/processor.py) reads the batch's proposals in one statement."""
+    transaction, shared/processor.py) reads the batch's proposals and contacts, one statement each."""
 
     def __init__(self, notifier: service.Notifier) -> None:
         self._notifier = notifier
+        self._notifying_types = {rule.rule.event for rule in notifier.rules}
 
     async def __call__(self, conn: AsyncConnection, envelope: Envelope, _record: Record) -> None:
         event = parse_message(envelope.type, envelope.data)
         if isinstance(event, Event):
             await service.handle(conn, envelope, event, self._notifier)
 
-    @staticmethod
-    async def prepare(conn: AsyncConnection, envelopes: Sequence[Envelope]) -> None:
-        await store.prefetch_proposals(conn, [envelope.subject for envelope in envelopes if envelope.subject])
+    async def prepare(self, conn: AsyncConnection, envelopes: Sequence[Envelope]) -> None:
+        """The batch's proposals in one statement, then the contacts of everyone its events could notify
+        (if a rule names any of their types) in another."""
+        rows = await store.prefetch_proposals(conn, [envelope.subject for envelope in envelopes if envelope.subject])
+        known = {row["id"]: row for row in rows}
+        notifying = [envelope for envelope in envelopes if envelope.type in self._notifying_types]
+        if notifying:
+            recipients = set().union(*(possible_recipients(e.data, known.get(e.subject or "")) for e in notifying))
+            await store.prefetch_contacts(conn, recipients)
 
 
 def on_event(notifier: service.Notifier) -> Handler:

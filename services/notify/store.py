@@ -145,10 +145,10 @@ def _proposal_values(view: ProposalView) -> dict[str, Any]:
     }
 
 
-async def prefetch_proposals(conn: AsyncConnection, proposal_ids: list[str]) -> None:
+async def prefetch_proposals(conn: AsyncConnection, proposal_ids: list[str]) -> list[dict[str, Any]]:
     """Read a batch's proposals in one statement: each serves the first `get_proposal` of it in this
-    transaction (shared/db.py `prefetch_by_id`)."""
-    await db.prefetch_by_id(conn, proposals, proposal_ids)
+    transaction (shared/db.py `prefetch_by_id`). Returns the rows found."""
+    return await db.prefetch_by_id(conn, proposals, proposal_ids)
 
 
 async def insert_proposal(conn: AsyncConnection, view: ProposalView) -> None:
@@ -184,13 +184,35 @@ def contact_of(row: Any) -> Contact:
 
 
 _CONTACTS_IN = select(contacts).where(contacts.c.id.in_(bindparam("ids", expanding=True)))
+_CONTACTS_READ = "notify.contacts-read"
 
 
 async def contacts_by_id(conn: AsyncConnection, ids: list[str]) -> dict[str, Contact]:
+    """The contacts of these ids that exist. Those :func:`prefetch_contacts` read for this transaction
+    (found or not) without a statement; the consumer's transaction writes no contact, so they stay true."""
     if not ids:
         return {}
-    rows = (await conn.execute(_CONTACTS_IN, {"ids": ids})).mappings().all()
-    return {row["id"]: contact_of(row) for row in rows}
+    read: dict[str, Contact | None] | None = db.transaction_state(conn, _CONTACTS_READ)
+    unknown = [contact_id for contact_id in ids if read is None or contact_id not in read]
+    found: dict[str, Contact | None] = {}
+    if unknown:
+        rows = (await conn.execute(_CONTACTS_IN, {"ids": unknown})).mappings().all()
+        found = {row["id"]: contact_of(row) for row in rows}
+    if read is not None:
+        found.update({contact_id: read[contact_id] for contact_id in ids if contact_id in read})
+    return {contact_id: contact for contact_id, contact in found.items() if contact is not None}
+
+
+async def prefetch_contacts(conn: AsyncConnection, ids: set[str]) -> None:
+    """Read a batch's possible recipients' contacts in one statement, for :func:`contacts_by_id` in this
+    transaction (an id without a contact is remembered as none)."""
+    read: dict[str, Contact | None] | None = db.transaction_state(conn, _CONTACTS_READ, dict)
+    wanted = sorted(ids - set(read or ()))
+    if read is None or not wanted:
+        return
+    rows = (await conn.execute(_CONTACTS_IN, {"ids": wanted})).mappings().all()
+    found = {row["id"]: contact_of(row) for row in rows}
+    read.update({contact_id: found.get(contact_id) for contact_id in wanted})
 
 
 async def get_contact(conn: AsyncConnection, contact_id: str) -> dict[str, Any] | None:

@@ -10,7 +10,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.progress import api, handlers, service, store
-from services.progress.unit_of_work import SqlUnitOfWork
+from services.progress.unit_of_work import SqlUnitOfWork, deferring_writes, write_deferred
 from shared import events
 from shared.codes import codes_router
 from shared.policy import WorkingCalendar, load_policy
@@ -80,7 +80,8 @@ def build(clock: Callable[[], datetime] = system_clock) -> tuple[ServiceRuntime,
         [events.PROPOSALS, events.ASSIGNMENTS],
         handlers.on_lifecycle_event,
         description="The lifecycle of every proposal, for the read model and timeline.",
-        prepare=handlers.prefetch_lifecycle,
+        prepare=deferring_writes(handlers.prefetch_lifecycle),
+        finish=write_deferred,
     )
     early = EarlyCommandSettings()
     unit_reports = runtime.consume(

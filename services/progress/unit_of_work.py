@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -150,33 +151,115 @@ def timeline_row(envelope: Envelope, event: Event) -> dict[str, Any]:
     }
 
 
+@dataclass
+class DeferredWrites:
+    """A consumer batch's writes to the proposals and the timeline, kept until the batch's `finish`
+    (:func:`write_deferred`) makes them in a few statements: on PostgreSQL each statement is a round trip,
+    and one record a proposal update and a timeline row (docs/performance.md, "The fifth round")."""
+
+    inserted: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """New proposals, by id, as they stand after the batch's events."""
+    changed: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """The columns the batch changed, by proposal id."""
+    rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Changed proposals as they stand now, for a later record of the batch about the same proposal."""
+    timeline: list[dict[str, Any]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.inserted or self.changed or self.timeline)
+
+
+_DEFERRED = "progress.deferred-writes"
+
+Prepare = Callable[[AsyncConnection, Sequence[Envelope]], Awaitable[None]]
+
+
+def deferring_writes(prepare: Prepare) -> Prepare:
+    """A consumer's `prepare` that also has its transaction's proposal and timeline writes wait for
+    :func:`write_deferred`, which must then be the consumer's `finish` (shared/processor.py calls both in
+    every transaction that handles a record)."""
+
+    async def prepare_batch(conn: AsyncConnection, envelopes: Sequence[Envelope]) -> None:
+        db.transaction_state(conn, _DEFERRED, DeferredWrites)
+        await prepare(conn, envelopes)
+
+    return prepare_batch
+
+
+async def write_deferred(conn: AsyncConnection) -> None:
+    """The consumer's `finish`: the batch's new proposals in one insert, its changed ones in one update
+    per set of changed columns, its timeline rows in one insert."""
+    deferred: DeferredWrites | None = db.transaction_state(conn, _DEFERRED)
+    if deferred is not None:
+        await _write(conn, deferred)
+        db.end_transaction_state(conn, _DEFERRED)
+
+
+async def _write(conn: AsyncConnection, deferred: DeferredWrites) -> None:
+    by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in deferred.inserted.values():
+        by_columns.setdefault(tuple(row), []).append(row)
+    for rows in by_columns.values():
+        await db.insert_rows(conn, store.proposals, rows)
+    await db.update_rows(conn, store.proposals, deferred.changed)
+    if deferred.timeline:
+        await db.insert_rows(conn, store.timeline, deferred.timeline)
+    deferred.inserted, deferred.changed, deferred.rows, deferred.timeline = {}, {}, {}, []
+
+
 class SqlUnitOfWork(UnitOfWork):
-    """Progress's tables, on the door's connection (its transaction is the one everything commits in)."""
+    """Progress's tables, on the door's connection (its transaction is the one everything commits in).
+    In a consumer whose `prepare` is :func:`deferring_writes`, the proposal and timeline writes wait for
+    the batch's `finish`; reads see them all the same."""
 
     def __init__(self, conn: AsyncConnection) -> None:
         super().__init__()
         self.conn = conn
 
+    def _deferred(self) -> DeferredWrites | None:
+        deferred: DeferredWrites | None = db.transaction_state(self.conn, _DEFERRED)
+        return deferred
+
     async def _fetch(self, proposal_id: str, *, with_records: bool) -> Dossier | None:
+        deferred = self._deferred()
+        if deferred is not None:
+            if not with_records and proposal_id in deferred.rows:
+                return Dossier(copy.deepcopy(deferred.rows[proposal_id]))
+            if proposal_id in deferred.inserted or proposal_id in deferred.rows:
+                # Read back from the database (a new row gets its server defaults there).
+                await _write(self.conn, deferred)
         if with_records:
             return await store.load_dossier(self.conn, proposal_id)
         row = await store.get_proposal(self.conn, proposal_id)
         return Dossier(row) if row is not None else None
 
     async def _load_open(self) -> list[Dossier]:
+        deferred = self._deferred()
+        if deferred:
+            await _write(self.conn, deferred)
         return await store.load_dossiers(self.conn, await store.open_proposal_ids(self.conn))
 
     async def _on_timeline(self, event_id: str) -> bool:
+        deferred = self._deferred()
+        if deferred is not None and any(row["event_id"] == event_id for row in deferred.timeline):
+            return True
         return await store.timeline_has(self.conn, event_id)
 
     async def _save(self, seen: list[tuple[Dossier, Snapshot]], consumed: list[tuple[Envelope, Event]]) -> None:
         conn = self.conn
+        deferred = self._deferred()
         for dossier, snapshot in seen:
             if snapshot.proposal is None:
-                await db.insert_rows(conn, store.proposals, dossier.proposal)
+                if deferred is not None:
+                    deferred.inserted[dossier.id] = copy.deepcopy(dossier.proposal)
+                else:
+                    await db.insert_rows(conn, store.proposals, dossier.proposal)
             else:
                 changed = {k: v for k, v in dossier.proposal.items() if snapshot.proposal.get(k) != v}
-                if changed:
+                if changed and deferred is not None:
+                    deferred.changed.setdefault(dossier.id, {}).update(copy.deepcopy(changed))
+                    deferred.rows[dossier.id] = copy.deepcopy(dossier.proposal)
+                elif changed:
                     await db.update_by(conn, store.proposals, dossier.id, changed)
             if snapshot.with_records:
                 for name in _RECORDS:
@@ -186,8 +269,11 @@ class SqlUnitOfWork(UnitOfWork):
         own = [item for dossier, _ in seen for item in dossier.events]
         envelopes = await add_to_outbox(conn, store.metadata, SERVICE, [(e, i) if i else e for e, i in own])
         entries = [*consumed, *zip(envelopes, (event for event, _ in own), strict=True)]
-        if entries:
-            await db.insert_rows(conn, store.timeline, [timeline_row(envelope, event) for envelope, event in entries])
+        rows = [timeline_row(envelope, event) for envelope, event in entries]
+        if rows and deferred is not None:
+            deferred.timeline.extend(rows)
+        elif rows:
+            await db.insert_rows(conn, store.timeline, rows)
 
 
 async def _save_records(

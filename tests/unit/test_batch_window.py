@@ -1,5 +1,7 @@
 """The batch window: audit, which ends the pipeline, gathers records for a short while into larger
-batches; the services others wait for answer every record at once. Configurable per service."""
+batches; the services others wait for answer every record at once, except on PostgreSQL notify and
+progress, which read the most records (a batch's fixed statements are round trips there). Configurable
+per service."""
 
 from __future__ import annotations
 
@@ -25,6 +27,18 @@ def fetch_options(window_ms: int) -> dict[str, int]:
 def test_audit_waits_a_little_for_fuller_batches_and_the_others_do_not() -> None:
     assert service_settings("audit").batch_window_ms == 25
     assert {service_settings(s).batch_window_ms for s in ("intake", "assignment", "progress", "notify")} == {0}
+
+
+def test_on_postgresql_notify_and_progress_wait_a_little_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    for service in ("intake", "assignment", "progress", "notify", "audit"):
+        monkeypatch.setenv(f"PROPOSALFLOW_{service.upper()}_DATABASE_URL", f"postgresql+asyncpg://pf@db/{service}")
+    windows = {service: service_settings(service).batch_window_ms for service in ("intake", "assignment")}
+    assert windows == {"intake": 0, "assignment": 0}
+    assert service_settings("notify").batch_window_ms == 10
+    assert service_settings("progress").batch_window_ms == 10
+    assert service_settings("audit").batch_window_ms == 25
+    monkeypatch.setenv("PROPOSALFLOW_PROGRESS_BATCH_WINDOW_MS", "0")
+    assert service_settings("progress").batch_window_ms == 0
 
 
 def test_the_window_is_set_per_service(monkeypatch: pytest.MonkeyPatch) -> None:
