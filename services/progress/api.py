@@ -7,7 +7,7 @@ model; the public sees published replies without personal data.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
@@ -16,10 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.progress import domain, export, service, stats, store, views
-from services.progress.domain import Dossier, MeasureStatus, ReplyStatus
+from services.progress.domain import Dossier, MeasureStatus, Occasion, ReplyStatus
 from services.progress.responses import ProposalDetail, ProposalSummaryPage, PublicReplyPage, UnitInbox
 from services.progress.stats_schema import Statistics
-from services.progress.unit_of_work import SqlUnitOfWork, UnitOfWork
+from services.progress.unit_of_work import SqlUnitOfWork
 from shared.auth import Principal, roles
 from shared.commands import CommandRunner, NotFound
 from shared.events import ProgressContent, ReplyContent, Role
@@ -150,16 +150,18 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         principal: Principal,
         idempotency_key: str | None,
         body: BaseModel | None,
-        proposal_id: str,
-        action: Callable[[UnitOfWork], Awaitable[None]],
+        step: domain.HandlingStep,
     ) -> Any:
-        """One POST on a proposal the caller may see; the answer is the proposal as it now stands."""
+        """One POST on a proposal the caller may see: the step, taken by the caller now under the policy;
+        the answer is the proposal as it now stands."""
+        proposal_id = step.proposal_id
 
         async def visible_then(conn: AsyncConnection) -> dict[str, Any]:
             proposal = await store.get_proposal(conn, proposal_id)
             if proposal is None or not may_see(principal, proposal):
                 raise Problem(404, "Not found", f"No proposal {proposal_id} that you may see.")
-            await action(SqlUnitOfWork(conn))
+            occasion = Occasion(principal.as_actor(), request.state.correlation_id, clock(), policy, calendar)
+            await service.carry_out(SqlUnitOfWork(conn), step, occasion)
             return await _view(conn, proposal_id)
 
         def missing(exc: NotFound) -> str:
@@ -260,19 +262,8 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         principal: UnitCaller,
         idempotency_key: IdempotencyKey = None,
     ) -> Any:
-
-        async def action(uow: UnitOfWork) -> None:
-            await service.report_progress(
-                uow,
-                proposal_id,
-                principal.unit,
-                content,
-                principal.as_actor(),
-                request.state.correlation_id,
-                clock(),
-            )
-
-        return await act(request, principal, idempotency_key, content, proposal_id, action)
+        step = domain.ReportProgress(proposal_id, principal.unit, content)
+        return await act(request, principal, idempotency_key, content, step)
 
     @routes.post(
         "/proposals/{proposal_id}/co-opinions",
@@ -286,19 +277,8 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         principal: UnitCaller,
         idempotency_key: IdempotencyKey = None,
     ) -> Any:
-
-        async def action(uow: UnitOfWork) -> None:
-            await service.submit_co_opinion(
-                uow,
-                proposal_id,
-                principal.unit,
-                body.text,
-                principal.as_actor(),
-                request.state.correlation_id,
-                clock(),
-            )
-
-        return await act(request, principal, idempotency_key, body, proposal_id, action)
+        step = domain.SubmitCoOpinion(proposal_id, principal.unit, body.text)
+        return await act(request, principal, idempotency_key, body, step)
 
     @routes.post(
         "/proposals/{proposal_id}/replies",
@@ -312,20 +292,8 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         principal: UnitCaller,
         idempotency_key: IdempotencyKey = None,
     ) -> Any:
-
-        async def action(uow: UnitOfWork) -> None:
-            await service.draft_reply(
-                uow,
-                proposal_id,
-                principal.unit,
-                content,
-                principal.as_actor(),
-                request.state.correlation_id,
-                clock(),
-                policy,
-            )
-
-        return await act(request, principal, idempotency_key, content, proposal_id, action)
+        step = domain.DraftReply(proposal_id, principal.unit, content)
+        return await act(request, principal, idempotency_key, content, step)
 
     @routes.post(
         "/proposals/{proposal_id}/replies/{reply_id}/review",
@@ -340,23 +308,10 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         principal: CommitteeCaller,
         idempotency_key: IdempotencyKey = None,
     ) -> Any:
-
-        async def action(uow: UnitOfWork) -> None:
-            await service.review_reply(
-                uow,
-                proposal_id,
-                reply_id,
-                approve=body.decision == "approve",
-                reason=body.reason,
-                public=body.public,
-                actor=principal.as_actor(),
-                correlation_id=request.state.correlation_id,
-                now=clock(),
-                policy=policy,
-                calendar=calendar,
-            )
-
-        return await act(request, principal, idempotency_key, body, proposal_id, action)
+        step = domain.ReviewReply(
+            proposal_id, reply_id, approve=body.decision == "approve", reason=body.reason, public=body.public
+        )
+        return await act(request, principal, idempotency_key, body, step)
 
     @routes.post(
         "/proposals/{proposal_id}/evaluations",
@@ -370,23 +325,10 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         principal: MemberCaller,
         idempotency_key: IdempotencyKey = None,
     ) -> Any:
-
-        async def action(uow: UnitOfWork) -> None:
-            await service.evaluate(
-                uow,
-                proposal_id,
-                principal.id,
-                handling_grade=body.handling_grade,
-                result_grade=body.result_grade,
-                comment=body.comment,
-                actor=principal.as_actor(),
-                correlation_id=request.state.correlation_id,
-                now=clock(),
-                policy=policy,
-                calendar=calendar,
-            )
-
-        return await act(request, principal, idempotency_key, body, proposal_id, action)
+        step = domain.Evaluate(
+            proposal_id, handling_grade=body.handling_grade, result_grade=body.result_grade, comment=body.comment
+        )
+        return await act(request, principal, idempotency_key, body, step)
 
     @routes.post(
         "/proposals/{proposal_id}/measures/{measure_id}",
@@ -401,23 +343,8 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         principal: UnitCaller,
         idempotency_key: IdempotencyKey = None,
     ) -> Any:
-
-        async def action(uow: UnitOfWork) -> None:
-            await service.update_measure(
-                uow,
-                proposal_id,
-                measure_id,
-                status=body.status,
-                note=body.note,
-                unit=principal.unit,
-                actor=principal.as_actor(),
-                correlation_id=request.state.correlation_id,
-                now=clock(),
-                policy=policy,
-                calendar=calendar,
-            )
-
-        return await act(request, principal, idempotency_key, body, proposal_id, action)
+        step = domain.UpdateMeasure(proposal_id, measure_id, principal.unit, status=body.status, note=body.note)
+        return await act(request, principal, idempotency_key, body, step)
 
     @routes.post(
         "/proposals/{proposal_id}/implementation-evaluations", summary="Evaluate the implementation (落实评价)"
@@ -429,24 +356,10 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         principal: MemberCaller,
         idempotency_key: IdempotencyKey = None,
     ) -> Any:
-
-        async def action(uow: UnitOfWork) -> None:
-            await service.evaluate_implementation(
-                uow,
-                proposal_id,
-                principal.id,
-                grade=body.grade,
-                comment=body.comment,
-                reopen=body.reopen,
-                new_measure=body.new_measure,
-                actor=principal.as_actor(),
-                correlation_id=request.state.correlation_id,
-                now=clock(),
-                policy=policy,
-                calendar=calendar,
-            )
-
-        return await act(request, principal, idempotency_key, body, proposal_id, action)
+        step = domain.EvaluateImplementation(
+            proposal_id, body.grade, body.comment, reopen=body.reopen, new_measure=body.new_measure
+        )
+        return await act(request, principal, idempotency_key, body, step)
 
     @routes.post("/proposals/{proposal_id}/measures", summary="Commit to a requested new measure (新举措)")
     async def add_measure(
@@ -456,21 +369,8 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         principal: UnitCaller,
         idempotency_key: IdempotencyKey = None,
     ) -> Any:
-
-        async def action(uow: UnitOfWork) -> None:
-            await service.add_measure(
-                uow,
-                proposal_id,
-                unit=principal.unit,
-                text=body.text,
-                due=body.due,
-                actor=principal.as_actor(),
-                correlation_id=request.state.correlation_id,
-                now=clock(),
-                policy=policy,
-            )
-
-        return await act(request, principal, idempotency_key, body, proposal_id, action)
+        step = domain.AddMeasure(proposal_id, principal.unit, text=body.text, due=body.due)
+        return await act(request, principal, idempotency_key, body, step)
 
     @routes.post(
         "/proposals/{proposal_id}/supervision",
@@ -484,20 +384,8 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         principal: LeaderCaller,
         idempotency_key: IdempotencyKey = None,
     ) -> Any:
-
-        async def action(uow: UnitOfWork) -> None:
-            await service.record_supervision(
-                uow,
-                proposal_id,
-                kind=body.kind,
-                on=body.on,
-                text=body.text,
-                actor=principal.as_actor(),
-                correlation_id=request.state.correlation_id,
-                now=clock(),
-            )
-
-        return await act(request, principal, idempotency_key, body, proposal_id, action)
+        step = domain.RecordSupervision(proposal_id, kind=body.kind, on=body.on, text=body.text)
+        return await act(request, principal, idempotency_key, body, step)
 
     @routes.get(
         "/stats",
