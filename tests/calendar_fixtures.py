@@ -34,6 +34,7 @@ from services.assignment.service import Context, Router
 from services.assignment.unit_of_work import SqlUnitOfWork as AssignmentUnitOfWork
 from services.progress import service as progress_service
 from services.progress import store as progress_store
+from services.progress.domain import DraftReply, Evaluate, HandlingStep, Occasion, ReportProgress, ReviewReply
 from services.progress.unit_of_work import SqlUnitOfWork as ProgressUnitOfWork
 from shared.envelope import from_kafka
 from shared.events import (
@@ -162,45 +163,22 @@ async def _fold(progress: AsyncEngine, events: list[Event]) -> None:
 
 
 async def _step(progress: AsyncEngine, action: str, proposal_id: str, at: datetime, policy: Policy, **kw: str) -> str:
-    calendar = WorkingCalendar.from_policy(policy)
+    step: HandlingStep
+    if action == "progress":
+        content = ProgressContent(kind=ProgressKind.PHONE, on=at.date(), text="与提案者电话沟通")
+        step, actor = ReportProgress(proposal_id, LEAD, content), LEAD_ACTOR
+    elif action == "reply":
+        step, actor = DraftReply(proposal_id, LEAD, REPLY), LEAD_ACTOR
+    elif action == "approve":
+        step, actor = ReviewReply(proposal_id, kw["reply_id"], approve=True), COMMITTEE
+    else:
+        comment = "措施不具体" if kw["grade"] == "unsatisfied" else ""
+        step = Evaluate(proposal_id, handling_grade="satisfied", result_grade=kw["grade"], comment=comment)
+        actor = Actor(id=kw["signer"], role=Role.MEMBER)
+    occasion = Occasion(actor, None, at, policy, WorkingCalendar.from_policy(policy))
     async with progress.begin() as conn:
-        uow = ProgressUnitOfWork(conn)
-        if action == "progress":
-            content = ProgressContent(kind=ProgressKind.PHONE, on=at.date(), text="与提案者电话沟通")
-            await progress_service.report_progress(uow, proposal_id, LEAD, content, LEAD_ACTOR, None, at)
-            return ""
-        if action == "reply":
-            return await progress_service.draft_reply(uow, proposal_id, LEAD, REPLY, LEAD_ACTOR, None, at, policy)
-        if action == "approve":
-            await progress_service.review_reply(
-                uow,
-                proposal_id,
-                kw["reply_id"],
-                approve=True,
-                reason=None,
-                public=None,
-                actor=COMMITTEE,
-                correlation_id=None,
-                now=at,
-                policy=policy,
-                calendar=calendar,
-            )
-            return ""
-        signer = kw["signer"]
-        await progress_service.evaluate(
-            uow,
-            proposal_id,
-            signer,
-            handling_grade="satisfied",
-            result_grade=kw["grade"],
-            comment="措施不具体" if kw["grade"] == "unsatisfied" else "",
-            actor=Actor(id=signer, role=Role.MEMBER),
-            correlation_id=None,
-            now=at,
-            policy=policy,
-            calendar=calendar,
-        )
-        return ""
+        await progress_service.carry_out(ProgressUnitOfWork(conn), step, occasion)
+    return step.reply_id if isinstance(step, DraftReply) else ""
 
 
 async def _answer(progress: AsyncEngine, proposal_id: str, at: datetime, policy: Policy) -> None:

@@ -7,19 +7,19 @@ model; the public sees published replies without personal data.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import date, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.progress import domain, export, service, stats, store, views
-from services.progress.domain import Dossier, MeasureStatus, ReplyStatus
+from services.progress.domain import Dossier, MeasureStatus, Occasion, ReplyStatus
 from services.progress.responses import ProposalDetail, ProposalSummaryPage, PublicReplyPage, UnitInbox
 from services.progress.stats_schema import Statistics
-from services.progress.unit_of_work import SqlUnitOfWork, UnitOfWork
+from services.progress.unit_of_work import SqlUnitOfWork
 from shared.auth import Principal, roles
 from shared.commands import CommandRunner, NotFound
 from shared.events import ProgressContent, ReplyContent, Role
@@ -34,6 +34,20 @@ SEES_ALL = (Role.COMMITTEE, Role.DISPATCHER, Role.ADMIN)
 READERS = (Role.MEMBER, Role.UNIT, Role.LEADER, *SEES_ALL)
 Clock = Callable[[], datetime]
 IdempotencyKey = Annotated[str | None, Header(max_length=200)]
+
+
+class Post(NamedTuple):
+    """A POST request and its `Idempotency-Key` (a retry under the same key gets the first answer)."""
+
+    request: Request
+    idempotency_key: str | None
+
+
+def post(request: Request, idempotency_key: IdempotencyKey = None) -> Post:
+    return Post(request, idempotency_key)
+
+
+Posted = Annotated[Post, Depends(post)]
 
 
 def file_response(media_type: str) -> dict[int | str, dict[str, Any]]:
@@ -144,28 +158,25 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         return local_date(clock(), policy.timezone)
 
     commands = CommandRunner(runtime.transaction, store.metadata)
+    answers_proposal = documented(ProposalDetail, "The proposal as it now stands.")
 
-    async def act(
-        request: Request,
-        principal: Principal,
-        idempotency_key: str | None,
-        body: BaseModel | None,
-        proposal_id: str,
-        action: Callable[[UnitOfWork], Awaitable[None]],
-    ) -> Any:
-        """One POST on a proposal the caller may see; the answer is the proposal as it now stands."""
+    async def act(post: Post, principal: Principal, body: BaseModel | None, step: domain.HandlingStep) -> Any:
+        """One POST on a proposal the caller may see: the step, taken by the caller now under the policy;
+        the answer is the proposal as it now stands."""
+        proposal_id = step.proposal_id
 
         async def visible_then(conn: AsyncConnection) -> dict[str, Any]:
             proposal = await store.get_proposal(conn, proposal_id)
             if proposal is None or not may_see(principal, proposal):
                 raise Problem(404, "Not found", f"No proposal {proposal_id} that you may see.")
-            await action(SqlUnitOfWork(conn))
+            occasion = Occasion(principal.as_actor(), post.request.state.correlation_id, clock(), policy, calendar)
+            await service.carry_out(SqlUnitOfWork(conn), step, occasion)
             return await _view(conn, proposal_id)
 
         def missing(exc: NotFound) -> str:
             return f"No {exc.args[0]} on proposal {proposal_id}."
 
-        return await commands.once(request, principal, idempotency_key, body, visible_then, missing=missing)
+        return await commands.once(post.request, principal, post.idempotency_key, body, visible_then, missing=missing)
 
     async def _view(conn: AsyncConnection, proposal_id: str) -> dict[str, Any]:
         dossier = await store.load_dossier(conn, proposal_id)
@@ -248,256 +259,67 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         items.sort(key=lambda item: (item["due"], item["proposal_id"]))
         return {"items": items[offset : offset + limit], "total": len(items), "limit": limit, "offset": offset}
 
+    @routes.post("/proposals/{proposal_id}/progress", summary="Report progress (办理进展)", **answers_proposal)
+    async def report_progress(proposal_id: str, content: ProgressContent, principal: UnitCaller, post: Posted) -> Any:
+        return await act(post, principal, content, domain.ReportProgress(proposal_id, principal.unit, content))
+
     @routes.post(
-        "/proposals/{proposal_id}/progress",
-        summary="Report progress (办理进展)",
-        **documented(ProposalDetail, "The proposal as it now stands."),
+        "/proposals/{proposal_id}/co-opinions", summary="Send the co-handling opinion (会办意见)", **answers_proposal
     )
-    async def report_progress(
-        proposal_id: str,
-        content: ProgressContent,
-        request: Request,
-        principal: UnitCaller,
-        idempotency_key: IdempotencyKey = None,
-    ) -> Any:
+    async def submit_co_opinion(proposal_id: str, body: CoOpinion, principal: UnitCaller, post: Posted) -> Any:
+        return await act(post, principal, body, domain.SubmitCoOpinion(proposal_id, principal.unit, body.text))
 
-        async def action(uow: UnitOfWork) -> None:
-            await service.report_progress(
-                uow,
-                proposal_id,
-                principal.unit,
-                content,
-                principal.as_actor(),
-                request.state.correlation_id,
-                clock(),
-            )
-
-        return await act(request, principal, idempotency_key, content, proposal_id, action)
+    @routes.post("/proposals/{proposal_id}/replies", summary="Draft the reply for review (答复)", **answers_proposal)
+    async def draft_reply(proposal_id: str, content: ReplyContent, principal: UnitCaller, post: Posted) -> Any:
+        return await act(post, principal, content, domain.DraftReply(proposal_id, principal.unit, content))
 
     @routes.post(
-        "/proposals/{proposal_id}/co-opinions",
-        summary="Send the co-handling opinion (会办意见)",
-        **documented(ProposalDetail, "The proposal as it now stands."),
-    )
-    async def submit_co_opinion(
-        proposal_id: str,
-        body: CoOpinion,
-        request: Request,
-        principal: UnitCaller,
-        idempotency_key: IdempotencyKey = None,
-    ) -> Any:
-
-        async def action(uow: UnitOfWork) -> None:
-            await service.submit_co_opinion(
-                uow,
-                proposal_id,
-                principal.unit,
-                body.text,
-                principal.as_actor(),
-                request.state.correlation_id,
-                clock(),
-            )
-
-        return await act(request, principal, idempotency_key, body, proposal_id, action)
-
-    @routes.post(
-        "/proposals/{proposal_id}/replies",
-        summary="Draft the reply for review (答复)",
-        **documented(ProposalDetail, "The proposal as it now stands."),
-    )
-    async def draft_reply(
-        proposal_id: str,
-        content: ReplyContent,
-        request: Request,
-        principal: UnitCaller,
-        idempotency_key: IdempotencyKey = None,
-    ) -> Any:
-
-        async def action(uow: UnitOfWork) -> None:
-            await service.draft_reply(
-                uow,
-                proposal_id,
-                principal.unit,
-                content,
-                principal.as_actor(),
-                request.state.correlation_id,
-                clock(),
-                policy,
-            )
-
-        return await act(request, principal, idempotency_key, content, proposal_id, action)
-
-    @routes.post(
-        "/proposals/{proposal_id}/replies/{reply_id}/review",
-        summary="Review a reply (办复审查)",
-        **documented(ProposalDetail, "The proposal as it now stands."),
+        "/proposals/{proposal_id}/replies/{reply_id}/review", summary="Review a reply (办复审查)", **answers_proposal
     )
     async def review_reply(
-        proposal_id: str,
-        reply_id: str,
-        body: ReplyReview,
-        request: Request,
-        principal: CommitteeCaller,
-        idempotency_key: IdempotencyKey = None,
+        proposal_id: str, reply_id: str, body: ReplyReview, principal: CommitteeCaller, post: Posted
     ) -> Any:
+        step = domain.ReviewReply(
+            proposal_id, reply_id, approve=body.decision == "approve", reason=body.reason, public=body.public
+        )
+        return await act(post, principal, body, step)
 
-        async def action(uow: UnitOfWork) -> None:
-            await service.review_reply(
-                uow,
-                proposal_id,
-                reply_id,
-                approve=body.decision == "approve",
-                reason=body.reason,
-                public=body.public,
-                actor=principal.as_actor(),
-                correlation_id=request.state.correlation_id,
-                now=clock(),
-                policy=policy,
-                calendar=calendar,
-            )
-
-        return await act(request, principal, idempotency_key, body, proposal_id, action)
+    @routes.post("/proposals/{proposal_id}/evaluations", summary="Evaluate the reply (评价)", **answers_proposal)
+    async def evaluate(proposal_id: str, body: Evaluation, principal: MemberCaller, post: Posted) -> Any:
+        step = domain.Evaluate(
+            proposal_id, handling_grade=body.handling_grade, result_grade=body.result_grade, comment=body.comment
+        )
+        return await act(post, principal, body, step)
 
     @routes.post(
-        "/proposals/{proposal_id}/evaluations",
-        summary="Evaluate the reply (评价)",
-        **documented(ProposalDetail, "The proposal as it now stands."),
-    )
-    async def evaluate(
-        proposal_id: str,
-        body: Evaluation,
-        request: Request,
-        principal: MemberCaller,
-        idempotency_key: IdempotencyKey = None,
-    ) -> Any:
-
-        async def action(uow: UnitOfWork) -> None:
-            await service.evaluate(
-                uow,
-                proposal_id,
-                principal.id,
-                handling_grade=body.handling_grade,
-                result_grade=body.result_grade,
-                comment=body.comment,
-                actor=principal.as_actor(),
-                correlation_id=request.state.correlation_id,
-                now=clock(),
-                policy=policy,
-                calendar=calendar,
-            )
-
-        return await act(request, principal, idempotency_key, body, proposal_id, action)
-
-    @routes.post(
-        "/proposals/{proposal_id}/measures/{measure_id}",
-        summary="Update a measure (举措落实)",
-        **documented(ProposalDetail, "The proposal as it now stands."),
+        "/proposals/{proposal_id}/measures/{measure_id}", summary="Update a measure (举措落实)", **answers_proposal
     )
     async def update_measure(
-        proposal_id: str,
-        measure_id: str,
-        body: MeasureChange,
-        request: Request,
-        principal: UnitCaller,
-        idempotency_key: IdempotencyKey = None,
+        proposal_id: str, measure_id: str, body: MeasureChange, principal: UnitCaller, post: Posted
     ) -> Any:
-
-        async def action(uow: UnitOfWork) -> None:
-            await service.update_measure(
-                uow,
-                proposal_id,
-                measure_id,
-                status=body.status,
-                note=body.note,
-                unit=principal.unit,
-                actor=principal.as_actor(),
-                correlation_id=request.state.correlation_id,
-                now=clock(),
-                policy=policy,
-                calendar=calendar,
-            )
-
-        return await act(request, principal, idempotency_key, body, proposal_id, action)
+        step = domain.UpdateMeasure(proposal_id, measure_id, principal.unit, status=body.status, note=body.note)
+        return await act(post, principal, body, step)
 
     @routes.post(
         "/proposals/{proposal_id}/implementation-evaluations", summary="Evaluate the implementation (落实评价)"
     )
     async def evaluate_implementation(
-        proposal_id: str,
-        body: ImplementationEvaluationBody,
-        request: Request,
-        principal: MemberCaller,
-        idempotency_key: IdempotencyKey = None,
+        proposal_id: str, body: ImplementationEvaluationBody, principal: MemberCaller, post: Posted
     ) -> Any:
-
-        async def action(uow: UnitOfWork) -> None:
-            await service.evaluate_implementation(
-                uow,
-                proposal_id,
-                principal.id,
-                grade=body.grade,
-                comment=body.comment,
-                reopen=body.reopen,
-                new_measure=body.new_measure,
-                actor=principal.as_actor(),
-                correlation_id=request.state.correlation_id,
-                now=clock(),
-                policy=policy,
-                calendar=calendar,
-            )
-
-        return await act(request, principal, idempotency_key, body, proposal_id, action)
+        step = domain.EvaluateImplementation(
+            proposal_id, body.grade, body.comment, reopen=body.reopen, new_measure=body.new_measure
+        )
+        return await act(post, principal, body, step)
 
     @routes.post("/proposals/{proposal_id}/measures", summary="Commit to a requested new measure (新举措)")
-    async def add_measure(
-        proposal_id: str,
-        body: NewMeasure,
-        request: Request,
-        principal: UnitCaller,
-        idempotency_key: IdempotencyKey = None,
-    ) -> Any:
+    async def add_measure(proposal_id: str, body: NewMeasure, principal: UnitCaller, post: Posted) -> Any:
+        step = domain.AddMeasure(proposal_id, principal.unit, text=body.text, due=body.due)
+        return await act(post, principal, body, step)
 
-        async def action(uow: UnitOfWork) -> None:
-            await service.add_measure(
-                uow,
-                proposal_id,
-                unit=principal.unit,
-                text=body.text,
-                due=body.due,
-                actor=principal.as_actor(),
-                correlation_id=request.state.correlation_id,
-                now=clock(),
-                policy=policy,
-            )
-
-        return await act(request, principal, idempotency_key, body, proposal_id, action)
-
-    @routes.post(
-        "/proposals/{proposal_id}/supervision",
-        summary="Record supervision (督办)",
-        **documented(ProposalDetail, "The proposal as it now stands."),
-    )
-    async def record_supervision(
-        proposal_id: str,
-        body: Supervision,
-        request: Request,
-        principal: LeaderCaller,
-        idempotency_key: IdempotencyKey = None,
-    ) -> Any:
-
-        async def action(uow: UnitOfWork) -> None:
-            await service.record_supervision(
-                uow,
-                proposal_id,
-                kind=body.kind,
-                on=body.on,
-                text=body.text,
-                actor=principal.as_actor(),
-                correlation_id=request.state.correlation_id,
-                now=clock(),
-            )
-
-        return await act(request, principal, idempotency_key, body, proposal_id, action)
+    @routes.post("/proposals/{proposal_id}/supervision", summary="Record supervision (督办)", **answers_proposal)
+    async def record_supervision(proposal_id: str, body: Supervision, principal: LeaderCaller, post: Posted) -> Any:
+        step = domain.RecordSupervision(proposal_id, kind=body.kind, on=body.on, text=body.text)
+        return await act(post, principal, body, step)
 
     @routes.get(
         "/stats",

@@ -104,7 +104,7 @@ def build(clock: Callable[[], datetime] = system_clock) -> tuple[ServiceRuntime,
     )
     runtime.consume(
         [events.LEADER_REPORTS],
-        handlers.supervision_handler(runtime.common.allowed_sources, clock),
+        handlers.supervision_handler(policy, runtime.common.allowed_sources, clock),
         consumer="progress-leader-reports",
         description="Supervision records (督办) from allow-listed leaders' office systems, on the shared topic and "
         "each system's own (proposalflow.leader-reports.<system>).",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import StrEnum
@@ -308,6 +308,132 @@ class ImplementationEvaluation(StrEnum):
     REOPENED = "reopened"  # 不满意, 举措重新落实
 
 
+# Handling steps (办理环节): what a door asks of a dossier, and on which occasion ---------------------
+
+
+@dataclass(frozen=True)
+class Occasion:
+    """Who takes a handling step, for which request, when, and under which rules: the same for every step
+    a request or a record carries out. The door (an HTTP route, a Kafka handler, the scheduler) builds it
+    once; the events the step records carry its actor and correlation id."""
+
+    actor: Actor
+    correlation_id: str | None
+    now: datetime
+    policy: Policy
+    calendar: WorkingCalendar
+
+    @property
+    def today(self) -> date:
+        """The local date of `now` in the policy's time zone (windows and due dates are local dates)."""
+        return local_date(self.now, self.policy.timezone)
+
+    def deadline(self, period: DeadlineName) -> date:
+        """The due date of a period the policy names, counted from now on the working-day calendar."""
+        return deadline_for(self.policy, period, self.now, self.calendar)
+
+    def provisional(self, due: date) -> bool:
+        """Whether `due` was counted over a year the calendar has not declared yet."""
+        return self.calendar.is_provisional(self.today, due)
+
+
+@dataclass(frozen=True)
+class HandlingStep:
+    """A step a door asks of one dossier (`Dossier.take`): its command, built from the request or the
+    record. Each kind of step is a subclass with the step's own data."""
+
+    proposal_id: str
+
+
+@dataclass(frozen=True)
+class ReportProgress(HandlingStep):
+    """办理进展: a handling unit records contact with the proposer, a meeting, research…"""
+
+    unit: str | None
+    content: ProgressContent
+
+
+@dataclass(frozen=True)
+class SubmitCoOpinion(HandlingStep):
+    """会办意见: a co-handling unit's opinion to the lead unit."""
+
+    unit: str | None
+    text: str
+
+
+@dataclass(frozen=True)
+class DraftReply(HandlingStep):
+    """答复: the lead unit (each unit, for 分办) drafts its reply for 办复审查."""
+
+    unit: str | None
+    content: ReplyContent
+    reply_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    """The new reply's id (its measures are `{reply_id}-m1`, …)."""
+
+
+@dataclass(frozen=True)
+class ReviewReply(HandlingStep):
+    """办复审查: the committee approves a reply (it goes to the proposers) or returns it with a reason."""
+
+    reply_id: str
+    approve: bool
+    reason: str | None = None
+    public: bool | None = None
+    """答复公开; None: as the policy says."""
+
+
+@dataclass(frozen=True)
+class Evaluate(HandlingStep):
+    """评价 by a signer (the occasion's actor): on the handling (办理态度) and on the result (办理结果)."""
+
+    handling_grade: str
+    result_grade: str
+    comment: str = ""
+
+
+@dataclass(frozen=True)
+class UpdateMeasure(HandlingStep):
+    """举措落实: its owner unit (or the lead unit) moves a measure on."""
+
+    measure_id: str
+    unit: str | None
+    status: MeasureStatus
+    note: str = ""
+    opens_evaluation: bool = True
+    """When this settles the last measure (落实), open the 落实评价 at once; False leaves it to the
+    scheduler's next pass (the unit door's way, handlers.py)."""
+
+
+@dataclass(frozen=True)
+class EvaluateImplementation(HandlingStep):
+    """落实评价 by a signer (the occasion's actor); an unsatisfied first proposer reopens measures or asks
+    for a new one."""
+
+    grade: str
+    comment: str = ""
+    reopen: Sequence[str] = ()
+    new_measure: bool = False
+
+
+@dataclass(frozen=True)
+class AddMeasure(HandlingStep):
+    """新举措: the lead unit answers a 落实评价's request for a new measure."""
+
+    unit: str | None
+    text: str
+    due: date
+    measure_id: str = field(default_factory=lambda: f"{uuid.uuid4()}-new")
+
+
+@dataclass(frozen=True)
+class RecordSupervision(HandlingStep):
+    """督办: a leader (the occasion's actor) records a meeting, visit or instruction on a key proposal."""
+
+    kind: str
+    on: date
+    text: str
+
+
 @dataclass
 class Dossier:
     """办理档案: one proposal with everything progress knows of its handling, the aggregate every handling
@@ -496,66 +622,59 @@ class Dossier:
 
     # Handling steps (办理) -------------------------------------------------------------------------
 
-    def report_progress(
-        self, unit: str | None, content: ProgressContent, actor: Actor, correlation_id: str | None, now: datetime
-    ) -> None:
+    def take(self, step: HandlingStep, occasion: Occasion) -> None:
+        """Carry out one handling step: the method its command names (`STEPS`) checks the rules and
+        records the events."""
+        STEPS[type(step)](self, step, occasion)
+
+    def report_progress(self, step: ReportProgress, occasion: Occasion) -> None:
         """办理进展: a handling unit records contact with the proposer, a meeting, research…"""
-        unit = unit_must_handle(self.proposal, unit)
+        unit = unit_must_handle(self.proposal, step.unit)
         progress_while_handling(self.stage)
         event = ProgressReported(
             proposal_id=self.id,
             unit=unit,
-            kind=content.kind.value,
-            on=content.on,
-            text=content.text,
-            actor=actor,
-            correlation_id=correlation_id,
+            kind=step.content.kind.value,
+            on=step.content.on,
+            text=step.content.text,
+            actor=occasion.actor,
+            correlation_id=occasion.correlation_id,
         )
-        self._publish(event, now)
+        self._publish(event, occasion.now)
 
-    def submit_co_opinion(
-        self, unit: str | None, text: str, actor: Actor, correlation_id: str | None, now: datetime
-    ) -> None:
+    def submit_co_opinion(self, step: SubmitCoOpinion, occasion: Occasion) -> None:
         """会办意见: a co-handling unit's opinion to the lead unit (late ones are kept, and stay overdue-marked)."""
-        unit = unit_must_handle(self.proposal, unit)
+        unit = unit_must_handle(self.proposal, step.unit)
         co_opinion_allowed(self, unit)
         event = CoOpinionSubmitted(
             proposal_id=self.id,
             unit=unit,
-            text=text,
+            text=step.text,
             co_opinion_due=self.proposal["co_opinion_due"],
-            actor=actor,
-            correlation_id=correlation_id,
+            actor=occasion.actor,
+            correlation_id=occasion.correlation_id,
         )
-        self._publish(event, now)
+        self._publish(event, occasion.now)
 
-    def draft_reply(
-        self,
-        reply_id: str,
-        unit: str | None,
-        content: ReplyContent,
-        actor: Actor,
-        correlation_id: str | None,
-        now: datetime,
-        policy: Policy,
-    ) -> None:
+    def draft_reply(self, step: DraftReply, occasion: Occasion) -> None:
         """答复: the lead unit (each unit, for 分办) drafts its reply for 办复审查."""
-        unit = unit_must_handle(self.proposal, unit)
+        unit = unit_must_handle(self.proposal, step.unit)
+        content = step.content
         reply_allowed(self, unit)
         reply_content_valid(
             content.classification,
             [adoption.number for adoption in content.adoptions],
             self.proposal["suggestion_count"],
-            policy,
+            occasion.policy,
         )
-        measures_due_in_future([plan.due for plan in content.measures], local_date(now, policy.timezone))
+        measures_due_in_future([plan.due for plan in content.measures], occasion.today)
         measures = [
-            Measure(id=f"{reply_id}-m{n}", text=plan.text, owner_unit=plan.owner_unit, due=plan.due)
+            Measure(id=f"{step.reply_id}-m{n}", text=plan.text, owner_unit=plan.owner_unit, due=plan.due)
             for n, plan in enumerate(content.measures, start=1)
         ]
         event = ReplyDrafted(
             proposal_id=self.id,
-            reply_id=reply_id,
+            reply_id=step.reply_id,
             unit=unit,
             classification=content.classification,
             text=content.text,
@@ -563,144 +682,111 @@ class Dossier:
             measures=measures,
             round=self.round,
             reply_due=self.proposal["reply_due"],
-            actor=actor,
-            correlation_id=correlation_id,
+            actor=occasion.actor,
+            correlation_id=occasion.correlation_id,
         )
-        self._publish(event, now)
+        self._publish(event, occasion.now)
 
-    def review_reply(
-        self,
-        reply_id: str,
-        *,
-        approve: bool,
-        reason: str | None,
-        public: bool | None,
-        actor: Actor,
-        correlation_id: str | None,
-        now: datetime,
-        policy: Policy,
-        calendar: WorkingCalendar,
-    ) -> None:
+    def review_reply(self, step: ReviewReply, occasion: Occasion) -> None:
         """办复审查: the committee approves a reply (it goes to the proposers) or returns it with a reason."""
-        reply = self._reply(reply_id)
+        reply = self._reply(step.reply_id)
         review_pending(reply)
-        if not approve and not (reason and reason.strip()):
+        if not step.approve and not (step.reason and step.reason.strip()):
             raise RuleViolation("return_needs_reason", "a returned reply needs the reason, so the unit can redraft it")
         event: Event
-        if approve:
-            others = [other for other in self.replies_of_round() if other["id"] != reply_id]
+        if step.approve:
+            others = [other for other in self.replies_of_round() if other["id"] != step.reply_id]
             answered = round_stage(reply_units(self.proposal), [*others, {**reply, "status": ReplyStatus.APPROVED}])
-            evaluation_due = (
-                deadline_for(policy, "evaluation_window", now, calendar) if answered == Stage.ANSWERED else None
-            )
+            evaluation_due = occasion.deadline("evaluation_window") if answered == Stage.ANSWERED else None
             event = ReplyApproved(
                 proposal_id=self.id,
-                reply_id=reply_id,
+                reply_id=step.reply_id,
                 unit=reply["unit"],
-                approved_at=now,
+                approved_at=occasion.now,
                 evaluation_due=evaluation_due,
-                provisional_calendar=evaluation_due is not None
-                and calendar.is_provisional(local_date(now, policy.timezone), evaluation_due),
-                public=policy.publish_approved_replies if public is None else public,
-                actor=actor,
-                correlation_id=correlation_id,
+                provisional_calendar=evaluation_due is not None and occasion.provisional(evaluation_due),
+                public=occasion.policy.publish_approved_replies if step.public is None else step.public,
+                actor=occasion.actor,
+                correlation_id=occasion.correlation_id,
             )
         else:
             event = ReplyReturned(
                 proposal_id=self.id,
-                reply_id=reply_id,
+                reply_id=step.reply_id,
                 unit=reply["unit"],
-                reason=reason or "",
-                actor=actor,
-                correlation_id=correlation_id,
+                reason=step.reason or "",
+                actor=occasion.actor,
+                correlation_id=occasion.correlation_id,
             )
-        self._publish(event, now)
-        reply["review_reason"] = reason
+        self._publish(event, occasion.now)
+        reply["review_reason"] = step.reason
 
-    def evaluate(
-        self,
-        signer: str,
-        *,
-        handling_grade: str,
-        result_grade: str,
-        comment: str,
-        actor: Actor,
-        correlation_id: str | None,
-        now: datetime,
-        policy: Policy,
-        calendar: WorkingCalendar,
-    ) -> None:
+    def evaluate(self, step: Evaluate, occasion: Occasion) -> None:
         """评价; then 重新办理 (unsatisfied first proposer) or 办结 (every signer has evaluated)."""
-        grades = [handling_grade, result_grade]
-        evaluation_allowed(self, signer, local_date(now, policy.timezone), grades, policy)
+        signer, policy = occasion.actor.id, occasion.policy
+        grades = [step.handling_grade, step.result_grade]
+        evaluation_allowed(self, signer, occasion.today, grades, policy)
         rehandling = rehandling_triggered(self, signer, grades, policy)
         event = EvaluationSubmitted(
             proposal_id=self.id,
             signer_id=signer,
-            handling_grade=handling_grade,
-            result_grade=result_grade,
-            comment=comment,
+            handling_grade=step.handling_grade,
+            result_grade=step.result_grade,
+            comment=step.comment,
             round=self.round,
-            actor=actor,
-            correlation_id=correlation_id,
+            actor=occasion.actor,
+            correlation_id=occasion.correlation_id,
         )
-        self._publish(event, now)
+        self._publish(event, occasion.now)
         if rehandling:
-            reply_due = deadline_for(policy, "rehandling_deadline", now, calendar)
+            reply_due = occasion.deadline("rehandling_deadline")
             restart = RehandlingStarted(
                 proposal_id=self.id,
                 reply_due=reply_due,
-                provisional_calendar=calendar.is_provisional(local_date(now, policy.timezone), reply_due),
+                provisional_calendar=occasion.provisional(reply_due),
                 round=self.round + 1,
-                reason=comment,
-                actor=actor,
-                correlation_id=correlation_id,
+                reason=step.comment,
+                actor=occasion.actor,
+                correlation_id=occasion.correlation_id,
             )
-            self._publish(restart, now)
+            self._publish(restart, occasion.now)
         elif all_evaluated(self, extra_signer=signer):
-            self.close("all_evaluated", actor, correlation_id, now)
+            self.close("all_evaluated", occasion)
             # Measures all settled before 办结: 办结 is 落实 too, and its 落实评价 opens at once.
-            self.open_implementation_evaluation(actor, correlation_id, now, policy, calendar)
+            self.open_implementation_evaluation(occasion)
 
-    def close(self, reason: str, actor: Actor, correlation_id: str | None, now: datetime) -> None:
+    def close(self, reason: str, occasion: Occasion) -> None:
         """办结 (its id is deterministic per round, so two replicas closing it make one event)."""
         event = ProposalClosed(
-            proposal_id=self.id, closed_at=now, reason=reason, actor=actor, correlation_id=correlation_id
+            proposal_id=self.id,
+            closed_at=occasion.now,
+            reason=reason,
+            actor=occasion.actor,
+            correlation_id=occasion.correlation_id,
         )
-        self._publish(event, now, closing_id(self))
-        self._maybe_implemented(actor, correlation_id, now)
+        self._publish(event, occasion.now, closing_id(self))
+        self._maybe_implemented(occasion)
 
-    def _maybe_implemented(self, actor: Actor, correlation_id: str | None, now: datetime) -> None:
+    def _maybe_implemented(self, occasion: Occasion) -> None:
         if not implemented(self):
             return
         statuses = [measure["status"] for measure in self.measures]
         event = ProposalImplemented(
             proposal_id=self.id,
-            implemented_at=now,
+            implemented_at=occasion.now,
             measures_done=statuses.count(MeasureStatus.DONE.value),
             measures_dropped=statuses.count(MeasureStatus.DROPPED.value),
-            actor=actor,
-            correlation_id=correlation_id,
+            actor=occasion.actor,
+            correlation_id=occasion.correlation_id,
         )
-        self._publish(event, now)
+        self._publish(event, occasion.now)
 
-    def update_measure(
-        self,
-        measure_id: str,
-        *,
-        status: MeasureStatus,
-        note: str,
-        unit: str | None,
-        actor: Actor,
-        correlation_id: str | None,
-        now: datetime,
-        policy: Policy | None = None,
-        calendar: WorkingCalendar | None = None,
-    ) -> None:
-        """举措落实: its owner unit (or the lead unit) moves a measure on; all settled after 办结 = 落实.
-        With the policy, 落实 opens the 落实评价 (without it, the next scheduler pass opens it)."""
+    def update_measure(self, step: UpdateMeasure, occasion: Occasion) -> None:
+        """举措落实: its owner unit (or the lead unit) moves a measure on; all settled after 办结 = 落实,
+        which opens the 落实评价 (unless the step leaves that to the scheduler's next pass)."""
+        measure_id = step.measure_id
         measure = self._measure(measure_id)
-        if unit not in (measure["owner_unit"], self.proposal["lead_unit"]):
+        if step.unit not in (measure["owner_unit"], self.proposal["lead_unit"]):
             raise RuleViolation(
                 "measure_by_owner",
                 f"measure {measure_id} is owned by {measure['owner_unit']}; only it or the lead unit update it",
@@ -708,36 +794,34 @@ class Dossier:
         approved = any(r["id"] == measure["reply_id"] and r["status"] == ReplyStatus.APPROVED for r in self.replies)
         if not approved:
             raise StateConflict("measure_after_approval", "a measure is tracked once its reply is approved")
-        measure_transition(MeasureStatus(measure["status"]), status, note)
+        measure_transition(MeasureStatus(measure["status"]), step.status, step.note)
         event = MeasureUpdated(
             proposal_id=self.id,
             measure_id=measure_id,
-            status=status.value,
-            note=note,
+            status=step.status.value,
+            note=step.note,
             owner_unit=measure["owner_unit"],
-            actor=actor,
-            correlation_id=correlation_id,
+            actor=occasion.actor,
+            correlation_id=occasion.correlation_id,
         )
-        self._publish(event, now)
-        self._maybe_implemented(actor, correlation_id, now)
-        if policy is not None and calendar is not None:
-            self.open_implementation_evaluation(actor, correlation_id, now, policy, calendar)
+        self._publish(event, occasion.now)
+        self._maybe_implemented(occasion)
+        if step.opens_evaluation:
+            self.open_implementation_evaluation(occasion)
 
-    def record_supervision(
-        self, *, kind: str, on: date, text: str, actor: Actor, correlation_id: str | None, now: datetime
-    ) -> None:
+    def record_supervision(self, step: RecordSupervision, occasion: Occasion) -> None:
         """督办: a leader's meeting, visit or instruction on a key proposal it supervises."""
-        supervisor_must_lead(self.proposal, actor.id)
+        supervisor_must_lead(self.proposal, occasion.actor.id)
         event = SupervisionRecorded(
             proposal_id=self.id,
-            leader_id=actor.id,
-            kind=kind,
-            on=on,
-            text=text,
-            actor=actor,
-            correlation_id=correlation_id,
+            leader_id=occasion.actor.id,
+            kind=step.kind,
+            on=step.on,
+            text=step.text,
+            actor=occasion.actor,
+            correlation_id=occasion.correlation_id,
         )
-        self._publish(event, now)
+        self._publish(event, occasion.now)
 
     def deadline_starts(self) -> dict[Literal["reply", "evaluation"], datetime]:
         """When the deadlines progress owns started, for those still running: the 重新办理 reply
@@ -762,12 +846,11 @@ class Dossier:
                 starts["evaluation"] = max(approvals)
         return starts
 
-    def recompute_deadlines(
-        self, policy: Policy, calendar: WorkingCalendar, actor: Actor, reason: str, now: datetime
-    ) -> list[HandlingDeadlineChanged]:
-        """期限调整: the deadlines progress owns again from when they started, on ``calendar`` (a newly
-        announced year); each that moved is published as `HandlingDeadlineChanged` (and applied).
+    def recompute_deadlines(self, reason: str, occasion: Occasion) -> list[HandlingDeadlineChanged]:
+        """期限调整: the deadlines progress owns again from when they started, on the occasion's calendar (a
+        newly announced year); each that moved is published as `HandlingDeadlineChanged` (and applied).
         Nothing for a proposal no longer handled or answered: a closed one keeps its dates."""
+        policy, calendar = occasion.policy, occasion.calendar
         changed: list[HandlingDeadlineChanged] = []
         periods: dict[str, DeadlineName] = {"reply": "rehandling_deadline", "evaluation": "evaluation_window"}
         fields = {"reply": "reply_due", "evaluation": "evaluation_due"}
@@ -778,7 +861,8 @@ class Dossier:
                 continue
             event = HandlingDeadlineChanged(
                 proposal_id=self.id,
-                actor=actor,
+                actor=occasion.actor,
+                correlation_id=occasion.correlation_id,
                 kind=kind,
                 round=self.round,
                 due=due,
@@ -786,7 +870,7 @@ class Dossier:
                 reason=reason,
                 provisional_calendar=calendar.is_provisional(local_date(start, policy.timezone), due),
             )
-            self._publish(event, now)
+            self._publish(event, occasion.now)
             changed.append(event)
         return changed
 
@@ -800,9 +884,7 @@ class Dossier:
         wanted = implementation_round(self) if round_ is None else round_
         return [ev for ev in self.implementation_evaluations if ev["round"] == wanted]
 
-    def open_implementation_evaluation(
-        self, actor: Actor, correlation_id: str | None, now: datetime, policy: Policy, calendar: WorkingCalendar
-    ) -> None:
+    def open_implementation_evaluation(self, occasion: Occasion) -> None:
         """落实评价开始: once implemented (落实), the signers are asked to evaluate within the 落实评价期
         (its id is deterministic per round, so the scheduler and a request opening it make one event)."""
         if not implementation_evaluation_due_to_open(self):
@@ -811,92 +893,67 @@ class Dossier:
         event = ImplementationEvaluationOpened(
             proposal_id=self.id,
             round=round_,
-            evaluation_due=deadline_for(policy, "implementation_evaluation_window", now, calendar),
+            evaluation_due=occasion.deadline("implementation_evaluation_window"),
             signers=list(self.proposal["signers"]),
-            last_round=round_ >= policy.implementation_evaluation_rounds,
-            actor=actor,
-            correlation_id=correlation_id,
+            last_round=round_ >= occasion.policy.implementation_evaluation_rounds,
+            actor=occasion.actor,
+            correlation_id=occasion.correlation_id,
         )
-        self._publish(event, now, implementation_event_id(self.id, round_, "opened"))
+        self._publish(event, occasion.now, implementation_event_id(self.id, round_, "opened"))
 
-    def evaluate_implementation(
-        self,
-        signer: str,
-        *,
-        grade: str,
-        comment: str,
-        reopen: Sequence[str],
-        new_measure: bool,
-        actor: Actor,
-        correlation_id: str | None,
-        now: datetime,
-        policy: Policy,
-        calendar: WorkingCalendar,
-    ) -> None:
+    def evaluate_implementation(self, step: EvaluateImplementation, occasion: Occasion) -> None:
         """落实评价: a signer grades what was implemented. An unsatisfied first proposer reopens the measures
         it names, or asks the lead unit for a new measure (before the policy's last round); once every
         signer has evaluated, the round closes."""
-        implementation_evaluation_allowed(self, signer, local_date(now, policy.timezone), grade, policy)
-        satisfied = policy.evaluation_grade(grade).counts_as_satisfied
-        reopening = reopening_valid(self, signer, satisfied, reopen, new_measure, policy)
+        signer, policy = occasion.actor.id, occasion.policy
+        implementation_evaluation_allowed(self, signer, occasion.today, step.grade, policy)
+        satisfied = policy.evaluation_grade(step.grade).counts_as_satisfied
+        reopening = reopening_valid(self, signer, satisfied, step.reopen, step.new_measure, policy)
         leader = supervising_leader(self)
         round_ = implementation_round(self)
         event = ImplementationEvaluated(
             proposal_id=self.id,
             signer_id=signer,
-            grade=grade,
-            comment=comment,
+            grade=step.grade,
+            comment=step.comment,
             round=round_,
             satisfied=satisfied,
-            reopened_measures=list(dict.fromkeys(reopen)),
-            new_measure_requested=new_measure,
+            reopened_measures=list(dict.fromkeys(step.reopen)),
+            new_measure_requested=step.new_measure,
             supervising_leader=leader if not satisfied else None,
-            actor=actor,
-            correlation_id=correlation_id,
+            actor=occasion.actor,
+            correlation_id=occasion.correlation_id,
         )
-        self._publish(event, now)
+        self._publish(event, occasion.now)
         if reopening:
-            due = deadline_for(policy, "rehandling_deadline", now, calendar)
-            for measure_id in dict.fromkeys(reopen):
-                measure = self._measure(measure_id)
-                reopened = MeasureReopened(
-                    proposal_id=self.id,
-                    measure_id=measure_id,
-                    unit=measure["owner_unit"],
-                    due=due,
-                    round=round_,
-                    reason=comment,
-                    supervising_leader=leader,
-                    actor=actor,
-                    correlation_id=correlation_id,
-                )
-                self._publish(reopened, now)
-            if new_measure:
-                requested = MeasureRequested(
-                    proposal_id=self.id,
-                    unit=self.proposal["lead_unit"] or "",
-                    due=due,
-                    round=round_,
-                    reason=comment,
-                    supervising_leader=leader,
-                    actor=actor,
-                    correlation_id=correlation_id,
-                )
-                self._publish(requested, now)
+            self._reopen(step, round_, leader, occasion)
         elif all_implementation_evaluated(self):
-            self.close_implementation_evaluation("all_evaluated", actor, correlation_id, now, policy)
+            self.close_implementation_evaluation("all_evaluated", occasion)
+
+    def _reopen(self, step: EvaluateImplementation, round_: int, leader: str | None, occasion: Occasion) -> None:
+        """重新落实: the measures an unsatisfied first proposer named go back to their units, and the lead
+        unit is asked for a new one if it asked; all due by the policy's `rehandling_deadline`."""
+        asked: dict[str, Any] = {
+            "proposal_id": self.id,
+            "due": occasion.deadline("rehandling_deadline"),
+            "round": round_,
+            "reason": step.comment,
+            "supervising_leader": leader,
+            "actor": occasion.actor,
+            "correlation_id": occasion.correlation_id,
+        }
+        for measure_id in dict.fromkeys(step.reopen):
+            unit = self._measure(measure_id)["owner_unit"]
+            self._publish(MeasureReopened(measure_id=measure_id, unit=unit, **asked), occasion.now)
+        if step.new_measure:
+            self._publish(MeasureRequested(unit=self.proposal["lead_unit"] or "", **asked), occasion.now)
 
     def close_implementation_evaluation(
-        self,
-        reason: Literal["all_evaluated", "evaluation_window_closed"],
-        actor: Actor,
-        correlation_id: str | None,
-        now: datetime,
-        policy: Policy,
+        self, reason: Literal["all_evaluated", "evaluation_window_closed"], occasion: Occasion
     ) -> None:
         """落实评价结束: every signer evaluated, or the 落实评价期 closed (id per proposal and round)."""
         round_ = implementation_round(self)
-        satisfied_codes = {grade.code for grade in policy.evaluation_grades if grade.counts_as_satisfied}
+        satisfied_codes = {grade.code for grade in occasion.policy.evaluation_grades if grade.counts_as_satisfied}
         evaluations = self.implementation_evaluations_of_round(round_)
         event = ImplementationEvaluationClosed(
             proposal_id=self.id,
@@ -904,24 +961,14 @@ class Dossier:
             reason=reason,
             evaluations=len(evaluations),
             satisfied=sum(1 for ev in evaluations if ev["grade"] in satisfied_codes),
-            actor=actor,
-            correlation_id=correlation_id,
+            actor=occasion.actor,
+            correlation_id=occasion.correlation_id,
         )
-        self._publish(event, now, implementation_event_id(self.id, round_, "closed"))
+        self._publish(event, occasion.now, implementation_event_id(self.id, round_, "closed"))
 
-    def add_measure(
-        self,
-        measure_id: str,
-        *,
-        unit: str | None,
-        text: str,
-        due: date,
-        actor: Actor,
-        correlation_id: str | None,
-        now: datetime,
-        policy: Policy,
-    ) -> None:
+    def add_measure(self, step: AddMeasure, occasion: Occasion) -> None:
         """新举措: the lead unit answers a 落实评价's request for a new measure."""
+        unit = step.unit
         if unit is None or unit != self.proposal["lead_unit"]:
             raise RuleViolation(
                 "new_measure_by_lead_unit", f"only the lead unit of proposal {self.id} adds a requested measure"
@@ -930,15 +977,15 @@ class Dossier:
             raise StateConflict(
                 "new_measure_requested", "no new measure was asked for; measures come with the reply or a 落实评价"
             )
-        measures_due_in_future([due], local_date(now, policy.timezone))
+        measures_due_in_future([step.due], occasion.today)
         event = MeasureAdded(
             proposal_id=self.id,
-            measure=Measure(id=measure_id, text=text, owner_unit=unit, due=due),
+            measure=Measure(id=step.measure_id, text=step.text, owner_unit=unit, due=step.due),
             unit=unit,
-            actor=actor,
-            correlation_id=correlation_id,
+            actor=occasion.actor,
+            correlation_id=occasion.correlation_id,
         )
-        self._publish(event, now)
+        self._publish(event, occasion.now)
 
     def _apply_implementation(self, event: Event, at: datetime) -> None:
         """What the 落实 and 落实评价 events change (folded after the handling events in `apply`)."""
@@ -1009,6 +1056,20 @@ class Dossier:
                     }
                 )
                 proposal["measure_request_due"] = None
+
+
+STEPS: dict[type[HandlingStep], Callable[[Dossier, Any, Occasion], None]] = {
+    ReportProgress: Dossier.report_progress,
+    SubmitCoOpinion: Dossier.submit_co_opinion,
+    DraftReply: Dossier.draft_reply,
+    ReviewReply: Dossier.review_reply,
+    Evaluate: Dossier.evaluate,
+    UpdateMeasure: Dossier.update_measure,
+    EvaluateImplementation: Dossier.evaluate_implementation,
+    AddMeasure: Dossier.add_measure,
+    RecordSupervision: Dossier.record_supervision,
+}
+"""The method of the dossier that carries out each handling step."""
 
 
 def handling_units(event: ProposalAssigned | AssignmentReassigned) -> dict[str, Any]:

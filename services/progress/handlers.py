@@ -1,4 +1,6 @@
-"""Progress's Kafka doors. Thin: decode, check, then the same use cases as HTTP (service.py).
+"""Progress's Kafka doors. Thin: decode, check, then the same use case as HTTP (`service.carry_out`),
+with the command's handling step (`unit_step`, `member_step`, `supervision_step`) and its occasion (the
+command's actor and correlation id, now, the policy).
 
 - `proposalflow.proposals` and `proposalflow.assignments`: the lifecycle, into the read model;
   event types this version does not know are ignored.
@@ -17,7 +19,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
 
@@ -25,8 +27,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.progress import domain, service, store
-from services.progress.domain import MeasureStatus
-from services.progress.unit_of_work import SERVICE, SqlUnitOfWork, UnitOfWork
+from services.progress.domain import HandlingStep, MeasureStatus, Occasion
+from services.progress.unit_of_work import SERVICE, SqlUnitOfWork
 from shared.commands import InboundDoor, NotFound, Refusal, RuleViolation, named_proposal, rejection
 from shared.envelope import Envelope
 from shared.errors import NotReady
@@ -34,6 +36,7 @@ from shared.events import (
     LEADER_REPORTS,
     SUBMISSIONS,
     UNIT_REPORTS,
+    Command,
     EvaluateImplementation,
     EvaluateReply,
     EvaluationRejected,
@@ -61,6 +64,7 @@ UNIT_REPORTS_CONSUMER = "progress-unit-reports"
 UnitCommand = ReportProgress | SubmitCoOpinion | SubmitReply | UpdateMeasure
 MEMBER_COMMANDS = (EvaluateReply, EvaluateImplementation)
 LEADER_COMMANDS = (RecordSupervision,)
+Clock = Callable[[], datetime]
 
 
 async def on_lifecycle_event(conn: AsyncConnection, envelope: Envelope, _record: Record) -> None:
@@ -85,13 +89,11 @@ async def held_since(conn: AsyncConnection, record: Record) -> datetime | None:
 
 
 def unit_report_handler(
-    policy: Policy,
-    allowed_sources: Sequence[str],
-    clock: Callable[[], datetime],
-    hold: timedelta = timedelta(0),
+    policy: Policy, allowed_sources: Sequence[str], clock: Clock, hold: timedelta = timedelta(0)
 ) -> Handler:
     """`hold`: how long a command for a proposal progress has not yet seen assigned is held and retried."""
     door = InboundDoor(UNIT_REPORTS, UNIT_COMMANDS, allowed_sources, sends="send unit reports", noun="unit report")
+    occasion = occasions(policy, clock)
 
     def may_report(command: UnitCommand) -> str | None:
         actor = command.actor
@@ -102,11 +104,10 @@ def unit_report_handler(
     async def on_unit_report(conn: AsyncConnection, envelope: Envelope, record: Record) -> None:
         if door.ignores(envelope):
             return
-        correlation_id = envelope.correlation_id or envelope.id
         try:
             command = door.admit(envelope, may_report, topic=record.topic)
             try:
-                await _carry_out(SqlUnitOfWork(conn), command, correlation_id)
+                await service.carry_out(SqlUnitOfWork(conn), unit_step(command), occasion(envelope, command))
             except NotFound as exc:
                 if exc.args and exc.args[0] != command.proposal_id:
                     raise Refusal(
@@ -138,42 +139,14 @@ def unit_report_handler(
             actor=command.actor,
         ) from exc
 
-    async def _carry_out(uow: UnitOfWork, command: UnitCommand, correlation_id: str) -> None:
-        actor = command.actor
-        if isinstance(command, ReportProgress):
-            content = ProgressContent(kind=command.kind, on=command.on, text=command.text)
-            await service.report_progress(
-                uow, command.proposal_id, command.unit, content, actor, correlation_id, clock()
-            )
-        elif isinstance(command, SubmitCoOpinion):
-            await service.submit_co_opinion(
-                uow, command.proposal_id, command.unit, command.text, actor, correlation_id, clock()
-            )
-        elif isinstance(command, UpdateMeasure):
-            await service.update_measure(
-                uow,
-                command.proposal_id,
-                command.measure_id,
-                status=MeasureStatus(command.status),
-                note=command.note,
-                unit=command.unit,
-                actor=actor,
-                correlation_id=correlation_id,
-                now=clock(),
-            )
-        else:
-            await service.draft_reply(
-                uow, command.proposal_id, command.unit, command, actor, correlation_id, clock(), policy
-            )
-
     return on_unit_report
 
 
-def evaluation_handler(policy: Policy, allowed_sources: Sequence[str], clock: Callable[[], datetime]) -> Handler:
+def evaluation_handler(policy: Policy, allowed_sources: Sequence[str], clock: Clock) -> Handler:
     """评价 and 落实评价 from a member platform on `proposalflow.submissions`, through the HTTP routes' use
     cases."""
     door = InboundDoor(SUBMISSIONS, MEMBER_COMMANDS, allowed_sources, sends="send evaluations", noun="evaluation")
-    calendar = WorkingCalendar.from_policy(policy)
+    occasion = occasions(policy, clock)
 
     def may_evaluate(command: EvaluateReply | EvaluateImplementation) -> str | None:
         if command.actor.role != Role.MEMBER:
@@ -181,72 +154,77 @@ def evaluation_handler(policy: Policy, allowed_sources: Sequence[str], clock: Ca
             return f"role {command.actor.role.value} may not evaluate {what}; only its signers may"
         return None
 
-    async def evaluate(uow: UnitOfWork, command: EvaluateReply | EvaluateImplementation, correlation_id: str) -> None:
-        if isinstance(command, EvaluateImplementation):
-            await service.evaluate_implementation(
-                uow,
-                command.proposal_id,
-                command.actor.id,
-                grade=command.grade,
-                comment=command.comment,
-                reopen=command.reopen,
-                new_measure=command.new_measure,
-                actor=command.actor,
-                correlation_id=correlation_id,
-                now=clock(),
-                policy=policy,
-                calendar=calendar,
-            )
-            return
-        await service.evaluate(
-            uow,
-            command.proposal_id,
-            command.actor.id,
-            handling_grade=command.handling_grade,
-            result_grade=command.result_grade,
-            comment=command.comment,
-            actor=command.actor,
-            correlation_id=correlation_id,
-            now=clock(),
-            policy=policy,
-            calendar=calendar,
-        )
-
     async def on_member_command(conn: AsyncConnection, envelope: Envelope, record: Record) -> None:
         if envelope.type not in door.commands:
             return  # intake's command, or one intake answers as unknown
-        await _door_step(conn, envelope, record, door, may_evaluate, evaluate, EvaluationRejected)
+        await _door_step(conn, envelope, record, door, may_evaluate, member_step, occasion, EvaluationRejected)
 
     return on_member_command
 
 
-def supervision_handler(allowed_sources: Sequence[str], clock: Callable[[], datetime]) -> Handler:
+def supervision_handler(policy: Policy, allowed_sources: Sequence[str], clock: Clock) -> Handler:
     """督办 from a leader's office system on `proposalflow.leader-reports`, through the HTTP route's use case."""
     door = InboundDoor(
         LEADER_REPORTS, LEADER_COMMANDS, allowed_sources, sends="record supervision", noun="supervision record"
     )
+    occasion = occasions(policy, clock)
 
     def may_supervise(command: RecordSupervision) -> str | None:
         if command.actor.role != Role.LEADER:
             return f"role {command.actor.role.value} may not record supervision (督办); only the supervising leader may"
         return None
 
-    async def record(uow: UnitOfWork, command: RecordSupervision, correlation_id: str) -> None:
-        await service.record_supervision(
-            uow,
-            command.proposal_id,
-            kind=command.kind,
-            on=command.on,
-            text=command.text,
-            actor=command.actor,
-            correlation_id=correlation_id,
-            now=clock(),
-        )
-
-    async def on_leader_report(conn: AsyncConnection, envelope: Envelope, kafka_record: Record) -> None:
-        await _door_step(conn, envelope, kafka_record, door, may_supervise, record, LeaderReportRejected)
+    async def on_leader_report(conn: AsyncConnection, envelope: Envelope, record: Record) -> None:
+        await _door_step(conn, envelope, record, door, may_supervise, supervision_step, occasion, LeaderReportRejected)
 
     return on_leader_report
+
+
+def occasions(policy: Policy, clock: Clock) -> Callable[[Envelope, Command], Occasion]:
+    """The occasion of each command a door carries out: its actor, its correlation id (else its own id,
+    so the events it causes name it), the clock's now, the policy."""
+    calendar = WorkingCalendar.from_policy(policy)
+
+    def occasion(envelope: Envelope, command: Command) -> Occasion:
+        return Occasion(command.actor, envelope.correlation_id or envelope.id, clock(), policy, calendar)
+
+    return occasion
+
+
+def unit_step(command: UnitCommand) -> HandlingStep:
+    """The handling step a unit's system asks for, for the unit it names (`may_report` checked it)."""
+    match command:
+        case ReportProgress():
+            content = ProgressContent(kind=command.kind, on=command.on, text=command.text)
+            return domain.ReportProgress(command.proposal_id, command.unit, content)
+        case SubmitCoOpinion():
+            return domain.SubmitCoOpinion(command.proposal_id, command.unit, command.text)
+        case UpdateMeasure():
+            status = MeasureStatus(command.status)
+            return domain.UpdateMeasure(
+                command.proposal_id, command.measure_id, command.unit, status, command.note, opens_evaluation=False
+            )
+        case SubmitReply():
+            return domain.DraftReply(command.proposal_id, command.unit, command)
+
+
+def member_step(command: EvaluateReply | EvaluateImplementation) -> HandlingStep:
+    """评价 or 落实评价 by the command's actor, a signer."""
+    if isinstance(command, EvaluateImplementation):
+        return domain.EvaluateImplementation(
+            command.proposal_id, command.grade, command.comment, reopen=command.reopen, new_measure=command.new_measure
+        )
+    return domain.Evaluate(
+        command.proposal_id,
+        handling_grade=command.handling_grade,
+        result_grade=command.result_grade,
+        comment=command.comment,
+    )
+
+
+def supervision_step(command: RecordSupervision) -> HandlingStep:
+    """督办 by the command's actor, a leader."""
+    return domain.RecordSupervision(command.proposal_id, kind=command.kind, on=command.on, text=command.text)
 
 
 async def _door_step(
@@ -255,15 +233,16 @@ async def _door_step(
     record: Record,
     door: InboundDoor,
     authorise: Callable[[Any], str | None],
-    carry_out: Callable[[UnitOfWork, Any, str], Awaitable[None]],
+    step_of: Callable[[Any], HandlingStep],
+    occasion: Callable[[Envelope, Command], Occasion],
     refused_as: type[Rejection],
 ) -> None:
-    """Admit the command and carry it out, or answer it with `refused_as` saying why; a refused command
-    changes nothing (its use case commits nothing before its rules pass)."""
+    """Admit the command and carry out its step, or answer it with `refused_as` saying why; a refused
+    command changes nothing (its use case commits nothing before its rules pass)."""
     try:
         command = door.admit(envelope, authorise, topic=record.topic)
         try:
-            await carry_out(SqlUnitOfWork(conn), command, envelope.correlation_id or envelope.id)
+            await service.carry_out(SqlUnitOfWork(conn), step_of(command), occasion(envelope, command))
         except NotFound as exc:
             raise Refusal(
                 f"unknown proposal {command.proposal_id}: progress has no such proposal yet; check the id, "

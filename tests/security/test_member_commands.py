@@ -22,6 +22,7 @@ from services.intake import store as intake_store
 from services.intake.unit_of_work import SqlUnitOfWork as IntakeUnitOfWork
 from services.progress import service as progress_service
 from services.progress import store as progress_store
+from services.progress.domain import DraftReply, Occasion, ReviewReply
 from services.progress.unit_of_work import SqlUnitOfWork as ProgressUnitOfWork
 from shared.envelope import Envelope, EnvelopeError, from_kafka
 from shared.events import (
@@ -318,22 +319,13 @@ async def answered(runtime: ServiceRuntime, proposal_id: str) -> None:
         classification="A",
         adoptions=[SuggestionAdoption(number=1, adopted=True), SuggestionAdoption(number=2, adopted=True)],
     )
+    calendar = WorkingCalendar.from_policy(POLICY)
+    drafted = DraftReply(proposal_id, "dg-zrzyj", reply)
     async with runtime.transaction() as conn:
-        reply_id = await progress_service.draft_reply(
-            ProgressUnitOfWork(conn), proposal_id, "dg-zrzyj", reply, lead, None, now, POLICY
-        )
-        await progress_service.review_reply(
-            ProgressUnitOfWork(conn),
-            proposal_id,
-            reply_id,
-            approve=True,
-            reason=None,
-            public=None,
-            actor=COMMITTEE,
-            correlation_id=None,
-            now=now,
-            policy=POLICY,
-            calendar=WorkingCalendar.from_policy(POLICY),
+        await progress_service.carry_out(ProgressUnitOfWork(conn), drafted, Occasion(lead, None, now, POLICY, calendar))
+        approved = ReviewReply(proposal_id, drafted.reply_id, approve=True)
+        await progress_service.carry_out(
+            ProgressUnitOfWork(conn), approved, Occasion(COMMITTEE, None, now, POLICY, calendar)
         )
 
 

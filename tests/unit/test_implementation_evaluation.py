@@ -10,7 +10,13 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from services.progress import domain, service, views
-from services.progress.domain import ImplementationEvaluation, MeasureStatus
+from services.progress.domain import (
+    AddMeasure,
+    EvaluateImplementation,
+    ImplementationEvaluation,
+    MeasureStatus,
+    UpdateMeasure,
+)
 from shared.errors import RuleViolation, StateConflict
 from shared.events import (
     Actor,
@@ -31,7 +37,7 @@ from shared.events import (
 )
 from shared.policy import WorkingCalendar, default_policy
 from tests.progress_fakes import FakeUnitOfWork
-from tests.unit.test_progress_use_cases import assigned, evaluate, review
+from tests.unit.test_progress_use_cases import assigned, by, draft, evaluate, review
 
 POLICY = default_policy()
 CALENDAR = WorkingCalendar.from_policy(POLICY)
@@ -54,27 +60,18 @@ def two_measures() -> ReplyContent:
 
 async def closed_with_measures() -> tuple[FakeUnitOfWork, list[str]]:
     uow = await assigned()
-    reply_id = await service.draft_reply(uow, "p-0001", "dg-zrzyj", two_measures(), LEAD, None, NOW, POLICY)
+    reply_id = await draft(uow, two_measures())
     await review(uow, reply_id, approve=True)
     for signer in ("m-1", "m-2"):
         await evaluate(uow, signer, "satisfied")
     return uow, [f"{reply_id}-m1", f"{reply_id}-m2"]
 
 
-async def settle(uow: FakeUnitOfWork, measure_id: str, now: datetime = LATER, *, with_policy: bool = True) -> None:
-    await service.update_measure(
-        uow,
-        "p-0001",
-        measure_id,
-        status=MeasureStatus.DONE,
-        note="已完成",
-        unit="dg-zrzyj",
-        actor=LEAD,
-        correlation_id=None,
-        now=now,
-        policy=POLICY if with_policy else None,
-        calendar=CALENDAR if with_policy else None,
+async def settle(uow: FakeUnitOfWork, measure_id: str, now: datetime = LATER, *, opens_evaluation: bool = True) -> None:
+    step = UpdateMeasure(
+        "p-0001", measure_id, "dg-zrzyj", MeasureStatus.DONE, "已完成", opens_evaluation=opens_evaluation
     )
+    await service.carry_out(uow, step, by(LEAD, now))
 
 
 async def judge(
@@ -86,20 +83,9 @@ async def judge(
     new_measure: bool = False,
     now: datetime = LATER,
 ) -> None:
-    await service.evaluate_implementation(
-        uow,
-        "p-0001",
-        signer,
-        grade=grade,
-        comment="资金尚未到位" if grade == "unsatisfied" else "",
-        reopen=reopen or [],
-        new_measure=new_measure,
-        actor=Actor(id=signer, role=Role.MEMBER),
-        correlation_id=None,
-        now=now,
-        policy=POLICY,
-        calendar=CALENDAR,
-    )
+    comment = "资金尚未到位" if grade == "unsatisfied" else ""
+    step = EvaluateImplementation("p-0001", grade, comment, reopen=reopen or [], new_measure=new_measure)
+    await service.carry_out(uow, step, by(Actor(id=signer, role=Role.MEMBER), now))
 
 
 async def test_settling_the_last_measure_asks_every_signer_to_evaluate_the_implementation() -> None:
@@ -202,15 +188,11 @@ async def test_asking_for_a_new_measure_holds_the_implementation_until_the_lead_
     assert [(o.kind, o.unit) for o in domain.obligations(uow.dossier("p-0001"))] == [("new_measure", "dg-zrzyj")]
     co_unit = Actor(id="u-2", role=Role.UNIT, unit="dg-czj")
     with pytest.raises(RuleViolation) as not_lead:
-        await service.add_measure(
-            uow, "p-0001", unit="dg-czj", text="x", due=date(2026, 11, 30), actor=co_unit,
-            correlation_id=None, now=LATER, policy=POLICY,
-        )  # fmt: skip
+        await service.carry_out(uow, AddMeasure("p-0001", "dg-czj", "x", date(2026, 11, 30)), by(co_unit, LATER))
     assert not_lead.value.rule == "new_measure_by_lead_unit"
-    added = await service.add_measure(
-        uow, "p-0001", unit="dg-zrzyj", text="增设督查专班", due=date(2026, 11, 30), actor=LEAD,
-        correlation_id=None, now=LATER, policy=POLICY,
-    )  # fmt: skip
+    adding = AddMeasure("p-0001", "dg-zrzyj", "增设督查专班", date(2026, 11, 30))
+    await service.carry_out(uow, adding, by(LEAD, LATER))
+    added = adding.measure_id
     assert uow.types()[-1] == MeasureAdded.TYPE
     dossier = uow.dossier("p-0001")
     assert dossier.proposal["measure_request_due"] is None and dossier.proposal["implemented_at"] is None
@@ -221,8 +203,8 @@ async def test_asking_for_a_new_measure_holds_the_implementation_until_the_lead_
 
 async def test_the_scheduler_opens_a_missed_evaluation_warns_the_signers_and_closes_the_window() -> None:
     uow, (first, second) = await closed_with_measures()
-    await settle(uow, first, with_policy=False)
-    await settle(uow, second, with_policy=False)  # e.g. through a command door without the policy
+    await settle(uow, first, opens_evaluation=False)
+    await settle(uow, second, opens_evaluation=False)  # e.g. through the unit door (handlers.py)
     assert uow.types()[-1] == ProposalImplemented.TYPE
     assert await service.tick(uow, LATER, POLICY, CALENDAR) == 1
     assert uow.types()[-1] == ImplementationEvaluationOpened.TYPE
@@ -247,7 +229,7 @@ async def test_a_measure_due_next_year_shows_as_carried_over_with_when_it_was_pr
     uow = await assigned()
     content = two_measures()
     content.measures[1] = MeasurePlan(text="设立专项资金", owner_unit="dg-czj", due=date(2027, 3, 31))
-    reply_id = await service.draft_reply(uow, "p-0001", "dg-zrzyj", content, LEAD, None, NOW, POLICY)
+    reply_id = await draft(uow, content)
     approved_at = NOW + timedelta(hours=3)
     await review(uow, reply_id, approve=True, now=approved_at)
     dossier = uow.dossier("p-0001")
@@ -268,7 +250,7 @@ async def test_a_measure_due_next_year_shows_as_carried_over_with_when_it_was_pr
 
 async def test_measures_settled_before_the_last_evaluation_open_the_implementation_evaluation_at_closing() -> None:
     uow = await assigned()
-    reply_id = await service.draft_reply(uow, "p-0001", "dg-zrzyj", two_measures(), LEAD, None, NOW, POLICY)
+    reply_id = await draft(uow, two_measures())
     await review(uow, reply_id, approve=True)
     for n in (1, 2):
         await settle(uow, f"{reply_id}-m{n}", NOW)

@@ -20,14 +20,21 @@ from datetime import date
 import pytest
 
 from services.progress import service
-from services.progress.domain import Dossier, MeasureStatus
+from services.progress.domain import (
+    Dossier,
+    DraftReply,
+    EvaluateImplementation,
+    MeasureStatus,
+    ReviewReply,
+    UpdateMeasure,
+)
 from services.progress.stats import statistics
 from services.progress.stats_schema import Figures
 from shared.events import Actor, MeasurePlan, ReplyContent, Role, SuggestionAdoption
 from shared.statistics import RATE_DEFINITIONS
 from tests.progress_fakes import FakeUnitOfWork
 from tests.progress_fixtures import COMMITTEE, lifecycle
-from tests.unit.test_progress_stats import CALENDAR, FIRST, POLICY, SECOND, at, evaluate, feed
+from tests.unit.test_progress_stats import FIRST, POLICY, SECOND, at, by, evaluate, feed
 
 TODAY = date(2027, 1, 15)
 U1, U2 = "dg-zrzyj", "dg-czj"
@@ -43,29 +50,23 @@ async def answered(uow: FakeUnitOfWork, pid: str, unit: str, day: str, measures:
         measures=[MeasurePlan(text=text, owner_unit=unit, due=due) for text, due in measures],
     )
     actor = Actor(id=f"u-{unit}", role=Role.UNIT, unit=unit)
-    reply_id = await service.draft_reply(uow, pid, unit, content, actor, None, at(day), POLICY)
-    await service.review_reply(
-        uow, pid, reply_id, approve=True, reason=None, public=None, actor=COMMITTEE, correlation_id=None,
-        now=at(day), policy=POLICY, calendar=CALENDAR,
-    )  # fmt: skip
+    drafted = DraftReply(pid, unit, content)
+    await service.carry_out(uow, drafted, by(actor, at(day)))
+    await service.carry_out(uow, ReviewReply(pid, drafted.reply_id, approve=True), by(COMMITTEE, at(day)))
+    reply_id = drafted.reply_id
     for signer in (FIRST, SECOND):
         await evaluate(uow, pid, signer, "satisfied", day)
     return [f"{reply_id}-m{n}" for n in range(1, len(measures) + 1)]
 
 
 async def settle(uow: FakeUnitOfWork, pid: str, unit: str, measure_id: str, day: str, status: str = "done") -> None:
-    await service.update_measure(
-        uow, pid, measure_id, status=MeasureStatus(status), note="已完成" if status == "done" else "已并入前项",
-        unit=unit, actor=Actor(id=f"u-{unit}", role=Role.UNIT, unit=unit), correlation_id=None, now=at(day),
-        policy=POLICY, calendar=CALENDAR,
-    )  # fmt: skip
+    note = "已完成" if status == "done" else "已并入前项"
+    step = UpdateMeasure(pid, measure_id, unit, MeasureStatus(status), note)
+    await service.carry_out(uow, step, by(Actor(id=f"u-{unit}", role=Role.UNIT, unit=unit), at(day)))
 
 
 async def judge(uow: FakeUnitOfWork, pid: str, signer: Actor, grade: str, day: str, reopen: list[str] = []) -> None:  # noqa: B006
-    await service.evaluate_implementation(
-        uow, pid, signer.id, grade=grade, comment="", reopen=reopen, new_measure=False, actor=signer,
-        correlation_id=None, now=at(day), policy=POLICY, calendar=CALENDAR,
-    )  # fmt: skip
+    await service.carry_out(uow, EvaluateImplementation(pid, grade, reopen=reopen), by(signer, at(day)))
 
 
 async def made_up_year() -> list[Dossier]:

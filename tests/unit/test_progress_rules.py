@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from services.progress import domain, service, store
 from services.progress.app import build
-from services.progress.domain import Dossier, MeasureStatus, Stage
+from services.progress.domain import Dossier, DraftReply, MeasureStatus, Occasion, ReportProgress, ReviewReply, Stage
 from services.progress.stats import statistics
 from services.progress.unit_of_work import SqlUnitOfWork
 from shared.errors import RuleViolation, StateConflict
@@ -174,14 +174,11 @@ async def test_a_year_of_days_through_the_scheduler_twice_a_day_makes_each_notic
     await feed(runtime, lifecycle("p-0002", co=()))
     start = datetime(2026, 3, 2, 2, tzinfo=UTC)
     async with runtime.transaction() as conn:
-        await service.report_progress(
+        phoned = ProgressContent(kind=ProgressKind.PHONE, on=date(2026, 3, 2), text="电话")
+        await service.carry_out(
             SqlUnitOfWork(conn),
-            "p-0002",
-            "dg-zrzyj",
-            ProgressContent(kind=ProgressKind.PHONE, on=date(2026, 3, 2), text="电话"),
-            LEAD,
-            None,
-            start,
+            ReportProgress("p-0002", "dg-zrzyj", phoned),
+            Occasion(LEAD, None, start, POLICY, CALENDAR),
         )
         content = ReplyContent(
             text="答复全文, 已采纳全部建议。",
@@ -189,22 +186,10 @@ async def test_a_year_of_days_through_the_scheduler_twice_a_day_makes_each_notic
             adoptions=[SuggestionAdoption(number=1, adopted=True), SuggestionAdoption(number=2, adopted=True)],
             measures=[MeasurePlan(text="建设平台", owner_unit="dg-zrzyj", due=date(2026, 9, 30))],
         )
-        reply_id = await service.draft_reply(
-            SqlUnitOfWork(conn), "p-0002", "dg-zrzyj", content, LEAD, None, start, POLICY
-        )
-        await service.review_reply(
-            SqlUnitOfWork(conn),
-            "p-0002",
-            reply_id,
-            approve=True,
-            reason=None,
-            public=None,
-            actor=COMMITTEE,
-            correlation_id=None,
-            now=start,
-            policy=POLICY,
-            calendar=CALENDAR,
-        )
+        drafted = DraftReply("p-0002", "dg-zrzyj", content)
+        await service.carry_out(SqlUnitOfWork(conn), drafted, Occasion(LEAD, None, start, POLICY, CALENDAR))
+        approved = ReviewReply("p-0002", drafted.reply_id, approve=True)
+        await service.carry_out(SqlUnitOfWork(conn), approved, Occasion(COMMITTEE, None, start, POLICY, CALENDAR))
     for day in range(366):
         for _replica in range(2):
             async with runtime.transaction() as conn:

@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from services.progress import service
-from services.progress.domain import Dossier, Stage
+from services.progress.domain import Dossier, DraftReply, Evaluate, Occasion, ReviewReply, Stage
 from services.progress.stats import statistics
 from services.progress.stats_schema import Figures
 from shared.events import (
@@ -62,6 +62,11 @@ def at(day: str) -> datetime:
     return datetime.fromisoformat(f"{day}T02:00:00+00:00")
 
 
+def by(actor: Actor, now: datetime) -> Occasion:
+    """The occasion of a step `actor` takes at `now`, under the default policy."""
+    return Occasion(actor, None, now, POLICY, CALENDAR)
+
+
 async def feed(uow: FakeUnitOfWork, events: list[Event]) -> None:
     for event in events:
         await service.record(uow, envelope_for(event, "intake"), event)
@@ -78,37 +83,18 @@ async def reply(
         adoptions=[SuggestionAdoption(number=n, adopted=n in adopted) for n in (1, 2)],
     )
     actor = Actor(id=f"u-{unit}", role=Role.UNIT, unit=unit)
-    reply_id = await service.draft_reply(uow, proposal_id, unit, content, actor, None, at(day), POLICY)
+    drafted = DraftReply(proposal_id, unit, content)
+    await service.carry_out(uow, drafted, by(actor, at(day)))
     if review is not None:
-        await service.review_reply(
-            uow,
-            proposal_id,
-            reply_id,
-            approve=review == "approve",
-            reason=None if review == "approve" else "请补充具体措施",
-            public=None,
-            actor=COMMITTEE,
-            correlation_id=None,
-            now=at(day).replace(hour=8),
-            policy=POLICY,
-            calendar=CALENDAR,
-        )
-    return reply_id
+        reason = None if review == "approve" else "请补充具体措施"
+        reviewed = ReviewReply(proposal_id, drafted.reply_id, approve=review == "approve", reason=reason)
+        await service.carry_out(uow, reviewed, by(COMMITTEE, at(day).replace(hour=8)))
+    return drafted.reply_id
 
 
 async def evaluate(uow: FakeUnitOfWork, proposal_id: str, signer: Actor, grade: str, day: str) -> None:
-    await service.evaluate(
-        uow,
-        proposal_id,
-        signer.id,
-        handling_grade="satisfied",
-        result_grade=grade,
-        comment="",
-        actor=signer,
-        correlation_id=None,
-        now=at(day),
-        policy=POLICY,
-        calendar=CALENDAR,
+    await service.carry_out(
+        uow, Evaluate(proposal_id, handling_grade="satisfied", result_grade=grade), by(signer, at(day))
     )
 
 
