@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.assignment import domain, service, store, views
 from services.assignment.domain import Leader, RoutingRules, Unit, UnitKind
@@ -113,23 +114,29 @@ def router(runtime: ServiceRuntime, ctx: Context, clock: Clock) -> APIRouter:
     async def write(
         request: Request,
         principal: Principal,
-        idempotency_key: str | None,
+        key: str | None,
         body: BaseModel | None,
         use_case: Callable[[UnitOfWork], Awaitable[Any]],
         *,
         missing: str,
         status: int = 200,
     ) -> Any:
-        """A POST: the use case on the door's transaction, once per Idempotency-Key."""
-        return await commands.once(
-            request,
-            principal,
-            idempotency_key,
-            body,
-            lambda conn: use_case(SqlUnitOfWork(conn)),
-            missing=missing,
-            status=status,
-        )
+        """A POST: the use case on the door's transaction, once per Idempotency-Key `key`."""
+
+        def action(conn: AsyncConnection) -> Awaitable[Any]:
+            return use_case(SqlUnitOfWork(conn))
+
+        return await commands.once(request, principal, key, body, action, missing=missing, status=status)
+
+    async def added(
+        request: Request,
+        principal: Principal,
+        key: str | None,
+        entry: BaseModel,
+        create: Callable[[UnitOfWork], Awaitable[Any]],
+    ) -> Any:
+        """A catalog's new entry (201), once per Idempotency-Key `key`."""
+        return await write(request, principal, key, entry, create, missing="", status=201)
 
     async def change(use_case: Callable[[UnitOfWork], Awaitable[Any]], *, missing: str) -> Any:
         """A PATCH, PUT or DELETE: the use case on the door's transaction (repeating it is harmless)."""
@@ -150,15 +157,7 @@ def router(runtime: ServiceRuntime, ctx: Context, clock: Clock) -> APIRouter:
     async def create_unit(
         unit: Unit, request: Request, principal: AdminCaller, idempotency_key: IdempotencyKey = None
     ) -> Any:
-        return await write(
-            request,
-            principal,
-            idempotency_key,
-            unit,
-            lambda uow: service.create_unit(uow, unit),
-            missing="",
-            status=201,
-        )
+        return await added(request, principal, idempotency_key, unit, lambda uow: service.create_unit(uow, unit))
 
     @routes.patch("/units/{unit_id}", summary="Change or deactivate a unit", tags=["catalogs"])
     async def update_unit(unit_id: str, changes: UnitChanges, principal: AdminCaller) -> Any:
@@ -182,15 +181,7 @@ def router(runtime: ServiceRuntime, ctx: Context, clock: Clock) -> APIRouter:
     async def create_leader(
         leader: Leader, request: Request, principal: AdminCaller, idempotency_key: IdempotencyKey = None
     ) -> Any:
-        return await write(
-            request,
-            principal,
-            idempotency_key,
-            leader,
-            lambda uow: service.create_leader(uow, leader),
-            missing="",
-            status=201,
-        )
+        return await added(request, principal, idempotency_key, leader, lambda uow: service.create_leader(uow, leader))
 
     @routes.patch("/leaders/{leader_id}", summary="Change or deactivate a leader", tags=["catalogs"])
     async def update_leader(leader_id: str, changes: LeaderChanges, principal: AdminCaller) -> Any:
@@ -244,7 +235,7 @@ def router(runtime: ServiceRuntime, ctx: Context, clock: Clock) -> APIRouter:
     async def on_assignment(
         request: Request,
         principal: Principal,
-        idempotency_key: str | None,
+        key: str | None,
         body: BaseModel | None,
         proposal_id: str,
         use_case: Callable[[UnitOfWork, Actor, str | None], Awaitable[dict[str, Any]]],
@@ -252,30 +243,24 @@ def router(runtime: ServiceRuntime, ctx: Context, clock: Clock) -> APIRouter:
         """A step on a proposal's assignment by the caller (`use_case` gets the unit of work, the caller and
         the request's correlation id); the answer is the assignment as it now stands."""
         actor, correlation_id = principal.as_actor(), request.state.correlation_id
-        return await write(
-            request,
-            principal,
-            idempotency_key,
-            body,
-            lambda uow: use_case(uow, actor, correlation_id),
-            missing=missing.format(proposal_id),
-        )
+
+        def taken(uow: UnitOfWork) -> Awaitable[dict[str, Any]]:
+            return use_case(uow, actor, correlation_id)
+
+        return await write(request, principal, key, body, taken, missing=missing.format(proposal_id))
 
     async def respond(
-        request: Request, principal: Principal, idempotency_key: str | None, proposal_id: str, body: Dispute | None
+        request: Request, principal: Principal, key: str | None, proposal_id: str, body: Dispute | None
     ) -> Any:
         """签收 (no body) or 异议 (with its reason), by the calling unit."""
         reason = body.reason if body is not None else None
-        return await on_assignment(
-            request,
-            principal,
-            idempotency_key,
-            body,
-            proposal_id,
-            lambda uow, actor, correlation_id: service.respond(
+
+        def answered(uow: UnitOfWork, actor: Actor, correlation_id: str | None) -> Awaitable[dict[str, Any]]:
+            return service.respond(
                 uow, proposal_id, actor, dispute_reason=reason, correlation_id=correlation_id, ctx=ctx, now=clock()
-            ),
-        )
+            )
+
+        return await on_assignment(request, principal, key, body, proposal_id, answered)
 
     @routes.post("/assignments/{proposal_id}/confirm", summary="Confirm the routing (交办)")
     async def confirm(
@@ -333,16 +318,11 @@ def router(runtime: ServiceRuntime, ctx: Context, clock: Clock) -> APIRouter:
         principal: DispatcherCaller,
         idempotency_key: IdempotencyKey = None,
     ) -> Any:
-        return await on_assignment(
-            request,
-            principal,
-            idempotency_key,
-            body,
-            proposal_id,
-            lambda uow, actor, correlation_id: service.uphold(
-                uow, proposal_id, body.note, actor, correlation_id, ctx, clock()
-            ),
-        )
+
+        def upheld(uow: UnitOfWork, actor: Actor, correlation_id: str | None) -> Awaitable[dict[str, Any]]:
+            return service.uphold(uow, proposal_id, body.note, actor, correlation_id, ctx, clock())
+
+        return await on_assignment(request, principal, idempotency_key, body, proposal_id, upheld)
 
     # Key proposals (重点提案) ------------------------------------------------------------------------
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from types import TracebackType
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+import shared.unit_of_work
 from services.audit import store
 from services.audit.domain import ChainTip
 from services.audit.store import EntryFilter
@@ -24,16 +24,8 @@ from services.audit.store import EntryFilter
 Entry = dict[str, Any]
 
 
-class UnitOfWork(ABC):
+class UnitOfWork(shared.unit_of_work.UnitOfWork):
     """What audit's recording needs of storage: the chain's tips in, linked entries out."""
-
-    async def __aenter__(self) -> UnitOfWork:
-        return self
-
-    async def __aexit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.rollback()
 
     @abstractmethod
     async def append(self, entry: Mapping[str, Any]) -> Entry:
@@ -43,10 +35,6 @@ class UnitOfWork(ABC):
     @abstractmethod
     async def commit(self) -> None:
         """Write the entries linked so far and move the chain head after them."""
-
-    @abstractmethod
-    def rollback(self) -> None:
-        """Forget what was linked and not written."""
 
 
 class SqlUnitOfWork(UnitOfWork):

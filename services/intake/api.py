@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import datetime
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -16,7 +15,7 @@ from services.intake.service import Clock
 from services.intake.unit_of_work import SqlUnitOfWork, UnitOfWork
 from shared.auth import Principal, roles
 from shared.commands import CommandRunner, NotFound
-from shared.events import Actor, ProposalContent, Proposer, Role, SessionKind
+from shared.events import ProposalContent, Proposer, Role, SessionKind
 from shared.http import MAX_OFFSET, Problem
 from shared.policy import Policy, local_date
 from shared.responses import documented
@@ -68,19 +67,8 @@ class DraftContent(BaseModel):
         return self
 
 
-class MemberStep(Protocol):
-    """A signer's use case on a proposal that needs nothing but who acts (service.submit_existing, cosign)."""
-
-    def __call__(
-        self,
-        uow: UnitOfWork,
-        proposal_id: str,
-        actor: Actor,
-        policy: Policy,
-        *,
-        correlation_id: str | None,
-        now: datetime,
-    ) -> Awaitable[str]: ...
+Step = Callable[..., Awaitable[str]]
+"""A signer's use case on a proposal that needs only who acts: `service.submit_existing`, `service.cosign`."""
 
 
 class Withdrawal(BaseModel):
@@ -115,37 +103,31 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
     async def act(
         request: Request,
         principal: Principal,
-        idempotency_key: str | None,
+        key: str | None,
         body: BaseModel | dict[str, Any] | None,
         use_case: Callable[[UnitOfWork], Awaitable[str]],
         *,
         status: int = 200,
     ) -> Any:
-        """One write on the door's transaction, once per Idempotency-Key; the answer is the proposal as the
-        use case left it (a new one: 201, named by `Location`)."""
+        """One write on the door's transaction, once per Idempotency-Key `key`; the answer is the proposal
+        as the use case left it (a new one: 201, named by `Location`)."""
+
+        async def action(conn: AsyncConnection) -> dict[str, Any]:
+            return await answer(conn, use_case(SqlUnitOfWork(conn)))
+
+        location = created if status == 201 else None
         return await commands.once(
-            request,
-            principal,
-            idempotency_key,
-            body,
-            lambda conn: answer(conn, use_case(SqlUnitOfWork(conn))),
-            missing=missing,
-            status=status,
-            headers=created if status == 201 else None,
+            request, principal, key, body, action, missing=missing, status=status, headers=location
         )
 
-    async def step(
-        request: Request, principal: Principal, idempotency_key: str | None, proposal_id: str, use_case: MemberStep
-    ) -> Any:
+    async def step(request: Request, principal: Principal, key: str | None, proposal_id: str, use_case: Step) -> Any:
         """A signer's step on a proposal that takes no body (submit a draft, cosign)."""
         actor, correlation_id = principal.as_actor(), request.state.correlation_id
-        return await act(
-            request,
-            principal,
-            idempotency_key,
-            None,
-            lambda uow: use_case(uow, proposal_id, actor, policy, correlation_id=correlation_id, now=clock()),
-        )
+
+        def taken(uow: UnitOfWork) -> Awaitable[str]:
+            return use_case(uow, proposal_id, actor, policy, correlation_id=correlation_id, now=clock())
+
+        return await act(request, principal, key, None, taken)
 
     @routes.post(
         "",
@@ -160,16 +142,11 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         idempotency_key: IdempotencyKey = None,
     ) -> Any:
         actor, correlation_id = principal.as_actor(), request.state.correlation_id
-        return await act(
-            request,
-            principal,
-            idempotency_key,
-            content,
-            lambda uow: service.submit(
-                uow, content, actor, policy, via="http", correlation_id=correlation_id, now=clock()
-            ),
-            status=201,
-        )
+
+        def submitted(uow: UnitOfWork) -> Awaitable[str]:
+            return service.submit(uow, content, actor, policy, via="http", correlation_id=correlation_id, now=clock())
+
+        return await act(request, principal, idempotency_key, content, submitted, status=201)
 
     @routes.post(
         "/drafts",
@@ -238,15 +215,13 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         idempotency_key: IdempotencyKey = None,
     ) -> Any:
         actor, correlation_id = principal.as_actor(), request.state.correlation_id
-        return await act(
-            request,
-            principal,
-            idempotency_key,
-            withdrawal,
-            lambda uow: service.withdraw(
+
+        def withdrawn(uow: UnitOfWork) -> Awaitable[str]:
+            return service.withdraw(
                 uow, proposal_id, actor, reason=withdrawal.reason, correlation_id=correlation_id, now=clock()
-            ),
-        )
+            )
+
+        return await act(request, principal, idempotency_key, withdrawal, withdrawn)
 
     @routes.get(
         "",

@@ -12,13 +12,13 @@ inbox notices that are new.
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Mapping, Sequence
-from types import TracebackType
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+import shared.unit_of_work
 from services.notify import store
 from services.notify.domain import Contact, ProposalView
 from shared.events import Event
@@ -38,19 +38,11 @@ NOT_YET_ATTEMPTED: Row = {
 """The retry state a planned delivery starts with (the delivery worker moves it on)."""
 
 
-class UnitOfWork(ABC):
+class UnitOfWork(shared.unit_of_work.UnitOfWork):
     """What notify's use case needs of storage: proposals and contacts in; proposals, notices and the
     events of the new inbox notices out, together."""
 
     def __init__(self) -> None:
-        self.rollback()
-
-    async def __aenter__(self) -> UnitOfWork:
-        return self
-
-    async def __aexit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
         self.rollback()
 
     async def proposal(self, proposal_id: str) -> ProposalView | None:
