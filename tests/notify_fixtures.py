@@ -100,6 +100,26 @@ def assigned(proposal_id: str, co_units: list[UnitRef]) -> ProposalAssigned:
     )
 
 
+def approaching(
+    proposal_id: str, kind: str, unit: UnitRef, due: date, *, leader: str | None = "l-1", **about: str
+) -> DeadlineApproaching:
+    """到期提醒 of one deadline (`about`: the signer or measure it is about)."""
+    return DeadlineApproaching(
+        proposal_id=proposal_id, actor=SYSTEM, unit=unit.id, kind=kind, due=due, **_led(leader), **about
+    )
+
+
+def overdue(proposal_id: str, kind: str, unit: UnitRef, due: date, **about: str) -> DeadlineOverdue:
+    """逾期 of one deadline, supervised by l-1 (`about`: the measure it is about)."""
+    return DeadlineOverdue(
+        proposal_id=proposal_id, actor=SYSTEM, unit=unit.id, kind=kind, due=due, **_led("l-1"), **about
+    )
+
+
+def _led(leader: str | None) -> dict[str, str]:
+    return {"supervising_leader": leader} if leader else {}
+
+
 Expected = set[tuple[str, str]]
 """(recipient, title) of the inbox notices an event gives."""
 
@@ -150,25 +170,11 @@ def lifecycle(prefix: str = "p") -> list[tuple[Event, Expected]]:
             {("l-1", "重点提案督办"), ("l-2", "重点提案督办")},
         ),
         (
-            DeadlineApproaching(
-                proposal_id=main,
-                actor=SYSTEM,
-                supervising_leader="l-1",
-                unit=NYJ.id,
-                kind="co_opinion",
-                due=date(2026, 5, 1),
-            ),
+            approaching(main, "co_opinion", NYJ, date(2026, 5, 1)),
             {("unit:dg-nyj", "会办意见即将到期")},
         ),
         (
-            DeadlineOverdue(
-                proposal_id=main,
-                actor=SYSTEM,
-                supervising_leader="l-1",
-                unit=NYJ.id,
-                kind="co_opinion",
-                due=date(2026, 5, 1),
-            ),
+            overdue(main, "co_opinion", NYJ, date(2026, 5, 1)),
             {("unit:dg-nyj", "会办意见已逾期"), ("committee", "会办意见已逾期")},
         ),
         (
@@ -187,25 +193,11 @@ def lifecycle(prefix: str = "p") -> list[tuple[Event, Expected]]:
             {("unit:dg-zrj", "办复期限调整"), ("unit:dg-nyj", "提案期限调整")},
         ),
         (
-            DeadlineApproaching(
-                proposal_id=main,
-                actor=SYSTEM,
-                supervising_leader="l-1",
-                unit=ZRJ.id,
-                kind="reply",
-                due=date(2026, 6, 1),
-            ),
+            approaching(main, "reply", ZRJ, date(2026, 6, 1)),
             {("unit:dg-zrj", "答复即将到期")},
         ),
         (
-            DeadlineOverdue(
-                proposal_id=main,
-                actor=SYSTEM,
-                supervising_leader="l-1",
-                unit=ZRJ.id,
-                kind="reply",
-                due=date(2026, 6, 1),
-            ),
+            overdue(main, "reply", ZRJ, date(2026, 6, 1)),
             {(recipient, "提案答复已逾期") for recipient in units},
         ),
         (
@@ -228,15 +220,7 @@ def lifecycle(prefix: str = "p") -> list[tuple[Event, Expected]]:
             {("m-1", "评价期限调整"), ("m-2", "评价期限调整")},
         ),
         (
-            DeadlineApproaching(
-                proposal_id=main,
-                actor=SYSTEM,
-                supervising_leader="l-1",
-                unit=ZRJ.id,
-                kind="evaluation",
-                due=date(2026, 7, 1),
-                signer_id="m-2",
-            ),
+            approaching(main, "evaluation", ZRJ, date(2026, 7, 1), signer_id="m-2"),
             {("m-2", "提案评价即将到期")},
         ),
         (
@@ -276,27 +260,11 @@ def lifecycle(prefix: str = "p") -> list[tuple[Event, Expected]]:
             {("unit:dg-zrj", "重新办理期限调整")},
         ),
         (
-            DeadlineApproaching(
-                proposal_id=main,
-                actor=SYSTEM,
-                supervising_leader="l-1",
-                unit=ZRJ.id,
-                kind="measure",
-                due=date(2026, 9, 1),
-                measure_id="ms-1",
-            ),
+            approaching(main, "measure", ZRJ, date(2026, 9, 1), measure_id="ms-1"),
             {("unit:dg-zrj", "举措落实即将到期")},
         ),
         (
-            DeadlineOverdue(
-                proposal_id=main,
-                actor=SYSTEM,
-                supervising_leader="l-1",
-                unit=ZRJ.id,
-                kind="measure",
-                due=date(2026, 9, 1),
-                measure_id="ms-1",
-            ),
+            overdue(main, "measure", ZRJ, date(2026, 9, 1), measure_id="ms-1"),
             {(recipient, "举措落实已逾期") for recipient in units},
         ),
         (
@@ -310,14 +278,7 @@ def lifecycle(prefix: str = "p") -> list[tuple[Event, Expected]]:
             {("m-1", "提案举措已落实, 请评价落实情况"), ("m-2", "提案举措已落实, 请评价落实情况")},
         ),
         (
-            DeadlineApproaching(
-                proposal_id=main,
-                actor=SYSTEM,
-                unit=ZRJ.id,
-                kind="implementation_evaluation",
-                due=date(2026, 10, 9),
-                signer_id="m-2",
-            ),
+            approaching(main, "implementation_evaluation", ZRJ, date(2026, 10, 9), leader=None, signer_id="m-2"),
             {("m-2", "落实评价即将到期")},
         ),
         (
@@ -353,18 +314,11 @@ def lifecycle(prefix: str = "p") -> list[tuple[Event, Expected]]:
             {("unit:dg-zrj", "请提出新举措")},
         ),
         (
-            DeadlineApproaching(proposal_id=main, actor=SYSTEM, unit=ZRJ.id, kind="new_measure", due=date(2026, 11, 9)),
+            approaching(main, "new_measure", ZRJ, date(2026, 11, 9), leader=None),
             {("unit:dg-zrj", "新举措即将到期")},
         ),
         (
-            DeadlineOverdue(
-                proposal_id=main,
-                actor=SYSTEM,
-                supervising_leader="l-1",
-                unit=ZRJ.id,
-                kind="new_measure",
-                due=date(2026, 11, 9),
-            ),
+            overdue(main, "new_measure", ZRJ, date(2026, 11, 9)),
             {(recipient, "新举措已逾期") for recipient in units},
         ),
         (

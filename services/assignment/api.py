@@ -3,6 +3,7 @@ answers to them (交办, 签收, 异议, 改办, 维持), key proposals (重点�
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
@@ -13,10 +14,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.assignment import domain, service, store, views
 from services.assignment.domain import Leader, RoutingRules, Unit, UnitKind
 from services.assignment.service import Clock, Context
-from services.assignment.unit_of_work import SqlUnitOfWork
+from services.assignment.unit_of_work import SqlUnitOfWork, UnitOfWork
 from shared.auth import Principal, roles
 from shared.commands import CommandRunner, RuleViolation
-from shared.events import AssignmentForm, Role
+from shared.events import Actor, AssignmentForm, Role
 from shared.http import MAX_OFFSET, Problem
 from shared.runtime import ServiceRuntime
 
@@ -110,6 +111,37 @@ def router(runtime: ServiceRuntime, ctx: Context, clock: Clock) -> APIRouter:
 
     commands = CommandRunner(runtime.transaction, store.metadata)
 
+    async def write(
+        request: Request,
+        principal: Principal,
+        key: str | None,
+        body: BaseModel | None,
+        use_case: Callable[[UnitOfWork], Awaitable[Any]],
+        *,
+        missing: str,
+        status: int = 200,
+    ) -> Any:
+        """A POST: the use case on the door's transaction, once per Idempotency-Key `key`."""
+
+        def action(conn: AsyncConnection) -> Awaitable[Any]:
+            return use_case(SqlUnitOfWork(conn))
+
+        return await commands.once(request, principal, key, body, action, missing=missing, status=status)
+
+    async def added(
+        request: Request,
+        principal: Principal,
+        key: str | None,
+        entry: BaseModel,
+        create: Callable[[UnitOfWork], Awaitable[Any]],
+    ) -> Any:
+        """A catalog's new entry (201), once per Idempotency-Key `key`."""
+        return await write(request, principal, key, entry, create, missing="", status=201)
+
+    async def change(use_case: Callable[[UnitOfWork], Awaitable[Any]], *, missing: str) -> Any:
+        """A PATCH, PUT or DELETE: the use case on the door's transaction (repeating it is harmless)."""
+        return await commands.run(lambda conn: use_case(SqlUnitOfWork(conn)), missing=missing)
+
     # Units catalog (承办单位) ----------------------------------------------------------------------
 
     @routes.get("/units", summary="The units catalog (承办单位)", tags=["catalogs"])
@@ -125,28 +157,16 @@ def router(runtime: ServiceRuntime, ctx: Context, clock: Clock) -> APIRouter:
     async def create_unit(
         unit: Unit, request: Request, principal: AdminCaller, idempotency_key: IdempotencyKey = None
     ) -> Any:
-        return await commands.once(
-            request,
-            principal,
-            idempotency_key,
-            unit,
-            lambda conn: service.create_unit(SqlUnitOfWork(conn), unit),
-            missing="",
-            status=201,
-        )
+        return await added(request, principal, idempotency_key, unit, lambda uow: service.create_unit(uow, unit))
 
     @routes.patch("/units/{unit_id}", summary="Change or deactivate a unit", tags=["catalogs"])
     async def update_unit(unit_id: str, changes: UnitChanges, principal: AdminCaller) -> Any:
         values = changes.model_dump(exclude_none=True)
-        return await commands.run(
-            lambda conn: service.update_unit(SqlUnitOfWork(conn), unit_id, values), missing=f"No unit {unit_id}."
-        )
+        return await change(lambda uow: service.update_unit(uow, unit_id, values), missing=f"No unit {unit_id}.")
 
     @routes.delete("/units/{unit_id}", status_code=204, summary="Delete an unreferenced unit", tags=["catalogs"])
     async def delete_unit(unit_id: str, principal: AdminCaller) -> Response:
-        await commands.run(
-            lambda conn: service.delete_unit(SqlUnitOfWork(conn), unit_id), missing=f"No unit {unit_id}."
-        )
+        await change(lambda uow: service.delete_unit(uow, unit_id), missing=f"No unit {unit_id}.")
         return Response(status_code=204)
 
     # Leaders catalog (市领导) ------------------------------------------------------------------------
@@ -161,22 +181,13 @@ def router(runtime: ServiceRuntime, ctx: Context, clock: Clock) -> APIRouter:
     async def create_leader(
         leader: Leader, request: Request, principal: AdminCaller, idempotency_key: IdempotencyKey = None
     ) -> Any:
-        return await commands.once(
-            request,
-            principal,
-            idempotency_key,
-            leader,
-            lambda conn: service.create_leader(SqlUnitOfWork(conn), leader),
-            missing="",
-            status=201,
-        )
+        return await added(request, principal, idempotency_key, leader, lambda uow: service.create_leader(uow, leader))
 
     @routes.patch("/leaders/{leader_id}", summary="Change or deactivate a leader", tags=["catalogs"])
     async def update_leader(leader_id: str, changes: LeaderChanges, principal: AdminCaller) -> Any:
         values = changes.model_dump(exclude_none=True)
-        return await commands.run(
-            lambda conn: service.update_leader(SqlUnitOfWork(conn), leader_id, values),
-            missing=f"No leader {leader_id}.",
+        return await change(
+            lambda uow: service.update_leader(uow, leader_id, values), missing=f"No leader {leader_id}."
         )
 
     # Routing rules (交办规则) ------------------------------------------------------------------------
@@ -189,11 +200,11 @@ def router(runtime: ServiceRuntime, ctx: Context, clock: Clock) -> APIRouter:
     @routes.put("/routing-rules", summary="Replace the routing rules (validated)", tags=["catalogs"])
     async def put_rules(rules: RoutingRules, principal: AdminCaller) -> dict[str, Any]:
 
-        async def save(conn: AsyncConnection) -> dict[str, Any]:
-            await service.save_routing_rules(SqlUnitOfWork(conn), rules, ctx.policy, principal.as_actor())
+        async def save(uow: UnitOfWork) -> dict[str, Any]:
+            await service.save_routing_rules(uow, rules, ctx.policy, principal.as_actor())
             return rules.model_dump()
 
-        return await commands.run(save, missing="No routing rules.")  # type: ignore[no-any-return]
+        return await change(save, missing="No routing rules.")  # type: ignore[no-any-return]
 
     # Assignments (交办) ----------------------------------------------------------------------------
 
@@ -221,6 +232,36 @@ def router(runtime: ServiceRuntime, ctx: Context, clock: Clock) -> APIRouter:
 
     missing = "No assignment of proposal {} yet; it is routed once filed."
 
+    async def on_assignment(
+        request: Request,
+        principal: Principal,
+        key: str | None,
+        body: BaseModel | None,
+        proposal_id: str,
+        use_case: Callable[[UnitOfWork, Actor, str | None], Awaitable[dict[str, Any]]],
+    ) -> Any:
+        """A step on a proposal's assignment by the caller (`use_case` gets the unit of work, the caller and
+        the request's correlation id); the answer is the assignment as it now stands."""
+        actor, correlation_id = principal.as_actor(), request.state.correlation_id
+
+        def taken(uow: UnitOfWork) -> Awaitable[dict[str, Any]]:
+            return use_case(uow, actor, correlation_id)
+
+        return await write(request, principal, key, body, taken, missing=missing.format(proposal_id))
+
+    async def respond(
+        request: Request, principal: Principal, key: str | None, proposal_id: str, body: Dispute | None
+    ) -> Any:
+        """签收 (no body) or 异议 (with its reason), by the calling unit."""
+        reason = body.reason if body is not None else None
+
+        def answered(uow: UnitOfWork, actor: Actor, correlation_id: str | None) -> Awaitable[dict[str, Any]]:
+            return service.respond(
+                uow, proposal_id, actor, dispute_reason=reason, correlation_id=correlation_id, ctx=ctx, now=clock()
+            )
+
+        return await on_assignment(request, principal, key, body, proposal_id, answered)
+
     @routes.post("/assignments/{proposal_id}/confirm", summary="Confirm the routing (交办)")
     async def confirm(
         proposal_id: str,
@@ -230,7 +271,7 @@ def router(runtime: ServiceRuntime, ctx: Context, clock: Clock) -> APIRouter:
         idempotency_key: IdempotencyKey = None,
     ) -> Any:
 
-        async def act(conn: AsyncConnection) -> dict[str, Any]:
+        async def assign(uow: UnitOfWork, actor: Actor, correlation_id: str | None) -> dict[str, Any]:
             override = None
             if body.lead_unit is not None:
                 override = domain.route_of_form(
@@ -238,53 +279,21 @@ def router(runtime: ServiceRuntime, ctx: Context, clock: Clock) -> APIRouter:
                 )
             elif body.co_units is not None or body.split_units is not None or body.form is not None:
                 raise RuleViolation("override_names_lead", "to change the routing, give lead_unit too")
-            return await service.assign(
-                SqlUnitOfWork(conn),
-                proposal_id,
-                override,
-                principal.as_actor(),
-                request.state.correlation_id,
-                ctx,
-                clock(),
-            )
+            return await service.assign(uow, proposal_id, override, actor, correlation_id, ctx, clock())
 
-        return await commands.once(request, principal, idempotency_key, body, act, missing=missing.format(proposal_id))
+        return await on_assignment(request, principal, idempotency_key, body, proposal_id, assign)
 
     @routes.post("/assignments/{proposal_id}/accept", summary="Accept the assignment (签收), by a unit of it")
     async def accept(
         proposal_id: str, request: Request, principal: UnitCaller, idempotency_key: IdempotencyKey = None
     ) -> Any:
-
-        async def act(conn: AsyncConnection) -> dict[str, Any]:
-            return await service.respond(
-                SqlUnitOfWork(conn),
-                proposal_id,
-                principal.as_actor(),
-                dispute_reason=None,
-                correlation_id=request.state.correlation_id,
-                ctx=ctx,
-                now=clock(),
-            )
-
-        return await commands.once(request, principal, idempotency_key, None, act, missing=missing.format(proposal_id))
+        return await respond(request, principal, idempotency_key, proposal_id, None)
 
     @routes.post("/assignments/{proposal_id}/dispute", summary="Dispute the assignment (异议), within the window")
     async def dispute(
         proposal_id: str, body: Dispute, request: Request, principal: UnitCaller, idempotency_key: IdempotencyKey = None
     ) -> Any:
-
-        async def act(conn: AsyncConnection) -> dict[str, Any]:
-            return await service.respond(
-                SqlUnitOfWork(conn),
-                proposal_id,
-                principal.as_actor(),
-                dispute_reason=body.reason,
-                correlation_id=request.state.correlation_id,
-                ctx=ctx,
-                now=clock(),
-            )
-
-        return await commands.once(request, principal, idempotency_key, body, act, missing=missing.format(proposal_id))
+        return await respond(request, principal, idempotency_key, proposal_id, body)
 
     @routes.post("/assignments/{proposal_id}/reassign", summary="Reassign to other units (改办)")
     async def reassign(
@@ -295,20 +304,11 @@ def router(runtime: ServiceRuntime, ctx: Context, clock: Clock) -> APIRouter:
         idempotency_key: IdempotencyKey = None,
     ) -> Any:
 
-        async def act(conn: AsyncConnection) -> dict[str, Any]:
+        async def move(uow: UnitOfWork, actor: Actor, correlation_id: str | None) -> dict[str, Any]:
             route = domain.route_of_form(body.form, body.lead_unit, body.co_units, body.split_units)
-            return await service.reassign(
-                SqlUnitOfWork(conn),
-                proposal_id,
-                route,
-                body.reason,
-                principal.as_actor(),
-                request.state.correlation_id,
-                ctx,
-                clock(),
-            )
+            return await service.reassign(uow, proposal_id, route, body.reason, actor, correlation_id, ctx, clock())
 
-        return await commands.once(request, principal, idempotency_key, body, act, missing=missing.format(proposal_id))
+        return await on_assignment(request, principal, idempotency_key, body, proposal_id, move)
 
     @routes.post("/assignments/{proposal_id}/uphold", summary="Keep the assignment despite the dispute (维持)")
     async def uphold(
@@ -319,18 +319,10 @@ def router(runtime: ServiceRuntime, ctx: Context, clock: Clock) -> APIRouter:
         idempotency_key: IdempotencyKey = None,
     ) -> Any:
 
-        async def act(conn: AsyncConnection) -> dict[str, Any]:
-            return await service.uphold(
-                SqlUnitOfWork(conn),
-                proposal_id,
-                body.note,
-                principal.as_actor(),
-                request.state.correlation_id,
-                ctx,
-                clock(),
-            )
+        def upheld(uow: UnitOfWork, actor: Actor, correlation_id: str | None) -> Awaitable[dict[str, Any]]:
+            return service.uphold(uow, proposal_id, body.note, actor, correlation_id, ctx, clock())
 
-        return await commands.once(request, principal, idempotency_key, body, act, missing=missing.format(proposal_id))
+        return await on_assignment(request, principal, idempotency_key, body, proposal_id, upheld)
 
     # Key proposals (重点提案) ------------------------------------------------------------------------
 
@@ -341,9 +333,9 @@ def router(runtime: ServiceRuntime, ctx: Context, clock: Clock) -> APIRouter:
         body: KeyDesignation, request: Request, principal: CommitteeCaller, idempotency_key: IdempotencyKey = None
     ) -> Any:
 
-        async def act(conn: AsyncConnection) -> dict[str, Any]:
+        async def designate_key(uow: UnitOfWork) -> dict[str, Any]:
             items = await service.designate_key(
-                SqlUnitOfWork(conn),
+                uow,
                 proposal_ids=body.proposal_ids,
                 series_id=body.series_id,
                 supervising_leader=body.supervising_leader,
@@ -354,7 +346,7 @@ def router(runtime: ServiceRuntime, ctx: Context, clock: Clock) -> APIRouter:
             )
             return {"items": items}
 
-        return await commands.once(request, principal, idempotency_key, body, act, missing="", status=201)
+        return await write(request, principal, idempotency_key, body, designate_key, missing="", status=201)
 
     @routes.get(
         "/key-proposals", summary="Key proposals; a leader sees those it supervises or leads", tags=["key proposals"]

@@ -225,11 +225,32 @@ async def assign(
     now: datetime,
 ) -> dict[str, Any]:
     """交办: confirm the suggestion (or the dispatcher's edit of it) and compute the deadlines."""
+    return await _decide_on_current(
+        uow,
+        proposal_id,
+        ctx,
+        lambda assignment, units: assignment.confirm(
+            override, units, actor, correlation_id, ctx.policy, ctx.calendar, now
+        ),
+    )
+
+
+async def _decide_on_current(
+    uow: UnitOfWork,
+    proposal_id: str,
+    ctx: Context,
+    decide: Callable[[Assignment, domain.Catalog], Assignment | None],
+) -> dict[str, Any]:
+    """Load the proposal's assignment in force and the units catalog, let the aggregate decide, save; the
+    answer is the assignment in force after it (the successor `decide` returns, added, if any)."""
     async with uow:
-        assignment = await uow.current(proposal_id)
-        assignment.confirm(override, await uow.units(), actor, correlation_id, ctx.policy, ctx.calendar, now)
+        current = await uow.current(proposal_id)
+        successor = decide(current, await uow.units())
+        if successor is not None:
+            uow.add(successor)
         await uow.commit()
-    return views.assignment_view(assignment.row, assignment.responses, calendar=ctx.calendar)
+    in_force = successor or current
+    return views.assignment_view(in_force.row, in_force.responses, calendar=ctx.calendar)
 
 
 # Units' answers and the dispatcher's settlement ------------------------------------------------------
@@ -246,12 +267,13 @@ async def respond(
     now: datetime,
 ) -> dict[str, Any]:
     """签收 (no reason) or 异议 (with a reason), by the acting unit, once, within the dispute window."""
-    async with uow:
-        assignment = await uow.current(proposal_id)
-        today = local_date(now, ctx.policy.timezone)
-        assignment.respond(actor, dispute_reason, await uow.units(), correlation_id, today, now)
-        await uow.commit()
-    return views.assignment_view(assignment.row, assignment.responses, calendar=ctx.calendar)
+    today = local_date(now, ctx.policy.timezone)
+    return await _decide_on_current(
+        uow,
+        proposal_id,
+        ctx,
+        lambda assignment, units: assignment.respond(actor, dispute_reason, units, correlation_id, today, now),
+    )
 
 
 async def reassign(
@@ -265,22 +287,14 @@ async def reassign(
     now: datetime,
 ) -> dict[str, Any]:
     """改办: a new assignment replaces the current one; its deadlines run afresh from now."""
-    async with uow:
-        current = await uow.current(proposal_id)
-        successor = current.reassign(
-            str(uuid.uuid4()),
-            route,
-            reason,
-            await uow.units(),
-            actor,
-            correlation_id,
-            ctx.policy,
-            ctx.calendar,
-            now,
-        )
-        uow.add(successor)
-        await uow.commit()
-    return views.assignment_view(successor.row, successor.responses, calendar=ctx.calendar)
+    return await _decide_on_current(
+        uow,
+        proposal_id,
+        ctx,
+        lambda current, units: current.reassign(
+            str(uuid.uuid4()), route, reason, units, actor, correlation_id, ctx.policy, ctx.calendar, now
+        ),
+    )
 
 
 async def uphold(
@@ -293,11 +307,10 @@ async def uphold(
     now: datetime,
 ) -> dict[str, Any]:
     """维持交办: the disputing units keep the assignment; they count as having accepted it."""
-    async with uow:
-        assignment = await uow.current(proposal_id)
-        assignment.uphold(note, await uow.units(), actor, correlation_id, local_date(now, ctx.policy.timezone))
-        await uow.commit()
-    return views.assignment_view(assignment.row, assignment.responses, calendar=ctx.calendar)
+    today = local_date(now, ctx.policy.timezone)
+    return await _decide_on_current(
+        uow, proposal_id, ctx, lambda assignment, units: assignment.uphold(note, units, actor, correlation_id, today)
+    )
 
 
 async def accept_lapsed(uow: UnitOfWork, ctx: Context, now: datetime) -> int:

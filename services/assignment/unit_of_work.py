@@ -8,15 +8,15 @@ The transaction is the door's: over HTTP it also holds the `Idempotency-Key` ans
 from __future__ import annotations
 
 import copy
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Sequence
 from datetime import date, datetime
-from types import TracebackType
 from typing import Any
 
 from sqlalchemy import and_, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+import shared.unit_of_work
 from services.assignment import store
 from services.assignment.domain import Assignment
 from shared import db
@@ -29,7 +29,7 @@ SERVICE = "assignment"
 Row = dict[str, Any]
 
 
-class UnitOfWork(ABC):
+class UnitOfWork(shared.unit_of_work.UnitOfWork):
     """What assignment's use cases need of storage. Reads go straight to storage; writes wait for `commit`."""
 
     def __init__(self) -> None:
@@ -37,12 +37,8 @@ class UnitOfWork(ABC):
         self._writes: list[tuple[str, tuple[Any, ...]]] = []
         self._events: list[tuple[Event, str | None]] = []
 
-    async def __aenter__(self) -> UnitOfWork:
-        return self
-
-    async def __aexit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def rollback(self) -> None:
+        """Forget what was not committed (the door's transaction rolls back what was written)."""
         self._seen, self._writes, self._events = {}, [], []
 
     # Assignments (the aggregate) ---------------------------------------------------------------------

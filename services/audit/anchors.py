@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.audit import service
 from services.audit.domain import Anchor
+from services.audit.unit_of_work import SqlLog
 
 log = logging.getLogger("proposalflow.audit.anchor")
 
@@ -49,7 +50,7 @@ def append_anchor(path: Path, anchor: Anchor) -> None:
 async def anchor_head(engine: AsyncEngine, path: Path) -> Anchor | None:
     """Anchor the chain head if it moved since the last anchor; the anchor written, or None. The
     anchor is also logged, so the log platform holds a second copy."""
-    anchor = await service.current_anchor(engine)
+    anchor = await service.current_anchor(SqlLog(engine))
     if anchor is None or anchor.seq <= last_anchored_seq(path):
         return None
     append_anchor(path, anchor)

@@ -13,6 +13,7 @@ from fastapi.responses import StreamingResponse
 from services.audit import export, service, store
 from services.audit.domain import rfc3339
 from services.audit.responses import AuditPage, ProposalHistory
+from services.audit.unit_of_work import SqlLog
 from shared.auth import Principal, roles
 from shared.events import INBOUND_TOPICS, Role, system_of_topic
 from shared.http import MAX_OFFSET, Problem
@@ -150,7 +151,7 @@ def router(runtime: ServiceRuntime, key: bytes | None) -> APIRouter:
         async def lines() -> AsyncIterator[str]:
             if format_ == "csv":
                 yield export.csv_header()
-            async for entry in service.entries(runtime.engine, selection):
+            async for entry in SqlLog(runtime.engine).entries(selection):
                 yield export.csv_line(entry) if format_ == "csv" else export.jsonl_line(entry)
 
         media_type = "text/csv; charset=utf-8" if format_ == "csv" else "application/x-ndjson; charset=utf-8"
@@ -162,6 +163,6 @@ def router(runtime: ServiceRuntime, key: bytes | None) -> APIRouter:
 
     @routes.get("/verify", summary="Walk the hash chain: the first broken entry and why, or that all N hold")
     async def verify(principal: LogReader) -> dict[str, Any]:
-        return await service.verify(runtime.engine, key)
+        return await service.verify(SqlLog(runtime.engine), key)
 
     return routes

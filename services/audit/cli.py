@@ -11,6 +11,7 @@ from services.audit import service, store
 from services.audit.anchors import anchor_head, read_anchors
 from services.audit.domain import Anchor
 from services.audit.settings import AuditSettings
+from services.audit.unit_of_work import SqlLog
 from shared.db import create_engine
 from shared.settings import service_settings
 
@@ -21,7 +22,7 @@ async def verify(anchors_file: Path | None = None) -> dict[str, Any]:
     anchors = read_anchors(anchors_file) if anchors_file is not None else []
     engine = create_engine(service_settings("audit").database_url)
     try:
-        return await service.verify(engine, AuditSettings().key, anchors=anchors)
+        return await service.verify(SqlLog(engine), AuditSettings().key, anchors=anchors)
     finally:
         await engine.dispose()
 
@@ -32,7 +33,7 @@ async def anchor(to: Path | None) -> Anchor | None:
     try:
         if to is not None:
             return await anchor_head(engine, to)
-        return await service.current_anchor(engine)
+        return await service.current_anchor(SqlLog(engine))
     finally:
         await engine.dispose()
 
@@ -44,7 +45,7 @@ async def export(write: Callable[[str], object], fmt: Literal["jsonl", "csv"], s
     try:
         if fmt == "csv":
             write(formats.csv_header())
-        async for entry in service.entries(engine, selection):
+        async for entry in SqlLog(engine).entries(selection):
             write(formats.csv_line(entry) if fmt == "csv" else formats.jsonl_line(entry))
             written += 1
     finally:

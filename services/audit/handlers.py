@@ -9,7 +9,8 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.audit import service, store
+from services.audit import service
+from services.audit.unit_of_work import SqlUnitOfWork
 from shared.backoff import backoff_delay
 from shared.envelope import Envelope, EnvelopeError, from_kafka
 from shared.failures import is_transient
@@ -38,15 +39,13 @@ class Recorder:
         self._key = key
 
     async def __call__(self, conn: AsyncConnection, envelope: Envelope, record: Record) -> None:
-        await service.record_event(conn, envelope, record, self._key, defer=True)
+        await service.record_event(SqlUnitOfWork(conn, self._key, defer=True), envelope, record)
 
-    @staticmethod
-    async def prepare(conn: AsyncConnection, envelopes: Sequence[Envelope]) -> None:
-        await store.prefetch_subject_tips(conn, [e.subject for e in envelopes if e.subject])
+    async def prepare(self, conn: AsyncConnection, envelopes: Sequence[Envelope]) -> None:
+        await SqlUnitOfWork(conn, self._key).expect([e.subject for e in envelopes if e.subject])
 
-    @staticmethod
-    async def finish(conn: AsyncConnection) -> None:
-        await store.flush(conn)
+    async def finish(self, conn: AsyncConnection) -> None:
+        await SqlUnitOfWork(conn, self._key).flush()
 
 
 def recorder(key: bytes | None) -> Handler:
@@ -79,7 +78,7 @@ class AuditProcessor(EventProcessor):
                 async with self._engine.begin() as conn:
                     if not await self._first_time(conn, invalid_record_key(record)):
                         return "duplicate"
-                    await service.record_invalid(conn, record, error, self._key)
+                    await service.record_invalid(SqlUnitOfWork(conn, self._key), record, error)
                 return "handled"
             except asyncio.CancelledError:
                 raise

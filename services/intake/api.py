@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request
@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.intake import service, store, views
 from services.intake.responses import ProposalPage, ProposalView, SimilarProposals
 from services.intake.service import Clock
-from services.intake.unit_of_work import SqlUnitOfWork
+from services.intake.unit_of_work import SqlUnitOfWork, UnitOfWork
 from shared.auth import Principal, roles
 from shared.commands import CommandRunner, NotFound
 from shared.events import ProposalContent, Proposer, Role, SessionKind
@@ -67,6 +67,10 @@ class DraftContent(BaseModel):
         return self
 
 
+Step = Callable[..., Awaitable[str]]
+"""A signer's use case on a proposal that needs only who acts: `service.submit_existing`, `service.cosign`."""
+
+
 class Withdrawal(BaseModel):
     """撤案: why the first proposer withdraws."""
 
@@ -96,6 +100,35 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
     def created(view: dict[str, Any]) -> dict[str, str]:
         return {"location": f"/proposals/{view['id']}"}
 
+    async def act(
+        request: Request,
+        principal: Principal,
+        key: str | None,
+        body: BaseModel | dict[str, Any] | None,
+        use_case: Callable[[UnitOfWork], Awaitable[str]],
+        *,
+        status: int = 200,
+    ) -> Any:
+        """One write on the door's transaction, once per Idempotency-Key `key`; the answer is the proposal
+        as the use case left it (a new one: 201, named by `Location`)."""
+
+        async def action(conn: AsyncConnection) -> dict[str, Any]:
+            return await answer(conn, use_case(SqlUnitOfWork(conn)))
+
+        location = created if status == 201 else None
+        return await commands.once(
+            request, principal, key, body, action, missing=missing, status=status, headers=location
+        )
+
+    async def step(request: Request, principal: Principal, key: str | None, proposal_id: str, use_case: Step) -> Any:
+        """A signer's step on a proposal that takes no body (submit a draft, cosign)."""
+        actor, correlation_id = principal.as_actor(), request.state.correlation_id
+
+        def taken(uow: UnitOfWork) -> Awaitable[str]:
+            return use_case(uow, proposal_id, actor, policy, correlation_id=correlation_id, now=clock())
+
+        return await act(request, principal, key, None, taken)
+
     @routes.post(
         "",
         status_code=201,
@@ -108,27 +141,12 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         principal: MemberOrCommitteeCaller,
         idempotency_key: IdempotencyKey = None,
     ) -> Any:
-        return await commands.once(
-            request,
-            principal,
-            idempotency_key,
-            content,
-            lambda conn: answer(
-                conn,
-                service.submit(
-                    SqlUnitOfWork(conn),
-                    content,
-                    principal.as_actor(),
-                    policy,
-                    via="http",
-                    correlation_id=request.state.correlation_id,
-                    now=clock(),
-                ),
-            ),
-            missing=missing,
-            status=201,
-            headers=created,
-        )
+        actor, correlation_id = principal.as_actor(), request.state.correlation_id
+
+        def submitted(uow: UnitOfWork) -> Awaitable[str]:
+            return service.submit(uow, content, actor, policy, via="http", correlation_id=correlation_id, now=clock())
+
+        return await act(request, principal, idempotency_key, content, submitted, status=201)
 
     @routes.post(
         "/drafts",
@@ -142,17 +160,14 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         changes = draft.model_dump(mode="json", exclude_unset=True)
         if "first_proposer" not in changes:
             changes["first_proposer"] = {"id": principal.id, "name": principal.name or principal.id}
-        return await commands.once(
+        actor = principal.as_actor()
+        return await act(
             request,
             principal,
             idempotency_key,
             changes,
-            lambda conn: answer(
-                conn, service.create_draft(SqlUnitOfWork(conn), changes, principal.as_actor(), now=clock())
-            ),
-            missing=missing,
+            lambda uow: service.create_draft(uow, changes, actor, now=clock()),
             status=201,
-            headers=created,
         )
 
     @routes.patch(
@@ -162,15 +177,9 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
     )
     async def edit_proposal(proposal_id: str, draft: DraftContent, request: Request, principal: MemberCaller) -> Any:
         changes = draft.model_dump(mode="json", exclude_unset=True)
-        return await commands.once(
-            request,
-            principal,
-            None,
-            changes,
-            lambda conn: answer(
-                conn, service.edit(SqlUnitOfWork(conn), proposal_id, changes, principal.as_actor(), now=clock())
-            ),
-            missing=missing,
+        actor = principal.as_actor()
+        return await act(
+            request, principal, None, changes, lambda uow: service.edit(uow, proposal_id, changes, actor, now=clock())
         )
 
     @routes.post(
@@ -181,24 +190,7 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
     async def submit_draft(
         proposal_id: str, request: Request, principal: MemberCaller, idempotency_key: IdempotencyKey = None
     ) -> Any:
-        return await commands.once(
-            request,
-            principal,
-            idempotency_key,
-            None,
-            lambda conn: answer(
-                conn,
-                service.submit_existing(
-                    SqlUnitOfWork(conn),
-                    proposal_id,
-                    principal.as_actor(),
-                    policy,
-                    correlation_id=request.state.correlation_id,
-                    now=clock(),
-                ),
-            ),
-            missing=missing,
-        )
+        return await step(request, principal, idempotency_key, proposal_id, service.submit_existing)
 
     @routes.post(
         "/{proposal_id}/cosign",
@@ -208,24 +200,7 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
     async def cosign_proposal(
         proposal_id: str, request: Request, principal: MemberCaller, idempotency_key: IdempotencyKey = None
     ) -> Any:
-        return await commands.once(
-            request,
-            principal,
-            idempotency_key,
-            None,
-            lambda conn: answer(
-                conn,
-                service.cosign(
-                    SqlUnitOfWork(conn),
-                    proposal_id,
-                    principal.as_actor(),
-                    policy,
-                    correlation_id=request.state.correlation_id,
-                    now=clock(),
-                ),
-            ),
-            missing=missing,
-        )
+        return await step(request, principal, idempotency_key, proposal_id, service.cosign)
 
     @routes.post(
         "/{proposal_id}/withdraw",
@@ -239,24 +214,14 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         principal: MemberCaller,
         idempotency_key: IdempotencyKey = None,
     ) -> Any:
-        return await commands.once(
-            request,
-            principal,
-            idempotency_key,
-            withdrawal,
-            lambda conn: answer(
-                conn,
-                service.withdraw(
-                    SqlUnitOfWork(conn),
-                    proposal_id,
-                    principal.as_actor(),
-                    reason=withdrawal.reason,
-                    correlation_id=request.state.correlation_id,
-                    now=clock(),
-                ),
-            ),
-            missing=missing,
-        )
+        actor, correlation_id = principal.as_actor(), request.state.correlation_id
+
+        def withdrawn(uow: UnitOfWork) -> Awaitable[str]:
+            return service.withdraw(
+                uow, proposal_id, actor, reason=withdrawal.reason, correlation_id=correlation_id, now=clock()
+            )
+
+        return await act(request, principal, idempotency_key, withdrawal, withdrawn)
 
     @routes.get(
         "",
@@ -316,28 +281,25 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         principal: CommitteeCaller,
         idempotency_key: IdempotencyKey = None,
     ) -> Any:
-        return await commands.once(
+        actor, correlation_id = principal.as_actor(), request.state.correlation_id
+        return await act(
             request,
             principal,
             idempotency_key,
             decision,
-            lambda conn: answer(
-                conn,
-                service.review(
-                    SqlUnitOfWork(conn),
-                    proposal_id,
-                    decision=decision.decision,
-                    reason=decision.reason,
-                    ground=decision.ground,
-                    converted_to_opinion=decision.converted_to_opinion,
-                    into_proposal_id=decision.into_proposal_id,
-                    actor=principal.as_actor(),
-                    policy=policy,
-                    correlation_id=request.state.correlation_id,
-                    now=clock(),
-                ),
+            lambda uow: service.review(
+                uow,
+                proposal_id,
+                decision=decision.decision,
+                reason=decision.reason,
+                ground=decision.ground,
+                converted_to_opinion=decision.converted_to_opinion,
+                into_proposal_id=decision.into_proposal_id,
+                actor=actor,
+                policy=policy,
+                correlation_id=correlation_id,
+                now=clock(),
             ),
-            missing=missing,
         )
 
     return routes

@@ -11,14 +11,14 @@ cosign-window sweep that got there first makes `commit()` raise StateConflict, a
 from __future__ import annotations
 
 import copy
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from datetime import date
-from types import TracebackType
 from typing import Any
 
 from sqlalchemy import and_, delete, insert, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+import shared.unit_of_work
 from services.intake import store
 from services.intake.domain import CHANGED_MEANWHILE, Proposal, ProposalStatus
 from shared.errors import NotFound, RuleViolation, StateConflict
@@ -38,19 +38,11 @@ class Snapshot:
         self.signers: list[Row] = [] if proposal is None else copy.deepcopy(proposal.signers)
 
 
-class UnitOfWork(ABC):
+class UnitOfWork(shared.unit_of_work.UnitOfWork):
     """What intake's use cases need of storage: proposals in, proposals and their events out, together."""
 
     def __init__(self) -> None:
         self._seen: dict[str, tuple[Proposal, Snapshot]] = {}
-
-    async def __aenter__(self) -> UnitOfWork:
-        return self
-
-    async def __aexit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.rollback()
 
     async def find(self, proposal_id: str) -> Proposal | None:
         """The proposal with its signers, or None if there is none."""

@@ -28,8 +28,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.notify import domain, store
 from services.notify.rules import Channel
-from services.notify.service import SERVICE, SYSTEM, outcome_event_id
+from services.notify.service import SYSTEM, outcome_event_id
 from services.notify.settings import NotifySettings
+from services.notify.unit_of_work import SERVICE
 from shared.events import Event, NotificationAttemptFailed, NotificationDelivered, NotificationFailed
 from shared.outbox import add_to_outbox
 

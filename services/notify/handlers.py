@@ -8,14 +8,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.notify import service, store
 from services.notify.domain import possible_recipients
+from services.notify.unit_of_work import SqlUnitOfWork
 from shared.envelope import Envelope
 from shared.events import Event, parse_message
 from shared.processor import Handler, Record
 
 
 class EventHandler:
-    """Each event through :func:`service.handle`. `prepare` (which the processor calls first in every
-    transaction, shared/processor.py) reads the batch's proposals and contacts, one statement each."""
+    """Each event through :func:`service.handle`, its unit of work on the processor's transaction.
+    `prepare` (which the processor calls first in every transaction, shared/processor.py) reads the
+    batch's proposals and contacts, one statement each."""
 
     def __init__(self, notifier: service.Notifier) -> None:
         self._notifier = notifier
@@ -24,7 +26,7 @@ class EventHandler:
     async def __call__(self, conn: AsyncConnection, envelope: Envelope, _record: Record) -> None:
         event = parse_message(envelope.type, envelope.data)
         if isinstance(event, Event):
-            await service.handle(conn, envelope, event, self._notifier)
+            await service.handle(SqlUnitOfWork(conn), envelope, event, self._notifier)
 
     async def prepare(self, conn: AsyncConnection, envelopes: Sequence[Envelope]) -> None:
         """The batch's proposals in one statement, then the contacts of everyone its events could notify

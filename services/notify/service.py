@@ -1,5 +1,9 @@
 """Notify's use cases: keep the record of each proposal, and plan every notice exactly once.
 
+It reads as the other services' use cases do: load (the proposal's record and the recipients' contacts,
+through the unit of work) → decide (the rules in domain.py: what the event changes, who is told what,
+over which channel and when) → save (`uow.commit()`, in the consumer's transaction).
+
 The consumer's transaction only plans: an inbox notice is stored (delivered at once), and every
 outside-channel notice becomes one `deliveries` row per (event, recipient, channel), with an id
 derived from those three, so a redelivered or replayed event plans nothing new. The delivery worker
@@ -13,17 +17,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
-from services.notify import domain, store
+from services.notify import domain
 from services.notify.rules import Channel, CompiledRule
 from services.notify.settings import NotifySettings
+from services.notify.unit_of_work import UnitOfWork
 from shared.envelope import Envelope
 from shared.errors import NotReady
 from shared.events import Actor, Event, NotificationDelivered, ProposalSubmitted, Role
-from shared.outbox import add_to_outbox
 
-SERVICE = "notify"
 SYSTEM = Actor(id="notify", role=Role.SYSTEM)
 
 
@@ -59,37 +60,37 @@ class Notifier:
         return f"{self.settings.public_base_url.rstrip('/')}/proposals/{proposal_id}"
 
 
-async def handle(conn: AsyncConnection, envelope: Envelope, event: Event, notifier: Notifier) -> None:
+async def handle(uow: UnitOfWork, envelope: Envelope, event: Event, notifier: Notifier) -> None:
     """Update the record of the proposal, then plan the notices the rules give for the event."""
-    view = await store.get_proposal(conn, event.proposal_id)
-    if isinstance(event, ProposalSubmitted) and view is None:
-        signers = (event.first_proposer.id, *(cosigner.id for cosigner in event.cosigners))
-        view = domain.ProposalView(id=event.proposal_id, title=event.title, signers=signers)
-        await store.insert_proposal(conn, view)
-    if not (domain.changes_view(event) or domain.rules_apply(notifier.rules, envelope.type, event)):
-        return
-    if view is None:
-        raise NotReady(f"proposal {event.proposal_id} not known yet (waiting for its submitted event)")
-    waiting = domain.missing_prerequisite(event, view)
-    if waiting:
-        raise NotReady(waiting)
-    updated = domain.updated_view(view, event)
-    if updated != view:
-        await store.save_proposal(conn, view, updated)
-    notices = domain.notices_for(
-        notifier.rules, envelope.type, event, updated, notifier.link(event.proposal_id), previous=view
-    )
-    if notices:
-        await plan(conn, envelope, event, notices, notifier)
+    async with uow:
+        view = await uow.proposal(event.proposal_id)
+        if isinstance(event, ProposalSubmitted) and view is None:
+            signers = (event.first_proposer.id, *(cosigner.id for cosigner in event.cosigners))
+            view = domain.ProposalView(id=event.proposal_id, title=event.title, signers=signers)
+            uow.add_proposal(view)
+        if domain.changes_view(event) or domain.rules_apply(notifier.rules, envelope.type, event):
+            if view is None:
+                raise NotReady(f"proposal {event.proposal_id} not known yet (waiting for its submitted event)")
+            waiting = domain.missing_prerequisite(event, view)
+            if waiting:
+                raise NotReady(waiting)
+            updated = domain.updated_view(view, event)
+            uow.save_proposal(view, updated)
+            notices = domain.notices_for(
+                notifier.rules, envelope.type, event, updated, notifier.link(event.proposal_id), previous=view
+            )
+            if notices:
+                await plan(uow, envelope, event, notices, notifier)
+        await uow.commit()
 
 
 async def plan(
-    conn: AsyncConnection, envelope: Envelope, event: Event, notices: list[domain.Notice], notifier: Notifier
+    uow: UnitOfWork, envelope: Envelope, event: Event, notices: list[domain.Notice], notifier: Notifier
 ) -> None:
-    """The event's notices: inbox notifications in one statement, outside-channel deliveries in another,
-    and a delivered event for each inbox notification that is new."""
+    """The event's notices: inbox notifications (stored in one statement), outside-channel deliveries (in
+    another), and a delivered event for each inbox notification that is new."""
     now = datetime.now(UTC)
-    contacts = await store.contacts_by_id(conn, sorted({notice.recipient for notice in notices}))
+    contacts = await uow.contacts(sorted({notice.recipient for notice in notices}))
     inbox: list[dict[str, Any]] = []
     deliveries: list[dict[str, Any]] = []
     for notice in notices:
@@ -121,18 +122,11 @@ async def plan(
                 "address": address,
                 "correlation_id": event.correlation_id,
                 "link": notifier.link(event.proposal_id),
-                "status": store.PENDING,
-                "attempts": 0,
                 "next_attempt_at": not_before,
-                "claimed_until": None,
-                "last_error": None,
-                "finished_at": None,
             }
         )
-    new = await store.add_notifications(conn, inbox)
-    await store.plan_deliveries(conn, deliveries)
-    delivered: list[tuple[Event, str]] = [
-        (
+    delivered = {
+        row["id"]: (
             NotificationDelivered(
                 proposal_id=event.proposal_id,
                 actor=SYSTEM,
@@ -147,6 +141,5 @@ async def plan(
             outcome_event_id(row["id"], "delivered"),
         )
         for row in inbox
-        if row["id"] in new
-    ]
-    await add_to_outbox(conn, store.metadata, SERVICE, delivered)
+    }
+    uow.plan(inbox, deliveries, delivered)

@@ -10,15 +10,15 @@ commits it all, or nothing.
 from __future__ import annotations
 
 import copy
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
 from sqlalchemy import Table, and_, insert, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+import shared.unit_of_work
 from services.progress import domain, store
 from services.progress.domain import Dossier
 from shared import db
@@ -47,20 +47,12 @@ def _snapshot(dossier: Dossier, *, new: bool = False, with_records: bool = True)
     )
 
 
-class UnitOfWork(ABC):
+class UnitOfWork(shared.unit_of_work.UnitOfWork):
     """What a use case needs of storage: dossiers in, dossiers and their events out, together."""
 
     def __init__(self) -> None:
         self._seen: dict[str, tuple[Dossier, Snapshot]] = {}
         self._consumed: list[tuple[Envelope, Event]] = []
-
-    async def __aenter__(self) -> UnitOfWork:
-        return self
-
-    async def __aexit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.rollback()
 
     async def get(self, proposal_id: str) -> Dossier:
         """The whole dossier (replies, co-opinions, evaluations, measures); NotFound if unknown."""

@@ -25,6 +25,7 @@ from shared.events import SUBMISSIONS, Role, SubmitProposal
 from tests.containers.conftest import PORTAL_SOURCE, ComposeStack, podman
 from tests.e2e.test_handling_lifecycle import PROPOSAL, REPLY
 from tests.e2e.test_lifecycle import eventually
+from tests.lifecycle_driver import Walk
 
 pytestmark = [pytest.mark.containers, pytest.mark.timeout(1800)]
 
@@ -48,83 +49,31 @@ async def submit_through_the_kafka_door(stack: ComposeStack, proposal_id: str, m
 
 async def test_a_proposal_goes_from_the_kafka_door_to_closed_through_the_published_ports(stack: ComposeStack) -> None:
     member = stack.token(Role.MEMBER, "m-wang")
-    committee = stack.token(Role.COMMITTEE, "c-office")
-    dispatcher = stack.token(Role.DISPATCHER, "d-office")
-    lead = stack.token(Role.UNIT, "u-zrzyj", unit="dg-zrzyj")
-    co = stack.token(Role.UNIT, "u-nyj", unit="dg-nyj")
     url = stack.urls
     pid = str(uuid.uuid4())
     await submit_through_the_kafka_door(stack, pid, "m-wang")
     async with httpx.AsyncClient(timeout=20) as http:
+        walk = Walk.of(http, stack, wait_s=WAIT_S, pid=pid)
 
         async def submitted() -> bool:
             return (await http.get(f"{url['intake']}/proposals/{pid}", headers=member)).status_code == 200
 
         await eventually(submitted, "the proposal sent through the Kafka door", stack, WAIT_S)
-        filed = await http.post(f"{url['intake']}/proposals/{pid}/review", json={"decision": "file"}, headers=committee)
-        assert filed.status_code == 200, filed.text
+        await walk.file()
+        confirmed = await walk.assign()
+        assert confirmed["lead_unit"] == "dg-zrzyj"
+        await walk.accept()
+        await walk.co_opinion("建议将高标准农田建设纳入整治范围")
+        await walk.answer(REPLY)
+        evaluated = await walk.evaluate()
+        assert evaluated["stage"] == "closed"  # 办结
+        [measure] = evaluated["measures"]
+        await walk.measure_done(measure["id"], "专项资金已设立")
 
-        async def suggested() -> bool:
-            return (await http.get(f"{url['assignment']}/assignments/{pid}", headers=dispatcher)).status_code == 200
-
-        await eventually(suggested, "a routing suggestion", stack, WAIT_S)
-        confirmed = await http.post(f"{url['assignment']}/assignments/{pid}/confirm", json={}, headers=dispatcher)
-        assert confirmed.status_code == 200, confirmed.text
-        assert confirmed.json()["lead_unit"] == "dg-zrzyj"
-
-        async def stage(*stages: str) -> dict[str, Any] | None:
-            response = await http.get(f"{url['progress']}/proposals/{pid}", headers=committee)
-            body = response.json() if response.status_code == 200 else None
-            return body if body and body["stage"] in stages else None
-
-        await eventually(lambda: stage("assigned"), "the assignment in progress", stack, WAIT_S)
-        accepted = await http.post(f"{url['assignment']}/assignments/{pid}/accept", json={}, headers=lead)
-        assert accepted.status_code == 200, accepted.text
-        await eventually(lambda: stage("handling"), "handling after the lead unit accepted", stack, WAIT_S)
-        opinion = await http.post(
-            f"{url['progress']}/proposals/{pid}/co-opinions",
-            json={"text": "建议将高标准农田建设纳入整治范围"},
-            headers=co,
-        )
-        assert opinion.status_code == 200, opinion.text
-        drafted = await http.post(f"{url['progress']}/proposals/{pid}/replies", json=REPLY, headers=lead)
-        assert drafted.status_code == 200, drafted.text
-        reply_id = drafted.json()["replies"][-1]["id"]
-        approved = await http.post(
-            f"{url['progress']}/proposals/{pid}/replies/{reply_id}/review",
-            json={"decision": "approve"},
-            headers=committee,
-        )
-        assert approved.status_code == 200, approved.text
-        evaluated = await http.post(
-            f"{url['progress']}/proposals/{pid}/evaluations",
-            json={"handling_grade": "satisfied", "result_grade": "satisfied"},
-            headers=member,
-        )
-        assert evaluated.status_code == 200, evaluated.text
-        assert evaluated.json()["stage"] == "closed"  # 办结
-        [measure] = evaluated.json()["measures"]
-        done = await http.post(
-            f"{url['progress']}/proposals/{pid}/measures/{measure['id']}",
-            json={"status": "done", "note": "专项资金已设立"},
-            headers=lead,
-        )
-        assert done.status_code == 200, done.text
-
-        async def told(title: str) -> list[dict[str, Any]]:
-            response = await http.get(f"{url['notify']}/inbox", headers=member)
-            items = response.json()["items"] if response.status_code == 200 else []
-            return [item for item in items if item["proposal_id"] == pid and item["title"] == title]
-
-        [assigned_note] = await eventually(lambda: told("提案已交办"), "the proposer's notification", stack, WAIT_S)
+        [assigned_note] = await walk.until(lambda: walk.told(member, "提案已交办"), "the proposer's notification")
         assert "东莞市自然资源局" in assigned_note["body"]
 
-        async def audited() -> list[str] | None:
-            response = await http.get(f"{url['audit']}/audit/proposals/{pid}", headers=committee)
-            types = [entry["type"] for entry in response.json()["entries"]]
-            return types if "proposalflow.measure.updated.v1" in types else None
-
-        types = await eventually(audited, "the whole story in the audit log", stack, WAIT_S)
+        types = await walk.audited("proposalflow.measure.updated.v1")
         for expected in (
             "proposalflow.proposal.submitted.v1",
             "proposalflow.assignment.assigned.v1",
@@ -132,7 +81,7 @@ async def test_a_proposal_goes_from_the_kafka_door_to_closed_through_the_publish
             "proposalflow.proposal.closed.v1",
         ):
             assert expected in types, expected
-        verified = (await http.get(f"{url['audit']}/audit/verify", headers=committee)).json()
+        verified = await walk.verified()
         assert verified["ok"] is True, verified
 
 

@@ -14,6 +14,7 @@ import pytest
 from shared.events import Role
 from tests.e2e.conftest import Suite
 from tests.e2e.test_lifecycle import eventually
+from tests.lifecycle_driver import Walk
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
 
@@ -32,42 +33,17 @@ async def closed_key_proposal(
 ) -> dict[str, Any]:
     """Submitted by `member_id`, filed, key (supervised by the executive vice mayor), assigned to 市自然资源局
     with 市农业农村局, answered with two measures (one each), evaluated satisfied: closed, as progress shows it."""
-    member = suite.token(Role.MEMBER, member_id)
-    committee = suite.token(Role.COMMITTEE, "c-office")
-    dispatcher = suite.token(Role.DISPATCHER, "d-office")
-    lead = suite.token(Role.UNIT, "u-zrzyj", unit="dg-zrzyj")
-    url = suite.urls
-    progress = url["progress"]
-    created = await http.post(f"{url['intake']}/proposals", json=proposal, headers=member)
-    assert created.status_code == 201, created.text
-    pid = created.json()["id"]
-    filed = await http.post(f"{url['intake']}/proposals/{pid}/review", json={"decision": "file"}, headers=committee)
-    assert filed.status_code == 200, filed.text
-
-    async def suggested() -> bool:
-        response = await http.get(f"{url['assignment']}/assignments/{pid}", headers=dispatcher)
-        return response.status_code == 200
-
-    await eventually(suggested, "a routing suggestion", suite)
-    key = await http.post(
-        f"{url['assignment']}/key-proposals",
-        json={"proposal_ids": [pid], "supervising_leader": LEADER},
-        headers=committee,
+    walk = Walk.of(http, suite, member=member_id)
+    await walk.submit(proposal)
+    await walk.file()
+    await walk.suggested()
+    await walk.post(
+        "assignment", "/key-proposals", {"proposal_ids": [walk.pid], "supervising_leader": LEADER}, walk.committee, 201
     )
-    assert key.status_code == 201, key.text
-    confirmed = await http.post(f"{url['assignment']}/assignments/{pid}/confirm", json={}, headers=dispatcher)
-    assert confirmed.status_code == 200, confirmed.text
-    assert confirmed.json()["lead_unit"] == "dg-zrzyj" and "dg-nyj" in confirmed.json()["co_units"]
-
-    async def in_progress(check: Any) -> dict[str, Any] | None:
-        response = await http.get(f"{progress}/proposals/{pid}", headers=committee)
-        body = response.json() if response.status_code == 200 else None
-        return body if body and check(body) else None
-
-    await eventually(lambda: in_progress(lambda p: p["stage"] == "assigned" and p["key"]), "key, assigned", suite)
-    accepted = await http.post(f"{url['assignment']}/assignments/{pid}/accept", json={}, headers=lead)
-    assert accepted.status_code == 200, accepted.text
-    await eventually(lambda: in_progress(lambda p: p["stage"] == "handling"), "handling", suite)
+    confirmed = await walk.confirm()
+    assert confirmed["lead_unit"] == "dg-zrzyj" and "dg-nyj" in confirmed["co_units"]
+    await walk.progress(lambda p: p["stage"] == "assigned" and p["key"], "key, assigned")
+    await walk.accept()
 
     reply = {
         "text": "经研究, 我局将设立整治专项资金, 并会同市农业农村局开展镇街试点。",
@@ -78,20 +54,10 @@ async def closed_key_proposal(
             {"text": "开展镇街试点", "owner_unit": "dg-nyj", "due": "2027-09-30"},
         ],
     }
-    drafted = await http.post(f"{progress}/proposals/{pid}/replies", json=reply, headers=lead)
-    assert drafted.status_code == 200, drafted.text
-    reply_id = drafted.json()["replies"][-1]["id"]
-    approved = await http.post(
-        f"{progress}/proposals/{pid}/replies/{reply_id}/review", json={"decision": "approve"}, headers=committee
-    )
-    assert approved.status_code == 200, approved.text
-    evaluated = await http.post(
-        f"{progress}/proposals/{pid}/evaluations",
-        json={"handling_grade": "satisfied", "result_grade": "satisfied"},
-        headers=member,
-    )
-    assert evaluated.json()["stage"] == "closed", evaluated.text
-    return dict(evaluated.json())
+    await walk.answer(reply)
+    evaluated = await walk.evaluate()
+    assert evaluated["stage"] == "closed", evaluated
+    return evaluated
 
 
 async def test_an_unsatisfied_implementation_evaluation_reopens_a_measure_until_the_proposer_is_satisfied(

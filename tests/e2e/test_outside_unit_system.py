@@ -25,19 +25,14 @@ from jsonschema import Draft202012Validator
 
 from shared.events import ALL_TOPICS, UNIT_REPORTS, Role
 from tests.e2e.conftest import ROOT, UNIT_SYSTEMS, Suite
+from tests.e2e.test_handling_lifecycle import PROPOSAL
 from tests.e2e.test_lifecycle import eventually
+from tests.lifecycle_driver import Walk
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
 
 EXAMPLE = ROOT / "examples" / "unit_oa_system.py"
 SCHEMAS = ROOT / "docs" / "schemas"
-PROPOSAL = {
-    "title": "关于推进全域土地综合整治的建议",
-    "body": "我市土地利用碎片化问题突出, 建议统筹推进全域土地综合整治, 优化国土空间布局。",
-    "category": "经济建设",
-    "first_proposer": {"id": "m-wang", "name": "王委员"},
-    "suggestions": ["编制全域土地综合整治规划", "设立专项资金"],
-}
 UNIT_STEPS = {
     "proposalflow.assignment.accepted.v1": "proposalflow.unit-report.acceptance-submitted.v1",
     "proposalflow.handling.progress-reported.v1": "proposalflow.unit-report.progress-submitted.v1",
@@ -163,18 +158,11 @@ async def test_unit_oa_systems_do_every_unit_step_by_events_to_closure_and_imple
                     f"--- {log.name} ---\n{log.read_text(errors='replace')[-4000:]}" for log in (lead_log, co_log)
                 )
 
-            created = await http.post(f"{url['intake']}/proposals", json=PROPOSAL, headers=member)
-            assert created.status_code == 201, created.text
-            pid = created.json()["id"]
-            filed = await http.post(
-                f"{url['intake']}/proposals/{pid}/review", json={"decision": "file"}, headers=committee
-            )
-            assert filed.status_code == 200, filed.text
-
-            async def suggested() -> bool:
-                return (await http.get(f"{url['assignment']}/assignments/{pid}", headers=dispatcher)).status_code == 200
-
-            await eventually(suggested, "a routing suggestion", suite)
+            walk = Walk.of(http, suite)
+            await walk.submit(PROPOSAL)
+            pid = walk.pid
+            await walk.file()
+            await walk.suggested()
             routing = {"lead_unit": "dg-zrzyj", "co_units": ["dg-nyj"]}
             confirmed = await http.post(
                 f"{url['assignment']}/assignments/{pid}/confirm", json=routing, headers=dispatcher

@@ -22,6 +22,7 @@ from shared.events import Role
 from shared.policy import deadline_for, load_policy
 from shared.settings import SERVICES
 from tests.e2e.test_lifecycle import eventually
+from tests.lifecycle_driver import Walk
 from tests.procs import Suite, free_port, running, start_service, stop_service, wait_ready
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
@@ -69,18 +70,18 @@ async def test_a_second_city_runs_a_proposal_end_to_end_from_its_files_alone(cit
     member = city.token(Role.MEMBER, "m-lin")
     committee = city.token(Role.COMMITTEE, "c-linjiang")
     lead = city.token(Role.UNIT, "u-jtj", unit="lj-jtj")
-    co = city.token(Role.UNIT, "u-zjj", unit="lj-zjj")
     url = city.urls
     async with httpx.AsyncClient(timeout=10) as http:
+        walk = Walk.of(
+            http, city, member="m-lin", committee="c-linjiang", lead=("u-jtj", "lj-jtj"), co=("u-zjj", "lj-zjj")
+        )
         wrong_category = await http.post(
             f"{url['intake']}/proposals", json={**PROPOSAL, "category": "经济建设"}, headers=member
         )
         assert wrong_category.status_code == 422, wrong_category.text  # Dongguan's category, not 临江市's
-        created = await http.post(f"{url['intake']}/proposals", json=PROPOSAL, headers=member)
-        assert created.status_code == 201, created.text
-        pid = created.json()["id"]
-        filed = await http.post(f"{url['intake']}/proposals/{pid}/review", json={"decision": "file"}, headers=committee)
-        assert filed.status_code == 200, filed.text
+        await walk.submit(PROPOSAL)
+        pid = walk.pid
+        await walk.file()
 
         # 交办: automatic in 临江市 (no dispatcher), by the city's own rule (公交 → 市交通局 with 市住建局).
         async def assigned() -> dict[str, Any] | None:
@@ -100,48 +101,24 @@ async def test_a_second_city_runs_a_proposal_end_to_end_from_its_files_alone(cit
             assert assignment[field] == due.isoformat(), name
             assert due != deadline_for(dongguan, name, assigned_at), f"{name}: the city's window is not Dongguan's"
 
-        async def progress_stage(*stages: str) -> dict[str, Any] | None:
-            response = await http.get(f"{url['progress']}/proposals/{pid}", headers=committee)
-            body = response.json() if response.status_code == 200 else None
-            return body if body and body["stage"] in stages else None
-
-        await eventually(lambda: progress_stage("assigned"), "the assignment in progress", city)
-        accepted = await http.post(f"{url['assignment']}/assignments/{pid}/accept", json={}, headers=lead)
-        assert accepted.status_code == 200, accepted.text
-        handling = await eventually(lambda: progress_stage("handling"), "handling after 签收", city)
+        await walk.stage("assigned", what="the assignment in progress")
+        handling = await walk.accept()
         assert handling["reply_due"] == assignment["reply_due"]
-        opinion = await http.post(
-            f"{url['progress']}/proposals/{pid}/co-opinions", json={"text": "同意调整站点布局"}, headers=co
-        )
-        assert opinion.status_code == 200, opinion.text
+        await walk.co_opinion("同意调整站点布局")
 
         unknown_class = await http.post(
             f"{url['progress']}/proposals/{pid}/replies", json={**REPLY, "classification": "E"}, headers=lead
         )
         assert unknown_class.status_code == 422, unknown_class.text
-        drafted = await http.post(f"{url['progress']}/proposals/{pid}/replies", json=REPLY, headers=lead)
-        assert drafted.status_code == 200, drafted.text
-        reply_id = drafted.json()["replies"][-1]["id"]
-        approved = await http.post(
-            f"{url['progress']}/proposals/{pid}/replies/{reply_id}/review",
-            json={"decision": "approve"},
-            headers=committee,
-        )
-        assert approved.status_code == 200, approved.text
-        answered = approved.json()
+        answered = await walk.answer(REPLY)
         reviewed_at = datetime.fromisoformat(answered["replies"][-1]["reviewed_at"])
         assert answered["evaluation_due"] == deadline_for(policy, "evaluation_window", reviewed_at).isoformat()
 
         dongguan_grade = {"handling_grade": "satisfied", "result_grade": "satisfied"}
         refused = await http.post(f"{url['progress']}/proposals/{pid}/evaluations", json=dongguan_grade, headers=member)
         assert refused.status_code == 422, refused.text
-        evaluated = await http.post(
-            f"{url['progress']}/proposals/{pid}/evaluations",
-            json={"handling_grade": "manyi", "result_grade": "jiben_manyi"},
-            headers=member,
-        )
-        assert evaluated.status_code == 200, evaluated.text
-        assert evaluated.json()["stage"] == "closed"
+        evaluated = await walk.evaluate("manyi", "jiben_manyi")
+        assert evaluated["stage"] == "closed"
 
         # 办理统计 in the city's terms: its first class and adopted classes, its unit's rates.
         stats = (await http.get(f"{url['progress']}/stats", headers=committee)).json()

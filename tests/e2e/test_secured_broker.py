@@ -38,6 +38,7 @@ from shared.settings import SERVICES, CommonSettings
 from shared.topics import all_topic_names
 from tests.e2e.test_handling_lifecycle import PROPOSAL, REPLY
 from tests.e2e.test_lifecycle import eventually
+from tests.lifecycle_driver import Walk
 from tests.procs import ROOT, Suite, free_port, running, wait_ready
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka, pytest.mark.security]
@@ -417,52 +418,16 @@ async def lifecycle(
 ) -> None:
     """From the routing suggestion to the implemented measure, every hop over the secured broker;
     `while_handling` runs once the lead unit handles the proposal."""
-    url = suite.urls
-    member = suite.token(Role.MEMBER, "m-wang")
-    committee = suite.token(Role.COMMITTEE, "c-office")
-    dispatcher = suite.token(Role.DISPATCHER, "d-office")
-    lead = suite.token(Role.UNIT, "u-zrzyj", unit="dg-zrzyj")
-
-    async def suggested() -> bool:
-        response = await http.get(f"{url['assignment']}/assignments/{pid}", headers=dispatcher)
-        return response.status_code == 200
-
-    await eventually(suggested, "a routing suggestion once assignment may consume", suite)
-    confirmed = await http.post(f"{url['assignment']}/assignments/{pid}/confirm", json={}, headers=dispatcher)
-    assert confirmed.status_code == 200, confirmed.text
-    await eventually(lambda: stage(http, suite, pid, committee, "assigned"), "the assignment in progress", suite)
-    accepted = await http.post(f"{url['assignment']}/assignments/{pid}/accept", json={}, headers=lead)
-    assert accepted.status_code == 200, accepted.text
-    await eventually(lambda: stage(http, suite, pid, committee, "handling"), "handling", suite)
+    walk = Walk.of(http, suite, pid=pid)
+    await walk.suggested("a routing suggestion once assignment may consume")
+    await walk.confirm()
+    await walk.accept()
     await while_handling()
-    drafted = await http.post(f"{url['progress']}/proposals/{pid}/replies", json=REPLY, headers=lead)
-    assert drafted.status_code == 200, drafted.text
-    reply_id = drafted.json()["replies"][-1]["id"]
-    approved = await http.post(
-        f"{url['progress']}/proposals/{pid}/replies/{reply_id}/review", json={"decision": "approve"}, headers=committee
-    )
-    assert approved.status_code == 200, approved.text
-    evaluated = await http.post(
-        f"{url['progress']}/proposals/{pid}/evaluations",
-        json={"handling_grade": "satisfied", "result_grade": "satisfied"},
-        headers=member,
-    )
-    assert evaluated.status_code == 200, evaluated.text
-    assert evaluated.json()["stage"] == "closed"
-
-    async def told() -> list[dict[str, Any]]:
-        response = await http.get(f"{url['notify']}/inbox", headers=member)
-        items = response.json()["items"] if response.status_code == 200 else []
-        return [item for item in items if item["proposal_id"] == pid and item["title"] == "提案已交办"]
-
-    await eventually(told, "the proposer told of the assignment", suite)
-
-    async def audited() -> list[str] | None:
-        response = await http.get(f"{url['audit']}/audit/proposals/{pid}", headers=committee)
-        types = [entry["type"] for entry in response.json()["entries"]]
-        return types if "proposalflow.proposal.closed.v1" in types else None
-
-    types = await eventually(audited, "the whole story in the audit log", suite)
+    await walk.answer(REPLY)
+    evaluated = await walk.evaluate()
+    assert evaluated["stage"] == "closed"
+    await walk.until(lambda: walk.told(walk.member, "提案已交办"), "the proposer told of the assignment")
+    types = await walk.audited("proposalflow.proposal.closed.v1")
     for expected in (
         "proposalflow.proposal.submitted.v1",
         "proposalflow.proposal.filed.v1",

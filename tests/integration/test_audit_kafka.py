@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.audit import service, store
 from services.audit.domain import INVALID_RECORD
 from services.audit.handlers import AuditProcessor, occurrence_key, recorder
+from services.audit.unit_of_work import SqlLog
 from shared.db import create_engine
 from shared.envelope import Envelope, to_kafka
 from shared.events import Actor, ProposalWithdrawn, Role, dlq_topic
@@ -111,5 +112,5 @@ async def test_every_record_is_audited_once_and_the_chain_holds(
         (INVALID_RECORD, f"kafka:{topic}/{garbage.partition}/{garbage.offset}"),
         (marker.type, marker.id),
     ]
-    report = await service.verify(engine, KEY)
+    report = await service.verify(SqlLog(engine), KEY)
     assert (report["ok"], report["checked"]) == (True, 4)

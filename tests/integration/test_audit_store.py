@@ -19,6 +19,7 @@ from services.audit import service, store
 from services.audit.anchors import anchor_head, read_anchors
 from services.audit.domain import INVALID_RECORD
 from services.audit.handlers import AuditProcessor, occurrence_key, recorder
+from services.audit.unit_of_work import SqlLog, SqlUnitOfWork
 from shared.db import create_engine
 from shared.envelope import Envelope
 from shared.events import Actor, ProposalWithdrawn, Role
@@ -104,7 +105,7 @@ async def test_a_redelivered_event_adds_nothing(engine: AsyncEngine) -> None:
     # The same event dead-lettered by another service is a fact of its own.
     assert await worker.process(record_of(event, topic="proposalflow.dlq.progress", offset=0)) == "handled"
     assert await count(engine) == 2
-    assert (await service.verify(engine, KEY))["checked"] == 2
+    assert (await service.verify(SqlLog(engine), KEY))["checked"] == 2
 
 
 async def test_a_record_that_is_not_a_cloudevent_is_recorded_once_with_its_bytes(engine: AsyncEngine) -> None:
@@ -118,14 +119,14 @@ async def test_a_record_that_is_not_a_cloudevent_is_recorded_once_with_its_bytes
         rows = (await conn.execute(select(store.entries))).mappings().all()
     assert [(row["type"], row["event_id"]) for row in rows] == [(INVALID_RECORD, "kafka:proposalflow.submissions/2/9")]
     assert "no CloudEvents headers" in rows[0]["payload"]["error"]
-    assert (await service.verify(engine, KEY))["ok"] is True
+    assert (await service.verify(SqlLog(engine), KEY))["ok"] is True
 
 
 async def test_an_intact_log_verifies_and_needs_its_key(engine: AsyncEngine) -> None:
     await audit_events(engine, ["p-1", "p-2", "p-1"])
-    report = await service.verify(engine, KEY)
+    report = await service.verify(SqlLog(engine), KEY)
     assert report["ok"] is True and report["checked"] == 3 and report["hmac"] is True
-    assert (await service.verify(engine, None))["broken"]["seq"] == 1
+    assert (await service.verify(SqlLog(engine), None))["broken"]["seq"] == 1
 
 
 REORDER = (
@@ -154,7 +155,7 @@ async def test_verify_names_exactly_the_entry_changed_in_the_database(
     async with engine.connect() as conn:
         event_ids = dict((await conn.execute(select(store.entries.c.seq, store.entries.c.event_id))).all())
     await tamper(engine, *statements)
-    report = await service.verify(engine, KEY)
+    report = await service.verify(SqlLog(engine), KEY)
     if broken_seq is None:
         assert (report["ok"], report["checked"]) == (True, 5)
         return
@@ -175,7 +176,7 @@ async def test_two_writers_keep_one_linear_chain(engine: AsyncEngine, db_url: st
         await asyncio.gather(*(workers[n % 2].process(record) for n, record in enumerate(records)))
     finally:
         await other.dispose()
-    report = await service.verify(engine, KEY)
+    report = await service.verify(SqlLog(engine), KEY)
     assert report["ok"] is True, report
     assert report["checked"] == 30
 
@@ -195,7 +196,7 @@ async def test_entries_recorded_before_the_chain_are_chained_by_the_migration(db
                     {"id": f"old-{n}", "subject": subject, "n": n, "time": datetime(2026, 1, 1, n, tzinfo=UTC)},
                 )
         await upgrade_async("audit", db_url)
-        report = await service.verify(engine, None)
+        report = await service.verify(SqlLog(engine), None)
         assert (report["ok"], report["checked"]) == (True, 3)
         await audit_events(engine, ["p-1"])
         async with engine.connect() as conn:
@@ -222,8 +223,8 @@ async def test_a_cut_off_tail_with_the_head_set_back_is_caught_only_by_the_ancho
         "DELETE FROM audit_entries WHERE seq > 3",
         f"UPDATE audit_chain_head SET seq = 3, hash = '{third}'",
     )
-    assert (await service.verify(engine, KEY))["ok"] is True  # the chain alone cannot tell
-    report = await service.verify(engine, KEY, anchors=read_anchors(anchor_file))
+    assert (await service.verify(SqlLog(engine), KEY))["ok"] is True  # the chain alone cannot tell
+    report = await service.verify(SqlLog(engine), KEY, anchors=read_anchors(anchor_file))
     assert report["ok"] is False and report["broken"]["seq"] == 5
     assert "cut off" in report["broken"]["reason"]
 
@@ -237,7 +238,7 @@ async def test_anchors_of_an_intact_log_hold_and_follow_the_head(engine: AsyncEn
     await anchor_head(engine, anchor_file)
     anchors = read_anchors(anchor_file)
     assert [anchor.seq for anchor in anchors] == [2, 3]
-    report = await service.verify(engine, KEY, anchors=anchors)
+    report = await service.verify(SqlLog(engine), KEY, anchors=anchors)
     assert report["ok"] is True and report["anchors_checked"] == 2
 
 
@@ -260,7 +261,7 @@ async def test_batches_from_two_replicas_make_one_chain_and_one_chain_per_propos
     finally:
         await other.dispose()
     assert outcomes == [["handled"] * 10] * 6
-    report = await service.verify(engine, KEY)
+    report = await service.verify(SqlLog(engine), KEY)
     assert (report["ok"], report["checked"]) == (True, 60), report
     async with engine.connect() as conn:
         rows = (await conn.execute(select(store.entries.c.subject, store.entries.c.subject_seq))).all()
@@ -279,10 +280,12 @@ async def test_entries_linked_but_never_written_cannot_be_committed(engine: Asyn
     with pytest.raises(store.UnflushedEntries):
         async with engine.begin() as conn:
             await service.record_event(
-                conn, withdrawn("p-1"), record_of(withdrawn("p-1"), topic="proposalflow.proposals"), KEY, defer=True
+                SqlUnitOfWork(conn, KEY, defer=True),
+                withdrawn("p-1"),
+                record_of(withdrawn("p-1"), topic="proposalflow.proposals"),
             )
     assert await count(engine) == 0
     # What the refused transaction linked is gone with it; the next appends start from the real head.
     await audit_events(engine, ["p-1", "p-2"])
-    report = await service.verify(engine, KEY)
+    report = await service.verify(SqlLog(engine), KEY)
     assert (report["ok"], report["checked"]) == (True, 2), report

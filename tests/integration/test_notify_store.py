@@ -12,6 +12,7 @@ from services.notify import service, store
 from services.notify.delivery import DeliveryWorker
 from services.notify.rules import load_rules
 from services.notify.settings import NotifySettings
+from services.notify.unit_of_work import SqlUnitOfWork
 from shared.db import create_engine
 from shared.migrate import upgrade_async
 from shared.outbox import envelope_for
@@ -51,7 +52,7 @@ async def test_a_replayed_event_plans_and_tells_nothing_new(db_url: str) -> None
         for _ in range(2):
             for event, envelope in envelopes:
                 async with engine.begin() as conn:
-                    await service.handle(conn, envelope, event, NOTIFIER)
+                    await service.handle(SqlUnitOfWork(conn), envelope, event, NOTIFIER)
         async with engine.connect() as conn:
             assert await count(conn, store.notifications) == 8  # cosign ×2, filed ×2, assigned ×4
             assert await count(conn, store.deliveries) == 4  # m-1: filed and assigned, email and webhook

@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from proposalflow.cli import app
 from services.audit import service
+from services.audit.unit_of_work import SqlUnitOfWork
 from shared.db import create_engine
 from shared.envelope import Envelope
 from shared.migrate import upgrade_async
@@ -23,7 +24,7 @@ async def seeded(url: str, count: int) -> None:
         for n in range(count):
             envelope = Envelope(type="t.v1", source="/proposalflow/test", subject=f"p-{n % 2}", data={"n": n})
             async with engine.begin() as conn:
-                await service.record_event(conn, envelope, record_of(envelope, offset=n), b"cli-key")
+                await service.record_event(SqlUnitOfWork(conn, b"cli-key"), envelope, record_of(envelope, offset=n))
     finally:
         await engine.dispose()
 

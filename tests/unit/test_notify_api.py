@@ -13,6 +13,7 @@ from services.notify import service
 from services.notify.app import build
 from services.notify.rules import load_rules
 from services.notify.settings import NotifySettings
+from services.notify.unit_of_work import SqlUnitOfWork
 from shared.auth import issue_token
 from shared.events import Event, Role
 from shared.migrate import upgrade_async
@@ -53,7 +54,7 @@ async def happen(client: httpx.AsyncClient, events: list[Event]) -> None:
     notifier = service.Notifier(rules=load_rules(SETTINGS.rules_path), settings=SETTINGS)
     for event in events:
         async with runtime.transaction() as conn:
-            await service.handle(conn, envelope_for(event, WRITER[event.TOPIC]), event, notifier)
+            await service.handle(SqlUnitOfWork(conn), envelope_for(event, WRITER[event.TOPIC]), event, notifier)
 
 
 async def assigned_proposal(client: httpx.AsyncClient) -> None:
@@ -105,7 +106,7 @@ async def test_the_unit_a_reassignment_removes_reads_it_once_in_its_inbox(client
     reassigned = envelope_for(moved[3], WRITER[moved[3].TOPIC])
     for _delivery in range(2):  # at-least-once: the same record twice
         async with runtime.transaction() as conn:
-            await service.handle(conn, reassigned, moved[3], notifier)
+            await service.handle(SqlUnitOfWork(conn), reassigned, moved[3], notifier)
     removed = (await client.get("/inbox", headers=token(Role.UNIT, "u-2", unit="dg-nyj"))).json()["items"]
     assert [item["title"] for item in removed] == ["提案已改由他单位办理", "新会办提案"]
     assert "东莞市交通运输局 主办" in removed[0]["body"] and "贵单位不再承办" in removed[0]["body"]

@@ -20,6 +20,7 @@ from services.notify import service as notify_service
 from services.notify.app import build as build_notify
 from services.notify.rules import load_rules
 from services.notify.settings import NotifySettings
+from services.notify.unit_of_work import SqlUnitOfWork as NotifyUnitOfWork
 from services.progress.app import build as build_progress
 from shared.auth import issue_token
 from shared.envelope import Envelope
@@ -165,7 +166,9 @@ async def test_notify_inbox_answers_as_documented(tmp_path: Path, monkeypatch: p
     happened: list[Event] = [event for event, _ in notify_lifecycle()[:5]]
     for event in happened:
         async with runtime.transaction() as conn:
-            await notify_service.handle(conn, envelope_for(event, writers[event.TOPIC]), event, notifier)
+            await notify_service.handle(
+                NotifyUnitOfWork(conn), envelope_for(event, writers[event.TOPIC]), event, notifier
+            )
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://notify") as http:
         documented = Documented(http, app.openapi())
         inbox = await documented.call("GET", "/inbox", "/inbox", token(Role.MEMBER, "m-1"))
