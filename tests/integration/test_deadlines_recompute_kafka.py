@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from sqlalchemy import select
@@ -44,6 +44,33 @@ from tests.progress_fixtures import Clock
 pytestmark = pytest.mark.kafka
 
 CHANGED = {"proposalflow.assignment.deadlines-changed.v1", "proposalflow.handling.deadline-changed.v1"}
+
+
+async def from_the_end(bootstrap: str, *groups: str) -> None:
+    """Commit, for these new consumer groups, the end of every ProposalFlow topic on the broker: the services
+    then read only what comes after, not the proposals earlier tests left on the shared test broker (which
+    would be open proposals in this test's databases, counted by the recompute)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        topics = [topic for topic in await admin.list_topics() if topic.startswith("proposalflow.")]
+        described = await admin.describe_topics(topics)
+    finally:
+        await admin.close()
+    partitions = [
+        TopicPartition(topic["topic"], partition["partition"])
+        for topic in described
+        for partition in topic["partitions"]
+    ]
+    for group in groups:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            consumer.assign(partitions)
+            ends = await consumer.end_offsets(partitions)
+            await consumer.commit(dict(ends))
+        finally:
+            await consumer.stop()
 
 
 async def test_recompute_publishes_the_moved_deadlines_and_progress_follows(
@@ -81,6 +108,9 @@ async def test_recompute_publishes_the_moved_deadlines_and_progress_follows(
         with contextlib.suppress(TopicAlreadyExistsError):
             await admin.create_topics([NewTopic(topic, 3, 1)])
     await admin.close()
+    await from_the_end(
+        kafka_bootstrap, env["PROPOSALFLOW_ASSIGNMENT_CONSUMER_GROUP"], env["PROPOSALFLOW_PROGRESS_CONSUMER_GROUP"]
+    )
 
     from services.assignment.app import build as build_assignment
     from services.progress.app import build as build_progress
