@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from shared.settings import SERVICES
-from tests.conftest import fresh_postgres_database
+from tests.conftest import KAFKA, fresh_postgres_database
 from tests.procs import ROOT, Suite, free_port, running, start_service, stop_service, wait_ready
 
 # The process helpers moved to tests/procs.py (the reliability tests share them); still importable here.
@@ -22,8 +22,10 @@ __all__ = [
     "UNIT_SYSTEMS",
     "Suite",
     "free_port",
+    "module_suite",
     "running",
     "start_service",
+    "started_suite",
     "stop_service",
     "suite",
     "wait_ready",
@@ -34,8 +36,9 @@ UNIT_SYSTEMS = {"dg-zrzyj": "/oa/dg-zrzyj-e2e", "dg-nyj": "/oa/dg-nyj-e2e"}
 """Unit OA systems allowed to write `proposalflow.unit-reports`, each for its own unit only."""
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def suite(request: pytest.FixtureRequest, tmp_path: Path, kafka_bootstrap: str) -> AsyncIterator[Suite]:
+@contextlib.asynccontextmanager
+async def started_suite(backend: str, tmp_path: Path, kafka_bootstrap: str) -> AsyncIterator[Suite]:
+    """The five services on `backend` (sqlite, or postgres with a fresh database each), ready."""
     run = uuid.uuid4().hex[:8]
     env = {
         **os.environ,
@@ -49,13 +52,29 @@ async def suite(request: pytest.FixtureRequest, tmp_path: Path, kafka_bootstrap:
     for service in SERVICES:
         env[f"PROPOSALFLOW_{service.upper()}_CONSUMER_GROUP"] = f"e2e-{run}-{service}"
     async with contextlib.AsyncExitStack() as stack:
-        if request.param == "postgres":
+        if backend == "postgres":
             for service in SERVICES:
                 url = await stack.enter_async_context(fresh_postgres_database())
                 env[f"PROPOSALFLOW_{service.upper()}_DATABASE_URL"] = url
         with running(env, tmp_path) as started:
             await wait_ready(started)
             yield started
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def suite(request: pytest.FixtureRequest, tmp_path: Path, kafka_bootstrap: str) -> AsyncIterator[Suite]:
+    async with started_suite(request.param, tmp_path, kafka_bootstrap) as started:
+        yield started
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+async def module_suite(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Suite]:
+    """One suite per database for all the tests of a module: for tests that each work on proposals of
+    their own and look only at those, so they need not pay for starting the five services each."""
+    async with started_suite(request.param, tmp_path_factory.mktemp("suite"), KAFKA) as started:
+        yield started
 
 
 @pytest.fixture

@@ -23,6 +23,13 @@ from tests.e2e.conftest import PORTAL, Suite
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
 
+
+@pytest.fixture
+def suite(module_suite: Suite) -> Suite:
+    """Both tests run on one suite per database: each follows only its own proposal (by id)."""
+    return module_suite
+
+
 PROPOSAL = {
     "title": "关于推进全域土地综合整治的建议",
     "body": "我市土地利用碎片化问题突出, 建议统筹推进全域土地综合整治, 优化国土空间布局。",
@@ -164,7 +171,10 @@ async def test_the_kafka_door_accepts_allow_listed_portals_and_answers_everyone_
             mine = [
                 item
                 for item in response.json()["items"]
-                if item["status"] == "awaiting_cosigners" and item["title"] == PROPOSAL["title"]
+                if item["status"] == "awaiting_cosigners"
+                and item["title"] == PROPOSAL["title"]
+                # the id intake derives from (source, command id): this command's proposal, not another test's
+                and item["id"] == str(uuid.uuid5(uuid.NAMESPACE_URL, f"{accepted.source}#{accepted.id}"))
             ]
             return mine[0] if mine else None
 
