@@ -34,10 +34,10 @@ def envelope(subject: str, type_: str = ProposalWithdrawn.TYPE) -> Envelope:
     return Envelope(type=type_, source="/proposalflow/intake", subject=subject, data=data)
 
 
-def processor(engine, handler, publisher: RecordingPublisher, **kwargs) -> EventProcessor:
+def processor(engine, handler, publisher: RecordingPublisher, consumer: str = "test", **kwargs) -> EventProcessor:
     return EventProcessor(
         service="intake",
-        consumer="test",
+        consumer=consumer,
         engine=engine,
         metadata=intake_store.metadata,
         handler=handler,
@@ -182,14 +182,8 @@ async def test_a_record_parked_by_one_consumer_goes_once_another_consumer_handle
         carried_out.append(env.subject)
 
     commands = processor(engine, unit_commands, RecordingPublisher())
-    other = EventProcessor(
-        service="intake",
-        consumer="test-lifecycle",
-        engine=engine,
-        metadata=intake_store.metadata,
-        handler=lifecycle,
-        producer=RecordingPublisher(),  # type: ignore[arg-type]
-        after_handled=commands.rerun_soon,
+    other = processor(
+        engine, lifecycle, RecordingPublisher(), consumer="test-lifecycle", after_handled=commands.rerun_soon
     )
     report = record_of(envelope("p-1", "report"), topic="unit-reports")
     assert await commands.process_batch([report]) == ["parked"]
