@@ -176,11 +176,16 @@ async def test_unit_oa_systems_do_every_unit_step_by_events_to_closure_and_imple
 
             # The OA systems accept, report progress, send the co-opinion and then the reply: all by events.
             view = await eventually(lambda: proposal("reply_review"), f"the OA's reply\n{oa_logs()}", suite, 120)
-            answered = await http.get(f"{url['assignment']}/assignments/{pid}", headers=dispatcher)
-            assert {r["unit"]: r["response"] for r in answered.json()["responses"]} == {
-                "dg-zrzyj": "accepted",
-                "dg-nyj": "accepted",
-            }
+            # 签收 goes to assignment and 会办意见 to progress, two consumers: the co-unit's acceptance may be
+            # recorded a moment after the reply reached review, so it is awaited, not read once.
+            both_accepted = {"dg-zrzyj": "accepted", "dg-nyj": "accepted"}
+
+            async def responses() -> dict[str, str] | None:
+                answered = await http.get(f"{url['assignment']}/assignments/{pid}", headers=dispatcher)
+                found = {r["unit"]: r["response"] for r in answered.json()["responses"]}
+                return found if found == both_accepted else None
+
+            assert await eventually(responses, f"both units' 签收\n{oa_logs()}", suite, 30) == both_accepted
             assert [c["unit"] for c in view["co_opinions"]] == ["dg-nyj"]
             first_reply = view["replies"][-1]["id"]
             returned = await http.post(
