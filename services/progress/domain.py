@@ -400,8 +400,8 @@ class UpdateMeasure(HandlingStep):
     status: MeasureStatus
     note: str = ""
     opens_evaluation: bool = True
-    """When this settles the last measure (落实), open the 落实评价 at once; False leaves it to the
-    scheduler's next pass (the unit door's way, handlers.py)."""
+    """When this settles the last measure (落实), open the 落实评价 at once, as both doors do; False leaves
+    it to the scheduler's next pass (how a dossier implemented before 落实评价 existed catches up)."""
 
 
 @dataclass(frozen=True)

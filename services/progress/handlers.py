@@ -201,9 +201,7 @@ def unit_step(command: UnitCommand) -> HandlingStep:
             return domain.SubmitCoOpinion(command.proposal_id, command.unit, command.text)
         case UpdateMeasure():
             status = MeasureStatus(command.status)
-            return domain.UpdateMeasure(
-                command.proposal_id, command.measure_id, command.unit, status, command.note, opens_evaluation=False
-            )
+            return domain.UpdateMeasure(command.proposal_id, command.measure_id, command.unit, status, command.note)
         case SubmitReply():
             return domain.DraftReply(command.proposal_id, command.unit, command)
 

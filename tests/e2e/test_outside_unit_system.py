@@ -226,10 +226,17 @@ async def test_unit_oa_systems_do_every_unit_step_by_events_to_closure_and_imple
 
             done = await eventually(implemented, f"落实 by the OA's measure update\n{oa_logs()}", suite, 90)
             assert [m["status"] for m in done["measures"]] == ["done"]
+            # The same act over HTTP would open the 落实评价 at once: by event it does too, not at a later pass.
+            assert done["implementation_evaluation"]["state"] == "open"
+            assert done["implementation_evaluation"]["round"] == 1
 
             async def audited() -> bool:
                 response = await http.get(f"{url['audit']}/audit/proposals/{pid}", headers=committee)
-                return "proposalflow.proposal.implemented.v1" in [e["type"] for e in response.json()["entries"]]
+                entries = [e["type"] for e in response.json()["entries"]]
+                return {
+                    "proposalflow.proposal.implemented.v1",
+                    "proposalflow.implementation.evaluation-opened.v1",
+                } <= set(entries)
 
             await eventually(audited, "the story in the audit log", suite)
             assert not [line for line in lines(lead_log) + lines(co_log) if line["event"] == "rejected"], oa_logs()
@@ -269,6 +276,7 @@ async def test_unit_oa_systems_do_every_unit_step_by_events_to_closure_and_imple
         "proposalflow.reply.approved.v1",
         "proposalflow.proposal.closed.v1",
         "proposalflow.proposal.implemented.v1",
+        "proposalflow.implementation.evaluation-opened.v1",
     ):
         assert expected in types, expected
     assert not [t for t in types if t.endswith("rejected.v1")]

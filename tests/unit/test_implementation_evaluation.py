@@ -204,7 +204,7 @@ async def test_asking_for_a_new_measure_holds_the_implementation_until_the_lead_
 async def test_the_scheduler_opens_a_missed_evaluation_warns_the_signers_and_closes_the_window() -> None:
     uow, (first, second) = await closed_with_measures()
     await settle(uow, first, opens_evaluation=False)
-    await settle(uow, second, opens_evaluation=False)  # e.g. through the unit door (handlers.py)
+    await settle(uow, second, opens_evaluation=False)  # left to the scheduler, as for an older dossier
     assert uow.types()[-1] == ProposalImplemented.TYPE
     assert await service.tick(uow, LATER, POLICY, CALENDAR) == 1
     assert uow.types()[-1] == ImplementationEvaluationOpened.TYPE

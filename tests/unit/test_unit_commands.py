@@ -305,6 +305,38 @@ async def test_a_measure_moves_on_by_command_through_the_same_rules_as_http(prog
     assert (await progress.measure("p-10"))["status"] == "in_progress"
 
 
+async def test_the_last_measure_done_by_command_opens_the_implementation_evaluation_at_once_as_http_does(
+    progress: Progress,
+) -> None:
+    await feed(progress.runtime, lifecycle("p-13"))
+    measure_id = await progress.answered_with_a_measure("p-13")
+    for signer in ("m-1", "m-2"):
+        evaluated = await progress.http.post(
+            "/proposals/p-13/evaluations",
+            json={"handling_grade": "satisfied", "result_grade": "satisfied"},
+            headers=token(Role.MEMBER, signer),
+        )
+        assert evaluated.status_code == 200, evaluated.text
+    assert evaluated.json()["stage"] == "closed"
+    done = measure_update("p-13", measure_id, "done", note="专项资金已设立")
+    assert await progress.send(done) == "handled"
+    caused = [e for e in await progress.events() if e.get("correlation_id") == done.id]
+    assert [e["type"] for e in caused] == [
+        "proposalflow.measure.updated.v1",
+        "proposalflow.proposal.implemented.v1",
+        "proposalflow.implementation.evaluation-opened.v1",
+    ]
+    assert caused[-1]["round"] == 1 and caused[-1]["signers"] == ["m-1", "m-2"]
+    view = (await progress.http.get("/proposals/p-13", headers=token(Role.COMMITTEE, "c-1"))).json()
+    assert view["implemented_at"] is not None
+    assert view["implementation_evaluation"] == {
+        "state": "open",
+        "round": 1,
+        "due": caused[-1]["evaluation_due"],
+        "new_measure_due": None,
+    }
+
+
 async def test_refused_measure_updates_are_rejected_with_the_rule_and_change_nothing(progress: Progress) -> None:
     await feed(progress.runtime, lifecycle("p-11"))
     measure_id = await progress.answered_with_a_measure("p-11")
