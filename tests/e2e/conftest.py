@@ -24,6 +24,7 @@ __all__ = [
     "free_port",
     "module_suite",
     "running",
+    "shared_suite",
     "start_service",
     "started_suite",
     "stop_service",
@@ -74,6 +75,20 @@ async def module_suite(
     """One suite per database for all the tests of a module: for tests that each work on proposals of
     their own and look only at those, so they need not pay for starting the five services each."""
     async with started_suite(request.param, tmp_path_factory.mktemp("suite"), KAFKA) as started:
+        yield started
+
+
+@pytest.fixture(scope="package", params=["sqlite", "postgres"])
+async def shared_suite(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Suite]:
+    """One suite per database for the end-to-end tests (package scope: stopped when they are done, not
+    left reading the later tests' traffic), shared by the modules whose tests each work on proposals of
+    their own and look only at those (never at counts over a whole suite, nor settings of their own):
+    the five services start twice for all of them instead of twice per module. A module that counts
+    everything in a suite, needs settings of its own, a secured broker or kills a service keeps its
+    own `suite`."""
+    async with started_suite(request.param, tmp_path_factory.mktemp("shared"), KAFKA) as started:
         yield started
 
 
