@@ -38,6 +38,7 @@ def suite(shared_suite: Suite) -> Suite:
     systems read only from the story's start (`since_ms`), so they act on no other test's proposal."""
     return shared_suite
 
+
 EXAMPLE = ROOT / "examples" / "unit_oa_system.py"
 SCHEMAS = ROOT / "docs" / "schemas"
 UNIT_STEPS = {
