@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from shared.settings import SERVICES
+from shared.settings import SERVICES, CommonSettings
 from tests.conftest import KAFKA, fresh_postgres_database
 from tests.procs import ROOT, Suite, free_port, running, start_service, stop_service, wait_ready
+from tests.reliability.workload import prepare_topics
 
 # The process helpers moved to tests/procs.py (the reliability tests share them); still importable here.
 __all__ = [
@@ -52,6 +53,10 @@ async def started_suite(backend: str, tmp_path: Path, kafka_bootstrap: str) -> A
     }
     for service in SERVICES:
         env[f"PROPOSALFLOW_{service.upper()}_CONSUMER_GROUP"] = f"e2e-{run}-{service}"
+    # The groups start at the topics' current end (topics made as the services make them): the earlier
+    # tests' commands and events on the run's broker are not this suite's to work through.
+    groups = [env[f"PROPOSALFLOW_{service.upper()}_CONSUMER_GROUP"] for service in SERVICES]
+    await prepare_topics(kafka_bootstrap, groups, partitions=CommonSettings().topic_partitions)
     async with contextlib.AsyncExitStack() as stack:
         if backend == "postgres":
             for service in SERVICES:
