@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from shared.settings import SERVICES
+from shared.settings import SERVICES, CommonSettings
 from tests.conftest import KAFKA, fresh_postgres_database
 from tests.procs import ROOT, Suite, free_port, running, start_service, stop_service, wait_ready
+from tests.reliability.workload import prepare_topics
 
 # The process helpers moved to tests/procs.py (the reliability tests share them); still importable here.
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "free_port",
     "module_suite",
     "running",
+    "shared_suite",
     "start_service",
     "started_suite",
     "stop_service",
@@ -51,6 +53,10 @@ async def started_suite(backend: str, tmp_path: Path, kafka_bootstrap: str) -> A
     }
     for service in SERVICES:
         env[f"PROPOSALFLOW_{service.upper()}_CONSUMER_GROUP"] = f"e2e-{run}-{service}"
+    # The groups start at the topics' current end (topics made as the services make them): the earlier
+    # tests' commands and events on the run's broker are not this suite's to work through.
+    groups = [env[f"PROPOSALFLOW_{service.upper()}_CONSUMER_GROUP"] for service in SERVICES]
+    await prepare_topics(kafka_bootstrap, groups, partitions=CommonSettings().topic_partitions)
     async with contextlib.AsyncExitStack() as stack:
         if backend == "postgres":
             for service in SERVICES:
@@ -74,6 +80,20 @@ async def module_suite(
     """One suite per database for all the tests of a module: for tests that each work on proposals of
     their own and look only at those, so they need not pay for starting the five services each."""
     async with started_suite(request.param, tmp_path_factory.mktemp("suite"), KAFKA) as started:
+        yield started
+
+
+@pytest.fixture(scope="package", params=["sqlite", "postgres"])
+async def shared_suite(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Suite]:
+    """One suite per database for the end-to-end tests (package scope: stopped when they are done, not
+    left reading the later tests' traffic), shared by the modules whose tests each work on proposals of
+    their own and look only at those (never at counts over a whole suite, nor settings of their own):
+    the five services start twice for all of them instead of twice per module. A module that counts
+    everything in a suite, needs settings of its own, a secured broker or kills a service keeps its
+    own `suite`."""
+    async with started_suite(request.param, tmp_path_factory.mktemp("shared"), KAFKA) as started:
         yield started
 
 

@@ -25,9 +25,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
 
 
 @pytest.fixture
-def suite(module_suite: Suite) -> Suite:
-    """Both tests run on one suite per database: each follows only its own proposal (by id)."""
-    return module_suite
+def suite(shared_suite: Suite) -> Suite:
+    """Both tests run on the run's shared suite per database: each follows only its own proposal (by id)."""
+    return shared_suite
 
 
 PROPOSAL = {

@@ -20,10 +20,11 @@ from typer.testing import CliRunner
 from proposalflow.cli import app
 from shared.events import Role
 from shared.policy import deadline_for, load_policy
-from shared.settings import SERVICES
+from shared.settings import SERVICES, CommonSettings
 from tests.e2e.test_lifecycle import eventually
 from tests.lifecycle_driver import Walk
 from tests.procs import Suite, free_port, running, start_service, stop_service, wait_ready
+from tests.reliability.workload import prepare_topics
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
 
@@ -60,6 +61,9 @@ async def city(tmp_path: Path, kafka_bootstrap: str) -> AsyncIterator[Suite]:
     }
     for service in SERVICES:
         env[f"PROPOSALFLOW_{service.upper()}_CONSUMER_GROUP"] = f"city-{run}-{service}"
+    # The city's groups start at the topics' current end: the earlier tests' traffic is not the city's.
+    groups = [env[f"PROPOSALFLOW_{service.upper()}_CONSUMER_GROUP"] for service in SERVICES]
+    await prepare_topics(kafka_bootstrap, groups, partitions=CommonSettings().topic_partitions)
     with running(env, tmp_path) as suite:
         await wait_ready(suite)
         yield suite
