@@ -39,10 +39,15 @@ from shared.events import (
     ProgressReported,
     ProposalAssigned,
     ProposalClosed,
+    ProposalCosigned,
+    ProposalCosignRequested,
     ProposalFiled,
     ProposalImplemented,
     ProposalMerged,
     ProposalNotFiled,
+    ProposalResubmitted,
+    ProposalReturned,
+    ProposalReviewStarted,
     ProposalSubmitted,
     ProposalWithdrawn,
     RehandlingStarted,
@@ -121,6 +126,14 @@ def next_stage(current: Stage | None, event: Event) -> Stage | None:
     return target
 
 
+REVIEW_TRIGGERS = {
+    "all_cosigned": "附议人均已确认",
+    "cosign_window_closed": "联名确认期满",
+    "resubmitted": "修改后重新提交",
+}
+"""Why a proposal went into review (进入审查), in words."""
+
+
 def summary(event: Event) -> str:
     """One line of the timeline, in the office's language."""
     match event:
@@ -134,6 +147,16 @@ def summary(event: Event) -> str:
             return f"并案至 {event.into_proposal_id}"
         case ProposalWithdrawn():
             return "提案已撤回"
+        case ProposalCosignRequested():
+            return f"请附议人确认联名, 联名确认期至 {event.due.isoformat()}"
+        case ProposalCosigned():
+            return f"{event.cosigner.name} 已确认联名"
+        case ProposalReviewStarted():
+            return f"进入审查 ({REVIEW_TRIGGERS[event.trigger]})"
+        case ProposalReturned():
+            return f"退回修改: {event.reason}"
+        case ProposalResubmitted():
+            return f"修改后重新提交: {event.title}"
         case AssignmentSuggested():
             return f"交办建议: 主办 {event.lead_unit.name}"
         case ProposalAssigned():
@@ -255,6 +278,7 @@ TIMELINE_FACTS = frozenset(
         "reopened_measures",
         "new_measure_requested",
         "evaluations",
+        "trigger",
     }
 )
 """What a timeline entry tells a reader besides its summary: the codes and references the summary was
