@@ -504,6 +504,15 @@ class EventProcessor:
             self._reruns.add(task)
             task.add_done_callback(self._rerun_done)
 
+    async def stop_reruns(self) -> None:
+        """Cancel the background re-runs :meth:`rerun_soon` started and wait for them, before the engine
+        goes: a re-run cut short leaves its record parked (its transaction rolls back), and the start-up
+        sweep runs it again."""
+        reruns = list(self._reruns)
+        for task in reruns:
+            task.cancel()
+        await asyncio.gather(*reruns, return_exceptions=True)
+
     def _rerun_done(self, task: asyncio.Task[None]) -> None:
         self._reruns.discard(task)
         if not task.cancelled() and task.exception() is not None:

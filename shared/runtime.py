@@ -427,6 +427,8 @@ class ServiceRuntime:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        for processor in self.processors:
+            await processor.stop_reruns()
         with contextlib.suppress(Exception):
             await self.broker.stop()
         with contextlib.suppress(Exception):

@@ -199,3 +199,27 @@ async def test_a_record_parked_by_one_consumer_goes_once_another_consumer_handle
     async with engine.connect() as conn:
         parked = intake_store.metadata.tables["parked_events"]
         assert (await conn.execute(select(func.count()).select_from(parked))).scalar_one() == 0
+
+
+async def test_a_background_rerun_cut_short_by_a_stop_leaves_its_record_parked_for_the_next_start(engine) -> None:
+    """A service stopping while a held command is being re-run: the re-run is cancelled and awaited before
+    the engine goes, and the record stays parked (nothing half done), for the start-up sweep."""
+    assigned = asyncio.Event()
+    rerunning = asyncio.Event()
+
+    async def slow_commands(conn, env, record) -> None:
+        if not assigned.is_set():
+            raise NotReady("the proposal is not assigned yet")
+        rerunning.set()
+        await asyncio.sleep(30)  # a re-run still at work when the stop comes
+
+    commands = processor(engine, slow_commands, RecordingPublisher())
+    report = record_of(envelope("p-1", "report"), topic="unit-reports")
+    assert await commands.process_batch([report]) == ["parked"]
+    assigned.set()
+    commands.rerun_soon(["p-1"])
+    await asyncio.wait_for(rerunning.wait(), timeout=5)
+    await asyncio.wait_for(commands.stop_reruns(), timeout=5)
+    async with engine.connect() as conn:
+        parked = intake_store.metadata.tables["parked_events"]
+        assert (await conn.execute(select(func.count()).select_from(parked))).scalar_one() == 1
