@@ -107,9 +107,21 @@ class UnitOASystem:
         """With `--since-ms`: start every partition at that time (a replay from a point in time)."""
         if self.since_ms is not None:
             wanted = [TopicPartition(p.topic, p.partition, self.since_ms) for p in partitions]
-            partitions = consumer.offsets_for_times(wanted, timeout=10)
+            partitions = [self._concrete(consumer, p) for p in consumer.offsets_for_times(wanted, timeout=10)]
         consumer.assign(partitions)
         log("ready", partitions=len(partitions))
+
+    @staticmethod
+    def _concrete(consumer: Consumer, partition: TopicPartition) -> TopicPartition:
+        """A partition with nothing from that time on yet starts at its end as it is now, as an offset: the
+        logical "end" (-1) that `offsets_for_times` answers is resolved only when fetching starts, and an
+        event written in between would be skipped."""
+        if partition.offset >= 0:
+            return partition
+        _low, high = consumer.get_watermark_offsets(
+            TopicPartition(partition.topic, partition.partition), timeout=10, cached=False
+        )
+        return TopicPartition(partition.topic, partition.partition, high)
 
     def run(self) -> None:
         self.consumer.subscribe(list(READS), on_assign=self._on_assign)
