@@ -47,8 +47,10 @@ def proposals_handler(ctx: Context, clock: Clock) -> Handler:
 
 async def prefetch_proposals(conn: AsyncConnection, envelopes: Sequence[Envelope]) -> None:
     """The proposals consumer's `prepare`: its batch's proposals in one statement (each record then reads
-    its own without one, shared/db.py `prefetch_by_id`)."""
+    its own without one, shared/db.py `prefetch_by_id`), and the catalogs and routing rules once for the
+    whole batch (`store.read_catalogs_once`)."""
     await store.prefetch_proposals(conn, [envelope.subject for envelope in envelopes if envelope.subject])
+    store.read_catalogs_once(conn)
 
 
 def unit_report_handler(ctx: Context, allowed_sources: Sequence[str], clock: Clock) -> Handler:

@@ -3,7 +3,7 @@ assignments, units' responses (签收/异议) and key-proposal designations (重
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from sqlalchemy import (
@@ -121,19 +121,54 @@ _CURRENT_ASSIGNMENT = (
 )
 
 
+_CATALOGS = "proposalflow.assignment.catalogs"
+
+
+def read_catalogs_once(conn: AsyncConnection) -> None:
+    """For the rest of this transaction, the units and leaders catalogs and the routing rules are read once
+    and then served from memory: a consumer's batch of filings routes each against the same catalogs, and
+    on PostgreSQL each read is a round trip. Only a consumer's batch asks for this (its `prepare`); it
+    never writes the catalogs, which change over HTTP in transactions of their own, so the next batch
+    sees a change. Nothing is kept past the transaction (shared/db.py `transaction_state`)."""
+    db.transaction_state(conn, _CATALOGS, dict)
+
+
+async def _read_once(conn: AsyncConnection, name: str, read: Callable[[], Awaitable[Any]]) -> Any:
+    memo: dict[str, Any] | None = db.transaction_state(conn, _CATALOGS)
+    if memo is None:
+        return await read()
+    if name not in memo:
+        memo[name] = await read()
+    held = memo[name]
+    # The rows are shared by the batch's records, which only read them (routing, checks).
+    return dict(held) if held is not None else None
+
+
 async def unit_catalog(conn: AsyncConnection) -> dict[str, dict[str, Any]]:
-    rows = (await conn.execute(_UNIT_CATALOG)).mappings().all()
-    return {row["id"]: dict(row) for row in rows}
+    async def read() -> dict[str, dict[str, Any]]:
+        rows = (await conn.execute(_UNIT_CATALOG)).mappings().all()
+        return {row["id"]: dict(row) for row in rows}
+
+    found: dict[str, dict[str, Any]] = await _read_once(conn, "units", read)
+    return found
 
 
 async def leader_catalog(conn: AsyncConnection) -> dict[str, dict[str, Any]]:
-    rows = (await conn.execute(select(leaders).order_by(leaders.c.id))).mappings().all()
-    return {row["id"]: dict(row) for row in rows}
+    async def read() -> dict[str, dict[str, Any]]:
+        rows = (await conn.execute(select(leaders).order_by(leaders.c.id))).mappings().all()
+        return {row["id"]: dict(row) for row in rows}
+
+    found: dict[str, dict[str, Any]] = await _read_once(conn, "leaders", read)
+    return found
 
 
 async def routing_document(conn: AsyncConnection) -> dict[str, Any] | None:
-    row = (await conn.execute(select(routing_config.c.document).where(routing_config.c.id == 1))).first()
-    return dict(row[0]) if row else None
+    async def read() -> dict[str, Any] | None:
+        row = (await conn.execute(select(routing_config.c.document).where(routing_config.c.id == 1))).first()
+        return dict(row[0]) if row else None
+
+    found: dict[str, Any] | None = await _read_once(conn, "routing", read)
+    return found
 
 
 async def current_assignment(conn: AsyncConnection, proposal_id: str) -> dict[str, Any] | None:
