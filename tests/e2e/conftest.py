@@ -23,7 +23,6 @@ __all__ = [
     "UNIT_SYSTEMS",
     "Suite",
     "free_port",
-    "module_suite",
     "running",
     "shared_suite",
     "start_service",
@@ -70,16 +69,6 @@ async def started_suite(backend: str, tmp_path: Path, kafka_bootstrap: str) -> A
 @pytest.fixture(params=["sqlite", "postgres"])
 async def suite(request: pytest.FixtureRequest, tmp_path: Path, kafka_bootstrap: str) -> AsyncIterator[Suite]:
     async with started_suite(request.param, tmp_path, kafka_bootstrap) as started:
-        yield started
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-async def module_suite(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[Suite]:
-    """One suite per database for all the tests of a module: for tests that each work on proposals of
-    their own and look only at those, so they need not pay for starting the five services each."""
-    async with started_suite(request.param, tmp_path_factory.mktemp("suite"), KAFKA) as started:
         yield started
 
 
