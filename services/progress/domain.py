@@ -1130,12 +1130,14 @@ def unit_must_handle(proposal: dict[str, Any], unit: str | None) -> str:
 
 
 def awaits_assignment(dossier: Dossier | None) -> bool:
-    """Progress has not caught up with the proposal's 交办: it does not know the proposal, or knows it
-    only as submitted or filed (the `assignment.assigned` event comes on another topic, and may come later
-    than a unit's first command about it)."""
+    """Progress has not caught up with the proposal's 交办: it does not know the proposal, or knows no
+    handling unit of it yet and it is still in the running (not 不予立案, 并案 or 撤案). The
+    `assignment.assigned` event comes on another topic, and may come later than a unit's first command
+    about it; by its stage alone this cannot be told, since a unit's 签收 (`assignment.accepted`, handling)
+    folded in a moment before the 交办 it answers would already show the proposal as being handled."""
     if dossier is None:
         return True
-    return dossier.proposal["lead_unit"] is None and dossier.stage in (Stage.SUBMITTED, Stage.FILED)
+    return dossier.proposal["lead_unit"] is None and dossier.stage not in _FINAL
 
 
 def progress_while_handling(stage: Stage) -> None:

@@ -29,10 +29,13 @@ from shared.events import (
     UNIT_REPORTS,
     AcceptAssignment,
     Actor,
+    AssignmentAccepted,
     AssignmentReportRejected,
     DisputeAssignment,
+    ProposalAssigned,
     ReportProgress,
     Role,
+    UnitRef,
     UpdateMeasure,
 )
 from shared.migrate import upgrade_async
@@ -407,6 +410,33 @@ async def test_a_report_before_its_assignment_is_held_then_carried_out_once_the_
     assert await progress.events() == [] and len(await progress.parked()) == 1  # still waiting
 
     await feed(progress.runtime, lifecycle("p-13"))
+    await processor(progress.runtime, "progress-unit-reports").rerun_all_parked()
+    [reported] = await progress.events()
+    assert reported["type"] == "proposalflow.handling.progress-reported.v1"
+    assert reported["correlation_id"] == early.id
+    assert await progress.parked() == []
+
+
+async def test_a_report_is_held_not_refused_when_the_units_acceptance_was_folded_before_the_assignment(
+    progress: Progress,
+) -> None:
+    """签收 and 交办 come on assignment's topic in that order, but a re-run of parked events can fold the
+    签收 a moment before the 交办: the proposal then shows as handled with no handling unit yet. A unit's
+    report meanwhile is held until the 交办 is in, as for a proposal only filed, not refused."""
+    events = lifecycle("p-16")
+    [assigned] = [event for event in events if isinstance(event, ProposalAssigned)]
+    accepted = AssignmentAccepted(
+        proposal_id="p-16",
+        actor=Actor(id="u-1", role=Role.UNIT, unit="dg-zrzyj"),
+        assignment_id=assigned.assignment_id,
+        unit=UnitRef(id="dg-zrzyj", name="市自然资源局"),
+    )
+    await feed(progress.runtime, [event for event in events if event is not assigned] + [accepted])
+    early = progress_report("p-16")
+    assert await progress.send(early) == "parked"
+    assert await progress.events() == []
+
+    await feed(progress.runtime, [assigned])
     await processor(progress.runtime, "progress-unit-reports").rerun_all_parked()
     [reported] = await progress.events()
     assert reported["type"] == "proposalflow.handling.progress-reported.v1"
