@@ -504,6 +504,11 @@ class EventProcessor:
             self._reruns.add(task)
             task.add_done_callback(self._rerun_done)
 
+    async def reruns_finished(self) -> None:
+        """Wait until the background re-runs :meth:`rerun_soon` started have committed or failed (a
+        failed one stays parked for the sweep)."""
+        await asyncio.gather(*list(self._reruns), return_exceptions=True)
+
     async def stop_reruns(self) -> None:
         """Cancel the background re-runs :meth:`rerun_soon` started and wait for them, before the engine
         goes: a re-run cut short leaves its record parked (its transaction rolls back), and the start-up

@@ -191,10 +191,9 @@ async def test_a_record_parked_by_one_consumer_goes_once_another_consumer_handle
     assert await other.process_batch([record_of(envelope("p-2", "assigned"), topic="assignments")]) == ["handled"]
     assert carried_out == []
     assert await other.process_batch([record_of(envelope("p-1", "assigned"), topic="assignments")]) == ["handled"]
-    for _ in range(200):
-        if carried_out:
-            break
-        await asyncio.sleep(0.01)
+    # The handler runs inside the re-run's transaction: wait for the re-run itself, not only for the
+    # handler's side effect, before looking at what it committed.
+    await asyncio.wait_for(commands.reruns_finished(), timeout=5)
     assert carried_out == ["p-1"]
     async with engine.connect() as conn:
         parked = intake_store.metadata.tables["parked_events"]
