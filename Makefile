@@ -79,7 +79,7 @@ pytest: $(STAMP) $(KUSTOMIZE_STAMP)
 	$(TEST_KAFKA_ENV) bash deploy/kafka-local/kafka-local.sh start
 	PROPOSALFLOW_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$(TEST_KAFKA_PORT) \
 	PROPOSALFLOW_TEST_POSTGRES_URL=$(PG_URL) \
-	$(BIN)/pytest -m "$(PYTEST_MARK)" $(PYTEST_ARGS)
+	$(BIN)/pytest -m "$(PYTEST_MARK)" --durations=30 $(PYTEST_ARGS)
 
 test: prereqs-test lint typecheck pytest test-containers
 

@@ -21,10 +21,19 @@ from shared.settings import SERVICES
 ROOT = Path(__file__).resolve().parents[1]
 
 
+_GIVEN: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port nobody listens on now, and one this process has not handed out before: the system may give
+    the same free port to two binds in a row, and two services started together must not share one."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _GIVEN:
+            _GIVEN.add(port)
+            return port
 
 
 def memory_of(pid: int) -> dict[str, int]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -43,6 +42,7 @@ from shared.runtime import ServiceRuntime
 from shared.settings import CommonSettings
 from shared.topics import create_topics
 from tests.notify_fixtures import lifecycle, submitted
+from tests.procs import free_port
 
 pytestmark = pytest.mark.kafka
 
@@ -51,12 +51,6 @@ WRITER = {PROPOSALS: "intake", ASSIGNMENTS: "assignment", HANDLING: "progress"}
 MAX_ATTEMPTS = 3
 LAST_SEEN: dict[str, Any] = {}
 """What `settled` saw last, for the message of a timeout."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
