@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 TEST_KAFKA_PORT ?= 19192
 TEST_KAFKA_ENV := KAFKA_LOCAL_PORT=$(TEST_KAFKA_PORT) KAFKA_LOCAL_CONTROLLER_PORT=$(shell echo $$(($(TEST_KAFKA_PORT)+1))) KAFKA_LOCAL_DATA_DIR=$(CURDIR)/.data/kafka-test
 PYTEST_MARK ?= not quarantine and not containers
-PG_URL = $(shell bash deploy/postgres/pg-local.sh url)
+PG_URL = $(shell PG_LOCAL_PORT=$(PG_LOCAL_PORT) bash deploy/postgres/pg-local.sh url)
 
 .PHONY: help run demo test test-containers kustomize test-quarantine lint typecheck unit pytest schemas stop clean venv bench soak
 

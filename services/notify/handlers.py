@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.notify import service, store
 from services.notify.domain import possible_recipients
-from services.notify.unit_of_work import SqlUnitOfWork
+from services.notify.unit_of_work import SqlUnitOfWork, defer_writes, write_deferred
 from shared.envelope import Envelope
 from shared.events import Event, parse_message
 from shared.processor import Handler, Record
@@ -17,7 +17,8 @@ from shared.processor import Handler, Record
 class EventHandler:
     """Each event through :func:`service.handle`, its unit of work on the processor's transaction.
     `prepare` (which the processor calls first in every transaction, shared/processor.py) reads the
-    batch's proposals and contacts, one statement each."""
+    batch's proposals and contacts, one statement each, and has the batch's writes wait for `finish`
+    (which the processor calls last), where they go in a few statements."""
 
     def __init__(self, notifier: service.Notifier) -> None:
         self._notifier = notifier
@@ -31,12 +32,17 @@ class EventHandler:
     async def prepare(self, conn: AsyncConnection, envelopes: Sequence[Envelope]) -> None:
         """The batch's proposals in one statement, then the contacts of everyone its events could notify
         (if a rule names any of their types) in another."""
+        defer_writes(conn)
         rows = await store.prefetch_proposals(conn, [envelope.subject for envelope in envelopes if envelope.subject])
         known = {row["id"]: row for row in rows}
         notifying = [envelope for envelope in envelopes if envelope.type in self._notifying_types]
         if notifying:
             recipients = set().union(*(possible_recipients(e.data, known.get(e.subject or "")) for e in notifying))
             await store.prefetch_contacts(conn, recipients)
+
+    async def finish(self, conn: AsyncConnection) -> None:
+        """The batch's proposals, notices and delivered events, written together."""
+        await write_deferred(conn)
 
 
 def on_event(notifier: service.Notifier) -> Handler:

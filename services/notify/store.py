@@ -155,6 +155,24 @@ async def insert_proposal(conn: AsyncConnection, view: ProposalView) -> None:
     await db.insert_rows(conn, proposals, {"id": view.id, **_proposal_values(view)})
 
 
+async def insert_proposals(conn: AsyncConnection, views: list[ProposalView]) -> None:
+    """New proposals in one statement."""
+    if views:
+        await db.insert_rows(conn, proposals, [{"id": view.id, **_proposal_values(view)} for view in views])
+
+
+async def save_proposals(conn: AsyncConnection, changes: list[tuple[ProposalView, ProposalView]]) -> None:
+    """Write what each (before, after) pair changed, as :func:`save_proposal` does, the rows that change
+    the same columns in one statement (shared/db.py `update_rows`)."""
+    changed: dict[Any, dict[str, Any]] = {}
+    for before, after in changes:
+        old, new = _proposal_values(before), _proposal_values(after)
+        values = {name: value for name, value in new.items() if old[name] != value}
+        if values:
+            changed[after.id] = values
+    await db.update_rows(conn, proposals, changed)
+
+
 async def save_proposal(conn: AsyncConnection, before: ProposalView, after: ProposalView) -> None:
     """Write only what the event changed: a parked event re-run beside the consumer may update the same
     proposal at the same moment, and writing the whole row would undo the other's change."""

@@ -8,12 +8,17 @@ before `commit()`: an event that must wait (`NotReady`) leaves the transaction a
 An inbox notice and a planned delivery are stored once per (event, recipient, channel): a redelivered or
 replayed event stores nothing again, and its `notification.delivered` events are staged only for the
 inbox notices that are new.
+
+In the consumer (whose `prepare` calls :func:`defer_writes` and whose `finish` is :func:`write_deferred`)
+a batch's writes wait for its end, where they go in a few statements: on PostgreSQL each statement is a
+round trip (docs/performance.md, "The sixth round"). Reads in the batch see them all the same.
 """
 
 from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -21,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 import shared.unit_of_work
 from services.notify import store
 from services.notify.domain import Contact, ProposalView
+from shared import db
 from shared.events import Event
 from shared.outbox import add_to_outbox
 
@@ -122,8 +128,22 @@ class SqlUnitOfWork(UnitOfWork):
         super().__init__()
         self.conn = conn
 
+    async def commit(self) -> None:
+        deferred: DeferredWrites | None = db.transaction_state(self.conn, _DEFERRED)
+        if deferred is None:
+            await super().commit()
+            return
+        for before, after in self._proposals.values():
+            deferred.hold(before, after)
+        deferred.inbox += self._inbox
+        deferred.deliveries += self._deliveries
+        deferred.delivered.update(self._delivered)
+        self.rollback()
+
     async def _proposal(self, proposal_id: str) -> ProposalView | None:
-        return await store.get_proposal(self.conn, proposal_id)
+        deferred: DeferredWrites | None = db.transaction_state(self.conn, _DEFERRED)
+        held = deferred.proposal(proposal_id) if deferred is not None else None
+        return held or await store.get_proposal(self.conn, proposal_id)
 
     async def _contacts(self, ids: list[str]) -> dict[str, Contact]:
         return await store.contacts_by_id(self.conn, ids)
@@ -142,3 +162,55 @@ class SqlUnitOfWork(UnitOfWork):
 
     async def _publish(self, events: list[tuple[Event, str]]) -> None:
         await add_to_outbox(self.conn, store.metadata, SERVICE, events)
+
+
+@dataclass
+class DeferredWrites:
+    """A consumer batch's writes, kept until the batch's `finish` (:func:`write_deferred`): its new
+    proposals, its changed ones (as first loaded, and as they stand now), its inbox notifications,
+    deliveries and the delivered events of the inbox notifications, in the order of the batch's events."""
+
+    inserted: dict[str, ProposalView] = field(default_factory=dict)
+    loaded: dict[str, ProposalView] = field(default_factory=dict)
+    current: dict[str, ProposalView] = field(default_factory=dict)
+    inbox: list[Row] = field(default_factory=list)
+    deliveries: list[Row] = field(default_factory=list)
+    delivered: dict[str, tuple[Event, str]] = field(default_factory=dict)
+
+    def proposal(self, proposal_id: str) -> ProposalView | None:
+        """The proposal as the batch left it, if the batch wrote it."""
+        return self.inserted.get(proposal_id) or self.current.get(proposal_id)
+
+    def hold(self, before: ProposalView | None, after: ProposalView) -> None:
+        if before is None or after.id in self.inserted:
+            self.inserted[after.id] = after
+        elif after != before:
+            self.loaded.setdefault(after.id, before)
+            self.current[after.id] = after
+
+
+_DEFERRED = "notify.deferred-writes"
+
+
+def defer_writes(conn: AsyncConnection) -> None:
+    """Have this transaction's unit-of-work writes wait for :func:`write_deferred` (the consumer's
+    `prepare` calls it; its `finish` must then be :func:`write_deferred`)."""
+    db.transaction_state(conn, _DEFERRED, DeferredWrites)
+
+
+async def write_deferred(conn: AsyncConnection) -> None:
+    """The batch's new proposals in one insert, its changed ones in one update per set of changed
+    columns, its inbox notifications in one insert, its deliveries in another, and the delivered events
+    of the new inbox notifications in one outbox insert."""
+    deferred: DeferredWrites | None = db.transaction_state(conn, _DEFERRED)
+    if deferred is None:
+        return
+    db.end_transaction_state(conn, _DEFERRED)
+    await store.insert_proposals(conn, list(deferred.inserted.values()))
+    await store.save_proposals(
+        conn, [(deferred.loaded[proposal_id], after) for proposal_id, after in deferred.current.items()]
+    )
+    new = await store.add_notifications(conn, deferred.inbox)
+    await store.plan_deliveries(conn, deferred.deliveries)
+    staged = dict.fromkeys(row["id"] for row in deferred.inbox if row["id"] in new)
+    await add_to_outbox(conn, store.metadata, SERVICE, [deferred.delivered[row_id] for row_id in staged])

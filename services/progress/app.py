@@ -90,6 +90,7 @@ def build(clock: Callable[[], datetime] = system_clock) -> tuple[ServiceRuntime,
             policy, runtime.common.allowed_sources, clock, timedelta(seconds=early.early_command_hold_s)
         ),
         consumer=handlers.UNIT_REPORTS_CONSUMER,
+        prepare=handlers.prefetch_unit_reports,
         description="Unit reports (办理进展, 会办意见, 答复, 举措落实) from allow-listed unit systems, on the shared "
         "topic and each system's own (proposalflow.unit-reports.<system>); assignment carries out 签收 and 异议.",
         per_system=True,

@@ -259,3 +259,11 @@ async def prefetch_lifecycle(conn: AsyncConnection, envelopes: Sequence[Envelope
     """The lifecycle consumer's `prepare`: its batch's proposals in one statement (each record then reads
     its own without one, shared/db.py `prefetch_by_id`)."""
     await store.prefetch_proposals(conn, [envelope.subject for envelope in envelopes if envelope.subject])
+
+
+async def prefetch_unit_reports(conn: AsyncConnection, envelopes: Sequence[Envelope]) -> None:
+    """The unit-report consumer's `prepare`: the dossiers of its batch's proposals, one statement per table
+    for the whole batch (each report then loads its own without one)."""
+    ids = [envelope.subject for envelope in envelopes if envelope.subject]
+    if len(ids) > 1:
+        await store.prefetch_dossiers(conn, ids)

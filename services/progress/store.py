@@ -200,8 +200,38 @@ async def load_dossiers(conn: AsyncConnection, proposal_ids: list[str] | None = 
 
 
 async def load_dossier(conn: AsyncConnection, proposal_id: str) -> Dossier | None:
+    """The proposal with its records: read ahead by :func:`prefetch_dossiers` for the first load of it
+    in this transaction, else six statements."""
+    read: dict[str, Dossier | None] | None = db.transaction_state(conn, _DOSSIERS_READ)
+    if read is not None and proposal_id in read:
+        return read.pop(proposal_id)
     found = await load_dossiers(conn, [proposal_id])
     return found[0] if found else None
+
+
+_DOSSIERS_READ = "progress.dossiers-read"
+
+
+async def prefetch_dossiers(conn: AsyncConnection, proposal_ids: list[str]) -> None:
+    """Read a batch's dossiers in one statement per table (six, whatever the batch's size), for the first
+    :func:`load_dossier` of each in this transaction; each is then gone, so a later load reads what the
+    transaction wrote (an id without a proposal is remembered as none). Whoever writes a dossier's
+    rows in that transaction drops it first (:func:`forget_dossiers`)."""
+    read: dict[str, Dossier | None] | None = db.transaction_state(conn, _DOSSIERS_READ, dict)
+    if read is None:
+        return
+    wanted = sorted({proposal_id for proposal_id in proposal_ids if proposal_id not in read})
+    if wanted:
+        found = {dossier.id: dossier for dossier in await load_dossiers(conn, wanted)}
+        read.update({proposal_id: found.get(proposal_id) for proposal_id in wanted})
+
+
+def forget_dossiers(conn: AsyncConnection, proposal_ids: list[str]) -> None:
+    """Drop these dossiers read ahead (their rows are being written)."""
+    read: dict[str, Dossier | None] | None = db.transaction_state(conn, _DOSSIERS_READ)
+    if read:
+        for proposal_id in proposal_ids:
+            read.pop(proposal_id, None)
 
 
 async def open_proposal_ids(conn: AsyncConnection) -> list[str]:

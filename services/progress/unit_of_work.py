@@ -13,6 +13,9 @@ import copy
 from abc import abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import date, datetime, time
+from decimal import Decimal
+from enum import Enum
 from typing import Any
 
 from sqlalchemy import Table, and_, insert, update
@@ -39,10 +42,26 @@ class Snapshot:
     with_records: bool = True
 
 
+_UNCHANGING = (str, int, float, bool, type(None), datetime, date, time, Decimal, Enum, bytes)
+
+
+def _copied(value: Any) -> Any:
+    """A deep copy of a row's value: its dicts and lists copied, its plain values shared (they never
+    change). `copy.deepcopy` does the same for any object, at several times the cost, which on a
+    lifecycle record was the largest part of progress's CPU (docs/performance.md, "The sixth round")."""
+    if isinstance(value, dict):
+        return {key: _copied(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_copied(item) for item in value]
+    if isinstance(value, _UNCHANGING):
+        return value
+    return copy.deepcopy(value)
+
+
 def _snapshot(dossier: Dossier, *, new: bool = False, with_records: bool = True) -> Snapshot:
     return Snapshot(
-        None if new else copy.deepcopy(dossier.proposal),
-        {name: copy.deepcopy(getattr(dossier, name)) for name in _RECORDS},
+        None if new else _copied(dossier.proposal),
+        {name: _copied(getattr(dossier, name)) for name in _RECORDS},
         with_records,
     )
 
@@ -216,7 +235,7 @@ class SqlUnitOfWork(UnitOfWork):
         deferred = self._deferred()
         if deferred is not None:
             if not with_records and proposal_id in deferred.rows:
-                return Dossier(copy.deepcopy(deferred.rows[proposal_id]))
+                return Dossier(_copied(deferred.rows[proposal_id]))
             if proposal_id in deferred.inserted or proposal_id in deferred.rows:
                 # Read back from the database (a new row gets its server defaults there).
                 await _write(self.conn, deferred)
@@ -240,17 +259,18 @@ class SqlUnitOfWork(UnitOfWork):
     async def _save(self, seen: list[tuple[Dossier, Snapshot]], consumed: list[tuple[Envelope, Event]]) -> None:
         conn = self.conn
         deferred = self._deferred()
+        store.forget_dossiers(conn, [dossier.id for dossier, _ in seen])
         for dossier, snapshot in seen:
             if snapshot.proposal is None:
                 if deferred is not None:
-                    deferred.inserted[dossier.id] = copy.deepcopy(dossier.proposal)
+                    deferred.inserted[dossier.id] = _copied(dossier.proposal)
                 else:
                     await db.insert_rows(conn, store.proposals, dossier.proposal)
             else:
                 changed = {k: v for k, v in dossier.proposal.items() if snapshot.proposal.get(k) != v}
                 if changed and deferred is not None:
-                    deferred.changed.setdefault(dossier.id, {}).update(copy.deepcopy(changed))
-                    deferred.rows[dossier.id] = copy.deepcopy(dossier.proposal)
+                    deferred.changed.setdefault(dossier.id, {}).update(_copied(changed))
+                    deferred.rows[dossier.id] = _copied(dossier.proposal)
                 elif changed:
                     await db.update_by(conn, store.proposals, dossier.id, changed)
             if snapshot.with_records:

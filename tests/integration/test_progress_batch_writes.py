@@ -5,6 +5,7 @@ read model and timeline come out exactly as one record at a time, in fewer state
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -14,12 +15,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.progress import handlers, store
 from services.progress.unit_of_work import deferring_writes, write_deferred
 from shared.db import create_engine
-from shared.events import ASSIGNMENTS, PROPOSALS, Event
+from shared.envelope import Envelope
+from shared.events import ASSIGNMENTS, PROPOSALS, UNIT_REPORTS, Event, ProgressReported, ReportProgress
 from shared.migrate import upgrade_async
+from shared.policy import load_policy
 from shared.processor import EventProcessor
-from tests.fakes import RecordingPublisher
+from tests.fakes import RecordingPublisher, record_of
 from tests.fakes import event_records as records
 from tests.notify_fixtures import lifecycle
+from tests.progress_fixtures import Clock
+from tests.progress_fixtures import lifecycle as progress_lifecycle
 
 
 @pytest.fixture
@@ -127,3 +132,65 @@ async def test_a_batch_rolled_back_for_one_record_leaves_nothing_of_its_writes_b
         ).scalar_one()
     assert sorted(timeline) == ["ok-main"] * 4, "each record's row once, the parked one's none"
     assert stage == "filed"
+
+
+OA = "/oa/dg-zrzyj"
+
+
+def unit_report(proposal_id: str, tag: str) -> Envelope:
+    """A lead unit's 办理进展 report on the unit door."""
+    data = {
+        "actor": {"id": "u-1", "role": "unit", "unit": "dg-zrzyj"},
+        "proposal_id": proposal_id,
+        "unit": "dg-zrzyj",
+        "kind": "research",
+        "on": "2026-03-18",
+        "text": f"赴镇街调研整治项目（{tag}）",
+    }
+    return Envelope(id=f"cmd-{proposal_id}-{tag}", type=ReportProgress.TYPE, source=OA, subject=proposal_id, data=data)
+
+
+async def test_a_batch_of_unit_reports_reads_its_dossiers_once_and_leaves_what_one_at_a_time_leaves(engine) -> None:
+    """The unit-report consumer reads its batch's dossiers in one statement per table (`prepare`:
+    handlers.prefetch_unit_reports); a proposal reported twice in the batch reads its dossier again for
+    the second report, with what the first wrote."""
+    lifecycles = processor(engine, batched=True)
+    offset = 0
+    for prefix in ("one", "bat"):
+        for n in range(3):
+            events = progress_lifecycle(f"{prefix}{n}-000{n + 1}")
+            assert await lifecycles.process_batch(records(events, offset)) == ["handled"] * len(events)
+            offset += len(events)
+    reports = EventProcessor(
+        service="progress",
+        consumer="progress-unit-reports",
+        engine=engine,
+        metadata=store.metadata,
+        handler=handlers.unit_report_handler(load_policy(), [OA], Clock(datetime(2026, 3, 20, 2, tzinfo=UTC))),
+        producer=RecordingPublisher(),  # type: ignore[arg-type]
+        prepare=handlers.prefetch_unit_reports,
+        base_delay=0.001,
+        max_delay=0.01,
+    )
+    for n in range(3):
+        for tag in ("a", "b") if n == 0 else ("a",):
+            record = record_of(unit_report(f"one{n}-000{n + 1}", tag), UNIT_REPORTS, offset)
+            assert await reports.process_batch([record]) == ["handled"]
+            offset += 1
+
+    reads: list[str] = []
+
+    def before(conn, cursor, statement, parameters, context, executemany) -> None:
+        if "FROM replies" in statement:
+            reads.append(statement)
+
+    batch = [unit_report(f"bat{n}-000{n + 1}", "a") for n in range(3)] + [unit_report("bat0-0001", "b")]
+    event.listen(engine.sync_engine, "before_cursor_execute", before)
+    outcomes = await reports.process_batch([record_of(e, UNIT_REPORTS, offset + i) for i, e in enumerate(batch)])
+    event.remove(engine.sync_engine, "before_cursor_execute", before)
+    assert outcomes == ["handled"] * 4
+    assert len(reads) == 2, "one read ahead for the batch, one for the proposal's second report"
+    for n in range(3):
+        one, bat = await stored(engine, f"one{n}"), await stored(engine, f"bat{n}")
+        assert bat == one
+        assert any(step[1] == ProgressReported.TYPE for step in one[1])
