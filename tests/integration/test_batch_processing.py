@@ -200,6 +200,40 @@ async def test_a_record_parked_by_one_consumer_goes_once_another_consumer_handle
         assert (await conn.execute(select(func.count()).select_from(parked))).scalar_one() == 0
 
 
+async def test_a_record_another_replica_parked_goes_once_this_replica_handles_its_cause(postgres_url: str) -> None:
+    """Two replicas: replica B's unit-command consumer holds a command whose assignment replica A's lifecycle
+    consumer then commits. A's look after its commit finds B's parked record (replicas share a PostgreSQL
+    database; SQLite is one process, the test above) and A's own unit-command consumer re-runs it at once,
+    not at B's next sweep."""
+    await upgrade_async("intake", postgres_url)
+    engine = create_engine(postgres_url)
+    assigned: set[str] = set()
+    carried_out: list[str] = []
+
+    async def lifecycle(conn, env, record) -> None:
+        assigned.add(env.subject)
+
+    async def unit_commands(conn, env, record) -> None:
+        if env.subject not in assigned:
+            raise NotReady("the proposal is not assigned yet")
+        carried_out.append(env.subject)
+
+    commands_b = processor(engine, unit_commands, RecordingPublisher(), consumer="test-commands")
+    commands_a = processor(engine, unit_commands, RecordingPublisher(), consumer="test-commands")
+    lifecycle_a = processor(engine, lifecycle, RecordingPublisher(), consumer="test-lifecycle")
+    for each in (commands_a, lifecycle_a):
+        each.look_after([commands_a, lifecycle_a])
+    report = record_of(envelope("p-1", "report"), topic="unit-reports")
+    assert await commands_b.process_batch([report]) == ["parked"]
+    assert await lifecycle_a.process_batch([record_of(envelope("p-1", "assigned"), topic="assignments")]) == ["handled"]
+    await asyncio.wait_for(commands_a.reruns_finished(), timeout=5)
+    assert carried_out == ["p-1"], "replica A should have carried out the command replica B held"
+    async with engine.connect() as conn:
+        parked = intake_store.metadata.tables["parked_events"]
+        assert (await conn.execute(select(func.count()).select_from(parked))).scalar_one() == 0
+    await engine.dispose()
+
+
 async def test_a_background_rerun_cut_short_by_a_stop_leaves_its_record_parked_for_the_next_start(engine) -> None:
     """A service stopping while a held command is being re-run: the re-run is cancelled and awaited before
     the engine goes, and the record stays parked (nothing half done), for the start-up sweep."""
