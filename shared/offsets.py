@@ -29,8 +29,8 @@ class OffsetCommits:
     never the consumer's current position, which may already be past a batch still in its transaction.
     Committing less often than every batch saves a broker round trip per batch, which at a moderate
     rate (a record or two per batch) is most of what the broker does for a consumer
-    (docs/performance.md). After a crash or a rebalance at most `interval` seconds of records are
-    read again, and the inbox skips them; a rebalance does not (:class:`HandOver`)."""
+    (docs/performance.md). After a crash at most `interval` seconds of records are read again, and the
+    inbox skips them; before a rebalance what is stored is committed at once (:class:`HandOver`)."""
 
     def __init__(self, interval: float) -> None:
         self._interval = interval
