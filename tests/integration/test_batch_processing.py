@@ -15,7 +15,7 @@ from shared.errors import NotReady
 from shared.events import Actor, ProposalWithdrawn, Role
 from shared.migrate import upgrade_async
 from shared.outbox import add_to_outbox
-from shared.processor import EventProcessor
+from shared.processor import EventProcessor, Handler
 from tests.fakes import FakeRecord, RecordingPublisher, record_of
 
 ACTOR = Actor(id="m-1", role=Role.MEMBER)
@@ -167,9 +167,9 @@ async def test_the_relay_is_woken_after_a_batch_that_staged_events_and_only_then
     assert wakes == [1, 1]
 
 
-async def test_a_record_parked_by_one_consumer_goes_once_another_consumer_handles_its_cause(engine) -> None:
-    """Progress's unit commands wait for the proposal's assignment, which its lifecycle consumer reads: the
-    held command goes as soon as that consumer commits the assignment, not at the next sweep."""
+def held_until_assigned() -> tuple[Handler, Handler, list[str]]:
+    """Progress's two consumers in small: the lifecycle consumer's handler notes a proposal assigned, the unit
+    commands' handler holds a command (NotReady) until then; the proposals whose commands were carried out."""
     assigned: set[str] = set()
     carried_out: list[str] = []
 
@@ -181,6 +181,13 @@ async def test_a_record_parked_by_one_consumer_goes_once_another_consumer_handle
             raise NotReady("the proposal is not assigned yet")
         carried_out.append(env.subject)
 
+    return lifecycle, unit_commands, carried_out
+
+
+async def test_a_record_parked_by_one_consumer_goes_once_another_consumer_handles_its_cause(engine) -> None:
+    """Progress's unit commands wait for the proposal's assignment, which its lifecycle consumer reads: the
+    held command goes as soon as that consumer commits the assignment, not at the next sweep."""
+    lifecycle, unit_commands, carried_out = held_until_assigned()
     commands = processor(engine, unit_commands, RecordingPublisher())
     other = processor(
         engine, lifecycle, RecordingPublisher(), consumer="test-lifecycle", after_handled=commands.rerun_soon
@@ -207,17 +214,7 @@ async def test_a_record_another_replica_parked_goes_once_this_replica_handles_it
     not at B's next sweep."""
     await upgrade_async("intake", postgres_url)
     engine = create_engine(postgres_url)
-    assigned: set[str] = set()
-    carried_out: list[str] = []
-
-    async def lifecycle(conn, env, record) -> None:
-        assigned.add(env.subject)
-
-    async def unit_commands(conn, env, record) -> None:
-        if env.subject not in assigned:
-            raise NotReady("the proposal is not assigned yet")
-        carried_out.append(env.subject)
-
+    lifecycle, unit_commands, carried_out = held_until_assigned()
     commands_b = processor(engine, unit_commands, RecordingPublisher(), consumer="test-commands")
     commands_a = processor(engine, unit_commands, RecordingPublisher(), consumer="test-commands")
     lifecycle_a = processor(engine, lifecycle, RecordingPublisher(), consumer="test-lifecycle")
