@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import functools
 import json
@@ -119,11 +120,13 @@ def _comm(pid: int) -> str:
         return ""
 
 
-async def records_moved(http: httpx.AsyncClient, suite: Suite) -> dict[str, float]:
-    """Records the services have consumed (every outcome) and published from their outboxes so far,
-    from their Prometheus metrics: what one proposal costs in Kafka records, for the per-record ratio."""
-    moved = {"consumed": 0.0, "published": 0.0}
+async def service_counts(http: httpx.AsyncClient, suite: Suite) -> dict[str, dict[str, float]]:
+    """Per service, its replicas summed, from their Prometheus metrics so far: records consumed (every
+    outcome, and each outcome but `handled` apart), records published from the outbox, and the partition
+    assignments its consumers received (`rebalances`)."""
+    counts: dict[str, dict[str, float]] = {}
     for instance in suite.instances:
+        moved = counts.setdefault(instance.service, {"consumed": 0.0, "published": 0.0, "rebalances": 0.0})
         text = (await http.get(f"{instance.url}/metrics")).text
         for line in text.splitlines():
             if line.startswith("proposalflow_events_processed_total{"):
@@ -133,7 +136,34 @@ async def records_moved(http: httpx.AsyncClient, suite: Suite) -> dict[str, floa
                     moved[outcome] = moved.get(outcome, 0.0) + float(line.rsplit(" ", 1)[1])
             elif line.startswith("proposalflow_outbox_published_total "):
                 moved["published"] += float(line.rsplit(" ", 1)[1])
+            elif line.startswith("proposalflow_consumer_rebalances_total{"):
+                moved["rebalances"] += float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+def records_moved(counts: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Records consumed (every outcome) and published by all the services: what one proposal costs in Kafka
+    records, for the per-record ratio."""
+    moved: dict[str, float] = {"consumed": 0.0, "published": 0.0}
+    for service in counts.values():
+        for key, value in service.items():
+            if key != "rebalances":
+                moved[key] = moved.get(key, 0.0) + value
     return moved
+
+
+async def idle_cpu(suite: Suite, postgres: bool, seconds: float) -> dict[str, float]:
+    """CPU ms per second of every service (replicas summed), the broker and the PostgreSQL server while no
+    load runs: what the running suite costs by the second (fetches, heartbeats, polls and sweeps), which a
+    scenario's CPU per proposal includes for as long as it lasts."""
+    services, others = suite.cpu(), other_cpu(postgres)
+    started = time.monotonic()
+    await asyncio.sleep(seconds)
+    elapsed = time.monotonic() - started
+    used = {s: round((v - services[s]) * 1000 / elapsed, 1) for s, v in suite.cpu().items()}
+    used["services"] = round(sum(used.values()), 1)
+    used.update({k: round((v - others[k]) * 1000 / elapsed, 1) for k, v in other_cpu(postgres).items() if k != "bench"})
+    return used
 
 
 def stage_breakdown(sent: list[tuple[str, float]], observer: pipeline.Observer) -> dict[str, Any]:
@@ -182,6 +212,7 @@ class Plan:
         self.rates = [float(rate) for rate in str(args.rate).split(",") if rate.strip()]
         self.rate_seconds = args.rate_seconds or (3 if args.quick else 10)
         self.replicas = args.replicas
+        self.idle_s = 3.0 if args.quick else 5.0
         self.stall_s = 60.0
         self.profile: Path | None = Path(args.profile) if args.profile else None
         self.postgres: str | None = args.postgres
@@ -433,22 +464,40 @@ async def _run_pipeline(
                 async def scenario(
                     name: str, door: str, load: Callable[[], Coroutine[Any, Any, list[tuple[str, float]]]]
                 ) -> None:
+                    idle = await idle_cpu(suite, postgres, plan.idle_s)
                     resends, failures, cpu_before = unit.resends, loader.http_failures, suite.cpu()
-                    others_before, moved_before = other_cpu(postgres), await records_moved(http, suite)
+                    rejections_before = collections.Counter(unit.rejections)
+                    counts_before = await service_counts(http, suite)
+                    others_before, moved_before = other_cpu(postgres), records_moved(counts_before)
+                    started = time.monotonic()
                     label = f"{'pg' if postgres else 'sqlite'}-{name}-{door}-{len(suite.urls('intake'))}"
                     with profiled(suite, plan.profile, label):
                         sent = await load()
                         tracked = await pipeline.wait_through(observer, [i for i, _ in sent], plan.stall_s)
                     arrived = {i: t.done_at for (i, _), t in zip(sent, tracked, strict=True)}
+                    lasted = time.monotonic() - started
                     through = max(1, sum(t.done_at is not None for t in tracked))
+
+                    def per(key: str) -> int:
+                        return 1 if key == "rebalances" else through  # rebalances: a count, not per proposal
+
                     cpu = {s: round((used - cpu_before[s]) * 1000 / through, 1) for s, used in suite.cpu().items()}
                     others = {
                         k: round((v - others_before[k]) * 1000 / through, 1) for k, v in other_cpu(postgres).items()
                     }
+                    counts = await service_counts(http, suite)
                     moved = {
-                        k: round((v - moved_before.get(k, 0.0)) / through, 2)
-                        for k, v in (await records_moved(http, suite)).items()
+                        k: round((v - moved_before.get(k, 0.0)) / through, 2) for k, v in records_moved(counts).items()
                     }
+                    per_service = {
+                        service: {
+                            k: round((v - counts_before.get(service, {}).get(k, 0.0)) / per(k), 2)
+                            for k, v in values.items()
+                        }
+                        for service, values in counts.items()
+                    }
+                    # What the scenario cost beyond what the suite costs idle for as long as it lasted.
+                    above_idle = round(sum(cpu.values()) - idle["services"] * lasted / through, 1)
                     results.append(
                         summarise(
                             name,
@@ -460,7 +509,11 @@ async def _run_pipeline(
                             cpu_ms_per_proposal={**cpu, "total": round(sum(cpu.values()), 1)},
                             other_cpu_ms_per_proposal=others,
                             records_per_proposal=moved,
+                            records_per_proposal_by_service=per_service,
+                            idle_cpu_ms_per_s=idle,
+                            services_cpu_ms_per_proposal_above_idle=above_idle,
                             unit_resends=unit.resends - resends,
+                            unit_rejections=dict(collections.Counter(unit.rejections) - rejections_before),
                             http_retries=loader.http_failures - failures,
                         )
                     )
@@ -575,6 +628,32 @@ def table(results: list[dict[str, Any]], base: dict[str, Any] | None = None) -> 
     return "\n".join(lines)
 
 
+def replica_costs(results: list[dict[str, Any]]) -> str:
+    """Per database and replica count (Kafka door, maximum rate), per service: CPU ms per proposal, the
+    suite's idle CPU ms per second, records consumed per proposal, of them duplicates (read again, dropped by
+    the inbox) and parked, and the rebalances during the scenario: where a replica's extra CPU goes."""
+    lines = []
+    for r in results:
+        if "database" not in r or r["scenario"] != "pipeline max rate" or r["door"] != "kafka":
+            continue
+        by_service = r.get("records_per_proposal_by_service", {})
+        idle = r.get("idle_cpu_ms_per_s", {})
+        lines.append(
+            f"{r['database']}, {r['replicas']} replica(s): services {r['cpu_ms_per_proposal']['total']} ms per "
+            f"proposal ({r.get('services_cpu_ms_per_proposal_above_idle')} above idle), idle {idle.get('services')} "
+            f"ms/s (broker {idle.get('broker', '-')}, postgres {idle.get('postgres', '-')})"
+        )
+        for service, counts in by_service.items():
+            cpu = r["cpu_ms_per_proposal"].get(service, "-")
+            lines.append(
+                f"  {service:<11} CPU {cpu:>6} ms  idle {idle.get(service, '-'):>5} ms/s  consumed "
+                f"{counts.get('consumed', 0):>5}  dup {counts.get('duplicate', 0.0):>4}  parked "
+                f"{counts.get('parked', 0.0):>4}  published {counts.get('published', 0):>5}  rebalances "
+                f"{counts.get('rebalances', 0):>3.0f}"
+            )
+    return "\n".join(lines)
+
+
 async def main(args: argparse.Namespace) -> int:
     settings = CommonSettings()
     plan = Plan(args)
@@ -642,6 +721,8 @@ async def main(args: argparse.Namespace) -> int:
     out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     print()
     print(table(results, base))
+    print()
+    print(replica_costs(results))
     for database, ratio in report.get("ratio_pipeline_to_baseline", {}).items():
         records = report.get("ratio_records_consumed_per_s", {}).get(database)
         print(

@@ -254,6 +254,8 @@ class LeadUnit:
         self._attempts: Counter[str] = Counter()
         self.reports = 0
         self.resends = 0
+        self.rejections: Counter[str] = Counter()
+        """Why progress refused reports, by reason (the proposal id left out)."""
 
     async def _report(self, proposal_id: str, unit: str) -> None:
         envelope = progress_report(proposal_id, unit)
@@ -295,6 +297,8 @@ class LeadUnit:
                     if envelope.data.get("cause_event_type") == STAGES["assigned"]:
                         told.add(proposal_id)
                 else:
+                    reason = str(envelope.data.get("reason", "")).replace(proposal_id, "<proposal>")
+                    self.rejections[reason[:160]] += 1
                     original = self._sent.pop(envelope.data.get("command_id", ""), None)
                     if original is not None:
                         task = asyncio.create_task(self._resend(*original))

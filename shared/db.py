@@ -340,18 +340,28 @@ def _forget(conn: AsyncConnection, table: Table, ids: list[Any]) -> None:
             prefetched.pop(value, None)
 
 
-async def prefetch_by_id(conn: AsyncConnection, table: Table, ids: Iterable[Any]) -> list[dict[str, Any]]:
+async def prefetch_by_id(
+    conn: AsyncConnection, table: Table, ids: Iterable[Any], *, lock: bool = False
+) -> list[dict[str, Any]]:
     """Read the rows of `table` with these ids in one statement, for the reads of this transaction
     (`row_by`); an id without a row is remembered as None. Outside a transaction it does nothing.
-    Returns the rows it read (copies: the caller may look, for what else to read ahead)."""
+    Returns the rows it read (copies: the caller may look, for what else to read ahead). With `lock`, on
+    PostgreSQL the rows stay locked until the transaction ends (`FOR UPDATE`, in id order), so another
+    transaction about to change them (another replica's batch) waits and reads what this one wrote."""
     prefetched = _prefetched(conn, table, new=True)
     if prefetched is None:
         return []
     wanted = sorted({value for value in ids if value is not None and value not in prefetched})
     if not wanted:
         return []
+    locking = lock and conn.dialect.name == "postgresql"
     query = built_once(
-        ("prefetch", table), lambda: select(table).where(table.c.id.in_(bindparam("ids", expanding=True)))
+        ("prefetch", table, locking),
+        lambda: (
+            select(table).where(table.c.id.in_(bindparam("ids", expanding=True))).order_by(table.c.id).with_for_update()
+            if locking
+            else select(table).where(table.c.id.in_(bindparam("ids", expanding=True)))
+        ),
     )
     found = {row["id"]: dict(row) for row in (await conn.execute(query, {"ids": wanted})).mappings()}
     for value in wanted:

@@ -307,6 +307,11 @@ class Metrics:
             "as of the last record it processed.",
             ["group", "topic", "partition"],
         )
+        self.consumer_rebalances = Counter(
+            "proposalflow_consumer_rebalances_total",
+            "Partition assignments a consumer received (one per rebalance of its group it took part in).",
+            ["group", "consumer"],
+        )
         self.outbox_backlog = Gauge(
             "proposalflow_outbox_backlog",
             "Committed outbox rows not yet published to Kafka (grows while the broker is unreachable).",

@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from aiokafka import TopicPartition
+from aiokafka import ConsumerRebalanceListener, TopicPartition
 
 from shared.observability import METRICS
 
@@ -28,8 +29,8 @@ class OffsetCommits:
     never the consumer's current position, which may already be past a batch still in its transaction.
     Committing less often than every batch saves a broker round trip per batch, which at a moderate
     rate (a record or two per batch) is most of what the broker does for a consumer
-    (docs/performance.md). After a crash or a rebalance at most `interval` seconds of records are
-    read again, and the inbox skips them."""
+    (docs/performance.md). After a crash at most `interval` seconds of records are read again, and the
+    inbox skips them; before a rebalance what is stored is committed at once (:class:`HandOver`)."""
 
     def __init__(self, interval: float) -> None:
         self._interval = interval
@@ -37,12 +38,42 @@ class OffsetCommits:
         self._consumer: Any = None
         self._last = 0.0
         self._timer: asyncio.Task[None] | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
 
-    async def stored(self, consumer: Any, records: Sequence[Record]) -> None:
-        """The outcomes of these records are committed in the database: their offsets may go."""
+    @contextlib.asynccontextmanager
+    async def batch(self) -> AsyncIterator[None]:
+        """Around a batch's processing: a rebalance waits for it (:meth:`handed_over`) before it commits."""
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._idle.set()
+
+    async def handed_over(self, within: float) -> None:
+        """The partitions are being taken away: wait (at most `within` seconds) for the batch in progress
+        to store its outcomes, then commit every stored offset now, so the next owner starts after them
+        instead of reading them again."""
+        try:
+            async with asyncio.timeout(within):
+                await self._idle.wait()
+        except TimeoutError:
+            log.warning("a batch still in progress after %.0fs of a rebalance: its records will be re-read", within)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        await self.flush()
+
+    def note(self, consumer: Any, records: Sequence[Record]) -> None:
+        """The outcomes of these records are committed in the database: their offsets may go (later)."""
         for record in records:
             self._pending[TopicPartition(record.topic, record.partition)] = record.offset + 1
         self._consumer = consumer
+
+    async def stored(self, consumer: Any, records: Sequence[Record]) -> None:
+        """The outcomes of these records are committed in the database: their offsets go now, or at the end
+        of the interval."""
+        self.note(consumer, records)
         wait = self._interval - (time.monotonic() - self._last)
         if wait <= 0:
             await self.flush()
@@ -66,6 +97,26 @@ class OffsetCommits:
         except Exception as exc:  # noqa: BLE001 - the records are re-read and skipped by the inbox
             # A rebalance took the partition: the next owner re-reads it and the inbox skips it.
             log.warning("offset commit failed (%s); the records will be re-read and skipped", exc)
+
+
+class HandOver(ConsumerRebalanceListener):  # type: ignore[misc]
+    """A consumer's rebalance listener: before its partitions go to another member (a replica starting or
+    stopping), the batch in progress finishes and the stored offsets are committed (aiokafka waits for
+    this callback before it rejoins the group), so the next owner does not read those records again. Also
+    counts the rebalances (`proposalflow_consumer_rebalances_total`)."""
+
+    def __init__(self, commits: OffsetCommits, group_id: str, consumer: str, *, timeout: float = 20.0) -> None:
+        self._commits = commits
+        self._group_id = group_id
+        self._consumer = consumer
+        self._timeout = timeout
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        if revoked:
+            await self._commits.handed_over(self._timeout)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        METRICS.consumer_rebalances.labels(self._group_id, self._consumer).inc()
 
 
 async def measure_lag(group_id: str, consumer: Any) -> None:

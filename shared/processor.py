@@ -129,8 +129,8 @@ class EventProcessor:
         self._parked = metadata.tables["parked_events"]
         self._admit_sql = admit_sql(self._inbox, self._parked)
         self._parked_sql = (
-            f"SELECT DISTINCT subject FROM {self._parked.name} "  # noqa: S608 - our own table
-            "WHERE consumer = $1 AND subject = ANY($2::varchar[])"
+            f"SELECT DISTINCT consumer, subject FROM {self._parked.name} "  # noqa: S608 - our own table
+            "WHERE consumer = ANY($1::varchar[]) AND subject = ANY($2::varchar[])"
         )
         self._handler = handler
         self._producer = producer
@@ -145,6 +145,15 @@ class EventProcessor:
         self._parked_here: set[str] = set()
         """Proposals this process parked records of and has not seen drained since."""
         self._reruns: set[asyncio.Task[None]] = set()
+        self._siblings: dict[str, EventProcessor] = {}
+        """The other consumers of this service (:meth:`look_after`)."""
+
+    def look_after(self, siblings: Iterable[EventProcessor]) -> None:
+        """On PostgreSQL, the look for parked records after each commit covers these consumers of the same
+        service too, in the same statement: a record another replica parked waiting for what this commit
+        holds (a unit's command for its proposal's assignment) is re-run now, not at the next sweep.
+        Within one process :meth:`rerun_soon` does that; across replicas only this look can."""
+        self._siblings = {sibling.consumer: sibling for sibling in siblings if sibling is not self}
 
     async def process(self, record: Record) -> str:
         """Handle one record; returns what happened: handled, duplicate, parked or dead-lettered.
@@ -284,9 +293,13 @@ class EventProcessor:
             async with self._engine.connect() as conn:
                 # Outside a transaction: one round trip, on asyncpg's own connection.
                 driver = await driver_connection(conn)
-                waiting = {row[0] for row in await driver.fetch(self._parked_sql, self.consumer, sorted(handled))}
-            for subject in sorted(waiting):
-                await self._rerun_parked(subject)
+                found = await driver.fetch(self._parked_sql, [self.consumer, *self._siblings], sorted(handled))
+            waiting = sorted((row[0], row[1]) for row in found)
+            for consumer, subject in waiting:
+                if consumer == self.consumer:
+                    await self._rerun_parked(subject)
+                else:
+                    self._siblings[consumer].rerun_soon([subject], parked_anywhere=True)
         return outcomes
 
     async def _parked_subjects(self, conn: AsyncConnection, subjects: Iterable[str]) -> set[str]:
@@ -489,14 +502,15 @@ class EventProcessor:
                         await conn.execute(delete(self._parked).where(self._parked.c.id == row.id))
                 progressed = True
 
-    def rerun_soon(self, subjects: Iterable[str]) -> None:
+    def rerun_soon(self, subjects: Iterable[str], *, parked_anywhere: bool = False) -> None:
         """Another consumer of this process has just committed records of these proposals: re-run now, in
         the background, what this one parked of them. A unit's command that came before its proposal's
         assignment waits for the assignment, which another consumer reads; without this it would wait
-        for the next sweep (:meth:`rerun_all_parked`). Only proposals this process parked: the sweep still
-        covers another replica's and those from before a restart."""
+        for the next sweep (:meth:`rerun_all_parked`). Only proposals this process parked, unless the database
+        has just shown a parked record of them (`parked_anywhere`, perhaps another replica's: :meth:`look_after`);
+        the sweep covers the rest and those from before a restart."""
         for subject in subjects:
-            if subject not in self._parked_here:
+            if subject not in self._parked_here and not parked_anywhere:
                 continue
             task = asyncio.get_running_loop().create_task(
                 self._rerun_parked(subject), name=f"{self.consumer} rerun {subject}"

@@ -210,6 +210,8 @@ class ServiceRuntime:
             after_handled=lambda subjects: self._handled(processor, subjects),
         )
         self.processors.append(processor)
+        for each in self.processors:
+            each.look_after(self.processors)
         self.subscribe(
             processor,
             [] if per_system else topics,

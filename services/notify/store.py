@@ -147,8 +147,9 @@ def _proposal_values(view: ProposalView) -> dict[str, Any]:
 
 async def prefetch_proposals(conn: AsyncConnection, proposal_ids: list[str]) -> list[dict[str, Any]]:
     """Read a batch's proposals in one statement: each serves the first `get_proposal` of it in this
-    transaction (shared/db.py `prefetch_by_id`). Returns the rows found."""
-    return await db.prefetch_by_id(conn, proposals, proposal_ids)
+    transaction (shared/db.py `prefetch_by_id`), locked until it ends: another replica may be handling
+    another topic's event of the same proposal. Returns the rows found."""
+    return await db.prefetch_by_id(conn, proposals, proposal_ids, lock=True)
 
 
 async def insert_proposal(conn: AsyncConnection, view: ProposalView) -> None:

@@ -151,8 +151,10 @@ async def get_proposal(conn: AsyncConnection, proposal_id: str) -> dict[str, Any
 
 
 async def prefetch_proposals(conn: AsyncConnection, proposal_ids: list[str]) -> None:
-    """Read a batch's proposals in one statement, for the first `get_proposal` of each in this transaction."""
-    await db.prefetch_by_id(conn, proposals, proposal_ids)
+    """Read a batch's proposals in one statement, for the first `get_proposal` of each in this transaction,
+    locked until it ends: another replica may be folding another topic's event of the same proposal
+    (docs/performance.md, "Replicas")."""
+    await db.prefetch_by_id(conn, proposals, proposal_ids, lock=True)
 
 
 async def get_timeline(conn: AsyncConnection, proposal_id: str) -> list[dict[str, Any]]:

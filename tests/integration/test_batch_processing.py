@@ -15,7 +15,7 @@ from shared.errors import NotReady
 from shared.events import Actor, ProposalWithdrawn, Role
 from shared.migrate import upgrade_async
 from shared.outbox import add_to_outbox
-from shared.processor import EventProcessor
+from shared.processor import EventProcessor, Handler
 from tests.fakes import FakeRecord, RecordingPublisher, record_of
 
 ACTOR = Actor(id="m-1", role=Role.MEMBER)
@@ -167,9 +167,9 @@ async def test_the_relay_is_woken_after_a_batch_that_staged_events_and_only_then
     assert wakes == [1, 1]
 
 
-async def test_a_record_parked_by_one_consumer_goes_once_another_consumer_handles_its_cause(engine) -> None:
-    """Progress's unit commands wait for the proposal's assignment, which its lifecycle consumer reads: the
-    held command goes as soon as that consumer commits the assignment, not at the next sweep."""
+def held_until_assigned() -> tuple[Handler, Handler, list[str]]:
+    """Progress's two consumers in small: the lifecycle consumer's handler notes a proposal assigned, the unit
+    commands' handler holds a command (NotReady) until then; the proposals whose commands were carried out."""
     assigned: set[str] = set()
     carried_out: list[str] = []
 
@@ -181,6 +181,13 @@ async def test_a_record_parked_by_one_consumer_goes_once_another_consumer_handle
             raise NotReady("the proposal is not assigned yet")
         carried_out.append(env.subject)
 
+    return lifecycle, unit_commands, carried_out
+
+
+async def test_a_record_parked_by_one_consumer_goes_once_another_consumer_handles_its_cause(engine) -> None:
+    """Progress's unit commands wait for the proposal's assignment, which its lifecycle consumer reads: the
+    held command goes as soon as that consumer commits the assignment, not at the next sweep."""
+    lifecycle, unit_commands, carried_out = held_until_assigned()
     commands = processor(engine, unit_commands, RecordingPublisher())
     other = processor(
         engine, lifecycle, RecordingPublisher(), consumer="test-lifecycle", after_handled=commands.rerun_soon
@@ -198,6 +205,30 @@ async def test_a_record_parked_by_one_consumer_goes_once_another_consumer_handle
     async with engine.connect() as conn:
         parked = intake_store.metadata.tables["parked_events"]
         assert (await conn.execute(select(func.count()).select_from(parked))).scalar_one() == 0
+
+
+async def test_a_record_another_replica_parked_goes_once_this_replica_handles_its_cause(postgres_url: str) -> None:
+    """Two replicas: replica B's unit-command consumer holds a command whose assignment replica A's lifecycle
+    consumer then commits. A's look after its commit finds B's parked record (replicas share a PostgreSQL
+    database; SQLite is one process, the test above) and A's own unit-command consumer re-runs it at once,
+    not at B's next sweep."""
+    await upgrade_async("intake", postgres_url)
+    engine = create_engine(postgres_url)
+    lifecycle, unit_commands, carried_out = held_until_assigned()
+    commands_b = processor(engine, unit_commands, RecordingPublisher(), consumer="test-commands")
+    commands_a = processor(engine, unit_commands, RecordingPublisher(), consumer="test-commands")
+    lifecycle_a = processor(engine, lifecycle, RecordingPublisher(), consumer="test-lifecycle")
+    for each in (commands_a, lifecycle_a):
+        each.look_after([commands_a, lifecycle_a])
+    report = record_of(envelope("p-1", "report"), topic="unit-reports")
+    assert await commands_b.process_batch([report]) == ["parked"]
+    assert await lifecycle_a.process_batch([record_of(envelope("p-1", "assigned"), topic="assignments")]) == ["handled"]
+    await asyncio.wait_for(commands_a.reruns_finished(), timeout=5)
+    assert carried_out == ["p-1"], "replica A should have carried out the command replica B held"
+    async with engine.connect() as conn:
+        parked = intake_store.metadata.tables["parked_events"]
+        assert (await conn.execute(select(func.count()).select_from(parked))).scalar_one() == 0
+    await engine.dispose()
 
 
 async def test_a_background_rerun_cut_short_by_a_stop_leaves_its_record_parked_for_the_next_start(engine) -> None:

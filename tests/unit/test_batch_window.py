@@ -5,11 +5,13 @@ per service."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pytest
 from faststream.kafka import KafkaBroker
 
 from shared.settings import service_settings
-from shared.subscriber import FETCH_MIN_BYTES_IN_WINDOW, subscribe
+from shared.subscriber import IDLE_FETCH_WAIT_MS, MAX_BATCH, subscribe, top_up
 
 
 class Processor:
@@ -48,7 +50,49 @@ def test_the_window_is_set_per_service(monkeypatch: pytest.MonkeyPatch) -> None:
     assert service_settings("notify").batch_window_ms == 10
 
 
-def test_a_window_makes_the_broker_gather_records_before_it_answers() -> None:
-    assert fetch_options(25) == {"fetch_min_bytes": FETCH_MIN_BYTES_IN_WINDOW, "fetch_max_wait_ms": 25}
-    # Without one, a fetch is answered as soon as one record is there (an idle one waits up to 500 ms).
-    assert fetch_options(0) == {"fetch_min_bytes": 1, "fetch_max_wait_ms": 500}
+def test_the_broker_holds_an_idle_fetch_whatever_the_window() -> None:
+    # A fetch is answered as soon as one record is there, and an idle one waits up to 500 ms: a window kept
+    # by the broker (fetch_max_wait_ms) made every idle consumer fetch a hundred times a second.
+    assert fetch_options(25) == {"fetch_min_bytes": 1, "fetch_max_wait_ms": IDLE_FETCH_WAIT_MS}
+    assert fetch_options(0) == {"fetch_min_bytes": 1, "fetch_max_wait_ms": IDLE_FETCH_WAIT_MS}
+
+
+@dataclass(frozen=True)
+class Rec:
+    topic: str
+    partition: int
+    offset: int
+
+
+class Fetched:
+    """A consumer whose fetcher holds `later` once the window has passed."""
+
+    def __init__(self, later: dict[str, list[Rec]]) -> None:
+        self.later = later
+        self.asked: list[int] = []
+
+    async def getmany(self, *, timeout_ms: int, max_records: int) -> dict[str, list[Rec]]:
+        self.asked.append(max_records)
+        later, self.later = self.later, {}
+        return later
+
+
+async def test_a_batch_takes_what_arrived_within_the_window_after_its_own_records() -> None:
+    first = [Rec("t", 0, 1), Rec("t", 1, 7)]
+    consumer = Fetched({"t-0": [Rec("t", 0, 2), Rec("t", 0, 3)], "t-1": [Rec("t", 1, 8)]})
+    batch = await top_up(consumer, first, 10)
+    assert batch == [*first, Rec("t", 0, 2), Rec("t", 0, 3), Rec("t", 1, 8)]
+    assert consumer.asked == [MAX_BATCH - 2]
+    # Within each partition the offsets still rise: the order a proposal's records are handled in.
+    for partition in (0, 1):
+        offsets = [r.offset for r in batch if r.partition == partition]
+        assert offsets == sorted(offsets)
+
+
+async def test_a_full_batch_or_nothing_new_is_left_as_it_is() -> None:
+    full = [Rec("t", 0, n) for n in range(MAX_BATCH)]
+    consumer = Fetched({"t-0": [Rec("t", 0, MAX_BATCH)]})
+    assert await top_up(consumer, full, 10) == full
+    assert consumer.asked == []
+    quiet = Fetched({})
+    assert await top_up(quiet, [Rec("t", 0, 1)], 10) == [Rec("t", 0, 1)]
