@@ -584,7 +584,8 @@ class Dossier:
     """办理档案: one proposal with everything progress knows of its handling, the aggregate every handling
     step goes through. A step checks its rules, then records the event it causes (`events`, published by
     the unit of work with the state, in one transaction); `apply` is the one place an event, consumed
-    or our own, changes the dossier and its stage."""
+    or our own, changes the dossier and its stage. Its state and records are immutable: a change
+    replaces the one it changes (`_change`, `_change_reply`, `_change_measure`)."""
 
     proposal: Proposal
     replies: list[Reply] = field(default_factory=list)
