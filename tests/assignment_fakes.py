@@ -21,6 +21,7 @@ from shared.events import (
     SessionKind,
     Suggestion,
 )
+from shared.records import row_of
 
 Row = dict[str, Any]
 
@@ -95,8 +96,8 @@ class FakeUnitOfWork(UnitOfWork):
     async def _save(
         self, assignment: Assignment, loaded: AssignmentState | None, responses: dict[str, UnitAnswer]
     ) -> None:
-        self.assignments[assignment.id] = mapping.row_of(assignment.state)
-        self.responses[assignment.id] = {unit: mapping.row_of(a) for unit, a in assignment.responses.items()}
+        self.assignments[assignment.id] = row_of(assignment.state)
+        self.responses[assignment.id] = {unit: row_of(a) for unit, a in assignment.responses.items()}
 
     async def _publish(self, events: list[tuple[Event, str | None]]) -> None:
         self.outbox += [(event_id or str(uuid.uuid4()), event) for event, event_id in events]

@@ -4,28 +4,13 @@ back as the table's row (sequences as JSON lists, enums as their values)."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
-from enum import Enum
 from typing import Any
 
 from services.assignment.domain import AssignmentState, AssignmentStatus, UnitAnswer, UnitResponse
 from shared.events import AssignmentForm
 
 Row = dict[str, Any]
-
-
-def row_of(record: AssignmentState | UnitAnswer) -> Row:
-    """The table row of a record: every field by its column's name."""
-    row: Row = {}
-    for item in dataclasses.fields(record):
-        value = getattr(record, item.name)
-        if isinstance(value, Enum):
-            value = value.value
-        elif isinstance(value, tuple):
-            value = list(value)
-        row[item.name] = value
-    return row
 
 
 def assignment_state(row: Mapping[str, Any]) -> AssignmentState:

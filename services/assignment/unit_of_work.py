@@ -22,6 +22,7 @@ from shared import db
 from shared.errors import NotFound
 from shared.events import Event
 from shared.outbox import add_to_outbox
+from shared.records import row_of
 
 SERVICE = "assignment"
 
@@ -207,20 +208,20 @@ class SqlUnitOfWork(UnitOfWork):
         self, assignment: Assignment, loaded: AssignmentState | None, responses: dict[str, UnitAnswer]
     ) -> None:
         conn, table = self.conn, store.assignments
-        row = mapping.row_of(assignment.state)
+        row = row_of(assignment.state)
         if loaded is None:
             await db.insert_rows(conn, table, row)
         elif assignment.state != loaded:
-            before = mapping.row_of(loaded)
+            before = row_of(loaded)
             changed = {k: v for k, v in row.items() if before.get(k) != v}
             if changed:
                 await db.update_by(conn, table, assignment.id, changed)
         answers = store.unit_responses
         for unit, answer in assignment.responses.items():
             if unit not in responses:
-                await conn.execute(insert(answers).values(**mapping.row_of(answer)))
+                await conn.execute(insert(answers).values(**row_of(answer)))
             elif responses[unit] != answer:
-                old, new = mapping.row_of(responses[unit]), mapping.row_of(answer)
+                old, new = row_of(responses[unit]), row_of(answer)
                 changed = {k: v for k, v in new.items() if old.get(k) != v}
                 match = and_(answers.c.assignment_id == assignment.id, answers.c.unit == unit)
                 await conn.execute(update(answers).where(match).values(**changed))

@@ -4,27 +4,12 @@ table's row (the proposers and suggestions as JSON lists, the status as its valu
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable, Mapping
-from enum import Enum
 from typing import Any
 
 from services.intake.domain import Proposal, ProposalState, ProposalStatus, Signer
 
 Row = dict[str, Any]
-
-
-def row_of(record: ProposalState | Signer) -> Row:
-    """The table row of a record: every field by its column's name."""
-    row: Row = {}
-    for item in dataclasses.fields(record):
-        value = getattr(record, item.name)
-        if isinstance(value, Enum):
-            value = value.value
-        elif isinstance(value, tuple):
-            value = list(value)
-        row[item.name] = value
-    return row
 
 
 def proposal_state(row: Mapping[str, Any]) -> ProposalState:

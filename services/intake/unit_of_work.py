@@ -23,6 +23,7 @@ from services.intake.domain import CHANGED_MEANWHILE, Proposal, ProposalState, P
 from shared.errors import NotFound, RuleViolation, StateConflict
 from shared.events import Event
 from shared.outbox import add_to_outbox
+from shared.records import row_of
 
 SERVICE = "intake"
 
@@ -133,12 +134,12 @@ class UnitOfWork(shared.unit_of_work.UnitOfWork):
 def changes_of(proposal: Proposal, snapshot: Snapshot) -> tuple[Row, list[Row], list[Row], list[str]]:
     """What to write: changed columns, signers added, signers changed, signer ids gone."""
     assert snapshot.state is not None
-    before = mapping.row_of(snapshot.state)
-    changed = {k: v for k, v in mapping.row_of(proposal.state).items() if before.get(k) != v}
+    before = row_of(snapshot.state)
+    changed = {k: v for k, v in row_of(proposal.state).items() if before.get(k) != v}
     old = {s.signer_id: s for s in snapshot.signers}
     new = {s.signer_id: s for s in proposal.signers}
-    added = [mapping.row_of(signer) for key, signer in new.items() if key not in old]
-    updated = [mapping.row_of(signer) for key, signer in new.items() if key in old and old[key] != signer]
+    added = [row_of(signer) for key, signer in new.items() if key not in old]
+    updated = [row_of(signer) for key, signer in new.items() if key in old and old[key] != signer]
     gone = [key for key in old if key not in new]
     return changed, added, updated, gone
 
@@ -173,9 +174,9 @@ class SqlUnitOfWork(UnitOfWork):
     async def _save(self, proposal: Proposal, snapshot: Snapshot) -> bool:
         conn = self.conn
         if snapshot.state is None:
-            await store.insert_proposal(conn, mapping.row_of(proposal.state))
+            await store.insert_proposal(conn, row_of(proposal.state))
             if proposal.signers:
-                await conn.execute(insert(store.signers), [mapping.row_of(signer) for signer in proposal.signers])
+                await conn.execute(insert(store.signers), [row_of(signer) for signer in proposal.signers])
             return True
         changed, added, updated, gone = changes_of(proposal, snapshot)
         if not (changed or added or updated or gone):

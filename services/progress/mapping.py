@@ -5,9 +5,7 @@ lists, enums as their values)."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
-from enum import Enum
 from typing import Any
 
 from services.progress.domain import (
@@ -26,19 +24,6 @@ from services.progress.domain import (
 
 Record = Proposal | Reply | CoOpinion | Evaluation | TrackedMeasure | ImplementationVerdict
 Row = dict[str, Any]
-
-
-def row_of(record: Record) -> Row:
-    """The table row of a record: every field by its column's name."""
-    row: Row = {}
-    for item in dataclasses.fields(record):
-        value = getattr(record, item.name)
-        if isinstance(value, Enum):
-            value = value.value
-        elif isinstance(value, tuple):
-            value = list(value)
-        row[item.name] = value
-    return row
 
 
 def proposal(row: Mapping[str, Any]) -> Proposal:

@@ -25,6 +25,7 @@ from shared.envelope import Envelope
 from shared.errors import NotFound
 from shared.events import Event
 from shared.outbox import add_to_outbox
+from shared.records import row_of
 
 SERVICE = "progress"
 
@@ -241,14 +242,14 @@ class SqlUnitOfWork(UnitOfWork):
         conn = self.conn
         deferred = self._deferred()
         for dossier, snapshot in seen:
-            row = mapping.row_of(dossier.proposal)
+            row = row_of(dossier.proposal)
             if snapshot.proposal is None:
                 if deferred is not None:
                     deferred.inserted[dossier.id] = row
                 else:
                     await db.insert_rows(conn, store.proposals, row)
             elif dossier.proposal != snapshot.proposal:
-                before = mapping.row_of(snapshot.proposal)
+                before = row_of(snapshot.proposal)
                 changed = {k: v for k, v in row.items() if before.get(k) != v}
                 if changed and deferred is not None:
                     deferred.changed.setdefault(dossier.id, {}).update(changed)
@@ -276,8 +277,8 @@ async def _save_records(
     """Insert the new rows, update the changed ones, delete the ones gone (a returned reply's measures)."""
     if before == after:
         return
-    old = {tuple(row[k] for k in key): row for row in map(mapping.row_of, before)}
-    new = {tuple(row[k] for k in key): row for row in map(mapping.row_of, after)}
+    old = {tuple(row[k] for k in key): row for row in map(row_of, before)}
+    new = {tuple(row[k] for k in key): row for row in map(row_of, after)}
     columns = set(table.c.keys())
     added = [{k: v for k, v in row.items() if k in columns} for ident, row in new.items() if ident not in old]
     if added:
