@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from services.assignment.domain import Assignment, RoutingTable
+from services.assignment import mapping
+from services.assignment.domain import Assignment, AssignmentState, RoutingTable, UnitAnswer
 from services.assignment.unit_of_work import UnitOfWork
 from shared.events import (
     Actor,
@@ -20,6 +21,7 @@ from shared.events import (
     SessionKind,
     Suggestion,
 )
+from shared.records import row_of
 
 Row = dict[str, Any]
 
@@ -80,18 +82,22 @@ class FakeUnitOfWork(UnitOfWork):
         if not rows:
             return None
         row = max(rows, key=lambda r: r["suggested_at"])
-        return Assignment(copy.deepcopy(row), copy.deepcopy(self.responses.get(row["id"], {})))
+        answers = mapping.unit_answers(self.responses.get(row["id"], {}))
+        return Assignment(mapping.assignment_state(row), answers)
 
     async def _awaiting_answers(self) -> list[Assignment]:
         rows = [r for r in self.assignments.values() if r["status"] in ("assigned", "disputed")]
-        return [Assignment(copy.deepcopy(r)) for r in sorted(rows, key=lambda r: (r["dispute_until"], r["id"]))]
+        ordered = sorted(rows, key=lambda r: (r["dispute_until"], r["id"]))
+        return [Assignment(mapping.assignment_state(r)) for r in ordered]
 
-    async def _responses(self, assignment_id: str) -> dict[str, Row]:
-        return copy.deepcopy(self.responses.get(assignment_id, {}))
+    async def _responses(self, assignment_id: str) -> dict[str, UnitAnswer]:
+        return mapping.unit_answers(self.responses.get(assignment_id, {}))
 
-    async def _save(self, assignment: Assignment, row: Row | None, responses: dict[str, Row]) -> None:
-        self.assignments[assignment.id] = copy.deepcopy(assignment.row)
-        self.responses[assignment.id] = copy.deepcopy(assignment.responses)
+    async def _save(
+        self, assignment: Assignment, loaded: AssignmentState | None, responses: dict[str, UnitAnswer]
+    ) -> None:
+        self.assignments[assignment.id] = row_of(assignment.state)
+        self.responses[assignment.id] = {unit: row_of(a) for unit, a in assignment.responses.items()}
 
     async def _publish(self, events: list[tuple[Event, str | None]]) -> None:
         self.outbox += [(event_id or str(uuid.uuid4()), event) for event, event_id in events]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from datetime import date
 
@@ -32,20 +31,20 @@ class FakeUnitOfWork(UnitOfWork):
 
     async def _fetch(self, proposal_id: str) -> Proposal | None:
         stored = self.stored.get(proposal_id)
-        return None if stored is None else Proposal(copy.deepcopy(stored.row), copy.deepcopy(stored.signers))
+        return None if stored is None else Proposal(stored.state, list(stored.signers))
 
     async def _exists(self, proposal_id: str) -> bool:
         return proposal_id in self.stored
 
     async def _fetch_awaiting(self, due_before: date) -> list[Proposal]:
         return [
-            Proposal(copy.deepcopy(p.row), copy.deepcopy(p.signers))
-            for p in sorted(self.stored.values(), key=lambda p: (p.row["cosign_due"], p.id))
-            if p.status == ProposalStatus.AWAITING_COSIGNERS and p.row["cosign_due"] < due_before
+            Proposal(p.state, list(p.signers))
+            for p in sorted(self.stored.values(), key=lambda p: (p.state.cosign_due, p.id))
+            if p.status == ProposalStatus.AWAITING_COSIGNERS and p.state.cosign_due < due_before
         ]
 
     async def _merged_into(self, proposal_id: str) -> list[str]:
-        return sorted(p.id for p in self.stored.values() if p.row["merged_into"] == proposal_id)
+        return sorted(p.id for p in self.stored.values() if p.state.merged_into == proposal_id)
 
     async def _next_sequence(self, year: int) -> int:
         self.counters[year] = self.counters.get(year, 0) + 1
@@ -55,12 +54,12 @@ class FakeUnitOfWork(UnitOfWork):
         if self.meanwhile is not None:
             meanwhile, self.meanwhile = self.meanwhile, None
             meanwhile(self.stored)
-        if snapshot.row is not None:
+        if snapshot.state is not None:
             if not any(changes_of(proposal, snapshot)):
                 return True
-            if self.stored[proposal.id].row["status"] != snapshot.row["status"]:
+            if self.stored[proposal.id].status != snapshot.state.status:
                 return False
-        self.stored[proposal.id] = Proposal(copy.deepcopy(proposal.row), copy.deepcopy(proposal.signers))
+        self.stored[proposal.id] = Proposal(proposal.state, list(proposal.signers))
         return True
 
     async def _publish(self, events: list[Event]) -> None:

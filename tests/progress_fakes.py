@@ -33,14 +33,14 @@ class FakeUnitOfWork(UnitOfWork):
         stored = self.stored.get(proposal_id)
         if stored is None:
             return None
-        return copy.deepcopy(stored) if with_records else Dossier(copy.deepcopy(stored.proposal))
+        return copy.deepcopy(stored) if with_records else Dossier(stored.proposal)
 
     async def _load_open(self) -> list[Dossier]:
         return [
             copy.deepcopy(d)
             for d in self.stored.values()
             if d.stage in OPEN_STAGES
-            and (d.proposal["implemented_at"] is None or d.proposal.get("implementation_evaluation") in ("due", "open"))
+            and (d.proposal.implemented_at is None or d.proposal.implementation_evaluation in ("due", "open"))
         ]
 
     async def _on_timeline(self, event_id: str) -> bool:
@@ -51,7 +51,7 @@ class FakeUnitOfWork(UnitOfWork):
             if snapshot.with_records or dossier.id not in self.stored:
                 self.stored[dossier.id] = copy.deepcopy(Dossier(dossier.proposal, *_records(dossier)))
             else:
-                self.stored[dossier.id].proposal = copy.deepcopy(dossier.proposal)
+                self.stored[dossier.id].proposal = dossier.proposal
         self.timeline += [(envelope.id, event) for envelope, event in consumed]
         for dossier, _ in seen:
             for event, fixed in dossier.events:
@@ -61,7 +61,7 @@ class FakeUnitOfWork(UnitOfWork):
         self.commits += 1
 
 
-def _records(dossier: Dossier) -> tuple[list[dict[str, Any]], ...]:
+def _records(dossier: Dossier) -> tuple[list[Any], ...]:
     return (
         dossier.replies,
         dossier.co_opinions,

@@ -11,7 +11,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.assignment import domain, service, store, views
+from services.assignment import domain, mapping, service, store, views
 from services.assignment.domain import Leader, RoutingRules, Unit, UnitKind
 from services.assignment.service import Clock, Context
 from services.assignment.unit_of_work import SqlUnitOfWork, UnitOfWork
@@ -216,7 +216,7 @@ def router(runtime: ServiceRuntime, ctx: Context, clock: Clock) -> APIRouter:
         async with runtime.engine.connect() as conn:
             rows = await store.list_assignments(conn, status=status, unit=unit, limit=limit, offset=offset)
         return {
-            "items": [views.assignment_view(row, calendar=ctx.calendar) for row in rows],
+            "items": [views.assignment_view(mapping.assignment_state(row), calendar=ctx.calendar) for row in rows],
             "limit": limit,
             "offset": offset,
         }
@@ -225,10 +225,14 @@ def router(runtime: ServiceRuntime, ctx: Context, clock: Clock) -> APIRouter:
     async def get_assignment(proposal_id: str, principal: AssignmentsReader) -> dict[str, Any]:
         async with runtime.engine.connect() as conn:
             row = await store.current_assignment(conn, proposal_id)
-            visible = row is not None and (principal.role != Role.UNIT or principal.unit in domain.route_of(row).units)
-            if row is None or not visible:
+            state = mapping.assignment_state(row) if row is not None else None
+            visible = state is not None and (
+                principal.role != Role.UNIT or principal.unit in domain.route_of(state).units
+            )
+            if state is None or not visible:
                 raise Problem(404, "Not found", f"No assignment of proposal {proposal_id} that you may see.")
-            return views.assignment_view(row, await store.responses_of(conn, row["id"]), calendar=ctx.calendar)
+            answers = mapping.unit_answers(await store.responses_of(conn, state.id))
+            return views.assignment_view(state, answers, calendar=ctx.calendar)
 
     missing = "No assignment of proposal {} yet; it is routed once filed."
 

@@ -309,7 +309,7 @@ def unit_may_respond(
     route: Route,
     status: AssignmentStatus,
     responses: Mapping[str, UnitResponse],
-    dispute_until: date,
+    dispute_until: date | None,
     today: date,
 ) -> str:
     """A unit accepts or disputes its own assignment, once, within the dispute window (异议期)."""
@@ -319,7 +319,8 @@ def unit_may_respond(
         raise StateConflict("assignment_awaits_response", f"the assignment is {status.value}; nothing to answer")
     if unit in responses:
         raise StateConflict("unit_responds_once", f"unit {unit} already answered: {responses[unit].value}")
-    if not dispute_window_open(dispute_until, today):
+    # An assignment awaiting answers was assigned (交办), so it has its dispute window.
+    if dispute_until is not None and not dispute_window_open(dispute_until, today):
         raise StateConflict(
             "dispute_window_open",
             f"the dispute window closed on {dispute_until.isoformat()}; the assignment counts as accepted",
@@ -381,8 +382,43 @@ def unit_ref(catalog: Catalog, unit_id: str) -> UnitRef:
     return UnitRef(id=unit_id, name=str(unit["name"]) if unit else unit_id)
 
 
-def route_of(row: Mapping[str, Any]) -> Route:
-    return Route(row["lead_unit"], tuple(row["co_units"]), tuple(row["reasons"]), tuple(row["split_units"] or ()))
+@dataclass(frozen=True)
+class AssignmentState:
+    """交办 of one proposal as it stands: its status, route (form, lead, co-handling or split units, the
+    reasons a dispatcher saw) and deadlines; the assignment it replaced, after 改办."""
+
+    id: str
+    proposal_id: str
+    status: AssignmentStatus
+    form: AssignmentForm
+    lead_unit: str
+    co_units: tuple[str, ...]
+    reasons: tuple[str, ...]
+    suggested_at: datetime
+    reply_due: date | None = None
+    co_opinion_due: date | None = None
+    dispute_until: date | None = None
+    assigned_at: datetime | None = None
+    split_units: tuple[str, ...] = ()
+    previous_assignment_id: str | None = None
+
+
+@dataclass(frozen=True)
+class UnitAnswer:
+    """签收 or 异议 of one unit on one assignment (维持交办 turns a 异议 into upheld); `deemed`: the unit
+    stayed silent until the 异议期 closed and is deemed to accept."""
+
+    assignment_id: str
+    unit: str
+    response: UnitResponse
+    reason: str
+    deemed: bool
+    actor_id: str
+    at: datetime
+
+
+def route_of(state: AssignmentState) -> Route:
+    return Route(state.lead_unit, state.co_units, state.reasons, state.split_units)
 
 
 def deemed_accept_id(assignment_id: str, unit: str) -> str:
@@ -411,33 +447,48 @@ class Assignment:
     every step of the dispatcher and the units goes through. A step checks its rules, changes the
     assignment and records the event it causes (`events`, published with the state in one transaction)."""
 
-    row: dict[str, Any]
-    responses: dict[str, dict[str, Any]] = field(default_factory=dict)
+    state: AssignmentState
+    responses: dict[str, UnitAnswer] = field(default_factory=dict)
+    """Each unit's answer, by unit."""
     events: list[tuple[Event, str | None]] = field(default_factory=list, compare=False, repr=False)
 
     @property
     def id(self) -> str:
-        return str(self.row["id"])
+        return self.state.id
 
     @property
     def proposal_id(self) -> str:
-        return str(self.row["proposal_id"])
+        return self.state.proposal_id
 
     @property
     def status(self) -> AssignmentStatus:
-        return AssignmentStatus(self.row["status"])
+        return self.state.status
 
     @property
     def route(self) -> Route:
-        return route_of(self.row)
+        return route_of(self.state)
 
     def answers(self) -> dict[str, UnitResponse]:
-        return {unit: UnitResponse(row["response"]) for unit, row in self.responses.items()}
+        return {unit: answer.response for unit, answer in self.responses.items()}
+
+    def _change(self, **changes: Any) -> None:
+        """The state with `changes` (its fields by name): the state is immutable, a change replaces it."""
+        self.state = replace(self.state, **changes)
+
+    @property
+    def dispute_until(self) -> date:
+        """The 异议期's last day, set by 交办: an assignment only suggested has none yet."""
+        until = self.state.dispute_until
+        if until is None:
+            raise StateConflict(
+                "assignment_awaits_response", f"the assignment is {self.status.value}; nothing to answer"
+            )
+        return until
 
     def window_closed(self, today: date) -> bool:
         """异议期满 with answers still awaited: silent units are then deemed to accept."""
         awaiting = self.status in (AssignmentStatus.ASSIGNED, AssignmentStatus.DISPUTED)
-        until = self.row["dispute_until"]
+        until = self.state.dispute_until
         return awaiting and until is not None and not dispute_window_open(until, today)
 
     @classmethod
@@ -453,22 +504,16 @@ class Assignment:
     ) -> Assignment:
         """交办建议: the routing the dispatcher confirms (or that `auto` mode assigns at once)."""
         suggested = cls(
-            {
-                "id": assignment_id,
-                "proposal_id": proposal_id,
-                "status": AssignmentStatus.SUGGESTED.value,
-                "form": route.form.value,
-                "lead_unit": route.lead,
-                "co_units": list(route.co),
-                "reasons": list(route.reasons),
-                "reply_due": None,
-                "co_opinion_due": None,
-                "dispute_until": None,
-                "suggested_at": now,
-                "assigned_at": None,
-                "split_units": [],
-                "previous_assignment_id": None,
-            }
+            AssignmentState(
+                id=assignment_id,
+                proposal_id=proposal_id,
+                status=AssignmentStatus.SUGGESTED,
+                form=route.form,
+                lead_unit=route.lead,
+                co_units=route.co,
+                reasons=route.reasons,
+                suggested_at=now,
+            )
         )
         suggested._record(
             AssignmentSuggested(
@@ -487,8 +532,8 @@ class Assignment:
         self.events.append((event, event_id))
 
     def _settle(self, today: date) -> None:
-        window_open = dispute_window_open(self.row["dispute_until"], today)
-        self.row["status"] = settled_status(self.route, self.answers(), window_open).value
+        window_open = dispute_window_open(self.dispute_until, today)
+        self._change(status=settled_status(self.route, self.answers(), window_open))
 
     def confirm(
         self,
@@ -505,13 +550,13 @@ class Assignment:
         route = override or self.route
         units_must_be_active(route.units, catalog)
         due = deadlines(now, bool(route.co), policy, calendar)
-        self.row.update(
-            status=AssignmentStatus.ASSIGNED.value,
-            form=route.form.value,
+        self._change(
+            status=AssignmentStatus.ASSIGNED,
+            form=route.form,
             lead_unit=route.lead,
-            co_units=list(route.co),
-            split_units=list(route.split),
-            reasons=list(route.reasons),
+            co_units=route.co,
+            split_units=route.split,
+            reasons=route.reasons,
             reply_due=due.reply_due,
             co_opinion_due=due.co_opinion_due,
             dispute_until=due.dispute_until,
@@ -537,7 +582,7 @@ class Assignment:
         now: datetime,
     ) -> None:
         """签收 (no reason) or 异议 (with a reason), by the acting unit, once, within the dispute window."""
-        unit = unit_may_respond(actor.unit, self.route, self.status, self.answers(), self.row["dispute_until"], today)
+        unit = unit_may_respond(actor.unit, self.route, self.status, self.answers(), self.state.dispute_until, today)
         response = UnitResponse.ACCEPTED if dispute_reason is None else UnitResponse.DISPUTED
         self._answer(unit, response, dispute_reason or "", deemed=False, actor_id=actor.id, at=now)
         self._settle(today)
@@ -565,15 +610,7 @@ class Assignment:
     def _answer(
         self, unit: str, response: UnitResponse, reason: str, *, deemed: bool, actor_id: str, at: datetime
     ) -> None:
-        self.responses[unit] = {
-            "assignment_id": self.id,
-            "unit": unit,
-            "response": response.value,
-            "reason": reason,
-            "deemed": deemed,
-            "actor_id": actor_id,
-            "at": at,
-        }
+        self.responses[unit] = UnitAnswer(self.id, unit, response, reason, deemed, actor_id, at)
 
     def reassign(
         self,
@@ -591,25 +628,25 @@ class Assignment:
         reassign_before_acceptance(self.status)
         units_must_be_active(route.units, catalog)
         due = deadlines(now, bool(route.co), policy, calendar)
-        self.row["status"] = AssignmentStatus.SUPERSEDED.value
+        self._change(status=AssignmentStatus.SUPERSEDED)
         successor = Assignment(
-            {
-                "id": new_id,
-                "proposal_id": self.proposal_id,
-                "status": AssignmentStatus.ASSIGNED.value,
-                "form": route.form.value,
-                "lead_unit": route.lead,
-                "co_units": list(route.co),
-                "reasons": [f"改办: {reason}" if reason else "改办"],
-                "reply_due": due.reply_due,
-                "co_opinion_due": due.co_opinion_due,
-                "dispute_until": due.dispute_until,
+            AssignmentState(
+                id=new_id,
+                proposal_id=self.proposal_id,
+                status=AssignmentStatus.ASSIGNED,
+                form=route.form,
+                lead_unit=route.lead,
+                co_units=route.co,
+                reasons=(f"改办: {reason}" if reason else "改办",),
+                reply_due=due.reply_due,
+                co_opinion_due=due.co_opinion_due,
+                dispute_until=due.dispute_until,
                 # Strictly later than the superseded row, so it is the current one even within a clock tick.
-                "suggested_at": max(now, self.row["suggested_at"]) + _TICK,
-                "assigned_at": now,
-                "split_units": list(route.split),
-                "previous_assignment_id": self.id,
-            }
+                suggested_at=max(now, self.state.suggested_at) + _TICK,
+                assigned_at=now,
+                split_units=route.split,
+                previous_assignment_id=self.id,
+            )
         )
         successor._record(
             AssignmentReassigned(
@@ -627,9 +664,9 @@ class Assignment:
     def uphold(self, note: str, catalog: Catalog, actor: Actor, correlation_id: str | None, today: date) -> None:
         """维持交办: the disputing units keep the assignment; they count as having accepted it."""
         uphold_only_disputed(self.status)
-        disputing = [unit for unit, row in self.responses.items() if row["response"] == UnitResponse.DISPUTED.value]
+        disputing = [unit for unit, answer in self.responses.items() if answer.response == UnitResponse.DISPUTED]
         for unit in disputing:
-            self.responses[unit] = {**self.responses[unit], "response": UnitResponse.UPHELD.value}
+            self.responses[unit] = replace(self.responses[unit], response=UnitResponse.UPHELD)
         self._settle(today)
         self._record(
             AssignmentDisputeUpheld(
@@ -649,17 +686,18 @@ class Assignment:
         if any moved, the row takes them and an `AssignmentDeadlinesChanged` is recorded. Only an
         assignment in force (assigned, disputed or accepted) has deadlines to move, and once accepted its
         dispute window (异议期) is settled and stays."""
-        if self.status in (AssignmentStatus.SUGGESTED, AssignmentStatus.SUPERSEDED) or not self.row["assigned_at"]:
+        if self.status in (AssignmentStatus.SUGGESTED, AssignmentStatus.SUPERSEDED) or not self.state.assigned_at:
             return []
-        due = deadlines(self.row["assigned_at"], bool(self.route.co), policy, calendar)
+        due = deadlines(self.state.assigned_at, bool(self.route.co), policy, calendar)
         if self.status == AssignmentStatus.ACCEPTED:
             # The dispute window is settled (every unit answered, or it closed): it does not reopen or move.
-            due = replace(due, dispute_until=self.row["dispute_until"])
+            due = replace(due, dispute_until=self.dispute_until)
         names = ("reply_due", "co_opinion_due", "dispute_until")
-        before = tuple(self.row[name] for name in names)
+        state = self.state
+        before = (state.reply_due, state.co_opinion_due, state.dispute_until)
         if before == due.dates():
             return []
-        self.row.update(zip(names, due.dates(), strict=True))
+        self._change(**dict(zip(names, due.dates(), strict=True)))
         self._record(
             AssignmentDeadlinesChanged(
                 proposal_id=self.proposal_id,

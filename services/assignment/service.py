@@ -250,7 +250,7 @@ async def _decide_on_current(
             uow.add(successor)
         await uow.commit()
     in_force = successor or current
-    return views.assignment_view(in_force.row, in_force.responses, calendar=ctx.calendar)
+    return views.assignment_view(in_force.state, in_force.responses, calendar=ctx.calendar)
 
 
 # Units' answers and the dispatcher's settlement ------------------------------------------------------

@@ -7,7 +7,6 @@ The transaction is the door's: over HTTP it also holds the `Idempotency-Key` ans
 
 from __future__ import annotations
 
-import copy
 from abc import abstractmethod
 from collections.abc import Sequence
 from datetime import date, datetime
@@ -17,12 +16,13 @@ from sqlalchemy import and_, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 import shared.unit_of_work
-from services.assignment import store
-from services.assignment.domain import Assignment
+from services.assignment import mapping, store
+from services.assignment.domain import Assignment, AssignmentState, UnitAnswer
 from shared import db
 from shared.errors import NotFound
 from shared.events import Event
 from shared.outbox import add_to_outbox
+from shared.records import row_of
 
 SERVICE = "assignment"
 
@@ -33,7 +33,7 @@ class UnitOfWork(shared.unit_of_work.UnitOfWork):
     """What assignment's use cases need of storage. Reads go straight to storage; writes wait for `commit`."""
 
     def __init__(self) -> None:
-        self._seen: dict[str, tuple[Assignment, Row | None, dict[str, Row]]] = {}
+        self._seen: dict[str, tuple[Assignment, AssignmentState | None, dict[str, UnitAnswer]]] = {}
         self._writes: list[tuple[str, tuple[Any, ...]]] = []
         self._events: list[tuple[Event, str | None]] = []
 
@@ -71,7 +71,8 @@ class UnitOfWork(shared.unit_of_work.UnitOfWork):
         self._seen[assignment.id] = (assignment, None, {})
 
     def _track(self, assignment: Assignment) -> None:
-        self._seen[assignment.id] = (assignment, copy.deepcopy(assignment.row), copy.deepcopy(assignment.responses))
+        # The state and answers are immutable (a change replaces them): the snapshot keeps them as loaded.
+        self._seen[assignment.id] = (assignment, assignment.state, dict(assignment.responses))
 
     # Catalogs, proposals and key designations -------------------------------------------------------
 
@@ -98,8 +99,8 @@ class UnitOfWork(shared.unit_of_work.UnitOfWork):
         """Save the assignments and their answers, then the other writes, then stage every event."""
         events: list[tuple[Event, str | None]] = []
         tracked = list(self._seen.values())
-        for assignment, row, responses in tracked:
-            await self._save(assignment, row, responses)
+        for assignment, loaded, responses in tracked:
+            await self._save(assignment, loaded, responses)
             events += assignment.events
             assignment.events = []
         for name, args in self._writes:
@@ -132,9 +133,11 @@ class UnitOfWork(shared.unit_of_work.UnitOfWork):
     @abstractmethod
     async def _awaiting_answers(self) -> list[Assignment]: ...
     @abstractmethod
-    async def _responses(self, assignment_id: str) -> dict[str, Row]: ...
+    async def _responses(self, assignment_id: str) -> dict[str, UnitAnswer]: ...
     @abstractmethod
-    async def _save(self, assignment: Assignment, row: Row | None, responses: dict[str, Row]) -> None: ...
+    async def _save(
+        self, assignment: Assignment, loaded: AssignmentState | None, responses: dict[str, UnitAnswer]
+    ) -> None: ...
     @abstractmethod
     async def _publish(self, events: list[tuple[Event, str | None]]) -> None: ...
     @abstractmethod
@@ -192,28 +195,34 @@ class SqlUnitOfWork(UnitOfWork):
         row = await store.current_assignment(self.conn, proposal_id)
         if row is None:
             return None
-        return Assignment(row, await store.responses_of(self.conn, row["id"]))
+        answers = mapping.unit_answers(await store.responses_of(self.conn, row["id"]))
+        return Assignment(mapping.assignment_state(row), answers)
 
     async def _awaiting_answers(self) -> list[Assignment]:
-        return [Assignment(row) for row in await store.awaiting_answers(self.conn)]
+        return [Assignment(mapping.assignment_state(row)) for row in await store.awaiting_answers(self.conn)]
 
-    async def _responses(self, assignment_id: str) -> dict[str, Row]:
-        return await store.responses_of(self.conn, assignment_id)
+    async def _responses(self, assignment_id: str) -> dict[str, UnitAnswer]:
+        return mapping.unit_answers(await store.responses_of(self.conn, assignment_id))
 
-    async def _save(self, assignment: Assignment, row: Row | None, responses: dict[str, Row]) -> None:
+    async def _save(
+        self, assignment: Assignment, loaded: AssignmentState | None, responses: dict[str, UnitAnswer]
+    ) -> None:
         conn, table = self.conn, store.assignments
-        if row is None:
-            await db.insert_rows(conn, table, assignment.row)
-        else:
-            changed = {k: v for k, v in assignment.row.items() if row.get(k) != v}
+        row = row_of(assignment.state)
+        if loaded is None:
+            await db.insert_rows(conn, table, row)
+        elif assignment.state != loaded:
+            before = row_of(loaded)
+            changed = {k: v for k, v in row.items() if before.get(k) != v}
             if changed:
                 await db.update_by(conn, table, assignment.id, changed)
         answers = store.unit_responses
         for unit, answer in assignment.responses.items():
             if unit not in responses:
-                await conn.execute(insert(answers).values(**answer))
+                await conn.execute(insert(answers).values(**row_of(answer)))
             elif responses[unit] != answer:
-                changed = {k: v for k, v in answer.items() if responses[unit].get(k) != v}
+                old, new = row_of(responses[unit]), row_of(answer)
+                changed = {k: v for k, v in new.items() if old.get(k) != v}
                 match = and_(answers.c.assignment_id == assignment.id, answers.c.unit == unit)
                 await conn.execute(update(answers).where(match).values(**changed))
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import date
 from typing import Any
 
+from services.assignment.domain import AssignmentState, UnitAnswer
 from shared.policy import WorkingCalendar
 
 
@@ -25,32 +27,31 @@ def key_view(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def assignment_view(
-    row: dict[str, Any],
-    responses: dict[str, dict[str, Any]] | None = None,
+    assignment: AssignmentState,
+    responses: Mapping[str, UnitAnswer] | None = None,
     *,
     calendar: WorkingCalendar,
 ) -> dict[str, Any]:
     """An assignment; `provisional_calendar` (with the policy's ``calendar``) says a due date may still
     move because its year's official holiday calendar is not known yet."""
+    a = assignment
     return {
-        "id": row["id"],
-        "proposal_id": row["proposal_id"],
-        "status": row["status"],
-        "form": row["form"],
-        "lead_unit": row["lead_unit"],
-        "co_units": row["co_units"],
-        "split_units": row["split_units"] or [],
-        "reasons": row["reasons"],
-        "reply_due": row["reply_due"].isoformat() if row["reply_due"] else None,
-        "co_opinion_due": row["co_opinion_due"].isoformat() if row["co_opinion_due"] else None,
-        "dispute_until": row["dispute_until"].isoformat() if row["dispute_until"] else None,
-        "assigned_at": row["assigned_at"].isoformat() if row["assigned_at"] else None,
-        "previous_assignment_id": row["previous_assignment_id"],
-        "provisional_calendar": provisional_dues(
-            [row["reply_due"], row["co_opinion_due"], row["dispute_until"]], calendar
-        ),
+        "id": a.id,
+        "proposal_id": a.proposal_id,
+        "status": a.status.value,
+        "form": a.form.value,
+        "lead_unit": a.lead_unit,
+        "co_units": list(a.co_units),
+        "split_units": list(a.split_units),
+        "reasons": list(a.reasons),
+        "reply_due": a.reply_due.isoformat() if a.reply_due else None,
+        "co_opinion_due": a.co_opinion_due.isoformat() if a.co_opinion_due else None,
+        "dispute_until": a.dispute_until.isoformat() if a.dispute_until else None,
+        "assigned_at": a.assigned_at.isoformat() if a.assigned_at else None,
+        "previous_assignment_id": a.previous_assignment_id,
+        "provisional_calendar": provisional_dues([a.reply_due, a.co_opinion_due, a.dispute_until], calendar),
         "responses": [
-            {"unit": unit, "response": r["response"], "reason": r["reason"], "deemed": r["deemed"]}
+            {"unit": unit, "response": r.response.value, "reason": r.reason, "deemed": r.deemed}
             for unit, r in sorted((responses or {}).items())
         ],
     }

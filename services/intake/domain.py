@@ -4,7 +4,7 @@ Pure: no I/O, no clock."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from enum import StrEnum
 from typing import Any, Literal
@@ -197,18 +197,54 @@ SWEEPER = Actor(id="intake-cosign-sweep", role=Role.SYSTEM)
 
 CHANGED_MEANWHILE = "the proposal changed meanwhile; reload it"
 
-_REVIEW_FIELDS: dict[str, Any] = {
-    "filing_number": None,
-    "review_reason": None,
-    "reviewed_at": None,
-    "review_started_at": None,
-    "cosign_due": None,
-    "not_filed_ground": None,
-    "converted_to_opinion": False,
-    "merged_into": None,
-    "return_reason": None,
-    "withdraw_reason": None,
-}
+
+@dataclass(frozen=True)
+class ProposalState:
+    """提案 at intake as it stands: its content as the first proposer wrote it (a draft's may be
+    incomplete: completeness is checked on submission), who submitted it and how, and where its review
+    (审查立案) stands. The proposers and suggestions are kept as the JSON they were written in."""
+
+    id: str
+    title: str
+    body: str
+    category: str
+    session_kind: str
+    first_proposer_id: str
+    first_proposer: dict[str, Any]
+    """`Proposer`, as JSON."""
+    cosigners: tuple[dict[str, Any], ...]
+    """The named cosigners (`Proposer`s, as JSON)."""
+    suggestions: tuple[dict[str, Any], ...]
+    """Numbered suggestions (`{"number": 1, "text": …}`)."""
+    series_id: str | None
+    status: ProposalStatus
+    submitted_by: dict[str, Any]
+    """The `Actor` who submitted it, as JSON."""
+    submitted_via: str
+    submitted_at: datetime | None
+    created_at: datetime | None
+    updated_at: datetime | None
+    filing_number: str | None = None
+    review_reason: str | None = None
+    reviewed_at: datetime | None = None
+    review_started_at: datetime | None = None
+    cosign_due: date | None = None
+    not_filed_ground: str | None = None
+    converted_to_opinion: bool = False
+    merged_into: str | None = None
+    return_reason: str | None = None
+    withdraw_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Signer:
+    """提案者: the first proposer or a cosigner of a proposal; `confirmed_at` is the 联名确认 (the first
+    proposer's is its submission)."""
+
+    proposal_id: str
+    signer_id: str
+    is_first: bool
+    confirmed_at: datetime | None
 
 
 def _draft_changes(changes: dict[str, Any]) -> dict[str, Any]:
@@ -216,7 +252,12 @@ def _draft_changes(changes: dict[str, Any]) -> dict[str, Any]:
     stored = dict(changes)
     if "suggestions" in stored:
         stored["suggestions"] = [{"number": n, "text": t} for n, t in enumerate(stored["suggestions"], start=1)]
-    return stored
+    return _as_stored(stored)
+
+
+def _as_stored(values: dict[str, Any]) -> dict[str, Any]:
+    """Content values as `ProposalState` keeps them: its lists of proposers and suggestions as tuples."""
+    return {key: tuple(value) if isinstance(value, list) else value for key, value in values.items()}
 
 
 def content_values(content: ProposalContent, policy: Policy, actor: Actor) -> dict[str, Any]:
@@ -245,43 +286,56 @@ class Proposal:
     a concurrent change of status would break: the unit of work saves the proposal only if its status
     is still the one it loaded (a compare-and-set), else it raises StateConflict with that rule."""
 
-    row: dict[str, Any]
-    signers: list[dict[str, Any]] = field(default_factory=list)
+    state: ProposalState
+    signers: list[Signer] = field(default_factory=list)
     events: list[Event] = field(default_factory=list, compare=False, repr=False)
     guard: str = field(default="", compare=False, repr=False)
 
     @property
     def id(self) -> str:
-        return str(self.row["id"])
+        return self.state.id
 
     @property
     def status(self) -> ProposalStatus:
-        return ProposalStatus(self.row["status"])
+        return self.state.status
+
+    def _change(self, **changes: Any) -> None:
+        """The state with `changes` (its fields by name): the state is immutable, a change replaces it."""
+        self.state = replace(self.state, **changes)
+
+    def _cosign_due(self) -> date:
+        """The 联名确认期's last day: a joint proposal awaiting its cosigners has one."""
+        due = self.state.cosign_due
+        if due is None:
+            raise StateConflict("cosign_only_while_awaiting", f"proposal {self.id} has no cosign window")
+        return due
+
+    def _confirmed_cosigner_ids(self) -> list[str]:
+        return [s.signer_id for s in self.signers if not s.is_first and s.confirmed_at is not None]
 
     # Creation -------------------------------------------------------------------------------------------
 
     @classmethod
     def _blank(cls, proposal_id: str, actor: Actor, via: str, now: datetime) -> Proposal:
         return cls(
-            {
-                "id": proposal_id,
-                "title": "",
-                "body": "",
-                "category": "",
-                "session_kind": "interim",
-                "first_proposer_id": actor.id,
-                "first_proposer": {"id": actor.id, "name": actor.id},
-                "cosigners": [],
-                "suggestions": [],
-                "series_id": None,
-                **_REVIEW_FIELDS,
-                "status": ProposalStatus.DRAFT.value,
-                "submitted_by": actor.model_dump(mode="json"),
-                "submitted_via": via,
-                "submitted_at": None,
-                "created_at": now,
-                "updated_at": now,
-            }
+            ProposalState(
+                id=proposal_id,
+                title="",
+                body="",
+                category="",
+                session_kind="interim",
+                first_proposer_id=actor.id,
+                first_proposer={"id": actor.id, "name": actor.id},
+                cosigners=(),
+                suggestions=(),
+                series_id=None,
+                status=ProposalStatus.DRAFT,
+                submitted_by=actor.model_dump(mode="json"),
+                submitted_via=via,
+                submitted_at=None,
+                created_at=now,
+                updated_at=now,
+            )
         )
 
     @classmethod
@@ -294,7 +348,7 @@ class Proposal:
                 "submitter_is_first_proposer", "a draft is yours: first_proposer.id must be your own id"
             )
         proposal = cls._blank(proposal_id, actor, "http", now)
-        proposal.row |= {"first_proposer": first, **_draft_changes(changes)}
+        proposal._change(first_proposer=first, **_draft_changes(changes))
         proposal.signers = [_signer(proposal_id, actor.id, is_first=True, at=None)]
         return proposal
 
@@ -321,7 +375,7 @@ class Proposal:
         """A member sees their own proposal (a draft only as its first proposer), the committee every
         proposal that has left its draft. Else NotFound, so a member cannot learn which ids exist."""
         if actor.role == Role.MEMBER:
-            if actor.id not in {s["signer_id"] for s in self.signers}:
+            if actor.id not in {s.signer_id for s in self.signers}:
                 raise NotFound(self.id)
         elif self.status == ProposalStatus.DRAFT:
             raise NotFound(self.id)
@@ -329,23 +383,23 @@ class Proposal:
     def edit(self, changes: dict[str, Any], actor: Actor, now: datetime) -> None:
         """Edit a draft, or a proposal returned for revision (退回修改); signers are fixed once submitted."""
         self.visible_to(actor)
-        only_the_first_proposer(actor, self.row["first_proposer_id"])
+        only_the_first_proposer(actor, self.state.first_proposer_id)
         edit_only_draft_or_returned(self.status)
         first = changes.get("first_proposer")
-        if first is not None and first["id"] != self.row["first_proposer_id"]:
+        if first is not None and first["id"] != self.state.first_proposer_id:
             raise RuleViolation("first_proposer_fixed", "the first proposer of a proposal cannot be changed")
         if self.status == ProposalStatus.RETURNED and "cosigners" in changes:
             raise RuleViolation(
                 "signers_fixed_after_submission",
                 "cosigners confirmed the proposal as submitted; they cannot be changed",
             )
-        self.row |= {**_draft_changes(changes), "updated_at": now}
+        self._change(**_draft_changes(changes), updated_at=now)
         self.guard = "edit_only_draft_or_returned"
 
     def submit(self, actor: Actor, policy: Policy, *, correlation_id: str | None, now: datetime) -> None:
         """提交 a draft, or resubmit a proposal returned for revision (back to review, cosigners kept)."""
         self.visible_to(actor)
-        only_the_first_proposer(actor, self.row["first_proposer_id"])
+        only_the_first_proposer(actor, self.state.first_proposer_id)
         submit_only_draft_or_returned(self.status)
         self.guard = "submit_only_draft_or_returned"
         content = self.content()
@@ -353,12 +407,7 @@ class Proposal:
             self._enter_system(content, actor, policy, via="http", correlation_id=correlation_id, now=now)
             return
         values = content_values(content, policy, actor)
-        self.row |= {
-            **values,
-            "status": ProposalStatus.SUBMITTED.value,
-            "review_started_at": now,
-            "updated_at": now,
-        }
+        self._change(**_as_stored(values), status=ProposalStatus.SUBMITTED, review_started_at=now, updated_at=now)
         confirmed, unconfirmed = self.signed_cosigners()
         self.events += [
             ProposalResubmitted(
@@ -398,16 +447,16 @@ class Proposal:
         values = content_values(content, policy, actor)
         joint = bool(content.cosigners)
         cosign_due = deadline_for(policy, "cosign_window", now) if joint else None
-        self.row |= {
-            **values,
-            "status": (ProposalStatus.AWAITING_COSIGNERS if joint else ProposalStatus.SUBMITTED).value,
-            "cosign_due": cosign_due,
-            "review_started_at": None if joint else now,
-            "submitted_by": actor.model_dump(mode="json"),
-            "submitted_via": via,
-            "submitted_at": now,
-            "updated_at": now,
-        }
+        self._change(
+            **_as_stored(values),
+            status=ProposalStatus.AWAITING_COSIGNERS if joint else ProposalStatus.SUBMITTED,
+            cosign_due=cosign_due,
+            review_started_at=None if joint else now,
+            submitted_by=actor.model_dump(mode="json"),
+            submitted_via=via,
+            submitted_at=now,
+            updated_at=now,
+        )
         self.signers = [
             _signer(self.id, content.first_proposer.id, is_first=True, at=now),
             *(_signer(self.id, c.id, is_first=False, at=None) for c in content.cosigners),
@@ -446,10 +495,10 @@ class Proposal:
         """撤案 by the first proposer before the committee decides. A draft is withdrawn silently:
         nobody outside intake ever heard of it."""
         self.visible_to(actor)
-        only_the_first_proposer(actor, self.row["first_proposer_id"])
+        only_the_first_proposer(actor, self.state.first_proposer_id)
         was = self.status
         withdraw_only_before_filing(was)
-        self.row |= {"status": ProposalStatus.WITHDRAWN.value, "withdraw_reason": reason, "updated_at": now}
+        self._change(status=ProposalStatus.WITHDRAWN, withdraw_reason=reason, updated_at=now)
         self.guard = "withdraw_only_before_filing"
         if was != ProposalStatus.DRAFT:
             self.events.append(
@@ -462,32 +511,31 @@ class Proposal:
         """联名确认: a named cosigner confirms; when the last one does, the proposal goes to review."""
         self.visible_to(actor)
         cosign_only_while_awaiting(self.status)
-        cosigner_ids = [c["id"] for c in self.row["cosigners"]]
-        confirmed_ids = [s["signer_id"] for s in self.signers if not s["is_first"] and s["confirmed_at"] is not None]
+        cosigner_ids = [c["id"] for c in self.state.cosigners]
+        confirmed_ids = self._confirmed_cosigner_ids()
         cosigner_must_be_named(actor.id, cosigner_ids, confirmed_ids)
         today = local_date(now, policy.timezone)
-        if not cosign_window_open(today, self.row["cosign_due"]):
+        due = self._cosign_due()
+        if not cosign_window_open(today, due):
             raise StateConflict(
                 "cosign_window_open",
-                f"the cosign window (联名确认期) closed after {self.row['cosign_due'].isoformat()}",
+                f"the cosign window (联名确认期) closed after {due.isoformat()}",
             )
-        for signer in self.signers:
-            if signer["signer_id"] == actor.id:
-                signer["confirmed_at"] = now
+        self.signers = [replace(s, confirmed_at=now) if s.signer_id == actor.id else s for s in self.signers]
         self.guard = "cosign_only_while_awaiting"
-        cosigner = next(Proposer.model_validate(c) for c in self.row["cosigners"] if c["id"] == actor.id)
+        cosigner = next(Proposer.model_validate(c) for c in self.state.cosigners if c["id"] == actor.id)
         self.events.append(
             ProposalCosigned(
                 proposal_id=self.id, actor=actor, correlation_id=correlation_id, cosigner=cosigner, cosigned_at=now
             )
         )
-        if ready_for_review(cosigner_ids, [*confirmed_ids, actor.id], today, self.row["cosign_due"]):
+        if ready_for_review(cosigner_ids, [*confirmed_ids, actor.id], today, due):
             self._start_review("all_cosigned", actor, correlation_id, now)
 
     def close_cosign_window(self, today: date, now: datetime) -> bool:
         """The 联名确认期 has closed: the proposal goes to review with whoever confirmed. False if it is
         not awaiting cosigners or its window is still open."""
-        if self.status != ProposalStatus.AWAITING_COSIGNERS or cosign_window_open(today, self.row["cosign_due"]):
+        if self.status != ProposalStatus.AWAITING_COSIGNERS or cosign_window_open(today, self._cosign_due()):
             return False
         self.guard = "cosign_only_while_awaiting"
         self._start_review("cosign_window_closed", SWEEPER, None, now)
@@ -501,7 +549,7 @@ class Proposal:
         now: datetime,
     ) -> None:
         """Awaiting cosigners → in review."""
-        self.row |= {"status": ProposalStatus.SUBMITTED.value, "review_started_at": now, "updated_at": now}
+        self._change(status=ProposalStatus.SUBMITTED, review_started_at=now, updated_at=now)
         confirmed, unconfirmed = self.signed_cosigners()
         self.events.append(
             ProposalReviewStarted(
@@ -540,11 +588,11 @@ class Proposal:
                 actor=actor,
                 correlation_id=correlation_id,
                 filing_number=number,
-                title=self.row["title"],
-                category=self.row["category"],
-                first_proposer=Proposer.model_validate(self.row["first_proposer"]),
+                title=self.state.title,
+                category=self.state.category,
+                first_proposer=Proposer.model_validate(self.state.first_proposer),
                 cosigners=confirmed,
-                suggestion_count=len(self.row["suggestions"]),
+                suggestion_count=len(self.state.suggestions),
                 filed_at=now,
                 merged_proposal_ids=merged_ids,
             )
@@ -603,8 +651,8 @@ class Proposal:
                 correlation_id=correlation_id,
                 into_proposal_id=into_proposal_id,
                 reason=reason or "",
-                into_filing_number=into.row["filing_number"],
-                first_proposer=Proposer.model_validate(self.row["first_proposer"]),
+                into_filing_number=into.state.filing_number,
+                first_proposer=Proposer.model_validate(self.state.first_proposer),
                 cosigners=confirmed,
             )
         )
@@ -621,25 +669,25 @@ class Proposal:
         )
 
     def _decided(self, status: ProposalStatus, reason: str | None, now: datetime, **changes: Any) -> None:
-        self.row |= {"reviewed_at": now, "review_reason": reason, "updated_at": now, **changes, "status": status.value}
+        self._change(**{"reviewed_at": now, "review_reason": reason, "updated_at": now, **changes, "status": status})
         self.guard = "review_only_submitted"
 
     # Reading --------------------------------------------------------------------------------------------
 
     def content(self) -> ProposalContent:
         """A stored draft (or returned proposal) as complete content, or the rule it does not meet yet."""
-        row = self.row
+        state = self.state
         try:
             return ProposalContent.model_validate(
                 {
-                    "title": row["title"],
-                    "body": row["body"],
-                    "category": row["category"],
-                    "session_kind": row["session_kind"],
-                    "first_proposer": row["first_proposer"],
-                    "cosigners": row["cosigners"],
-                    "suggestions": [s["text"] for s in row["suggestions"]],
-                    "series_id": row["series_id"],
+                    "title": state.title,
+                    "body": state.body,
+                    "category": state.category,
+                    "session_kind": state.session_kind,
+                    "first_proposer": state.first_proposer,
+                    "cosigners": list(state.cosigners),
+                    "suggestions": [s["text"] for s in state.suggestions],
+                    "series_id": state.series_id,
                 }
             )
         except ValidationError as exc:
@@ -648,10 +696,10 @@ class Proposal:
 
     def signed_cosigners(self) -> tuple[list[Proposer], list[Proposer]]:
         """The cosigners who confirmed, and those who did not (yet)."""
-        confirmed_ids = {s["signer_id"] for s in self.signers if not s["is_first"] and s["confirmed_at"] is not None}
-        named = [Proposer.model_validate(c) for c in self.row["cosigners"]]
+        confirmed_ids = set(self._confirmed_cosigner_ids())
+        named = [Proposer.model_validate(c) for c in self.state.cosigners]
         return [c for c in named if c.id in confirmed_ids], [c for c in named if c.id not in confirmed_ids]
 
 
-def _signer(proposal_id: str, signer_id: str, *, is_first: bool, at: datetime | None) -> dict[str, Any]:
-    return {"proposal_id": proposal_id, "signer_id": signer_id, "is_first": is_first, "confirmed_at": at}
+def _signer(proposal_id: str, signer_id: str, *, is_first: bool, at: datetime | None) -> Signer:
+    return Signer(proposal_id, signer_id, is_first, at)

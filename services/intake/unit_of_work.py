@@ -10,7 +10,6 @@ cosign-window sweep that got there first makes `commit()` raise StateConflict, a
 
 from __future__ import annotations
 
-import copy
 from abc import abstractmethod
 from datetime import date
 from typing import Any
@@ -19,11 +18,12 @@ from sqlalchemy import and_, delete, insert, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 import shared.unit_of_work
-from services.intake import store
-from services.intake.domain import CHANGED_MEANWHILE, Proposal, ProposalStatus
+from services.intake import mapping, store
+from services.intake.domain import CHANGED_MEANWHILE, Proposal, ProposalState, ProposalStatus, Signer
 from shared.errors import NotFound, RuleViolation, StateConflict
 from shared.events import Event
 from shared.outbox import add_to_outbox
+from shared.records import row_of
 
 SERVICE = "intake"
 
@@ -31,11 +31,12 @@ Row = dict[str, Any]
 
 
 class Snapshot:
-    """A proposal as it was loaded (None for a new one), to save only what changed."""
+    """A proposal as it was loaded (None for a new one), to save only what changed. Its state and
+    signers are immutable (a change replaces them), so the snapshot keeps them as they were loaded."""
 
     def __init__(self, proposal: Proposal | None) -> None:
-        self.row: Row | None = None if proposal is None else copy.deepcopy(proposal.row)
-        self.signers: list[Row] = [] if proposal is None else copy.deepcopy(proposal.signers)
+        self.state: ProposalState | None = None if proposal is None else proposal.state
+        self.signers: list[Signer] = [] if proposal is None else list(proposal.signers)
 
 
 class UnitOfWork(shared.unit_of_work.UnitOfWork):
@@ -132,12 +133,13 @@ class UnitOfWork(shared.unit_of_work.UnitOfWork):
 
 def changes_of(proposal: Proposal, snapshot: Snapshot) -> tuple[Row, list[Row], list[Row], list[str]]:
     """What to write: changed columns, signers added, signers changed, signer ids gone."""
-    assert snapshot.row is not None
-    changed = {k: v for k, v in proposal.row.items() if snapshot.row.get(k) != v}
-    old = {s["signer_id"]: s for s in snapshot.signers}
-    new = {s["signer_id"]: s for s in proposal.signers}
-    added = [row for key, row in new.items() if key not in old]
-    updated = [row for key, row in new.items() if key in old and old[key] != row]
+    assert snapshot.state is not None
+    before = row_of(snapshot.state)
+    changed = {k: v for k, v in row_of(proposal.state).items() if before.get(k) != v}
+    old = {s.signer_id: s for s in snapshot.signers}
+    new = {s.signer_id: s for s in proposal.signers}
+    added = [row_of(signer) for key, signer in new.items() if key not in old]
+    updated = [row_of(signer) for key, signer in new.items() if key in old and old[key] != signer]
     gone = [key for key in old if key not in new]
     return changed, added, updated, gone
 
@@ -153,7 +155,7 @@ class SqlUnitOfWork(UnitOfWork):
         row = await store.get_proposal(self.conn, proposal_id)
         if row is None:
             return None
-        return Proposal(row, await store.get_signers(self.conn, proposal_id))
+        return mapping.proposal(row, await store.get_signers(self.conn, proposal_id))
 
     async def _exists(self, proposal_id: str) -> bool:
         return await store.get_proposal(self.conn, proposal_id) is not None
@@ -161,7 +163,7 @@ class SqlUnitOfWork(UnitOfWork):
     async def _fetch_awaiting(self, due_before: date) -> list[Proposal]:
         rows = await store.awaiting_cosigners(self.conn, due_before=due_before)
         signers = await store.signers_of(self.conn, [row["id"] for row in rows]) if rows else {}
-        return [Proposal(row, signers[row["id"]]) for row in rows]
+        return [mapping.proposal(row, signers[row["id"]]) for row in rows]
 
     async def _merged_into(self, proposal_id: str) -> list[str]:
         return await store.merged_into(self.conn, proposal_id)
@@ -171,10 +173,10 @@ class SqlUnitOfWork(UnitOfWork):
 
     async def _save(self, proposal: Proposal, snapshot: Snapshot) -> bool:
         conn = self.conn
-        if snapshot.row is None:
-            await store.insert_proposal(conn, proposal.row)
+        if snapshot.state is None:
+            await store.insert_proposal(conn, row_of(proposal.state))
             if proposal.signers:
-                await conn.execute(insert(store.signers), proposal.signers)
+                await conn.execute(insert(store.signers), [row_of(signer) for signer in proposal.signers])
             return True
         changed, added, updated, gone = changes_of(proposal, snapshot)
         if not (changed or added or updated or gone):
@@ -183,7 +185,7 @@ class SqlUnitOfWork(UnitOfWork):
         if not await store.transition(
             conn,
             proposal.id,
-            ProposalStatus(snapshot.row["status"]),
+            snapshot.state.status,
             proposal.status,
             **{k: v for k, v in changed.items() if k != "status"},
         ):

@@ -15,8 +15,8 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.progress import domain, export, service, stats, store, views
-from services.progress.domain import Dossier, MeasureStatus, Occasion, ReplyStatus
+from services.progress import domain, export, mapping, service, stats, store, views
+from services.progress.domain import Dossier, MeasureStatus, Occasion, Proposal, ReplyStatus
 from services.progress.responses import ProposalDetail, ProposalSummaryPage, PublicReplyPage, UnitInbox
 from services.progress.stats_schema import Statistics
 from services.progress.unit_of_work import SqlUnitOfWork
@@ -136,17 +136,17 @@ class Supervision(BaseModel):
     text: str = Field(min_length=1, max_length=20_000)
 
 
-def may_see(principal: Principal, proposal: dict[str, Any]) -> bool:
+def may_see(principal: Principal, proposal: Proposal) -> bool:
     """Committee, dispatcher and admin see all; a member its own; a unit what it handles;
     a leader the key proposals it supervises."""
     if principal.role in SEES_ALL:
         return True
     if principal.role == Role.MEMBER:
-        return principal.id in proposal["signers"]
+        return principal.id in proposal.signers
     if principal.role == Role.UNIT:
-        return principal.unit is not None and principal.unit in [proposal["lead_unit"], *proposal["co_units"]]
+        return principal.unit is not None and principal.unit in proposal.handling_units
     if principal.role == Role.LEADER:
-        return bool(proposal["is_key"]) and principal.id in (proposal["leaders"] or [])
+        return proposal.is_key and principal.id in proposal.leaders
     return False
 
 
@@ -167,7 +167,7 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
 
         async def visible_then(conn: AsyncConnection) -> dict[str, Any]:
             proposal = await store.get_proposal(conn, proposal_id)
-            if proposal is None or not may_see(principal, proposal):
+            if proposal is None or not may_see(principal, mapping.proposal(proposal)):
                 raise Problem(404, "Not found", f"No proposal {proposal_id} that you may see.")
             occasion = Occasion(principal.as_actor(), post.request.state.correlation_id, clock(), policy, calendar)
             await service.carry_out(SqlUnitOfWork(conn), step, occasion)
@@ -209,11 +209,11 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
             p = d.proposal
             return (
                 may_see(principal, p)
-                and (stage is None or p["stage"] == stage)
-                and (unit is None or unit in [p["lead_unit"], *p["co_units"]])
+                and (stage is None or p.stage == stage)
+                and (unit is None or unit in p.handling_units)
                 and (year is None or stats.year_of(d, policy) == str(year))
-                and (category is None or p["category"] == category)
-                and (key is None or bool(p["is_key"]) == key)
+                and (category is None or p.category == category)
+                and (key is None or p.is_key == key)
                 and (overdue is None or domain.is_overdue(d, now) == overdue)
             )
 
@@ -233,7 +233,7 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
     async def get_proposal(proposal_id: str, principal: ProposalsReader) -> dict[str, Any]:
         async with runtime.engine.connect() as conn:
             row = await store.get_proposal(conn, proposal_id)
-            if row is None or not may_see(principal, row):
+            if row is None or not may_see(principal, mapping.proposal(row)):
                 raise Problem(404, "Not found", f"No proposal {proposal_id} that you may see.")
             return await _view(conn, proposal_id)
 
@@ -251,7 +251,7 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
             dossiers = await store.load_dossiers(conn, await store.open_proposal_ids(conn))
         now = today()
         items = [
-            {"proposal_id": d.id, "title": d.proposal["title"], **step}
+            {"proposal_id": d.id, "title": d.proposal.title, **step}
             for d in dossiers
             for step in views.open_steps(d, now, calendar, policy.timezone)
             if step["unit"] == principal.unit and step["kind"] not in domain.SIGNER_STEPS
@@ -408,7 +408,7 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
             views.public_reply_view(d, r)
             for d in dossiers
             for r in d.replies
-            if r["public"] and r["status"] == ReplyStatus.APPROVED
+            if r.public and r.status == ReplyStatus.APPROVED
         ]
         items.sort(key=lambda item: (item["approved_on"] or "", item["proposal_id"]), reverse=True)
         return {"items": items[offset : offset + limit], "total": len(items), "limit": limit, "offset": offset}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from enum import StrEnum
 from typing import Any, Literal
@@ -332,6 +332,127 @@ class ImplementationEvaluation(StrEnum):
     REOPENED = "reopened"  # 不满意, 举措重新落实
 
 
+# The dossier's records (办理档案): typed, immutable; the dossier replaces one to change it ----------
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """提案 as progress knows it: where it stands (办理阶段), who signed it, who handles it (承办) and by
+    when, and where its 落实 and 落实评价 stand."""
+
+    id: str
+    title: str
+    category: str
+    stage: Stage
+    signers: tuple[str, ...]
+    """The first proposer (领衔提案者), then the cosigners."""
+    submitted_at: datetime
+    updated_at: datetime
+    filing_number: str | None = None
+    lead_unit: str | None = None
+    co_units: tuple[str, ...] = ()
+    """会办单位, or under 分办 the other replying units."""
+    form: str | None = None
+    """交办 form (`AssignmentForm`): single, lead_co or split."""
+    reply_due: date | None = None
+    co_opinion_due: date | None = None
+    suggestion_count: int | None = None
+    is_key: bool = False
+    leaders: tuple[str, ...] = ()
+    """督办领导 of a key proposal (重点提案), the supervising one first."""
+    round: int = 1
+    evaluation_due: date | None = None
+    answered_at: datetime | None = None
+    closed_at: datetime | None = None
+    implemented_at: datetime | None = None
+    implementation_round: int = 0
+    implementation_evaluation: ImplementationEvaluation | None = None
+    implementation_evaluation_due: date | None = None
+    measure_request_due: date | None = None
+
+    @property
+    def handling_units(self) -> tuple[str | None, ...]:
+        """承办单位: the lead unit and the co-handling (or, under 分办, the other replying) units."""
+        return (self.lead_unit, *self.co_units)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """答复: one unit's reply in one round, and its 办复审查."""
+
+    id: str
+    proposal_id: str
+    unit: str
+    round: int
+    classification: str
+    text: str
+    adoptions: tuple[dict[str, Any], ...]
+    """Whether each suggestion was adopted, as the unit said it (`SuggestionAdoption`, as JSON)."""
+    status: ReplyStatus
+    reply_due: date | None
+    drafted_at: datetime
+    reviewed_at: datetime | None = None
+    review_reason: str | None = None
+    public: bool = False
+
+
+@dataclass(frozen=True)
+class CoOpinion:
+    """会办意见: a co-handling unit's opinion to the lead unit."""
+
+    proposal_id: str
+    unit: str
+    text: str
+    submitted_at: datetime
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """评价: one signer's grades of one round's handling (办理态度) and result (办理结果)."""
+
+    proposal_id: str
+    round: int
+    signer_id: str
+    handling_grade: str
+    result_grade: str
+    comment: str
+    submitted_at: datetime
+
+
+@dataclass(frozen=True)
+class TrackedMeasure:
+    """举措: what a reply (or a 落实评价's request) commits a unit to, and how far it is (落实)."""
+
+    id: str
+    proposal_id: str
+    reply_id: str
+    text: str
+    owner_unit: str
+    due: date
+    status: MeasureStatus
+    note: str
+    updated_at: datetime
+    done_at: datetime | None = None
+    reopened: int = 0
+    """How many times a 落实评价 reopened it (重新落实)."""
+    promised_at: datetime | None = None
+    """When its reply was approved (or it was added at a 落实评价's request): the promise was made."""
+
+
+@dataclass(frozen=True)
+class ImplementationVerdict:
+    """落实评价: one signer's grade of what was implemented in one round, and what it asked again."""
+
+    proposal_id: str
+    round: int
+    signer_id: str
+    grade: str
+    comment: str
+    reopened_measures: tuple[str, ...]
+    new_measure_requested: bool
+    submitted_at: datetime
+
+
 # Handling steps (办理环节): what a door asks of a dossier, and on which occasion ---------------------
 
 
@@ -463,36 +584,41 @@ class Dossier:
     """办理档案: one proposal with everything progress knows of its handling, the aggregate every handling
     step goes through. A step checks its rules, then records the event it causes (`events`, published by
     the unit of work with the state, in one transaction); `apply` is the one place an event, consumed
-    or our own, changes the dossier and its stage."""
+    or our own, changes the dossier and its stage. Its state and records are immutable: a change
+    replaces the one it changes (`_change`, `_change_reply`, `_change_measure`)."""
 
-    proposal: dict[str, Any]
-    replies: list[dict[str, Any]] = field(default_factory=list)
-    co_opinions: list[dict[str, Any]] = field(default_factory=list)
-    evaluations: list[dict[str, Any]] = field(default_factory=list)
-    measures: list[dict[str, Any]] = field(default_factory=list)
-    implementation_evaluations: list[dict[str, Any]] = field(default_factory=list)
+    proposal: Proposal
+    replies: list[Reply] = field(default_factory=list)
+    co_opinions: list[CoOpinion] = field(default_factory=list)
+    evaluations: list[Evaluation] = field(default_factory=list)
+    measures: list[TrackedMeasure] = field(default_factory=list)
+    implementation_evaluations: list[ImplementationVerdict] = field(default_factory=list)
     """落实评价, every signer's in every round."""
     events: list[tuple[Event, str | None]] = field(default_factory=list, compare=False, repr=False)
     """Our events to publish, in order, each with its fixed id (scheduled events) or None."""
 
     @property
     def id(self) -> str:
-        return str(self.proposal["id"])
+        return self.proposal.id
 
     @property
     def stage(self) -> Stage:
-        return Stage(self.proposal["stage"])
+        return self.proposal.stage
 
     @property
     def round(self) -> int:
-        return int(self.proposal["round"])
+        return self.proposal.round
 
-    def replies_of_round(self, round_: int | None = None) -> list[dict[str, Any]]:
+    def replies_of_round(self, round_: int | None = None) -> list[Reply]:
         wanted = self.round if round_ is None else round_
-        return [reply for reply in self.replies if reply["round"] == wanted]
+        return [reply for reply in self.replies if reply.round == wanted]
 
-    def evaluations_of_round(self) -> list[dict[str, Any]]:
-        return [ev for ev in self.evaluations if ev["round"] == self.round]
+    def evaluations_of_round(self) -> list[Evaluation]:
+        return [ev for ev in self.evaluations if ev.round == self.round]
+
+    def _change(self, **changes: Any) -> None:
+        """The proposal's state with `changes` (its fields by name)."""
+        self.proposal = replace(self.proposal, **changes)
 
     # Consumed and own events ----------------------------------------------------------------------
 
@@ -500,92 +626,74 @@ class Dossier:
     def submitted(cls, event: ProposalSubmitted, at: datetime) -> Dossier:
         """The dossier a proposal's first event opens."""
         return cls(
-            {
-                "id": event.proposal_id,
-                "title": event.title,
-                "category": event.category,
-                "stage": Stage.SUBMITTED.value,
-                "filing_number": None,
-                "signers": [event.first_proposer.id, *(c.id for c in event.cosigners)],
-                "lead_unit": None,
-                "co_units": [],
-                "reply_due": None,
-                "submitted_at": event.submitted_at,
-                "updated_at": at,
-                "form": None,
-                "suggestion_count": len(event.suggestions),
-                "co_opinion_due": None,
-                "is_key": False,
-                "leaders": [],
-                "round": 1,
-                "evaluation_due": None,
-                "answered_at": None,
-                "closed_at": None,
-                "implemented_at": None,
-            }
+            Proposal(
+                id=event.proposal_id,
+                title=event.title,
+                category=event.category,
+                stage=Stage.SUBMITTED,
+                signers=(event.first_proposer.id, *(c.id for c in event.cosigners)),
+                submitted_at=event.submitted_at,
+                updated_at=at,
+                suggestion_count=len(event.suggestions),
+            )
         )
 
     def apply(self, event: Event, at: datetime) -> None:
         """Fold one event into the dossier: what it changes, then the stage it leads to."""
-        proposal = self.proposal
         filing_number = getattr(event, "filing_number", None)
         if filing_number:
-            proposal["filing_number"] = filing_number
+            self._change(filing_number=filing_number)
         match event:
             case ProposalFiled():
-                proposal["suggestion_count"] = event.suggestion_count
+                self._change(suggestion_count=event.suggestion_count)
             case ProposalAssigned() | AssignmentReassigned():
-                proposal.update(handling_units(event))
+                self._change(**handling_units(event))
             case KeyProposalDesignated():
-                leaders = [event.supervising_leader, *([event.leading_leader] if event.leading_leader else [])]
-                proposal.update(is_key=True, leaders=leaders)
+                leaders = (event.supervising_leader, *([event.leading_leader] if event.leading_leader else []))
+                self._change(is_key=True, leaders=leaders)
             case CoOpinionSubmitted():
-                self.co_opinions.append(
-                    {"proposal_id": self.id, "unit": event.unit, "text": event.text, "submitted_at": at}
-                )
+                self.co_opinions.append(CoOpinion(self.id, event.unit, event.text, at))
             case ReplyDrafted():
                 self._add_reply(event, at)
             case ReplyApproved():
-                self._reply(event.reply_id).update(
-                    status=ReplyStatus.APPROVED.value, reviewed_at=at, public=event.public
-                )
+                self._change_reply(event.reply_id, status=ReplyStatus.APPROVED, reviewed_at=at, public=event.public)
                 if event.evaluation_due is not None:
-                    proposal.update(evaluation_due=event.evaluation_due, answered_at=proposal["answered_at"] or at)
+                    self._change(evaluation_due=event.evaluation_due, answered_at=self.proposal.answered_at or at)
             case ReplyReturned():
-                self._reply(event.reply_id).update(
-                    status=ReplyStatus.RETURNED.value, reviewed_at=at, review_reason=event.reason, public=False
-                )
+                returned = {"status": ReplyStatus.RETURNED, "review_reason": event.reason, "public": False}
+                self._change_reply(event.reply_id, reviewed_at=at, **returned)
                 # A returned reply's measures go with it; the redraft commits to its own.
-                self.measures = [m for m in self.measures if m["reply_id"] != event.reply_id]
+                self.measures = [m for m in self.measures if m.reply_id != event.reply_id]
             case EvaluationSubmitted():
                 self.evaluations.append(
-                    {
-                        "proposal_id": self.id,
-                        "round": event.round,
-                        "signer_id": event.signer_id,
-                        "handling_grade": event.handling_grade,
-                        "result_grade": event.result_grade,
-                        "comment": event.comment,
-                        "submitted_at": at,
-                    }
+                    Evaluation(
+                        proposal_id=self.id,
+                        round=event.round,
+                        signer_id=event.signer_id,
+                        handling_grade=event.handling_grade,
+                        result_grade=event.result_grade,
+                        comment=event.comment,
+                        submitted_at=at,
+                    )
                 )
             case RehandlingStarted():
-                proposal.update(round=event.round, reply_due=event.reply_due, evaluation_due=None)
+                self._change(round=event.round, reply_due=event.reply_due, evaluation_due=None)
             case AssignmentDeadlinesChanged():
                 # Assignment's deadlines hold for the first round only; a later round's reply deadline
                 # is progress's own (重新办理), and a proposal past handling keeps the dates it was held to.
                 if self.round == 1 and self.stage in HANDLING_STAGES:
-                    proposal.update(reply_due=event.reply_due, co_opinion_due=event.co_opinion_due)
+                    self._change(reply_due=event.reply_due, co_opinion_due=event.co_opinion_due)
             case HandlingDeadlineChanged():
-                proposal["reply_due" if event.kind == "reply" else "evaluation_due"] = event.due
+                self._change(**{"reply_due" if event.kind == "reply" else "evaluation_due": event.due})
             case ProposalClosed():
-                proposal["closed_at"] = event.closed_at
+                self._change(closed_at=event.closed_at)
             case ProposalImplemented():
-                proposal["implemented_at"] = event.implemented_at
+                self._change(implemented_at=event.implemented_at)
             case MeasureUpdated():
-                self._measure(event.measure_id).update(status=event.status, note=event.note, updated_at=at)
+                status = MeasureStatus(event.status)
+                self._change_measure(event.measure_id, status=status, note=event.note, updated_at=at)
         self._apply_implementation(event, at)
-        proposal.update(updated_at=at, stage=self._stage_after(event).value)
+        self._change(updated_at=at, stage=self._stage_after(event))
 
     def _stage_after(self, event: Event) -> Stage:
         if isinstance(event, ReplyDrafted | ReplyApproved | ReplyReturned):
@@ -597,48 +705,55 @@ class Dossier:
 
     def _add_reply(self, event: ReplyDrafted, at: datetime) -> None:
         self.replies.append(
-            {
-                "id": event.reply_id,
-                "proposal_id": self.id,
-                "unit": event.unit,
-                "round": event.round,
-                "classification": event.classification,
-                "text": event.text,
-                "adoptions": [adoption.model_dump(mode="json") for adoption in event.adoptions],
-                "status": ReplyStatus.DRAFTED.value,
-                "reply_due": event.reply_due,
-                "drafted_at": at,
-                "reviewed_at": None,
-                "review_reason": None,
-                "public": False,
-            }
+            Reply(
+                id=event.reply_id,
+                proposal_id=self.id,
+                unit=event.unit,
+                round=event.round,
+                classification=event.classification,
+                text=event.text,
+                adoptions=tuple(adoption.model_dump(mode="json") for adoption in event.adoptions),
+                status=ReplyStatus.DRAFTED,
+                reply_due=event.reply_due,
+                drafted_at=at,
+            )
         )
         self.measures += [
-            {
-                "id": measure.id,
-                "proposal_id": self.id,
-                "reply_id": event.reply_id,
-                "text": measure.text,
-                "owner_unit": measure.owner_unit,
-                "due": measure.due,
-                "status": MeasureStatus.PLANNED.value,
-                "note": "",
-                "updated_at": at,
-            }
+            TrackedMeasure(
+                id=measure.id,
+                proposal_id=self.id,
+                reply_id=event.reply_id,
+                text=measure.text,
+                owner_unit=measure.owner_unit,
+                due=measure.due,
+                status=MeasureStatus.PLANNED,
+                note="",
+                updated_at=at,
+            )
             for measure in event.measures
         ]
 
-    def _reply(self, reply_id: str) -> dict[str, Any]:
+    def _reply(self, reply_id: str) -> Reply:
         for reply in self.replies:
-            if reply["id"] == reply_id:
+            if reply.id == reply_id:
                 return reply
         raise NotFound(reply_id)
 
-    def _measure(self, measure_id: str) -> dict[str, Any]:
+    def _measure(self, measure_id: str) -> TrackedMeasure:
         for measure in self.measures:
-            if measure["id"] == measure_id:
+            if measure.id == measure_id:
                 return measure
         raise NotFound(measure_id)
+
+    def _change_reply(self, reply_id: str, **changes: Any) -> None:
+        """Reply `reply_id` with `changes` (NotFound if the dossier has no such reply)."""
+        reply = self._reply(reply_id)
+        self.replies = [replace(r, **changes) if r is reply else r for r in self.replies]
+
+    def _change_measure(self, measure_id: str, **changes: Any) -> None:
+        """Measure `measure_id` with `changes` (NotFound if the dossier has no such measure)."""
+        measure = self._measure(measure_id)
+        self.measures = [replace(m, **changes) if m is measure else m for m in self.measures]
 
     def _publish(self, event: Event, at: datetime, event_id: str | None = None) -> None:
         self.apply(event, at)
@@ -674,7 +789,7 @@ class Dossier:
             proposal_id=self.id,
             unit=unit,
             text=step.text,
-            co_opinion_due=self.proposal["co_opinion_due"],
+            co_opinion_due=self.proposal.co_opinion_due,
             actor=occasion.actor,
             correlation_id=occasion.correlation_id,
         )
@@ -688,7 +803,7 @@ class Dossier:
         reply_content_valid(
             content.classification,
             [adoption.number for adoption in content.adoptions],
-            self.proposal["suggestion_count"],
+            self.proposal.suggestion_count,
             occasion.policy,
         )
         measures_due_in_future([plan.due for plan in content.measures], occasion.today)
@@ -705,7 +820,7 @@ class Dossier:
             adoptions=content.adoptions,
             measures=measures,
             round=self.round,
-            reply_due=self.proposal["reply_due"],
+            reply_due=self.proposal.reply_due,
             actor=occasion.actor,
             correlation_id=occasion.correlation_id,
         )
@@ -719,13 +834,13 @@ class Dossier:
             raise RuleViolation("return_needs_reason", "a returned reply needs the reason, so the unit can redraft it")
         event: Event
         if step.approve:
-            others = [other for other in self.replies_of_round() if other["id"] != step.reply_id]
-            answered = round_stage(reply_units(self.proposal), [*others, {**reply, "status": ReplyStatus.APPROVED}])
+            others = [other for other in self.replies_of_round() if other.id != step.reply_id]
+            answered = round_stage(reply_units(self.proposal), [*others, replace(reply, status=ReplyStatus.APPROVED)])
             evaluation_due = occasion.deadline("evaluation_window") if answered == Stage.ANSWERED else None
             event = ReplyApproved(
                 proposal_id=self.id,
                 reply_id=step.reply_id,
-                unit=reply["unit"],
+                unit=reply.unit,
                 approved_at=occasion.now,
                 evaluation_due=evaluation_due,
                 provisional_calendar=evaluation_due is not None and occasion.provisional(evaluation_due),
@@ -737,13 +852,13 @@ class Dossier:
             event = ReplyReturned(
                 proposal_id=self.id,
                 reply_id=step.reply_id,
-                unit=reply["unit"],
+                unit=reply.unit,
                 reason=step.reason or "",
                 actor=occasion.actor,
                 correlation_id=occasion.correlation_id,
             )
         self._publish(event, occasion.now)
-        reply["review_reason"] = step.reason
+        self._change_reply(step.reply_id, review_reason=step.reason)
 
     def evaluate(self, step: Evaluate, occasion: Occasion) -> None:
         """评价; then 重新办理 (unsatisfied first proposer) or 办结 (every signer has evaluated)."""
@@ -794,12 +909,12 @@ class Dossier:
     def _maybe_implemented(self, occasion: Occasion) -> None:
         if not implemented(self):
             return
-        statuses = [measure["status"] for measure in self.measures]
+        statuses = [measure.status for measure in self.measures]
         event = ProposalImplemented(
             proposal_id=self.id,
             implemented_at=occasion.now,
-            measures_done=statuses.count(MeasureStatus.DONE.value),
-            measures_dropped=statuses.count(MeasureStatus.DROPPED.value),
+            measures_done=statuses.count(MeasureStatus.DONE),
+            measures_dropped=statuses.count(MeasureStatus.DROPPED),
             actor=occasion.actor,
             correlation_id=occasion.correlation_id,
         )
@@ -810,21 +925,21 @@ class Dossier:
         which opens the 落实评价 (unless the step leaves that to the scheduler's next pass)."""
         measure_id = step.measure_id
         measure = self._measure(measure_id)
-        if step.unit not in (measure["owner_unit"], self.proposal["lead_unit"]):
+        if step.unit not in (measure.owner_unit, self.proposal.lead_unit):
             raise RuleViolation(
                 "measure_by_owner",
-                f"measure {measure_id} is owned by {measure['owner_unit']}; only it or the lead unit update it",
+                f"measure {measure_id} is owned by {measure.owner_unit}; only it or the lead unit update it",
             )
-        approved = any(r["id"] == measure["reply_id"] and r["status"] == ReplyStatus.APPROVED for r in self.replies)
+        approved = any(r.id == measure.reply_id and r.status == ReplyStatus.APPROVED for r in self.replies)
         if not approved:
             raise StateConflict("measure_after_approval", "a measure is tracked once its reply is approved")
-        measure_transition(MeasureStatus(measure["status"]), step.status, step.note)
+        measure_transition(measure.status, step.status, step.note)
         event = MeasureUpdated(
             proposal_id=self.id,
             measure_id=measure_id,
             status=step.status.value,
             note=step.note,
-            owner_unit=measure["owner_unit"],
+            owner_unit=measure.owner_unit,
             actor=occasion.actor,
             correlation_id=occasion.correlation_id,
         )
@@ -853,18 +968,16 @@ class Dossier:
         round is handled, the 评价期 (from the approval that answered the round) while it is answered.
         The first round's reply deadline is assignment's (交办), not here."""
         starts: dict[Literal["reply", "evaluation"], datetime] = {}
-        if self.stage in HANDLING_STAGES and self.round > 1 and self.proposal["reply_due"] is not None:
-            first = self.proposal["signers"][0] if self.proposal["signers"] else None
-            sent_back = [
-                e["submitted_at"] for e in self.evaluations if e["round"] == self.round - 1 and e["signer_id"] == first
-            ]
+        if self.stage in HANDLING_STAGES and self.round > 1 and self.proposal.reply_due is not None:
+            first = self.proposal.signers[0] if self.proposal.signers else None
+            sent_back = [e.submitted_at for e in self.evaluations if e.round == self.round - 1 and e.signer_id == first]
             if sent_back:
                 starts["reply"] = max(sent_back)
-        if self.stage == Stage.ANSWERED and self.proposal["evaluation_due"] is not None:
+        if self.stage == Stage.ANSWERED and self.proposal.evaluation_due is not None:
             approvals = [
-                r["reviewed_at"]
+                r.reviewed_at
                 for r in self.replies_of_round()
-                if r["status"] == ReplyStatus.APPROVED and r["reviewed_at"] is not None
+                if r.status == ReplyStatus.APPROVED and r.reviewed_at is not None
             ]
             if approvals:
                 starts["evaluation"] = max(approvals)
@@ -877,9 +990,8 @@ class Dossier:
         policy, calendar = occasion.policy, occasion.calendar
         changed: list[HandlingDeadlineChanged] = []
         periods: dict[str, DeadlineName] = {"reply": "rehandling_deadline", "evaluation": "evaluation_window"}
-        fields = {"reply": "reply_due", "evaluation": "evaluation_due"}
         for kind, start in self.deadline_starts().items():
-            previous = self.proposal[fields[kind]]
+            previous = self.proposal.reply_due if kind == "reply" else self.proposal.evaluation_due
             due = deadline_for(policy, periods[kind], start, calendar)
             if due == previous:
                 continue
@@ -904,9 +1016,9 @@ class Dossier:
 
     # 落实评价: the proposers judge what was implemented ------------------------------------------------
 
-    def implementation_evaluations_of_round(self, round_: int | None = None) -> list[dict[str, Any]]:
+    def implementation_evaluations_of_round(self, round_: int | None = None) -> list[ImplementationVerdict]:
         wanted = implementation_round(self) if round_ is None else round_
-        return [ev for ev in self.implementation_evaluations if ev["round"] == wanted]
+        return [ev for ev in self.implementation_evaluations if ev.round == wanted]
 
     def open_implementation_evaluation(self, occasion: Occasion) -> None:
         """落实评价开始: once implemented (落实), the signers are asked to evaluate within the 落实评价期
@@ -918,7 +1030,7 @@ class Dossier:
             proposal_id=self.id,
             round=round_,
             evaluation_due=occasion.deadline("implementation_evaluation_window"),
-            signers=list(self.proposal["signers"]),
+            signers=list(self.proposal.signers),
             last_round=round_ >= occasion.policy.implementation_evaluation_rounds,
             actor=occasion.actor,
             correlation_id=occasion.correlation_id,
@@ -967,10 +1079,10 @@ class Dossier:
             "correlation_id": occasion.correlation_id,
         }
         for measure_id in dict.fromkeys(step.reopen):
-            unit = self._measure(measure_id)["owner_unit"]
+            unit = self._measure(measure_id).owner_unit
             self._publish(MeasureReopened(measure_id=measure_id, unit=unit, **asked), occasion.now)
         if step.new_measure:
-            self._publish(MeasureRequested(unit=self.proposal["lead_unit"] or "", **asked), occasion.now)
+            self._publish(MeasureRequested(unit=self.proposal.lead_unit or "", **asked), occasion.now)
 
     def close_implementation_evaluation(
         self, reason: Literal["all_evaluated", "evaluation_window_closed"], occasion: Occasion
@@ -984,7 +1096,7 @@ class Dossier:
             round=round_,
             reason=reason,
             evaluations=len(evaluations),
-            satisfied=sum(1 for ev in evaluations if ev["grade"] in satisfied_codes),
+            satisfied=sum(1 for ev in evaluations if ev.grade in satisfied_codes),
             actor=occasion.actor,
             correlation_id=occasion.correlation_id,
         )
@@ -993,11 +1105,11 @@ class Dossier:
     def add_measure(self, step: AddMeasure, occasion: Occasion) -> None:
         """新举措: the lead unit answers a 落实评价's request for a new measure."""
         unit = step.unit
-        if unit is None or unit != self.proposal["lead_unit"]:
+        if unit is None or unit != self.proposal.lead_unit:
             raise RuleViolation(
                 "new_measure_by_lead_unit", f"only the lead unit of proposal {self.id} adds a requested measure"
             )
-        if self.proposal.get("measure_request_due") is None:
+        if self.proposal.measure_request_due is None:
             raise StateConflict(
                 "new_measure_requested", "no new measure was asked for; measures come with the reply or a 落实评价"
             )
@@ -1013,73 +1125,69 @@ class Dossier:
 
     def _apply_implementation(self, event: Event, at: datetime) -> None:
         """What the 落实 and 落实评价 events change (folded after the handling events in `apply`)."""
-        proposal = self.proposal
         match event:
             case ReplyApproved():
-                for measure in self.measures:
-                    if measure["reply_id"] == event.reply_id and measure.get("promised_at") is None:
-                        measure["promised_at"] = at
+                self.measures = [
+                    replace(m, promised_at=at) if m.reply_id == event.reply_id and m.promised_at is None else m
+                    for m in self.measures
+                ]
             case MeasureUpdated():
-                measure = self._measure(event.measure_id)
-                measure["done_at"] = at if event.status == MeasureStatus.DONE.value else None
+                done = event.status == MeasureStatus.DONE.value
+                self._change_measure(event.measure_id, done_at=at if done else None)
             case ProposalImplemented():
-                proposal["implementation_evaluation"] = ImplementationEvaluation.DUE.value
+                self._change(implementation_evaluation=ImplementationEvaluation.DUE)
             case ImplementationEvaluationOpened():
-                proposal.update(
+                self._change(
                     implementation_round=event.round,
                     implementation_evaluation_due=event.evaluation_due,
-                    implementation_evaluation=ImplementationEvaluation.OPEN.value,
+                    implementation_evaluation=ImplementationEvaluation.OPEN,
                 )
             case ImplementationEvaluated():
                 self.implementation_evaluations.append(
-                    {
-                        "proposal_id": self.id,
-                        "round": event.round,
-                        "signer_id": event.signer_id,
-                        "grade": event.grade,
-                        "comment": event.comment,
-                        "reopened_measures": list(event.reopened_measures),
-                        "new_measure_requested": event.new_measure_requested,
-                        "submitted_at": at,
-                    }
+                    ImplementationVerdict(
+                        proposal_id=self.id,
+                        round=event.round,
+                        signer_id=event.signer_id,
+                        grade=event.grade,
+                        comment=event.comment,
+                        reopened_measures=tuple(event.reopened_measures),
+                        new_measure_requested=event.new_measure_requested,
+                        submitted_at=at,
+                    )
                 )
                 if event.reopened_measures or event.new_measure_requested:
-                    proposal.update(
-                        implementation_evaluation=ImplementationEvaluation.REOPENED.value, implemented_at=None
-                    )
+                    self._change(implementation_evaluation=ImplementationEvaluation.REOPENED, implemented_at=None)
             case ImplementationEvaluationClosed():
-                proposal["implementation_evaluation"] = ImplementationEvaluation.CLOSED.value
+                self._change(implementation_evaluation=ImplementationEvaluation.CLOSED)
             case MeasureReopened():
-                measure = self._measure(event.measure_id)
-                measure.update(
-                    status=MeasureStatus.IN_PROGRESS.value,
+                self._change_measure(
+                    event.measure_id,
+                    status=MeasureStatus.IN_PROGRESS,
                     due=event.due,
                     note=event.reason,
                     done_at=None,
-                    reopened=int(measure.get("reopened") or 0) + 1,
+                    reopened=self._measure(event.measure_id).reopened + 1,
                     updated_at=at,
                 )
             case MeasureRequested():
-                proposal["measure_request_due"] = event.due
+                self._change(measure_request_due=event.due)
             case MeasureAdded():
-                approved = [r for r in self.replies if r["status"] == ReplyStatus.APPROVED and r["unit"] == event.unit]
+                approved = [r for r in self.replies if r.status == ReplyStatus.APPROVED and r.unit == event.unit]
                 self.measures.append(
-                    {
-                        "id": event.measure.id,
-                        "proposal_id": self.id,
-                        "reply_id": approved[-1]["id"] if approved else "",
-                        "text": event.measure.text,
-                        "owner_unit": event.measure.owner_unit,
-                        "due": event.measure.due,
-                        "status": MeasureStatus.PLANNED.value,
-                        "note": "",
-                        "updated_at": at,
-                        "done_at": None,
-                        "reopened": 0,
-                        "promised_at": at,
-                    }
+                    TrackedMeasure(
+                        id=event.measure.id,
+                        proposal_id=self.id,
+                        reply_id=approved[-1].id if approved else "",
+                        text=event.measure.text,
+                        owner_unit=event.measure.owner_unit,
+                        due=event.measure.due,
+                        status=MeasureStatus.PLANNED,
+                        note="",
+                        updated_at=at,
+                        promised_at=at,
+                    )
                 )
-                proposal["measure_request_due"] = None
+                self._change(measure_request_due=None)
 
 
 STEPS: dict[type[HandlingStep], Callable[[Dossier, Any, Occasion], None]] = {
@@ -1102,28 +1210,28 @@ def handling_units(event: ProposalAssigned | AssignmentReassigned) -> dict[str, 
     others = event.split_units if event.form == AssignmentForm.SPLIT else event.co_units
     return {
         "lead_unit": event.lead_unit.id,
-        "co_units": [unit.id for unit in others],
+        "co_units": tuple(unit.id for unit in others),
         "reply_due": event.reply_due,
         "co_opinion_due": event.co_opinion_due,
         "form": event.form.value,
     }
 
 
-def reply_units(proposal: dict[str, Any]) -> list[str]:
+def reply_units(proposal: Proposal) -> list[str]:
     """Who replies: the lead unit (单办, 主办+会办), or every unit (分办)."""
-    if proposal["lead_unit"] is None:
+    if proposal.lead_unit is None:
         return []
-    if proposal.get("form") == "split":
-        return [proposal["lead_unit"], *proposal["co_units"]]
-    return [proposal["lead_unit"]]
+    if proposal.form == "split":
+        return [proposal.lead_unit, *proposal.co_units]
+    return [proposal.lead_unit]
 
 
-def unit_must_handle(proposal: dict[str, Any], unit: str | None) -> str:
+def unit_must_handle(proposal: Proposal, unit: str | None) -> str:
     """承办: only the proposal's lead or co-handling units act on it."""
-    if unit is None or unit not in [proposal["lead_unit"], *proposal["co_units"]]:
+    if unit is None or unit not in proposal.handling_units:
         raise RuleViolation(
             "unit_handles_proposal",
-            f"unit {unit!r} is not a handling unit of proposal {proposal['id']}; "
+            f"unit {unit!r} is not a handling unit of proposal {proposal.id}; "
             "only its lead and co-handling units may act on it",
         )
     return unit
@@ -1137,7 +1245,7 @@ def awaits_assignment(dossier: Dossier | None) -> bool:
     folded in a moment before the 交办 it answers would already show the proposal as being handled."""
     if dossier is None:
         return True
-    return dossier.proposal["lead_unit"] is None and dossier.stage not in _FINAL
+    return dossier.proposal.lead_unit is None and dossier.stage not in _FINAL
 
 
 def progress_while_handling(stage: Stage) -> None:
@@ -1152,7 +1260,7 @@ def progress_while_handling(stage: Stage) -> None:
 def co_opinion_allowed(dossier: Dossier, unit: str) -> None:
     """会办意见: a co-handling unit of a 主办+会办 proposal, once, before the reply is approved."""
     proposal = dossier.proposal
-    if proposal.get("form") == "split" or unit not in proposal["co_units"]:
+    if proposal.form == "split" or unit not in proposal.co_units:
         raise RuleViolation(
             "co_opinion_by_co_unit", f"unit {unit} is not a co-handling unit (会办单位) of proposal {dossier.id}"
         )
@@ -1160,7 +1268,7 @@ def co_opinion_allowed(dossier: Dossier, unit: str) -> None:
         raise StateConflict(
             "co_opinion_while_handling", f"the proposal is {dossier.stage.value}; 会办意见 go in before the reply"
         )
-    if any(opinion["unit"] == unit for opinion in dossier.co_opinions):
+    if any(opinion.unit == unit for opinion in dossier.co_opinions):
         raise StateConflict("co_opinion_once", f"unit {unit} already sent its 会办意见 for this proposal")
 
 
@@ -1177,10 +1285,10 @@ def reply_allowed(dossier: Dossier, unit: str) -> None:
             "reply_while_handling", f"the proposal is {dossier.stage.value}; a reply is drafted while it is handled"
         )
     for reply in dossier.replies_of_round():
-        if reply["unit"] == unit and reply["status"] in (ReplyStatus.DRAFTED, ReplyStatus.APPROVED):
+        if reply.unit == unit and reply.status in (ReplyStatus.DRAFTED, ReplyStatus.APPROVED):
             raise StateConflict(
                 "one_reply_per_round",
-                f"unit {unit} already has a reply {reply['status']} in this round; "
+                f"unit {unit} already has a reply {reply.status.value} in this round; "
                 "a new draft is possible only after the committee returns it",
             )
 
@@ -1211,15 +1319,15 @@ def measures_due_in_future(dues: Sequence[date], today: date) -> None:
         raise RuleViolation("measure_due_in_future", f"measure due dates {past} are in the past")
 
 
-def review_pending(reply: dict[str, Any]) -> None:
+def review_pending(reply: Reply) -> None:
     """办复审查: only a reply awaiting review is approved or returned."""
-    if reply["status"] != ReplyStatus.DRAFTED:
-        raise StateConflict("review_only_drafted", f"the reply is already {reply['status']}; nothing to review")
+    if reply.status != ReplyStatus.DRAFTED:
+        raise StateConflict("review_only_drafted", f"the reply is already {reply.status.value}; nothing to review")
 
 
-def round_stage(units: Sequence[str], replies: Sequence[dict[str, Any]]) -> Stage:
+def round_stage(units: Sequence[str], replies: Sequence[Reply]) -> Stage:
     """The stage a round of replies gives: answered once every replying unit's reply is approved."""
-    status = {reply["unit"]: reply["status"] for reply in replies}
+    status = {reply.unit: reply.status for reply in replies}
     if units and all(status.get(unit) == ReplyStatus.APPROVED for unit in units):
         return Stage.ANSWERED
     if any(value == ReplyStatus.DRAFTED for value in status.values()):
@@ -1233,31 +1341,31 @@ def evaluation_allowed(dossier: Dossier, signer: str, today: date, grades: Seque
     unknown = [grade for grade in grades if grade not in known]
     if unknown:
         raise RuleViolation("grade_known", f"unknown grade(s) {unknown}; use one of: {', '.join(known)}")
-    if signer not in dossier.proposal["signers"]:
+    if signer not in dossier.proposal.signers:
         raise RuleViolation("evaluator_is_signer", f"only the signers of proposal {dossier.id} evaluate its reply")
     if dossier.stage != Stage.ANSWERED:
         raise StateConflict(
             "evaluate_answered", f"the proposal is {dossier.stage.value}; evaluation follows an approved reply"
         )
-    if any(ev["signer_id"] == signer for ev in dossier.evaluations_of_round()):
+    if any(ev.signer_id == signer for ev in dossier.evaluations_of_round()):
         raise StateConflict("evaluate_once", "you already evaluated this reply")
-    due = dossier.proposal["evaluation_due"]
+    due = dossier.proposal.evaluation_due
     if due is not None and today > due:
         raise StateConflict("evaluation_window_open", f"the evaluation window (评价期) closed on {due}")
 
 
 def rehandling_triggered(dossier: Dossier, signer: str, grades: Sequence[str], policy: Policy) -> bool:
     """重新办理: the first proposer (领衔提案者) is unsatisfied, and the proposal was handled only once."""
-    first_proposer = dossier.proposal["signers"][0]
+    first_proposer = dossier.proposal.signers[0]
     unsatisfied = any(policy.evaluation_grade(grade).triggers_rehandling for grade in grades)
     return signer == first_proposer and unsatisfied and dossier.round < MAX_ROUNDS
 
 
 def all_evaluated(dossier: Dossier, extra_signer: str | None = None) -> bool:
-    done = {ev["signer_id"] for ev in dossier.evaluations_of_round()}
+    done = {ev.signer_id for ev in dossier.evaluations_of_round()}
     if extra_signer:
         done.add(extra_signer)
-    return set(dossier.proposal["signers"]) <= done
+    return set(dossier.proposal.signers) <= done
 
 
 _MEASURE_MOVES = {
@@ -1276,22 +1384,22 @@ def measure_transition(current: MeasureStatus, target: MeasureStatus, note: str)
 
 def implemented(dossier: Dossier) -> bool:
     """落实: closed, with measures, every one settled (done or dropped) and at least one done."""
-    statuses = [MeasureStatus(measure["status"]) for measure in dossier.measures]
+    statuses = [measure.status for measure in dossier.measures]
     return (
         dossier.stage == Stage.CLOSED
-        and dossier.proposal["implemented_at"] is None
-        and dossier.proposal.get("measure_request_due") is None
+        and dossier.proposal.implemented_at is None
+        and dossier.proposal.measure_request_due is None
         and bool(statuses)
         and all(status in SETTLED_MEASURES for status in statuses)
         and MeasureStatus.DONE in statuses
     )
 
 
-def supervisor_must_lead(proposal: dict[str, Any], leader: str) -> None:
+def supervisor_must_lead(proposal: Proposal, leader: str) -> None:
     """督办: a leader records supervision on a key proposal (重点提案) it supervises or leads."""
-    if not proposal["is_key"] or leader not in (proposal["leaders"] or []):
+    if not proposal.is_key or leader not in proposal.leaders:
         raise RuleViolation(
-            "supervision_by_its_leader", f"proposal {proposal['id']} is not a key proposal supervised by {leader}"
+            "supervision_by_its_leader", f"proposal {proposal.id} is not a key proposal supervised by {leader}"
         )
 
 
@@ -1326,37 +1434,35 @@ def obligations(dossier: Dossier) -> list[Obligation]:
     """The open steps of one proposal, each with its due date."""
     proposal, found = dossier.proposal, []
     stage = dossier.stage
-    if stage in HANDLING_STAGES and proposal["reply_due"] is not None:
+    if stage in HANDLING_STAGES and proposal.reply_due is not None:
         replied = {
-            reply["unit"]
+            reply.unit
             for reply in dossier.replies_of_round()
-            if reply["status"] in (ReplyStatus.DRAFTED, ReplyStatus.APPROVED)
+            if reply.status in (ReplyStatus.DRAFTED, ReplyStatus.APPROVED)
         }
         found += [
-            Obligation(dossier.id, "reply", proposal["reply_due"], unit=unit)
+            Obligation(dossier.id, "reply", proposal.reply_due, unit=unit)
             for unit in reply_units(proposal)
             if unit not in replied
         ]
-        if proposal.get("form") != "split" and proposal["co_opinion_due"] is not None and dossier.round == 1:
-            sent = {opinion["unit"] for opinion in dossier.co_opinions}
+        if proposal.form != "split" and proposal.co_opinion_due is not None and dossier.round == 1:
+            sent = {opinion.unit for opinion in dossier.co_opinions}
             found += [
-                Obligation(dossier.id, "co_opinion", proposal["co_opinion_due"], unit=unit)
-                for unit in proposal["co_units"]
+                Obligation(dossier.id, "co_opinion", proposal.co_opinion_due, unit=unit)
+                for unit in proposal.co_units
                 if unit not in sent
             ]
-    if stage == Stage.ANSWERED and proposal["evaluation_due"] is not None:
-        done = {ev["signer_id"] for ev in dossier.evaluations_of_round()}
+    if stage == Stage.ANSWERED and proposal.evaluation_due is not None:
+        done = {ev.signer_id for ev in dossier.evaluations_of_round()}
         found += [
-            Obligation(
-                dossier.id, "evaluation", proposal["evaluation_due"], unit=proposal["lead_unit"] or "", signer_id=s
-            )
-            for s in proposal["signers"]
+            Obligation(dossier.id, "evaluation", proposal.evaluation_due, unit=proposal.lead_unit or "", signer_id=s)
+            for s in proposal.signers
             if s not in done
         ]
     found += [
-        Obligation(dossier.id, "measure", measure["due"], unit=measure["owner_unit"], measure_id=measure["id"])
+        Obligation(dossier.id, "measure", measure.due, unit=measure.owner_unit, measure_id=measure.id)
         for measure in dossier.measures
-        if MeasureStatus(measure["status"]) not in SETTLED_MEASURES
+        if measure.status not in SETTLED_MEASURES
     ]
     found += implementation_obligations(dossier)
     return found
@@ -1364,8 +1470,8 @@ def obligations(dossier: Dossier) -> list[Obligation]:
 
 def supervising_leader(dossier: Dossier) -> str | None:
     """督办领导 of a key proposal (the first of its leaders), named on its deadline notices."""
-    leaders = dossier.proposal["leaders"] or []
-    return str(leaders[0]) if dossier.proposal["is_key"] and leaders else None
+    leaders = dossier.proposal.leaders
+    return leaders[0] if dossier.proposal.is_key and leaders else None
 
 
 def notice_id(obligation: Obligation, which: str) -> str:
@@ -1403,7 +1509,7 @@ def due_notices(
 
 def evaluation_window_closed(dossier: Dossier, today: date) -> bool:
     """评价期 over without every evaluation: the proposal is closed (办结) anyway."""
-    due = dossier.proposal["evaluation_due"]
+    due = dossier.proposal.evaluation_due
     return dossier.stage == Stage.ANSWERED and due is not None and today > due
 
 
@@ -1429,16 +1535,13 @@ def redact_personal_data(text: str) -> str:
 
 def implementation_round(dossier: Dossier) -> int:
     """The current 落实评价 round (0 before the first one opens)."""
-    return int(dossier.proposal.get("implementation_round") or 0)
+    return dossier.proposal.implementation_round
 
 
 def implementation_evaluation_due_to_open(dossier: Dossier) -> bool:
     """落实 happened and its 落实评价 has not been opened yet."""
     proposal = dossier.proposal
-    return (
-        proposal["implemented_at"] is not None
-        and proposal.get("implementation_evaluation") == ImplementationEvaluation.DUE
-    )
+    return proposal.implemented_at is not None and proposal.implementation_evaluation == ImplementationEvaluation.DUE
 
 
 def implementation_event_id(proposal_id: str, round_: int, which: str) -> str:
@@ -1451,20 +1554,20 @@ def implementation_evaluation_allowed(dossier: Dossier, signer: str, today: date
     known = [g.code for g in policy.evaluation_grades]
     if grade not in known:
         raise RuleViolation("grade_known", f"unknown grade {grade!r}; use one of: {', '.join(known)}")
-    if signer not in dossier.proposal["signers"]:
+    if signer not in dossier.proposal.signers:
         raise RuleViolation(
             "implementation_evaluator_is_signer",
             f"only the signers of proposal {dossier.id} evaluate its implementation",
         )
-    if dossier.proposal.get("implementation_evaluation") != ImplementationEvaluation.OPEN:
+    if dossier.proposal.implementation_evaluation != ImplementationEvaluation.OPEN:
         raise StateConflict(
             "implementation_evaluation_open",
             "the implementation (落实) is evaluated once every measure is settled and the 落实评价 is open; "
             "it is not open now",
         )
-    if any(ev["signer_id"] == signer for ev in dossier.implementation_evaluations_of_round()):
+    if any(ev.signer_id == signer for ev in dossier.implementation_evaluations_of_round()):
         raise StateConflict("implementation_evaluated_once", "you already evaluated this implementation")
-    due = dossier.proposal.get("implementation_evaluation_due")
+    due = dossier.proposal.implementation_evaluation_due
     if due is not None and today > due:
         raise StateConflict(
             "implementation_evaluation_window_open",
@@ -1479,7 +1582,7 @@ def reopening_valid(
     only before the policy's last 落实评价 round; an unsatisfied first proposer then must say which (the
     measures to reopen, or a new measure). Returns whether this evaluation reopens."""
     asks = bool(reopen) or new_measure
-    first_proposer = dossier.proposal["signers"][0]
+    first_proposer = dossier.proposal.signers[0]
     if asks and satisfied:
         raise RuleViolation(
             "reopen_when_unsatisfied", "measures are reopened (or a new one asked for) only with an unsatisfied grade"
@@ -1495,7 +1598,7 @@ def reopening_valid(
             f"this is the last implementation evaluation round ({policy.implementation_evaluation_rounds} in the "
             "policy); the evaluation is recorded as it is, without reopening measures",
         )
-    known = {measure["id"] for measure in dossier.measures}
+    known = {measure.id for measure in dossier.measures}
     unknown = [measure_id for measure_id in reopen if measure_id not in known]
     if unknown:
         raise RuleViolation("reopen_known_measure", f"proposal {dossier.id} has no measure(s) {unknown}")
@@ -1509,31 +1612,31 @@ def reopening_valid(
 
 
 def all_implementation_evaluated(dossier: Dossier) -> bool:
-    done = {ev["signer_id"] for ev in dossier.implementation_evaluations_of_round()}
-    return set(dossier.proposal["signers"]) <= done
+    done = {ev.signer_id for ev in dossier.implementation_evaluations_of_round()}
+    return set(dossier.proposal.signers) <= done
 
 
 def implementation_evaluation_window_closed(dossier: Dossier, today: date) -> bool:
     """落实评价期 over without every evaluation: the round closes with what came in."""
-    due = dossier.proposal.get("implementation_evaluation_due")
-    open_ = dossier.proposal.get("implementation_evaluation") == ImplementationEvaluation.OPEN
+    due = dossier.proposal.implementation_evaluation_due
+    open_ = dossier.proposal.implementation_evaluation == ImplementationEvaluation.OPEN
     return open_ and due is not None and today > due
 
 
 def implementation_obligations(dossier: Dossier) -> list[Obligation]:
     """The 落实评价 each signer still owes, and the new measure the lead unit was asked for."""
     proposal, found = dossier.proposal, []
-    due = proposal.get("implementation_evaluation_due")
-    if proposal.get("implementation_evaluation") == ImplementationEvaluation.OPEN and due is not None:
-        done = {ev["signer_id"] for ev in dossier.implementation_evaluations_of_round()}
+    due = proposal.implementation_evaluation_due
+    if proposal.implementation_evaluation == ImplementationEvaluation.OPEN and due is not None:
+        done = {ev.signer_id for ev in dossier.implementation_evaluations_of_round()}
         found += [
-            Obligation(dossier.id, "implementation_evaluation", due, unit=proposal["lead_unit"] or "", signer_id=s)
-            for s in proposal["signers"]
+            Obligation(dossier.id, "implementation_evaluation", due, unit=proposal.lead_unit or "", signer_id=s)
+            for s in proposal.signers
             if s not in done
         ]
-    request_due = proposal.get("measure_request_due")
+    request_due = proposal.measure_request_due
     if request_due is not None and dossier.stage == Stage.CLOSED:
-        found.append(Obligation(dossier.id, "new_measure", request_due, unit=proposal["lead_unit"] or ""))
+        found.append(Obligation(dossier.id, "new_measure", request_due, unit=proposal.lead_unit or ""))
     return found
 
 
@@ -1542,10 +1645,9 @@ def implementation_obligations(dossier: Dossier) -> list[Obligation]:
 
 def proposal_year(dossier: Dossier, timezone: str) -> int:
     """The year a proposal belongs to: its submission date in the policy's time zone."""
-    return local_date(dossier.proposal["submitted_at"], timezone).year
+    return local_date(dossier.proposal.submitted_at, timezone).year
 
 
-def carried_over(dossier: Dossier, measure: dict[str, Any], timezone: str) -> bool:
+def carried_over(dossier: Dossier, measure: TrackedMeasure, timezone: str) -> bool:
     """跨年度落实: a measure due after the year of its proposal, carried over into the next year's work."""
-    due: date = measure["due"]
-    return due.year > proposal_year(dossier, timezone)
+    return measure.due.year > proposal_year(dossier, timezone)

@@ -56,28 +56,30 @@ def trace(dossiers: Sequence[Dossier], today: date, policy: Policy, unit: str | 
                 items.append(
                     Counted("on_time_reply_rate", pid, "reply", slot.on_time, slot.unit, slot.round, due=slot.due)
                 )
-        items.append(Counted("closing_rate", pid, "proposal", dossier.proposal["closed_at"] is not None))
+        items.append(Counted("closing_rate", pid, "proposal", dossier.proposal.closed_at is not None))
         satisfied = stats.proposal_satisfied(dossier, policy)
         if satisfied is not None:
             items.append(Counted("satisfaction_rate", pid, "proposal", satisfied))
         for ev in dossier.evaluations:
-            satisfied_one = ev["result_grade"] in satisfied_codes
+            satisfied_one = ev.result_grade in satisfied_codes
             items.append(
                 Counted(
                     "evaluation_satisfaction_rate",
                     pid,
                     "evaluation",
                     satisfied_one,
-                    round=ev["round"],
-                    subject=ev["signer_id"],
-                    code=ev["result_grade"],
+                    round=ev.round,
+                    subject=ev.signer_id,
+                    code=ev.result_grade,
                 )
             )
         items += _suggestions(dossier, unit)
         for answer in stats.final_answers(dossier, unit):
-            code, where = answer["classification"], {"unit": answer["unit"], "round": answer["round"]}
-            items.append(Counted("adopted_class_rate", pid, "answer", code in adopted_classes, code=code, **where))
-            items.append(Counted("first_class_rate", pid, "answer", code == first_class, code=code, **where))
+            code, unit_, round_ = answer.classification, answer.unit, answer.round
+            items.append(
+                Counted("adopted_class_rate", pid, "answer", code in adopted_classes, unit_, round_, code=code)
+            )
+            items.append(Counted("first_class_rate", pid, "answer", code == first_class, unit_, round_, code=code))
     return items
 
 
@@ -87,8 +89,8 @@ def _suggestions(dossier: Dossier, unit: str | None) -> list[Counted]:
     if not count:
         return []
     answers = stats.final_answers(dossier, unit)
-    numbers = {a["number"] for answer in answers for a in answer["adoptions"]}
-    adopted = {a["number"] for answer in answers for a in answer["adoptions"] if a["adopted"]}
+    numbers = {a["number"] for answer in answers for a in answer.adoptions}
+    adopted = {a["number"] for answer in answers for a in answer.adoptions if a["adopted"]}
     unlisted = (n for n in range(1, count + 1 + len(numbers)) if n not in numbers)
     while len(numbers) < count:  # suggestions no answer listed count as not adopted
         numbers.add(next(unlisted))
@@ -118,7 +120,7 @@ def groups(dossiers: Sequence[Dossier]) -> list[Group]:
     for dossier in dossiers:
         for unit in stats.units_of(dossier):
             by_unit.setdefault(unit, []).append(dossier)
-        by_category.setdefault(dossier.proposal["category"], []).append(dossier)
+        by_category.setdefault(dossier.proposal.category, []).append(dossier)
     return [
         Group(SCOPE_ALL, SCOPE_ALL, list(dossiers)),
         *(Group(SCOPE_UNIT, unit, members, unit) for unit, members in sorted(by_unit.items())),
@@ -144,8 +146,8 @@ def build(dossiers: Sequence[Dossier], today: date, policy: Policy, year: str | 
                     "key": group.key,
                     "rate": item.rate,
                     "proposal_id": item.proposal_id,
-                    "filing_number": proposal["filing_number"],
-                    "title": proposal["title"],
+                    "filing_number": proposal.filing_number,
+                    "title": proposal.title,
                     "kind": item.kind,
                     "unit": item.unit,
                     "round": item.round,

@@ -33,8 +33,10 @@ from services.progress.domain import (
     SIGNER_STEPS,
     Dossier,
     MeasureStatus,
+    Reply,
     ReplyStatus,
     Stage,
+    TrackedMeasure,
     carried_over,
     implemented,
     obligations,
@@ -51,12 +53,12 @@ def _rate(part: int, whole: int) -> float | None:
 
 def year_of(dossier: Dossier, policy: Policy) -> str:
     """The year a proposal counts in: its submission date in the policy's time zone."""
-    return str(local_date(dossier.proposal["submitted_at"], policy.timezone).year)
+    return str(local_date(dossier.proposal.submitted_at, policy.timezone).year)
 
 
 def in_handling(dossier: Dossier) -> bool:
     """Filed (with a 案号) and neither withdrawn nor merged: the proposals whose handling is counted."""
-    return bool(dossier.proposal["filing_number"]) and dossier.stage not in _OUT_OF_HANDLING
+    return bool(dossier.proposal.filing_number) and dossier.stage not in _OUT_OF_HANDLING
 
 
 # 立案率 ------------------------------------------------------------------------------------------
@@ -72,7 +74,7 @@ def filing_outcome(dossier: Dossier, policy: Policy) -> bool | None:
         return None if merged == "excluded" else merged == "accepted"
     if dossier.stage == Stage.NOT_FILED:
         return False
-    if dossier.proposal["filing_number"]:
+    if dossier.proposal.filing_number:
         return True
     return None
 
@@ -93,8 +95,8 @@ class ReplySlot:
     on_time: bool
 
 
-def _latest(replies: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
-    return max(replies, key=lambda r: (r["round"], r["drafted_at"]), default=None)
+def _latest(replies: Sequence[Reply]) -> Reply | None:
+    return max(replies, key=lambda r: (r.round, r.drafted_at), default=None)
 
 
 def reply_slots(dossier: Dossier, today: date, policy: Policy) -> list[ReplySlot]:
@@ -104,21 +106,22 @@ def reply_slots(dossier: Dossier, today: date, policy: Policy) -> list[ReplySlot
     slots = []
     for round_ in range(1, dossier.round + 1):
         replies = dossier.replies_of_round(round_)
-        units = list(dict.fromkeys([r["unit"] for r in replies if r["status"] == ReplyStatus.APPROVED]))
+        units = list(dict.fromkeys([r.unit for r in replies if r.status == ReplyStatus.APPROVED]))
         if round_ == dossier.round:
             units = list(dict.fromkeys([*reply_units(dossier.proposal), *units]))
         for unit in units:
-            own = [r for r in replies if r["unit"] == unit]
-            approved = _latest([r for r in own if r["status"] == ReplyStatus.APPROVED])
-            pending = _latest([r for r in own if r["status"] == ReplyStatus.DRAFTED])
-            due = (approved or pending or {}).get("reply_due") or dossier.proposal["reply_due"]
+            own = [r for r in replies if r.unit == unit]
+            approved = _latest([r for r in own if r.status == ReplyStatus.APPROVED])
+            pending = _latest([r for r in own if r.status == ReplyStatus.DRAFTED])
+            latest = approved or pending
+            due = (latest.reply_due if latest is not None else None) or dossier.proposal.reply_due
             if due is None:
                 continue
             if approved is not None:
-                on_time = local_date(approved["drafted_at"], policy.timezone) <= due
+                on_time = local_date(approved.drafted_at, policy.timezone) <= due
                 slots.append(ReplySlot(dossier.id, round_, unit, due, True, on_time))
             elif pending is not None:
-                late = local_date(pending["drafted_at"], policy.timezone) > due
+                late = local_date(pending.drafted_at, policy.timezone) > due
                 slots.append(ReplySlot(dossier.id, round_, unit, due, late, False))
             else:
                 slots.append(ReplySlot(dossier.id, round_, unit, due, today > due, False))
@@ -128,14 +131,14 @@ def reply_slots(dossier: Dossier, today: date, policy: Policy) -> list[ReplySlot
 # 采纳率 and 答复占比 ------------------------------------------------------------------------------
 
 
-def final_answers(dossier: Dossier, unit: str | None = None) -> list[dict[str, Any]]:
+def final_answers(dossier: Dossier, unit: str | None = None) -> list[Reply]:
     """Each replying unit's latest approved reply (重新办理's reply replaces the first one)."""
     if not in_handling(dossier):
         return []
-    by_unit: dict[str, list[dict[str, Any]]] = {}
+    by_unit: dict[str, list[Reply]] = {}
     for reply in dossier.replies:
-        if reply["status"] == ReplyStatus.APPROVED and unit in (None, reply["unit"]):
-            by_unit.setdefault(reply["unit"], []).append(reply)
+        if reply.status == ReplyStatus.APPROVED and unit in (None, reply.unit):
+            by_unit.setdefault(reply.unit, []).append(reply)
     return [answer for replies in by_unit.values() if (answer := _latest(replies)) is not None]
 
 
@@ -145,9 +148,9 @@ def suggestion_adoption(dossier: Dossier, unit: str | None = None) -> tuple[int,
     answers = final_answers(dossier, unit)
     if not answers:
         return 0, 0
-    numbers = {a["number"] for answer in answers for a in answer["adoptions"]}
-    adopted = {a["number"] for answer in answers for a in answer["adoptions"] if a["adopted"]}
-    count = dossier.proposal["suggestion_count"] or 0
+    numbers = {a["number"] for answer in answers for a in answer.adoptions}
+    adopted = {a["number"] for answer in answers for a in answer.adoptions if a["adopted"]}
+    count = dossier.proposal.suggestion_count or 0
     return len(adopted), max(count, len(numbers))
 
 
@@ -158,9 +161,9 @@ def proposal_satisfied(dossier: Dossier, policy: Policy) -> bool | None:
     """满意 (按件): every evaluation of the latest evaluated round is satisfied; None if none yet."""
     if not in_handling(dossier) or not dossier.evaluations:
         return None
-    latest = max(ev["round"] for ev in dossier.evaluations)
+    latest = max(ev.round for ev in dossier.evaluations)
     satisfied = _satisfied_codes(policy)
-    return all(ev["result_grade"] in satisfied for ev in dossier.evaluations if ev["round"] == latest)
+    return all(ev.result_grade in satisfied for ev in dossier.evaluations if ev.round == latest)
 
 
 def _satisfied_codes(policy: Policy) -> set[str]:
@@ -176,24 +179,24 @@ def figures(dossiers: Sequence[Dossier], today: date, policy: Policy, unit: str 
     outcomes = [filing_outcome(d, policy) for d in dossiers]
     decided = [o for o in outcomes if o is not None]
     handled = [d for d in dossiers if in_handling(d)]
-    closed = [d for d in handled if d.proposal["closed_at"] is not None]
+    closed = [d for d in handled if d.proposal.closed_at is not None]
     slots = [s for d in handled for s in reply_slots(d, today, policy) if s.fell_due and unit in (None, s.unit)]
     on_time = [s for s in slots if s.on_time]
     satisfied_codes = _satisfied_codes(policy)
     evaluations = [ev for d in handled for ev in d.evaluations]
-    satisfied = [ev for ev in evaluations if ev["result_grade"] in satisfied_codes]
+    satisfied = [ev for ev in evaluations if ev.result_grade in satisfied_codes]
     judged = [s for d in handled if (s := proposal_satisfied(d, policy)) is not None]
     adoption = [suggestion_adoption(d, unit) for d in handled]
     adopted, suggestions = sum(a for a, _ in adoption), sum(s for _, s in adoption)
     answers = [a for d in handled for a in final_answers(d, unit)]
     adopted_classes = {c.code for c in policy.reply_classes if c.counts_as_adopted}
     first_class = policy.reply_classes[0]
-    adopted_class = sum(1 for a in answers if a["classification"] in adopted_classes)
-    first = sum(1 for a in answers if a["classification"] == first_class.code)
+    adopted_class = sum(1 for a in answers if a.classification in adopted_classes)
+    first = sum(1 for a in answers if a.classification == first_class.code)
     overdue = [item for d in handled for item in obligations(d) if today > item.due]
     return {
         "submitted": sum(1 for d in dossiers if d.stage != Stage.WITHDRAWN),
-        "in_review": sum(1 for d in dossiers if d.stage == Stage.SUBMITTED and not d.proposal["filing_number"]),
+        "in_review": sum(1 for d in dossiers if d.stage == Stage.SUBMITTED and not d.proposal.filing_number),
         "decided": len(decided),
         "accepted": sum(decided),
         "filed": len(handled),
@@ -217,7 +220,7 @@ def figures(dossiers: Sequence[Dossier], today: date, policy: Policy, unit: str 
         "adopted_class_rate": _rate(adopted_class, len(answers)),
         "first_class_replies": first,
         "first_class_rate": _rate(first, len(answers)),
-        "implemented": sum(1 for d in handled if d.proposal["implemented_at"] is not None or implemented(d)),
+        "implemented": sum(1 for d in handled if d.proposal.implemented_at is not None or implemented(d)),
         "overdue": dict(sorted(Counter(item.kind for item in overdue).items())),
         **implementation_figures(handled, today, policy, unit),
     }
@@ -226,23 +229,21 @@ def figures(dossiers: Sequence[Dossier], today: date, policy: Policy, unit: str 
 # 落实率, 举措按期完成率, 落实满意率 ------------------------------------------------------------------------
 
 
-def measure_fell_due(measure: dict[str, Any], today: date) -> bool:
+def measure_fell_due(measure: TrackedMeasure, today: date) -> bool:
     """A measure counts once it is done or past its (current) due date; a dropped one never counts."""
-    if measure["status"] == MeasureStatus.DROPPED:
+    if measure.status == MeasureStatus.DROPPED:
         return False
-    due: date = measure["due"]
-    return measure["status"] == MeasureStatus.DONE or today > due
+    return measure.status == MeasureStatus.DONE or today > measure.due
 
 
-def measure_on_time(measure: dict[str, Any], policy: Policy) -> bool:
+def measure_on_time(measure: TrackedMeasure, policy: Policy) -> bool:
     """Done on or before its (current) due date, in the policy's time zone."""
-    done_at = measure.get("done_at")
-    if measure["status"] != MeasureStatus.DONE:
+    done_at = measure.done_at
+    if measure.status != MeasureStatus.DONE:
         return False
     # A measure done before its done date was recorded (older rows) counts by its last update.
-    done_on = local_date(done_at or measure["updated_at"], policy.timezone)
-    due: date = measure["due"]
-    return done_on <= due
+    done_on = local_date(done_at or measure.updated_at, policy.timezone)
+    return done_on <= measure.due
 
 
 def implementation_figures(
@@ -250,15 +251,15 @@ def implementation_figures(
 ) -> dict[str, Any]:
     """落实率 (per proposal), 举措按期完成率 (per measure; with `unit`, its own measures only) and 落实满意率
     (per implementation evaluation) of the proposals in handling."""
-    closed = [d for d in handled if d.proposal["closed_at"] is not None and d.measures]
-    done = [d for d in closed if d.proposal["implemented_at"] is not None]
-    measures = [m for d in handled for m in d.measures if unit in (None, m["owner_unit"])]
+    closed = [d for d in handled if d.proposal.closed_at is not None and d.measures]
+    done = [d for d in closed if d.proposal.implemented_at is not None]
+    measures = [m for d in handled for m in d.measures if unit in (None, m.owner_unit)]
     due = [m for m in measures if measure_fell_due(m, today)]
     on_time = [m for m in due if measure_on_time(m, policy)]
-    carried = [m for d in handled for m in d.measures if unit in (None, m["owner_unit"]) and _carried(d, m, policy)]
+    carried = [m for d in handled for m in d.measures if unit in (None, m.owner_unit) and _carried(d, m, policy)]
     satisfied_codes = _satisfied_codes(policy)
     evaluations = [ev for d in handled for ev in d.implementation_evaluations]
-    satisfied = [ev for ev in evaluations if ev["grade"] in satisfied_codes]
+    satisfied = [ev for ev in evaluations if ev.grade in satisfied_codes]
     return {
         "closed_with_measures": len(closed),
         "implemented_proposals": len(done),
@@ -270,14 +271,14 @@ def implementation_figures(
         "implementation_satisfied": len(satisfied),
         "implementation_satisfaction_rate": _rate(len(satisfied), len(evaluations)),
         "carried_over_measures": len(carried),
-        "carried_over_done": sum(1 for m in carried if m["status"] == MeasureStatus.DONE),
+        "carried_over_done": sum(1 for m in carried if m.status == MeasureStatus.DONE),
         "carried_in_measures": 0,
         "carried_in_done": 0,
     }
 
 
-def _carried(dossier: Dossier, measure: dict[str, Any], policy: Policy) -> bool:
-    return measure["status"] != MeasureStatus.DROPPED and carried_over(dossier, measure, policy.timezone)
+def _carried(dossier: Dossier, measure: TrackedMeasure, policy: Policy) -> bool:
+    return measure.status != MeasureStatus.DROPPED and carried_over(dossier, measure, policy.timezone)
 
 
 def carried_into_years(
@@ -285,18 +286,18 @@ def carried_into_years(
 ) -> dict[str, dict[str, Any]]:
     """跨年度落实: each year's figures also count the measures of earlier years' proposals due in it
     (carried in), and a year with only such measures gets its figures too."""
-    carried: dict[str, list[dict[str, Any]]] = {}
+    carried: dict[str, list[TrackedMeasure]] = {}
     for dossier in dossiers:
         if not in_handling(dossier):
             continue
         for measure in dossier.measures:
             if _carried(dossier, measure, policy):
-                carried.setdefault(str(measure["due"].year), []).append(measure)
+                carried.setdefault(str(measure.due.year), []).append(measure)
     for year, measures in carried.items():
         if year not in per_year:
             per_year[year] = figures([], today, policy)
         per_year[year]["carried_in_measures"] = len(measures)
-        per_year[year]["carried_in_done"] = sum(1 for m in measures if m["status"] == MeasureStatus.DONE)
+        per_year[year]["carried_in_done"] = sum(1 for m in measures if m.status == MeasureStatus.DONE)
     return dict(sorted(per_year.items()))
 
 
@@ -345,10 +346,10 @@ def statistics(dossiers: Sequence[Dossier], today: date, policy: Policy) -> dict
         ),
         "per_category": {
             category: figures(members, today, policy)
-            for category, members in _grouped_by(dossiers, lambda d: d.proposal["category"]).items()
+            for category, members in _grouped_by(dossiers, lambda d: d.proposal.category).items()
         },
         "overdue_by_unit": dict(sorted(overdue_by_unit.items())),
-        "key_proposals": [key_board_row(d, today) for d in dossiers if d.proposal["is_key"]],
+        "key_proposals": [key_board_row(d, today) for d in dossiers if d.proposal.is_key],
     }
 
 
@@ -357,13 +358,13 @@ def key_board_row(dossier: Dossier, today: date) -> dict[str, Any]:
     proposal = dossier.proposal
     return {
         "id": dossier.id,
-        "title": proposal["title"],
-        "filing_number": proposal["filing_number"],
-        "stage": proposal["stage"],
-        "lead_unit": proposal["lead_unit"],
-        "leaders": proposal["leaders"] or [],
+        "title": proposal.title,
+        "filing_number": proposal.filing_number,
+        "stage": proposal.stage.value,
+        "lead_unit": proposal.lead_unit,
+        "leaders": list(proposal.leaders),
         "overdue": any(today > item.due for item in obligations(dossier)),
         "measures_total": len(dossier.measures),
-        "measures_done": sum(1 for m in dossier.measures if m["status"] == "done"),
-        "implemented": proposal["implemented_at"] is not None,
+        "measures_done": sum(1 for m in dossier.measures if m.status == MeasureStatus.DONE),
+        "implemented": proposal.implemented_at is not None,
     }

@@ -22,6 +22,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.progress import mapping
 from services.progress.domain import OPEN_STAGES, Dossier
 from shared import db
 from shared.db import BigId, UTCDateTime, add_plumbing_tables, new_metadata
@@ -182,22 +183,22 @@ async def load_dossiers(conn: AsyncConnection, proposal_ids: list[str] | None = 
     query = select(proposals).order_by(proposals.c.submitted_at, proposals.c.id)
     if proposal_ids is not None:
         query = query.where(proposals.c.id.in_(proposal_ids))
-    found = {row["id"]: Dossier(dict(row)) for row in (await conn.execute(query)).mappings().all()}
+    found = {row["id"]: mapping.dossier(dict(row)) for row in (await conn.execute(query)).mappings().all()}
     ids = None if proposal_ids is None else list(found)
     # Within a round, a returned reply comes before its redraft even when both carry the same time.
     order = {"returned": 0, "approved": 1, "drafted": 1}
     for row in sorted(await _rows(conn, replies, ids), key=lambda r: (r["round"], order[r["status"]], r["drafted_at"])):
-        found[row["proposal_id"]].replies.append(row)
+        found[row["proposal_id"]].replies.append(mapping.reply(row))
     for row in await _rows(conn, co_opinions, ids):
-        found[row["proposal_id"]].co_opinions.append(row)
+        found[row["proposal_id"]].co_opinions.append(mapping.co_opinion(row))
     for row in await _rows(conn, evaluations, ids):
-        found[row["proposal_id"]].evaluations.append(row)
+        found[row["proposal_id"]].evaluations.append(mapping.evaluation(row))
     for row in sorted(await _rows(conn, measures, ids), key=lambda r: (r["due"], r["id"])):
-        found[row["proposal_id"]].measures.append(row)
+        found[row["proposal_id"]].measures.append(mapping.measure(row))
     for row in sorted(
         await _rows(conn, implementation_evaluations, ids), key=lambda r: (r["round"], r["submitted_at"])
     ):
-        found[row["proposal_id"]].implementation_evaluations.append(row)
+        found[row["proposal_id"]].implementation_evaluations.append(mapping.implementation_verdict(row))
     return list(found.values())
 
 

@@ -9,59 +9,41 @@ commits it all, or nothing.
 
 from __future__ import annotations
 
-import copy
 from abc import abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, time
-from decimal import Decimal
-from enum import Enum
 from typing import Any
 
 from sqlalchemy import Table, and_, insert, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 import shared.unit_of_work
-from services.progress import domain, store
-from services.progress.domain import Dossier
+from services.progress import domain, mapping, store
+from services.progress.domain import Dossier, Proposal
 from shared import db
 from shared.envelope import Envelope
 from shared.errors import NotFound
 from shared.events import Event
 from shared.outbox import add_to_outbox
+from shared.records import row_of
 
 SERVICE = "progress"
 
 
 @dataclass
 class Snapshot:
-    """A dossier as it was loaded, to save only what changed."""
+    """A dossier as it was loaded, to save only what changed (its records are immutable: the dossier
+    replaces one to change it, so the snapshot keeps the loaded ones as they are)."""
 
-    proposal: dict[str, Any] | None
-    records: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    proposal: Proposal | None
+    records: dict[str, list[mapping.Record]] = field(default_factory=dict)
     with_records: bool = True
-
-
-_UNCHANGING = (str, int, float, bool, type(None), datetime, date, time, Decimal, Enum, bytes)
-
-
-def _copied(value: Any) -> Any:
-    """A deep copy of a row's value: its dicts and lists copied, its plain values shared (they never
-    change). `copy.deepcopy` does the same for any object, at several times the cost, which on a
-    lifecycle record was the largest part of progress's CPU (docs/performance.md, "The sixth round")."""
-    if isinstance(value, dict):
-        return {key: _copied(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_copied(item) for item in value]
-    if isinstance(value, _UNCHANGING):
-        return value
-    return copy.deepcopy(value)
 
 
 def _snapshot(dossier: Dossier, *, new: bool = False, with_records: bool = True) -> Snapshot:
     return Snapshot(
-        None if new else _copied(dossier.proposal),
-        {name: _copied(getattr(dossier, name)) for name in _RECORDS},
+        None if new else dossier.proposal,
+        {name: list(getattr(dossier, name)) for name in _RECORDS},
         with_records,
     )
 
@@ -235,14 +217,14 @@ class SqlUnitOfWork(UnitOfWork):
         deferred = self._deferred()
         if deferred is not None:
             if not with_records and proposal_id in deferred.rows:
-                return Dossier(_copied(deferred.rows[proposal_id]))
+                return mapping.dossier(deferred.rows[proposal_id])
             if proposal_id in deferred.inserted or proposal_id in deferred.rows:
                 # Read back from the database (a new row gets its server defaults there).
                 await _write(self.conn, deferred)
         if with_records:
             return await store.load_dossier(self.conn, proposal_id)
         row = await store.get_proposal(self.conn, proposal_id)
-        return Dossier(row) if row is not None else None
+        return mapping.dossier(row) if row is not None else None
 
     async def _load_open(self) -> list[Dossier]:
         deferred = self._deferred()
@@ -261,16 +243,18 @@ class SqlUnitOfWork(UnitOfWork):
         deferred = self._deferred()
         store.forget_dossiers(conn, [dossier.id for dossier, _ in seen])
         for dossier, snapshot in seen:
+            row = row_of(dossier.proposal)
             if snapshot.proposal is None:
                 if deferred is not None:
-                    deferred.inserted[dossier.id] = _copied(dossier.proposal)
+                    deferred.inserted[dossier.id] = row
                 else:
-                    await db.insert_rows(conn, store.proposals, dossier.proposal)
-            else:
-                changed = {k: v for k, v in dossier.proposal.items() if snapshot.proposal.get(k) != v}
+                    await db.insert_rows(conn, store.proposals, row)
+            elif dossier.proposal != snapshot.proposal:
+                before = row_of(snapshot.proposal)
+                changed = {k: v for k, v in row.items() if before.get(k) != v}
                 if changed and deferred is not None:
-                    deferred.changed.setdefault(dossier.id, {}).update(_copied(changed))
-                    deferred.rows[dossier.id] = _copied(dossier.proposal)
+                    deferred.changed.setdefault(dossier.id, {}).update(changed)
+                    deferred.rows[dossier.id] = row
                 elif changed:
                     await db.update_by(conn, store.proposals, dossier.id, changed)
             if snapshot.with_records:
@@ -289,11 +273,13 @@ class SqlUnitOfWork(UnitOfWork):
 
 
 async def _save_records(
-    conn: AsyncConnection, table: Table, key: tuple[str, ...], before: list[dict[str, Any]], after: list[dict[str, Any]]
+    conn: AsyncConnection, table: Table, key: tuple[str, ...], before: list[mapping.Record], after: list[mapping.Record]
 ) -> None:
     """Insert the new rows, update the changed ones, delete the ones gone (a returned reply's measures)."""
-    old = {tuple(row[k] for k in key): row for row in before}
-    new = {tuple(row[k] for k in key): row for row in after}
+    if before == after:
+        return
+    old = {tuple(row[k] for k in key): row for row in map(row_of, before)}
+    new = {tuple(row[k] for k in key): row for row in map(row_of, after)}
     columns = set(table.c.keys())
     added = [{k: v for k, v in row.items() if k in columns} for ident, row in new.items() if ident not in old]
     if added:

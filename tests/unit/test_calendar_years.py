@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -14,11 +15,11 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY
 
-from services.assignment.domain import Assignment, AssignmentStatus, deadlines
+from services.assignment.domain import Assignment, AssignmentState, AssignmentStatus, deadlines
 from services.assignment.views import assignment_view
 from services.progress.app import build
 from shared.auth import issue_token
-from shared.events import Actor, AssignmentDeadlinesChanged, ProposalAssigned, Role
+from shared.events import Actor, AssignmentDeadlinesChanged, AssignmentForm, ProposalAssigned, Role
 from shared.migrate import upgrade_async
 from shared.observability import note_provisional_deadlines
 from shared.policy import (
@@ -158,26 +159,25 @@ def test_a_provisional_deadline_is_logged_and_counted(caplog: pytest.LogCaptureF
 
 
 def test_the_assignment_view_says_whether_a_due_date_may_move() -> None:
-    row = {
-        "id": "a-1",
-        "proposal_id": "p-1",
-        "status": "assigned",
-        "form": "single",
-        "lead_unit": "dg-zrzyj",
-        "co_units": [],
-        "split_units": [],
-        "reasons": [],
-        "reply_due": date(2027, 2, 12),
-        "co_opinion_due": None,
-        "dispute_until": date(2026, 11, 19),
-        "assigned_at": datetime(2026, 11, 12, 2, tzinfo=UTC),
-        "previous_assignment_id": None,
-    }
-    assert assignment_view(row, calendar=WorkingCalendar())["provisional_calendar"] is True
+    assigned_at = datetime(2026, 11, 12, 2, tzinfo=UTC)
+    state = AssignmentState(
+        id="a-1",
+        proposal_id="p-1",
+        status=AssignmentStatus.ASSIGNED,
+        form=AssignmentForm.SINGLE,
+        lead_unit="dg-zrzyj",
+        co_units=(),
+        reasons=(),
+        suggested_at=assigned_at,
+        reply_due=date(2027, 2, 12),
+        dispute_until=date(2026, 11, 19),
+        assigned_at=assigned_at,
+    )
+    assert assignment_view(state, calendar=WorkingCalendar())["provisional_calendar"] is True
     declared = WorkingCalendar(declared_years={2027: DECLARED_2027})
-    assert assignment_view(row, calendar=declared)["provisional_calendar"] is False
+    assert assignment_view(state, calendar=declared)["provisional_calendar"] is False
     assert (
-        assignment_view({**row, "reply_due": date(2026, 12, 1)}, calendar=WorkingCalendar())["provisional_calendar"]
+        assignment_view(replace(state, reply_due=date(2026, 12, 1)), calendar=WorkingCalendar())["provisional_calendar"]
         is False
     )
 
@@ -226,26 +226,25 @@ def test_recompute_moves_an_accepted_assignments_reply_deadline_but_not_its_sett
     wednesday = beijing_10am(date(2027, 2, 3))
     before, after = dongguan(declared=False), dongguan(declared=True)
     due = deadlines(wednesday, False, before, WorkingCalendar.from_policy(before))
-    row = {
-        "id": "a-1",
-        "proposal_id": "p-1",
-        "status": AssignmentStatus.ACCEPTED.value,
-        "form": "single",
-        "lead_unit": "dg-zrzyj",
-        "co_units": [],
-        "split_units": [],
-        "reasons": [],
-        "reply_due": due.reply_due,
-        "co_opinion_due": None,
-        "dispute_until": due.dispute_until,
-        "assigned_at": wednesday,
-    }
-    accepted = Assignment(dict(row))
+    state = AssignmentState(
+        id="a-1",
+        proposal_id="p-1",
+        status=AssignmentStatus.ACCEPTED,
+        form=AssignmentForm.SINGLE,
+        lead_unit="dg-zrzyj",
+        co_units=(),
+        reasons=(),
+        suggested_at=wednesday,
+        reply_due=due.reply_due,
+        dispute_until=due.dispute_until,
+        assigned_at=wednesday,
+    )
+    accepted = Assignment(state)
     system = Actor(id="deadlines-recompute", role=Role.SYSTEM)
     changes = accepted.recompute_deadlines(after, WorkingCalendar.from_policy(after), system, "2027 declared")
     # 3 months from 02-03 = Mon 05-03; declared 05-03..05-05 off: Thu 05-06 (it was Wed 05-05).
     assert [(c.deadline, c.previous, c.due) for c in changes] == [("reply_due", date(2027, 5, 5), date(2027, 5, 6))]
-    assert accepted.row["dispute_until"] == date(2027, 2, 16)
+    assert accepted.state.dispute_until == date(2027, 2, 16)
     [(event, _)] = accepted.events
     assert isinstance(event, AssignmentDeadlinesChanged)
     assert (event.dispute_until, event.previous_dispute_until, event.provisional_calendar) == (
@@ -254,9 +253,9 @@ def test_recompute_moves_an_accepted_assignments_reply_deadline_but_not_its_sett
         False,
     )
     # Still waiting for the units' answers, the window moves with the calendar: 02-16 → 02-18.
-    waiting = Assignment({**row, "status": AssignmentStatus.ASSIGNED.value})
+    waiting = Assignment(replace(state, status=AssignmentStatus.ASSIGNED))
     waiting.recompute_deadlines(after, WorkingCalendar.from_policy(after), system, "2027 declared")
-    assert waiting.row["dispute_until"] == date(2027, 2, 18)
+    assert waiting.state.dispute_until == date(2027, 2, 18)
     # Nothing left to move: a second pass records nothing.
     assert waiting.recompute_deadlines(after, WorkingCalendar.from_policy(after), system, "again") == []
     assert len(waiting.events) == 1

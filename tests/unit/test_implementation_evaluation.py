@@ -5,6 +5,7 @@ due dates, what is still owed, and the clear refusals."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -126,15 +127,15 @@ async def test_an_unsatisfied_first_proposer_reopens_a_measure_then_the_second_r
     # National Day holiday, so the next working day, 10-08.
     assert (reopened.unit, reopened.due, reopened.reason) == ("dg-czj", date(2026, 10, 8), "资金尚未到位")
     dossier = uow.dossier("p-0001")
-    measure = next(m for m in dossier.measures if m["id"] == second)
-    assert (measure["status"], measure["due"], measure["reopened"], measure["done_at"]) == (
+    measure = next(m for m in dossier.measures if m.id == second)
+    assert (measure.status, measure.due, measure.reopened, measure.done_at) == (
         "in_progress",
         date(2026, 10, 8),
         1,
         None,
     )
-    assert dossier.proposal["implemented_at"] is None
-    assert dossier.proposal["implementation_evaluation"] == ImplementationEvaluation.REOPENED
+    assert dossier.proposal.implemented_at is None
+    assert dossier.proposal.implementation_evaluation == ImplementationEvaluation.REOPENED
     with pytest.raises(StateConflict) as closed:
         await judge(uow, "m-2", "satisfied")
     assert closed.value.rule == "implementation_evaluation_open"
@@ -163,7 +164,8 @@ async def test_an_unsatisfied_first_proposer_reopens_a_measure_then_the_second_r
 
 async def test_an_unsatisfied_key_proposal_names_its_supervising_leader() -> None:
     uow, (first, second) = await closed_with_measures()
-    uow.dossier("p-0001").proposal.update(is_key=True, leaders=["leader-1"])
+    key = uow.dossier("p-0001")
+    key.proposal = replace(key.proposal, is_key=True, leaders=("leader-1",))
     await settle(uow, first)
     await settle(uow, second)
     await judge(uow, "m-2", "unsatisfied")  # a cosigner's unsatisfied grade is recorded, reopens nothing
@@ -195,7 +197,7 @@ async def test_asking_for_a_new_measure_holds_the_implementation_until_the_lead_
     added = adding.measure_id
     assert uow.types()[-1] == MeasureAdded.TYPE
     dossier = uow.dossier("p-0001")
-    assert dossier.proposal["measure_request_due"] is None and dossier.proposal["implemented_at"] is None
+    assert dossier.proposal.measure_request_due is None and dossier.proposal.implemented_at is None
     assert [(o.kind, o.measure_id) for o in domain.obligations(dossier)] == [("measure", added)]
     await settle(uow, added)
     assert uow.types()[-2:] == [ProposalImplemented.TYPE, ImplementationEvaluationOpened.TYPE]
@@ -208,7 +210,7 @@ async def test_the_scheduler_opens_a_missed_evaluation_warns_the_signers_and_clo
     assert uow.types()[-1] == ProposalImplemented.TYPE
     assert await service.tick(uow, LATER, POLICY, CALENDAR) == 1
     assert uow.types()[-1] == ImplementationEvaluationOpened.TYPE
-    due = uow.dossier("p-0001").proposal["implementation_evaluation_due"]
+    due = uow.dossier("p-0001").proposal.implementation_evaluation_due
     warned = datetime.combine(due, datetime.min.time(), UTC) + timedelta(hours=2)
     await judge(uow, "m-1", "satisfied", now=warned - timedelta(days=3))
     assert await service.tick(uow, warned, POLICY, CALENDAR) == 1

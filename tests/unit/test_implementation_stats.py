@@ -79,9 +79,9 @@ async def made_up_year() -> list[Dossier]:
     await settle(uow, "p-0001", U1, m1, "2026-08-20")
     await settle(uow, "p-0001", U1, m2, "2026-11-10")
     await judge(uow, "p-0001", FIRST, "unsatisfied", "2026-11-12", reopen=[m2])
-    reopened = next(m for m in uow.dossier("p-0001").measures if m["id"] == m2)
+    reopened = next(m for m in uow.dossier("p-0001").measures if m.id == m2)
     # 1 month from 11-12 is Saturday 12-12: the next working day.
-    assert (reopened["status"], reopened["due"]) == ("in_progress", date(2026, 12, 14))
+    assert (reopened.status, reopened.due) == ("in_progress", date(2026, 12, 14))
     await settle(uow, "p-0001", U1, m2, "2026-12-01")
     await judge(uow, "p-0001", FIRST, "satisfied", "2026-12-02")
     await judge(uow, "p-0001", SECOND, "basically_satisfied", "2026-12-02")
@@ -110,7 +110,7 @@ async def made_up_year() -> list[Dossier]:
     await judge(uow, "p-0005", FIRST, "satisfied", "2025-12-22")
     await judge(uow, "p-0005", SECOND, "satisfied", "2025-12-22")
 
-    implemented = {d.id: d.proposal["implemented_at"] is not None for d in uow.stored.values()}
+    implemented = {d.id: d.proposal.implemented_at is not None for d in uow.stored.values()}
     assert implemented == {"p-0001": True, "p-0002": False, "p-0003": True, "p-0004": False, "p-0005": True}
     return list(uow.stored.values())
 

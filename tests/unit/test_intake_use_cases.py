@@ -5,6 +5,7 @@ refused or overtaken step leaves nothing behind."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -72,7 +73,7 @@ async def test_a_solo_proposal_is_in_review_from_its_submission() -> None:
     uow = FakeUnitOfWork()
     await submitted(uow)
     proposal = uow.proposal("p-1")
-    assert (proposal.status, proposal.row["review_started_at"], proposal.row["cosign_due"]) == (
+    assert (proposal.status, proposal.state.review_started_at, proposal.state.cosign_due) == (
         ProposalStatus.SUBMITTED,
         NOW,
         None,
@@ -104,7 +105,7 @@ async def test_the_sweep_sends_a_joint_proposal_to_review_once_its_window_closed
     uow = FakeUnitOfWork()
     await submitted(uow, JOINT)
     await service.cosign(uow, "p-1", COSIGNER, POLICY, correlation_id=None, now=NOW)
-    due: date = uow.proposal("p-1").row["cosign_due"]
+    due: date = uow.proposal("p-1").state.cosign_due
     on_the_last_day = datetime(due.year, due.month, due.day, 2, tzinfo=UTC)
     assert await service.close_cosign_windows(uow, POLICY, now=on_the_last_day) == []
     day_after = on_the_last_day + timedelta(days=1)
@@ -135,10 +136,10 @@ async def test_a_draft_stays_inside_intake_until_submitted() -> None:
         await review(uow, draft_id, "file")
     await service.submit_existing(uow, draft_id, MEMBER, POLICY, correlation_id=None, now=NOW)
     assert uow.types() == [ProposalSubmitted.TYPE]
-    assert uow.proposal(draft_id).row["suggestions"] == [
+    assert uow.proposal(draft_id).state.suggestions == (
         {"number": 1, "text": "编制整治规划"},
         {"number": 2, "text": "设立专项资金"},
-    ]
+    )
 
 
 async def test_a_withdrawn_draft_is_silent_a_withdrawn_proposal_is_announced() -> None:
@@ -212,11 +213,11 @@ async def test_a_proposal_id_is_used_once() -> None:
     with pytest.raises(RuleViolation) as again:
         await submitted(uow, JOINT)
     assert (again.value.rule, len(uow.outbox)) == ("proposal_id_unique", 1)
-    assert uow.proposal("p-1").row["cosigners"] == []
+    assert uow.proposal("p-1").state.cosigners == ()
 
 
 def _withdrawn_meanwhile(stored: dict[str, Proposal]) -> None:
-    stored["p-1"].row["status"] = ProposalStatus.WITHDRAWN.value
+    stored["p-1"].state = replace(stored["p-1"].state, status=ProposalStatus.WITHDRAWN)
 
 
 async def test_a_review_overtaken_by_a_withdrawal_saves_and_publishes_nothing() -> None:
@@ -227,7 +228,7 @@ async def test_a_review_overtaken_by_a_withdrawal_saves_and_publishes_nothing() 
     with pytest.raises(StateConflict) as overtaken:
         await review(uow, "p-1", "not_file", ground=POLICY.not_filed_grounds[0])
     assert (overtaken.value.rule, uow.outbox) == ("review_only_submitted", [])
-    assert uow.proposal("p-1").row["not_filed_ground"] is None
+    assert uow.proposal("p-1").state.not_filed_ground is None
 
 
 async def test_the_sweep_leaves_a_proposal_a_concurrent_request_moved_and_moves_the_others() -> None:

@@ -6,6 +6,7 @@ from datetime import UTC, date, datetime
 
 from services.progress.domain import Stage, handling_units, next_stage, reply_units
 from shared.events import Actor, AssignmentForm, AssignmentReassigned, ProposalAssigned, Role, UnitRef
+from tests.progress_records import proposal
 
 DISPATCHER = Actor(id="d-1", role=Role.DISPATCHER)
 AT = datetime(2026, 3, 2, 2, tzinfo=UTC)
@@ -30,7 +31,7 @@ def test_split_units_all_reply_and_send_no_co_opinions() -> None:
     units = handling_units(assigned)
     assert units["form"] == "split"
     assert units["co_opinion_due"] is None
-    assert reply_units({**units}) == ["dg-jyj", "dg-wjj", "dg-mzj"]
+    assert reply_units(proposal(**units)) == ["dg-jyj", "dg-wjj", "dg-mzj"]
 
 
 def test_lead_and_co_units_the_lead_alone_replies() -> None:
@@ -49,10 +50,10 @@ def test_lead_and_co_units_the_lead_alone_replies() -> None:
     units = handling_units(assigned)
     assert (units["lead_unit"], units["co_units"], units["co_opinion_due"]) == (
         "dg-zrzyj",
-        ["dg-nyj"],
+        ("dg-nyj",),
         date(2026, 4, 2),
     )
-    assert reply_units(units) == ["dg-zrzyj"]
+    assert reply_units(proposal(**units)) == ["dg-zrzyj"]
 
 
 def test_a_reassignment_replaces_the_units_and_deadlines() -> None:
@@ -69,5 +70,5 @@ def test_a_reassignment_replaces_the_units_and_deadlines() -> None:
         reason="职能调整",
     )
     units = handling_units(reassigned)
-    assert (units["lead_unit"], units["co_units"], units["reply_due"]) == ("dg-fgj", [], date(2026, 6, 15))
+    assert (units["lead_unit"], units["co_units"], units["reply_due"]) == ("dg-fgj", (), date(2026, 6, 15))
     assert next_stage(Stage.ASSIGNED, reassigned) == Stage.ASSIGNED

@@ -5,15 +5,24 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
 
 import pytest
 from sqlalchemy import select
 
 from services.progress import domain, service, store
 from services.progress.app import build
-from services.progress.domain import Dossier, DraftReply, MeasureStatus, Occasion, ReportProgress, ReviewReply, Stage
+from services.progress.domain import (
+    Dossier,
+    DraftReply,
+    MeasureStatus,
+    Occasion,
+    ReplyStatus,
+    ReportProgress,
+    ReviewReply,
+    Stage,
+)
 from services.progress.stats import statistics
 from services.progress.unit_of_work import SqlUnitOfWork
 from shared.errors import RuleViolation, StateConflict
@@ -21,50 +30,12 @@ from shared.events import Actor, MeasurePlan, ProgressContent, ProgressKind, Rep
 from shared.migrate import upgrade_async
 from shared.policy import WorkingCalendar, default_policy
 from tests.progress_fixtures import feed, lifecycle
+from tests.progress_records import co_opinion, evaluation, measure, proposal, reply
 
 POLICY = default_policy()
 CALENDAR = WorkingCalendar.from_policy(POLICY)
 LEAD = Actor(id="u-1", role=Role.UNIT, unit="dg-zrzyj")
 COMMITTEE = Actor(id="c-1", role=Role.COMMITTEE)
-
-
-def proposal(**overrides: Any) -> dict[str, Any]:
-    row: dict[str, Any] = {
-        "id": "p-1",
-        "title": "t",
-        "category": "经济建设",
-        "stage": "handling",
-        "filing_number": "2026-0001",
-        "signers": ["m-1", "m-2"],
-        "lead_unit": "u1",
-        "co_units": ["u2"],
-        "form": "lead_co",
-        "reply_due": date(2026, 6, 1),
-        "co_opinion_due": date(2026, 4, 1),
-        "evaluation_due": None,
-        "round": 1,
-        "is_key": False,
-        "leaders": [],
-        "submitted_at": datetime(2026, 1, 20, 2, tzinfo=UTC),
-        "closed_at": None,
-        "implemented_at": None,
-        "suggestion_count": 2,
-    }
-    return {**row, **overrides}
-
-
-def reply(unit: str = "u1", status: str = "approved", **overrides: Any) -> dict[str, Any]:
-    row: dict[str, Any] = {
-        "id": f"r-{unit}",
-        "unit": unit,
-        "round": 1,
-        "status": status,
-        "classification": "A",
-        "adoptions": [],
-        "reply_due": date(2026, 6, 1),
-        "drafted_at": datetime(2026, 5, 1, 2, tzinfo=UTC),
-    }
-    return {**row, **overrides}
 
 
 def test_split_proposals_are_answered_once_every_unit_reply_is_approved() -> None:
@@ -85,7 +56,7 @@ def test_only_the_lead_unit_replies_and_only_once_per_round() -> None:
     dossier.replies.append(reply("u1", "drafted"))
     with pytest.raises(StateConflict):
         domain.reply_allowed(dossier, "u1")
-    dossier.replies[0]["status"] = "returned"
+    dossier.replies[0] = replace(dossier.replies[0], status=ReplyStatus.RETURNED)
     domain.reply_allowed(dossier, "u1")
 
 
@@ -94,7 +65,7 @@ def test_co_opinions_come_from_co_units_of_a_lead_co_proposal_once() -> None:
     with pytest.raises(RuleViolation):
         domain.co_opinion_allowed(dossier, "u1")
     domain.co_opinion_allowed(dossier, "u2")
-    dossier.co_opinions.append({"unit": "u2"})
+    dossier.co_opinions.append(co_opinion("u2"))
     with pytest.raises(StateConflict):
         domain.co_opinion_allowed(dossier, "u2")
 
@@ -122,10 +93,10 @@ def test_measures_move_forward_and_a_proposal_is_implemented_when_all_are_settle
         domain.measure_transition(MeasureStatus.DONE, MeasureStatus.IN_PROGRESS, "")
     with pytest.raises(RuleViolation):
         domain.measure_transition(MeasureStatus.PLANNED, MeasureStatus.DROPPED, " ")
-    closed = Dossier(proposal(stage="closed"), measures=[{"status": "done"}, {"status": "dropped"}])
+    closed = Dossier(proposal(stage="closed"), measures=[measure("done"), measure("dropped", id="m-2")])
     assert domain.implemented(closed)
-    assert not domain.implemented(Dossier(proposal(stage="closed"), measures=[{"status": "dropped"}]))
-    assert not domain.implemented(Dossier(proposal(stage="answered"), measures=[{"status": "done"}]))
+    assert not domain.implemented(Dossier(proposal(stage="closed"), measures=[measure("dropped")]))
+    assert not domain.implemented(Dossier(proposal(stage="answered"), measures=[measure("done")]))
     assert not domain.implemented(Dossier(proposal(stage="closed")))
 
 
@@ -223,7 +194,7 @@ def test_statistics_of_a_small_year_match_the_hand_computed_figures() -> None:
     a = Dossier(
         proposal(id="A", stage="closed", closed_at=at, lead_unit="u1", co_units=[]),
         replies=[reply("u1", adoptions=[{"number": 1, "adopted": True}, {"number": 2, "adopted": True}])],
-        evaluations=[{"round": 1, "result_grade": "satisfied"}, {"round": 1, "result_grade": "basically_satisfied"}],
+        evaluations=[evaluation("satisfied"), evaluation("basically_satisfied", signer_id="m-2")],
     )
     b = Dossier(
         proposal(
@@ -241,7 +212,7 @@ def test_statistics_of_a_small_year_match_the_hand_computed_figures() -> None:
                 ],
             )
         ],
-        evaluations=[{"round": 1, "result_grade": "unsatisfied"}],
+        evaluations=[evaluation("unsatisfied")],
     )
     c = Dossier(proposal(id="C", lead_unit="u2", co_units=[], co_opinion_due=None, is_key=True, leaders=["l-1"]))
     d = Dossier(proposal(id="D", stage="not_filed", filing_number=None, lead_unit=None, co_units=[]))

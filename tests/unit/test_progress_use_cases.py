@@ -93,10 +93,10 @@ async def evaluate(uow: FakeUnitOfWork, signer: str, grade: str, now: datetime =
 async def test_consumed_events_fold_into_the_dossier_and_an_early_one_waits() -> None:
     uow = await assigned()
     dossier = uow.dossier("p-0001")
-    assert (dossier.stage, dossier.proposal["lead_unit"], dossier.proposal["co_units"]) == (
+    assert (dossier.stage, dossier.proposal.lead_unit, dossier.proposal.co_units) == (
         Stage.ASSIGNED,
         "dg-zrzyj",
-        ["dg-czj"],
+        ("dg-czj",),
     )
     assert [event.TYPE for _, event in uow.timeline][-1] == ProposalAssigned.TYPE
     assert uow.outbox == []  # folding others' events publishes nothing
@@ -130,10 +130,10 @@ async def test_a_returned_reply_takes_its_measures_and_the_approved_redraft_open
     uow = await assigned()
     first = await draft(uow, reply(date(2026, 9, 30)))
     assert uow.dossier("p-0001").stage == Stage.REPLY_REVIEW
-    assert [m["id"] for m in uow.dossier("p-0001").measures] == [f"{first}-m1"]
+    assert [m.id for m in uow.dossier("p-0001").measures] == [f"{first}-m1"]
     await review(uow, first, approve=False)
     dossier = uow.dossier("p-0001")
-    assert (dossier.stage, dossier.measures, dossier.replies[0]["review_reason"]) == (
+    assert (dossier.stage, dossier.measures, dossier.replies[0].review_reason) == (
         Stage.HANDLING,
         [],
         "请补充资金安排",
@@ -142,7 +142,7 @@ async def test_a_returned_reply_takes_its_measures_and_the_approved_redraft_open
     await review(uow, second, approve=True)
     dossier = uow.dossier("p-0001")
     assert dossier.stage == Stage.ANSWERED
-    assert dossier.proposal["evaluation_due"] is not None and dossier.proposal["answered_at"] == NOW
+    assert dossier.proposal.evaluation_due is not None and dossier.proposal.answered_at == NOW
     assert uow.types()[-1] == ReplyApproved.TYPE
     with pytest.raises(StateConflict):
         await review(uow, second, approve=True)
@@ -153,7 +153,7 @@ async def test_an_unsatisfied_first_proposer_sends_it_to_rehandling_once_then_al
     await review(uow, await draft(uow, reply()), True)
     await evaluate(uow, "m-1", "unsatisfied")
     dossier = uow.dossier("p-0001")
-    assert (dossier.stage, dossier.round, dossier.proposal["evaluation_due"]) == (Stage.HANDLING, 2, None)
+    assert (dossier.stage, dossier.round, dossier.proposal.evaluation_due) == (Stage.HANDLING, 2, None)
     assert uow.types()[-2:] == [EvaluationSubmitted.TYPE, RehandlingStarted.TYPE]
     await review(uow, await draft(uow, reply()), True)
     await evaluate(uow, "m-1", "unsatisfied")
@@ -177,13 +177,13 @@ async def test_a_closed_proposal_is_implemented_when_its_last_measure_is_done() 
     )
     await service.carry_out(uow, done, by(LEAD))
     assert uow.types()[-2:] == [MeasureUpdated.TYPE, ProposalImplemented.TYPE]
-    assert uow.dossier("p-0001").proposal["implemented_at"] == NOW
+    assert uow.dossier("p-0001").proposal.implemented_at == NOW
 
 
 async def test_the_scheduler_sends_each_notice_once_and_closes_when_the_evaluation_window_ends() -> None:
     uow = await assigned()
     await review(uow, await draft(uow, reply()), True)
-    due = uow.dossier("p-0001").proposal["evaluation_due"]
+    due = uow.dossier("p-0001").proposal.evaluation_due
     after = datetime.combine(due + timedelta(days=1), datetime.min.time(), UTC) + timedelta(hours=2)
     assert await service.tick(uow, after, POLICY, CALENDAR) == 3  # two signers overdue, then 办结
     assert await service.tick(uow, after, POLICY, CALENDAR) == 0
