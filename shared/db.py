@@ -242,6 +242,8 @@ def _statement(kind: str, table: Table, column: str) -> Any:
     def build() -> Any:
         if kind == "select":
             return select(table).where(table.c[column] == bindparam(_KEY))
+        if kind == "select-lock":
+            return select(table).where(table.c[column] == bindparam(_KEY)).with_for_update()
         if kind == "update":
             return update(table).where(table.c[column] == bindparam(_KEY))
         return insert(table)
@@ -249,14 +251,19 @@ def _statement(kind: str, table: Table, column: str) -> Any:
     return built_once(("row", kind, table, column), build)
 
 
-async def row_by(conn: AsyncConnection, table: Table, value: Any, column: str = "id") -> dict[str, Any] | None:
+async def row_by(
+    conn: AsyncConnection, table: Table, value: Any, column: str = "id", *, lock: bool = False
+) -> dict[str, Any] | None:
     """The row whose `column` equals `value` (the first, if several), or None. A row :func:`prefetch_by_id`
-    read for this transaction serves the first read of it, without a statement."""
+    read for this transaction serves the first read of it, without a statement. With `lock`, on PostgreSQL
+    the row read by a statement stays locked until the transaction ends (`FOR UPDATE`), as
+    :func:`prefetch_by_id` with `lock` does."""
     if column == "id":
         prefetched = _prefetched(conn, table)
         if prefetched is not None and value in prefetched:
             return prefetched.pop(value)
-    row = (await conn.execute(_statement("select", table, column), {_KEY: value})).mappings().first()
+    kind = "select-lock" if lock and conn.dialect.name == "postgresql" else "select"
+    row = (await conn.execute(_statement(kind, table, column), {_KEY: value})).mappings().first()
     return dict(row) if row is not None else None
 
 

@@ -147,8 +147,9 @@ implementation_evaluations = Table(
 )
 
 
-async def get_proposal(conn: AsyncConnection, proposal_id: str) -> dict[str, Any] | None:
-    return await db.row_by(conn, proposals, proposal_id)
+async def get_proposal(conn: AsyncConnection, proposal_id: str, *, lock: bool = False) -> dict[str, Any] | None:
+    """The proposal's row; with `lock`, held until the transaction ends on PostgreSQL (see :func:`load_dossiers`)."""
+    return await db.row_by(conn, proposals, proposal_id, lock=lock)
 
 
 async def prefetch_proposals(conn: AsyncConnection, proposal_ids: list[str]) -> None:
@@ -178,9 +179,19 @@ async def _rows(conn: AsyncConnection, table: Table, proposal_ids: list[str] | N
     return [dict(row) for row in (await conn.execute(query)).mappings().all()]
 
 
-async def load_dossiers(conn: AsyncConnection, proposal_ids: list[str] | None = None) -> list[Dossier]:
-    """Proposals with their replies, co-opinions, evaluations and measures (all, or the ids given)."""
-    query = select(proposals).order_by(proposals.c.submitted_at, proposals.c.id)
+async def load_dossiers(
+    conn: AsyncConnection, proposal_ids: list[str] | None = None, *, lock: bool = False
+) -> list[Dossier]:
+    """Proposals with their replies, co-opinions, evaluations and measures (all, or the ids given).
+
+    With `lock` (the ids given), on PostgreSQL the proposals' rows stay locked until the transaction ends
+    (`FOR UPDATE`, in id order): the service's consumers and doors each fold a proposal in a transaction
+    of their own (a unit's report beside its assignment's events, on one replica or several), and
+    without the lock the later commit would write back a state read before the other's change."""
+    if lock and proposal_ids is not None and conn.dialect.name == "postgresql":
+        query = select(proposals).order_by(proposals.c.id).with_for_update()
+    else:
+        query = select(proposals).order_by(proposals.c.submitted_at, proposals.c.id)
     if proposal_ids is not None:
         query = query.where(proposals.c.id.in_(proposal_ids))
     found = {row["id"]: mapping.dossier(dict(row)) for row in (await conn.execute(query)).mappings().all()}
@@ -202,13 +213,13 @@ async def load_dossiers(conn: AsyncConnection, proposal_ids: list[str] | None = 
     return list(found.values())
 
 
-async def load_dossier(conn: AsyncConnection, proposal_id: str) -> Dossier | None:
+async def load_dossier(conn: AsyncConnection, proposal_id: str, *, lock: bool = False) -> Dossier | None:
     """The proposal with its records: read ahead by :func:`prefetch_dossiers` for the first load of it
-    in this transaction, else six statements."""
+    in this transaction (locked), else six statements (locked with `lock`, see :func:`load_dossiers`)."""
     read: dict[str, Dossier | None] | None = db.transaction_state(conn, _DOSSIERS_READ)
     if read is not None and proposal_id in read:
         return read.pop(proposal_id)
-    found = await load_dossiers(conn, [proposal_id])
+    found = await load_dossiers(conn, [proposal_id], lock=lock)
     return found[0] if found else None
 
 
@@ -225,7 +236,7 @@ async def prefetch_dossiers(conn: AsyncConnection, proposal_ids: list[str]) -> N
         return
     wanted = sorted({proposal_id for proposal_id in proposal_ids if proposal_id not in read})
     if wanted:
-        found = {dossier.id: dossier for dossier in await load_dossiers(conn, wanted)}
+        found = {dossier.id: dossier for dossier in await load_dossiers(conn, wanted, lock=True)}
         read.update({proposal_id: found.get(proposal_id) for proposal_id in wanted})
 
 

@@ -221,9 +221,11 @@ class SqlUnitOfWork(UnitOfWork):
             if proposal_id in deferred.inserted or proposal_id in deferred.rows:
                 # Read back from the database (a new row gets its server defaults there).
                 await _write(self.conn, deferred)
+        # Locked until the door's transaction ends: another consumer or replica folding the same proposal
+        # waits, and then reads what this one wrote (store.load_dossiers).
         if with_records:
-            return await store.load_dossier(self.conn, proposal_id)
-        row = await store.get_proposal(self.conn, proposal_id)
+            return await store.load_dossier(self.conn, proposal_id, lock=True)
+        row = await store.get_proposal(self.conn, proposal_id, lock=True)
         return mapping.dossier(row) if row is not None else None
 
     async def _load_open(self) -> list[Dossier]:

@@ -139,7 +139,7 @@ def _is_page(href: str) -> bool:
 
 
 async def crawl(client: httpx.AsyncClient, start: list[str]) -> dict[str, str]:
-    """Every page reachable by a link from `start`, by path: its visible text."""
+    """Every page reachable by a link from `start`, by path: its visible text (a download counts as none)."""
     seen: dict[str, str] = {}
     queue = list(start)
     while queue:
@@ -148,6 +148,10 @@ async def crawl(client: httpx.AsyncClient, start: list[str]) -> dict[str, str]:
             continue
         answer = await client.get(path)
         assert answer.status_code == 200, f"{path}: a linked page answered {answer.status_code}"
+        if not answer.headers.get("content-type", "").startswith("text/html"):
+            # A download (the committee's .xlsx and .csv exports), not a page: its bytes are no words.
+            seen[path] = ""
+            continue
         seen[path], links = read(answer.text)
         queue += [link for link in links if _is_page(link) and link.split("#")[0] not in seen]
     return seen

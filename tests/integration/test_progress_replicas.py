@@ -17,7 +17,8 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.progress import handlers, store
-from services.progress.unit_of_work import deferring_writes, write_deferred
+from services.progress.unit_of_work import SqlUnitOfWork, deferring_writes, write_deferred
+from shared import db
 from shared.db import create_engine
 from shared.envelope import Envelope
 from shared.events import ASSIGNMENTS, PROPOSALS, Event
@@ -86,3 +87,40 @@ async def test_two_replicas_folding_one_proposal_at_once_lose_neither_event(engi
     assert proposal["lead_unit"] is not None, "the assignment's lead unit was lost"
     assert proposal["stage"] == "assigned", f"the stage went back to {proposal['stage']!r}"
     assert proposal["filing_number"], "the filing's number was lost"
+
+
+@pytest.mark.parametrize("with_records", [True, False], ids=["a command's dossier", "an event's proposal"])
+async def test_a_dossier_loaded_to_change_waits_for_another_transaction_changing_it(
+    engine: AsyncEngine, with_records: bool
+) -> None:
+    """A unit's report (its consumer, or the HTTP door) and a lifecycle event of the same proposal, on one
+    replica or two, each fold it in a transaction of their own. The unit of work locks the proposal as it
+    loads it: the second load waits for the first transaction and reads what it wrote, instead of a state
+    it would later write back over the first's change."""
+    events: list[Event] = [event for event, _ in lifecycle("u") if event.TOPIC in (PROPOSALS, ASSIGNMENTS)]
+    assigned = next(e for e in events if e.TYPE == "proposalflow.assignment.assigned.v1")
+    folding = replica(engine)
+    for record in records(events[: events.index(assigned) + 1]):
+        assert await folding.process_batch([record]) == ["handled"]
+    proposal_id = assigned.proposal_id
+
+    async def load(conn: AsyncConnection) -> Any:
+        uow = SqlUnitOfWork(conn)
+        return await (uow.get(proposal_id) if with_records else uow.lifecycle(proposal_id))
+
+    loaded_second = asyncio.Event()
+    seen: list[Any] = []
+
+    async def second() -> None:
+        async with engine.begin() as conn:
+            seen.append(await load(conn))
+            loaded_second.set()
+
+    async with engine.begin() as first:
+        assert (await load(first)).proposal.stage == "assigned"
+        racing = asyncio.create_task(second())
+        await asyncio.sleep(0.5)
+        assert not loaded_second.is_set(), "the second load did not wait for the transaction holding the proposal"
+        await db.update_by(first, store.proposals, proposal_id, {"stage": "handling"})
+    await asyncio.wait_for(racing, timeout=10)
+    assert seen[0].proposal.stage == "handling", "the second load read a state from before the first's change"
