@@ -232,7 +232,9 @@ class SqlUnitOfWork(UnitOfWork):
         deferred = self._deferred()
         if deferred:
             await _write(self.conn, deferred)
-        return await store.load_dossiers(self.conn, await store.open_proposal_ids(self.conn))
+        # Locked too (in id order, as a batch locks its own): a pass and a consumer changing one proposal
+        # at once would write back each other's stale state.
+        return await store.load_dossiers(self.conn, await store.open_proposal_ids(self.conn), lock=True)
 
     async def _on_timeline(self, event_id: str) -> bool:
         deferred = self._deferred()

@@ -89,14 +89,14 @@ async def test_two_replicas_folding_one_proposal_at_once_lose_neither_event(engi
     assert proposal["filing_number"], "the filing's number was lost"
 
 
-@pytest.mark.parametrize("with_records", [True, False], ids=["a command's dossier", "an event's proposal"])
+@pytest.mark.parametrize("loaded", ["a command's dossier", "an event's proposal", "the scheduler's pass"])
 async def test_a_dossier_loaded_to_change_waits_for_another_transaction_changing_it(
-    engine: AsyncEngine, with_records: bool
+    engine: AsyncEngine, loaded: str
 ) -> None:
-    """A unit's report (its consumer, or the HTTP door) and a lifecycle event of the same proposal, on one
-    replica or two, each fold it in a transaction of their own. The unit of work locks the proposal as it
-    loads it: the second load waits for the first transaction and reads what it wrote, instead of a state
-    it would later write back over the first's change."""
+    """A unit's report (its consumer, or the HTTP door), a lifecycle event and the scheduler's deadline pass
+    over the same proposal, on one replica or two, each fold it in a transaction of their own. The unit
+    of work locks the proposal as it loads it: the second load waits for the first transaction and reads
+    what it wrote, instead of a state it would later write back over the first's change."""
     events: list[Event] = [event for event, _ in lifecycle("u") if event.TOPIC in (PROPOSALS, ASSIGNMENTS)]
     assigned = next(e for e in events if e.TYPE == "proposalflow.assignment.assigned.v1")
     folding = replica(engine)
@@ -106,7 +106,9 @@ async def test_a_dossier_loaded_to_change_waits_for_another_transaction_changing
 
     async def load(conn: AsyncConnection) -> Any:
         uow = SqlUnitOfWork(conn)
-        return await (uow.get(proposal_id) if with_records else uow.lifecycle(proposal_id))
+        if loaded == "the scheduler's pass":
+            return next(dossier for dossier in await uow.open_dossiers() if dossier.id == proposal_id)
+        return await (uow.get(proposal_id) if loaded == "a command's dossier" else uow.lifecycle(proposal_id))
 
     loaded_second = asyncio.Event()
     seen: list[Any] = []
