@@ -194,7 +194,10 @@ async def load_dossiers(
         query = select(proposals).order_by(proposals.c.submitted_at, proposals.c.id)
     if proposal_ids is not None:
         query = query.where(proposals.c.id.in_(proposal_ids))
-    found = {row["id"]: mapping.dossier(dict(row)) for row in (await conn.execute(query)).mappings().all()}
+    rows = [dict(row) for row in (await conn.execute(query)).mappings().all()]
+    # Locked in id order (as every batch locks), listed in the order of submission all the same.
+    rows.sort(key=lambda row: (row["submitted_at"], row["id"]))
+    found = {row["id"]: mapping.dossier(row) for row in rows}
     ids = None if proposal_ids is None else list(found)
     # Within a round, a returned reply comes before its redraft even when both carry the same time.
     order = {"returned": 0, "approved": 1, "drafted": 1}
