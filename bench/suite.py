@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,23 +16,9 @@ from pathlib import Path
 import httpx
 
 from shared.settings import SERVICES
+from tests.procs import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-_GIVEN: set[int] = set()
-
-
-def free_port() -> int:
-    """A port nobody listens on now, and one this process has not handed out before: the system may give
-    the same free port to two binds in a row, and two services started together must not share one."""
-    while True:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        if port not in _GIVEN:
-            _GIVEN.add(port)
-            return port
 
 
 def memory_of(pid: int) -> dict[str, int]:
