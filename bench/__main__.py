@@ -122,8 +122,9 @@ def _comm(pid: int) -> str:
 
 async def service_counts(http: httpx.AsyncClient, suite: Suite) -> dict[str, dict[str, float]]:
     """Per service, its replicas summed, from their Prometheus metrics so far: records consumed (every
-    outcome, and each outcome but `handled` apart), records published from the outbox, and the partition
-    assignments its consumers received (`rebalances`)."""
+    outcome, and each outcome but `handled` apart), records published from the outbox, the partition
+    assignments its consumers received (`rebalances`), the batches its consumers handled and its relay's turns
+    (with rows, and empty)."""
     counts: dict[str, dict[str, float]] = {}
     for instance in suite.instances:
         moved = counts.setdefault(instance.service, {"consumed": 0.0, "published": 0.0, "rebalances": 0.0})
@@ -138,7 +139,16 @@ async def service_counts(http: httpx.AsyncClient, suite: Suite) -> dict[str, dic
                 moved["published"] += float(line.rsplit(" ", 1)[1])
             elif line.startswith("proposalflow_consumer_rebalances_total{"):
                 moved["rebalances"] += float(line.rsplit(" ", 1)[1])
+            elif line.startswith("proposalflow_consumer_batches_total{"):
+                moved["batches"] = moved.get("batches", 0.0) + float(line.rsplit(" ", 1)[1])
+            elif line.startswith("proposalflow_outbox_relay_turns_total{"):
+                key = "turns" if 'rows="some"' in line else "empty turns"
+                moved[key] = moved.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
     return counts
+
+
+NOT_RECORDS = frozenset({"rebalances", "batches", "turns", "empty turns"})
+"""What `service_counts` counts beside records: rebalances, consumer batches and relay turns."""
 
 
 def records_moved(counts: dict[str, dict[str, float]]) -> dict[str, float]:
@@ -147,7 +157,7 @@ def records_moved(counts: dict[str, dict[str, float]]) -> dict[str, float]:
     moved: dict[str, float] = {"consumed": 0.0, "published": 0.0}
     for service in counts.values():
         for key, value in service.items():
-            if key != "rebalances":
+            if key not in NOT_RECORDS:
                 moved[key] = moved.get(key, 0.0) + value
     return moved
 
@@ -634,12 +644,13 @@ def replica_costs(results: list[dict[str, Any]]) -> str:
     the inbox) and parked, and the rebalances during the scenario: where a replica's extra CPU goes."""
     lines = []
     for r in results:
-        if "database" not in r or r["scenario"] != "pipeline max rate" or r["door"] != "kafka":
+        if "database" not in r or r["door"] != "kafka" or r["scenario"] == "pipeline 100/s":
             continue
         by_service = r.get("records_per_proposal_by_service", {})
         idle = r.get("idle_cpu_ms_per_s", {})
         lines.append(
-            f"{r['database']}, {r['replicas']} replica(s): services {r['cpu_ms_per_proposal']['total']} ms per "
+            f"{r['database']}, {r['scenario'].removeprefix('pipeline ')}, {r['replicas']} replica(s): services "
+            f"{r['cpu_ms_per_proposal']['total']} ms per "
             f"proposal ({r.get('services_cpu_ms_per_proposal_above_idle')} above idle), idle {idle.get('services')} "
             f"ms/s (broker {idle.get('broker', '-')}, postgres {idle.get('postgres', '-')})"
         )
@@ -649,7 +660,8 @@ def replica_costs(results: list[dict[str, Any]]) -> str:
                 f"  {service:<11} CPU {cpu:>6} ms  idle {idle.get(service, '-'):>5} ms/s  consumed "
                 f"{counts.get('consumed', 0):>5}  dup {counts.get('duplicate', 0.0):>4}  parked "
                 f"{counts.get('parked', 0.0):>4}  published {counts.get('published', 0):>5}  rebalances "
-                f"{counts.get('rebalances', 0):>3.0f}"
+                f"{counts.get('rebalances', 0):>3.0f}  batches {counts.get('batches', 0.0):>5}  relay turns "
+                f"{counts.get('turns', 0.0):>5} (+{counts.get('empty turns', 0.0)} empty)"
             )
     return "\n".join(lines)
 

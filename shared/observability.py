@@ -312,6 +312,18 @@ class Metrics:
             "Partition assignments a consumer received (one per rebalance of its group it took part in).",
             ["group", "consumer"],
         )
+        self.consumer_batches = Counter(
+            "proposalflow_consumer_batches_total",
+            "Batches a consumer handled (records per batch = records consumed / batches). A batch's fixed "
+            "cost (a transaction, the inbox, a relay turn) is paid once, whatever its size.",
+            ["consumer"],
+        )
+        self.relay_turns = Counter(
+            "proposalflow_outbox_relay_turns_total",
+            "Turns of the outbox relay, by whether they found rows to publish (`rows`: some or none); rows per "
+            "turn = outbox rows published / turns with some.",
+            ["service", "rows"],
+        )
         self.outbox_backlog = Gauge(
             "proposalflow_outbox_backlog",
             "Committed outbox rows not yet published to Kafka (grows while the broker is unreachable).",

@@ -240,6 +240,7 @@ class OutboxRelay:
                     async with self._engine.begin() as conn:
                         await self._mark(conn, done)
         METRICS.outbox_published.inc(len(done.sent))
+        METRICS.relay_turns.labels(self._service, "some" if done.claimed else "none").inc()
         if done.failed:
             self._report_failed(done.failed)
             with contextlib.suppress(Exception):  # only the gauges: the next count sets them

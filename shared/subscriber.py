@@ -11,6 +11,7 @@ from faststream.kafka import KafkaBroker
 from faststream.middlewares import AckPolicy
 
 from shared.events import inbound_topic_pattern
+from shared.observability import METRICS
 from shared.offsets import HandOver, OffsetCommits, record_lag
 from shared.processor import EventProcessor
 
@@ -76,6 +77,8 @@ def subscribe(
             if batch_window_ms > 0 and hasattr(consumer, "getmany"):
                 records = await top_up(consumer, records, batch_window_ms)
             await processor.process_batch(records)
+            if records:
+                METRICS.consumer_batches.labels(processor.consumer).inc()
             if consumer is not None and records:
                 commits.note(consumer, records)
         if consumer is None or not records:  # FastStream's test client has no real consumer

@@ -21,6 +21,7 @@ from shared.envelope import Envelope
 from shared.errors import NotReady
 from shared.events import Actor, ProposalWithdrawn, Role
 from shared.migrate import upgrade_async
+from shared.observability import METRICS
 from shared.outbox import add_to_outbox
 from shared.processor import EventProcessor
 from shared.relay import OutboxRelay
@@ -209,3 +210,16 @@ async def test_inbox_record_and_effect_commit_together(engine) -> None:
     assert await worker.process(record_of(envelope("p-crash"))) == "dead-lettered"
     async with engine.connect() as conn:
         assert (await conn.execute(select(table.c.id))).all() == []
+
+
+async def test_an_operator_sees_the_relay_s_turns_and_how_many_found_rows(engine) -> None:
+    # Rows per turn (published / turns with some) is what tells an operator whether a turn's fixed cost is shared.
+    turns = METRICS.relay_turns.labels("intake-turns", "some")
+    empty = METRICS.relay_turns.labels("intake-turns", "none")
+    some_before, none_before = turns._value.get(), empty._value.get()
+    async with engine.begin() as conn:
+        await add_to_outbox(conn, intake_store.metadata, "intake", [withdrawn("p-1"), withdrawn("p-2")])
+    relay = OutboxRelay(engine, intake_store.metadata, RecordingPublisher(), service="intake-turns")  # type: ignore[arg-type]
+    assert await relay.publish_once() == 2
+    assert await relay.publish_once() == 0
+    assert (turns._value.get(), empty._value.get()) == (some_before + 1, none_before + 1)

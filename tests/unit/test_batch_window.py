@@ -8,8 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
-from faststream.kafka import KafkaBroker
+from faststream.kafka import KafkaBroker, TestKafkaBroker
 
+from shared.observability import METRICS
 from shared.settings import service_settings
 from shared.subscriber import IDLE_FETCH_WAIT_MS, MAX_BATCH, subscribe, top_up
 
@@ -96,3 +97,28 @@ async def test_a_full_batch_or_nothing_new_is_left_as_it_is() -> None:
     assert consumer.asked == []
     quiet = Fetched({})
     assert await top_up(quiet, [Rec("t", 0, 1)], 10) == [Rec("t", 0, 1)]
+
+
+class CountingProcessor:
+    consumer = "test-batches"
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+
+    async def process_batch(self, records: list[object]) -> list[str]:
+        self.batches.append(len(records))
+        return ["handled"] * len(records)
+
+
+async def test_an_operator_sees_how_many_batches_a_consumer_handled() -> None:
+    # Records per batch (consumed / batches) is what tells an operator whether a batch's fixed cost is
+    # shared: one record per batch at a moderate rate, many under load.
+    broker = KafkaBroker()
+    processor = CountingProcessor()
+    subscribe(broker, processor, ["t-batches"], group_id="g", description="d")  # type: ignore[arg-type]
+    batches = METRICS.consumer_batches.labels("test-batches")
+    before = batches._value.get()
+    async with TestKafkaBroker(broker) as test_broker:
+        await test_broker.publish_batch(b"one", b"two", topic="t-batches")
+    assert sum(processor.batches) == 2
+    assert batches._value.get() == before + len(processor.batches)
