@@ -24,7 +24,7 @@ from sqlalchemy import MetaData, Table, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared.backoff import backoff_delay
-from shared.db import built_once, driver_connection
+from shared.db import built_once
 from shared.failures import is_transient
 from shared.observability import METRICS, kafka_attributes, traced
 from shared.outbox import limit_outbox_records
@@ -53,24 +53,43 @@ class OutboxRow(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class RelaySql:
-    """The relay's statements on PostgreSQL, sent on asyncpg's own connection (prepared once per
-    connection by asyncpg's statement cache): read, mark and take the turn are a constant number of
-    round trips per batch, without SQLAlchemy's per-execute cost (docs/performance.md)."""
+    """The relay's turn on PostgreSQL in three round trips, sent on asyncpg's own connection outside
+    SQLAlchemy's transaction handling (docs/performance.md, "The seventh round"):
+
+    1. `take_turn`: `BEGIN` and the transaction-level advisory lock that is the turn, in one simple-protocol
+       query (no parameters: the lock's key is our own integer);
+    2. `unsent`: the batch of unsent rows (prepared once per connection by asyncpg's statement cache);
+    3. :meth:`finish`: the sent rows marked and `COMMIT`, in one simple-protocol query (the ids as integer
+       literals, read from the table's own `bigint` column: no text from a row is spliced in).
+
+    Rows the broker refused for good, rare, are marked with a statement of their own before it."""
 
     take_turn: str
     unsent: str
-    mark_sent: str
+    mark_failed: str
+    table: str
 
     @classmethod
-    def of(cls, table: Table) -> RelaySql:
+    def of(cls, table: Table, turn: int) -> RelaySql:
         name = table.name
         return cls(
-            take_turn="SELECT pg_advisory_xact_lock($1)",
+            take_turn=f"BEGIN; SELECT pg_advisory_xact_lock({int(turn)})",
             unsent=(
                 f"SELECT id, event_id, type, topic, key, headers, payload FROM {name} "  # noqa: S608 - our own table
                 "WHERE sent_at IS NULL AND failed_at IS NULL ORDER BY id LIMIT $1"
             ),
-            mark_sent=f"UPDATE {name} SET sent_at = $1 WHERE id = ANY($2::bigint[])",  # noqa: S608 - our own table
+            mark_failed=f"UPDATE {name} SET failed_at = $1, error = $2 WHERE id = $3",  # noqa: S608 - our own table
+            table=name,
+        )
+
+    def finish(self, sent_ids: Sequence[int]) -> str:
+        """Mark `sent_ids` sent (at the server's clock) and commit: one round trip; just `COMMIT` if none."""
+        if not sent_ids:
+            return "COMMIT"
+        ids = ",".join(str(int(row_id)) for row_id in sent_ids)
+        return (
+            f"UPDATE {self.table} SET sent_at = clock_timestamp() "  # noqa: S608 - our own table, integer ids
+            f"WHERE id = ANY('{{{ids}}}'::bigint[]); COMMIT"
         )
 
 
@@ -173,7 +192,7 @@ class OutboxRelay:
         self._failed_gauge = METRICS.outbox_failed_rows.labels(service)
         self._table = metadata.tables["outbox"]
         self._turn = relay_turn_key(self._table)
-        self._sql = RelaySql.of(self._table)
+        self._sql = RelaySql.of(self._table, self._turn)
         self._turn_file: RelayTurnFile | None = None
         self._producer = producer
         self._batch_size = batch_size
@@ -212,18 +231,7 @@ class OutboxRelay:
         # order they were committed (docs/decisions.md, "One relay's turn at a time").
         async with _RELAY_TURNS.setdefault(self._engine.url.render_as_string(), asyncio.Lock()):
             if self._engine.dialect.name == "postgresql":
-                # The turn is a transaction-level advisory lock: waited for (no CPU, no polling), released
-                # by the commit, or by the server when the holder's connection dies (`kill -9`).
-                async with self._engine.begin() as conn:
-                    driver = await driver_connection(conn)
-                    await driver.execute(self._sql.take_turn, self._turn)
-                    rows: Sequence[Any] = [
-                        OutboxRow(*row) for row in await driver.fetch(self._sql.unsent, self._batch_size)
-                    ]
-                    done = await self._publish(rows)
-                    if done.sent:
-                        await driver.execute(self._sql.mark_sent, datetime.now(UTC), [row.id for row in done.sent])
-                    await self._mark(conn, RelayRound(failed=done.failed))
+                done = await self._postgresql_turn()
             else:
                 # SQLite has one write lock per file (every transaction here begins IMMEDIATE): held while
                 # the broker is slow or down, it would stop every other write of the service, the HTTP door
@@ -245,6 +253,33 @@ class OutboxRelay:
             self._report_failed(done.failed)
             with contextlib.suppress(Exception):  # only the gauges: the next count sets them
                 await self.backlog()
+        return done
+
+    async def _postgresql_turn(self) -> RelayRound:
+        """One turn on PostgreSQL, in three round trips (:class:`RelaySql`). The turn is a transaction-level
+        advisory lock: waited for (no CPU, no polling), released by the commit, or by the server when the
+        holder's connection dies (`kill -9`). The transaction is the relay's own, begun and ended by its
+        statements, not SQLAlchemy's: on any failure the connection is invalidated (closed), which rolls it
+        back and releases the turn on the server, rather than returned to the pool in a transaction."""
+        async with self._engine.connect() as conn:
+            driver = (await conn.get_raw_connection()).driver_connection
+            assert driver is not None
+            try:
+                await driver.execute(self._sql.take_turn)
+                rows: Sequence[Any] = [
+                    OutboxRow(*row) for row in await driver.fetch(self._sql.unsent, self._batch_size)
+                ]
+                done = await self._publish(rows)
+                if done.failed:
+                    now = datetime.now(UTC)
+                    await driver.executemany(
+                        self._sql.mark_failed, [(now, _error_text(exc), row.id) for row, exc in done.failed]
+                    )
+                await driver.execute(self._sql.finish([row.id for row in done.sent]))
+            except BaseException:
+                with contextlib.suppress(Exception):  # a broken connection is closed either way
+                    await conn.invalidate()
+                raise
         return done
 
     async def _unsent(self, conn: AsyncConnection) -> Sequence[Any]:
