@@ -173,6 +173,31 @@ async def signers_of(conn: AsyncConnection, proposal_ids: list[str]) -> dict[str
     return found
 
 
+async def get_proposal_with_signers(
+    conn: AsyncConnection, proposal_id: str
+) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+    """The proposal and its signers (提案者) in one statement (a left join: one row per signer, or one
+    without a signer), or None if there is none. One round trip instead of two on PostgreSQL."""
+    query = db.built_once(
+        ("intake-proposal-with-signers",),
+        lambda: (
+            select(proposals, signers.c.signer_id, signers.c.is_first, signers.c.confirmed_at)
+            .select_from(proposals.outerjoin(signers, signers.c.proposal_id == proposals.c.id))
+            .where(proposals.c.id == bindparam("proposal_id"))
+            .order_by(signers.c.signer_id)
+        ),
+    )
+    rows = (await conn.execute(query, {"proposal_id": proposal_id})).mappings().all()
+    if not rows:
+        return None
+    own = ("signer_id", "is_first", "confirmed_at")
+    proposal = {key: value for key, value in rows[0].items() if key not in own}
+    found = [
+        {"proposal_id": proposal_id, **{key: row[key] for key in own}} for row in rows if row["signer_id"] is not None
+    ]
+    return proposal, found
+
+
 async def get_signers(conn: AsyncConnection, proposal_id: str) -> list[dict[str, Any]]:
     return await db.rows_by(conn, signers, proposal_id, "proposal_id")
 

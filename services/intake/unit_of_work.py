@@ -44,6 +44,7 @@ class UnitOfWork(shared.unit_of_work.UnitOfWork):
 
     def __init__(self) -> None:
         self._seen: dict[str, tuple[Proposal, Snapshot]] = {}
+        self._saved: dict[str, Proposal] = {}
 
     async def find(self, proposal_id: str) -> Proposal | None:
         """The proposal with its signers, or None if there is none."""
@@ -102,7 +103,13 @@ class UnitOfWork(shared.unit_of_work.UnitOfWork):
             await self._publish(events)
         for proposal, _ in self._seen.values():
             proposal.events.clear()
+            self._saved[proposal.id] = proposal
         self._seen = {key: (proposal, Snapshot(proposal)) for key, (proposal, _) in self._seen.items()}
+
+    def saved(self, proposal_id: str) -> Proposal | None:
+        """The proposal as a `commit()` of this unit of work saved it (in the door's transaction), or None.
+        The door answers with it instead of reading back what it has just written."""
+        return self._saved.get(proposal_id)
 
     def rollback(self) -> None:
         """Forget what was not committed (the door's transaction rolls back what was written)."""
@@ -152,10 +159,10 @@ class SqlUnitOfWork(UnitOfWork):
         self.conn = conn
 
     async def _fetch(self, proposal_id: str) -> Proposal | None:
-        row = await store.get_proposal(self.conn, proposal_id)
-        if row is None:
+        found = await store.get_proposal_with_signers(self.conn, proposal_id)
+        if found is None:
             return None
-        return mapping.proposal(row, await store.get_signers(self.conn, proposal_id))
+        return mapping.proposal(*found)
 
     async def _exists(self, proposal_id: str) -> bool:
         return await store.get_proposal(self.conn, proposal_id) is not None

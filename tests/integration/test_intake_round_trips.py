@@ -1,0 +1,188 @@
+"""Intake's HTTP doors in a counted number of round trips, on SQLite and PostgreSQL (issue 17).
+
+Every statement intake's routes send to PostgreSQL is a round trip on the loopback socket, and an HTTP
+request is a transaction of its own that no batch shares (docs/performance.md, "The seventh round:
+intake's HTTP doors"). These tests count the statements of one submission, one cosign (a member's
+command) and one review that files (立案, with its 案号), each with an `Idempotency-Key`, so the number
+cannot silently grow back; and check that the answer is still the proposal as stored.
+
+What is counted: every statement SQLAlchemy executes on the engine (`before_cursor_execute`, the
+asyncpg adapter and sqlite3 alike: one round trip each once the statement is prepared), plus the
+transaction's BEGIN and COMMIT (`begin` and `commit` events), which the asyncpg adapter sends as
+statements of their own. On SQLite, BEGIN IMMEDIATE is an executed statement already (shared/db.py), so
+only the COMMIT is added. asyncpg prepares a statement the first time a connection sends it and keeps it
+(SQLAlchemy's prepared-statement cache), so each door is counted on a warm connection: a first request of
+each kind is sent before counting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.intake.app import build
+from shared.auth import issue_token
+from shared.events import Role
+from shared.migrate import upgrade_async
+from shared.settings import CommonSettings
+
+PROPOSAL = {
+    "title": "关于推进全域土地综合整治的建议",
+    "body": "我市土地利用碎片化, 建议统筹推进全域土地综合整治。",
+    "category": "经济建设",
+    "first_proposer": {"id": "m-1", "name": "张三"},
+    "cosigners": [{"id": "m-2", "name": "李四"}],
+    "suggestions": ["编制整治规划", "设立专项资金"],
+}
+
+
+def token(role: Role, sub: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {issue_token(CommonSettings(), subject=sub, role=role)}"}
+
+
+MEMBER = token(Role.MEMBER, "m-1")
+COSIGNER = token(Role.MEMBER, "m-2")
+COMMITTEE = token(Role.COMMITTEE, "c-1")
+
+ROUND_TRIPS = {
+    # BEGIN, the Idempotency-Key look, the id's uniqueness, the proposal, its signers, the outbox row,
+    # the Idempotency-Key answer, COMMIT. The answer is the proposal as the unit of work saved it.
+    ("submit", "postgresql"): 8,
+    # BEGIN, the Idempotency-Key look, the proposal with its signers (one join), the proposal's update
+    # (compare-and-set), the signer's confirmation, the outbox rows, the answer, COMMIT.
+    ("cosign", "postgresql"): 8,
+    # BEGIN, the Idempotency-Key look, the proposal with its signers, the 案号 counter (one upsert
+    # returning the number), the proposals merged into it (并案), the update, the outbox row, the
+    # answer, COMMIT.
+    ("file", "postgresql"): 9,
+}
+for (door, _), count in list(ROUND_TRIPS.items()):
+    ROUND_TRIPS[(door, "sqlite")] = count  # BEGIN IMMEDIATE is a statement there; the same count
+
+
+class Counter:
+    """The round trips an engine makes while `counting()`; the statements, to say which in a failure."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.dialect = engine.dialect.name
+        self.statements: list[str] = []
+        self.on = False
+        sync = engine.sync_engine
+
+        @event.listens_for(sync, "before_cursor_execute")
+        def _statement(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+            self._note(statement.split("\n")[0][:80])
+
+        @event.listens_for(sync, "begin")
+        def _begin(_conn: Any) -> None:
+            if self.dialect == "postgresql":  # SQLite's BEGIN IMMEDIATE is executed, counted above
+                self._note("BEGIN")
+
+        @event.listens_for(sync, "commit")
+        def _commit(_conn: Any) -> None:
+            self._note("COMMIT")
+
+    def _note(self, statement: str) -> None:
+        if self.on:
+            self.statements.append(statement)
+
+    @contextmanager
+    def counting(self) -> Iterator[list[str]]:
+        self.statements = []
+        self.on = True
+        try:
+            yield self.statements
+        finally:
+            self.on = False
+
+
+@pytest.fixture
+async def client(db_url: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[httpx.AsyncClient]:
+    monkeypatch.setenv("PROPOSALFLOW_INTAKE_DATABASE_URL", db_url)
+    await upgrade_async("intake", db_url)
+    runtime, app = build()
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://intake") as http:
+        http.runtime = runtime  # type: ignore[attr-defined]
+        yield http
+    await runtime.engine.dispose()
+
+
+async def through_the_doors(client: httpx.AsyncClient, n: int) -> dict[str, httpx.Response]:
+    """Submit a joint proposal, have its cosigner confirm, and file it; each with its own key."""
+    submitted = await client.post("/proposals", json=PROPOSAL, headers={**MEMBER, "Idempotency-Key": f"s-{n}"})
+    assert submitted.status_code == 201, submitted.text
+    proposal_id = submitted.json()["id"]
+    cosigned = await client.post(f"/proposals/{proposal_id}/cosign", headers={**COSIGNER, "Idempotency-Key": f"c-{n}"})
+    assert cosigned.status_code == 200, cosigned.text
+    filed = await client.post(
+        f"/proposals/{proposal_id}/review",
+        json={"decision": "file"},
+        headers={**COMMITTEE, "Idempotency-Key": f"f-{n}"},
+    )
+    assert filed.status_code == 200, filed.text
+    return {"submit": submitted, "cosign": cosigned, "file": filed}
+
+
+async def test_each_door_takes_a_counted_number_of_round_trips(client: httpx.AsyncClient) -> None:
+    runtime = client.runtime  # type: ignore[attr-defined]
+    counter = Counter(runtime.engine)
+    await through_the_doors(client, 0)  # warm: each statement prepared once on the pooled connection
+    proposal_id = None
+    counted: dict[str, list[str]] = {}
+    for door in ("submit", "cosign", "file"):
+        with counter.counting() as statements:
+            if door == "submit":
+                answer = await client.post("/proposals", json=PROPOSAL, headers={**MEMBER, "Idempotency-Key": "s-1"})
+                proposal_id = answer.json()["id"]
+            elif door == "cosign":
+                answer = await client.post(
+                    f"/proposals/{proposal_id}/cosign", headers={**COSIGNER, "Idempotency-Key": "c-1"}
+                )
+            else:
+                answer = await client.post(
+                    f"/proposals/{proposal_id}/review",
+                    json={"decision": "file"},
+                    headers={**COMMITTEE, "Idempotency-Key": "f-1"},
+                )
+        assert answer.status_code in (200, 201), answer.text
+        counted[door] = list(statements)
+    expected = {door: ROUND_TRIPS[(door, counter.dialect)] for door in counted}
+    assert {door: len(sent) for door, sent in counted.items()} == expected, "\n".join(
+        f"{door}: {statement}" for door, sent in counted.items() for statement in sent
+    )
+    with counter.counting() as statements:
+        replayed = await client.post(
+            f"/proposals/{proposal_id}/review",
+            json={"decision": "file"},
+            headers={**COMMITTEE, "Idempotency-Key": "f-1"},
+        )
+    assert replayed.headers["idempotent-replayed"] == "true"
+    assert len(statements) == 3, "\n".join(statements)  # BEGIN, the key's stored answer, COMMIT
+
+
+async def test_each_door_answers_the_proposal_as_stored(client: httpx.AsyncClient) -> None:
+    """The answer is made from what the request saved, not read back: it must be what a later read shows."""
+    for n in range(2):
+        answers = await through_the_doors(client, n)
+        proposal_id = answers["file"].json()["id"]
+        stored = await client.get(f"/proposals/{proposal_id}", headers=COMMITTEE)
+        assert answers["file"].json() == stored.json()
+        assert stored.json()["filing_number"] == f"{stored.json()['submitted_at'][:4]}-{n + 1:04d}"
+        assert answers["cosign"].json() == {**stored.json(), **_review_fields(answers["cosign"].json())}
+        assert answers["submit"].json()["created_at"] == stored.json()["created_at"]
+        assert answers["submit"].json()["suggestions"] == stored.json()["suggestions"]
+        again = await client.post(f"/proposals/{proposal_id}/cosign", headers={**COSIGNER, "Idempotency-Key": f"c-{n}"})
+        assert again.json() == answers["cosign"].json()  # the replay answers the stored response
+
+
+def _review_fields(view: dict[str, Any]) -> dict[str, Any]:
+    """What filing changed after the cosign answered."""
+    keys = ("status", "filing_number", "review_reason", "reviewed_at")
+    return {key: view[key] for key in keys}
