@@ -175,27 +175,34 @@ async def signers_of(conn: AsyncConnection, proposal_ids: list[str]) -> dict[str
 
 async def get_proposal_with_signers(
     conn: AsyncConnection, proposal_id: str
-) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
-    """The proposal and its signers (提案者) in one statement (a left join: one row per signer, or one
-    without a signer), or None if there is none. One round trip instead of two on PostgreSQL."""
-    query = db.built_once(
-        ("intake-proposal-with-signers",),
-        lambda: (
-            select(proposals, signers.c.signer_id, signers.c.is_first, signers.c.confirmed_at)
+) -> tuple[dict[str, Any], list[dict[str, Any]], bool] | None:
+    """The proposal, its signers (提案者) and whether any proposal is merged into it (并案), in one
+    statement (a left join: one row per signer, or one without a signer), or None if there is none. One
+    round trip instead of two on PostgreSQL, and a filing (立案) that finds nothing merged into it needs no
+    statement to list them."""
+    proposals_merged = proposals.alias("proposals_merged")
+
+    def build() -> Any:
+        merged = select(proposals_merged.c.id).where(proposals_merged.c.merged_into == proposals.c.id).exists()
+        return (
+            select(
+                proposals, signers.c.signer_id, signers.c.is_first, signers.c.confirmed_at, merged.label("merged_any")
+            )
             .select_from(proposals.outerjoin(signers, signers.c.proposal_id == proposals.c.id))
             .where(proposals.c.id == bindparam("proposal_id"))
             .order_by(signers.c.signer_id)
-        ),
-    )
+        )
+
+    query = db.built_once(("intake-proposal-with-signers",), build)
     rows = (await conn.execute(query, {"proposal_id": proposal_id})).mappings().all()
     if not rows:
         return None
     own = ("signer_id", "is_first", "confirmed_at")
-    proposal = {key: value for key, value in rows[0].items() if key not in own}
+    proposal = {key: value for key, value in rows[0].items() if key not in own and key != "merged_any"}
     found = [
         {"proposal_id": proposal_id, **{key: row[key] for key in own}} for row in rows if row["signer_id"] is not None
     ]
-    return proposal, found
+    return proposal, found, bool(rows[0]["merged_any"])
 
 
 async def get_signers(conn: AsyncConnection, proposal_id: str) -> list[dict[str, Any]]:

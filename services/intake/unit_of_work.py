@@ -68,9 +68,11 @@ class UnitOfWork(shared.unit_of_work.UnitOfWork):
             raise NotFound(proposal_id)
         return found
 
-    async def add(self, proposal: Proposal) -> None:
-        """A new proposal; its id must be new."""
-        if proposal.id in self._seen or await self._exists(proposal.id):
+    async def add(self, proposal: Proposal, *, drawn: bool = False) -> None:
+        """A new proposal; its id must be new. `drawn`: the id was just drawn at random (a UUID4) by this
+        service, not given by the caller, so no stored proposal can have it and none is looked for (a
+        round trip less; the primary key would still refuse a duplicate)."""
+        if proposal.id in self._seen or (not drawn and await self._exists(proposal.id)):
             raise RuleViolation("proposal_id_unique", f"a proposal with id {proposal.id!r} already exists")
         self._seen[proposal.id] = (proposal, Snapshot(None))
 
@@ -157,12 +159,17 @@ class SqlUnitOfWork(UnitOfWork):
     def __init__(self, conn: AsyncConnection) -> None:
         super().__init__()
         self.conn = conn
+        self._none_merged: set[str] = set()
+        """The proposals loaded with none merged into them (并案)."""
 
     async def _fetch(self, proposal_id: str) -> Proposal | None:
         found = await store.get_proposal_with_signers(self.conn, proposal_id)
         if found is None:
             return None
-        return mapping.proposal(*found)
+        row, signers, merged_any = found
+        if not merged_any:
+            self._none_merged.add(proposal_id)
+        return mapping.proposal(row, signers)
 
     async def _exists(self, proposal_id: str) -> bool:
         return await store.get_proposal(self.conn, proposal_id) is not None
@@ -173,6 +180,8 @@ class SqlUnitOfWork(UnitOfWork):
         return [mapping.proposal(row, signers[row["id"]]) for row in rows]
 
     async def _merged_into(self, proposal_id: str) -> list[str]:
+        if proposal_id in self._none_merged:  # the load found none (in this transaction): no statement
+            return []
         return await store.merged_into(self.conn, proposal_id)
 
     async def _next_sequence(self, year: int) -> int:

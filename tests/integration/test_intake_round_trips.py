@@ -17,15 +17,17 @@ each kind is sent before counting.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.intake import store
 from services.intake.app import build
 from shared.auth import issue_token
 from shared.events import Role
@@ -51,16 +53,16 @@ COSIGNER = token(Role.MEMBER, "m-2")
 COMMITTEE = token(Role.COMMITTEE, "c-1")
 
 ROUND_TRIPS = {
-    # BEGIN, the Idempotency-Key look, the id's uniqueness, the proposal, its signers, the outbox row,
-    # the Idempotency-Key answer, COMMIT. The answer is the proposal as the unit of work saved it.
-    ("submit", "postgresql"): 8,
+    # BEGIN, the Idempotency-Key look, the proposal, its signers, the outbox row, the Idempotency-Key
+    # answer, COMMIT. The id is drawn here (no look for it); the answer is the proposal as saved.
+    ("submit", "postgresql"): 7,
     # BEGIN, the Idempotency-Key look, the proposal with its signers (one join), the proposal's update
     # (compare-and-set), the signer's confirmation, the outbox rows, the answer, COMMIT.
     ("cosign", "postgresql"): 8,
-    # BEGIN, the Idempotency-Key look, the proposal with its signers, the 案号 counter (one upsert
-    # returning the number), the proposals merged into it (并案), the update, the outbox row, the
-    # answer, COMMIT.
-    ("file", "postgresql"): 9,
+    # BEGIN, the Idempotency-Key look, the proposal with its signers (and whether any proposal is
+    # merged into it: none here, so no statement lists them), the 案号 counter (one upsert returning
+    # the number), the update, the outbox row, the answer, COMMIT.
+    ("file", "postgresql"): 8,
 }
 for (door, _), count in list(ROUND_TRIPS.items()):
     ROUND_TRIPS[(door, "sqlite")] = count  # BEGIN IMMEDIATE is a statement there; the same count
@@ -186,3 +188,27 @@ def _review_fields(view: dict[str, Any]) -> dict[str, Any]:
     """What filing changed after the cosign answered."""
     keys = ("status", "filing_number", "review_reason", "reviewed_at")
     return {key: view[key] for key in keys}
+
+
+async def test_a_filing_lists_the_proposals_merged_into_it_with_one_statement_more(client: httpx.AsyncClient) -> None:
+    """并案 then 立案: the load sees a proposal merged into the one filed, so the filing lists it (the
+    statement the load spares when there is none) and its event carries it."""
+    counter = Counter(client.runtime.engine)  # type: ignore[attr-defined]
+    solo = {**PROPOSAL, "cosigners": []}
+    target = (await client.post("/proposals", json=solo, headers=MEMBER)).json()["id"]
+    other = (await client.post("/proposals", json=solo, headers=MEMBER)).json()["id"]
+    merged = await client.post(
+        f"/proposals/{other}/review", json={"decision": "merge", "into_proposal_id": target}, headers=COMMITTEE
+    )
+    assert merged.json()["merged_into"] == target, merged.text
+    with counter.counting() as statements:
+        filed = await client.post(
+            f"/proposals/{target}/review", json={"decision": "file"}, headers={**COMMITTEE, "Idempotency-Key": "f-m"}
+        )
+    assert filed.json()["status"] == "filed", filed.text
+    assert len(statements) == ROUND_TRIPS[("file", counter.dialect)] + 1, "\n".join(statements)
+    outbox = store.metadata.tables["outbox"]
+    async with client.runtime.engine.connect() as conn:  # type: ignore[attr-defined]
+        payloads = (await conn.execute(select(outbox.c.payload).where(outbox.c.key == target))).scalars().all()
+    filed_events = [json.loads(p) for p in payloads if "filing_number" in json.loads(p)]
+    assert [event["merged_proposal_ids"] for event in filed_events] == [[other]]
