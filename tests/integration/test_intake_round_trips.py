@@ -17,6 +17,7 @@ each kind is sent before counting.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -212,3 +213,39 @@ async def test_a_filing_lists_the_proposals_merged_into_it_with_one_statement_mo
         payloads = (await conn.execute(select(outbox.c.payload).where(outbox.c.key == target))).scalars().all()
     filed_events = [json.loads(p) for p in payloads if "filing_number" in json.loads(p)]
     assert [event["merged_proposal_ids"] for event in filed_events] == [[other]]
+
+
+async def test_concurrent_filings_take_each_number_once_with_no_gap(client: httpx.AsyncClient) -> None:
+    """Ten reviews that file at once, one of them sent twice at once with the same key: every proposal is
+    filed once, the 案号 run 0001…0010 with no gap and no duplicate, and the duplicate answers either the
+    same filing or a conflict, never a second number."""
+    solo = {**PROPOSAL, "cosigners": []}
+    ids = [(await client.post("/proposals", json=solo, headers=MEMBER)).json()["id"] for _ in range(10)]
+
+    async def file(proposal_id: str, key: str) -> httpx.Response:
+        return await client.post(
+            f"/proposals/{proposal_id}/review",
+            json={"decision": "file"},
+            headers={**COMMITTEE, "Idempotency-Key": key},
+        )
+
+    answers = await asyncio.gather(
+        *(file(proposal_id, f"k-{proposal_id}") for proposal_id in ids), file(ids[0], f"k-{ids[0]}")
+    )
+    pair = sorted([answers[0], answers[-1]], key=lambda answer: answer.status_code)  # the same key, at once
+    assert pair[0].status_code == 200, pair[0].text
+    assert pair[1].status_code in (200, 409), pair[1].text  # the stored answer, or the one that lost
+    if pair[1].status_code == 200:
+        assert pair[1].json()["filing_number"] == pair[0].json()["filing_number"]
+    assert all(answer.status_code == 200 for answer in answers[1:-1])
+    numbers = []
+    for proposal_id in ids:
+        stored = (await client.get(f"/proposals/{proposal_id}", headers=COMMITTEE)).json()
+        assert stored["status"] == "filed"
+        numbers.append(stored["filing_number"])
+    year = numbers[0][:4]
+    assert sorted(numbers) == [f"{year}-{n:04d}" for n in range(1, 11)]
+    outbox = store.metadata.tables["outbox"]
+    async with client.runtime.engine.connect() as conn:  # type: ignore[attr-defined]
+        types = (await conn.execute(select(outbox.c.type))).scalars().all()
+    assert sum(t == "proposalflow.proposal.filed.v1" for t in types) == 10
