@@ -18,6 +18,8 @@ from sqlalchemy import (
     bindparam,
     delete,
     false,
+    func,
+    insert,
     select,
     update,
 )
@@ -152,6 +154,49 @@ async def transition(
     parameters = {**values, "status": to_status.value, "match_id": proposal_id, "from_status": from_status.value}
     result = await conn.execute(query, parameters)
     return bool(result.rowcount == 1)
+
+
+async def insert_proposal_with_signers(
+    conn: AsyncConnection, row: dict[str, Any], signer_rows: list[dict[str, Any]]
+) -> None:
+    """A new proposal and its signers in one statement on PostgreSQL (the proposal's `INSERT` as a
+    data-modifying CTE of the signers' `INSERT`): one round trip instead of two."""
+    new_proposal = insert(proposals).values(row).cte("new_proposal")
+    await conn.execute(insert(signers).values(signer_rows).add_cte(new_proposal))
+
+
+async def transition_with_signers(
+    conn: AsyncConnection,
+    proposal_id: str,
+    from_status: StrEnum,
+    to_status: StrEnum,
+    signer_rows: list[dict[str, Any]],
+    **values: Any,
+) -> bool:
+    """:func:`transition` and the changed signers' `is_first`/`confirmed_at` in one statement on
+    PostgreSQL: the proposal's compare-and-set `UPDATE … RETURNING` as a CTE, each signer's `UPDATE` a CTE
+    that writes only if the compare-and-set did (`EXISTS` on it). False, and nothing written, if the
+    proposal was no longer in `from_status`."""
+    moved = (
+        update(proposals)
+        .where(proposals.c.id == proposal_id)
+        .where(proposals.c.status == from_status.value)
+        .values(**values, status=to_status.value)
+        .returning(proposals.c.id)
+        .cte("moved")
+    )
+    written = select(moved.c.id).exists()
+    changes = [
+        update(signers)
+        .where(signers.c.proposal_id == proposal_id)
+        .where(signers.c.signer_id == row["signer_id"])
+        .where(written)
+        .values(is_first=row["is_first"], confirmed_at=row["confirmed_at"])
+        .cte(f"signer_{n}")
+        for n, row in enumerate(signer_rows)
+    ]
+    query = select(func.count()).select_from(moved).add_cte(*changes)
+    return bool((await conn.execute(query)).scalar_one() == 1)
 
 
 async def awaiting_cosigners(conn: AsyncConnection, *, due_before: date) -> list[dict[str, Any]]:

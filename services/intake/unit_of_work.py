@@ -189,6 +189,12 @@ class SqlUnitOfWork(UnitOfWork):
 
     async def _save(self, proposal: Proposal, snapshot: Snapshot) -> bool:
         conn = self.conn
+        folded = conn.dialect.name == "postgresql"  # each statement a round trip: the writes folded
+        if snapshot.state is None and folded and proposal.signers:
+            await store.insert_proposal_with_signers(
+                conn, row_of(proposal.state), [row_of(signer) for signer in proposal.signers]
+            )
+            return True
         if snapshot.state is None:
             await store.insert_proposal(conn, row_of(proposal.state))
             if proposal.signers:
@@ -198,6 +204,15 @@ class SqlUnitOfWork(UnitOfWork):
         if not (changed or added or updated or gone):
             return True
         # The compare-and-set: a concurrent review or sweep that moved the proposal wins, we write nothing.
+        if folded and updated and not (added or gone):  # a cosign (联名确认): proposal and signer at once
+            return await store.transition_with_signers(
+                conn,
+                proposal.id,
+                snapshot.state.status,
+                proposal.status,
+                updated,
+                **{k: v for k, v in changed.items() if k != "status"},
+            )
         if not await store.transition(
             conn,
             proposal.id,
