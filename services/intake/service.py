@@ -154,6 +154,8 @@ async def review(
     now = now or system_clock()
     common: dict[str, Any] = {"reason": reason, "correlation_id": correlation_id, "now": now}
     async with uow:
+        if decision == "file":
+            uow.expect_filing(proposal_id, now.year)
         proposal = await uow.submitted(proposal_id)
         proposal.may_be_reviewed()
         if decision == "file":

@@ -219,17 +219,22 @@ async def signers_of(conn: AsyncConnection, proposal_ids: list[str]) -> dict[str
 
 
 async def get_proposal_with_signers(
-    conn: AsyncConnection, proposal_id: str
-) -> tuple[dict[str, Any], list[dict[str, Any]], bool] | None:
+    conn: AsyncConnection, proposal_id: str, *, filing_year: int | None = None
+) -> tuple[dict[str, Any], list[dict[str, Any]], bool, int | None] | None:
     """The proposal, its signers (提案者) and whether any proposal is merged into it (并案), in one
     statement (a left join: one row per signer, or one without a signer), or None if there is none. One
     round trip instead of two on PostgreSQL, and a filing (立案) that finds nothing merged into it needs no
-    statement to list them."""
+    statement to list them.
+
+    With `filing_year` (PostgreSQL only), the statement also takes that year's next 案号 sequence (the
+    counter's upsert of :func:`next_filing_sequence` as a data-modifying CTE) and returns it last; taken
+    even if there is no such proposal, in the caller's transaction, which a refusal rolls back."""
     proposals_merged = proposals.alias("proposals_merged")
+    take = filing_year is not None
 
     def build() -> Any:
         merged = select(proposals_merged.c.id).where(proposals_merged.c.merged_into == proposals.c.id).exists()
-        return (
+        query = (
             select(
                 proposals, signers.c.signer_id, signers.c.is_first, signers.c.confirmed_at, merged.label("merged_any")
             )
@@ -237,17 +242,26 @@ async def get_proposal_with_signers(
             .where(proposals.c.id == bindparam("proposal_id"))
             .order_by(signers.c.signer_id)
         )
+        if not take:
+            return query
+        taken = _take_sequence("postgresql").cte("taken_sequence")
+        return query.add_columns(select(taken.c.last).scalar_subquery().label("filing_sequence")).add_cte(taken)
 
-    query = db.built_once(("intake-proposal-with-signers",), build)
-    rows = (await conn.execute(query, {"proposal_id": proposal_id})).mappings().all()
+    query = db.built_once(("intake-proposal-with-signers", take), build)
+    parameters: dict[str, Any] = {"proposal_id": proposal_id}
+    if take:
+        parameters["year"] = filing_year
+    rows = (await conn.execute(query, parameters)).mappings().all()
     if not rows:
         return None
     own = ("signer_id", "is_first", "confirmed_at")
-    proposal = {key: value for key, value in rows[0].items() if key not in own and key != "merged_any"}
+    extra = ("merged_any", "filing_sequence")
+    proposal = {key: value for key, value in rows[0].items() if key not in own and key not in extra}
     found = [
         {"proposal_id": proposal_id, **{key: row[key] for key in own}} for row in rows if row["signer_id"] is not None
     ]
-    return proposal, found, bool(rows[0]["merged_any"])
+    sequence = rows[0]["filing_sequence"] if take else None
+    return proposal, found, bool(rows[0]["merged_any"]), None if sequence is None else int(sequence)
 
 
 async def get_signers(conn: AsyncConnection, proposal_id: str) -> list[dict[str, Any]]:
@@ -275,16 +289,18 @@ async def confirm_signer(conn: AsyncConnection, proposal_id: str, signer_id: str
     )
 
 
+def _take_sequence(dialect: str) -> Any:
+    """The counter's upsert that takes a year's next 案号 sequence (`year` bound), returning it."""
+    return (
+        (postgresql.insert if dialect == "postgresql" else sqlite.insert)(filing_counters)
+        .values(year=bindparam("year"), last=1)
+        .on_conflict_do_update(index_elements=["year"], set_={"last": filing_counters.c.last + 1})
+        .returning(filing_counters.c.last)
+    )
+
+
 async def next_filing_sequence(conn: AsyncConnection, year: int) -> int:
     """The next 案号 sequence of a year, taken atomically inside the caller's transaction."""
     dialect = conn.dialect.name
-    stmt = db.built_once(
-        ("intake-filing-sequence", dialect),
-        lambda: (
-            (postgresql.insert if dialect == "postgresql" else sqlite.insert)(filing_counters)
-            .values(year=bindparam("year"), last=1)
-            .on_conflict_do_update(index_elements=["year"], set_={"last": filing_counters.c.last + 1})
-            .returning(filing_counters.c.last)
-        ),
-    )
+    stmt = db.built_once(("intake-filing-sequence", dialect), lambda: _take_sequence(dialect))
     return int((await conn.execute(stmt, {"year": year})).scalar_one())
