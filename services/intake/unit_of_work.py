@@ -3,9 +3,11 @@ the events it caused, in the caller's transaction.
 
 The transaction is the door's: over HTTP it also holds the `Idempotency-Key` answer, in the consumer of
 `proposalflow.submissions` the inbox mark. Nothing is written before `commit()` (except the filing-number
-counter, taken when the committee files, in that same transaction). A proposal is saved only if its
-status is still the one it was loaded with (a compare-and-set): a concurrent review, withdrawal or the
-cosign-window sweep that got there first makes `commit()` raise StateConflict, and nothing is saved.
+counter, taken when the committee files, in that same transaction: on PostgreSQL with the proposal's load,
+`expect_filing`, so a refused filing gives it back only because the door rolls back every refusal). A
+proposal is saved only if its status is still the one it was loaded with (a compare-and-set): a
+concurrent review, withdrawal or the cosign-window sweep that got there first makes `commit()` raise
+StateConflict, and nothing is saved.
 """
 
 from __future__ import annotations
