@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.intake import service, store, views
+from services.intake import mapping, service, store, views
 from services.intake.responses import ProposalPage, ProposalView, SimilarProposals
 from services.intake.service import Clock
 from services.intake.unit_of_work import SqlUnitOfWork, UnitOfWork
@@ -91,9 +91,6 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
             raise NotFound(proposal_id)
         return views.proposal_view(row, await store.get_signers(conn, proposal_id))
 
-    async def answer(conn: AsyncConnection, done: Awaitable[str]) -> dict[str, Any]:
-        return await view(conn, await done)
-
     def missing(exc: NotFound) -> str:
         return f"No proposal {exc} that you may see."
 
@@ -113,7 +110,12 @@ def router(runtime: ServiceRuntime, policy: Policy, clock: Clock) -> APIRouter:
         as the use case left it (a new one: 201, named by `Location`)."""
 
         async def action(conn: AsyncConnection) -> dict[str, Any]:
-            return await answer(conn, use_case(SqlUnitOfWork(conn)))
+            uow = SqlUnitOfWork(conn)
+            proposal_id = await use_case(uow)
+            saved = uow.saved(proposal_id)
+            if saved is None:  # nothing committed by this use case: read it
+                return await view(conn, proposal_id)
+            return views.proposal_view(*mapping.rows(saved))  # as saved: no statement to read it back
 
         location = created if status == 201 else None
         return await commands.once(

@@ -5,9 +5,11 @@ table's row (the proposers and suggestions as JSON lists, the status as its valu
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from services.intake.domain import Proposal, ProposalState, ProposalStatus, Signer
+from shared.records import row_of
 
 Row = dict[str, Any]
 
@@ -50,3 +52,14 @@ def signer(row: Mapping[str, Any]) -> Signer:
 def proposal(row: Mapping[str, Any], signers: Iterable[Mapping[str, Any]]) -> Proposal:
     """The aggregate of a `proposals` row and its `signers` rows."""
     return Proposal(proposal_state(row), [signer(s) for s in signers])
+
+
+def _as_stored(row: Row) -> Row:
+    """A row as the database reads it back: timestamps in UTC (`UTCDateTime`)."""
+    return {key: value.astimezone(UTC) if isinstance(value, datetime) else value for key, value in row.items()}
+
+
+def rows(proposal: Proposal) -> tuple[Row, list[Row]]:
+    """The `proposals` row and the `signers` rows of a proposal as saved, as a read of them would return
+    them (what the door answers with after a write, without reading it back)."""
+    return _as_stored(row_of(proposal.state)), [_as_stored(row_of(s)) for s in proposal.signers]

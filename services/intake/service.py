@@ -49,7 +49,7 @@ async def submit(
         proposal = Proposal.submitted(
             proposal_id or str(uuid.uuid4()), content, actor, policy, via=via, correlation_id=correlation_id, now=now
         )
-        await uow.add(proposal)
+        await uow.add(proposal, drawn=proposal_id is None)
         await uow.commit()
     return proposal.id
 
@@ -58,7 +58,7 @@ async def create_draft(uow: UnitOfWork, changes: dict[str, Any], actor: Actor, *
     """草稿: saved by its first proposer, who may edit it until submitting; nothing is published."""
     async with uow:
         proposal = Proposal.draft(str(uuid.uuid4()), changes, actor, now)
-        await uow.add(proposal)
+        await uow.add(proposal, drawn=True)
         await uow.commit()
     return proposal.id
 
@@ -154,6 +154,8 @@ async def review(
     now = now or system_clock()
     common: dict[str, Any] = {"reason": reason, "correlation_id": correlation_id, "now": now}
     async with uow:
+        if decision == "file":
+            uow.expect_filing(proposal_id, now.year)
         proposal = await uow.submitted(proposal_id)
         proposal.may_be_reviewed()
         if decision == "file":

@@ -18,6 +18,8 @@ from sqlalchemy import (
     bindparam,
     delete,
     false,
+    func,
+    insert,
     select,
     update,
 )
@@ -154,6 +156,49 @@ async def transition(
     return bool(result.rowcount == 1)
 
 
+async def insert_proposal_with_signers(
+    conn: AsyncConnection, row: dict[str, Any], signer_rows: list[dict[str, Any]]
+) -> None:
+    """A new proposal and its signers in one statement on PostgreSQL (the proposal's `INSERT` as a
+    data-modifying CTE of the signers' `INSERT`): one round trip instead of two."""
+    new_proposal = insert(proposals).values(row).cte("new_proposal")
+    await conn.execute(insert(signers).values(signer_rows).add_cte(new_proposal))
+
+
+async def transition_with_signers(
+    conn: AsyncConnection,
+    proposal_id: str,
+    from_status: StrEnum,
+    to_status: StrEnum,
+    signer_rows: list[dict[str, Any]],
+    **values: Any,
+) -> bool:
+    """:func:`transition` and the changed signers' `is_first`/`confirmed_at` in one statement on
+    PostgreSQL: the proposal's compare-and-set `UPDATE … RETURNING` as a CTE, each signer's `UPDATE` a CTE
+    that writes only if the compare-and-set did (`EXISTS` on it). False, and nothing written, if the
+    proposal was no longer in `from_status`."""
+    moved = (
+        update(proposals)
+        .where(proposals.c.id == proposal_id)
+        .where(proposals.c.status == from_status.value)
+        .values(**values, status=to_status.value)
+        .returning(proposals.c.id)
+        .cte("moved")
+    )
+    written = select(moved.c.id).exists()
+    changes = [
+        update(signers)
+        .where(signers.c.proposal_id == proposal_id)
+        .where(signers.c.signer_id == row["signer_id"])
+        .where(written)
+        .values(is_first=row["is_first"], confirmed_at=row["confirmed_at"])
+        .cte(f"signer_{n}")
+        for n, row in enumerate(signer_rows)
+    ]
+    query = select(func.count()).select_from(moved).add_cte(*changes)
+    return bool((await conn.execute(query)).scalar_one() == 1)
+
+
 async def awaiting_cosigners(conn: AsyncConnection, *, due_before: date) -> list[dict[str, Any]]:
     """Joint proposals still awaiting cosigners whose window ended before `due_before`."""
     query = (
@@ -171,6 +216,52 @@ async def signers_of(conn: AsyncConnection, proposal_ids: list[str]) -> dict[str
     for row in (await conn.execute(query)).mappings().all():
         found[row["proposal_id"]].append(dict(row))
     return found
+
+
+async def get_proposal_with_signers(
+    conn: AsyncConnection, proposal_id: str, *, filing_year: int | None = None
+) -> tuple[dict[str, Any], list[dict[str, Any]], bool, int | None] | None:
+    """The proposal, its signers (提案者) and whether any proposal is merged into it (并案), in one
+    statement (a left join: one row per signer, or one without a signer), or None if there is none. One
+    round trip instead of two on PostgreSQL, and a filing (立案) that finds nothing merged into it needs no
+    statement to list them.
+
+    With `filing_year` (PostgreSQL only), the statement also takes that year's next 案号 sequence (the
+    counter's upsert of :func:`next_filing_sequence` as a data-modifying CTE) and returns it last; taken
+    even if there is no such proposal, in the caller's transaction, which a refusal rolls back."""
+    proposals_merged = proposals.alias("proposals_merged")
+    take = filing_year is not None
+
+    def build() -> Any:
+        merged = select(proposals_merged.c.id).where(proposals_merged.c.merged_into == proposals.c.id).exists()
+        query = (
+            select(
+                proposals, signers.c.signer_id, signers.c.is_first, signers.c.confirmed_at, merged.label("merged_any")
+            )
+            .select_from(proposals.outerjoin(signers, signers.c.proposal_id == proposals.c.id))
+            .where(proposals.c.id == bindparam("proposal_id"))
+            .order_by(signers.c.signer_id)
+        )
+        if not take:
+            return query
+        taken = _take_sequence("postgresql").cte("taken_sequence")
+        return query.add_columns(select(taken.c.last).scalar_subquery().label("filing_sequence")).add_cte(taken)
+
+    query = db.built_once(("intake-proposal-with-signers", take), build)
+    parameters: dict[str, Any] = {"proposal_id": proposal_id}
+    if take:
+        parameters["year"] = filing_year
+    rows = (await conn.execute(query, parameters)).mappings().all()
+    if not rows:
+        return None
+    own = ("signer_id", "is_first", "confirmed_at")
+    extra = ("merged_any", "filing_sequence")
+    proposal = {key: value for key, value in rows[0].items() if key not in own and key not in extra}
+    found = [
+        {"proposal_id": proposal_id, **{key: row[key] for key in own}} for row in rows if row["signer_id"] is not None
+    ]
+    sequence = rows[0]["filing_sequence"] if take else None
+    return proposal, found, bool(rows[0]["merged_any"]), None if sequence is None else int(sequence)
 
 
 async def get_signers(conn: AsyncConnection, proposal_id: str) -> list[dict[str, Any]]:
@@ -198,16 +289,18 @@ async def confirm_signer(conn: AsyncConnection, proposal_id: str, signer_id: str
     )
 
 
+def _take_sequence(dialect: str) -> Any:
+    """The counter's upsert that takes a year's next 案号 sequence (`year` bound), returning it."""
+    return (
+        (postgresql.insert if dialect == "postgresql" else sqlite.insert)(filing_counters)
+        .values(year=bindparam("year"), last=1)
+        .on_conflict_do_update(index_elements=["year"], set_={"last": filing_counters.c.last + 1})
+        .returning(filing_counters.c.last)
+    )
+
+
 async def next_filing_sequence(conn: AsyncConnection, year: int) -> int:
     """The next 案号 sequence of a year, taken atomically inside the caller's transaction."""
     dialect = conn.dialect.name
-    stmt = db.built_once(
-        ("intake-filing-sequence", dialect),
-        lambda: (
-            (postgresql.insert if dialect == "postgresql" else sqlite.insert)(filing_counters)
-            .values(year=bindparam("year"), last=1)
-            .on_conflict_do_update(index_elements=["year"], set_={"last": filing_counters.c.last + 1})
-            .returning(filing_counters.c.last)
-        ),
-    )
+    stmt = db.built_once(("intake-filing-sequence", dialect), lambda: _take_sequence(dialect))
     return int((await conn.execute(stmt, {"year": year})).scalar_one())

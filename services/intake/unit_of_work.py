@@ -3,9 +3,11 @@ the events it caused, in the caller's transaction.
 
 The transaction is the door's: over HTTP it also holds the `Idempotency-Key` answer, in the consumer of
 `proposalflow.submissions` the inbox mark. Nothing is written before `commit()` (except the filing-number
-counter, taken when the committee files, in that same transaction). A proposal is saved only if its
-status is still the one it was loaded with (a compare-and-set): a concurrent review, withdrawal or the
-cosign-window sweep that got there first makes `commit()` raise StateConflict, and nothing is saved.
+counter, taken when the committee files, in that same transaction: on PostgreSQL with the proposal's load,
+`expect_filing`, so a refused filing gives it back only because the door rolls back every refusal). A
+proposal is saved only if its status is still the one it was loaded with (a compare-and-set): a
+concurrent review, withdrawal or the cosign-window sweep that got there first makes `commit()` raise
+StateConflict, and nothing is saved.
 """
 
 from __future__ import annotations
@@ -44,6 +46,11 @@ class UnitOfWork(shared.unit_of_work.UnitOfWork):
 
     def __init__(self) -> None:
         self._seen: dict[str, tuple[Proposal, Snapshot]] = {}
+        self._saved: dict[str, Proposal] = {}
+        self._filing: tuple[str, int] | None = None
+        """The proposal about to be filed and the year of its 案号 (`expect_filing`)."""
+        self._sequences: dict[int, int] = {}
+        """案号 sequences already taken with a load, by year, for `next_filing_sequence`."""
 
     async def find(self, proposal_id: str) -> Proposal | None:
         """The proposal with its signers, or None if there is none."""
@@ -67,9 +74,11 @@ class UnitOfWork(shared.unit_of_work.UnitOfWork):
             raise NotFound(proposal_id)
         return found
 
-    async def add(self, proposal: Proposal) -> None:
-        """A new proposal; its id must be new."""
-        if proposal.id in self._seen or await self._exists(proposal.id):
+    async def add(self, proposal: Proposal, *, drawn: bool = False) -> None:
+        """A new proposal; its id must be new. `drawn`: the id was just drawn at random (a UUID4) by this
+        service, not given by the caller, so no stored proposal can have it and none is looked for (a
+        round trip less; the primary key would still refuse a duplicate)."""
+        if proposal.id in self._seen or (not drawn and await self._exists(proposal.id)):
             raise RuleViolation("proposal_id_unique", f"a proposal with id {proposal.id!r} already exists")
         self._seen[proposal.id] = (proposal, Snapshot(None))
 
@@ -84,8 +93,16 @@ class UnitOfWork(shared.unit_of_work.UnitOfWork):
         """The ids of the proposals merged into this one (并案)."""
         return await self._merged_into(proposal_id)
 
+    def expect_filing(self, proposal_id: str, year: int) -> None:
+        """The committee is about to file this proposal (立案): a unit of work may take the year's 案号
+        with the proposal's load (one round trip less on PostgreSQL). Taken in the door's transaction, it
+        is given back with it if the review is refused (the door rolls back on any refusal)."""
+        self._filing = (proposal_id, year)
+
     async def next_filing_sequence(self, year: int) -> int:
         """The next 案号 sequence of a year, taken in the door's transaction."""
+        if year in self._sequences:
+            return self._sequences.pop(year)
         return await self._next_sequence(year)
 
     async def commit(self) -> None:
@@ -102,7 +119,13 @@ class UnitOfWork(shared.unit_of_work.UnitOfWork):
             await self._publish(events)
         for proposal, _ in self._seen.values():
             proposal.events.clear()
+            self._saved[proposal.id] = proposal
         self._seen = {key: (proposal, Snapshot(proposal)) for key, (proposal, _) in self._seen.items()}
+
+    def saved(self, proposal_id: str) -> Proposal | None:
+        """The proposal as a `commit()` of this unit of work saved it (in the door's transaction), or None.
+        The door answers with it instead of reading back what it has just written."""
+        return self._saved.get(proposal_id)
 
     def rollback(self) -> None:
         """Forget what was not committed (the door's transaction rolls back what was written)."""
@@ -150,12 +173,23 @@ class SqlUnitOfWork(UnitOfWork):
     def __init__(self, conn: AsyncConnection) -> None:
         super().__init__()
         self.conn = conn
+        self._none_merged: set[str] = set()
+        """The proposals loaded with none merged into them (并案)."""
 
     async def _fetch(self, proposal_id: str) -> Proposal | None:
-        row = await store.get_proposal(self.conn, proposal_id)
-        if row is None:
+        year = None
+        if self._filing is not None and self._filing[0] == proposal_id and self.conn.dialect.name == "postgresql":
+            year = self._filing[1]  # the 案号 taken with the load (SQLite: in-process, taken on its own)
+            self._filing = None
+        found = await store.get_proposal_with_signers(self.conn, proposal_id, filing_year=year)
+        if found is None:
             return None
-        return mapping.proposal(row, await store.get_signers(self.conn, proposal_id))
+        row, signers, merged_any, sequence = found
+        if year is not None and sequence is not None:
+            self._sequences[year] = sequence
+        if not merged_any:
+            self._none_merged.add(proposal_id)
+        return mapping.proposal(row, signers)
 
     async def _exists(self, proposal_id: str) -> bool:
         return await store.get_proposal(self.conn, proposal_id) is not None
@@ -166,6 +200,8 @@ class SqlUnitOfWork(UnitOfWork):
         return [mapping.proposal(row, signers[row["id"]]) for row in rows]
 
     async def _merged_into(self, proposal_id: str) -> list[str]:
+        if proposal_id in self._none_merged:  # the load found none (in this transaction): no statement
+            return []
         return await store.merged_into(self.conn, proposal_id)
 
     async def _next_sequence(self, year: int) -> int:
@@ -173,6 +209,12 @@ class SqlUnitOfWork(UnitOfWork):
 
     async def _save(self, proposal: Proposal, snapshot: Snapshot) -> bool:
         conn = self.conn
+        folded = conn.dialect.name == "postgresql"  # each statement a round trip: the writes folded
+        if snapshot.state is None and folded and proposal.signers:
+            await store.insert_proposal_with_signers(
+                conn, row_of(proposal.state), [row_of(signer) for signer in proposal.signers]
+            )
+            return True
         if snapshot.state is None:
             await store.insert_proposal(conn, row_of(proposal.state))
             if proposal.signers:
@@ -182,6 +224,15 @@ class SqlUnitOfWork(UnitOfWork):
         if not (changed or added or updated or gone):
             return True
         # The compare-and-set: a concurrent review or sweep that moved the proposal wins, we write nothing.
+        if folded and updated and not (added or gone):  # a cosign (联名确认): proposal and signer at once
+            return await store.transition_with_signers(
+                conn,
+                proposal.id,
+                snapshot.state.status,
+                proposal.status,
+                updated,
+                **{k: v for k, v in changed.items() if k != "status"},
+            )
         if not await store.transition(
             conn,
             proposal.id,
