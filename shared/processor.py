@@ -147,7 +147,6 @@ class EventProcessor:
         self._reruns: set[asyncio.Task[None]] = set()
         self._siblings: dict[str, EventProcessor] = {}
         """The other consumers of this service (:meth:`look_after`)."""
-        self._alone: Callable[[], bool] = lambda: False
 
     def look_after(self, siblings: Iterable[EventProcessor]) -> None:
         """On PostgreSQL, the look for parked records after each commit covers these consumers of the same
@@ -155,15 +154,6 @@ class EventProcessor:
         holds (a unit's command for its proposal's assignment) is re-run now, not at the next sweep.
         Within one process :meth:`rerun_soon` does that; across replicas only this look can."""
         self._siblings = {sibling.consumer: sibling for sibling in siblings if sibling is not self}
-
-    def alone_when(self, alone: Callable[[], bool]) -> None:
-        """`alone()` tells whether this process's consumers hold every partition of every topic they read
-        (`ServiceRuntime.alone_in_group`). Then the look for parked records after a commit is skipped: with
-        no other member in the group reading these topics, a record of them can only have been parked by
-        this process, whose :meth:`rerun_soon` re-runs it, and what a replica parked before it left is found
-        by the periodic sweep, as after a crash. One round trip less per batch on PostgreSQL with one
-        replica (docs/decisions.md, "The look after a commit")."""
-        self._alone = alone
 
     async def process(self, record: Record) -> str:
         """Handle one record; returns what happened: handled, duplicate, parked or dead-lettered.
@@ -294,7 +284,7 @@ class EventProcessor:
         handled = {e.subject for e, o in zip(envelopes, outcomes, strict=True) if o == "handled" and e.subject}
         if handled:
             self._after_handled(handled)
-        if handled and self._engine.dialect.name != "sqlite" and not self._alone():
+        if handled and self._engine.dialect.name != "sqlite":
             # Another replica may have parked, while this transaction ran, an event of these proposals
             # that was waiting for them (a replica re-runs what it parks at once, but that may have been
             # before this commit). On SQLite transactions never overlap: a record parked after this

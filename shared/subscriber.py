@@ -7,7 +7,6 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-from aiokafka import TopicPartition
 from faststream.kafka import KafkaBroker
 from faststream.middlewares import AckPolicy
 
@@ -33,9 +32,8 @@ def subscribe(
     commit_interval: float = 0.0,
     batch_window_ms: int = 0,
     inbound: Sequence[str] = (),
-) -> Any:
-    """Wire a processor to a FastStream batch subscriber (returned; its `consumer` is aiokafka's, once
-    started); offsets are committed (manual
+) -> None:
+    """Wire a processor to a FastStream batch subscriber; offsets are committed (manual
     acknowledgement) only after every record of the batch has its outcome stored, at most every
     `commit_interval` seconds (:class:`OffsetCommits`), and before a rebalance takes its partitions
     (:class:`HandOver`). With a `batch_window_ms`, a batch that is not full waits that long for the records
@@ -51,7 +49,7 @@ def subscribe(
         # message, in a worker thread, a thread hop per batch (docs/performance.md).
         return message
 
-    handle = broker.subscriber(
+    @broker.subscriber(
         *([] if inbound else topics),
         pattern=inbound_topic_pattern(topics, inbound) if inbound else None,
         group_id=group_id,
@@ -70,7 +68,6 @@ def subscribe(
         title=f"{processor.consumer}:subscribe",
         description=description,
     )
-
     async def on_batch(msg: Any) -> None:
         records: Sequence[Any] = msg.raw_message
         if not isinstance(records, Sequence):
@@ -91,26 +88,6 @@ def subscribe(
         last: dict[tuple[str, int], Any] = {(record.topic, record.partition): record for record in records}
         for record in last.values():
             record_lag(group_id, getattr(msg, "consumer", None), record)
-
-    handle(on_batch)
-    return handle
-
-
-def owns_every_partition(consumer: Any) -> bool:
-    """Whether `consumer` (aiokafka's, once started) holds every partition of every topic it reads: then no
-    other member of its group reads those topics, so no other process can be consuming, or parking, their
-    records. False while it is not started, has no assignment, or a topic's partitions are not known."""
-    if consumer is None:
-        return False
-    assigned = consumer.assignment()
-    if not assigned:
-        return False
-    topics = {partition.topic for partition in assigned} | set(consumer.subscription() or ())
-    for topic in topics:
-        partitions = consumer.partitions_for_topic(topic)
-        if not partitions or any(TopicPartition(topic, n) not in assigned for n in partitions):
-            return False
-    return True
 
 
 async def top_up(consumer: Any, records: Sequence[Any], window_ms: int) -> Sequence[Any]:

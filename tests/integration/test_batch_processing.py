@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 
-import asyncpg
 import pytest
 from sqlalchemy import func, select
 
@@ -254,32 +253,3 @@ async def test_a_background_rerun_cut_short_by_a_stop_leaves_its_record_parked_f
     async with engine.connect() as conn:
         parked = intake_store.metadata.tables["parked_events"]
         assert (await conn.execute(select(func.count()).select_from(parked))).scalar_one() == 1
-
-
-async def test_alone_in_its_group_a_replica_skips_the_look_for_what_others_parked(
-    postgres_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """One replica holds every partition of its topics (`ServiceRuntime.alone_in_group`): no other process
-    can have parked these topics' records, so the look after each commit, a round trip per batch, is not
-    made. With another member in the group it is (the test above)."""
-    await upgrade_async("intake", postgres_url)
-    engine = create_engine(postgres_url)
-    looks: list[str] = []
-    original = asyncpg.Connection.fetch
-
-    async def fetch(connection, query: str, *args, **kwargs):  # type: ignore[no-untyped-def]
-        if "parked_events" in query:
-            looks.append(query)
-        return await original(connection, query, *args, **kwargs)
-
-    monkeypatch.setattr(asyncpg.Connection, "fetch", fetch)
-    lifecycle, _, _ = held_until_assigned()
-    alone = [True]
-    worker = processor(engine, lifecycle, RecordingPublisher(), consumer="test-lifecycle")
-    worker.alone_when(lambda: alone[0])
-    assert await worker.process_batch([record_of(envelope("p-1", "assigned"), topic="assignments")]) == ["handled"]
-    assert [q for q in looks if "DISTINCT consumer, subject" in q] == []
-    alone[0] = False  # a second replica joined the group
-    assert await worker.process_batch([record_of(envelope("p-2", "assigned"), topic="assignments")]) == ["handled"]
-    assert len([q for q in looks if "DISTINCT consumer, subject" in q]) == 1
-    await engine.dispose()

@@ -12,7 +12,6 @@ from aiokafka.errors import CommitFailedError
 
 from shared.observability import METRICS
 from shared.offsets import HandOver, OffsetCommits
-from shared.subscriber import owns_every_partition
 
 
 @dataclass(frozen=True)
@@ -105,33 +104,3 @@ async def test_every_assignment_is_counted() -> None:
     before = METRICS.consumer_rebalances.labels("g-count", "c")._value.get()
     await HandOver(OffsetCommits(0), "g-count", "c").on_partitions_assigned({TopicPartition("t", 0)})
     assert METRICS.consumer_rebalances.labels("g-count", "c")._value.get() == before + 1
-
-
-class Assigned:
-    """What `owns_every_partition` reads of an aiokafka consumer."""
-
-    def __init__(self, assigned: set[tuple[str, int]], partitions: dict[str, set[int] | None]) -> None:
-        self._assigned = {TopicPartition(topic, n) for topic, n in assigned}
-        self._partitions = partitions
-
-    def assignment(self) -> set[TopicPartition]:
-        return self._assigned
-
-    def subscription(self) -> set[str]:
-        return set(self._partitions)
-
-    def partitions_for_topic(self, topic: str) -> set[int] | None:
-        return self._partitions[topic]
-
-
-def test_a_consumer_alone_in_its_group_holds_every_partition_of_every_topic_it_reads() -> None:
-    two = {"a": {0, 1}, "b": {0, 1}}
-    assert owns_every_partition(Assigned({("a", 0), ("a", 1), ("b", 0), ("b", 1)}, two))
-    # Another member holds a partition of one topic: another process reads (and may park) its records.
-    assert not owns_every_partition(Assigned({("a", 0), ("a", 1), ("b", 0)}, two))
-    # A topic it reads (a pattern's match) of which it holds nothing, or whose partitions are unknown.
-    assert not owns_every_partition(Assigned({("a", 0), ("a", 1)}, two))
-    assert not owns_every_partition(Assigned({("a", 0)}, {"a": None}))
-    # Not started, or no assignment yet: not known to be alone.
-    assert not owns_every_partition(None)
-    assert not owns_every_partition(Assigned(set(), two))
