@@ -639,9 +639,10 @@ def table(results: list[dict[str, Any]], base: dict[str, Any] | None = None) -> 
 
 
 def replica_costs(results: list[dict[str, Any]]) -> str:
-    """Per database and replica count (Kafka door, maximum rate), per service: CPU ms per proposal, the
-    suite's idle CPU ms per second, records consumed per proposal, of them duplicates (read again, dropped by
-    the inbox) and parked, and the rebalances during the scenario: where a replica's extra CPU goes."""
+    """Per database, scenario and replica count (Kafka door; every scenario but 100/s), per service: CPU ms
+    per proposal, the suite's idle CPU ms per second, records consumed per proposal, of them duplicates (read
+    again, dropped by the inbox) and parked, the rebalances during the scenario, and the consumer batches and
+    relay turns per proposal: where a replica's extra CPU goes, and what a moderate rate costs."""
     lines = []
     for r in results:
         if "database" not in r or r["door"] != "kafka" or r["scenario"] == "pipeline 100/s":
